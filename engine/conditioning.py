@@ -1,0 +1,160 @@
+"""The method's conditioning: edit masks, the 4-channel spatiotemporal mask, the greyed
+condition video, and the latent-resolution loss weight (METHOD.md).
+
+Conventions: a pixel ``edit_mask`` is ``[F, H, W] bool`` with True = the region to edit;
+a latent ``keep_mask`` is 1 = known/keep, 0 = to be generated, as diffusers builds it.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from framecast.engine.errors import InvalidInput
+
+VAE_TEMPORAL = 4  # latent frame j >= 1 encodes pixel frames 4j-3 .. 4j
+VAE_SPATIAL = 8
+BBOX_MIN_AREA = 50  # px: smaller components are dropped, as the public preprocessing does
+BBOX_GROWTH = 0.10  # each box grows by 10% of its size, half on each side
+
+
+class MaskMode(str, enum.Enum):
+    EXACT = "exact"
+    BBOX = "bbox"
+    DILATE = "dilate"
+
+
+def latent_frames(num_frames: int) -> int:
+    return (num_frames - 1) // VAE_TEMPORAL + 1
+
+
+def check_frame_count(num_frames: int, field: str = "num_frames") -> None:
+    if num_frames < 1 or (num_frames - 1) % VAE_TEMPORAL != 0:
+        raise InvalidInput(field, num_frames, "must be 4N+1 (1, 5, 9, 13, ..., 49, 81)")
+
+
+def check_frame_size(height: int, width: int, field: str = "video") -> None:
+    if height % 16 or width % 16:
+        raise InvalidInput(field, f"{width}x{height}", "width and height must be multiples of 16")
+
+
+# --- pixel-space edit masks ---------------------------------------------------------------
+
+
+def prepare_edit_mask(edit_mask: np.ndarray, mode: MaskMode = MaskMode.BBOX, dilate_px: int = 0) -> np.ndarray:
+    """Turn the user's mask into the one the method uses. [F, H, W] bool -> [F, H, W] bool."""
+    mode = MaskMode(mode)
+    if mode is MaskMode.EXACT:
+        return edit_mask.copy()
+    if mode is MaskMode.DILATE:
+        if dilate_px < 0:
+            raise InvalidInput("dilate_px", dilate_px, "must be >= 0")
+        return _dilate(edit_mask, dilate_px)
+    return _bounding_boxes(edit_mask)
+
+
+def _dilate(edit_mask: np.ndarray, radius: int) -> np.ndarray:
+    if radius == 0:
+        return edit_mask.copy()
+    m = torch.from_numpy(edit_mask).float()[:, None]
+    m = F.max_pool2d(m, kernel_size=2 * radius + 1, stride=1, padding=radius)
+    return m[:, 0].bool().numpy()
+
+
+def _label_components(edit_mask: torch.Tensor) -> torch.Tensor:
+    """8-connected component labels of [F, H, W] bool; 0 = background, else a positive id.
+
+    Label propagation by repeated 3x3 max-pooling: vectorised over all frames, converges in
+    as many rounds as the longest path inside a component.
+    """
+    frames, height, width = edit_mask.shape
+    ids = torch.arange(1, frames * height * width + 1, dtype=torch.float64).view(frames, 1, height, width)
+    inside = edit_mask[:, None]
+    labels = torch.where(inside, ids, torch.zeros_like(ids))
+    while True:
+        grown = torch.where(inside, F.max_pool2d(labels, 3, stride=1, padding=1), labels)
+        if torch.equal(grown, labels):
+            return labels[:, 0].long()
+        labels = grown
+
+
+def _bounding_boxes(edit_mask: np.ndarray) -> np.ndarray:
+    """Each component's bounding box (components >= 50 px), grown by 10%, filled."""
+    frames, height, width = edit_mask.shape
+    labels = _label_components(torch.from_numpy(edit_mask))
+    out = np.zeros_like(edit_mask)
+    ys = torch.arange(height).view(1, height, 1).expand_as(labels)
+    xs = torch.arange(width).view(1, 1, width).expand_as(labels)
+    for f in range(frames):
+        frame_labels = labels[f]
+        present, areas = torch.unique(frame_labels[frame_labels > 0], return_counts=True)
+        for label, area in zip(present.tolist(), areas.tolist()):
+            if area < BBOX_MIN_AREA:
+                continue
+            where = frame_labels == label
+            y0, y1 = int(ys[f][where].min()), int(ys[f][where].max()) + 1
+            x0, x1 = int(xs[f][where].min()), int(xs[f][where].max()) + 1
+            grow_y = round((y1 - y0) * BBOX_GROWTH / 2)
+            grow_x = round((x1 - x0) * BBOX_GROWTH / 2)
+            out[f, max(0, y0 - grow_y) : min(height, y1 + grow_y), max(0, x0 - grow_x) : min(width, x1 + grow_x)] = True
+    return out
+
+
+# --- latent-space conditioning ------------------------------------------------------------
+
+
+def latent_keep_mask(edit_mask: np.ndarray, first_frame_known: bool = True) -> torch.Tensor:
+    """The transformer's 4 mask channels. [F, H, W] bool -> [1, 4, F_lat, H/8, W/8] float32.
+
+    keep = 1 outside the edit region, 0 inside; frame 0 is all keep when it is given in full.
+    Frame 0 is repeated four times so the frame axis divides into groups of 4, one group per
+    latent frame, and each group becomes the 4 channels of that latent frame.
+    """
+    frames, height, width = edit_mask.shape
+    keep = torch.from_numpy(~edit_mask).float()[None, None]  # [1, 1, F, H, W]
+    keep = F.interpolate(keep, size=(frames, height // VAE_SPATIAL, width // VAE_SPATIAL), mode="nearest")
+    if first_frame_known:
+        keep[:, :, 0] = 1.0
+    keep = torch.cat([keep[:, :, :1].repeat(1, 1, VAE_TEMPORAL, 1, 1), keep[:, :, 1:]], dim=2)  # [1, 1, F+3, h, w]
+    keep = keep.view(1, -1, VAE_TEMPORAL, height // VAE_SPATIAL, width // VAE_SPATIAL)  # [1, F_lat, 4, h, w]
+    return keep.transpose(1, 2).contiguous()  # [1, 4, F_lat, h, w]
+
+
+def condition_video(first_frame: np.ndarray | None, source: np.ndarray, edit_mask: np.ndarray) -> torch.Tensor:
+    """Frame 0 in full, later frames with the edit region painted mid-grey.
+
+    first_frame: [H, W, 3] uint8, or None to grey frame 0 too (single-frame appearance
+    samples); source: [F, H, W, 3] uint8; edit_mask: [F, H, W] bool.
+    Returns [1, 3, F, H, W] float32 in [-1, 1]; grey is exactly 0.0.
+    """
+    video = torch.from_numpy(source).float().div(127.5).sub(1.0)  # [F, H, W, 3]
+    video = video.masked_fill(torch.from_numpy(edit_mask)[..., None], 0.0)
+    if first_frame is not None:
+        video[0] = torch.from_numpy(first_frame).float().div(127.5).sub(1.0)
+    return video.permute(3, 0, 1, 2)[None].contiguous()
+
+
+def loss_weight(edit_mask: np.ndarray, w_edit: float = 1.0, w_keep: float = 1.0) -> torch.Tensor:
+    """Per-latent weight of the flow-matching loss. [F, H, W] bool -> [1, 1, F_lat, H/8, W/8].
+
+    A latent cell is in the edit region when any pixel of any frame it encodes is: latent
+    frame 0 covers pixel frame 0, latent frame j >= 1 covers pixel frames 4j-3 .. 4j.
+    """
+    edit = torch.from_numpy(edit_mask).float()[None, None]  # [1, 1, F, H, W]
+    edit = torch.cat([edit[:, :, :1].repeat(1, 1, VAE_TEMPORAL, 1, 1), edit[:, :, 1:]], dim=2)
+    edit = F.max_pool3d(edit, kernel_size=(VAE_TEMPORAL, VAE_SPATIAL, VAE_SPATIAL))
+    return torch.where(edit > 0, torch.tensor(float(w_edit)), torch.tensor(float(w_keep)))
+
+
+def to_unit_range(frames: np.ndarray) -> torch.Tensor:
+    """[F, H, W, 3] uint8 -> [1, 3, F, H, W] float32 in [-1, 1]."""
+    return torch.from_numpy(frames).float().div(127.5).sub(1.0).permute(3, 0, 1, 2)[None].contiguous()
+
+
+def from_unit_range(video: torch.Tensor) -> np.ndarray:
+    """[3, F, H, W] float in [-1, 1] -> [F, H, W, 3] uint8 (rounded, as diffusers' postprocessing)."""
+    frames = (video.float().clamp(-1, 1) + 1.0) / 2.0
+    return (frames.permute(1, 2, 3, 0) * 255.0).round().to(torch.uint8).cpu().numpy()

@@ -1,0 +1,70 @@
+"""Domain errors raised by the engine and the server's stores.
+
+Each carries the offending field and value in its message, so a caller can act on it
+without reading a traceback. The server maps these classes to gRPC status codes in one
+place (``framecast.server.errors``); nothing here knows about gRPC.
+"""
+
+from __future__ import annotations
+
+
+class FramecastError(Exception):
+    """Base class of every error framecast raises on purpose."""
+
+
+class InvalidInput(FramecastError):
+    """A request field has a value the engine cannot work with."""
+
+    def __init__(self, field: str, value: object, reason: str):
+        self.field = field
+        self.value = value
+        shown = repr(value)
+        if len(shown) > 120:
+            shown = shown[:117] + "..."
+        super().__init__(f"{field} {reason} (got {shown})")
+
+
+class NotFound(FramecastError):
+    """An id names nothing the server holds."""
+
+    kind = "object"
+
+    def __init__(self, ident: str):
+        self.ident = ident
+        super().__init__(f"{self.kind} {ident!r} not found")
+
+
+class AdapterNotFound(NotFound):
+    kind = "adapter"
+
+
+class MediaNotFound(NotFound):
+    kind = "media"
+
+
+class JobNotFound(NotFound):
+    kind = "job"
+
+
+class FailedPrecondition(FramecastError):
+    """The request is well formed but the server's state does not allow it now."""
+
+
+class AlreadyExists(FramecastError):
+    """A name the request wants to create is taken."""
+
+
+class IncompatibleAdapter(FailedPrecondition):
+    """An adapter does not fit the loaded base model."""
+
+
+class OutOfMemory(FramecastError):
+    """The device or a configured limit ran out of memory, or the queue is full."""
+
+
+class Unavailable(FramecastError):
+    """The server is not ready (model still loading) or is shutting down."""
+
+
+class Cancelled(FramecastError):
+    """A job was cancelled by its owner."""

@@ -1,0 +1,167 @@
+"""Loading the Wan2.1 image-to-video base model, and building the small built-in one.
+
+``load_pipeline`` is the one path every model takes: a local diffusers directory of
+Wan2.1-I2V-14B-480P on a GPU, or the directory ``make_tiny_model`` writes, on any device.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from framecast.engine.errors import InvalidInput
+
+log = logging.getLogger(__name__)
+
+# Byte-level vocabulary of the built-in model's tokenizer: every UTF-8 byte is a token,
+# so any prompt tokenizes without a trained vocabulary. Ids 0..2 follow T5's convention.
+_SPECIAL_TOKENS = ["<pad>", "</s>", "<unk>"]
+
+
+@dataclass(frozen=True)
+class TinyModelSpec:
+    """Sizes of the built-in model. Defaults run a 64x64, 9-frame clip in well under a second on a CPU."""
+
+    layers: int = 2
+    heads: int = 2
+    head_dim: int = 12
+    ffn_dim: int = 48
+    text_dim: int = 32
+    text_layers: int = 2
+    image_dim: int = 32  # CLIP vision hidden size; the transformer's image_dim
+    image_size: int = 32
+    vae_base_dim: int = 8
+    flow_shift: float = 5.0
+    seed: int = 0
+
+
+def _byte_level_tokenizer():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {token: i for i, token in enumerate(_SPECIAL_TOKENS + alphabet)}
+    core = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    core.decoder = decoders.ByteLevel()
+    core.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", model_max_length=512
+    )
+
+
+def build_tiny_pipeline(spec: TinyModelSpec = TinyModelSpec()):
+    """A random-weight WanImageToVideoPipeline of the real classes, shrunk."""
+    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanImageToVideoPipeline, WanTransformer3DModel
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel, UMT5Config, UMT5EncoderModel
+
+    torch.manual_seed(spec.seed)
+    tokenizer = _byte_level_tokenizer()
+    text_encoder = UMT5EncoderModel(
+        UMT5Config(
+            vocab_size=len(tokenizer),
+            d_model=spec.text_dim,
+            d_kv=spec.text_dim // 2,
+            d_ff=2 * spec.text_dim,
+            num_layers=spec.text_layers,
+            num_heads=2,
+            relative_attention_num_buckets=8,
+            relative_attention_max_distance=32,
+            pad_token_id=0,
+            eos_token_id=1,
+            decoder_start_token_id=0,
+        )
+    )
+    image_encoder = CLIPVisionModel(
+        CLIPVisionConfig(
+            hidden_size=spec.image_dim,
+            intermediate_size=2 * spec.image_dim,
+            projection_dim=spec.image_dim,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=spec.image_size,
+            patch_size=8,
+        )
+    )
+    image_processor = CLIPImageProcessor(
+        size={"shortest_edge": spec.image_size}, crop_size={"height": spec.image_size, "width": spec.image_size}
+    )
+    vae = AutoencoderKLWan(
+        base_dim=spec.vae_base_dim,
+        z_dim=16,
+        dim_mult=[1, 1, 1, 1],
+        num_res_blocks=1,
+        temperal_downsample=[False, True, True],
+    )
+    inner_dim = spec.heads * spec.head_dim
+    transformer = WanTransformer3DModel(
+        patch_size=(1, 2, 2),
+        num_attention_heads=spec.heads,
+        attention_head_dim=spec.head_dim,
+        in_channels=36,
+        out_channels=16,
+        text_dim=spec.text_dim,
+        freq_dim=32,
+        ffn_dim=spec.ffn_dim,
+        num_layers=spec.layers,
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
+        eps=1e-6,
+        image_dim=spec.image_dim,
+        added_kv_proj_dim=inner_dim,
+        rope_max_seq_len=32,
+    )
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=spec.flow_shift)
+    return WanImageToVideoPipeline(
+        tokenizer=tokenizer,
+        text_encoder=text_encoder,
+        vae=vae,
+        scheduler=scheduler,
+        image_processor=image_processor,
+        image_encoder=image_encoder,
+        transformer=transformer,
+    )
+
+
+def make_tiny_model(directory: str | Path, spec: TinyModelSpec = TinyModelSpec(), dtype=torch.float32) -> Path:
+    """Write the built-in model as a diffusers directory that ``load_pipeline`` reads back."""
+    directory = Path(directory)
+    pipe = build_tiny_pipeline(spec)
+    if dtype != torch.float32:
+        pipe.to(dtype=dtype)
+    pipe.save_pretrained(directory, safe_serialization=True)
+    (directory / "framecast_tiny.json").write_text(json.dumps(spec.__dict__, indent=2))
+    return directory
+
+
+def load_pipeline(model_dir: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
+    """Load a WanImageToVideoPipeline from a local diffusers directory (never from a hub).
+
+    The transformer and VAE weights stay frozen; adapters are added on top.
+    """
+    import diffusers
+    import transformers
+    from diffusers import WanImageToVideoPipeline
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
+    model_dir = Path(model_dir)
+    if not (model_dir / "model_index.json").is_file():
+        raise InvalidInput("model", str(model_dir), "is not a diffusers directory: model_index.json is missing")
+    index = json.loads((model_dir / "model_index.json").read_text())
+    if index.get("_class_name") != "WanImageToVideoPipeline":
+        raise InvalidInput("model", str(model_dir), f"holds a {index.get('_class_name')}, not a WanImageToVideoPipeline")
+    pipe = WanImageToVideoPipeline.from_pretrained(model_dir, dtype=dtype, local_files_only=True)
+    # The VAE runs in fp32 even when the rest is bf16: it is small and its decode is sensitive.
+    if pipe.vae.dtype != torch.float32:
+        pipe.vae.to(torch.float32)
+    pipe.to(device)
+    for module in (pipe.transformer, pipe.vae, pipe.text_encoder, pipe.image_encoder):
+        module.requires_grad_(False)
+        module.eval()
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

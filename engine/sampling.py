@@ -1,0 +1,190 @@
+"""Propagating an edit: the denoising loop and streamed decoding.
+
+The loop follows diffusers' WanImageToVideoPipeline step for step (same noise draw,
+scheduler, guidance and VAE normalisation); what differs is only the conditioning the
+method gives it. With an edit mask covering every frame completely, the conditioning is
+exactly plain I2V's, and the output matches the stock pipeline's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import PIL.Image
+import torch
+
+from framecast.engine.conditioning import VAE_SPATIAL, latent_frames
+from framecast.engine.errors import Cancelled
+
+
+@dataclass
+class Conditioning:
+    """Everything the transformer is given besides the noisy latents, for one clip."""
+
+    keep_mask: torch.Tensor  # [1, 4, F_lat, h, w] 1 = keep
+    condition_latents: torch.Tensor  # [1, 16, F_lat, h, w] normalised VAE latents of the greyed video
+    prompt_embeds: torch.Tensor  # [1, L, text_dim]
+    negative_prompt_embeds: torch.Tensor | None  # [1, L, text_dim], None without guidance
+    image_embeds: torch.Tensor  # [1, N, image_dim] CLIP penultimate hidden states
+
+    @property
+    def transformer_condition(self) -> torch.Tensor:
+        return torch.cat([self.keep_mask.to(self.condition_latents), self.condition_latents], dim=1)
+
+
+def _latent_stats(vae, device) -> tuple[torch.Tensor, torch.Tensor]:
+    z_dim = vae.config.z_dim
+    mean = torch.tensor(vae.config.latents_mean, dtype=torch.float32, device=device).view(1, z_dim, 1, 1, 1)
+    std = torch.tensor(vae.config.latents_std, dtype=torch.float32, device=device).view(1, z_dim, 1, 1, 1)
+    return mean, std
+
+
+@torch.no_grad()
+def encode_video(pipe, video: torch.Tensor) -> torch.Tensor:
+    """[1, 3, F, H, W] in [-1, 1] -> normalised latents [1, 16, F_lat, H/8, W/8] float32 (the mode)."""
+    vae = pipe.vae
+    posterior = vae.encode(video.to(device=vae.device, dtype=vae.dtype)).latent_dist
+    latents = posterior.mode().float()
+    mean, std = _latent_stats(vae, latents.device)
+    return (latents - mean) / std
+
+
+@torch.no_grad()
+def encode_prompts(pipe, prompt: str, negative_prompt: str | None, guidance: bool, device) -> tuple:
+    positive, negative = pipe.encode_prompt(
+        prompt=prompt,
+        negative_prompt=negative_prompt,
+        do_classifier_free_guidance=guidance,
+        max_sequence_length=512,
+        device=device,
+    )
+    dtype = pipe.transformer.dtype
+    return positive.to(dtype), (negative.to(dtype) if negative is not None else None)
+
+
+@torch.no_grad()
+def encode_clip_image(pipe, image: np.ndarray, device) -> torch.Tensor:
+    """[H, W, 3] uint8 -> CLIP embedding as the transformer takes it."""
+    embeds = pipe.encode_image(PIL.Image.fromarray(image), device)
+    return embeds.to(pipe.transformer.dtype)
+
+
+def initial_noise(shape, seed: int, device) -> torch.Tensor:
+    """The starting latents: drawn on the CPU from ``seed`` so every device gets the same ones."""
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    return torch.randn(shape, generator=generator, dtype=torch.float32).to(device)
+
+
+@torch.no_grad()
+def denoise(
+    pipe,
+    cond: Conditioning,
+    seed: int,
+    steps: int,
+    guidance_scale: float,
+    on_step: Callable[[int, int], None] | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+) -> torch.Tensor:
+    """Run the flow-matching sampler. Returns final latents [1, 16, F_lat, h, w] float32."""
+    transformer, scheduler = pipe.transformer, pipe.scheduler
+    device = cond.condition_latents.device
+    latents = initial_noise(cond.condition_latents.shape, seed, device)
+    condition = cond.transformer_condition
+    scheduler.set_timesteps(steps, device=device)
+    for index, t in enumerate(scheduler.timesteps):
+        if should_cancel is not None and should_cancel():
+            raise Cancelled("job cancelled")
+        model_input = torch.cat([latents, condition], dim=1).to(transformer.dtype)
+        timestep = t.expand(latents.shape[0])
+        velocity = transformer(
+            hidden_states=model_input,
+            timestep=timestep,
+            encoder_hidden_states=cond.prompt_embeds,
+            encoder_hidden_states_image=cond.image_embeds,
+            return_dict=False,
+        )[0]
+        if guidance_scale > 1.0 and cond.negative_prompt_embeds is not None:
+            unconditional = transformer(
+                hidden_states=model_input,
+                timestep=timestep,
+                encoder_hidden_states=cond.negative_prompt_embeds,
+                encoder_hidden_states_image=cond.image_embeds,
+                return_dict=False,
+            )[0]
+            velocity = unconditional + guidance_scale * (velocity - unconditional)
+        latents = scheduler.step(velocity, t, latents, return_dict=False)[0]
+        if on_step is not None:
+            on_step(index + 1, steps)
+    return latents
+
+
+@torch.no_grad()
+def decode_stream(pipe, latents: torch.Tensor) -> Iterator[np.ndarray]:
+    """Decode latents [1, 16, F_lat, h, w] to uint8 frames, yielding [n, H, W, 3] as each
+    latent frame is decoded (1 frame, then 4 at a time), so the first frames reach the
+    caller before the last ones are computed.
+
+    The Wan VAE decodes causally one latent frame at a time with a feature cache; this walks
+    that loop itself. With tiling on (or a VAE this loop does not know), it decodes whole.
+    """
+    vae = pipe.vae
+    mean, std = _latent_stats(vae, vae.device)
+    z = latents.to(device=vae.device, dtype=torch.float32) * std + mean
+    z = z.to(vae.dtype)
+    streamable = (
+        not getattr(vae, "use_tiling", False)
+        and getattr(vae.config, "patch_size", None) is None
+        and hasattr(vae, "_feat_map")
+        and hasattr(vae, "clear_cache")
+    )
+    if not streamable:
+        video = vae.decode(z, return_dict=False)[0]
+        yield _to_uint8(video[0])
+        return
+    vae.clear_cache()
+    try:
+        hidden = vae.post_quant_conv(z)
+        for index in range(hidden.shape[2]):
+            vae._conv_idx = [0]
+            kwargs = {"first_chunk": True} if index == 0 else {}
+            chunk = vae.decoder(
+                hidden[:, :, index : index + 1], feat_cache=vae._feat_map, feat_idx=vae._conv_idx, **kwargs
+            )
+            yield _to_uint8(chunk.clamp(-1.0, 1.0)[0])
+    finally:
+        vae.clear_cache()
+
+
+def _to_uint8(video: torch.Tensor) -> np.ndarray:
+    """[3, n, H, W] in [-1, 1] -> [n, H, W, 3] uint8, rounding as diffusers' postprocessing does
+    (x/2 + 0.5, clamp to [0, 1], then x255 rounded)."""
+    frames = (video.float() / 2 + 0.5).clamp(0, 1)
+    return (frames.permute(1, 2, 3, 0) * 255).round().to(torch.uint8).cpu().numpy()
+
+
+def feather_alpha(edit_mask: np.ndarray, feather_px: int) -> np.ndarray:
+    """Compositing weight of the generated frame: 0 outside the edit region (exactly), rising
+    to 1 over ``feather_px`` pixels inside it. [F, H, W] bool -> [F, H, W] float32."""
+    mask = torch.from_numpy(edit_mask).float()[:, None]
+    if feather_px <= 0:
+        return mask[:, 0].numpy()
+    total = torch.zeros_like(mask)
+    eroded = mask
+    for _ in range(feather_px):
+        total += eroded
+        eroded = -torch.nn.functional.max_pool2d(-eroded, 3, stride=1, padding=1)
+    return (total / feather_px)[:, 0].numpy()
+
+
+def composite(generated: np.ndarray, source: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Generated inside the (feathered) edit region, source pixels outside. All [n, H, W, ...]."""
+    a = alpha[..., None]
+    mixed = generated.astype(np.float32) * a + source.astype(np.float32) * (1.0 - a)
+    out = np.round(mixed).astype(np.uint8)
+    return np.where(a > 0, out, source)
+
+
+def latent_shape(num_frames: int, height: int, width: int) -> tuple[int, int, int, int, int]:
+    return (1, 16, latent_frames(num_frames), height // VAE_SPATIAL, width // VAE_SPATIAL)

@@ -1,0 +1,146 @@
+"""Training a mask-aware LoRA adapter on one source video (METHOD.md, "Training an adapter").
+
+A sample is one clip with its conditioning and flow-matching target; the trainer draws
+``t ~ U(0, 1)``, noises the target latents, and fits the transformer's velocity to
+``noise - x0`` under a weighted MSE (the fused kernel in ``framecast.kernels``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from framecast.engine.errors import Cancelled
+from framecast.engine.sampling import Conditioning
+
+# Every linear in every block except the image cross-attention projections (add_k/add_v).
+LORA_TARGET_PATTERN = r"blocks\.\d+\.(attn1\.(to_q|to_k|to_v|to_out\.0)|attn2\.(to_q|to_k|to_v|to_out\.0)|ffn\.net\.(0\.proj|2))"
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    rank: int = 16
+    alpha: float | None = None  # None: alpha = rank (scale 1)
+    steps: int = 100  # motion phase
+    appearance_steps: int = 100  # only when reference frames are given
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.99)
+    grad_clip: float = 1.0
+    w_edit: float = 1.0
+    w_keep: float = 1.0
+    seed: int = 0
+    gradient_checkpointing: bool = True
+    reference_repeats: int = 9  # reference samples per original-video sample in the appearance phase
+
+    @property
+    def lora_alpha(self) -> float:
+        return float(self.rank if self.alpha is None else self.alpha)
+
+
+@dataclass
+class Sample:
+    """One training clip."""
+
+    cond: Conditioning  # negative_prompt_embeds unused
+    target_latents: torch.Tensor  # [1, 16, F_lat, h, w] x0
+    loss_weight: torch.Tensor  # [1, 1, F_lat, h, w]
+
+
+@dataclass
+class Progress:
+    phase: str  # "motion" | "appearance"
+    step: int  # 1-based, within the whole run
+    total: int
+    loss: float
+    elapsed_s: float
+
+    @property
+    def eta_s(self) -> float:
+        return self.elapsed_s / self.step * (self.total - self.step) if self.step else math.nan
+
+
+@dataclass
+class TrainOutcome:
+    losses: list[float] = field(default_factory=list)
+
+    @property
+    def final_loss(self) -> float:
+        tail = self.losses[-10:]
+        return sum(tail) / len(tail) if tail else math.nan
+
+
+def weighted_flow_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    from framecast.kernels import masked_flow_loss
+
+    return masked_flow_loss(pred, target, weight)
+
+
+def train_lora(
+    transformer,
+    phases: list[tuple[str, list[Sample], int]],
+    settings: TrainSettings,
+    on_progress: Callable[[Progress], None] | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+) -> TrainOutcome:
+    """Fit the transformer's active LoRA adapter.
+
+    ``phases``: (name, samples, steps); each step of a phase uses the next sample in turn.
+    Only parameters with ``requires_grad`` (the adapter's) are optimised.
+    """
+    device = next(transformer.parameters()).device
+    params = [p for p in transformer.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        params, lr=settings.learning_rate, betas=settings.betas, weight_decay=settings.weight_decay
+    )
+    generator = torch.Generator(device="cpu").manual_seed(settings.seed)
+    total = sum(steps for _, _, steps in phases)
+    outcome = TrainOutcome()
+    if settings.gradient_checkpointing:
+        transformer.enable_gradient_checkpointing()
+    transformer.train()
+    start, step = time.perf_counter(), 0
+    try:
+        for phase, samples, steps in phases:
+            for phase_step in range(steps):
+                if should_cancel is not None and should_cancel():
+                    raise Cancelled("job cancelled")
+                sample = samples[phase_step % len(samples)]
+                loss = _train_step(transformer, optimizer, params, sample, settings, generator, device)
+                step += 1
+                outcome.losses.append(loss)
+                if on_progress is not None:
+                    on_progress(Progress(phase, step, total, loss, time.perf_counter() - start))
+    finally:
+        transformer.eval()
+        if settings.gradient_checkpointing:
+            transformer.disable_gradient_checkpointing()
+        optimizer.zero_grad(set_to_none=True)
+    return outcome
+
+
+def _train_step(transformer, optimizer, params, sample: Sample, settings, generator, device) -> float:
+    x0 = sample.target_latents
+    t = torch.rand((), generator=generator).item()
+    noise = torch.randn(x0.shape, generator=generator, dtype=torch.float32).to(device)
+    noisy = (1.0 - t) * x0 + t * noise  # x_t on the straight path from data (t=0) to noise (t=1)
+    model_input = torch.cat([noisy, sample.cond.transformer_condition], dim=1).to(transformer.dtype)
+    timestep = torch.full((1,), t * 1000.0, device=device)
+    velocity = transformer(
+        hidden_states=model_input,
+        timestep=timestep,
+        encoder_hidden_states=sample.cond.prompt_embeds,
+        encoder_hidden_states_image=sample.cond.image_embeds,
+        return_dict=False,
+    )[0]
+    loss = weighted_flow_loss(velocity.float(), noise - x0, sample.loss_weight)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if settings.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
+    optimizer.step()
+    return float(loss.detach())
