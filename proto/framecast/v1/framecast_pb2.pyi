@@ -1,0 +1,410 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class MediaKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MEDIA_KIND_UNSPECIFIED: _ClassVar[MediaKind]
+    MEDIA_KIND_VIDEO: _ClassVar[MediaKind]
+    MEDIA_KIND_IMAGE: _ClassVar[MediaKind]
+    MEDIA_KIND_IMAGE_SEQUENCE: _ClassVar[MediaKind]
+
+class MaskMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MASK_MODE_UNSPECIFIED: _ClassVar[MaskMode]
+    MASK_MODE_EXACT: _ClassVar[MaskMode]
+    MASK_MODE_BBOX: _ClassVar[MaskMode]
+    MASK_MODE_DILATE: _ClassVar[MaskMode]
+
+class OutputEncoding(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    OUTPUT_ENCODING_UNSPECIFIED: _ClassVar[OutputEncoding]
+    OUTPUT_ENCODING_MP4_H264: _ClassVar[OutputEncoding]
+    OUTPUT_ENCODING_MP4_H264_LOSSLESS: _ClassVar[OutputEncoding]
+    OUTPUT_ENCODING_PNG_SEQUENCE: _ClassVar[OutputEncoding]
+
+class JobKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    JOB_KIND_UNSPECIFIED: _ClassVar[JobKind]
+    JOB_KIND_TRAIN: _ClassVar[JobKind]
+    JOB_KIND_PROPAGATE: _ClassVar[JobKind]
+
+class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    JOB_STATE_UNSPECIFIED: _ClassVar[JobState]
+    JOB_STATE_QUEUED: _ClassVar[JobState]
+    JOB_STATE_RUNNING: _ClassVar[JobState]
+    JOB_STATE_SUCCEEDED: _ClassVar[JobState]
+    JOB_STATE_FAILED: _ClassVar[JobState]
+    JOB_STATE_CANCELLED: _ClassVar[JobState]
+
+class ExportFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EXPORT_FORMAT_UNSPECIFIED: _ClassVar[ExportFormat]
+    EXPORT_FORMAT_DIFFUSERS: _ClassVar[ExportFormat]
+MEDIA_KIND_UNSPECIFIED: MediaKind
+MEDIA_KIND_VIDEO: MediaKind
+MEDIA_KIND_IMAGE: MediaKind
+MEDIA_KIND_IMAGE_SEQUENCE: MediaKind
+MASK_MODE_UNSPECIFIED: MaskMode
+MASK_MODE_EXACT: MaskMode
+MASK_MODE_BBOX: MaskMode
+MASK_MODE_DILATE: MaskMode
+OUTPUT_ENCODING_UNSPECIFIED: OutputEncoding
+OUTPUT_ENCODING_MP4_H264: OutputEncoding
+OUTPUT_ENCODING_MP4_H264_LOSSLESS: OutputEncoding
+OUTPUT_ENCODING_PNG_SEQUENCE: OutputEncoding
+JOB_KIND_UNSPECIFIED: JobKind
+JOB_KIND_TRAIN: JobKind
+JOB_KIND_PROPAGATE: JobKind
+JOB_STATE_UNSPECIFIED: JobState
+JOB_STATE_QUEUED: JobState
+JOB_STATE_RUNNING: JobState
+JOB_STATE_SUCCEEDED: JobState
+JOB_STATE_FAILED: JobState
+JOB_STATE_CANCELLED: JobState
+EXPORT_FORMAT_UNSPECIFIED: ExportFormat
+EXPORT_FORMAT_DIFFUSERS: ExportFormat
+
+class MediaRef(_message.Message):
+    __slots__ = ("id", "kind", "num_frames", "width", "height", "fps", "size_bytes", "filename")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    NUM_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    FPS_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    FILENAME_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    kind: MediaKind
+    num_frames: int
+    width: int
+    height: int
+    fps: float
+    size_bytes: int
+    filename: str
+    def __init__(self, id: _Optional[str] = ..., kind: _Optional[_Union[MediaKind, str]] = ..., num_frames: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., fps: _Optional[float] = ..., size_bytes: _Optional[int] = ..., filename: _Optional[str] = ...) -> None: ...
+
+class MediaChunk(_message.Message):
+    __slots__ = ("header", "data")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    header: MediaRef
+    data: bytes
+    def __init__(self, header: _Optional[_Union[MediaRef, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class LossWeights(_message.Message):
+    __slots__ = ("edit", "keep")
+    EDIT_FIELD_NUMBER: _ClassVar[int]
+    KEEP_FIELD_NUMBER: _ClassVar[int]
+    edit: float
+    keep: float
+    def __init__(self, edit: _Optional[float] = ..., keep: _Optional[float] = ...) -> None: ...
+
+class ReferenceFrame(_message.Message):
+    __slots__ = ("frame_index", "image_id")
+    FRAME_INDEX_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    frame_index: int
+    image_id: str
+    def __init__(self, frame_index: _Optional[int] = ..., image_id: _Optional[str] = ...) -> None: ...
+
+class TrainRequest(_message.Message):
+    __slots__ = ("adapter", "source_id", "mask_id", "references", "prompt", "rank", "steps", "appearance_steps", "learning_rate", "mask_mode", "dilate_px", "loss_weights", "seed", "gradient_checkpointing_off")
+    ADAPTER_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_ID_FIELD_NUMBER: _ClassVar[int]
+    MASK_ID_FIELD_NUMBER: _ClassVar[int]
+    REFERENCES_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    RANK_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    APPEARANCE_STEPS_FIELD_NUMBER: _ClassVar[int]
+    LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
+    MASK_MODE_FIELD_NUMBER: _ClassVar[int]
+    DILATE_PX_FIELD_NUMBER: _ClassVar[int]
+    LOSS_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    GRADIENT_CHECKPOINTING_OFF_FIELD_NUMBER: _ClassVar[int]
+    adapter: str
+    source_id: str
+    mask_id: str
+    references: _containers.RepeatedCompositeFieldContainer[ReferenceFrame]
+    prompt: str
+    rank: int
+    steps: int
+    appearance_steps: int
+    learning_rate: float
+    mask_mode: MaskMode
+    dilate_px: int
+    loss_weights: LossWeights
+    seed: int
+    gradient_checkpointing_off: bool
+    def __init__(self, adapter: _Optional[str] = ..., source_id: _Optional[str] = ..., mask_id: _Optional[str] = ..., references: _Optional[_Iterable[_Union[ReferenceFrame, _Mapping]]] = ..., prompt: _Optional[str] = ..., rank: _Optional[int] = ..., steps: _Optional[int] = ..., appearance_steps: _Optional[int] = ..., learning_rate: _Optional[float] = ..., mask_mode: _Optional[_Union[MaskMode, str]] = ..., dilate_px: _Optional[int] = ..., loss_weights: _Optional[_Union[LossWeights, _Mapping]] = ..., seed: _Optional[int] = ..., gradient_checkpointing_off: _Optional[bool] = ...) -> None: ...
+
+class PropagateRequest(_message.Message):
+    __slots__ = ("adapter", "source_id", "mask_id", "edited_first_frame_id", "prompt", "negative_prompt", "steps", "guidance_scale", "seed", "composite", "feather_px", "mask_mode", "dilate_px", "output_encoding")
+    ADAPTER_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_ID_FIELD_NUMBER: _ClassVar[int]
+    MASK_ID_FIELD_NUMBER: _ClassVar[int]
+    EDITED_FIRST_FRAME_ID_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    NEGATIVE_PROMPT_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    GUIDANCE_SCALE_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    COMPOSITE_FIELD_NUMBER: _ClassVar[int]
+    FEATHER_PX_FIELD_NUMBER: _ClassVar[int]
+    MASK_MODE_FIELD_NUMBER: _ClassVar[int]
+    DILATE_PX_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_ENCODING_FIELD_NUMBER: _ClassVar[int]
+    adapter: str
+    source_id: str
+    mask_id: str
+    edited_first_frame_id: str
+    prompt: str
+    negative_prompt: str
+    steps: int
+    guidance_scale: float
+    seed: int
+    composite: bool
+    feather_px: int
+    mask_mode: MaskMode
+    dilate_px: int
+    output_encoding: OutputEncoding
+    def __init__(self, adapter: _Optional[str] = ..., source_id: _Optional[str] = ..., mask_id: _Optional[str] = ..., edited_first_frame_id: _Optional[str] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., seed: _Optional[int] = ..., composite: _Optional[bool] = ..., feather_px: _Optional[int] = ..., mask_mode: _Optional[_Union[MaskMode, str]] = ..., dilate_px: _Optional[int] = ..., output_encoding: _Optional[_Union[OutputEncoding, str]] = ...) -> None: ...
+
+class JobRef(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class Queued(_message.Message):
+    __slots__ = ("position",)
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    position: int
+    def __init__(self, position: _Optional[int] = ...) -> None: ...
+
+class Progress(_message.Message):
+    __slots__ = ("phase", "step", "total", "loss", "elapsed_s", "eta_s")
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    LOSS_FIELD_NUMBER: _ClassVar[int]
+    ELAPSED_S_FIELD_NUMBER: _ClassVar[int]
+    ETA_S_FIELD_NUMBER: _ClassVar[int]
+    phase: str
+    step: int
+    total: int
+    loss: float
+    elapsed_s: float
+    eta_s: float
+    def __init__(self, phase: _Optional[str] = ..., step: _Optional[int] = ..., total: _Optional[int] = ..., loss: _Optional[float] = ..., elapsed_s: _Optional[float] = ..., eta_s: _Optional[float] = ...) -> None: ...
+
+class Frame(_message.Message):
+    __slots__ = ("index", "png")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    PNG_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    png: bytes
+    def __init__(self, index: _Optional[int] = ..., png: _Optional[bytes] = ...) -> None: ...
+
+class QualityMetrics(_message.Message):
+    __slots__ = ("background_psnr_db", "first_frame_psnr_db")
+    BACKGROUND_PSNR_DB_FIELD_NUMBER: _ClassVar[int]
+    FIRST_FRAME_PSNR_DB_FIELD_NUMBER: _ClassVar[int]
+    background_psnr_db: float
+    first_frame_psnr_db: float
+    def __init__(self, background_psnr_db: _Optional[float] = ..., first_frame_psnr_db: _Optional[float] = ...) -> None: ...
+
+class PropagateResult(_message.Message):
+    __slots__ = ("video", "metrics", "num_frames", "elapsed_s")
+    VIDEO_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    NUM_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    ELAPSED_S_FIELD_NUMBER: _ClassVar[int]
+    video: MediaRef
+    metrics: QualityMetrics
+    num_frames: int
+    elapsed_s: float
+    def __init__(self, video: _Optional[_Union[MediaRef, _Mapping]] = ..., metrics: _Optional[_Union[QualityMetrics, _Mapping]] = ..., num_frames: _Optional[int] = ..., elapsed_s: _Optional[float] = ...) -> None: ...
+
+class JobError(_message.Message):
+    __slots__ = ("code", "message")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    message: str
+    def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
+class JobInfo(_message.Message):
+    __slots__ = ("job_id", "kind", "state", "adapter", "created_at", "started_at", "finished_at", "progress", "queue_position", "error", "adapter_result", "propagate_result")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    ADAPTER_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_POSITION_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    ADAPTER_RESULT_FIELD_NUMBER: _ClassVar[int]
+    PROPAGATE_RESULT_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    kind: JobKind
+    state: JobState
+    adapter: str
+    created_at: float
+    started_at: float
+    finished_at: float
+    progress: Progress
+    queue_position: int
+    error: JobError
+    adapter_result: AdapterInfo
+    propagate_result: PropagateResult
+    def __init__(self, job_id: _Optional[str] = ..., kind: _Optional[_Union[JobKind, str]] = ..., state: _Optional[_Union[JobState, str]] = ..., adapter: _Optional[str] = ..., created_at: _Optional[float] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., queue_position: _Optional[int] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., adapter_result: _Optional[_Union[AdapterInfo, _Mapping]] = ..., propagate_result: _Optional[_Union[PropagateResult, _Mapping]] = ...) -> None: ...
+
+class JobEvent(_message.Message):
+    __slots__ = ("job_id", "accepted", "queued", "progress", "frame", "adapter", "result", "error")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    FRAME_FIELD_NUMBER: _ClassVar[int]
+    ADAPTER_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    accepted: JobInfo
+    queued: Queued
+    progress: Progress
+    frame: Frame
+    adapter: AdapterInfo
+    result: PropagateResult
+    error: JobError
+    def __init__(self, job_id: _Optional[str] = ..., accepted: _Optional[_Union[JobInfo, _Mapping]] = ..., queued: _Optional[_Union[Queued, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., frame: _Optional[_Union[Frame, _Mapping]] = ..., adapter: _Optional[_Union[AdapterInfo, _Mapping]] = ..., result: _Optional[_Union[PropagateResult, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ...) -> None: ...
+
+class ListJobsRequest(_message.Message):
+    __slots__ = ("state", "limit")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    state: JobState
+    limit: int
+    def __init__(self, state: _Optional[_Union[JobState, str]] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ListJobsResponse(_message.Message):
+    __slots__ = ("jobs",)
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    jobs: _containers.RepeatedCompositeFieldContainer[JobInfo]
+    def __init__(self, jobs: _Optional[_Iterable[_Union[JobInfo, _Mapping]]] = ...) -> None: ...
+
+class AdapterRef(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class AdapterInfo(_message.Message):
+    __slots__ = ("name", "base_model", "rank", "alpha", "target_modules", "size_bytes", "created_at", "source_media_id", "final_loss", "training_json", "loaded")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    BASE_MODEL_FIELD_NUMBER: _ClassVar[int]
+    RANK_FIELD_NUMBER: _ClassVar[int]
+    ALPHA_FIELD_NUMBER: _ClassVar[int]
+    TARGET_MODULES_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_MEDIA_ID_FIELD_NUMBER: _ClassVar[int]
+    FINAL_LOSS_FIELD_NUMBER: _ClassVar[int]
+    TRAINING_JSON_FIELD_NUMBER: _ClassVar[int]
+    LOADED_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    base_model: str
+    rank: int
+    alpha: float
+    target_modules: _containers.RepeatedScalarFieldContainer[str]
+    size_bytes: int
+    created_at: float
+    source_media_id: str
+    final_loss: float
+    training_json: str
+    loaded: bool
+    def __init__(self, name: _Optional[str] = ..., base_model: _Optional[str] = ..., rank: _Optional[int] = ..., alpha: _Optional[float] = ..., target_modules: _Optional[_Iterable[str]] = ..., size_bytes: _Optional[int] = ..., created_at: _Optional[float] = ..., source_media_id: _Optional[str] = ..., final_loss: _Optional[float] = ..., training_json: _Optional[str] = ..., loaded: _Optional[bool] = ...) -> None: ...
+
+class ListAdaptersRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListAdaptersResponse(_message.Message):
+    __slots__ = ("adapters",)
+    ADAPTERS_FIELD_NUMBER: _ClassVar[int]
+    adapters: _containers.RepeatedCompositeFieldContainer[AdapterInfo]
+    def __init__(self, adapters: _Optional[_Iterable[_Union[AdapterInfo, _Mapping]]] = ...) -> None: ...
+
+class DeleteAdapterResponse(_message.Message):
+    __slots__ = ("deleted",)
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    deleted: bool
+    def __init__(self, deleted: _Optional[bool] = ...) -> None: ...
+
+class ExportAdapterRequest(_message.Message):
+    __slots__ = ("name", "format")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    format: ExportFormat
+    def __init__(self, name: _Optional[str] = ..., format: _Optional[_Union[ExportFormat, str]] = ...) -> None: ...
+
+class FileChunk(_message.Message):
+    __slots__ = ("filename", "size_bytes", "data")
+    FILENAME_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    filename: str
+    size_bytes: int
+    data: bytes
+    def __init__(self, filename: _Optional[str] = ..., size_bytes: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class GetServerInfoRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ServerInfo(_message.Message):
+    __slots__ = ("version", "model", "model_dir", "dtype", "device", "quantization", "attention_backend", "memory_bytes", "max_frames", "max_pixels", "max_upload_bytes", "max_queue", "queue_length", "ready", "adapters_loaded")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    MODEL_DIR_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    QUANTIZATION_FIELD_NUMBER: _ClassVar[int]
+    ATTENTION_BACKEND_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    MAX_PIXELS_FIELD_NUMBER: _ClassVar[int]
+    MAX_UPLOAD_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_QUEUE_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    READY_FIELD_NUMBER: _ClassVar[int]
+    ADAPTERS_LOADED_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    model: str
+    model_dir: str
+    dtype: str
+    device: str
+    quantization: str
+    attention_backend: str
+    memory_bytes: int
+    max_frames: int
+    max_pixels: int
+    max_upload_bytes: int
+    max_queue: int
+    queue_length: int
+    ready: bool
+    adapters_loaded: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, version: _Optional[str] = ..., model: _Optional[str] = ..., model_dir: _Optional[str] = ..., dtype: _Optional[str] = ..., device: _Optional[str] = ..., quantization: _Optional[str] = ..., attention_backend: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., max_frames: _Optional[int] = ..., max_pixels: _Optional[int] = ..., max_upload_bytes: _Optional[int] = ..., max_queue: _Optional[int] = ..., queue_length: _Optional[int] = ..., ready: _Optional[bool] = ..., adapters_loaded: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -1,0 +1,43 @@
+"""Server configuration, checked once at start-up."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from framecast.engine.errors import InvalidInput
+
+MiB = 1 << 20
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    model_dir: str  # local diffusers directory of a WanImageToVideoPipeline
+    data_dir: str  # adapters, media, results and job records live here
+    host: str = "127.0.0.1"
+    port: int = 50051  # 0 = pick a free port (the chosen one is reported by the running server)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    dtype: str = "auto"  # auto | float32 | bfloat16 | float16
+    max_queue: int = 16  # queued jobs beyond which Train/Propagate get RESOURCE_EXHAUSTED
+    max_upload_bytes: int = 512 * MiB
+    max_frames: int = 81
+    max_pixels: int = 832 * 480 * 2  # per frame
+    max_steps: int = 10_000
+    adapter_slots: int = 8  # adapters attached to the model at once
+    grace_s: float = 10.0  # on shutdown: time running jobs get to reach a step boundary
+    chunk_bytes: int = 1 * MiB  # download/export chunk size
+    max_workers: int = 16  # gRPC handler threads (streams in flight)
+
+    def __post_init__(self):
+        if not 0 <= self.port <= 65535:
+            raise InvalidInput("port", self.port, "must be in [0, 65535]")
+        if self.max_queue < 1:
+            raise InvalidInput("max_queue", self.max_queue, "must be >= 1")
+        if self.max_upload_bytes < 1:
+            raise InvalidInput("max_upload_bytes", self.max_upload_bytes, "must be >= 1")
+        if not Path(self.model_dir).is_dir():
+            raise InvalidInput("model", self.model_dir, "is not a directory")
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
