@@ -150,10 +150,23 @@ class AdapterSlots:
         self.transformer = transformer
         self.capacity = capacity
         self._attached: OrderedDict[str, AdapterRecord] = OrderedDict()
+        self._to_detach: set[str] = set()
+        self._lock = threading.Lock()
 
     @property
     def attached(self) -> list[str]:
-        return list(self._attached)
+        return [name for name in list(self._attached) if name not in self._to_detach]
+
+    def detach_later(self, name: str) -> None:
+        """Ask for ``name`` to be detached by the thread that runs the model, at its next ``flush``."""
+        with self._lock:
+            self._to_detach.add(name)
+
+    def flush(self) -> None:
+        with self._lock:
+            names, self._to_detach = self._to_detach, set()
+        for name in names:
+            self.detach(name)
 
     def add_trainable(self, name: str, rank: int, alpha: float, seed: int) -> None:
         """Attach a fresh adapter to train: lora_A random from ``seed``, lora_B = 0, so it

@@ -170,12 +170,8 @@ class Engine:
 
     # --- training -----------------------------------------------------------------------
 
-    def train(
-        self,
-        job: TrainJob,
-        on_progress: Callable[[Progress], None] | None = None,
-        should_cancel: Callable[[], bool] | None = None,
-    ) -> AdapterRecord:
+    def validate_train(self, job: TrainJob) -> np.ndarray:
+        """Check a training request without running it; returns the mask as [F, H, W]."""
         check_adapter_name(job.adapter)
         if self.store.exists(job.adapter):
             raise AlreadyExists(f"adapter {job.adapter!r} already exists; delete it first or pick another name")
@@ -195,6 +191,17 @@ class Engine:
                 raise InvalidInput("references.frame_index", index, f"must be in [0, {len(job.source) - 1}]")
             if frame.shape != job.source.shape[1:]:
                 raise InvalidInput("references.image", f"{frame.shape[1]}x{frame.shape[0]}", "must match the source size")
+        return mask
+
+    def train(
+        self,
+        job: TrainJob,
+        on_progress: Callable[[Progress], None] | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+    ) -> AdapterRecord:
+        mask = self.validate_train(job)
+        self.slots.flush()
+        settings = job.settings
         edit_mask = C.prepare_edit_mask(mask, job.mask_mode, job.dilate_px)
 
         phases = [("motion", [self._motion_sample(job.source, edit_mask, job.prompt, settings)], settings.steps)]
@@ -259,16 +266,8 @@ class Engine:
 
     # --- propagation --------------------------------------------------------------------
 
-    def propagate(
-        self,
-        job: PropagateJob,
-        on_step: Callable[[int, int], None] | None = None,
-        on_frames: Callable[[int, np.ndarray], None] | None = None,
-        should_cancel: Callable[[], bool] | None = None,
-    ) -> PropagateResult:
-        """Generate the edited video. ``on_frames(first_index, frames [n, H, W, 3])`` is called
-        as frames are decoded; ``on_step(step, total)`` after each denoising step."""
-        started = time.perf_counter()
+    def validate_propagate(self, job: PropagateJob) -> np.ndarray:
+        """Check a propagation request without running it; returns the mask as [F, H, W]."""
         self._check_steps("steps", job.steps)
         if not 0 <= job.guidance_scale <= 50:
             raise InvalidInput("guidance_scale", job.guidance_scale, "must be between 0 and 50")
@@ -284,6 +283,20 @@ class Engine:
                 raise IncompatibleAdapter(
                     f"adapter {job.adapter!r} was trained on {record.base_model}, the server runs {self.base_model}"
                 )
+        return mask
+
+    def propagate(
+        self,
+        job: PropagateJob,
+        on_step: Callable[[int, int], None] | None = None,
+        on_frames: Callable[[int, np.ndarray], None] | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+    ) -> PropagateResult:
+        """Generate the edited video. ``on_frames(first_index, frames [n, H, W, 3])`` is called
+        as frames are decoded; ``on_step(step, total)`` after each denoising step."""
+        started = time.perf_counter()
+        mask = self.validate_propagate(job)
+        self.slots.flush()
         edit_mask = C.prepare_edit_mask(mask, job.mask_mode, job.dilate_px)
         guided = job.guidance_scale > 1.0
         cond = self._conditioning(
@@ -322,9 +335,9 @@ class Engine:
     # --- adapters -----------------------------------------------------------------------
 
     def delete_adapter(self, name: str) -> None:
-        self.store.record(name)
-        self.slots.detach(name)
+        """Delete from disk now; detach from the model before the next job (a job may be running)."""
         self.store.delete(name)
+        self.slots.detach_later(name)
 
     def release_memory(self) -> None:
         gc.collect()

@@ -1,0 +1,123 @@
+"""Starting and stopping the framecast server.
+
+The gRPC port opens at once with health NOT_SERVING; the model loads in the background and
+health turns SERVING when it is ready. SIGINT/SIGTERM stop it gracefully: no new jobs,
+waiting jobs cancelled, the running job given ``grace_s`` to finish, records flushed.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from framecast.engine.engine import Engine, EngineConfig
+from framecast.server.config import ServerConfig
+from framecast.server.errors import ErrorInterceptor
+from framecast.server.jobs import JobQueue
+from framecast.server.media_store import MediaStore
+from framecast.server.service import FramecastService
+from framecast.v1 import framecast_pb2, framecast_pb2_grpc
+
+log = logging.getLogger(__name__)
+SERVICE_NAME = framecast_pb2.DESCRIPTOR.services_by_name["Framecast"].full_name
+
+
+class RunningServer:
+    def __init__(self, config: ServerConfig):
+        self.config = config
+        data = Path(config.data_dir)
+        self.media = MediaStore(data / "media", max_pixels=config.max_pixels, max_frames=config.max_frames)
+        self.queue = JobQueue(data / "jobs", max_queue=config.max_queue)
+        self.service = FramecastService(config, self.media, self.queue)
+        self.health = health.HealthServicer()
+        options = [
+            ("grpc.max_receive_message_length", 64 << 20),
+            ("grpc.max_send_message_length", 64 << 20),
+        ]
+        self._server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="framecast-rpc"),
+            interceptors=[ErrorInterceptor()],
+            options=options,
+        )
+        framecast_pb2_grpc.add_FramecastServicer_to_server(self.service, self._server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            self._server,
+        )
+        self.port = self._server.add_insecure_port(config.address)
+        if self.port == 0:
+            raise OSError(f"could not bind {config.address}")
+        self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        self._stopped = threading.Event()
+        self._ready = threading.Event()
+        self._loader: threading.Thread | None = None
+
+    def _set_health(self, status) -> None:
+        for name in ("", SERVICE_NAME):
+            self.health.set(name, status)
+
+    def start(self) -> "RunningServer":
+        self._server.start()
+        log.info("listening on %s:%d; loading %s", self.config.host, self.port, self.config.model_dir)
+        self._loader = threading.Thread(target=self._load_engine, name="framecast-loader", daemon=True)
+        self._loader.start()
+        return self
+
+    def _load_engine(self) -> None:
+        config = self.config
+        try:
+            engine = Engine(
+                EngineConfig(
+                    model_dir=config.model_dir, device=config.device, dtype=config.dtype, max_frames=config.max_frames,
+                    max_pixels=config.max_pixels, max_steps=config.max_steps, adapter_slots=config.adapter_slots,
+                ),
+                config.data_dir,
+            )
+        except Exception as exc:
+            log.exception("model failed to load")
+            self.service.set_engine(None, f"{type(exc).__name__}: {exc}")
+            return
+        self.service.set_engine(engine)
+        self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        self._ready.set()
+        log.info("ready: %s on %s", engine.base_model, engine.device)
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """True once the model is loaded; False on timeout or if loading failed."""
+        self._ready.wait(timeout)
+        return self._ready.is_set()
+
+    def wait(self) -> None:
+        self._stopped.wait()
+
+    def stop(self, grace: float | None = None) -> None:
+        """Graceful stop: refuse new RPCs and jobs, finish or cancel running work, flush records."""
+        if self._stopped.is_set():
+            return
+        grace = self.config.grace_s if grace is None else grace
+        self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.queue.shutdown(grace)
+        self._server.stop(grace).wait()
+        self._stopped.set()
+        log.info("stopped")
+
+
+def start_server(config: ServerConfig, handle_signals: bool = False) -> RunningServer:
+    """Open the port and start loading the model; returns at once (see ``wait_ready``)."""
+    server = RunningServer(config).start()
+    if handle_signals:
+        def on_signal(signum, frame):
+            log.info("signal %d: shutting down", signum)
+            threading.Thread(target=server.stop, name="framecast-stop", daemon=True).start()
+
+        signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGTERM, on_signal)
+    return server

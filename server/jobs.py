@@ -1,0 +1,271 @@
+"""Jobs and the queue that runs them one at a time on the device.
+
+A job's events (protobuf ``JobEvent``s) are kept in an append-only history that any number
+of streams follow, so a client that lost its stream re-attaches and misses nothing. Job
+records are persisted as JSON on every state change; jobs a crash or restart interrupted
+are marked failed when the server comes back.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from google.protobuf import json_format
+
+from framecast.engine.errors import Cancelled, FailedPrecondition, JobNotFound, OutOfMemory, Unavailable
+from framecast.engine.media import atomic_write
+from framecast.server.errors import status_for
+from framecast.v1 import framecast_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+TERMINAL = (pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED)
+
+
+class Job:
+    """One unit of work. ``run(job)`` does it, emitting events; its return value is ignored."""
+
+    def __init__(self, kind: int, adapter: str, run: Callable[["Job"], None], uses_adapters: tuple[str, ...] = ()):
+        self.info = pb.JobInfo(
+            job_id=uuid.uuid4().hex[:16], kind=kind, state=pb.JOB_STATE_QUEUED, adapter=adapter, created_at=time.time()
+        )
+        self.run = run
+        self.uses_adapters = uses_adapters
+        self.cancel_requested = threading.Event()
+        self._history: list[pb.JobEvent] = []
+        self._changed = threading.Condition()
+
+    @property
+    def id(self) -> str:
+        return self.info.job_id
+
+    @property
+    def done(self) -> bool:
+        return self.info.state in TERMINAL
+
+    def should_cancel(self) -> bool:
+        return self.cancel_requested.is_set()
+
+    def snapshot(self) -> pb.JobInfo:
+        with self._changed:
+            return pb.JobInfo.FromString(self.info.SerializeToString())
+
+    def emit(self, **event) -> None:
+        """Append an event (one JobEvent oneof field) and wake followers."""
+        message = pb.JobEvent(job_id=self.id, **event)
+        with self._changed:
+            if "progress" in event:
+                self.info.progress.CopyFrom(event["progress"])
+            if "queued" in event:
+                self.info.queue_position = event["queued"].position
+            self._history.append(message)
+            self._changed.notify_all()
+
+    def set_state(self, state: int, **fields) -> None:
+        with self._changed:
+            self.info.state = state
+            for name, value in fields.items():
+                if isinstance(value, (int, float, str)):
+                    setattr(self.info, name, value)
+                else:
+                    getattr(self.info, name).CopyFrom(value)
+            self._changed.notify_all()
+
+    def follow(self, replay_progress: bool = True) -> Iterator[pb.JobEvent]:
+        """Yield this job's events from the start, then live ones until the job ends.
+
+        With ``replay_progress`` off, past progress events are skipped (frames and final
+        events are always replayed): a re-attaching client gets the state, not the log.
+        """
+        index = 0
+        with self._changed:
+            skip_before = 0 if replay_progress else len(self._history)
+        while True:
+            with self._changed:
+                while index >= len(self._history) and not self.done:
+                    self._changed.wait(timeout=1.0)
+                pending = self._history[index:]
+                index += len(pending)
+                finished = self.done and index >= len(self._history)
+            for offset, event in enumerate(pending):
+                position = index - len(pending) + offset
+                if position < skip_before and event.WhichOneof("event") in ("progress", "queued"):
+                    continue
+                yield event
+            if finished:
+                return
+
+
+class JobQueue:
+    """FIFO of jobs run by one worker thread."""
+
+    def __init__(self, records_dir: str | Path, max_queue: int, keep_finished: int = 500):
+        self.records_dir = Path(records_dir)
+        self.records_dir.mkdir(parents=True, exist_ok=True)
+        self.max_queue = max_queue
+        self.keep_finished = keep_finished
+        self._jobs: collections.OrderedDict[str, Job | pb.JobInfo] = collections.OrderedDict()
+        self._waiting: collections.deque[Job] = collections.deque()
+        self._running: Job | None = None
+        self._lock = threading.Condition()
+        self._closing = False
+        self._load_records()
+        self._worker = threading.Thread(target=self._work, name="framecast-worker", daemon=True)
+        self._worker.start()
+
+    # --- records --------------------------------------------------------------------------
+
+    def _load_records(self) -> None:
+        paths = sorted(self.records_dir.glob("*.json"), key=lambda p: p.stat().st_mtime)
+        for path in paths[-self.keep_finished :]:
+            try:
+                info = json_format.Parse(path.read_text(), pb.JobInfo())
+            except (OSError, json_format.ParseError):
+                continue
+            if info.state not in TERMINAL:
+                info.state = pb.JOB_STATE_FAILED
+                info.finished_at = time.time()
+                info.error.CopyFrom(pb.JobError(code="UNAVAILABLE", message="interrupted by a server restart; submit it again"))
+                self._persist(info)
+            self._jobs[info.job_id] = info
+
+    def _persist(self, info: pb.JobInfo) -> None:
+        text = json_format.MessageToJson(info, preserving_proto_field_name=True)
+        atomic_write(self.records_dir / f"{info.job_id}.json", text.encode())
+
+    # --- submitting and inspecting --------------------------------------------------------
+
+    def submit(self, job: Job) -> Job:
+        with self._lock:
+            if self._closing:
+                raise Unavailable("server is shutting down")
+            if len(self._waiting) >= self.max_queue:
+                raise OutOfMemory(f"queue is full ({self.max_queue} jobs waiting); try again later")
+            position = len(self._waiting) + (1 if self._running is not None else 0)
+            self._waiting.append(job)
+            self._jobs[job.id] = job
+            self._trim()
+            self._persist(job.info)
+            job.emit(accepted=job.snapshot())
+            job.emit(queued=pb.Queued(position=position))
+            self._lock.notify_all()
+        return job
+
+    def get(self, job_id: str) -> Job | pb.JobInfo:
+        with self._lock:
+            try:
+                return self._jobs[job_id]
+            except KeyError:
+                raise JobNotFound(job_id) from None
+
+    def info(self, job_id: str) -> pb.JobInfo:
+        job = self.get(job_id)
+        return job.snapshot() if isinstance(job, Job) else job
+
+    def list(self, state: int = 0, limit: int = 100) -> list[pb.JobInfo]:
+        with self._lock:
+            items = list(self._jobs.values())
+        infos = [j.snapshot() if isinstance(j, Job) else j for j in reversed(items)]
+        return [i for i in infos if not state or i.state == state][: limit or 100]
+
+    @property
+    def waiting(self) -> int:
+        with self._lock:
+            return len(self._waiting)
+
+    def adapter_in_use(self, name: str) -> bool:
+        with self._lock:
+            jobs = list(self._waiting) + ([self._running] if self._running else [])
+        return any(name in job.uses_adapters or name == job.info.adapter for job in jobs)
+
+    def cancel(self, job_id: str) -> pb.JobInfo:
+        job = self.get(job_id)
+        if not isinstance(job, Job) or job.done:
+            return self.info(job_id)
+        with self._lock:
+            if job in self._waiting:
+                self._waiting.remove(job)
+                self._finish(job, Cancelled("job cancelled before it started"))
+                self._announce_positions()
+                return job.snapshot()
+        job.cancel_requested.set()
+        return job.snapshot()
+
+    # --- running ----------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                while not self._waiting and not self._closing:
+                    self._lock.wait()
+                if not self._waiting:
+                    return
+                job = self._waiting.popleft()
+                self._running = job
+                self._announce_positions()
+            self._run(job)
+            with self._lock:
+                self._running = None
+                self._lock.notify_all()
+
+    def _run(self, job: Job) -> None:
+        job.set_state(pb.JOB_STATE_RUNNING, started_at=time.time())
+        self._persist(job.snapshot())
+        try:
+            job.run(job)
+            if job.should_cancel():
+                raise Cancelled("job cancelled")
+        except BaseException as exc:  # the worker must survive any job
+            self._finish(job, exc)
+        else:
+            job.set_state(pb.JOB_STATE_SUCCEEDED, finished_at=time.time())
+            self._persist(job.snapshot())
+
+    def _finish(self, job: Job, exc: BaseException) -> None:
+        code, message = status_for(exc)
+        state = pb.JOB_STATE_CANCELLED if isinstance(exc, Cancelled) else pb.JOB_STATE_FAILED
+        error = pb.JobError(code=code.name, message=message)
+        job.set_state(state, finished_at=time.time(), error=error)
+        job.emit(error=error)
+        self._persist(job.snapshot())
+        if state == pb.JOB_STATE_FAILED:
+            log.warning("job %s failed: %s %s", job.id, code.name, message)
+
+    def _announce_positions(self) -> None:
+        offset = 1 if self._running is not None else 0
+        for position, waiting in enumerate(self._waiting):
+            waiting.emit(queued=pb.Queued(position=position + offset))
+
+    def _trim(self) -> None:
+        finished = [k for k, j in self._jobs.items() if (j.done if isinstance(j, Job) else True)]
+        for key in finished[: max(0, len(self._jobs) - self.keep_finished)]:
+            del self._jobs[key]
+
+    # --- shutdown ---------------------------------------------------------------------------
+
+    def shutdown(self, grace_s: float) -> None:
+        """Refuse new jobs, cancel waiting ones, give the running one ``grace_s`` to finish,
+        then cancel it at its next step, and wait for the worker."""
+        with self._lock:
+            self._closing = True
+            while self._waiting:
+                self._finish(self._waiting.popleft(), Cancelled("server shutting down"))
+            running = self._running
+            self._lock.notify_all()
+        if running is not None:
+            deadline = time.monotonic() + grace_s
+            while not running.done and time.monotonic() < deadline:
+                time.sleep(0.05)
+            running.cancel_requested.set()
+        self._worker.join(timeout=max(grace_s, 1.0) + 30.0)
+
+
+def ensure_not_in_use(queue: JobQueue, name: str) -> None:
+    if queue.adapter_in_use(name):
+        raise FailedPrecondition(f"adapter {name!r} is used by a queued or running job; cancel it or wait")

@@ -1,0 +1,126 @@
+"""Content-addressed media store: ``<root>/<sha256>/{data,meta.json}``.
+
+Uploads are decoded once on arrival, so corrupt or oversized media is refused before it is
+stored; the decoded frames of recently used media stay in a small in-memory cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections import OrderedDict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from framecast.engine.errors import InvalidInput, MediaNotFound
+from framecast.engine.media import Media, MediaKind, atomic_write, decode_media
+
+ID_PREFIX = "sha256:"
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    id: str
+    kind: str  # MediaKind value
+    num_frames: int
+    width: int
+    height: int
+    fps: float
+    size_bytes: int
+    filename: str = ""
+
+
+class MediaStore:
+    def __init__(self, root: str | Path, max_pixels: int, max_frames: int, cache_items: int = 8):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.max_pixels = max_pixels
+        self.max_frames = max_frames
+        self._cache: OrderedDict[str, Media] = OrderedDict()
+        self._cache_items = cache_items
+        self._lock = threading.Lock()
+
+    def _dir(self, media_id: str) -> Path:
+        if not media_id.startswith(ID_PREFIX):
+            raise InvalidInput("media id", media_id, f"must look like '{ID_PREFIX}<64 hex digits>'")
+        digest = media_id[len(ID_PREFIX) :]
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise InvalidInput("media id", media_id, f"must look like '{ID_PREFIX}<64 hex digits>'")
+        return self.root / digest
+
+    def put(self, data: bytes, filename: str = "", field: str = "data") -> MediaInfo:
+        """Decode, validate and store ``data``; the same bytes always give the same id."""
+        media_id = ID_PREFIX + hashlib.sha256(data).hexdigest()
+        existing = self._info_or_none(media_id)
+        if existing is not None:
+            return existing
+        media = decode_media(data, field=field, max_pixels=self.max_pixels, max_frames=self.max_frames)
+        info = MediaInfo(
+            id=media_id,
+            kind=media.kind.value,
+            num_frames=media.num_frames,
+            width=media.width,
+            height=media.height,
+            fps=media.fps,
+            size_bytes=len(data),
+            filename=Path(filename).name if filename else "",
+        )
+        directory = self._dir(media_id)
+        with self._lock:
+            atomic_write(directory / "data", data)
+            atomic_write(directory / "meta.json", json.dumps(asdict(info)).encode())  # written last: the commit
+            self._remember(media_id, media)
+        return info
+
+    def _info_or_none(self, media_id: str) -> MediaInfo | None:
+        try:
+            return MediaInfo(**json.loads((self._dir(media_id) / "meta.json").read_text()))
+        except FileNotFoundError:
+            return None
+
+    def info(self, media_id: str, field: str = "media id") -> MediaInfo:
+        if not media_id:
+            raise InvalidInput(field, media_id, "is required")
+        try:
+            info = self._info_or_none(media_id)
+        except InvalidInput as exc:
+            raise InvalidInput(field, media_id, str(exc).split(" (got")[0].removeprefix("media id ")) from None
+        if info is None:
+            raise MediaNotFound(media_id)
+        return info
+
+    def read_bytes(self, media_id: str) -> bytes:
+        self.info(media_id)
+        return (self._dir(media_id) / "data").read_bytes()
+
+    def frames(self, media_id: str, field: str = "media id") -> np.ndarray:
+        """Decoded frames [F, H, W, 3] uint8 of stored media."""
+        self.info(media_id, field)
+        with self._lock:
+            if media_id in self._cache:
+                self._cache.move_to_end(media_id)
+                return self._cache[media_id].frames
+        media = decode_media(self.read_bytes(media_id), field=field)
+        with self._lock:
+            self._remember(media_id, media)
+        return media.frames
+
+    def image(self, media_id: str, field: str) -> np.ndarray:
+        """One image [H, W, 3] uint8; refuses media with more than one frame."""
+        frames = self.frames(media_id, field)
+        if len(frames) != 1:
+            raise InvalidInput(field, media_id, f"must be a single image, but has {len(frames)} frames")
+        return frames[0]
+
+    def _remember(self, media_id: str, media: Media) -> None:
+        self._cache[media_id] = media
+        self._cache.move_to_end(media_id)
+        while len(self._cache) > self._cache_items:
+            self._cache.popitem(last=False)
+
+
+def kind_of(info: MediaInfo) -> MediaKind:
+    return MediaKind(info.kind)

@@ -1,0 +1,284 @@
+"""The Framecast gRPC servicer: converts protobuf <-> engine jobs at the edge.
+
+Requests are validated before they are queued, so bad input fails the RPC at once with
+INVALID_ARGUMENT / NOT_FOUND; a job's own failure ends its stream with an error event and
+the matching status.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Iterator
+
+import grpc
+import numpy as np
+
+import framecast
+from framecast.engine.conditioning import MaskMode
+from framecast.engine.engine import Engine, PropagateJob, TrainJob
+from framecast.engine.errors import FailedPrecondition, InvalidInput, Unavailable
+from framecast.engine.media import encode_png, encode_png_sequence, encode_video, mask_from_frames
+from framecast.engine.training import Progress, TrainSettings
+from framecast.server.config import ServerConfig
+from framecast.server.jobs import Job, JobQueue, ensure_not_in_use
+from framecast.server.media_store import MediaInfo, MediaStore
+from framecast.v1 import framecast_pb2 as pb
+from framecast.v1 import framecast_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+
+_MASK_MODES = {
+    pb.MASK_MODE_UNSPECIFIED: MaskMode.BBOX,
+    pb.MASK_MODE_EXACT: MaskMode.EXACT,
+    pb.MASK_MODE_BBOX: MaskMode.BBOX,
+    pb.MASK_MODE_DILATE: MaskMode.DILATE,
+}
+_MEDIA_KINDS = {"video": pb.MEDIA_KIND_VIDEO, "image": pb.MEDIA_KIND_IMAGE, "image_sequence": pb.MEDIA_KIND_IMAGE_SEQUENCE}
+
+
+def media_ref(info: MediaInfo) -> pb.MediaRef:
+    return pb.MediaRef(
+        id=info.id, kind=_MEDIA_KINDS[info.kind], num_frames=info.num_frames, width=info.width,
+        height=info.height, fps=info.fps, size_bytes=info.size_bytes, filename=info.filename,
+    )
+
+
+def _mask_mode(value: int) -> MaskMode:
+    try:
+        return _MASK_MODES[value]
+    except KeyError:
+        raise InvalidInput("mask_mode", value, "is not a known MaskMode") from None
+
+
+class FramecastService(pb_grpc.FramecastServicer):
+    def __init__(self, config: ServerConfig, media: MediaStore, queue: JobQueue):
+        self.config = config
+        self.media = media
+        self.queue = queue
+        self._engine: Engine | None = None
+        self._engine_ready = threading.Event()
+        self._engine_error: str | None = None
+
+    # --- engine lifecycle -------------------------------------------------------------------
+
+    def set_engine(self, engine: Engine | None, error: str | None = None) -> None:
+        self._engine, self._engine_error = engine, error
+        self._engine_ready.set()
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            if self._engine_error:
+                raise Unavailable(f"the model failed to load: {self._engine_error}")
+            raise Unavailable("the model is still loading; retry when health reports SERVING")
+        return self._engine
+
+    # --- media ------------------------------------------------------------------------------
+
+    def UploadMedia(self, request_iterator, context):
+        header, parts, size = None, [], 0
+        for chunk in request_iterator:
+            if header is None:
+                header = chunk.header
+            size += len(chunk.data)
+            if size > self.config.max_upload_bytes:
+                raise InvalidInput("data", f"> {self.config.max_upload_bytes} bytes", "exceeds the upload limit")
+            parts.append(chunk.data)
+        header = header or pb.MediaRef()
+        info = self.media.put(b"".join(parts), filename=header.filename, field="data")
+        return media_ref(info)
+
+    def DownloadMedia(self, request, context):
+        info = self.media.info(request.id, "id")
+        data = self.media.read_bytes(request.id)
+        step = self.config.chunk_bytes
+        yield pb.MediaChunk(header=media_ref(info), data=data[:step])
+        for start in range(step, len(data), step):
+            yield pb.MediaChunk(data=data[start : start + step])
+
+    def _mask(self, mask_id: str) -> np.ndarray:
+        return mask_from_frames(self.media.frames(mask_id, "mask_id"))
+
+    # --- jobs -------------------------------------------------------------------------------
+
+    def Train(self, request: pb.TrainRequest, context) -> Iterator[pb.JobEvent]:
+        engine = self.engine
+        weights = request.loss_weights if request.HasField("loss_weights") else pb.LossWeights(edit=1.0, keep=1.0)
+        settings = TrainSettings(
+            rank=request.rank or 16,
+            steps=request.steps or 100,
+            appearance_steps=request.appearance_steps or 100,
+            learning_rate=request.learning_rate or 1e-4,
+            w_edit=weights.edit,
+            w_keep=weights.keep,
+            seed=request.seed,
+            gradient_checkpointing=not request.gradient_checkpointing_off,
+        )
+        if not request.adapter:
+            raise InvalidInput("adapter", "", "is required: name the adapter to create")
+        job = TrainJob(
+            adapter=request.adapter,
+            source=self.media.frames(request.source_id, "source_id"),
+            mask=self._mask(request.mask_id),
+            prompt=request.prompt,
+            settings=settings,
+            references=[
+                (ref.frame_index, self.media.image(ref.image_id, "references.image_id")) for ref in request.references
+            ],
+            mask_mode=_mask_mode(request.mask_mode),
+            dilate_px=request.dilate_px,
+            source_media_id=request.source_id,
+        )
+        engine.validate_train(job)
+        if self.queue.adapter_in_use(request.adapter):
+            raise FailedPrecondition(f"adapter {request.adapter!r} is already being trained by another job")
+
+        def run(handle: Job) -> None:
+            def on_progress(p: Progress) -> None:
+                handle.emit(progress=pb.Progress(phase=p.phase, step=p.step, total=p.total, loss=p.loss,
+                                                 elapsed_s=p.elapsed_s, eta_s=p.eta_s))
+
+            record = engine.train(job, on_progress, handle.should_cancel)
+            info = self._adapter_info(record)
+            handle.set_state(handle.info.state, adapter_result=info)
+            handle.emit(adapter=info)
+
+        handle = self.queue.submit(Job(pb.JOB_KIND_TRAIN, request.adapter, run, (request.adapter,)))
+        yield from self._stream(handle, context)
+
+    def Propagate(self, request: pb.PropagateRequest, context) -> Iterator[pb.JobEvent]:
+        engine = self.engine
+        source_info = self.media.info(request.source_id, "source_id")
+        job = PropagateJob(
+            adapter=request.adapter,
+            source=self.media.frames(request.source_id, "source_id"),
+            mask=self._mask(request.mask_id),
+            edited_first_frame=self.media.image(request.edited_first_frame_id, "edited_first_frame_id"),
+            prompt=request.prompt,
+            negative_prompt=request.negative_prompt,
+            steps=request.steps or 30,
+            guidance_scale=request.guidance_scale if request.HasField("guidance_scale") else 5.0,
+            seed=request.seed,
+            composite=request.composite,
+            feather_px=request.feather_px if request.HasField("feather_px") else 3,
+            mask_mode=_mask_mode(request.mask_mode),
+            dilate_px=request.dilate_px,
+        )
+        engine.validate_propagate(job)
+        encoding = request.output_encoding or pb.OUTPUT_ENCODING_MP4_H264
+        if encoding not in (pb.OUTPUT_ENCODING_MP4_H264, pb.OUTPUT_ENCODING_MP4_H264_LOSSLESS, pb.OUTPUT_ENCODING_PNG_SEQUENCE):
+            raise InvalidInput("output_encoding", encoding, "is not a known OutputEncoding")
+        fps = source_info.fps or 16.0
+
+        def run(handle: Job) -> None:
+            def on_step(step: int, total: int) -> None:
+                elapsed = _elapsed(handle)
+                handle.emit(progress=pb.Progress(phase="denoise", step=step, total=total, elapsed_s=elapsed,
+                                                 eta_s=elapsed / step * (total - step)))
+
+            def on_frames(first: int, frames: np.ndarray) -> None:
+                for offset, frame in enumerate(frames):
+                    handle.emit(frame=pb.Frame(index=first + offset, png=encode_png(frame)))
+
+            result = engine.propagate(job, on_step, on_frames, handle.should_cancel)
+            if encoding == pb.OUTPUT_ENCODING_PNG_SEQUENCE:
+                data = encode_png_sequence(result.frames)
+            else:
+                data = encode_video(result.frames, fps, lossless=encoding == pb.OUTPUT_ENCODING_MP4_H264_LOSSLESS)
+            stored = self.media.put(data, filename=f"{handle.id}.{'zip' if encoding == pb.OUTPUT_ENCODING_PNG_SEQUENCE else 'mp4'}")
+            message = pb.PropagateResult(
+                video=media_ref(stored),
+                metrics=pb.QualityMetrics(background_psnr_db=result.background_psnr, first_frame_psnr_db=result.first_frame_psnr),
+                num_frames=len(result.frames),
+                elapsed_s=result.elapsed_s,
+            )
+            handle.set_state(handle.info.state, propagate_result=message)
+            handle.emit(result=message)
+
+        adapters = (request.adapter,) if request.adapter else ()
+        handle = self.queue.submit(Job(pb.JOB_KIND_PROPAGATE, request.adapter, run, adapters))
+        yield from self._stream(handle, context)
+
+    def _stream(self, job: Job, context, replay_progress: bool = True) -> Iterator[pb.JobEvent]:
+        """Follow a job; a failed or cancelled job ends the RPC with its status after the error event."""
+        for event in job.follow(replay_progress):
+            yield event
+            if event.WhichOneof("event") == "error":
+                context.abort(getattr(grpc.StatusCode, event.error.code, grpc.StatusCode.UNKNOWN), event.error.message)
+
+    def WatchJob(self, request, context):
+        job = self.queue.get(request.job_id)
+        if not isinstance(job, Job):  # finished before a restart: only its record remains
+            yield pb.JobEvent(job_id=job.job_id, accepted=job)
+            return
+        yield pb.JobEvent(job_id=job.id, accepted=job.snapshot())
+        yield from (e for e in self._stream(job, context, replay_progress=False) if e.WhichOneof("event") != "accepted")
+
+    def GetJob(self, request, context):
+        return self.queue.info(request.job_id)
+
+    def ListJobs(self, request, context):
+        return pb.ListJobsResponse(jobs=self.queue.list(request.state, request.limit))
+
+    def CancelJob(self, request, context):
+        return self.queue.cancel(request.job_id)
+
+    # --- adapters ---------------------------------------------------------------------------
+
+    def _adapter_info(self, record) -> pb.AdapterInfo:
+        loaded = self._engine is not None and record.name in self._engine.slots.attached
+        return pb.AdapterInfo(
+            name=record.name, base_model=record.base_model, rank=record.rank, alpha=record.alpha,
+            target_modules=record.target_modules, size_bytes=record.size_bytes, created_at=record.created_at,
+            source_media_id=record.source_media_id, final_loss=record.final_loss,
+            training_json=json.dumps(record.training, sort_keys=True), loaded=loaded,
+        )
+
+    def ListAdapters(self, request, context):
+        return pb.ListAdaptersResponse(adapters=[self._adapter_info(r) for r in self.engine.store.list()])
+
+    def GetAdapter(self, request, context):
+        return self._adapter_info(self.engine.store.record(request.name))
+
+    def DeleteAdapter(self, request, context):
+        engine = self.engine
+        engine.store.record(request.name)
+        ensure_not_in_use(self.queue, request.name)
+        engine.delete_adapter(request.name)
+        return pb.DeleteAdapterResponse(deleted=True)
+
+    def ExportAdapter(self, request, context):
+        if request.format not in (pb.EXPORT_FORMAT_UNSPECIFIED, pb.EXPORT_FORMAT_DIFFUSERS):
+            raise InvalidInput("format", request.format, "is not a supported ExportFormat (DIFFUSERS)")
+        data = self.engine.store.export_diffusers(request.name)
+        step = self.config.chunk_bytes
+        yield pb.FileChunk(filename=f"{request.name}.safetensors", size_bytes=len(data), data=data[:step])
+        for start in range(step, len(data), step):
+            yield pb.FileChunk(data=data[start : start + step])
+
+    # --- server -----------------------------------------------------------------------------
+
+    def GetServerInfo(self, request, context):
+        info = pb.ServerInfo(
+            version=framecast.__version__, max_upload_bytes=self.config.max_upload_bytes,
+            max_queue=self.config.max_queue, queue_length=self.queue.waiting, ready=self._engine is not None,
+            max_frames=self.config.max_frames, max_pixels=self.config.max_pixels, model_dir=self.config.model_dir,
+        )
+        if self._engine is not None:
+            details = self._engine.info()
+            info.model = details["model"]
+            info.dtype = details["dtype"]
+            info.device = details["device"]
+            info.quantization = details["quantization"]
+            info.attention_backend = details["attention_backend"]
+            info.memory_bytes = details["memory_bytes"]
+            info.adapters_loaded.extend(self._engine.slots.attached)
+        return info
+
+
+def _elapsed(job: Job) -> float:
+    import time
+
+    return time.time() - job.info.started_at if job.info.started_at else 0.0
