@@ -1,0 +1,154 @@
+"""Bad requests get the right status and a message naming the field and value; the server keeps serving."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+import grpc
+import numpy as np
+import pytest
+from PIL import Image
+
+from framecast.engine.media import encode_png, encode_video, mask_to_frames
+from framecast.v1 import framecast_pb2 as pb
+
+from .test_e2e import upload, upload_scene
+
+
+def expect(code: grpc.StatusCode, call, *words: str):
+    with pytest.raises(grpc.RpcError) as caught:
+        result = call()
+        if hasattr(result, "__iter__") and not isinstance(result, (bytes, str)):
+            list(result)
+    assert caught.value.code() == code, caught.value.details()
+    for word in words:
+        assert word in caught.value.details(), caught.value.details()
+    return caught.value.details()
+
+
+@pytest.fixture(scope="module")
+def media(grpc_server, scene):
+    import grpc as g
+
+    from framecast.v1 import framecast_pb2_grpc
+
+    with g.insecure_channel(f"127.0.0.1:{grpc_server.port}") as channel:
+        stub = framecast_pb2_grpc.FramecastStub(channel)
+        source, mask, edited = upload_scene(stub, scene)
+        list(stub.Train(pb.TrainRequest(adapter="bad-req", source_id=source.id, mask_id=mask.id, prompt="p", steps=1, rank=2), timeout=120))
+        yield {"source": source, "mask": mask, "edited": edited}
+
+
+@pytest.fixture(autouse=True)
+def still_serving(stub):
+    yield
+    assert stub.GetServerInfo(pb.GetServerInfoRequest(), timeout=10).ready
+
+
+def propagate(stub, **fields):
+    return lambda: stub.Propagate(pb.PropagateRequest(prompt="p", steps=1, **fields), timeout=60)
+
+
+def test_unknown_adapter(stub, media):
+    call = propagate(stub, adapter="nobody", source_id=media["source"].id, mask_id=media["mask"].id,
+                     edited_first_frame_id=media["edited"].id)
+    expect(grpc.StatusCode.NOT_FOUND, call, "adapter", "'nobody'")
+    expect(grpc.StatusCode.NOT_FOUND, lambda: stub.GetAdapter(pb.AdapterRef(name="nobody"), timeout=10), "nobody")
+    expect(grpc.StatusCode.NOT_FOUND, lambda: stub.ExportAdapter(pb.ExportAdapterRequest(name="nobody"), timeout=10))
+
+
+def test_unknown_media_and_job(stub, media):
+    missing = "sha256:" + "0" * 64
+    call = propagate(stub, source_id=missing, mask_id=media["mask"].id, edited_first_frame_id=media["edited"].id)
+    expect(grpc.StatusCode.NOT_FOUND, call, missing)
+    expect(grpc.StatusCode.INVALID_ARGUMENT, lambda: stub.DownloadMedia(pb.MediaRef(id="../../etc/passwd"), timeout=10), "id")
+    expect(grpc.StatusCode.NOT_FOUND, lambda: stub.GetJob(pb.JobRef(job_id="nope"), timeout=10), "nope")
+    expect(grpc.StatusCode.NOT_FOUND, lambda: stub.CancelJob(pb.JobRef(job_id="nope"), timeout=10), "nope")
+
+
+def test_corrupt_video_bytes(stub):
+    junk = b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8
+    expect(grpc.StatusCode.INVALID_ARGUMENT, lambda: upload(stub, junk), "data", "not a readable video")
+
+
+def test_empty_upload(stub):
+    expect(grpc.StatusCode.INVALID_ARGUMENT, lambda: stub.UploadMedia(iter([]), timeout=10), "data", "empty")
+
+
+def test_zero_frames(stub):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("readme/", "")
+    expect(grpc.StatusCode.INVALID_ARGUMENT, lambda: upload(stub, buffer.getvalue()), "zero frames")
+
+
+def test_huge_dimensions(stub):
+    huge = Image.new("RGB", (4096, 4096))
+    data = io.BytesIO()
+    huge.save(data, format="PNG")
+    expect(grpc.StatusCode.INVALID_ARGUMENT, lambda: upload(stub, data.getvalue()), "4096x4096", "limit")
+
+
+def test_mask_of_another_size(stub, scene, media):
+    small = upload(stub, encode_video(mask_to_frames(scene.edit_mask[:, :32, :32]), 8, lossless=True))
+    call = propagate(stub, source_id=media["source"].id, mask_id=small.id, edited_first_frame_id=media["edited"].id)
+    expect(grpc.StatusCode.INVALID_ARGUMENT, call, "mask", "32x32", "64x64")
+
+
+def test_mask_of_another_frame_count(stub, scene, media):
+    short = upload(stub, encode_video(mask_to_frames(scene.edit_mask[:5]), 8, lossless=True))
+    call = lambda: stub.Train(pb.TrainRequest(adapter="x", source_id=media["source"].id, mask_id=short.id, prompt="p"), timeout=60)
+    expect(grpc.StatusCode.INVALID_ARGUMENT, call, "mask.num_frames", "5")
+
+
+def test_frame_count_not_4n_plus_1(stub, scene, media):
+    eight = upload(stub, encode_video(scene.source[:8], 8, lossless=True))
+    call = propagate(stub, source_id=eight.id, mask_id=media["mask"].id, edited_first_frame_id=media["edited"].id)
+    expect(grpc.StatusCode.INVALID_ARGUMENT, call, "source.num_frames", "4N+1", "8")
+
+
+def test_size_not_multiple_of_16(stub, scene):
+    odd = upload(stub, encode_video(scene.source[:, :40, :56], 8, lossless=True))
+    mask = upload(stub, encode_png(np.zeros((40, 56, 3), np.uint8)))
+    call = lambda: stub.Train(pb.TrainRequest(adapter="odd", source_id=odd.id, mask_id=mask.id, prompt="p"), timeout=60)
+    expect(grpc.StatusCode.INVALID_ARGUMENT, call, "source", "56x40", "multiples of 16")
+
+
+def test_edited_frame_must_be_an_image_of_the_source_size(stub, media):
+    call = propagate(stub, source_id=media["source"].id, mask_id=media["mask"].id, edited_first_frame_id=media["source"].id)
+    expect(grpc.StatusCode.INVALID_ARGUMENT, call, "edited_first_frame_id", "single image")
+
+
+def test_bad_adapter_name_and_duplicate(stub, media):
+    for name in ("../evil", "a/b", "x" * 65):
+        call = lambda: stub.Train(pb.TrainRequest(adapter=name, source_id=media["source"].id, mask_id=media["mask"].id), timeout=60)
+        expect(grpc.StatusCode.INVALID_ARGUMENT, call, "adapter")
+    call = lambda: stub.Train(pb.TrainRequest(adapter="bad-req", source_id=media["source"].id, mask_id=media["mask"].id), timeout=60)
+    expect(grpc.StatusCode.ALREADY_EXISTS, call, "bad-req")
+
+
+def test_out_of_range_settings(stub, media):
+    base = dict(source_id=media["source"].id, mask_id=media["mask"].id, edited_first_frame_id=media["edited"].id)
+    expect(grpc.StatusCode.INVALID_ARGUMENT, lambda: stub.Propagate(pb.PropagateRequest(steps=100000, **base), timeout=60), "steps", "100000")
+    expect(grpc.StatusCode.INVALID_ARGUMENT, lambda: stub.Propagate(pb.PropagateRequest(guidance_scale=-1, **base), timeout=60), "guidance_scale")
+    call = lambda: stub.Train(pb.TrainRequest(adapter="r", rank=9999, source_id=media["source"].id, mask_id=media["mask"].id), timeout=60)
+    expect(grpc.StatusCode.INVALID_ARGUMENT, call, "rank", "9999")
+
+
+def test_cancelled_job(stub, media):
+    request = pb.TrainRequest(adapter="cancel-me", source_id=media["source"].id, mask_id=media["mask"].id, prompt="p", steps=5000, rank=2)
+    stream = stub.Train(request, timeout=300)
+    job_id = None
+    with pytest.raises(grpc.RpcError) as caught:
+        for event in stream:
+            job_id = job_id or event.job_id
+            if event.WhichOneof("event") == "progress" and event.progress.step >= 2:
+                stub.CancelJob(pb.JobRef(job_id=job_id), timeout=10)
+    assert caught.value.code() == grpc.StatusCode.CANCELLED, caught.value.details()
+    job = stub.GetJob(pb.JobRef(job_id=job_id), timeout=10)
+    assert job.state == pb.JOB_STATE_CANCELLED and job.error.code == "CANCELLED"
+    assert job.progress.step < 5000
+    expect(grpc.StatusCode.NOT_FOUND, lambda: stub.GetAdapter(pb.AdapterRef(name="cancel-me"), timeout=10))
+    # Cancelling again is a no-op that reports the state.
+    assert stub.CancelJob(pb.JobRef(job_id=job_id), timeout=10).state == pb.JOB_STATE_CANCELLED
