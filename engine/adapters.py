@@ -61,8 +61,10 @@ class AdapterRecord:
         return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
     def lora_config(self) -> dict:
-        """The peft LoraConfig arguments, as diffusers reads them from safetensors metadata."""
-        return {"r": self.rank, "lora_alpha": self.alpha, "target_modules": self.target_modules, "lora_dropout": 0.0}
+        """The peft LoraConfig arguments, keyed by component as diffusers reads them
+        ("transformer.r", ...) from a file's ``lora_adapter_metadata``."""
+        config = {"r": self.rank, "lora_alpha": self.alpha, "target_modules": self.target_modules, "lora_dropout": 0.0}
+        return {f"transformer.{key}": value for key, value in config.items()}
 
 
 def serialize_adapter(state_dict: dict[str, torch.Tensor], record: AdapterRecord) -> bytes:
@@ -72,7 +74,7 @@ def serialize_adapter(state_dict: dict[str, torch.Tensor], record: AdapterRecord
     metadata = {
         "format": "pt",
         # diffusers reads the LoraConfig from here, keyed by component ("transformer.r", ...).
-        "lora_adapter_metadata": json.dumps({f"transformer.{k}": v for k, v in record.lora_config().items()}),
+        "lora_adapter_metadata": json.dumps(record.lora_config()),
         "framecast.adapter": record.to_json(),
     }
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
@@ -182,6 +184,7 @@ class AdapterSlots:
             torch.manual_seed(seed)
             self.transformer.add_adapter(config, adapter_name=name)
         self.transformer.set_adapter(name)
+        self.transformer.enable_lora()  # a base-model-only job may have disabled LoRA layers
         for param_name, param in self.transformer.named_parameters():
             is_lora = f".{name}." in param_name and "lora_" in param_name
             param.requires_grad_(is_lora)
