@@ -1,0 +1,429 @@
+"""Fast client tests that need no server: parsing, enum mapping, error conversion, chunking, strips."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import grpc
+import numpy as np
+import pytest
+
+from framecast.client import (
+    FramecastClient,
+    FramecastError,
+    cli,
+    collect_propagation,
+    media_chunks,
+    run_train,
+    wait_for_result,
+)
+from framecast.client.client import OUTPUT_ENCODINGS, MiB, encode_array, enum_value, mask_mode_value
+from framecast.client.strip import GAP, HEADER_HEIGHT, LABEL_WIDTH, build_strip, frame_indices
+from framecast.engine import media
+from framecast.v1 import framecast_pb2 as pb
+
+
+class FakeRpcError(grpc.RpcError):
+    """Stands in for the grpc.Call a failed RPC raises: .code() and .details()."""
+
+    def __init__(self, code: grpc.StatusCode, details: str):
+        self._code, self._details = code, details
+
+    def code(self):
+        return self._code
+
+    def details(self):
+        return self._details
+
+
+class FakeCall:
+    """A server-streaming call: yields ``items``, then raises ``error`` if given."""
+
+    def __init__(self, items, error=None):
+        self.items, self.error, self.cancelled = list(items), error, False
+
+    def __iter__(self):
+        yield from self.items
+        if self.error is not None:
+            raise self.error
+
+    def cancel(self):
+        self.cancelled = True
+        return True
+
+
+class FakeStub:
+    """Records each request (and its timeout) and answers from ``replies`` (name -> value or exception)."""
+
+    def __init__(self, **replies):
+        self.replies, self.calls = replies, []
+
+    def __getattr__(self, name):
+        def method(request, timeout=None):
+            if name == "UploadMedia":
+                request = list(request)
+            self.calls.append((name, request, timeout))
+            reply = self.replies[name]
+            if isinstance(reply, Exception):
+                raise reply
+            return reply
+
+        return method
+
+
+@pytest.fixture
+def client():
+    # The channel connects lazily: nothing is dialled unless a real stub is called.
+    with FramecastClient("127.0.0.1:1", timeout=7.0) as c:
+        yield c
+
+
+# ---- import hygiene -------------------------------------------------------------------------
+
+
+def test_client_imports_neither_torch_nor_diffusers():
+    code = (
+        "import sys, framecast.client, framecast.client.cli, framecast.client.strip, framecast.client.demo; "
+        "assert 'torch' not in sys.modules and 'diffusers' not in sys.modules, "
+        "[m for m in ('torch', 'diffusers') if m in sys.modules]"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+# ---- CLI parsing --------------------------------------------------------------------------
+
+
+def test_parse_serve():
+    args = cli.build_parser().parse_args(["serve", "--model", "m", "--data", "d", "--port", "0", "--max-queue", "3"])
+    assert (args.model, args.data, args.host, args.port, args.device, args.dtype, args.max_queue) == (
+        "m",
+        "d",
+        "127.0.0.1",
+        0,
+        "auto",
+        "auto",
+        3,
+    )
+    assert args.run is cli.cmd_serve
+
+
+def test_parse_make_tiny_model():
+    args = cli.build_parser().parse_args(["make-tiny-model", "out/model"])
+    assert args.dir == "out/model" and args.run is cli.cmd_make_tiny_model
+
+
+def test_parse_train_with_references_and_defaults():
+    args = cli.build_parser().parse_args(
+        ["train", "--server", "h:1", "--adapter", "a", "--source", "s.mp4", "--mask", "m.png", "--prompt", "p",
+         "--reference", "8:e8.png", "--reference", "16:e16.png", "--loss-weights", "2", "0.5", "--mask-mode", "dilate",
+         "--dilate-px", "4"]
+    )  # fmt: skip
+    assert args.server == "h:1" and args.adapter == "a" and args.prompt == "p"
+    assert args.reference == [(8, "e8.png"), (16, "e16.png")]
+    assert args.loss_weights == [2.0, 0.5] and args.mask_mode == "dilate" and args.dilate_px == 4
+    assert (args.steps, args.rank, args.lr, args.seed) == (100, 16, 1e-4, 0)
+    assert args.timeout is None and args.run is cli.cmd_train
+
+
+@pytest.mark.parametrize("spec", ["8", "x:e.png", "-1:e.png", "3:"])
+def test_parse_train_rejects_bad_reference(spec, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.build_parser().parse_args(
+            ["train", "--adapter", "a", "--source", "s", "--mask", "m", "--prompt", "p", f"--reference={spec}"]
+        )
+    assert exit_info.value.code == 2
+    assert "FRAME_INDEX:IMAGE" in capsys.readouterr().err
+
+
+def test_parse_train_rejects_unknown_mask_mode(capsys):
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(
+            ["train", "--adapter", "a", "--source", "s", "--mask", "m", "--prompt", "p", "--mask-mode", "blob"]
+        )
+    assert "--mask-mode" in capsys.readouterr().err
+
+
+def test_parse_propagate():
+    args = cli.build_parser().parse_args(
+        ["propagate", "--adapter", "a", "--source", "s.mp4", "--mask", "m.mp4", "--edited-first-frame", "e.png",
+         "--prompt", "p", "--composite", "--guidance", "1", "--output", "o.mp4", "--frames-dir", "fr"]
+    )  # fmt: skip
+    assert args.composite and args.guidance == 1.0 and args.output == "o.mp4" and args.frames_dir == "fr"
+    assert (args.steps, args.seed, args.feather_px, args.output_encoding, args.negative_prompt) == (30, 0, 3, "mp4", "")
+    assert args.run is cli.cmd_propagate
+
+
+@pytest.mark.parametrize(
+    "argv, action, name",
+    [([], None, None), (["list"], "list", None), (["show", "a"], "show", "a"), (["delete", "b"], "delete", "b")],
+)
+def test_parse_adapters(argv, action, name):
+    args = cli.build_parser().parse_args(["adapters", "--server", "h:2", *argv])
+    assert args.action == action and getattr(args, "name", None) == name and args.run is cli.cmd_adapters
+
+
+def test_parse_export_info_demo():
+    parser = cli.build_parser()
+    export = parser.parse_args(["export", "--server", "h:3", "a", "--output", "a.safetensors"])
+    assert (export.name, export.output, export.format, export.server) == ("a", "a.safetensors", "diffusers", "h:3")
+    info = parser.parse_args(["info", "--server", "h:4", "--timeout", "2.5"])
+    assert info.server == "h:4" and info.timeout == 2.5 and info.run is cli.cmd_info
+    demo = parser.parse_args(["demo"])
+    assert (demo.out, demo.model, demo.steps, demo.frames, demo.size, demo.seed) == ("demo-out", None, 60, 17, 64, 0)
+
+
+def test_parse_requires_a_command():
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args([])
+
+
+# ---- CLI error handling -------------------------------------------------------------------
+
+
+def test_main_prints_framecast_error_and_exits_2(monkeypatch, capsys):
+    def refuse(self, timeout=None):
+        raise FramecastError(grpc.StatusCode.UNAVAILABLE, "the model is still loading")
+
+    monkeypatch.setattr(FramecastClient, "server_info", refuse)
+    assert cli.main(["info", "--server", "127.0.0.1:1"]) == 2
+    assert capsys.readouterr().err.strip() == "error: UNAVAILABLE: the model is still loading"
+
+
+def test_main_names_the_flag_of_a_missing_file(tmp_path, capsys):
+    source = tmp_path / "source.mp4"
+    source.write_bytes(b"x")
+    argv = ["propagate", "--server", "127.0.0.1:1", "--source", str(source), "--mask", str(tmp_path / "nope.png"),
+            "--edited-first-frame", str(source), "--prompt", "p"]  # fmt: skip
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --mask: no such file") and "nope.png" in err
+
+
+def test_demo_rejects_bad_frame_count(tmp_path, capsys):
+    assert cli.main(["demo", "--out", str(tmp_path), "--frames", "16"]) == 2
+    assert "--frames must be 4N+1" in capsys.readouterr().err
+
+
+# ---- enums ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [("exact", pb.MASK_MODE_EXACT), ("bbox", pb.MASK_MODE_BBOX), ("DILATE", pb.MASK_MODE_DILATE), (None, pb.MASK_MODE_UNSPECIFIED),
+     (pb.MASK_MODE_BBOX, pb.MASK_MODE_BBOX)],
+)  # fmt: skip
+def test_mask_mode_mapping(value, expected):
+    assert mask_mode_value(value) == expected
+
+
+@pytest.mark.parametrize("value", ["box", "", 7, True, 1.0])
+def test_unknown_mask_mode_is_a_value_error_naming_the_argument(value):
+    with pytest.raises(ValueError, match="mask_mode must be one of exact, bbox, dilate"):
+        mask_mode_value(value)
+
+
+def test_output_encoding_mapping():
+    assert enum_value("mp4-lossless", OUTPUT_ENCODINGS, "output_encoding") == pb.OUTPUT_ENCODING_MP4_H264_LOSSLESS
+    assert enum_value("png_sequence", OUTPUT_ENCODINGS, "output_encoding") == pb.OUTPUT_ENCODING_PNG_SEQUENCE
+    with pytest.raises(ValueError, match="output_encoding"):
+        enum_value("gif", OUTPUT_ENCODINGS, "output_encoding")
+
+
+# ---- error conversion ---------------------------------------------------------------------
+
+
+def test_framecast_error_from_rpc_error():
+    error = FramecastError.from_rpc_error(FakeRpcError(grpc.StatusCode.NOT_FOUND, "adapter 'x' not found"))
+    assert error.code is grpc.StatusCode.NOT_FOUND and error.message == "adapter 'x' not found"
+    assert str(error) == "NOT_FOUND: adapter 'x' not found"
+    bare = FramecastError.from_rpc_error(grpc.RpcError("boom"))  # no .code(): UNKNOWN
+    assert bare.code is grpc.StatusCode.UNKNOWN and bare.message == "boom"
+
+
+def test_unary_rpc_error_becomes_framecast_error_from_none(client):
+    client._stub = FakeStub(GetAdapter=FakeRpcError(grpc.StatusCode.NOT_FOUND, "adapter 'x' not found"))
+    with pytest.raises(FramecastError) as info:
+        client.get_adapter("x")
+    assert info.value.code is grpc.StatusCode.NOT_FOUND and info.value.message == "adapter 'x' not found"
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+def test_timeouts_default_to_the_client_and_can_be_overridden(client):
+    client._stub = FakeStub(GetServerInfo=pb.ServerInfo(version="v"), ListAdapters=pb.ListAdaptersResponse())
+    assert client.server_info().version == "v"
+    client.list_adapters(timeout=1.5)
+    assert [timeout for _, _, timeout in client._stub.calls] == [7.0, 1.5]
+
+
+def test_stream_error_mid_stream_becomes_framecast_error(client):
+    accepted = pb.JobEvent(job_id="j", accepted=pb.JobInfo(job_id="j"))
+    call = FakeCall([accepted], FakeRpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, "out of memory"))
+    client._stub = FakeStub(Train=call)
+    events = client.train("a", "sha256:s", "sha256:m", "p")
+    assert next(events) == accepted
+    with pytest.raises(FramecastError) as info:
+        next(events)
+    assert info.value.code is grpc.StatusCode.RESOURCE_EXHAUSTED and info.value.__suppress_context__
+    assert call.cancelled
+
+
+def test_abandoning_a_stream_cancels_the_call(client):
+    call = FakeCall([pb.JobEvent(job_id="j"), pb.JobEvent(job_id="j")])
+    client._stub = FakeStub(WatchJob=call)
+    events = client.watch_job("j")
+    next(events)
+    events.close()
+    assert call.cancelled
+
+
+def test_job_error_event_raises_with_its_code():
+    events = [pb.JobEvent(job_id="j", progress=pb.Progress(step=1, total=2)),
+              pb.JobEvent(job_id="j", error=pb.JobError(code="CANCELLED", message="cancelled by its owner"))]  # fmt: skip
+    seen = []
+    with pytest.raises(FramecastError) as info:
+        run_train(events, seen.append)
+    assert info.value.code is grpc.StatusCode.CANCELLED and len(seen) == 2
+    with pytest.raises(FramecastError) as info:
+        wait_for_result([pb.JobEvent(job_id="j", error=pb.JobError(code="NOT_A_CODE", message="?"))])
+    assert info.value.code is grpc.StatusCode.UNKNOWN
+
+
+def test_stream_that_ends_early_is_an_error():
+    with pytest.raises(FramecastError, match="ended before the job finished") as info:
+        run_train([pb.JobEvent(job_id="j", accepted=pb.JobInfo(job_id="j"))])
+    assert info.value.code is grpc.StatusCode.UNKNOWN
+
+
+def test_collect_propagation_decodes_frames():
+    frame = np.arange(16 * 32 * 3, dtype=np.uint8).reshape(16, 32, 3)
+    result = pb.PropagateResult(num_frames=2, video=pb.MediaRef(id="sha256:o"))
+    events = [pb.JobEvent(job_id="j", frame=pb.Frame(index=i, png=media.encode_png(frame + i))) for i in (1, 0)]
+    frames, final = collect_propagation(events + [pb.JobEvent(job_id="j", result=result)])
+    assert sorted(frames) == [0, 1] and final == result
+    np.testing.assert_array_equal(frames[1], frame + 1)
+
+
+# ---- requests -----------------------------------------------------------------------------
+
+
+def test_train_request_fields(client):
+    client._stub = FakeStub(Train=FakeCall([]))
+    client.train("a", pb.MediaRef(id="sha256:s"), "sha256:m", "p", steps=5, mask_mode="exact", references=[(4, "sha256:r")],
+                 loss_weights=(2, 0.5), gradient_checkpointing=False)  # fmt: skip
+    ((_, request, _),) = client._stub.calls
+    assert request.source_id == "sha256:s" and request.steps == 5 and request.rank == 0  # 0 = server default
+    assert request.mask_mode == pb.MASK_MODE_EXACT and request.gradient_checkpointing_off
+    assert [(r.frame_index, r.image_id) for r in request.references] == [(4, "sha256:r")]
+    assert (request.loss_weights.edit, request.loss_weights.keep) == (2.0, 0.5)
+    with pytest.raises(ValueError, match="loss_weights"):
+        client.train("a", "s", "m", "p", loss_weights=(1,))
+    with pytest.raises(ValueError, match="mask_mode"):
+        client.train("a", "s", "m", "p", mask_mode="tight")
+
+
+def test_propagate_sets_optional_fields_explicitly(client):
+    client._stub = FakeStub(Propagate=FakeCall([]))
+    client.propagate("a", "s", "m", "e", "p", guidance_scale=1.0, feather_px=0, output_encoding="png-sequence")
+    client.propagate("a", "s", "m", "e", "p", guidance_scale=None, feather_px=None)
+    (_, explicit, _), (_, unset, _) = client._stub.calls
+    assert explicit.HasField("guidance_scale") and explicit.guidance_scale == 1.0
+    assert explicit.HasField("feather_px") and explicit.feather_px == 0
+    assert explicit.output_encoding == pb.OUTPUT_ENCODING_PNG_SEQUENCE and explicit.steps == 30
+    assert not unset.HasField("guidance_scale") and not unset.HasField("feather_px")
+
+
+# ---- upload chunking ----------------------------------------------------------------------
+
+
+def _check_chunks(chunks, data: bytes, filename: str, chunk_bytes: int):
+    assert chunks[0].HasField("header")
+    assert chunks[0].header.filename == filename and chunks[0].header.size_bytes == len(data)
+    assert not any(chunk.HasField("header") for chunk in chunks[1:])
+    assert all(len(chunk.data) <= chunk_bytes for chunk in chunks)
+    assert b"".join(chunk.data for chunk in chunks) == data
+
+
+@pytest.mark.parametrize("size, count", [(0, 1), (1, 1), (10, 1), (25, 3), (30, 3)])
+def test_media_chunks_from_bytes(size, count):
+    data = bytes(range(256))[:size] if size <= 256 else b""
+    chunks = list(media_chunks(data, "clip.mp4", chunk_bytes=10))
+    assert len(chunks) == count
+    _check_chunks(chunks, data, "clip.mp4", 10)
+
+
+def test_media_chunks_from_a_file(tmp_path):
+    data = np.random.default_rng(0).integers(0, 256, 2 * MiB + 5, dtype=np.uint8).tobytes()
+    path = tmp_path / "source.mp4"
+    path.write_bytes(data)
+    chunks = list(media_chunks(path))
+    assert len(chunks) == 3
+    _check_chunks(chunks, data, "source.mp4", MiB)
+
+
+def test_media_chunks_fail_at_call_time():
+    with pytest.raises(FileNotFoundError):
+        media_chunks("/nonexistent/clip.mp4")
+    with pytest.raises(ValueError, match="chunk_bytes"):
+        media_chunks(b"abc", chunk_bytes=0)
+
+
+def test_upload_streams_the_chunks(client):
+    ref = pb.MediaRef(id="sha256:x", num_frames=1)
+    client._stub = FakeStub(UploadMedia=ref)
+    assert client.upload(b"a" * 25, filename="e.png", chunk_bytes=10) == ref
+    ((_, chunks, timeout),) = client._stub.calls
+    _check_chunks(chunks, b"a" * 25, "e.png", 10)
+    assert timeout == 7.0
+
+
+def test_encode_array_picks_png_or_mp4():
+    image = np.zeros((32, 48, 3), np.uint8)
+    data, name = encode_array(image)
+    assert name == "image.png" and media.decode_media(data).frames.shape == (1, 32, 48, 3)
+    mask = np.zeros((5, 32, 48), bool)
+    mask[:, 8:16, 8:24] = True
+    data, name = encode_array(mask, lossless=True)
+    decoded = media.decode_media(data)
+    assert name == "video.mp4" and decoded.frames.shape == (5, 32, 48, 3)
+    np.testing.assert_array_equal(media.mask_from_frames(decoded.frames), mask)
+    assert encode_array(mask[0])[1] == "image.png"
+    with pytest.raises(ValueError):
+        encode_array(np.zeros((4, 4), np.float32))
+
+
+def test_download_checks_size_and_writes_atomically(client, tmp_path):
+    chunks = [pb.MediaChunk(header=pb.MediaRef(id="sha256:o", size_bytes=6), data=b"abc"), pb.MediaChunk(data=b"def")]
+    client._stub = FakeStub(DownloadMedia=FakeCall(chunks))
+    assert client.download_to("sha256:o", tmp_path / "out" / "o.mp4").read_bytes() == b"abcdef"
+    client._stub = FakeStub(DownloadMedia=FakeCall(chunks[:1]))
+    with pytest.raises(FramecastError) as info:
+        client.download("sha256:o")
+    assert info.value.code is grpc.StatusCode.DATA_LOSS
+
+
+# ---- strip --------------------------------------------------------------------------------
+
+
+def test_frame_indices():
+    assert frame_indices(17, 5) == [0, 4, 8, 12, 16]
+    assert frame_indices(3, 5) == [0, 1, 2]
+    assert frame_indices(1, 5) == [0]
+
+
+def test_build_strip_shape():
+    source = np.zeros((9, 32, 48, 3), np.uint8)
+    mask = np.zeros((9, 32, 48), bool)
+    sheet = build_strip([("source", source), ("mask", mask), ("output", source)], columns=5, scale=2)
+    assert sheet.dtype == np.uint8
+    assert sheet.shape == (HEADER_HEIGHT + 3 * 64 + 2 * GAP, LABEL_WIDTH + 5 * 96 + 4 * GAP, 3)
+    bare = build_strip([("source", source)], columns=3, scale=1, labels=False)
+    assert bare.shape == (32, 3 * 48 + 2 * GAP, 3)
+    assert build_strip([("source", source)], columns=2).shape[0] == HEADER_HEIGHT + 128  # enlarged to MIN_TILE
+
+
+def test_build_strip_rejects_mismatched_rows():
+    with pytest.raises(ValueError, match="frame size"):
+        build_strip([("a", np.zeros((5, 16, 16, 3), np.uint8)), ("b", np.zeros((5, 32, 16, 3), np.uint8))])
+    with pytest.raises(ValueError):
+        build_strip([])

@@ -1,0 +1,104 @@
+"""The method's conditioning, pinned against hand-built examples (METHOD.md)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from framecast.engine import conditioning as C
+from framecast.engine.errors import InvalidInput
+
+
+def test_keep_mask_channel_layout_with_frame0_repeat():
+    # 9 pixel frames of 16x16 -> 3 latent frames of 2x2. Frame f's edit region is the
+    # top-left latent cell for odd f and the bottom-right cell for even f >= 2.
+    edit = np.zeros((9, 16, 16), bool)
+    for f in range(1, 9):
+        if f % 2:
+            edit[f, :8, :8] = True
+        else:
+            edit[f, 8:, 8:] = True
+    edit[0] = True  # ignored: frame 0 is given in full
+    keep = C.latent_keep_mask(edit)
+    assert keep.shape == (1, 4, 3, 2, 2)
+    # Latent frame 0 <- pixel frame 0 repeated 4 times: all keep.
+    assert torch.equal(keep[0, :, 0], torch.ones(4, 2, 2))
+    # Latent frame 1 <- pixel frames 1, 2, 3, 4 as channels 0..3; frame 2 <- 5, 6, 7, 8.
+    for latent in (1, 2):
+        for channel in range(4):
+            f = 4 * (latent - 1) + 1 + channel
+            expected = torch.ones(2, 2)
+            if f % 2:
+                expected[0, 0] = 0
+            else:
+                expected[1, 1] = 0
+            assert torch.equal(keep[0, channel, latent], expected), (latent, channel, f)
+
+
+def test_full_mask_equals_diffusers_plain_i2v_mask():
+    edit = np.ones((9, 16, 16), bool)
+    keep = C.latent_keep_mask(edit)
+    expected = torch.zeros(1, 4, 3, 2, 2)
+    expected[:, :, 0] = 1  # diffusers: m[:, :, 0] = 1, m[:, :, 1:] = 0 before the repeat
+    assert torch.equal(keep, expected)
+
+
+def test_single_frame_sample_may_generate_frame0():
+    edit = np.zeros((1, 16, 16), bool)
+    edit[0, :8, :8] = True
+    keep = C.latent_keep_mask(edit, first_frame_known=False)
+    assert keep.shape == (1, 4, 1, 2, 2)
+    assert torch.equal(keep[0, :, 0, 0, 0], torch.zeros(4)) and keep[0, :, 0, 1, 1].eq(1).all()
+
+
+def test_condition_video_greys_edit_region_but_not_frame0():
+    source = np.full((5, 16, 16, 3), 200, np.uint8)
+    first = np.full((16, 16, 3), 10, np.uint8)
+    edit = np.zeros((5, 16, 16), bool)
+    edit[:, 4:8, 4:8] = True
+    video = C.condition_video(first, source, edit)
+    assert video.shape == (1, 3, 5, 16, 16)
+    assert torch.allclose(video[0, :, 0], torch.full((3, 16, 16), 10 / 127.5 - 1))
+    assert video[0, :, 1:, 4:8, 4:8].eq(0.0).all()  # mid-grey is exactly 0 in [-1, 1]
+    assert torch.allclose(video[0, :, 1:, 0, 0], torch.full((3, 4), 200 / 127.5 - 1))
+
+
+def test_loss_weight_is_union_of_encoded_frames():
+    edit = np.zeros((9, 16, 16), bool)
+    edit[3, 0, 0] = True  # one pixel in frame 3 -> latent frame 1, cell (0, 0)
+    weight = C.loss_weight(edit, w_edit=2.0, w_keep=0.5)
+    assert weight.shape == (1, 1, 3, 2, 2)
+    assert weight[0, 0, 1, 0, 0] == 2.0
+    assert weight.eq(0.5).sum() == 11
+
+
+def test_bbox_mode_boxes_components_and_drops_specks():
+    edit = np.zeros((1, 64, 64), bool)
+    yy, xx = np.mgrid[:64, :64]
+    edit[0] = (yy - 20) ** 2 + (xx - 20) ** 2 <= 100  # a disc of radius 10
+    edit[0, 60, 60] = True  # a 1-px speck: area < 50, dropped
+    boxed = C.prepare_edit_mask(edit, C.MaskMode.BBOX)
+    ys, xs = np.nonzero(boxed[0])
+    # Box 10..30 (21 px) grown by 10% = 2 px in total, 1 px each side.
+    assert (ys.min(), ys.max(), xs.min(), xs.max()) == (9, 31, 9, 31)
+    assert boxed[0, 9:32, 9:32].all() and not boxed[0, 60, 60]
+
+
+def test_dilate_and_exact_modes():
+    edit = np.zeros((2, 16, 16), bool)
+    edit[:, 8, 8] = True
+    assert np.array_equal(C.prepare_edit_mask(edit, "exact"), edit)
+    grown = C.prepare_edit_mask(edit, "dilate", dilate_px=2)
+    assert grown[0].sum() == 25 and grown[0, 6:11, 6:11].all()
+
+
+@pytest.mark.parametrize("frames", [0, 2, 8, 10])
+def test_frame_count_must_be_4n_plus_1(frames):
+    with pytest.raises(InvalidInput, match=rf"num_frames must be 4N\+1.*got {frames}"):
+        C.check_frame_count(frames)
+
+
+def test_frame_size_must_be_multiple_of_16():
+    with pytest.raises(InvalidInput, match="56x40"):
+        C.check_frame_size(40, 56)

@@ -1,0 +1,140 @@
+"""The engine on the built-in tiny model, loaded from disk with from_pretrained."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from framecast.engine.adapters import AdapterStore
+from framecast.engine.engine import Engine, EngineConfig, PropagateJob, TrainJob
+from framecast.engine.errors import AdapterNotFound, AlreadyExists, Cancelled, InvalidInput
+from framecast.engine.sampling import decode_stream
+from framecast.engine.training import TrainSettings
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model_dir, tmp_path_factory):
+    return Engine(EngineConfig(model_dir=str(tiny_model_dir)), tmp_path_factory.mktemp("engine-data"))
+
+
+def test_loads_the_saved_pipeline(engine):
+    assert type(engine.pipe).__name__ == "WanImageToVideoPipeline"
+    assert engine.pipe.transformer.config.in_channels == 36
+    assert not any(p.requires_grad for p in engine.pipe.transformer.parameters())
+
+
+def test_training_lowers_the_loss_and_is_reproducible(engine, scene):
+    settings = TrainSettings(steps=40, rank=8, learning_rate=2e-3, seed=4, gradient_checkpointing=False)
+    losses = {}
+    for name in ("fit-a", "fit-b"):
+        seen = []
+        engine.train(TrainJob(name, scene.source, scene.edit_mask, scene.prompt, settings), seen.append)
+        losses[name] = [p.loss for p in seen]
+        assert [p.step for p in seen] == list(range(1, 41)) and seen[-1].phase == "motion"
+    first, last = np.mean(losses["fit-a"][:8]), np.mean(losses["fit-a"][-8:])
+    assert last < 0.8 * first, (first, last)
+    np.testing.assert_allclose(losses["fit-a"], losses["fit-b"], rtol=1e-5)
+    a, _ = engine.store.load("fit-a")
+    b, _ = engine.store.load("fit-b")
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_adapter_record_and_targets(engine):
+    record = engine.store.record("fit-a")
+    assert record.rank == 8 and record.alpha == 8.0 and record.base_model == engine.base_model
+    assert record.target_modules and not any("add_k_proj" in t or "add_v_proj" in t for t in record.target_modules)
+    kinds = {t.split(".", 2)[2] for t in record.target_modules}
+    assert kinds == {"attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0",
+                     "attn2.to_q", "attn2.to_k", "attn2.to_v", "attn2.to_out.0", "ffn.net.0.proj", "ffn.net.2"}
+    with pytest.raises(AlreadyExists):
+        engine.train(TrainJob("fit-a", np.zeros((1, 64, 64, 3), np.uint8), np.zeros((1, 64, 64), bool), "p"))
+
+
+def test_appearance_phase_with_a_reference_frame(engine, scene):
+    settings = TrainSettings(steps=3, appearance_steps=4, rank=4, gradient_checkpointing=True)
+    seen = []
+    engine.train(TrainJob("with-ref", scene.source, scene.edit_mask, scene.prompt, settings,
+                          references=[(4, scene.edited[4])]), seen.append)
+    assert [p.phase for p in seen] == ["motion"] * 3 + ["appearance"] * 4
+    assert seen[-1].total == 7
+
+
+def test_cancel_between_steps_leaves_nothing(engine, scene):
+    calls = []
+
+    def cancel_after_two():
+        calls.append(1)
+        return len(calls) > 2
+
+    with pytest.raises(Cancelled):
+        engine.train(TrainJob("cancelled", scene.source, scene.edit_mask, "p", TrainSettings(steps=50, rank=2)),
+                     should_cancel=cancel_after_two)
+    assert not engine.store.exists("cancelled") and "cancelled" not in engine.slots.attached
+    # The model is usable afterwards, with and without adapters.
+    engine.propagate(PropagateJob("", scene.source, scene.edit_mask, scene.edited_first_frame, "p", steps=1))
+
+
+def test_propagation_streams_frames_and_switches_adapters_without_reload(engine, scene):
+    job = PropagateJob("fit-a", scene.source, scene.edit_mask, scene.edited_first_frame, scene.edited_prompt,
+                       steps=2, seed=9)
+    chunks = []
+    transformer = engine.pipe.transformer
+    a1 = engine.propagate(job, on_frames=lambda first, frames: chunks.append((first, len(frames))))
+    assert chunks == [(0, 1), (1, 4), (5, 4)]  # one latent frame at a time
+    job_b = PropagateJob("with-ref", **{k: v for k, v in vars(job).items() if k != "adapter"})
+    b = engine.propagate(job_b)
+    a2 = engine.propagate(job)
+    assert engine.pipe.transformer is transformer
+    assert np.array_equal(a1.frames, a2.frames) and not np.array_equal(a1.frames, b.frames)
+
+
+def test_decode_stream_equals_whole_decode(engine):
+    latents = torch.randn(1, 16, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    streamed = np.concatenate(list(decode_stream(engine.pipe, latents)))
+    vae = engine.pipe.vae
+    mean = torch.tensor(vae.config.latents_mean).view(1, 16, 1, 1, 1)
+    std = torch.tensor(vae.config.latents_std).view(1, 16, 1, 1, 1)
+    with torch.no_grad():
+        whole = vae.decode(latents * std + mean, return_dict=False)[0]
+    whole = ((whole[0].permute(1, 2, 3, 0) / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    assert streamed.shape == (9, 64, 64, 3)
+    assert np.abs(streamed.astype(int) - whole.astype(int)).max() <= 1
+
+
+def test_validation_names_fields(engine, scene):
+    source, mask = scene.source, scene.edit_mask
+    with pytest.raises(InvalidInput, match="mask.num_frames"):
+        engine.validate_propagate(PropagateJob("", source, mask[:3], scene.edited_first_frame, "p"))
+    with pytest.raises(InvalidInput, match="edited_first_frame"):
+        engine.validate_propagate(PropagateJob("", source, mask, scene.edited_first_frame[:32], "p"))
+    with pytest.raises(AdapterNotFound):
+        engine.validate_propagate(PropagateJob("ghost", source, mask, scene.edited_first_frame, "p"))
+    with pytest.raises(InvalidInput, match="references.frame_index"):
+        engine.validate_train(TrainJob("r", source, mask, "p", references=[(99, source[0])]))
+
+
+def test_store_ignores_half_written_adapters(tmp_path):
+    store = AdapterStore(tmp_path)
+    (tmp_path / "torn").mkdir()
+    (tmp_path / "torn" / "adapter.safetensors").write_bytes(b"partial")  # crash before the record
+    assert store.list() == [] and not store.exists("torn")
+    with pytest.raises(AdapterNotFound):
+        store.load("torn")
+    with pytest.raises(InvalidInput, match="adapter"):
+        store.record("../escape")
+
+
+def test_exported_file_carries_diffusers_metadata(engine):
+    from safetensors import safe_open
+
+    path = engine.store.weights_path("fit-a")
+    with safe_open(path, "pt") as f:
+        metadata = f.metadata()
+        keys = list(f.keys())
+    config = json.loads(metadata["lora_adapter_metadata"])
+    assert config["transformer.r"] == 8 and config["transformer.lora_alpha"] == 8.0
+    assert json.loads(metadata["framecast.adapter"])["name"] == "fit-a"
+    assert all(k.startswith("transformer.blocks.") and (".lora_A." in k or ".lora_B." in k) for k in keys)
