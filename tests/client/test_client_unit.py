@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import grpc
 import numpy as np
@@ -210,8 +211,8 @@ def test_demo_rejects_bad_frame_count(tmp_path, capsys):
 
 @pytest.mark.parametrize(
     "value, expected",
-    [("exact", pb.MASK_MODE_EXACT), ("bbox", pb.MASK_MODE_BBOX), ("DILATE", pb.MASK_MODE_DILATE), (None, pb.MASK_MODE_UNSPECIFIED),
-     (pb.MASK_MODE_BBOX, pb.MASK_MODE_BBOX)],
+    [("exact", pb.MASK_MODE_EXACT), ("bbox", pb.MASK_MODE_BBOX), ("DILATE", pb.MASK_MODE_DILATE),
+     (None, pb.MASK_MODE_UNSPECIFIED), (pb.MASK_MODE_BBOX, pb.MASK_MODE_BBOX)],
 )  # fmt: skip
 def test_mask_mode_mapping(value, expected):
     assert mask_mode_value(value) == expected
@@ -278,8 +279,8 @@ def test_abandoning_a_stream_cancels_the_call(client):
 
 
 def test_job_error_event_raises_with_its_code():
-    events = [pb.JobEvent(job_id="j", progress=pb.Progress(step=1, total=2)),
-              pb.JobEvent(job_id="j", error=pb.JobError(code="CANCELLED", message="cancelled by its owner"))]  # fmt: skip
+    cancelled = pb.JobError(code="CANCELLED", message="cancelled by its owner")
+    events = [pb.JobEvent(job_id="j", progress=pb.Progress(step=1, total=2)), pb.JobEvent(job_id="j", error=cancelled)]
     seen = []
     with pytest.raises(FramecastError) as info:
         run_train(events, seen.append)
@@ -304,13 +305,44 @@ def test_collect_propagation_decodes_frames():
     np.testing.assert_array_equal(frames[1], frame + 1)
 
 
+def test_wait_ready_polls_health_until_serving(client):
+    from grpc_health.v1 import health_pb2
+
+    answers = iter(
+        [
+            FakeRpcError(grpc.StatusCode.UNAVAILABLE, "connecting"),
+            health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.NOT_SERVING),
+            health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVING),
+        ]
+    )
+
+    class Health:
+        def Check(self, request, timeout=None):
+            assert request.service == "" and timeout <= 5.0
+            answer = next(answers)
+            if isinstance(answer, Exception):
+                raise answer
+            return answer
+
+    client._health = Health()
+    assert client.wait_ready(timeout=10) is True
+
+
+def test_wait_ready_times_out_with_deadline_exceeded(client):
+    started = time.monotonic()
+    with pytest.raises(FramecastError, match="not ready after 0.3 s") as info:
+        client.wait_ready(timeout=0.3)  # nothing listens on port 1
+    assert info.value.code is grpc.StatusCode.DEADLINE_EXCEEDED
+    assert time.monotonic() - started < 5
+
+
 # ---- requests -----------------------------------------------------------------------------
 
 
 def test_train_request_fields(client):
     client._stub = FakeStub(Train=FakeCall([]))
-    client.train("a", pb.MediaRef(id="sha256:s"), "sha256:m", "p", steps=5, mask_mode="exact", references=[(4, "sha256:r")],
-                 loss_weights=(2, 0.5), gradient_checkpointing=False)  # fmt: skip
+    client.train("a", pb.MediaRef(id="sha256:s"), "sha256:m", "p", steps=5, mask_mode="exact",
+                 references=[(4, "sha256:r")], loss_weights=(2, 0.5), gradient_checkpointing=False)  # fmt: skip
     ((_, request, _),) = client._stub.calls
     assert request.source_id == "sha256:s" and request.steps == 5 and request.rank == 0  # 0 = server default
     assert request.mask_mode == pb.MASK_MODE_EXACT and request.gradient_checkpointing_off

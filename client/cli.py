@@ -1,0 +1,379 @@
+"""The ``framecast`` command line: run a server, train adapters, propagate edits, run the demo.
+
+Client subcommands talk to a server over gRPC through ``FramecastClient``; ``serve``,
+``make-tiny-model`` and ``demo`` import the server and engine (torch) lazily, inside the
+subcommand, so the client commands work on a client-only install.
+
+Exit codes: 0 ok, 2 a refused call (``error: <CODE>: <message>``) or a bad local input,
+130 interrupted (a running job is cancelled first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import threading
+from pathlib import Path
+
+from framecast.client.client import MASK_MODES, OUTPUT_ENCODINGS, FramecastClient
+from framecast.client.display import (
+    JobProgress,
+    follow_job,
+    format_adapter,
+    format_bytes,
+    format_metrics,
+    upload_file,
+)
+from framecast.client.errors import FramecastError
+from framecast.client.jobs import collect_propagation, run_train
+from framecast.engine.errors import FramecastError as EngineError
+
+DEFAULT_SERVER = os.environ.get("FRAMECAST_SERVER", "127.0.0.1:50051")
+
+
+class CliError(Exception):
+    """A local problem with the command line's inputs; printed as ``error: <message>``, exit 2."""
+
+
+def existing_file(path: str, flag: str) -> Path:
+    """``path`` as a Path; raises CliError naming ``flag`` when it is not an existing file."""
+    resolved = Path(path).expanduser()
+    if not resolved.exists():
+        raise CliError(f"{flag}: no such file: {path}")
+    if not resolved.is_file():
+        raise CliError(f"{flag}: not a file: {path}")
+    return resolved
+
+
+def reference_spec(text: str) -> tuple[int, str]:
+    """``IDX:path`` (``--reference``) -> (frame index, path)."""
+    index, sep, path = text.partition(":")
+    try:
+        frame_index = int(index)
+    except ValueError:
+        frame_index = -1
+    if not sep or not path or frame_index < 0:
+        raise argparse.ArgumentTypeError(f"expected FRAME_INDEX:IMAGE (e.g. 8:edited_8.png) but got {text!r}")
+    return frame_index, path
+
+
+# ---- subcommands ----------------------------------------------------------------------------
+
+
+def cmd_serve(args) -> int:
+    from framecast.server.app import start_server
+    from framecast.server.config import ServerConfig
+
+    config = ServerConfig(
+        model_dir=args.model, data_dir=args.data, host=args.host, port=args.port,
+        device=args.device, dtype=args.dtype, max_queue=args.max_queue,
+    )  # fmt: skip
+    try:
+        running = start_server(config, handle_signals=True)
+    except OSError as error:
+        raise CliError(f"--host/--port: {error}") from None
+    print(f"framecast listening on {args.host}:{running.port}, loading {args.model}", flush=True)
+
+    def announce_ready():
+        if running.wait_ready(None):
+            print(f"framecast ready on {args.host}:{running.port}", flush=True)
+
+    threading.Thread(target=announce_ready, name="framecast-announce", daemon=True).start()
+    try:
+        running.wait()
+    except KeyboardInterrupt:  # only when the signal handlers could not be installed
+        running.stop()
+    return 0
+
+
+def cmd_make_tiny_model(args) -> int:
+    import transformers
+
+    from framecast.engine.model import make_tiny_model
+
+    transformers.utils.logging.disable_progress_bar()
+    print(make_tiny_model(args.dir))
+    return 0
+
+
+def cmd_train(args) -> int:
+    source = existing_file(args.source, "--source")
+    mask = existing_file(args.mask, "--mask")
+    references = [(index, existing_file(path, "--reference")) for index, path in args.reference]
+    with FramecastClient(args.server, timeout=args.timeout) as client:
+        source_ref = upload_file(client, source, args.timeout)
+        mask_ref = upload_file(client, mask, args.timeout)
+        reference_ids = [(index, upload_file(client, path, args.timeout).id) for index, path in references]
+        events = client.train(
+            args.adapter, source_ref.id, mask_ref.id, args.prompt,
+            steps=args.steps, rank=args.rank, learning_rate=args.lr, mask_mode=args.mask_mode,
+            dilate_px=args.dilate_px, references=reference_ids, seed=args.seed,
+            loss_weights=args.loss_weights, appearance_steps=args.appearance_steps,
+            gradient_checkpointing=not args.no_gradient_checkpointing,
+        )  # fmt: skip
+        adapter = follow_job(client, run_train, events, JobProgress("train"))
+    print(format_adapter(adapter))
+    return 0
+
+
+def cmd_propagate(args) -> int:
+    source = existing_file(args.source, "--source")
+    mask = existing_file(args.mask, "--mask")
+    edited = existing_file(args.edited_first_frame, "--edited-first-frame")
+    output = Path(args.output or ("output.zip" if args.output_encoding == "png-sequence" else "output.mp4"))
+    frames_dir = Path(args.frames_dir) if args.frames_dir else None
+    with FramecastClient(args.server, timeout=args.timeout) as client:
+        source_ref = upload_file(client, source, args.timeout)
+        mask_ref = upload_file(client, mask, args.timeout)
+        edited_ref = upload_file(client, edited, args.timeout)
+        events = client.propagate(
+            args.adapter, source_ref.id, mask_ref.id, edited_ref.id, args.prompt,
+            negative_prompt=args.negative_prompt, steps=args.steps, guidance_scale=args.guidance,
+            seed=args.seed, composite=args.composite, feather_px=args.feather_px,
+            mask_mode=args.mask_mode, dilate_px=args.dilate_px, output_encoding=args.output_encoding,
+        )  # fmt: skip
+        progress = JobProgress("propagate", frames_total=source_ref.num_frames, frames_dir=frames_dir)
+        _, result = follow_job(client, collect_propagation, events, progress)
+        client.download_to(result.video.id, output, timeout=args.timeout)
+    print(f"output              {output}")
+    if frames_dir is not None:
+        print(f"frames              {frames_dir}/frame_*.png")
+    print(format_metrics(result))
+    return 0
+
+
+def cmd_adapters(args) -> int:
+    with FramecastClient(args.server, timeout=args.timeout) as client:
+        action = args.action or "list"
+        if action == "show":
+            print(format_adapter(client.get_adapter(args.name)))
+        elif action == "delete":
+            deleted = client.delete_adapter(args.name)
+            print(f"deleted {args.name}" if deleted else f"{args.name} was not stored")
+        else:
+            adapters = client.list_adapters()
+            if not adapters:
+                print("no adapters")
+            else:
+                print(f"{'name':<24} {'rank':>4} {'final loss':>10} {'size':>10}  loaded")
+                for info in adapters:
+                    size, loaded = format_bytes(info.size_bytes), "yes" if info.loaded else "no"
+                    print(f"{info.name:<24} {info.rank:>4} {info.final_loss:>10.5f} {size:>10}  {loaded}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    output = Path(args.output or f"{args.name}.safetensors")
+    with FramecastClient(args.server, timeout=args.timeout) as client:
+        data = client.export_adapter(args.name, output, format=args.format)
+    print(f"{output} ({format_bytes(len(data))})")
+    return 0
+
+
+def cmd_info(args) -> int:
+    with FramecastClient(args.server, timeout=args.timeout) as client:
+        info = client.server_info()
+    rows = [
+        ("server", args.server), ("version", info.version), ("ready", "yes" if info.ready else "no (loading)"),
+        ("model", info.model), ("model dir", info.model_dir), ("device", info.device), ("dtype", info.dtype),
+        ("quantization", info.quantization), ("attention", info.attention_backend),
+        ("memory", format_bytes(info.memory_bytes)), ("max frames", info.max_frames),
+        ("max pixels", info.max_pixels), ("max upload", format_bytes(info.max_upload_bytes)),
+        ("queue", f"{info.queue_length} waiting (max {info.max_queue})"),
+        ("adapters loaded", ", ".join(info.adapters_loaded) or "-"),
+    ]  # fmt: skip
+    print("\n".join(f"{key:<16} {value}" for key, value in rows))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from framecast.client.demo import run_demo
+
+    return run_demo(args)
+
+
+# ---- parser ---------------------------------------------------------------------------------
+
+
+def _client_options() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument(
+        "--server",
+        default=DEFAULT_SERVER,
+        metavar="ADDR",
+        help="host:port of the server (default: %(default)s, or $FRAMECAST_SERVER)",
+    )
+    parent.add_argument(
+        "--timeout", type=float, default=None, metavar="S", help="deadline of each call in seconds (default: none)"
+    )
+    return parent
+
+
+def _mask_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--mask-mode", choices=list(MASK_MODES), default=None, help="how the mask is loosened (server default: bbox)"
+    )
+    parser.add_argument(
+        "--dilate-px", type=int, default=None, metavar="PX", help="pixels to grow the mask by, with --mask-mode dilate"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="framecast", description="Propagate a first-frame edit through a video with mask-aware LoRA adapters."
+    )
+    parser.add_argument(
+        "--log-level",
+        default=None,
+        choices=["debug", "info", "warning", "error"],
+        help="(default: info for serve, warning otherwise)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    client = _client_options()
+
+    serve = commands.add_parser("serve", help="run the gRPC server")
+    serve.add_argument("--model", required=True, metavar="DIR", help="diffusers directory of a WanImageToVideoPipeline")
+    serve.add_argument("--data", required=True, metavar="DIR", help="where adapters, media and job records are kept")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=50051, help="0 picks a free port")
+    serve.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    serve.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16 | float16")
+    serve.add_argument(
+        "--max-queue", type=int, default=16, metavar="N", help="queued jobs beyond which requests are refused"
+    )
+    serve.set_defaults(run=cmd_serve)
+
+    tiny = commands.add_parser("make-tiny-model", help="write the small built-in random-weight model")
+    tiny.add_argument("dir", metavar="DIR")
+    tiny.set_defaults(run=cmd_make_tiny_model)
+
+    train = commands.add_parser("train", parents=[client], help="train an adapter on a source video")
+    train.add_argument(
+        "--adapter", required=True, metavar="NAME", help="name of the new adapter: 1-64 of [A-Za-z0-9_-]"
+    )
+    train.add_argument(
+        "--source", required=True, metavar="VIDEO", help="source video (4N+1 frames, sides multiple of 16)"
+    )
+    train.add_argument("--mask", required=True, metavar="MASK", help="mask video/image, white = edit region")
+    train.add_argument("--prompt", required=True, help="caption of the source video")
+    train.add_argument("--steps", type=int, default=100, help="motion-phase steps (default: %(default)s)")
+    train.add_argument(
+        "--appearance-steps",
+        type=int,
+        default=None,
+        help="appearance-phase steps with --reference (server default: 100)",
+    )
+    train.add_argument("--rank", type=int, default=16, help="LoRA rank (default: %(default)s)")
+    train.add_argument("--lr", type=float, default=1e-4, help="learning rate (default: %(default)s)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument(
+        "--loss-weights",
+        type=float,
+        nargs=2,
+        default=None,
+        metavar=("EDIT", "KEEP"),
+        help="loss weight inside / outside the edit region (default: 1 1)",
+    )
+    train.add_argument(
+        "--reference",
+        type=reference_spec,
+        action="append",
+        default=[],
+        metavar="IDX:IMAGE",
+        help="an edited frame at source frame IDX (repeatable)",
+    )
+    train.add_argument("--no-gradient-checkpointing", action="store_true", help="faster, more memory")
+    _mask_options(train)
+    train.set_defaults(run=cmd_train)
+
+    prop = commands.add_parser("propagate", parents=[client], help="propagate an edited first frame through the video")
+    prop.add_argument(
+        "--adapter", default="", metavar="NAME", help="adapter trained on this source (default: none, the base model)"
+    )
+    prop.add_argument("--source", required=True, metavar="VIDEO")
+    prop.add_argument("--mask", required=True, metavar="MASK")
+    prop.add_argument("--edited-first-frame", required=True, metavar="IMAGE")
+    prop.add_argument("--prompt", required=True, help="description of the edited video")
+    prop.add_argument("--negative-prompt", default="")
+    prop.add_argument("--steps", type=int, default=30, help="denoising steps (default: %(default)s)")
+    prop.add_argument(
+        "--guidance", type=float, default=5.0, help="classifier-free guidance; <= 1 disables it (default: %(default)s)"
+    )
+    prop.add_argument("--seed", type=int, default=0)
+    prop.add_argument("--composite", action="store_true", help="keep source pixels outside the (feathered) mask")
+    prop.add_argument(
+        "--feather-px", type=int, default=3, metavar="PX", help="composite feather width (default: %(default)s)"
+    )
+    prop.add_argument("--output-encoding", choices=list(OUTPUT_ENCODINGS), default="mp4")
+    prop.add_argument(
+        "--output",
+        default=None,
+        metavar="FILE",
+        help="output video (default: output.mp4, or output.zip for png-sequence)",
+    )
+    prop.add_argument("--frames-dir", default=None, metavar="DIR", help="also write every streamed frame as a PNG here")
+    _mask_options(prop)
+    prop.set_defaults(run=cmd_propagate)
+
+    adapters = commands.add_parser("adapters", parents=[client], help="list, show or delete adapters")
+    actions = adapters.add_subparsers(dest="action", metavar="ACTION")
+    actions.add_parser("list", help="every stored adapter (default)")
+    actions.add_parser("show", help="one adapter's details").add_argument("name", metavar="NAME")
+    actions.add_parser("delete", help="delete an adapter").add_argument("name", metavar="NAME")
+    adapters.set_defaults(run=cmd_adapters)
+
+    export = commands.add_parser("export", parents=[client], help="download an adapter as a safetensors file")
+    export.add_argument("name", metavar="NAME")
+    export.add_argument("--output", default=None, metavar="FILE", help="(default: NAME.safetensors)")
+    export.add_argument("--format", default="diffusers", choices=["diffusers"])
+    export.set_defaults(run=cmd_export)
+
+    info = commands.add_parser("info", parents=[client], help="the server's model, device and limits")
+    info.set_defaults(run=cmd_info)
+
+    demo = commands.add_parser("demo", help="run the whole method end to end on the built-in small model")
+    demo.add_argument(
+        "--out", default="demo-out", metavar="DIR", help="where everything is written (default: %(default)s)"
+    )
+    demo.add_argument(
+        "--model", default=None, metavar="DIR", help="model directory (default: build the tiny model into OUT/model)"
+    )
+    demo.add_argument("--steps", type=int, default=60, help="training steps (default: %(default)s)")
+    demo.add_argument("--sample-steps", type=int, default=30, help="denoising steps (default: %(default)s)")
+    demo.add_argument("--frames", type=int, default=17, help="video length, 4N+1 (default: %(default)s)")
+    demo.add_argument(
+        "--size", type=int, default=64, help="frame side in pixels, a multiple of 16 (default: %(default)s)"
+    )
+    demo.add_argument("--seed", type=int, default=0, help="scene, training and sampling seed (default: %(default)s)")
+    demo.add_argument(
+        "--edit", choices=["recolor", "retexture", "reshape"], default="recolor", help="the edit to propagate"
+    )
+    demo.add_argument("--rank", type=int, default=16)
+    demo.add_argument("--lr", type=float, default=1e-4)
+    demo.add_argument("--device", default="auto")
+    demo.add_argument("--dtype", default="auto")
+    demo.set_defaults(run=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``framecast`` command line; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    level = args.log_level or ("info" if args.command == "serve" else "warning")
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.run(args)
+    except FramecastError as error:
+        print(f"error: {error.code.name}: {error.message}", file=sys.stderr)
+    except (CliError, EngineError) as error:
+        print(f"error: {error}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

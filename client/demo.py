@@ -1,0 +1,147 @@
+"""``framecast demo``: the whole method end to end on the built-in small model.
+
+Builds (once) the tiny random-weight model, starts a server in this process on a free
+port, renders a toyworld scene (a textured sprite moving over a textured background,
+its mask and its edited first frame), then drives the server through a real
+``FramecastClient``: upload, train, propagate with compositing, download. Writes the
+inputs, the output video and a ``strip.png`` contact sheet to OUT.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from framecast.client.cli import CliError
+from framecast.client.client import FramecastClient
+from framecast.client.display import JobProgress, follow_job, format_adapter, format_metrics
+from framecast.client.jobs import collect_propagation, run_train
+from framecast.client.strip import write_strip
+from framecast.engine import media
+
+ADAPTER = "demo"
+
+
+def masked_psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
+    """PSNR in dB of ``a`` vs ``b`` ([F, H, W, 3] uint8) over the pixels where ``mask`` ([F, H, W]) is True."""
+    if not mask.any():
+        return float("nan")
+    diff = a.astype(np.float64)[mask] - b.astype(np.float64)[mask]
+    mse = float(np.mean(diff**2))
+    return 100.0 if mse == 0 else 10 * math.log10(255.0**2 / mse)
+
+
+def _check(args) -> None:
+    if args.frames < 1 or (args.frames - 1) % 4:
+        raise CliError(f"--frames must be 4N+1 (5, 9, 17, 33, ...) but is {args.frames}")
+    if args.size < 16 or args.size % 16:
+        raise CliError(f"--size must be a multiple of 16 but is {args.size}")
+    if args.steps < 1 or args.sample_steps < 1:
+        raise CliError("--steps and --sample-steps must be >= 1")
+
+
+def _model_dir(args, out: Path) -> Path:
+    if args.model is not None:
+        model = Path(args.model)
+        if not (model / "model_index.json").is_file():
+            raise CliError(f"--model: not a diffusers model directory (no model_index.json): {args.model}")
+        return model
+    model = out / "model"
+    if not (model / "model_index.json").is_file():
+        import transformers
+
+        from framecast.engine.model import make_tiny_model
+
+        transformers.utils.logging.disable_progress_bar()
+        print(f"building the tiny model into {model}", file=sys.stderr)
+        make_tiny_model(model)
+    return model
+
+
+def run_demo(args) -> int:
+    _check(args)
+    from framecast.engine.toyworld import SceneConfig, make_scene
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model = _model_dir(args, out)
+
+    # The sample: source video, edit mask, edited first frame, and the ground-truth edit.
+    scene = make_scene(
+        args.seed,
+        SceneConfig(frames=args.frames, height=args.size, width=args.size, sprites=2, pan=True, edit=args.edit),
+    )
+    paths = {
+        "source": out / "source.mp4",
+        "mask": out / "mask.mp4",
+        "edited_first_frame": out / "edited_first_frame.png",
+        "ground_truth": out / "ground_truth.mp4",
+        "output": out / "output.mp4",
+        "strip": out / "strip.png",
+    }
+    media.atomic_write(paths["source"], media.encode_video(scene.source, 16, lossless=True))
+    media.atomic_write(paths["mask"], media.encode_video(media.mask_to_frames(scene.edit_mask), 16, lossless=True))
+    media.atomic_write(paths["edited_first_frame"], media.encode_png(scene.edited_first_frame))
+    media.atomic_write(paths["ground_truth"], media.encode_video(scene.edited, 16, lossless=True))
+    print(f"scene: {scene.prompt}  ->  {scene.edited_prompt}", file=sys.stderr)
+
+    from framecast.server.app import start_server
+    from framecast.server.config import ServerConfig
+
+    config = ServerConfig(
+        model_dir=str(model), data_dir=str(out / "data"), host="127.0.0.1", port=0, device=args.device, dtype=args.dtype
+    )
+    server = start_server(config)
+    try:
+        address = f"127.0.0.1:{server.port}"
+        with FramecastClient(address) as client:
+            client.wait_ready(timeout=600)
+            info = client.server_info(timeout=30)
+            print(f"server on {address}: {info.model} on {info.device} ({info.dtype})", file=sys.stderr)
+            source = client.upload(paths["source"], timeout=60)
+            mask = client.upload(paths["mask"], timeout=60)
+            edited = client.upload(paths["edited_first_frame"], timeout=60)
+
+            if any(a.name == ADAPTER for a in client.list_adapters(timeout=30)):
+                client.delete_adapter(ADAPTER, timeout=30)  # from an earlier run into the same OUT
+            events = client.train(
+                ADAPTER,
+                source,
+                mask,
+                scene.prompt,
+                steps=args.steps,
+                rank=args.rank,
+                learning_rate=args.lr,
+                seed=args.seed,
+            )
+            adapter = follow_job(client, run_train, events, JobProgress("train"))
+
+            events = client.propagate(
+                ADAPTER, source, mask, edited, scene.edited_prompt,
+                steps=args.sample_steps, seed=args.seed, composite=True,
+            )  # fmt: skip
+            progress = JobProgress("propagate", frames_total=source.num_frames)
+            frames, result = follow_job(client, collect_propagation, events, progress)
+            client.download_to(result.video.id, paths["output"], timeout=60)
+    finally:
+        server.stop(grace=5)
+
+    if len(frames) == scene.source.shape[0]:
+        output = np.stack([frames[i] for i in sorted(frames)])
+    else:  # frames missing from the stream: fall back to the stored video
+        output = media.decode_media(paths["output"].read_bytes(), "output").frames
+    write_strip(
+        paths["strip"],
+        [("source", scene.source), ("mask", scene.edit_mask), ("output", output), ("ground truth", scene.edited)],
+    )
+    print(format_adapter(adapter))
+    print()
+    for name, path in paths.items():
+        print(f"{name:<19} {path}")
+    print(format_metrics(result))
+    if output.shape == scene.edited.shape:
+        print(f"edit PSNR vs truth  {masked_psnr(output, scene.edited, scene.edit_mask):.2f} dB (inside the mask)")
+    return 0

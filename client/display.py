@@ -1,0 +1,134 @@
+"""What the command line shows: progress bars for a job's event stream, and result summaries."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from framecast.client.client import FramecastClient
+from framecast.client.errors import FramecastError
+from framecast.engine import media
+
+# ---- progress -------------------------------------------------------------------------------
+
+
+class JobProgress:
+    """``on_event`` callback that draws tqdm bars for a job's steps and streamed frames.
+
+    Remembers the job id (for cancelling on Ctrl-C) and, with ``frames_dir``, writes every
+    streamed frame there as ``frame_00000.png`` (the server's PNG bytes, untouched).
+    """
+
+    def __init__(
+        self, label: str, frames_total: int | None = None, frames_dir: Path | None = None, disable: bool | None = None
+    ):
+        from tqdm import tqdm
+
+        self.label, self.job_id, self.frames_dir = label, "", frames_dir
+        self.steps = tqdm(desc=label, unit="step", position=0, leave=True, disable=disable, dynamic_ncols=True)
+        self.frames = None
+        if frames_total is not None:
+            self.frames = tqdm(
+                total=frames_total,
+                desc="frames",
+                unit="frame",
+                position=1,
+                leave=True,
+                disable=disable,
+                dynamic_ncols=True,
+            )
+
+    def __call__(self, event) -> None:
+        kind = event.WhichOneof("event")
+        if kind == "accepted":
+            self.job_id = event.job_id
+        elif kind == "queued":
+            self.steps.set_description(f"{self.label} (queued, {event.queued.position} ahead)")
+        elif kind == "progress":
+            progress = event.progress
+            if self.steps.total != progress.total:
+                self.steps.total = progress.total
+            self.steps.n = progress.step
+            self.steps.set_description(f"{self.label} {progress.phase}", refresh=False)
+            if progress.phase in ("motion", "appearance"):
+                self.steps.set_postfix(loss=f"{progress.loss:.4f}", refresh=False)
+            self.steps.refresh()
+        elif kind == "frame":
+            if self.frames_dir is not None:
+                media.atomic_write(self.frames_dir / f"frame_{event.frame.index:05d}.png", event.frame.png)
+            if self.frames is not None:
+                self.frames.update(1)
+
+    def close(self) -> None:
+        self.steps.close()
+        if self.frames is not None:
+            self.frames.close()
+
+    def __enter__(self) -> JobProgress:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+def follow_job(client: FramecastClient, consume, events, progress: JobProgress):
+    """Run ``consume(events, progress)``; on Ctrl-C cancel the job on the server, then re-raise."""
+    try:
+        with progress:
+            return consume(events, progress)
+    except KeyboardInterrupt:
+        events.close()
+        if progress.job_id:
+            try:
+                client.cancel_job(progress.job_id, timeout=10)
+                print(f"cancelled job {progress.job_id}", file=sys.stderr)
+            except FramecastError as error:
+                print(f"could not cancel job {progress.job_id}: {error}", file=sys.stderr)
+        raise
+
+
+# ---- formatting -------------------------------------------------------------------------
+
+
+def format_bytes(size: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def format_adapter(info) -> str:
+    created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info.created_at)) if info.created_at else "-"
+    rows = [
+        ("adapter", info.name),
+        ("base model", info.base_model),
+        ("rank", f"{info.rank} (alpha {info.alpha:g})"),
+        ("final loss", f"{info.final_loss:.5f}"),
+        ("size", format_bytes(info.size_bytes)),
+        ("created", created),
+        ("source", info.source_media_id),
+        ("loaded", "yes" if info.loaded else "no"),
+        ("targets", ", ".join(info.target_modules)),
+    ]
+    if info.training_json:
+        rows.append(("training", info.training_json))
+    return "\n".join(f"{key:<11} {value}" for key, value in rows)
+
+
+def format_metrics(result) -> str:
+    return "\n".join(
+        [
+            f"frames              {result.num_frames}",
+            f"background PSNR     {result.metrics.background_psnr_db:.2f} dB",
+            f"first-frame PSNR    {result.metrics.first_frame_psnr_db:.2f} dB",
+            f"elapsed             {result.elapsed_s:.1f} s",
+        ]
+    )
+
+
+def upload_file(client: FramecastClient, path: Path, timeout: float | None):
+    ref = client.upload(path, timeout=timeout)
+    print(f"uploaded {path.name}: {ref.id[:19]}... {ref.num_frames} frame(s) {ref.width}x{ref.height}", file=sys.stderr)
+    return ref
