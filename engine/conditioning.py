@@ -17,7 +17,8 @@ from framecast.engine.errors import InvalidInput
 
 VAE_TEMPORAL = 4  # latent frame j >= 1 encodes pixel frames 4j-3 .. 4j
 VAE_SPATIAL = 8
-BBOX_MIN_AREA = 50  # px: smaller components are dropped, as the public preprocessing does
+BBOX_MIN_AREA = 50  # px at 832x480: smaller components are dropped, as the public preprocessing does
+BBOX_REFERENCE_PIXELS = 832 * 480  # the minimum area scales with the frame's area
 BBOX_GROWTH = 0.10  # each box grows by 10% of its size, half on each side
 
 
@@ -82,8 +83,9 @@ def _label_components(edit_mask: torch.Tensor) -> torch.Tensor:
 
 
 def _bounding_boxes(edit_mask: np.ndarray) -> np.ndarray:
-    """Each component's bounding box (components >= 50 px), grown by 10%, filled."""
+    """Each component's bounding box (components >= 50 px at 832x480, scaled by area), grown by 10%, filled."""
     frames, height, width = edit_mask.shape
+    min_area = max(1, round(BBOX_MIN_AREA * height * width / BBOX_REFERENCE_PIXELS))
     labels = _label_components(torch.from_numpy(edit_mask))
     out = np.zeros_like(edit_mask)
     ys = torch.arange(height).view(1, height, 1).expand_as(labels)
@@ -92,7 +94,7 @@ def _bounding_boxes(edit_mask: np.ndarray) -> np.ndarray:
         frame_labels = labels[f]
         present, areas = torch.unique(frame_labels[frame_labels > 0], return_counts=True)
         for label, area in zip(present.tolist(), areas.tolist()):
-            if area < BBOX_MIN_AREA:
+            if area < min_area:
                 continue
             where = frame_labels == label
             y0, y1 = int(ys[f][where].min()), int(ys[f][where].max()) + 1

@@ -22,7 +22,7 @@ import torch
 from framecast.engine import conditioning as C
 from framecast.engine.adapters import AdapterRecord, AdapterSlots, AdapterStore, check_adapter_name
 from framecast.engine.errors import AlreadyExists, Cancelled, IncompatibleAdapter, InvalidInput
-from framecast.engine.metrics import psnr
+from framecast.engine.metrics import psnr, seam_score
 from framecast.engine.model import load_pipeline
 from framecast.engine.sampling import (
     Conditioning,
@@ -35,6 +35,7 @@ from framecast.engine.sampling import (
     feather_alpha,
 )
 from framecast.engine.training import Progress, Sample, TrainSettings, train_lora
+from framecast.engine.windows import WindowPlan, plan_windows
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ class EngineConfig:
     max_pixels: int = 832 * 480 * 2  # per frame
     max_steps: int = 10_000
     adapter_slots: int = 8  # adapters kept attached to the model at once
+    window_frames: int = 81  # clips longer than this are generated/trained in windows
 
     def __post_init__(self):
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
@@ -77,6 +79,8 @@ class TrainJob:
     mask_mode: C.MaskMode = C.MaskMode.BBOX
     dilate_px: int = 0
     source_media_id: str = ""
+    window_frames: int = 0  # 0: the server's window (the whole clip when it fits)
+    overlap_frames: int = 4
 
 
 @dataclass
@@ -94,6 +98,9 @@ class PropagateJob:
     feather_px: int = 3
     mask_mode: C.MaskMode = C.MaskMode.BBOX
     dilate_px: int = 0
+    window_frames: int = 0  # 0: the server's window (one window when the clip fits)
+    overlap_frames: int = 4
+    blend_ramp: str = "linear"  # linear | cosine
 
 
 @dataclass
@@ -102,6 +109,8 @@ class PropagateResult:
     edit_mask: np.ndarray  # [F, H, W] bool, the mask actually used
     background_psnr: float  # output vs source outside the edit mask, dB
     first_frame_psnr: float  # output frame 0 vs the edited first frame, dB
+    seam_score: float  # frame change at window seams / elsewhere; 1.0 = invisible (or one window)
+    windows: int
     elapsed_s: float
 
 
@@ -191,6 +200,7 @@ class Engine:
                 raise InvalidInput("references.frame_index", index, f"must be in [0, {len(job.source) - 1}]")
             if frame.shape != job.source.shape[1:]:
                 raise InvalidInput("references.image", f"{frame.shape[1]}x{frame.shape[0]}", "must match the source size")
+        plan_windows(len(job.source), self._window_frames(job.window_frames), job.overlap_frames)
         return mask
 
     def train(
@@ -204,7 +214,13 @@ class Engine:
         settings = job.settings
         edit_mask = C.prepare_edit_mask(mask, job.mask_mode, job.dilate_px)
 
-        phases = [("motion", [self._motion_sample(job.source, edit_mask, job.prompt, settings)], settings.steps)]
+        # Each window is its own motion sample: a long clip trains with one window's memory.
+        plan = plan_windows(len(job.source), self._window_frames(job.window_frames), job.overlap_frames)
+        motion = [
+            self._motion_sample(job.source[s : s + n], edit_mask[s : s + n], job.prompt, settings)
+            for s, n in zip(plan.starts, plan.lengths)
+        ]
+        phases = [("motion", motion, settings.steps)]
         if job.references:
             refs = [self._reference_sample(job.source, edit_mask, i, f, job.prompt, settings) for i, f in job.references]
             mixed = refs * settings.reference_repeats + phases[0][1]
@@ -228,8 +244,9 @@ class Engine:
             rank=settings.rank,
             alpha=settings.lora_alpha,
             target_modules=sorted({k[len("transformer.") :].rsplit(".lora_", 1)[0] for k in state_dict}),
-            training={**asdict(settings), "mask_mode": C.MaskMode(job.mask_mode).value, "dilate_px": job.dilate_px,
-                      "references": [i for i, _ in job.references], "prompt": job.prompt},
+            training={**asdict(settings), "alpha": settings.lora_alpha, "mask_mode": C.MaskMode(job.mask_mode).value, "dilate_px": job.dilate_px,
+                      "references": [i for i, _ in job.references], "prompt": job.prompt,
+                      "window_starts": list(plan.starts), "window_lengths": list(plan.lengths)},
             source_media_id=job.source_media_id,
             final_loss=outcome.final_loss,
         )
@@ -273,7 +290,10 @@ class Engine:
             raise InvalidInput("guidance_scale", job.guidance_scale, "must be between 0 and 50")
         if job.feather_px < 0:
             raise InvalidInput("feather_px", job.feather_px, "must be >= 0")
+        if job.blend_ramp not in ("linear", "cosine"):
+            raise InvalidInput("blend_ramp", job.blend_ramp, "must be linear or cosine")
         mask = self.check_clip(job.source, job.mask)
+        plan_windows(len(job.source), self._window_frames(job.window_frames), job.overlap_frames)
         if job.edited_first_frame.shape != job.source.shape[1:]:
             h, w = job.edited_first_frame.shape[:2]
             raise InvalidInput("edited_first_frame", f"{w}x{h}", "must match the source size")
@@ -293,44 +313,102 @@ class Engine:
         should_cancel: Callable[[], bool] | None = None,
     ) -> PropagateResult:
         """Generate the edited video. ``on_frames(first_index, frames [n, H, W, 3])`` is called
-        as frames are decoded; ``on_step(step, total)`` after each denoising step."""
+        as soon as frames are final; ``on_step(step, total)`` after each denoising step.
+
+        A clip longer than ``window_frames`` is generated window by window: each later
+        window starts from a frame the previous one generated, and the frames two windows
+        share are blended with a ramp (the overlap-blend kernel).
+        """
         started = time.perf_counter()
         mask = self.validate_propagate(job)
+        plan = plan_windows(len(job.source), self._window_frames(job.window_frames), job.overlap_frames)
         self.slots.flush()
         edit_mask = C.prepare_edit_mask(mask, job.mask_mode, job.dilate_px)
-        guided = job.guidance_scale > 1.0
-        cond = self._conditioning(
-            job.edited_first_frame, job.source, edit_mask, job.prompt, job.negative_prompt if guided else None,
-            job.edited_first_frame,
-        )
         if job.adapter:
             self.slots.activate(job.adapter, self.store)
         else:
             self.slots.deactivate()
+        alpha = feather_alpha(edit_mask, job.feather_px) if job.composite else None
+        emitted = 0
+
+        def finish(first: int, frames: np.ndarray) -> np.ndarray:
+            """Composite: generated pixels inside the feathered mask over the source; frame 0
+            takes the edited first frame itself, which the user gave exactly."""
+            if alpha is None:
+                return frames
+            if first == 0:
+                frames = np.concatenate([job.edited_first_frame[None], frames[1:]])
+            return composite(frames, job.source[first : first + len(frames)], alpha[first : first + len(frames)])
+
+        def emit(first: int, frames: np.ndarray) -> None:
+            nonlocal emitted
+            frames = finish(first, frames)
+            if on_frames is not None:
+                on_frames(first, frames)
+            emitted = first + len(frames)
+
+        total_steps = job.steps * plan.count
+        windows: list[np.ndarray] = []
         try:
-            latents = denoise(self.pipe, cond, job.seed, job.steps, job.guidance_scale, on_step, should_cancel)
-            del cond
-            alpha = feather_alpha(edit_mask, job.feather_px) if job.composite else None
-            chunks, done = [], 0
-            for chunk in decode_stream(self.pipe, latents):
-                if alpha is not None:
-                    chunk = composite(chunk, job.source[done : done + len(chunk)], alpha[done : done + len(chunk)])
-                if on_frames is not None:
-                    on_frames(done, chunk)
-                chunks.append(chunk)
-                done += len(chunk)
-                if should_cancel is not None and should_cancel() and done < len(job.source):
-                    raise Cancelled("job cancelled")
+            for k, (start, length) in enumerate(zip(plan.starts, plan.lengths)):
+                # Window 0 starts from the edited first frame, later ones from a generated frame.
+                first = job.edited_first_frame if k == 0 else windows[k - 1][start - plan.starts[k - 1]]
+                step_base = k * job.steps
+                window_steps = None if on_step is None else (lambda i, n, b=step_base: on_step(b + i, total_steps))
+                stream = None if plan.count > 1 else emit
+                windows.append(
+                    self._generate(job, first, start, length, edit_mask, window_steps, stream, should_cancel, seed=job.seed + k)
+                )
+                if plan.count > 1:
+                    blended = self._blend(windows, plan, k, job.blend_ramp)
+                    final = plan.final_before(k)
+                    emit(emitted, blended[emitted:final])
         finally:
             self.release_memory()
-        frames = np.concatenate(chunks)
+        frames = finish(0, windows[0] if plan.count == 1 else self._blend(windows, plan, plan.count - 1, job.blend_ramp))
         return PropagateResult(
             frames=frames,
             edit_mask=edit_mask,
             background_psnr=psnr(frames, job.source, ~edit_mask),
             first_frame_psnr=psnr(frames[0], job.edited_first_frame),
+            seam_score=seam_score(frames, plan.seam_boundaries()),
+            windows=plan.count,
             elapsed_s=time.perf_counter() - started,
         )
+
+    def _window_frames(self, requested: int) -> int:
+        """The window length in effect: the request's, else the configured maximum clip length."""
+        if requested:
+            return requested
+        return self.config.window_frames
+
+    def _generate(self, job, first_frame, start, length, edit_mask, on_step, on_frames, should_cancel, seed):
+        """Generate frames [start, start + length) conditioned on ``first_frame``. -> [n, H, W, 3]."""
+        guided = job.guidance_scale > 1.0
+        source = job.source[start : start + length]
+        cond = self._conditioning(
+            first_frame, source, edit_mask[start : start + length], job.prompt,
+            job.negative_prompt if guided else None, job.edited_first_frame,
+        )
+        latents = denoise(self.pipe, cond, seed, job.steps, job.guidance_scale, on_step, should_cancel)
+        del cond
+        chunks, done = [], 0
+        for chunk in decode_stream(self.pipe, latents):
+            if on_frames is not None:
+                on_frames(start + done, chunk)
+            chunks.append(chunk)
+            done += len(chunk)
+            if should_cancel is not None and should_cancel() and done < length:
+                raise Cancelled("job cancelled")
+        return np.concatenate(chunks)
+
+    @staticmethod
+    def _blend(windows: list[np.ndarray], plan: WindowPlan, last: int, ramp: str) -> np.ndarray:
+        """Blend windows 0..last into frames [0, end of window ``last``)."""
+        from framecast.kernels import blend_windows
+
+        tensors = [torch.from_numpy(w) for w in windows[: last + 1]]
+        return blend_windows(tensors, plan.starts[: last + 1], frame_dim=0, ramp=ramp).numpy()
 
     # --- adapters -----------------------------------------------------------------------
 

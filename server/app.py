@@ -78,6 +78,7 @@ class RunningServer:
                 EngineConfig(
                     model_dir=config.model_dir, device=config.device, dtype=config.dtype, max_frames=config.max_frames,
                     max_pixels=config.max_pixels, max_steps=config.max_steps, adapter_slots=config.adapter_slots,
+                    window_frames=config.window_frames,
                 ),
                 config.data_dir,
             )

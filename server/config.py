@@ -24,6 +24,7 @@ class ServerConfig:
     max_pixels: int = 832 * 480 * 2  # per frame
     max_steps: int = 10_000
     adapter_slots: int = 8  # adapters attached to the model at once
+    window_frames: int = 81  # clips longer than this are trained and generated in windows
     grace_s: float = 10.0  # on shutdown: time running jobs get to reach a step boundary
     chunk_bytes: int = 1 * MiB  # download/export chunk size
     max_workers: int = 16  # gRPC handler threads (streams in flight)

@@ -45,6 +45,13 @@ def media_ref(info: MediaInfo) -> pb.MediaRef:
     )
 
 
+def _blend_ramp(value: int) -> str:
+    ramps = {pb.BLEND_RAMP_UNSPECIFIED: "linear", pb.BLEND_RAMP_LINEAR: "linear", pb.BLEND_RAMP_COSINE: "cosine"}
+    if value not in ramps:
+        raise InvalidInput("blend_ramp", value, "is not a known BlendRamp")
+    return ramps[value]
+
+
 def _mask_mode(value: int) -> MaskMode:
     try:
         return _MASK_MODES[value]
@@ -130,6 +137,8 @@ class FramecastService(pb_grpc.FramecastServicer):
             mask_mode=_mask_mode(request.mask_mode),
             dilate_px=request.dilate_px,
             source_media_id=request.source_id,
+            window_frames=request.window_frames,
+            overlap_frames=request.overlap_frames if request.HasField("overlap_frames") else 4,
         )
         engine.validate_train(job)
         if self.queue.adapter_in_use(request.adapter):
@@ -165,6 +174,9 @@ class FramecastService(pb_grpc.FramecastServicer):
             feather_px=request.feather_px if request.HasField("feather_px") else 3,
             mask_mode=_mask_mode(request.mask_mode),
             dilate_px=request.dilate_px,
+            window_frames=request.window_frames,
+            overlap_frames=request.overlap_frames if request.HasField("overlap_frames") else 4,
+            blend_ramp=_blend_ramp(request.blend_ramp),
         )
         engine.validate_propagate(job)
         encoding = request.output_encoding or pb.OUTPUT_ENCODING_MP4_H264
@@ -190,7 +202,10 @@ class FramecastService(pb_grpc.FramecastServicer):
             stored = self.media.put(data, filename=f"{handle.id}.{'zip' if encoding == pb.OUTPUT_ENCODING_PNG_SEQUENCE else 'mp4'}")
             message = pb.PropagateResult(
                 video=media_ref(stored),
-                metrics=pb.QualityMetrics(background_psnr_db=result.background_psnr, first_frame_psnr_db=result.first_frame_psnr),
+                metrics=pb.QualityMetrics(
+                    background_psnr_db=result.background_psnr, first_frame_psnr_db=result.first_frame_psnr,
+                    seam_score=result.seam_score, windows=result.windows,
+                ),
                 num_frames=len(result.frames),
                 elapsed_s=result.elapsed_s,
             )
@@ -265,6 +280,7 @@ class FramecastService(pb_grpc.FramecastServicer):
             version=framecast.__version__, max_upload_bytes=self.config.max_upload_bytes,
             max_queue=self.config.max_queue, queue_length=self.queue.waiting, ready=self._engine is not None,
             max_frames=self.config.max_frames, max_pixels=self.config.max_pixels, model_dir=self.config.model_dir,
+            window_frames=self.config.window_frames,
         )
         if self._engine is not None:
             details = self._engine.info()

@@ -74,15 +74,20 @@ def test_loss_weight_is_union_of_encoded_frames():
 
 
 def test_bbox_mode_boxes_components_and_drops_specks():
-    edit = np.zeros((1, 64, 64), bool)
-    yy, xx = np.mgrid[:64, :64]
+    # At 416x240 (a quarter of 832x480) the 50 px minimum scales to 12 px.
+    edit = np.zeros((1, 240, 416), bool)
+    yy, xx = np.mgrid[:240, :416]
     edit[0] = (yy - 20) ** 2 + (xx - 20) ** 2 <= 100  # a disc of radius 10
-    edit[0, 60, 60] = True  # a 1-px speck: area < 50, dropped
+    edit[0, 200:202, 300:302] = True  # a 4-px speck: dropped
+    edit[0, 100:104, 100:104] = True  # a 16-px square: kept
     boxed = C.prepare_edit_mask(edit, C.MaskMode.BBOX)
-    ys, xs = np.nonzero(boxed[0])
+    disc = boxed[0, :60, :60]
+    ys, xs = np.nonzero(disc)
     # Box 10..30 (21 px) grown by 10% = 2 px in total, 1 px each side.
     assert (ys.min(), ys.max(), xs.min(), xs.max()) == (9, 31, 9, 31)
-    assert boxed[0, 9:32, 9:32].all() and not boxed[0, 60, 60]
+    assert disc[9:32, 9:32].all()
+    assert not boxed[0, 190:210, 290:310].any()
+    assert boxed[0, 100:104, 100:104].all()
 
 
 def test_dilate_and_exact_modes():

@@ -122,3 +122,24 @@ def test_health_info_and_reflection(grpc_server, stub):
     assert info.ready and info.device == "cpu" and info.dtype == "float32"
     assert info.quantization == "none" and info.attention_backend == "sdpa"
     assert info.memory_bytes > 0 and info.max_frames == 33 and info.version
+
+
+def test_windowed_propagation_reports_seams(stub):
+    from framecast.engine.toyworld import SceneConfig, make_scene
+
+    long_scene = make_scene(8, SceneConfig(frames=17, height=64, width=64, sprites=1))
+    source, mask, edited = upload_scene(stub, long_scene)
+    request = pb.PropagateRequest(
+        source_id=source.id, mask_id=mask.id, edited_first_frame_id=edited.id, prompt="p", steps=1,
+        window_frames=9, overlap_frames=2, blend_ramp=pb.BLEND_RAMP_COSINE,
+    )
+    events = list(stub.Propagate(request, timeout=300))
+    assert sorted(e.frame.index for e in events if e.WhichOneof("event") == "frame") == list(range(17))
+    metrics = events[-1].result.metrics
+    assert metrics.windows == 3 and metrics.seam_score > 0
+    progress = [e.progress for e in events if e.WhichOneof("event") == "progress"]
+    assert progress[-1].step == progress[-1].total == 3
+    bad = pb.PropagateRequest(source_id=source.id, mask_id=mask.id, edited_first_frame_id=edited.id, window_frames=9, overlap_frames=7)
+    with pytest.raises(grpc.RpcError) as caught:
+        list(stub.Propagate(bad, timeout=60))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "overlap_frames" in caught.value.details()
