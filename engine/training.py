@@ -74,10 +74,12 @@ class TrainOutcome:
         return sum(tail) / len(tail) if tail else math.nan
 
 
-def weighted_flow_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    from framecast.kernels import masked_flow_loss
+def weighted_flow_loss(pred: torch.Tensor, noise: torch.Tensor, x0: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Weighted MSE between the predicted velocity and ``noise - x0``: the fused kernel forms
+    the target on the fly and writes d(loss)/d(pred) in the same pass."""
+    from framecast.kernels import masked_flow_loss_from_noise
 
-    return masked_flow_loss(pred, target, weight)
+    return masked_flow_loss_from_noise(pred, noise, x0, weight)
 
 
 def train_lora(
@@ -137,7 +139,7 @@ def _train_step(transformer, optimizer, params, sample: Sample, settings, genera
         encoder_hidden_states_image=sample.cond.image_embeds,
         return_dict=False,
     )[0]
-    loss = weighted_flow_loss(velocity.float(), noise - x0, sample.loss_weight)
+    loss = weighted_flow_loss(velocity, noise, x0, sample.loss_weight)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if settings.grad_clip > 0:
