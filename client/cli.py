@@ -68,7 +68,9 @@ def cmd_serve(args) -> int:
 
     config = ServerConfig(
         model_dir=args.model, data_dir=args.data, host=args.host, port=args.port,
-        device=args.device, dtype=args.dtype, max_queue=args.max_queue,
+        device=args.device, dtype=args.dtype, max_queue=args.max_queue, quantize=args.quantize,
+        attention=args.attention, offload=args.offload, max_vram_gb=args.max_vram or 0.0,
+        vae_tiling=args.vae_tiling, optimizer=args.optimizer, window_frames=args.window_frames,
     )  # fmt: skip
     try:
         running = start_server(config, handle_signals=True)
@@ -178,7 +180,9 @@ def cmd_info(args) -> int:
     rows = [
         ("server", args.server), ("version", info.version), ("ready", "yes" if info.ready else "no (loading)"),
         ("model", info.model), ("model dir", info.model_dir), ("device", info.device), ("dtype", info.dtype),
-        ("quantization", info.quantization), ("attention", info.attention_backend),
+        ("quantization", info.quantization), ("attention", info.attention_backend), ("offload", info.offload),
+        ("memory budget", format_bytes(info.max_vram_bytes) if info.max_vram_bytes else "-"),
+        ("optimizer", info.optimizer), ("window frames", info.window_frames),
         ("memory", format_bytes(info.memory_bytes)), ("max frames", info.max_frames),
         ("max pixels", info.max_pixels), ("max upload", format_bytes(info.max_upload_bytes)),
         ("queue", f"{info.queue_length} waiting (max {info.max_queue})"),
@@ -243,6 +247,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--max-queue", type=int, default=16, metavar="N", help="queued jobs beyond which requests are refused"
     )
+    serve.add_argument("--quantize", default="none", choices=["none", "int8", "nf4", "auto"],
+                       help="bitsandbytes quantisation of the transformer and text encoder (auto: by --max-vram)")
+    serve.add_argument("--attention", default="auto", choices=["auto", "sdpa", "xformers"],
+                       help="attention kernels (auto: xformers where it loads, else PyTorch SDPA)")
+    serve.add_argument("--offload", default="none", choices=["none", "model", "group", "auto"],
+                       help="keep components in host memory between uses (auto: by --max-vram)")
+    serve.add_argument("--max-vram", type=float, default=None, metavar="GB",
+                       help="device memory budget: settings and windows are chosen to fit; requests that cannot are refused")
+    serve.add_argument("--vae-tiling", action="store_true", help="decode in spatial tiles (less memory)")
+    serve.add_argument("--optimizer", default="adamw", choices=["adamw", "adamw8bit"], help="adapter optimiser")
+    serve.add_argument("--window-frames", type=int, default=81, metavar="N",
+                       help="clips longer than this (4N+1) are trained and generated in windows")
     serve.set_defaults(run=cmd_serve)
 
     tiny = commands.add_parser("make-tiny-model", help="write the small built-in random-weight model")

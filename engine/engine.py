@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,7 +22,19 @@ import torch
 
 from framecast.engine import conditioning as C
 from framecast.engine.adapters import AdapterRecord, AdapterSlots, AdapterStore, check_adapter_name
-from framecast.engine.errors import AlreadyExists, Cancelled, IncompatibleAdapter, InvalidInput
+from framecast.engine.errors import AlreadyExists, Cancelled, IncompatibleAdapter, InvalidInput, OutOfMemory
+from framecast.engine.lowvram import (
+    GiB,
+    Attention,
+    Offload,
+    Quantize,
+    Placement,
+    estimate_peak_bytes,
+    gib,
+    module_bytes,
+    quantize_pipeline,
+    select_attention,
+)
 from framecast.engine.metrics import psnr, seam_score
 from framecast.engine.model import load_pipeline
 from framecast.engine.sampling import (
@@ -50,12 +63,31 @@ class EngineConfig:
     max_steps: int = 10_000
     adapter_slots: int = 8  # adapters kept attached to the model at once
     window_frames: int = 81  # clips longer than this are generated/trained in windows
+    quantize: str = "none"  # none | int8 | nf4 | auto (auto: the least that fits max_vram_gb)
+    attention: str = "auto"  # auto | sdpa | xformers
+    offload: str = "none"  # none | model | group | auto (auto: the least that fits max_vram_gb)
+    vae_tiling: bool = False  # decode in spatial tiles (less memory, frames no longer stream per latent frame)
+    gradient_checkpointing: bool = True
+    optimizer: str = "adamw"  # adamw | adamw8bit (bitsandbytes)
+    max_vram_gb: float = 0.0  # memory budget for planning; 0 = none
+    reference_size: tuple[int, int] = (480, 832)  # (height, width) the budget is planned for at start-up
 
     def __post_init__(self):
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise InvalidInput("device", self.device, "must be auto, cpu, cuda or cuda:N")
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise InvalidInput("dtype", self.dtype, "must be auto, float32, bfloat16 or float16")
+        if self.quantize not in ("auto", *(q.value for q in Quantize)):
+            raise InvalidInput("quantize", self.quantize, "must be none, int8, nf4 or auto")
+        if self.offload not in ("auto", *(o.value for o in Offload)):
+            raise InvalidInput("offload", self.offload, "must be none, model, group or auto")
+        Attention(self.attention) if self.attention in {a.value for a in Attention} else _bad("attention", self.attention, "must be auto, sdpa or xformers")
+        if self.optimizer not in ("adamw", "adamw8bit"):
+            raise InvalidInput("optimizer", self.optimizer, "must be adamw or adamw8bit")
+        if self.max_vram_gb < 0:
+            raise InvalidInput("max_vram_gb", self.max_vram_gb, "must be >= 0")
+        if "auto" in (self.quantize, self.offload) and not self.max_vram_gb:
+            raise InvalidInput("max_vram_gb", self.max_vram_gb, "must be set when quantize or offload is auto")
 
     def resolved_device(self) -> torch.device:
         if self.device == "auto":
@@ -114,18 +146,55 @@ class PropagateResult:
     elapsed_s: float
 
 
+def _bad(field_name: str, value, reason: str):
+    raise InvalidInput(field_name, value, reason)
+
+
 class Engine:
-    def __init__(self, config: EngineConfig, data_dir: str | Path):
+    def __init__(self, config: EngineConfig, data_dir: str | Path, pipe=None):
+        """Load the base model from ``config.model_dir`` (or take an already built ``pipe``,
+        as benchmarks do with random-weight architectures) and apply the memory options."""
         self.config = config
         self.device = config.resolved_device()
         self.dtype = config.resolved_dtype()
         started = time.perf_counter()
-        self.pipe = load_pipeline(config.model_dir, self.device, self.dtype)
+        if pipe is None:
+            pipe = load_pipeline(config.model_dir, torch.device("cpu"), self.dtype)
+        self.pipe = pipe
+        self.quantize, self.offload = self._choose_memory_settings()
+        quantize_pipeline(pipe, self.quantize, self.dtype, self.device if self.offload is Offload.NONE else "cpu")
+        self.placement = Placement(pipe, self.device, self.offload)
+        self.attention = select_attention(pipe.transformer, Attention(config.attention), self.device)
+        if config.vae_tiling:
+            pipe.vae.enable_tiling()
         self.load_seconds = time.perf_counter() - started
         self.base_model = base_model_id(config.model_dir, self.pipe.transformer.config)
         self.store = AdapterStore(Path(data_dir) / "adapters")
         self.slots = AdapterSlots(self.pipe.transformer, capacity=config.adapter_slots)
-        log.info("loaded %s on %s (%s) in %.1fs", self.base_model, self.device, self.dtype, self.load_seconds)
+        self._prompt_cache: OrderedDict[tuple, tuple] = OrderedDict()
+        self._image_cache: OrderedDict[bytes, torch.Tensor] = OrderedDict()
+        log.info(
+            "loaded %s on %s (%s, quantize=%s, offload=%s, attention=%s) in %.1fs", self.base_model, self.device,
+            self.dtype, self.quantize.value, self.offload.value, self.attention, self.load_seconds,
+        )
+
+    def _choose_memory_settings(self) -> tuple[Quantize, Offload]:
+        """The configured quantize/offload; ``auto`` takes the first that fits the budget for a
+        window of ``window_frames`` at the reference size, from least to most aggressive."""
+        config = self.config
+        if "auto" not in (config.quantize, config.offload):
+            return Quantize(config.quantize), Offload(config.offload)
+        quantizers = [Quantize(config.quantize)] if config.quantize != "auto" else list(Quantize)
+        offloads = [Offload(config.offload)] if config.offload != "auto" else list(Offload)
+        height, width = config.reference_size
+        budget = config.max_vram_gb * GiB
+        for offload in offloads:
+            for quantize in quantizers:
+                plan = estimate_peak_bytes(self.pipe.transformer, quantize, offload, min(config.window_frames, 13),
+                                           height, width, training=True)
+                if plan.peak_bytes <= budget:
+                    return quantize, offload
+        return quantizers[-1], offloads[-1]
 
     # --- info ---------------------------------------------------------------------------
 
@@ -133,14 +202,19 @@ class Engine:
         if self.device.type == "cuda":
             memory = torch.cuda.memory_allocated(self.device)
         else:
-            memory = sum(p.numel() * p.element_size() for p in self.pipe.transformer.parameters())
+            memory = sum(module_bytes(m) for m in self.pipe.components.values() if isinstance(m, torch.nn.Module))
         return {
             "model": self.base_model,
             "model_dir": str(self.config.model_dir),
             "dtype": str(self.dtype).removeprefix("torch."),
             "device": str(self.device),
-            "quantization": "none",
-            "attention_backend": "sdpa",
+            "quantization": self.quantize.value,
+            "attention_backend": self.attention,
+            "offload": self.offload.value,
+            "max_vram_bytes": int(self.config.max_vram_gb * GiB),
+            "vae_tiling": self.config.vae_tiling,
+            "gradient_checkpointing": self.config.gradient_checkpointing,
+            "optimizer": self.config.optimizer,
             "memory_bytes": int(memory),
             "max_frames": self.config.max_frames,
             "max_pixels": self.config.max_pixels,
@@ -200,7 +274,7 @@ class Engine:
                 raise InvalidInput("references.frame_index", index, f"must be in [0, {len(job.source) - 1}]")
             if frame.shape != job.source.shape[1:]:
                 raise InvalidInput("references.image", f"{frame.shape[1]}x{frame.shape[0]}", "must match the source size")
-        plan_windows(len(job.source), self._window_frames(job.window_frames), job.overlap_frames)
+        self._plan(job.source, job.window_frames, job.overlap_frames, training=True, rank=settings.rank)
         return mask
 
     def train(
@@ -215,7 +289,7 @@ class Engine:
         edit_mask = C.prepare_edit_mask(mask, job.mask_mode, job.dilate_px)
 
         # Each window is its own motion sample: a long clip trains with one window's memory.
-        plan = plan_windows(len(job.source), self._window_frames(job.window_frames), job.overlap_frames)
+        plan = self._plan(job.source, job.window_frames, job.overlap_frames, training=True, rank=settings.rank)
         motion = [
             self._motion_sample(job.source[s : s + n], edit_mask[s : s + n], job.prompt, settings)
             for s, n in zip(plan.starts, plan.lengths)
@@ -228,7 +302,10 @@ class Engine:
 
         self.slots.add_trainable(job.adapter, settings.rank, settings.lora_alpha, settings.seed)
         try:
-            outcome = train_lora(self.pipe.transformer, phases, settings, on_progress, should_cancel)
+            with self.placement.using("transformer"):
+                outcome = train_lora(
+                    self.pipe.transformer, phases, settings, on_progress, should_cancel, optimizer=self.config.optimizer
+                )
             state_dict = self.slots.state_dict(job.adapter)
         except BaseException:
             self.slots.detach(job.adapter)
@@ -255,20 +332,47 @@ class Engine:
 
     def _conditioning(self, first_frame, source, edit_mask, prompt, negative_prompt, clip_image, first_known=True):
         video = C.condition_video(first_frame, source, edit_mask)
-        positive, negative = encode_prompts(self.pipe, prompt, negative_prompt, negative_prompt is not None, self.device)
+        positive, negative = self._prompt_embeds(prompt, negative_prompt)
         return Conditioning(
             keep_mask=C.latent_keep_mask(edit_mask, first_frame_known=first_known).to(self.device),
-            condition_latents=encode_video(self.pipe, video).to(self.device),
+            condition_latents=self._encode_video(video),
             prompt_embeds=positive,
             negative_prompt_embeds=negative,
-            image_embeds=encode_clip_image(self.pipe, clip_image, self.device),
+            image_embeds=self._image_embeds(clip_image),
         )
+
+    def _encode_video(self, video: torch.Tensor) -> torch.Tensor:
+        with self.placement.using("vae"):
+            return encode_video(self.pipe, video).to(self.device)
+
+    def _prompt_embeds(self, prompt: str, negative_prompt: str | None) -> tuple:
+        """UMT5 embeddings, cached by text: the text encoder runs once per distinct prompt."""
+        key = (prompt, negative_prompt)
+        if key not in self._prompt_cache:
+            with self.placement.using("text_encoder"):
+                embeds = encode_prompts(self.pipe, prompt, negative_prompt, negative_prompt is not None, self.device)
+            self._prompt_cache[key] = embeds
+            while len(self._prompt_cache) > 16:
+                self._prompt_cache.popitem(last=False)
+        self._prompt_cache.move_to_end(key)
+        return self._prompt_cache[key]
+
+    def _image_embeds(self, image: np.ndarray) -> torch.Tensor:
+        """CLIP embedding, cached by image content."""
+        key = hashlib.sha256(image.tobytes() + str(image.shape).encode()).digest()
+        if key not in self._image_cache:
+            with self.placement.using("image_encoder"):
+                self._image_cache[key] = encode_clip_image(self.pipe, image, self.device)
+            while len(self._image_cache) > 16:
+                self._image_cache.popitem(last=False)
+        self._image_cache.move_to_end(key)
+        return self._image_cache[key]
 
     def _motion_sample(self, source, edit_mask, prompt, settings: TrainSettings) -> Sample:
         cond = self._conditioning(source[0], source, edit_mask, prompt, None, source[0])
         return Sample(
             cond=cond,
-            target_latents=encode_video(self.pipe, C.to_unit_range(source)).to(self.device),
+            target_latents=self._encode_video(C.to_unit_range(source)),
             loss_weight=C.loss_weight(edit_mask, settings.w_edit, settings.w_keep).to(self.device),
         )
 
@@ -277,7 +381,7 @@ class Engine:
         cond = self._conditioning(None, source[index : index + 1], frame_mask, prompt, None, edited, first_known=False)
         return Sample(
             cond=cond,
-            target_latents=encode_video(self.pipe, C.to_unit_range(edited[None])).to(self.device),
+            target_latents=self._encode_video(C.to_unit_range(edited[None])),
             loss_weight=C.loss_weight(frame_mask, settings.w_edit, settings.w_keep).to(self.device),
         )
 
@@ -293,7 +397,7 @@ class Engine:
         if job.blend_ramp not in ("linear", "cosine"):
             raise InvalidInput("blend_ramp", job.blend_ramp, "must be linear or cosine")
         mask = self.check_clip(job.source, job.mask)
-        plan_windows(len(job.source), self._window_frames(job.window_frames), job.overlap_frames)
+        self._plan(job.source, job.window_frames, job.overlap_frames, training=False)
         if job.edited_first_frame.shape != job.source.shape[1:]:
             h, w = job.edited_first_frame.shape[:2]
             raise InvalidInput("edited_first_frame", f"{w}x{h}", "must match the source size")
@@ -321,7 +425,7 @@ class Engine:
         """
         started = time.perf_counter()
         mask = self.validate_propagate(job)
-        plan = plan_windows(len(job.source), self._window_frames(job.window_frames), job.overlap_frames)
+        plan = self._plan(job.source, job.window_frames, job.overlap_frames, training=False)
         self.slots.flush()
         edit_mask = C.prepare_edit_mask(mask, job.mask_mode, job.dilate_px)
         if job.adapter:
@@ -336,9 +440,10 @@ class Engine:
             takes the edited first frame itself, which the user gave exactly."""
             if alpha is None:
                 return frames
+            frames = composite(frames, job.source[first : first + len(frames)], alpha[first : first + len(frames)])
             if first == 0:
-                frames = np.concatenate([job.edited_first_frame[None], frames[1:]])
-            return composite(frames, job.source[first : first + len(frames)], alpha[first : first + len(frames)])
+                frames[0] = np.where(edit_mask[0][..., None], job.edited_first_frame, job.source[0])
+            return frames
 
         def emit(first: int, frames: np.ndarray) -> None:
             nonlocal emitted
@@ -376,11 +481,33 @@ class Engine:
             elapsed_s=time.perf_counter() - started,
         )
 
-    def _window_frames(self, requested: int) -> int:
-        """The window length in effect: the request's, else the configured maximum clip length."""
-        if requested:
-            return requested
-        return self.config.window_frames
+    def _plan(self, source: np.ndarray, requested: int, overlap: int, training: bool, rank: int = 16) -> WindowPlan:
+        """Windows for a clip: the requested window (else the configured one); under a memory
+        budget, the largest window that fits, or OutOfMemory when even the smallest does not."""
+        frames, height, width = source.shape[:3]
+        plan = plan_windows(frames, requested or self.config.window_frames, overlap)
+        budget = self.config.max_vram_gb * GiB
+        if not budget:
+            return plan
+
+        def need(window: int) -> int:
+            return estimate_peak_bytes(
+                self.pipe.transformer, self.quantize, self.offload, window, height, width, training, rank,
+                dtype_bytes=torch.finfo(self.dtype).bits // 8,
+            ).peak_bytes
+
+        if need(max(plan.lengths)) <= budget:
+            return plan
+        if not requested:
+            for window in range(max(plan.lengths) - 4, 4, -4):
+                if need(window) <= budget:
+                    return plan_windows(frames, window, min(overlap, (window - 3) // 2))
+        smallest = requested or 5
+        raise OutOfMemory(
+            f"{'training' if training else 'generating'} {width}x{height} in windows of {smallest} frames needs "
+            f"~{gib(need(smallest))} of device memory, over the budget of {gib(budget)}"
+            + ("; ask for a smaller window_frames" if requested else "")
+        )
 
     def _generate(self, job, first_frame, start, length, edit_mask, on_step, on_frames, should_cancel, seed):
         """Generate frames [start, start + length) conditioned on ``first_frame``. -> [n, H, W, 3]."""
@@ -390,16 +517,18 @@ class Engine:
             first_frame, source, edit_mask[start : start + length], job.prompt,
             job.negative_prompt if guided else None, job.edited_first_frame,
         )
-        latents = denoise(self.pipe, cond, seed, job.steps, job.guidance_scale, on_step, should_cancel)
+        with self.placement.using("transformer"):
+            latents = denoise(self.pipe, cond, seed, job.steps, job.guidance_scale, on_step, should_cancel)
         del cond
         chunks, done = [], 0
-        for chunk in decode_stream(self.pipe, latents):
-            if on_frames is not None:
-                on_frames(start + done, chunk)
-            chunks.append(chunk)
-            done += len(chunk)
-            if should_cancel is not None and should_cancel() and done < length:
-                raise Cancelled("job cancelled")
+        with self.placement.using("vae"):
+            for chunk in decode_stream(self.pipe, latents):
+                if on_frames is not None:
+                    on_frames(start + done, chunk)
+                chunks.append(chunk)
+                done += len(chunk)
+                if should_cancel is not None and should_cancel() and done < length:
+                    raise Cancelled("job cancelled")
         return np.concatenate(chunks)
 
     @staticmethod

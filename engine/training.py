@@ -88,17 +88,23 @@ def train_lora(
     settings: TrainSettings,
     on_progress: Callable[[Progress], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
+    optimizer: str = "adamw",
 ) -> TrainOutcome:
     """Fit the transformer's active LoRA adapter.
 
     ``phases``: (name, samples, steps); each step of a phase uses the next sample in turn.
-    Only parameters with ``requires_grad`` (the adapter's) are optimised.
+    Only parameters with ``requires_grad`` (the adapter's) are optimised, with AdamW or
+    bitsandbytes' 8-bit AdamW (``optimizer="adamw8bit"``: moments stored in 8 bits).
     """
-    device = next(transformer.parameters()).device
+    device = phases[0][1][0].target_latents.device
     params = [p for p in transformer.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(
-        params, lr=settings.learning_rate, betas=settings.betas, weight_decay=settings.weight_decay
-    )
+    if optimizer == "adamw8bit":
+        import bitsandbytes as bnb
+
+        optimizer_cls = bnb.optim.AdamW8bit
+    else:
+        optimizer_cls = torch.optim.AdamW
+    optimizer = optimizer_cls(params, lr=settings.learning_rate, betas=settings.betas, weight_decay=settings.weight_decay)
     generator = torch.Generator(device="cpu").manual_seed(settings.seed)
     total = sum(steps for _, _, steps in phases)
     outcome = TrainOutcome()

@@ -78,7 +78,9 @@ class RunningServer:
                 EngineConfig(
                     model_dir=config.model_dir, device=config.device, dtype=config.dtype, max_frames=config.max_frames,
                     max_pixels=config.max_pixels, max_steps=config.max_steps, adapter_slots=config.adapter_slots,
-                    window_frames=config.window_frames,
+                    window_frames=config.window_frames, quantize=config.quantize, attention=config.attention,
+                    offload=config.offload, max_vram_gb=config.max_vram_gb, vae_tiling=config.vae_tiling,
+                    optimizer=config.optimizer,
                 ),
                 config.data_dir,
             )

@@ -25,6 +25,12 @@ class ServerConfig:
     max_steps: int = 10_000
     adapter_slots: int = 8  # adapters attached to the model at once
     window_frames: int = 81  # clips longer than this are trained and generated in windows
+    quantize: str = "none"  # none | int8 | nf4 | auto
+    attention: str = "auto"  # auto | sdpa | xformers
+    offload: str = "none"  # none | model | group | auto
+    max_vram_gb: float = 0.0  # device memory budget; 0 = none
+    vae_tiling: bool = False
+    optimizer: str = "adamw"  # adamw | adamw8bit
     grace_s: float = 10.0  # on shutdown: time running jobs get to reach a step boundary
     chunk_bytes: int = 1 * MiB  # download/export chunk size
     max_workers: int = 16  # gRPC handler threads (streams in flight)

@@ -117,7 +117,7 @@ class FramecastService(pb_grpc.FramecastServicer):
             rank=request.rank or 16,
             steps=request.steps or 100,
             appearance_steps=request.appearance_steps or 100,
-            learning_rate=request.learning_rate or 1e-4,
+            learning_rate=float(f"{request.learning_rate:.6g}") if request.learning_rate else 1e-4,
             w_edit=weights.edit,
             w_keep=weights.keep,
             seed=request.seed,
@@ -290,6 +290,11 @@ class FramecastService(pb_grpc.FramecastServicer):
             info.quantization = details["quantization"]
             info.attention_backend = details["attention_backend"]
             info.memory_bytes = details["memory_bytes"]
+            info.offload = details["offload"]
+            info.max_vram_bytes = details["max_vram_bytes"]
+            info.vae_tiling = details["vae_tiling"]
+            info.gradient_checkpointing = details["gradient_checkpointing"]
+            info.optimizer = details["optimizer"]
             info.adapters_loaded.extend(self._engine.slots.attached)
         return info
 

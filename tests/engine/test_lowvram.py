@@ -1,0 +1,101 @@
+"""Memory options on the tiny model: quantised QLoRA, offloading, 8-bit AdamW, tiling, budgets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from framecast.engine.engine import Engine, EngineConfig, PropagateJob, TrainJob
+from framecast.engine.errors import InvalidInput, OutOfMemory
+from framecast.engine.lowvram import GiB, estimate_peak_bytes
+from framecast.engine.toyworld import SceneConfig, make_scene
+from framecast.engine.training import TrainSettings
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return make_scene(2, SceneConfig(frames=9, height=64, width=64, sprites=1))
+
+
+def _bnb_weights(transformer) -> dict[str, bytes]:
+    return {
+        name.replace(".base_layer", ""): module.weight.data.cpu().numpy().tobytes()
+        for name, module in transformer.named_modules()
+        if type(module).__module__.startswith("bitsandbytes")
+    }
+
+
+@pytest.mark.parametrize(
+    "options, linear_type",
+    [
+        ({"quantize": "nf4"}, "Linear4bit"),
+        ({"quantize": "int8"}, "Linear8bitLt"),
+        ({"quantize": "nf4", "optimizer": "adamw8bit", "offload": "model"}, "Linear4bit"),
+        ({"offload": "group"}, "Linear"),
+        ({"vae_tiling": True}, "Linear"),
+    ],
+)
+def test_memory_options_train_and_propagate(options, linear_type, tiny_model_dir, tmp_path, clip):
+    engine = Engine(EngineConfig(model_dir=str(tiny_model_dir), **options), tmp_path)
+    info = engine.info()
+    assert info["quantization"] == options.get("quantize", "none")
+    assert info["offload"] == options.get("offload", "none")
+    assert info["attention_backend"] == "sdpa"  # no xformers kernels on a CPU
+    query = engine.pipe.transformer.blocks[0].attn1.to_q
+    assert type(query).__name__ == linear_type
+    quantized_before = _bnb_weights(engine.pipe.transformer)
+
+    losses = []
+    settings = TrainSettings(steps=20, rank=4, learning_rate=3e-3, gradient_checkpointing=True)
+    engine.train(TrainJob("low", clip.source, clip.edit_mask, "p", settings), lambda p: losses.append(p.loss))
+    assert np.mean(losses[-5:]) < np.mean(losses[:5])
+    # QLoRA: the adapter wraps the quantised layer and is never fused into it.
+    wrapped = engine.pipe.transformer.blocks[0].attn1.to_q
+    assert type(wrapped.base_layer).__name__ == linear_type
+    assert _bnb_weights(engine.pipe.transformer) == quantized_before
+
+    result = engine.propagate(PropagateJob("low", clip.source, clip.edit_mask, clip.edited_first_frame, "p", steps=2))
+    assert result.frames.shape == (9, 64, 64, 3)
+    again = engine.propagate(PropagateJob("low", clip.source, clip.edit_mask, clip.edited_first_frame, "p", steps=2))
+    assert np.array_equal(result.frames, again.frames)
+
+
+def test_quantized_output_stays_close_to_full_precision(tiny_model_dir, tmp_path, clip):
+    job = PropagateJob("", clip.source, clip.edit_mask, clip.edited_first_frame, "p", steps=2, seed=1)
+    full = Engine(EngineConfig(model_dir=str(tiny_model_dir)), tmp_path / "a").propagate(job).frames
+    int8 = Engine(EngineConfig(model_dir=str(tiny_model_dir), quantize="int8"), tmp_path / "b").propagate(job).frames
+    assert np.abs(full.astype(int) - int8.astype(int)).mean() < 8
+
+
+def test_budget_picks_windows_or_refuses(tiny_model_dir, tmp_path):
+    scene = make_scene(4, SceneConfig(frames=17, height=64, width=64, sprites=1))
+    probe = Engine(EngineConfig(model_dir=str(tiny_model_dir)), tmp_path / "probe")
+    need = {n: estimate_peak_bytes(probe.pipe.transformer, "none", "none", n, 64, 64, training=False, dtype_bytes=4).peak_bytes
+            for n in (9, 17)}
+    assert need[9] < need[17]
+    budget_gb = (need[9] + need[17]) / 2 / GiB
+    engine = Engine(EngineConfig(model_dir=str(tiny_model_dir), max_vram_gb=budget_gb), tmp_path / "fit")
+    job = PropagateJob("", scene.source, scene.edit_mask, scene.edited_first_frame, "p", steps=1)
+    assert engine.propagate(job).windows > 1  # the whole clip would not fit; windows of 13 or fewer do
+
+    with pytest.raises(OutOfMemory, match="window_frames"):
+        engine.validate_propagate(PropagateJob("", scene.source, scene.edit_mask, scene.edited_first_frame, "p",
+                                               window_frames=17))
+    starved = Engine(EngineConfig(model_dir=str(tiny_model_dir), max_vram_gb=1e-6), tmp_path / "starved")
+    with pytest.raises(OutOfMemory, match="over the budget"):
+        starved.validate_propagate(job)
+
+
+def test_auto_settings_follow_the_budget(tiny_model_dir, tmp_path):
+    roomy = Engine(EngineConfig(model_dir=str(tiny_model_dir), quantize="auto", offload="auto", max_vram_gb=64), tmp_path)
+    assert (roomy.quantize.value, roomy.offload.value) == ("none", "none")
+    with pytest.raises(InvalidInput, match="max_vram_gb"):
+        EngineConfig(model_dir=str(tiny_model_dir), quantize="auto")
+    with pytest.raises(InvalidInput, match="attention"):
+        EngineConfig(model_dir=str(tiny_model_dir), attention="flash9")
+
+
+def test_xformers_refused_where_it_cannot_run(tiny_model_dir, tmp_path):
+    with pytest.raises(InvalidInput, match="xformers"):
+        Engine(EngineConfig(model_dir=str(tiny_model_dir), attention="xformers"), tmp_path)
