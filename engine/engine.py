@@ -13,6 +13,7 @@ import json
 import logging
 import time
 from collections import OrderedDict
+from contextlib import contextmanager
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -144,6 +145,7 @@ class PropagateResult:
     seam_score: float  # frame change at window seams / elsewhere; 1.0 = invisible (or one window)
     windows: int
     elapsed_s: float
+    timings: dict[str, float] = field(default_factory=dict)  # encode_s, denoise_s, decode_s
 
 
 def _bad(field_name: str, value, reason: str):
@@ -453,6 +455,7 @@ class Engine:
             emitted = first + len(frames)
 
         total_steps = job.steps * plan.count
+        timings: dict[str, float] = {}
         windows: list[np.ndarray] = []
         try:
             for k, (start, length) in enumerate(zip(plan.starts, plan.lengths)):
@@ -462,7 +465,8 @@ class Engine:
                 window_steps = None if on_step is None else (lambda i, n, b=step_base: on_step(b + i, total_steps))
                 stream = None if plan.count > 1 else emit
                 windows.append(
-                    self._generate(job, first, start, length, edit_mask, window_steps, stream, should_cancel, seed=job.seed + k)
+                    self._generate(job, first, start, length, edit_mask, window_steps, stream, should_cancel,
+                                   seed=job.seed + k, timings=timings)
                 )
                 if plan.count > 1:
                     blended = self._blend(windows, plan, k, job.blend_ramp)
@@ -479,6 +483,7 @@ class Engine:
             seam_score=seam_score(frames, plan.seam_boundaries()),
             windows=plan.count,
             elapsed_s=time.perf_counter() - started,
+            timings=timings,
         )
 
     def _plan(self, source: np.ndarray, requested: int, overlap: int, training: bool, rank: int = 16) -> WindowPlan:
@@ -509,19 +514,21 @@ class Engine:
             + ("; ask for a smaller window_frames" if requested else "")
         )
 
-    def _generate(self, job, first_frame, start, length, edit_mask, on_step, on_frames, should_cancel, seed):
-        """Generate frames [start, start + length) conditioned on ``first_frame``. -> [n, H, W, 3]."""
+    def _generate(self, job, first_frame, start, length, edit_mask, on_step, on_frames, should_cancel, seed, timings):
+        """Generate frames [start, start + length) conditioned on ``first_frame``. -> [n, H, W, 3].
+        Adds the seconds spent encoding, denoising and decoding to ``timings``."""
         guided = job.guidance_scale > 1.0
         source = job.source[start : start + length]
-        cond = self._conditioning(
-            first_frame, source, edit_mask[start : start + length], job.prompt,
-            job.negative_prompt if guided else None, job.edited_first_frame,
-        )
-        with self.placement.using("transformer"):
+        with self._timed(timings, "encode_s"):
+            cond = self._conditioning(
+                first_frame, source, edit_mask[start : start + length], job.prompt,
+                job.negative_prompt if guided else None, job.edited_first_frame,
+            )
+        with self._timed(timings, "denoise_s"), self.placement.using("transformer"):
             latents = denoise(self.pipe, cond, seed, job.steps, job.guidance_scale, on_step, should_cancel)
         del cond
         chunks, done = [], 0
-        with self.placement.using("vae"):
+        with self._timed(timings, "decode_s"), self.placement.using("vae"):
             for chunk in decode_stream(self.pipe, latents):
                 if on_frames is not None:
                     on_frames(start + done, chunk)
@@ -530,6 +537,19 @@ class Engine:
                 if should_cancel is not None and should_cancel() and done < length:
                     raise Cancelled("job cancelled")
         return np.concatenate(chunks)
+
+    @contextmanager
+    def _timed(self, timings: dict, key: str):
+        """Wall time of a phase, synchronised with the device so queued kernels are counted."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            timings[key] = timings.get(key, 0.0) + time.perf_counter() - started
 
     @staticmethod
     def _blend(windows: list[np.ndarray], plan: WindowPlan, last: int, ramp: str) -> np.ndarray:

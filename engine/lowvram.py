@@ -68,7 +68,8 @@ def quantize_linears(module: torch.nn.Module, mode: Quantize, compute_dtype: tor
         for name, child in list(parent.named_children()):
             if type(child) is not torch.nn.Linear:
                 continue
-            weight = child.weight.data.to("cpu", torch.float16 if compute_dtype == torch.float16 else torch.bfloat16)
+            # Quantised where the weight already lives: bitsandbytes quantises on the move to ``device``.
+            weight = child.weight.data.to(torch.float16 if compute_dtype == torch.float16 else torch.bfloat16)
             if mode is Quantize.NF4:
                 layer = bnb.nn.Linear4bit(
                     child.in_features, child.out_features, bias=child.bias is not None,

@@ -1,0 +1,250 @@
+"""Per-clip memory and latency: propagation (encode, denoise, decode) and one training step,
+over quantize x offload x window length, with a bf16 all-on-device baseline in the same run.
+
+    python bench/bench_clip.py --arch tiny --device cpu                 # runs here, small
+    python bench/bench_clip.py --arch wan2.1-i2v-14b --device cuda      # the real 14B architecture
+
+``wan2.1-i2v-14b`` builds the Wan2.1-I2V-14B-480P architecture and component sizes (UMT5-XXL,
+CLIP ViT-H/14, the Wan VAE) with random weights directly on the device: timings and memory
+do not depend on weight values, and nothing is downloaded. Quantised rows quantise those
+weights in place. Each row is the median of ``--runs`` runs; rows are printed and appended
+to bench/results/clip.jsonl with the device, torch version and git sha.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import append_rows, device_name, print_table  # noqa: E402
+
+from framecast.engine.engine import Engine, EngineConfig, PropagateJob, TrainJob  # noqa: E402
+from framecast.engine.lowvram import module_bytes  # noqa: E402
+from framecast.engine.toyworld import SceneConfig, make_scene  # noqa: E402
+from framecast.engine.training import TrainSettings  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results" / "clip.jsonl"
+
+WAN_14B_TRANSFORMER = dict(
+    patch_size=(1, 2, 2), num_attention_heads=40, attention_head_dim=128, in_channels=36, out_channels=16,
+    text_dim=4096, freq_dim=256, ffn_dim=13824, num_layers=40, cross_attn_norm=True,
+    qk_norm="rms_norm_across_heads", eps=1e-6, image_dim=1280, added_kv_proj_dim=5120, rope_max_seq_len=1024,
+)
+
+
+def build_14b_pipeline(device: torch.device, dtype: torch.dtype):
+    """Wan2.1-I2V-14B-480P's architecture with random weights, built on ``device``."""
+    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanImageToVideoPipeline, WanTransformer3DModel
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel, UMT5Config, UMT5EncoderModel
+
+    from framecast.engine.model import _byte_level_tokenizer
+
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            transformer = WanTransformer3DModel(**WAN_14B_TRANSFORMER)
+            text_encoder = UMT5EncoderModel(UMT5Config(
+                vocab_size=256384, d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64,
+                feed_forward_proj="gated-gelu", relative_attention_num_buckets=32, relative_attention_max_distance=128,
+            ))
+            image_encoder = CLIPVisionModel(CLIPVisionConfig(
+                hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=16,
+                image_size=224, patch_size=14, projection_dim=1024, hidden_act="gelu",
+            ))
+        with torch.device(device):
+            torch.set_default_dtype(torch.float32)
+            vae = AutoencoderKLWan()  # the released Wan VAE's defaults
+    finally:
+        torch.set_default_dtype(previous)
+    return WanImageToVideoPipeline(
+        tokenizer=_byte_level_tokenizer(), text_encoder=text_encoder, vae=vae,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0), image_processor=CLIPImageProcessor(),
+        image_encoder=image_encoder, transformer=transformer,
+    )
+
+
+def build_pipeline(arch: str, tiny_dir: Path, device: torch.device, dtype: torch.dtype):
+    from framecast.engine.model import load_pipeline, make_tiny_model
+
+    if arch == "tiny":
+        if not (tiny_dir / "model_index.json").exists():
+            make_tiny_model(tiny_dir)
+        return load_pipeline(tiny_dir, torch.device("cpu"), dtype)
+    return build_14b_pipeline(device, dtype)
+
+
+def transformer_flops(transformer, frames: int, height: int, width: int, text_tokens: int = 512) -> float:
+    """Forward FLOPs of one transformer pass: 2 x MACs of the block linears per token, plus
+    self-attention (QK^T and AV: 4 L^2 d) and text/image cross-attention (4 L (T + 257) d)."""
+    cfg = transformer.config
+    hidden = cfg.num_attention_heads * cfg.attention_head_dim
+    tokens = ((frames - 1) // 4 + 1) * (height // 16) * (width // 16)
+    block_linear = sum(m.in_features * m.out_features for m in transformer.blocks[0].modules()
+                       if hasattr(m, "in_features") and hasattr(m, "out_features"))
+    linear = 2 * tokens * block_linear * cfg.num_layers
+    attention = cfg.num_layers * (4 * tokens * tokens * hidden + 4 * tokens * (text_tokens + 257) * hidden)
+    return float(linear + attention)
+
+
+def matmul_tflops(device: torch.device, dtype: torch.dtype) -> float:
+    """Measured dense matmul rate on this device (bf16 on GPUs)."""
+    n = 8192 if device.type == "cuda" else 1024
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    _sync(device)
+    iters = 20 if device.type == "cuda" else 3
+    start = time.perf_counter()
+    for _ in range(iters):
+        a @ b
+    _sync(device)
+    return 2 * n**3 * iters / (time.perf_counter() - start) / 1e12
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _reset_peak(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _peaks(device: torch.device) -> tuple[float, float]:
+    """(allocated, reserved) peak GiB since the last reset; on CPU the process's peak RSS twice."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30, torch.cuda.max_memory_reserved(device) / 2**30
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    return rss, rss
+
+
+def run_config(args, pipe_factory, quantize: str, offload: str, window: int, baseline: bool, scene, data_dir):
+    device = torch.device(args.device)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    _reset_peak(device)
+    engine = Engine(
+        EngineConfig(model_dir=str(args.tiny_dir), device=args.device, dtype=str(dtype).removeprefix("torch."),
+                     quantize=quantize, offload=offload, window_frames=max(window, 5), max_frames=args.frames,
+                     max_pixels=args.width * args.height),
+        data_dir, pipe=pipe_factory(),
+    )
+    job = PropagateJob("", scene.source, scene.edit_mask, scene.edited_first_frame, "a sprite moving", steps=args.steps,
+                       guidance_scale=5.0, window_frames=window, overlap_frames=min(4, (max(window, 5) - 3) // 2))
+    results = []
+    for run in range(args.runs + 1):  # the first run warms up (allocator, autotune) and is dropped
+        _reset_peak(device)
+        result = engine.propagate(job)
+        peak_alloc, peak_reserved = _peaks(device)
+        if run:
+            results.append((result, peak_alloc, peak_reserved))
+    step_times, train_peak = [], (float("nan"), float("nan"))
+    if args.train_steps:
+        _reset_peak(device)
+        times = []
+
+        def on_progress(progress):
+            times.append(time.perf_counter())
+
+        settings = TrainSettings(steps=args.train_steps + 1, rank=16, gradient_checkpointing=True)
+        begin = time.perf_counter()
+        engine.train(TrainJob(f"bench-{quantize}-{offload}-{window}", scene.source, scene.edit_mask, "a sprite",
+                              settings, window_frames=window, overlap_frames=min(4, (max(window, 5) - 3) // 2)),
+                     on_progress)
+        train_peak = _peaks(device)
+        step_times = np.diff([begin] + times)[1:]  # drop the first step (warm-up)
+    flops = transformer_flops(engine.pipe.transformer, min(window or args.frames, args.frames), args.height, args.width)
+    passes = args.steps * 2 * max(1, results[0][0].windows)
+    denoise = statistics.median(r.timings["denoise_s"] for r, _, _ in results)
+    row = {
+        "arch": args.arch, "config": f"{quantize}/{offload}/w{window or args.frames}" + (" (baseline)" if baseline else ""),
+        "frames": args.frames, "size": f"{args.width}x{args.height}", "steps": args.steps,
+        "encode_s": statistics.median(r.timings["encode_s"] for r, _, _ in results),
+        "denoise_s": denoise,
+        "decode_s": statistics.median(r.timings["decode_s"] for r, _, _ in results),
+        "total_s": statistics.median(r.elapsed_s for r, _, _ in results),
+        "peak_alloc_gib": max(p for _, p, _ in results), "peak_reserved_gib": max(p for _, _, p in results),
+        "train_step_s": float(np.median(step_times)) if len(step_times) else float("nan"),
+        "train_peak_alloc_gib": train_peak[0], "train_peak_reserved_gib": train_peak[1],
+        "tflop_per_clip": flops * passes / 1e12,
+        "achieved_tflops": flops * passes / denoise / 1e12,
+        "weights_gib": module_bytes(engine.pipe.transformer) / 2**30,
+    }
+    del engine
+    _reset_peak(device)
+    return row
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", choices=["tiny", "wan2.1-i2v-14b"], default="tiny")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--frames", type=int, default=None, help="default: 49 (14B) or 17 (tiny)")
+    parser.add_argument("--width", type=int, default=None, help="default: 832 (14B) or 64 (tiny)")
+    parser.add_argument("--height", type=int, default=None, help="default: 480 (14B) or 64 (tiny)")
+    parser.add_argument("--steps", type=int, default=30, help="denoising steps (CFG 5: two passes each)")
+    parser.add_argument("--train-steps", type=int, default=3, help="training steps timed (0: skip training)")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--quantize", nargs="+", default=["none", "int8", "nf4"])
+    parser.add_argument("--offload", nargs="+", default=["none", "model", "group"])
+    parser.add_argument("--windows", nargs="+", type=int, default=None, help="window lengths; 0 = whole clip")
+    parser.add_argument("--tiny-dir", type=Path, default=Path("/tmp/framecast-bench-tiny"))
+    parser.add_argument("--data-dir", type=Path, default=Path("/tmp/framecast-bench-data"))
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    big = args.arch != "tiny"
+    args.frames = args.frames or (49 if big else 17)
+    args.width = args.width or (832 if big else 64)
+    args.height = args.height or (480 if big else 64)
+    windows = args.windows if args.windows is not None else [0, 13]
+    device = torch.device(args.device)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    scene = make_scene(0, SceneConfig(frames=args.frames, height=args.height, width=args.width, sprites=2))
+
+    def factory():
+        return build_pipeline(args.arch, args.tiny_dir, device, dtype)
+
+    rate = matmul_tflops(device, dtype)
+    configs = [("none", "none", 0, True)] + [
+        (q, o, w, False) for q in args.quantize for o in args.offload for w in windows if (q, o, w) != ("none", "none", 0)
+    ]
+    rows = []
+    for quantize, offload, window, baseline in configs:
+        try:
+            row = run_config(args, factory, quantize, offload, window, baseline, scene, args.data_dir / f"{quantize}-{offload}-{window}")
+        except Exception as exc:  # one failing configuration must not lose the others' rows
+            row = {"arch": args.arch, "config": f"{quantize}/{offload}/w{window}", "error": f"{type(exc).__name__}: {exc}"[:200]}
+        row["matmul_tflops"] = rate
+        if "achieved_tflops" in row:
+            row["mfu"] = row["achieved_tflops"] / rate
+        rows.append(row)
+        print_table([row], ["config", "total_s", "denoise_s", "peak_alloc_gib", "train_step_s", "train_peak_alloc_gib"])
+    base = rows[0]
+    for row in rows:
+        if "total_s" in row and "total_s" in base:
+            row["latency_vs_baseline"] = row["total_s"] / base["total_s"]
+            row["train_vs_baseline"] = row["train_step_s"] / base["train_step_s"] if base["train_step_s"] else float("nan")
+    print()
+    print_table(rows, ["config", "encode_s", "denoise_s", "decode_s", "total_s", "latency_vs_baseline", "peak_alloc_gib",
+                       "peak_reserved_gib", "train_step_s", "train_vs_baseline", "train_peak_alloc_gib", "tflop_per_clip",
+                       "mfu", "error"])
+    append_rows(args.results, rows, device=device)
+    print(f"\nappended {len(rows)} rows to {args.results} (device: {device_name(device)})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
