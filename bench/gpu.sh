@@ -14,7 +14,7 @@ mkdir -p "$stage/framecast"
 cp proto/framecast/__init__.py "$stage/framecast/"
 ln -s "$PWD/proto/framecast/v1" "$stage/framecast/v1"
 for part in engine server kernels client; do ln -s "$PWD/$part" "$stage/framecast/$part"; done
-export PYTHONPATH=$stage:$PYTHONPATH PYTHONUNBUFFERED=1
+export PYTHONPATH=$stage${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 what=${*:-kernels clip adapters}
 for bench in $what; do
   case $bench in
