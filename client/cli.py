@@ -1,7 +1,7 @@
 """The ``framecast`` command line: run a server, train adapters, propagate edits, run the demo.
 
 Client subcommands talk to a server over gRPC through ``FramecastClient``; ``serve``,
-``make-tiny-model`` and ``demo`` import the server and engine (torch) lazily, inside the
+``make-tiny-model``, ``train-toy-model`` and ``demo`` import the server and engine (torch) lazily, inside the
 subcommand, so the client commands work on a client-only install.
 
 Exit codes: 0 ok, 2 a refused call (``error: <CODE>: <message>``) or a bad local input,
@@ -22,6 +22,8 @@ from framecast.client.display import (
     JobProgress,
     follow_job,
     format_adapter,
+    format_adapter_table,
+    format_change,
     format_bytes,
     format_metrics,
     upload_file,
@@ -100,6 +102,18 @@ def cmd_make_tiny_model(args) -> int:
     return 0
 
 
+def cmd_train_toy_model(args) -> int:
+    import transformers
+
+    from framecast.engine.toymodel_train import ToyTrainSettings, train_toy_model
+
+    transformers.utils.logging.disable_progress_bar()
+    logging.getLogger("framecast.engine.toymodel_train").setLevel(logging.INFO)
+    settings = ToyTrainSettings(seed=args.seed, max_minutes=args.minutes, threads=args.threads)
+    print(train_toy_model(args.dir, settings))
+    return 0
+
+
 def cmd_train(args) -> int:
     source = existing_file(args.source, "--source")
     mask = existing_file(args.mask, "--mask")
@@ -154,23 +168,33 @@ def cmd_adapters(args) -> int:
         elif action == "delete":
             deleted = client.delete_adapter(args.name)
             print(f"deleted {args.name}" if deleted else f"{args.name} was not stored")
+        elif action == "load":
+            print(format_change(client.load_adapter(args.name, to="host" if args.host else "device")))
+        elif action == "unload":
+            print(format_change(client.unload_adapter(args.name, to="host" if args.keep_in_host else "disk")))
+        elif action in ("pin", "unpin"):
+            change = client.pin_adapter(args.name) if action == "pin" else client.unpin_adapter(args.name)
+            print(format_change(change))
         else:
-            adapters = client.list_adapters()
-            if not adapters:
-                print("no adapters")
-            else:
-                print(f"{'name':<24} {'rank':>4} {'final loss':>10} {'size':>10}  loaded")
-                for info in adapters:
-                    size, loaded = format_bytes(info.size_bytes), "yes" if info.loaded else "no"
-                    print(f"{info.name:<24} {info.rank:>4} {info.final_loss:>10.5f} {size:>10}  {loaded}")
+            print(format_adapter_table(client.list_adapters()))
+    return 0
+
+
+def cmd_import(args) -> int:
+    path = existing_file(args.file, "FILE")
+    name = args.name or path.name.split(".")[0]
+    with FramecastClient(args.server, timeout=args.timeout) as client:
+        info = client.import_adapter(name, path)
+    print(format_adapter(info))
     return 0
 
 
 def cmd_export(args) -> int:
-    output = Path(args.output or f"{args.name}.safetensors")
+    suffix = ".safetensors" if args.format == "diffusers" else f".{args.format}.safetensors"
+    output = Path(args.output or f"{args.name}{suffix}")
     with FramecastClient(args.server, timeout=args.timeout) as client:
         data = client.export_adapter(args.name, output, format=args.format)
-    print(f"{output} ({format_bytes(len(data))})")
+    print(f"{output} ({format_bytes(len(data))}, {args.format})")
     return 0
 
 
@@ -187,6 +211,10 @@ def cmd_info(args) -> int:
         ("max pixels", info.max_pixels), ("max upload", format_bytes(info.max_upload_bytes)),
         ("queue", f"{info.queue_length} waiting (max {info.max_queue})"),
         ("adapters loaded", ", ".join(info.adapters_loaded) or "-"),
+        ("adapters cached", ", ".join(info.adapters_cached) or "-"),
+        ("adapters pinned", ", ".join(info.adapters_pinned) or "-"),
+        ("adapter caches", (f"{info.adapter_device_slots} on the device, {format_bytes(info.adapter_host_cache_bytes)} "
+                            f"in host memory; slot rank {info.adapter_slot_rank}")),
     ]  # fmt: skip
     print("\n".join(f"{key:<16} {value}" for key, value in rows))
     return 0
@@ -265,6 +293,17 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("dir", metavar="DIR")
     tiny.set_defaults(run=cmd_make_tiny_model)
 
+    toy = commands.add_parser(
+        "train-toy-model", help="train the small Wan I2V model on the toy world (CPU, about 45 minutes)"
+    )
+    toy.add_argument("dir", metavar="OUT_DIR", help="diffusers directory to write; checkpoints resume from OUT_DIR/checkpoints")
+    toy.add_argument("--seed", type=int, default=0, help="seed of every draw (default: %(default)s)")
+    toy.add_argument(
+        "--minutes", type=float, default=None, metavar="N", help="wall-clock cap: the VAE stops at 40%% of it, the transformer at N (default: every step runs)"
+    )
+    toy.add_argument("--threads", type=int, default=1, metavar="N", help="CPU threads (default: %(default)s)")
+    toy.set_defaults(run=cmd_train_toy_model)
+
     train = commands.add_parser("train", parents=[client], help="train an adapter on a source video")
     train.add_argument(
         "--adapter", required=True, metavar="NAME", help="name of the new adapter: 1-64 of [A-Za-z0-9_-]"
@@ -333,17 +372,41 @@ def build_parser() -> argparse.ArgumentParser:
     _mask_options(prop)
     prop.set_defaults(run=cmd_propagate)
 
-    adapters = commands.add_parser("adapters", parents=[client], help="list, show or delete adapters")
+    adapters = commands.add_parser(
+        "adapters", parents=[client], help="list, show, load, unload, pin or delete adapters"
+    )
     actions = adapters.add_subparsers(dest="action", metavar="ACTION")
-    actions.add_parser("list", help="every stored adapter (default)")
+    actions.add_parser("list", help="every adapter with its state (default)")
     actions.add_parser("show", help="one adapter's details").add_argument("name", metavar="NAME")
     actions.add_parser("delete", help="delete an adapter").add_argument("name", metavar="NAME")
+    load = actions.add_parser("load", help="load an adapter into device memory now (fast first swap)")
+    load.add_argument("name", metavar="NAME")
+    load.add_argument("--host", action="store_true", help="into host memory only")
+    unload = actions.add_parser("unload", help="take an adapter off the device")
+    unload.add_argument("name", metavar="NAME")
+    unload.add_argument("--keep-in-host", action="store_true", help="keep it in host memory (default: out of memory)")
+    actions.add_parser("pin", help="load an adapter and never evict it").add_argument("name", metavar="NAME")
+    actions.add_parser("unpin", help="let a pinned adapter be evicted again").add_argument("name", metavar="NAME")
     adapters.set_defaults(run=cmd_adapters)
+
+    imports = commands.add_parser(
+        "import", parents=[client], help="add an adapter from a LoRA .safetensors (diffusers, ComfyUI or musubi keys)"
+    )
+    imports.add_argument("file", metavar="FILE")
+    imports.add_argument(
+        "--name", default=None, metavar="NAME", help="name of the new adapter (default: the file name up to its first dot)"
+    )
+    imports.set_defaults(run=cmd_import)
 
     export = commands.add_parser("export", parents=[client], help="download an adapter as a safetensors file")
     export.add_argument("name", metavar="NAME")
-    export.add_argument("--output", default=None, metavar="FILE", help="(default: NAME.safetensors)")
-    export.add_argument("--format", default="diffusers", choices=["diffusers"])
+    export.add_argument(
+        "--output", default=None, metavar="FILE", help="(default: NAME.safetensors, NAME.comfyui.safetensors)"
+    )
+    export.add_argument(
+        "--format", default="diffusers", choices=["diffusers", "comfyui"],
+        help="diffusers keys, or original Wan keys under diffusion_model. for ComfyUI (default: %(default)s)",
+    )  # fmt: skip
     export.set_defaults(run=cmd_export)
 
     info = commands.add_parser("info", parents=[client], help="the server's model, device and limits")
@@ -354,7 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", default="demo-out", metavar="DIR", help="where everything is written (default: %(default)s)"
     )
     demo.add_argument(
-        "--model", default=None, metavar="DIR", help="model directory (default: build the tiny model into OUT/model)"
+        "--model", default=None, metavar="DIR", help="model directory (default: the built-in toy model)"
     )
     demo.add_argument("--steps", type=int, default=60, help="training steps (default: %(default)s)")
     demo.add_argument("--sample-steps", type=int, default=30, help="denoising steps (default: %(default)s)")

@@ -40,7 +40,9 @@ JOB_STATES = {
     "failed": pb.JOB_STATE_FAILED,
     "cancelled": pb.JOB_STATE_CANCELLED,
 }
-EXPORT_FORMATS = {"diffusers": pb.EXPORT_FORMAT_DIFFUSERS}
+EXPORT_FORMATS = {"diffusers": pb.EXPORT_FORMAT_DIFFUSERS, "comfyui": pb.EXPORT_FORMAT_COMFYUI}
+LOAD_TARGETS = {"device": pb.ADAPTER_STATE_LOADED, "host": pb.ADAPTER_STATE_CACHED}
+UNLOAD_TARGETS = {"disk": pb.ADAPTER_STATE_READY, "host": pb.ADAPTER_STATE_CACHED}
 
 # Health statuses that mean "not yet": the server may still be starting or loading its model.
 _RETRY_HEALTH = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.NOT_FOUND)
@@ -83,6 +85,21 @@ def media_chunks(
         raise IsADirectoryError(f"{path} is not a file")
     header = pb.MediaRef(filename=filename or path.name, size_bytes=size)
     return _chunks_of_file(path, header, chunk_bytes)
+
+
+def adapter_chunks(
+    name: str, source: str | os.PathLike | bytes, filename: str | None = None, chunk_bytes: int = MiB
+) -> Iterator[pb.ImportAdapterChunk]:
+    """The ``ImportAdapterChunk`` stream of an adapter import: the header (name, filename) on the
+    first chunk only. Raises FileNotFoundError / ValueError at call time, as ``media_chunks``."""
+    media = media_chunks(source, filename, chunk_bytes)  # validates now
+    header = pb.ImportAdapterHeader(name=name, filename=filename or ("" if isinstance(source, (bytes, bytearray, memoryview)) else Path(source).name))
+
+    def chunks() -> Iterator[pb.ImportAdapterChunk]:
+        for index, chunk in enumerate(media):
+            yield pb.ImportAdapterChunk(header=header if index == 0 else None, data=chunk.data)
+
+    return chunks()
 
 
 def _chunks_of_bytes(data: memoryview, header: pb.MediaRef, chunk_bytes: int) -> Iterator[pb.MediaChunk]:
@@ -409,12 +426,58 @@ class FramecastClient:
     # ---- adapters -----------------------------------------------------------------------
 
     def list_adapters(self, timeout: float | None = None) -> list[pb.AdapterInfo]:
-        """Every stored adapter. Raises FramecastError."""
+        """Every stored adapter, and those being trained or whose training failed, each with its
+        ``state`` (TRAINING, READY, CACHED, LOADED, FAILED), ``pinned`` and ``last_used_at``.
+        Raises FramecastError."""
         return list(self._unary(self._stub.ListAdapters, pb.ListAdaptersRequest(), timeout).adapters)
 
     def get_adapter(self, name: str, timeout: float | None = None) -> pb.AdapterInfo:
         """One adapter's info. Raises FramecastError (NOT_FOUND)."""
         return self._unary(self._stub.GetAdapter, pb.AdapterRef(name=name), timeout)
+
+    def load_adapter(self, name: str, to: str | int = "device", timeout: float | None = None) -> pb.AdapterChange:
+        """Bring an adapter into ``to`` = "device" memory (default) or "host" memory now, so the next
+        job using it swaps fast; least recently used unpinned adapters make room. Idempotent:
+        the reply's ``action`` is ADAPTER_ACTION_NONE when it already was there, ``evicted`` names
+        what was moved down. Raises ValueError for a bad ``to``; FramecastError (NOT_FOUND;
+        FAILED_PRECONDITION while it is trained or when its file does not fit the model;
+        RESOURCE_EXHAUSTED when every device slot holds a pinned or in-use adapter)."""
+        request = pb.LoadAdapterRequest(name=name, to=enum_value(to, LOAD_TARGETS, "to"))
+        return self._unary(self._stub.LoadAdapter, request, timeout)
+
+    def unload_adapter(self, name: str, to: str | int = "disk", timeout: float | None = None) -> pb.AdapterChange:
+        """Take an adapter off the device: ``to`` = "disk" (out of memory, default) or "host" (kept
+        in host memory). Idempotent. Raises ValueError for a bad ``to``; FramecastError
+        (NOT_FOUND; FAILED_PRECONDITION when it is pinned or a running job uses it)."""
+        request = pb.UnloadAdapterRequest(name=name, to=enum_value(to, UNLOAD_TARGETS, "to"))
+        return self._unary(self._stub.UnloadAdapter, request, timeout)
+
+    def pin_adapter(self, name: str, timeout: float | None = None) -> pb.AdapterChange:
+        """Load an adapter onto the device and keep it there (never evicted). Idempotent. Raises
+        FramecastError as ``load_adapter``."""
+        return self._unary(self._stub.PinAdapter, pb.PinAdapterRequest(name=name), timeout)
+
+    def unpin_adapter(self, name: str, timeout: float | None = None) -> pb.AdapterChange:
+        """Let a pinned adapter be evicted again (it stays loaded for now). Idempotent. Raises
+        FramecastError (NOT_FOUND)."""
+        return self._unary(self._stub.PinAdapter, pb.PinAdapterRequest(name=name, unpin=True), timeout)
+
+    def import_adapter(
+        self,
+        name: str,
+        path_or_bytes: str | os.PathLike | bytes,
+        filename: str | None = None,
+        chunk_bytes: int = MiB,
+        timeout: float | None = None,
+    ) -> pb.AdapterInfo:
+        """Add adapter ``name`` from a LoRA safetensors file for the server's base model, in
+        diffusers/peft, original-Wan/ComfyUI or kohya/musubi layout. Returns its info.
+
+        Raises FileNotFoundError for a missing path; FramecastError (INVALID_ARGUMENT for a bad
+        name, a file that is not safetensors or one over the upload limit; FAILED_PRECONDITION,
+        listing them, for keys or shapes that do not fit the model; ALREADY_EXISTS)."""
+        chunks = adapter_chunks(name, path_or_bytes, filename, chunk_bytes)
+        return self._unary(self._stub.ImportAdapter, chunks, timeout)
 
     def delete_adapter(self, name: str, timeout: float | None = None) -> bool:
         """Delete an adapter from disk and memory; returns whether it was deleted. Raises
@@ -428,8 +491,9 @@ class FramecastClient:
         format: str | int = "diffusers",
         timeout: float | None = None,
     ) -> bytes:
-        """An adapter as one safetensors file (``format="diffusers"``: loadable with
-        ``WanImageToVideoPipeline.load_lora_weights``); written atomically to ``path`` when given.
+        """An adapter as one safetensors file: ``format="diffusers"`` (loadable with
+        ``WanImageToVideoPipeline.load_lora_weights``) or ``"comfyui"`` (original Wan key names under
+        ``diffusion_model.``, with alphas); written atomically to ``path`` when given.
         Returns the bytes. Raises ValueError for a bad format, FramecastError (NOT_FOUND,
         DATA_LOSS for a truncated stream), OSError for the write."""
         request = pb.ExportAdapterRequest(name=name, format=enum_value(format, EXPORT_FORMATS, "format"))

@@ -1,10 +1,11 @@
 """``framecast demo``: the whole method end to end on the built-in small model.
 
-Builds (once) the tiny random-weight model, starts a server in this process on a free
-port, renders a toyworld scene (a textured sprite moving over a textured background,
-its mask and its edited first frame), then drives the server through a real
-``FramecastClient``: upload, train, propagate with compositing, download. Writes the
-inputs, the output video and a ``strip.png`` contact sheet to OUT.
+Uses the shipped toy model (Wan2.1 I2V's classes, shrunk and trained on the toy world, so the
+edit visibly propagates; ``--model`` picks another), starts a server in this process on a
+free port, renders a toyworld scene the model never saw (textured sprites moving over a
+textured background, the edit target's mask and its edited first frame), then drives the
+server through a real ``FramecastClient``: upload, train, propagate with compositing,
+download. Writes the inputs, the output video and a ``strip.png`` contact sheet to OUT.
 """
 
 from __future__ import annotations
@@ -49,6 +50,12 @@ def _model_dir(args, out: Path) -> Path:
         if not (model / "model_index.json").is_file():
             raise CliError(f"--model: not a diffusers model directory (no model_index.json): {args.model}")
         return model
+    from framecast.engine.model import builtin_model_dir
+
+    model = builtin_model_dir()
+    if (model / "model_index.json").is_file():
+        return model
+    # A checkout without the shipped weights: the random tiny model runs the same path (noise out).
     model = out / "model"
     if not (model / "model_index.json").is_file():
         import transformers
@@ -56,7 +63,7 @@ def _model_dir(args, out: Path) -> Path:
         from framecast.engine.model import make_tiny_model
 
         transformers.utils.logging.disable_progress_bar()
-        print(f"building the tiny model into {model}", file=sys.stderr)
+        print(f"no built-in toy model found; building the random tiny model into {model}", file=sys.stderr)
         make_tiny_model(model)
     return model
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from framecast.client.client import FramecastClient
 from framecast.client.errors import FramecastError
 from framecast.engine import media
+from framecast.v1 import framecast_pb2 as pb
 
 # ---- progress -------------------------------------------------------------------------------
 
@@ -99,22 +100,61 @@ def format_bytes(size: int) -> str:
     raise AssertionError("unreachable")
 
 
+def _when(unix_seconds: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(unix_seconds)) if unix_seconds else "-"
+
+
+def adapter_state(value: int) -> str:
+    """``ADAPTER_STATE_LOADED`` -> ``"loaded"``."""
+    return pb.AdapterState.Name(value).removeprefix("ADAPTER_STATE_").lower()
+
+
 def format_adapter(info) -> str:
-    created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info.created_at)) if info.created_at else "-"
+    memory = [f"{format_bytes(n)} {where}" for n, where in ((info.device_bytes, "device"), (info.host_bytes, "host")) if n]
     rows = [
         ("adapter", info.name),
+        ("state", adapter_state(info.state) + (", pinned" if info.pinned else "") + (", in use" if info.in_use else "")),
         ("base model", info.base_model),
         ("rank", f"{info.rank} (alpha {info.alpha:g})"),
         ("final loss", f"{info.final_loss:.5f}"),
-        ("size", format_bytes(info.size_bytes)),
-        ("created", created),
+        ("size", format_bytes(info.size_bytes) + (f" on disk; {', '.join(memory)}" if memory else "")),
+        ("created", _when(info.created_at)),
+        ("last used", _when(info.last_used_at)),
+        ("origin", info.origin or "-"),
         ("source", info.source_media_id),
-        ("loaded", "yes" if info.loaded else "no"),
         ("targets", ", ".join(info.target_modules)),
     ]
+    if info.error:
+        rows.insert(2, ("error", info.error))
     if info.training_json:
         rows.append(("training", info.training_json))
     return "\n".join(f"{key:<11} {value}" for key, value in rows)
+
+
+def format_adapter_table(adapters) -> str:
+    if not adapters:
+        return "no adapters"
+    lines = [f"{'name':<24} {'state':<8} {'rank':>4} {'size':>10}  {'pinned':<6}  last used"]
+    for info in adapters:
+        pinned = "yes" if info.pinned else "no"
+        lines.append(
+            f"{info.name:<24} {adapter_state(info.state):<8} {info.rank:>4} {format_bytes(info.size_bytes):>10}  "
+            f"{pinned:<6}  {_when(info.last_used_at)}"
+        )
+    return "\n".join(lines)
+
+
+def format_change(change) -> str:
+    """One line for a load/unload/pin reply: what was done, the state before and after, evictions."""
+    name, after = change.adapter.name, adapter_state(change.adapter.state)
+    action = pb.AdapterAction.Name(change.action).removeprefix("ADAPTER_ACTION_").lower()
+    if action == "none":
+        line = f"{name}: nothing to do ({after}{', pinned' if change.adapter.pinned else ''})"
+    else:
+        line = f"{name}: {action} ({adapter_state(change.previous_state)} -> {after})"
+    if change.evicted:
+        line += f"; evicted {', '.join(change.evicted)}"
+    return line
 
 
 def format_metrics(result) -> str:

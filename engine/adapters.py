@@ -1,174 +1,241 @@
-"""Adapters on disk and on the model.
+"""Adapters on the model: one hot-swappable LoRA slot on the transformer, over the caches.
 
-On disk an adapter is a directory ``<root>/<name>/`` with ``adapter.safetensors`` (LoRA
-weights in diffusers' key layout, ``transformer.blocks.N.attn1.to_q.lora_A.weight``) and
-``adapter.json`` (its record). Both are written atomically, the record last: an adapter
-without a record is an interrupted write and is ignored.
+The transformer carries exactly one peft adapter for inference, the *slot* (``SLOT_ADAPTER``),
+which targets every linear an adapter may touch at a fixed maximum rank. Activating an
+adapter copies its weights into the slot in place, zero-padding its rank to the slot's: the
+base model is never reloaded, no module is added or removed, and a compiled transformer sees
+the same parameters with new values, so a swap causes no recompilation. Every stored adapter
+has its alpha folded into lora_B, so the slot runs at scale 1 for all of them. Training
+attaches a separate peft adapter at the requested rank and hands the result to the caches.
 
-On the model, adapters are peft adapters of the transformer named after the adapter; many
-stay attached at once and a job activates the one it needs, so switching never reloads
-the base model.
+Threads: the transformer's adapters (the slot, training adapters, which one is active) are
+changed only by ``activate``, ``deactivate``, ``prepare``, ``add_trainable``,
+``finish_training`` and ``detach``, which the engine calls from the one thread that runs
+jobs. Everything inherited from ``AdapterCache`` (load, unload, pin, delete, states) touches
+only the caches and is safe from any thread: RPC threads call it directly, without queueing
+behind a long job.
 """
 
 from __future__ import annotations
 
-import json
-import re
-import shutil
-import threading
-import time
-from collections import OrderedDict
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+import logging
+import warnings
+from dataclasses import dataclass
 
 import torch
 
-from framecast.engine.errors import AdapterNotFound, IncompatibleAdapter, InvalidInput
-from framecast.engine.media import atomic_write
+from framecast.engine.adapter_cache import (
+    GiB,
+    AdapterCache,
+    AdapterChange,
+    AdapterState,
+    AdapterStatus,
+    PackedWeights,
+    copy_all,
+)
+from framecast.engine.adapter_formats import (
+    KEY_PREFIX,
+    TARGET_PATTERN,
+    TargetShapes,
+    normalise,
+    read_safetensors,
+    split_canonical,
+    target_shapes,
+)
+from framecast.engine.adapter_store import (
+    RECORD_FILE,
+    WEIGHTS_FILE,
+    AdapterRecord,
+    AdapterStore,
+    check_adapter_name,
+    serialize_adapter,
+)
+from framecast.engine.errors import AlreadyExists, IncompatibleAdapter
 
-WEIGHTS_FILE = "adapter.safetensors"
-RECORD_FILE = "adapter.json"
-KEY_PREFIX = "transformer."
-_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+__all__ = [
+    "KEY_PREFIX",
+    "RECORD_FILE",
+    "SLOT_ADAPTER",
+    "WEIGHTS_FILE",
+    "AdapterCache",
+    "AdapterChange",
+    "AdapterRecord",
+    "AdapterSlots",
+    "AdapterState",
+    "AdapterStatus",
+    "AdapterStore",
+    "check_adapter_name",
+    "import_adapter",
+    "serialize_adapter",
+]  # fmt: skip
+
+log = logging.getLogger(__name__)
+
+SLOT_ADAPTER = "_slot"  # peft name of the inference slot; user names cannot start with "_"
 
 
-def check_adapter_name(name: str, field_name: str = "adapter") -> str:
-    """Adapter names become directory and peft adapter names: letters, digits, '_' and '-', 1-64 chars."""
-    if not isinstance(name, str) or not _NAME_PATTERN.match(name):
-        raise InvalidInput(field_name, name, "must be 1-64 letters, digits, '_' or '-', starting with a letter or digit")
-    return name
-
-
-@dataclass
-class AdapterRecord:
-    name: str
-    base_model: str
+@dataclass(eq=False)
+class _Slot:
     rank: int
-    alpha: float
-    target_modules: list[str]
-    training: dict
-    source_media_id: str
-    final_loss: float
-    created_at: float = field(default_factory=time.time)
-    size_bytes: int = 0
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> "AdapterRecord":
-        data = json.loads(text)
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
-
-    def lora_config(self) -> dict:
-        """The peft LoraConfig arguments, keyed by component as diffusers reads them
-        ("transformer.r", ...) from a file's ``lora_adapter_metadata``."""
-        config = {"r": self.rank, "lora_alpha": self.alpha, "target_modules": self.target_modules, "lora_dropout": 0.0}
-        return {f"transformer.{key}": value for key, value in config.items()}
+    params: dict[str, tuple[torch.nn.Parameter, torch.nn.Parameter]]  # module -> (lora_A [R, in], lora_B [out, R])
 
 
-def serialize_adapter(state_dict: dict[str, torch.Tensor], record: AdapterRecord) -> bytes:
-    """Weights + metadata as one safetensors file that stock diffusers' load_lora_weights reads."""
-    from safetensors.torch import save
-
-    metadata = {
-        "format": "pt",
-        # diffusers reads the LoraConfig from here, keyed by component ("transformer.r", ...).
-        "lora_adapter_metadata": json.dumps(record.lora_config()),
-        "framecast.adapter": record.to_json(),
-    }
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
-    return save(tensors, metadata=metadata)
+def _adapter_dtype(transformer, shapes: TargetShapes) -> torch.dtype:
+    """The dtype peft gives LoRA layers injected through diffusers: the base linear's (bf16 on a
+    bf16 model, as stock diffusers loads LoRA), float32 on a quantised one."""
+    for module in shapes:
+        layer = transformer.get_submodule(module)
+        weight = getattr(getattr(layer, "base_layer", layer), "weight", None)
+        if weight is not None:
+            return weight.dtype if weight.dtype.is_floating_point else torch.float32
+    return torch.float32
 
 
-class AdapterStore:
-    """Adapters persisted under one directory. Thread-safe for concurrent readers and one writer."""
+class AdapterSlots(AdapterCache):
+    """The inference slot on the transformer and the training adapters, over the caches."""
 
-    def __init__(self, root: str | Path):
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
+    def __init__(
+        self,
+        transformer,
+        capacity: int = 8,
+        host_bytes: int = 4 * GiB,
+        max_rank: int = 64,
+        device: torch.device | str | None = None,
+    ):
+        if max_rank < 1:
+            raise ValueError(f"max_rank must be >= 1 (got {max_rank})")
+        shapes = target_shapes(transformer)
+        device = torch.device(device) if device is not None else next(transformer.parameters()).device
+        super().__init__(capacity, host_bytes, device, _adapter_dtype(transformer, shapes), shapes)
+        self.transformer = transformer
+        self.max_rank = max_rank  # the slot's rank; grows (once, recompiling) for a larger adapter
+        self._slot: _Slot | None = None
 
-    def _dir(self, name: str) -> Path:
-        return self.root / check_adapter_name(name)
+    def memory(self) -> dict[str, int]:
+        """Bytes each tier holds; the device tier counts the slot."""
+        slot = self._slot
+        slot_bytes = sum(a.numel() * a.element_size() + b.numel() * b.element_size() for a, b in slot.params.values()) if slot else 0
+        tiers = super().memory()
+        return {**tiers, "device_bytes": tiers["device_bytes"] + slot_bytes, "slot_bytes": slot_bytes}
 
-    def exists(self, name: str) -> bool:
-        return (self._dir(name) / RECORD_FILE).is_file()
+    # --- the slot on the transformer (the job thread only) -----------------------------------
 
-    def save(self, state_dict: dict[str, torch.Tensor], record: AdapterRecord) -> AdapterRecord:
-        """Store weights then record. ``state_dict`` keys carry the ``transformer.`` prefix."""
-        directory = self._dir(record.name)
-        blob = serialize_adapter(state_dict, record)
-        record.size_bytes = len(blob)
+    def _lora_layers(self):
+        from peft.tuners.lora import LoraLayer
+
+        return (m for m in self.transformer.modules() if isinstance(m, LoraLayer))
+
+    def _reapply_offload_hooks(self) -> None:
+        # Group offloading keeps references to each block's tensors: re-hook after adding LoRA layers.
+        try:
+            from diffusers.hooks.group_offloading import _maybe_remove_and_reapply_group_offloading
+        except ImportError:
+            return
+        _maybe_remove_and_reapply_group_offloading(self.transformer)
+
+    def prepare(self, rank: int | None = None) -> None:
+        """Create the slot now (at ``max_rank``, or ``rank`` if larger): call before compiling the
+        transformer, so that the first activation changes no module."""
+        self._ensure_slot(rank or self.max_rank)
+
+    def _ensure_slot(self, rank: int) -> _Slot:
+        from peft import LoraConfig
+
+        if self._slot is not None and self._slot.rank >= rank:
+            return self._slot
+        slot_rank = max(rank, self.max_rank)
+        if self._slot is not None:
+            log.warning("adapter rank %d > slot rank %d: rebuilding the slot (a compiled transformer recompiles once)",
+                        rank, self._slot.rank)
+            self._delete_peft_adapter(SLOT_ADAPTER)
+            with self._lock:  # plans hold views of the old slot: let it be freed
+                for weights in [*self._device.values(), *self._host.values()]:
+                    weights.plan = None
+        config = LoraConfig(r=slot_rank, lora_alpha=slot_rank, lora_dropout=0.0, target_modules=TARGET_PATTERN)
+        self._add_peft_adapter(config, SLOT_ADAPTER, seed=None)
+        params = {}
+        for name, module in self.transformer.named_modules():
+            if SLOT_ADAPTER in getattr(module, "lora_A", {}):
+                params[name.removeprefix("_orig_mod.")] = (module.lora_A[SLOT_ADAPTER].weight, module.lora_B[SLOT_ADAPTER].weight)
+        with torch.no_grad():
+            torch._foreach_zero_([p for pair in params.values() for p in pair])
+        for pair in params.values():
+            for param in pair:
+                param.requires_grad_(False)
+        self.max_rank = slot_rank
+        self.dtype = next(iter(params.values()))[0].dtype
+        self._slot, self._in_slot = _Slot(slot_rank, params), None
+        return self._slot
+
+    def _copy_into_slot(self, weights: PackedWeights) -> None:
+        """Write ``weights`` over the slot in place: rank r into the first r rows of lora_A and
+        columns of lora_B, zeros after them and in every module the adapter does not target.
+
+        Launches are what a swap costs (a 14B adapter is ~800 tensors), so the work is arranged
+        for torch's fused multi-tensor kernels, which take only dense tensors: one fused zeroing
+        of every lora_A tail and whole lora_B, one fused copy of the lora_A heads (and of the
+        lora_B heads at full rank); only a lora_B head narrower than the slot is strided and
+        copied one tensor at a time."""
+        slot = self._ensure_slot(weights.rank)
+        if self._in_slot == weights.serial:
+            return
+        # The views, built once per adapter and slot storage: offloading moves the slot's parameters
+        # (module.to and group-offload hooks rebind .data), and views of the old storage would miss.
+        storage = tuple(t.data_ptr() for pair in slot.params.values() for t in pair)
+        if weights.plan is None or weights.plan[0] != storage:
+            zeros, dense, strided = [], ([], []), ([], [])
+            for module, (slot_a, slot_b) in slot.params.items():
+                pair = weights.modules.get(module)
+                if pair is None:
+                    zeros += [slot_a, slot_b]
+                    continue
+                lora_a, lora_b = pair
+                rank = lora_a.shape[0]
+                zeros += [slot_a[rank:], slot_b] if rank < slot.rank else []
+                dense[0].append(slot_a[:rank])
+                dense[1].append(lora_a)
+                target = dense if rank == slot.rank else strided
+                target[0].append(slot_b[:, :rank])
+                target[1].append(lora_b)
+            weights.plan = (storage, zeros, dense, strided)
+        _, zeros, dense, strided = weights.plan
+        with torch.no_grad():
+            if zeros:
+                torch._foreach_zero_(zeros)
+            copy_all(*dense)
+            copy_all(*strided)
+        self._in_slot = weights.serial
+
+    def _select(self, adapter: str) -> None:
+        """Make ``adapter`` the one active peft adapter, with LoRA enabled; no-op when it already is
+        (a compiled transformer guards on these flags)."""
+        layer = next(self._lora_layers(), None)
+        if layer is None or list(layer.active_adapters) != [adapter]:
+            self.transformer.set_adapter(adapter)
+        if layer is None or layer.disable_adapters:
+            self.transformer.enable_lora()
+
+    def activate(self, name: str, store: AdapterStore) -> AdapterRecord:
+        """Make ``name`` the one adapter in effect, loading it on demand (disk -> host -> device -> slot)."""
+        record = store.record(name)
+        with self._load_lock:
+            weights = self._device_weights(name, store, [])
+        self._copy_into_slot(weights)
+        self._select(SLOT_ADAPTER)
+        for slot_a, slot_b in self._slot.params.values():  # peft's set_adapter marks them trainable
+            slot_a.requires_grad_(False)
+            slot_b.requires_grad_(False)
         with self._lock:
-            # Remove a stale record first: until the new one lands the adapter does not exist.
-            (directory / RECORD_FILE).unlink(missing_ok=True)
-            atomic_write(directory / WEIGHTS_FILE, blob)
-            atomic_write(directory / RECORD_FILE, record.to_json().encode())
+            self._touch(name)
         return record
 
-    def record(self, name: str) -> AdapterRecord:
-        path = self._dir(name) / RECORD_FILE
-        try:
-            return AdapterRecord.from_json(path.read_text())
-        except FileNotFoundError:
-            raise AdapterNotFound(name) from None
+    def deactivate(self) -> None:
+        """Run the bare base model (the slot stays, unused)."""
+        layer = next(self._lora_layers(), None)
+        if layer is not None and not layer.disable_adapters:
+            self.transformer.disable_lora()
 
-    def weights_path(self, name: str) -> Path:
-        self.record(name)
-        return self._dir(name) / WEIGHTS_FILE
-
-    def load(self, name: str) -> tuple[dict[str, torch.Tensor], AdapterRecord]:
-        from safetensors.torch import load_file
-
-        record = self.record(name)
-        return load_file(self._dir(name) / WEIGHTS_FILE), record
-
-    def list(self) -> list[AdapterRecord]:
-        records = []
-        for path in sorted(self.root.glob(f"*/{RECORD_FILE}")):
-            try:
-                records.append(AdapterRecord.from_json(path.read_text()))
-            except (OSError, ValueError, TypeError):
-                continue
-        return records
-
-    def delete(self, name: str) -> None:
-        directory = self._dir(name)
-        with self._lock:
-            if not (directory / RECORD_FILE).is_file():
-                raise AdapterNotFound(name)
-            (directory / RECORD_FILE).unlink()
-            shutil.rmtree(directory, ignore_errors=True)
-
-    def export_diffusers(self, name: str) -> bytes:
-        return self.weights_path(name).read_bytes()
-
-
-class AdapterSlots:
-    """Adapters attached to the transformer, least recently used detached first."""
-
-    def __init__(self, transformer, capacity: int = 8):
-        self.transformer = transformer
-        self.capacity = capacity
-        self._attached: OrderedDict[str, AdapterRecord] = OrderedDict()
-        self._to_detach: set[str] = set()
-        self._lock = threading.Lock()
-
-    @property
-    def attached(self) -> list[str]:
-        return [name for name in list(self._attached) if name not in self._to_detach]
-
-    def detach_later(self, name: str) -> None:
-        """Ask for ``name`` to be detached by the thread that runs the model, at its next ``flush``."""
-        with self._lock:
-            self._to_detach.add(name)
-
-    def flush(self) -> None:
-        with self._lock:
-            names, self._to_detach = self._to_detach, set()
-        for name in names:
-            self.detach(name)
+    # --- training (the job thread only) ---------------------------------------------------------
 
     def add_trainable(self, name: str, rank: int, alpha: float, seed: int) -> None:
         """Attach a fresh adapter to train: lora_A random from ``seed``, lora_B = 0, so it
@@ -178,11 +245,8 @@ class AdapterSlots:
         from framecast.engine.training import LORA_TARGET_PATTERN
 
         self.detach(name)
-        self._make_room()
         config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=LORA_TARGET_PATTERN)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            self.transformer.add_adapter(config, adapter_name=name)
+        self._add_peft_adapter(config, name, seed)
         self.transformer.set_adapter(name)
         self.transformer.enable_lora()  # a base-model-only job may have disabled LoRA layers
         for param_name, param in self.transformer.named_parameters():
@@ -190,7 +254,9 @@ class AdapterSlots:
             param.requires_grad_(is_lora)
             if is_lora:
                 param.data = param.data.float()  # train adapter weights in fp32 on a bf16 base
-        self._attached[name] = None  # record filled in by the caller once trained
+        with self._lock:
+            self._training[name] = rank
+            self._failed.pop(name, None)
 
     def state_dict(self, name: str) -> dict[str, torch.Tensor]:
         from peft.utils import get_peft_model_state_dict
@@ -199,44 +265,89 @@ class AdapterSlots:
         return {KEY_PREFIX + key: value.detach().clone() for key, value in weights.items()}
 
     def finish_training(self, name: str, record: AdapterRecord) -> None:
+        """Move the trained weights from their training adapter into the device cache (LOADED)."""
+        modules = split_canonical(self.state_dict(name))
+        scale = record.alpha / record.rank
+        if scale != 1.0:  # stored adapters run at scale 1: fold alpha into lora_B as the store does
+            modules = {m: (a, b * scale) for m, (a, b) in modules.items()}
         for param in self.transformer.parameters():
             param.requires_grad_(False)
-        self._attached[name] = record
-        self._attached.move_to_end(name)
-
-    def activate(self, name: str, store: AdapterStore) -> AdapterRecord:
-        """Make ``name`` the one adapter in effect, attaching it from the store if needed."""
-        if name not in self._attached:
-            state_dict, record = store.load(name)
-            self._make_room()
-            try:
-                self.transformer.load_lora_adapter(
-                    state_dict, adapter_name=name, prefix="transformer", metadata=record.lora_config()
-                )
-            except Exception as exc:
-                self.detach(name)
-                raise IncompatibleAdapter(f"adapter {name!r} does not fit the loaded base model: {exc}") from None
-            self._attached[name] = record
-        self._attached.move_to_end(name)
-        self.transformer.set_adapter(name)
-        self.transformer.enable_lora()
-        for param in self.transformer.parameters():
-            param.requires_grad_(False)
-        return self._attached[name]
-
-    def deactivate(self) -> None:
-        """Run the bare base model (adapters stay attached, unused)."""
-        if self._attached:
-            self.transformer.disable_lora()
+        self._delete_peft_adapter(name)
+        weights = PackedWeights.pack(modules, next(self._serials), self.device, self.dtype)
+        with self._load_lock, self._lock:
+            self._training.pop(name, None)
+            self.forget(name)
+            self._insert_device(name, weights, [])
+            self._touch(name)
 
     def detach(self, name: str) -> bool:
-        if name not in self._attached:
-            return False
-        del self._attached[name]
-        self.transformer.delete_adapters(name)
-        return True
+        """Remove ``name``'s training adapter (if any) and forget it; True if one was attached."""
+        attached = name in (getattr(self.transformer, "peft_config", None) or {})
+        if attached:
+            self._delete_peft_adapter(name)
+        with self._lock:
+            self._training.pop(name, None)
+        self.forget(name)
+        return attached
 
-    def _make_room(self) -> None:
-        while len(self._attached) >= self.capacity:
-            oldest = next(iter(self._attached))
-            self.detach(oldest)
+    def _add_peft_adapter(self, config, name: str, seed: int | None) -> None:
+        """Inject a peft adapter; its random init draws from ``seed`` (or a forked RNG) and leaves
+        the global RNG as it was."""
+        with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Already found a `peft_config`", UserWarning)  # the slot is one
+            if seed is not None:
+                torch.manual_seed(seed)
+            self.transformer.add_adapter(config, adapter_name=name)
+        self._reapply_offload_hooks()
+
+    def _delete_peft_adapter(self, name: str) -> None:
+        with warnings.catch_warnings():  # "Adapter X was active which is now deleted": intended
+            warnings.simplefilter("ignore", UserWarning)
+            self.transformer.delete_adapters(name)
+        if name == SLOT_ADAPTER:
+            self._slot, self._in_slot = None, None
+
+
+# --- import ---------------------------------------------------------------------------------------
+
+
+def import_adapter(
+    store: AdapterStore, slots: AdapterSlots, base_model: str, name: str, data: bytes, filename: str = ""
+) -> AdapterRecord:
+    """Store a LoRA file (diffusers/peft, original Wan/ComfyUI or kohya/musubi safetensors) as
+    adapter ``name`` in the canonical form. Never touches the transformer: safe from any thread.
+
+    Raises InvalidInput (bad name; not a safetensors file), AlreadyExists, IncompatibleAdapter
+    (keys that match no target, shapes of another architecture, a framecast file made for
+    another base model).
+    """
+    import json
+
+    check_adapter_name(name, "name")
+    if store.exists(name):
+        raise AlreadyExists(f"adapter {name!r} already exists; delete it first or pick another name")
+    tensors, metadata = read_safetensors(data)
+    lora = normalise(tensors, metadata, slots.shapes)
+    origin = {}
+    if "framecast.adapter" in metadata:
+        try:
+            origin = json.loads(metadata["framecast.adapter"])
+        except ValueError:
+            origin = {}
+    theirs = str(origin.get("base_model", ""))
+    if "@" in theirs and theirs.rsplit("@", 1)[1] != base_model.rsplit("@", 1)[1]:
+        raise IncompatibleAdapter(f"the file was made for base model {theirs}, the server runs {base_model}")
+    record = AdapterRecord(
+        name=name,
+        base_model=base_model,
+        rank=lora.rank,
+        alpha=float(lora.rank),
+        target_modules=lora.target_modules,
+        training=dict(origin.get("training") or {}, imported_from=filename, imported_layout=lora.layout),
+        source_media_id=str(origin.get("source_media_id", "")),
+        final_loss=float(origin.get("final_loss", float("nan"))),
+        rank_pattern=lora.rank_pattern,
+        origin=f"imported from {lora.layout}",
+    )
+    slots.forget(name)
+    return store.save(lora.state_dict, record, replace=False)

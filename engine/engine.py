@@ -62,7 +62,9 @@ class EngineConfig:
     max_frames: int = 81
     max_pixels: int = 832 * 480 * 2  # per frame
     max_steps: int = 10_000
-    adapter_slots: int = 8  # adapters kept attached to the model at once
+    adapter_slots: int = 8  # adapters kept in device memory at once (LRU; pinned ones never evicted)
+    adapter_host_cache_gb: float = 4.0  # host memory for adapters off the device (LRU)
+    adapter_max_rank: int = 64  # rank of the hot-swap slot every adapter is zero-padded to
     window_frames: int = 81  # clips longer than this are generated/trained in windows
     quantize: str = "none"  # none | int8 | nf4 | auto (auto: the least that fits max_vram_gb)
     attention: str = "auto"  # auto | sdpa | xformers
@@ -172,7 +174,10 @@ class Engine:
         self.load_seconds = time.perf_counter() - started
         self.base_model = base_model_id(config.model_dir, self.pipe.transformer.config)
         self.store = AdapterStore(Path(data_dir) / "adapters")
-        self.slots = AdapterSlots(self.pipe.transformer, capacity=config.adapter_slots)
+        self.slots = AdapterSlots(
+            self.pipe.transformer, capacity=config.adapter_slots, host_bytes=int(config.adapter_host_cache_gb * GiB),
+            max_rank=config.adapter_max_rank, device=self.device,
+        )
         self._prompt_cache: OrderedDict[tuple, tuple] = OrderedDict()
         self._image_cache: OrderedDict[bytes, torch.Tensor] = OrderedDict()
         log.info(
@@ -562,9 +567,8 @@ class Engine:
     # --- adapters -----------------------------------------------------------------------
 
     def delete_adapter(self, name: str) -> None:
-        """Delete from disk now; detach from the model before the next job (a job may be running)."""
-        self.store.delete(name)
-        self.slots.detach_later(name)
+        """Delete from disk and memory now; FailedPrecondition while a running job uses it."""
+        self.slots.delete(name, self.store)
 
     def release_memory(self) -> None:
         gc.collect()

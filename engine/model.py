@@ -138,6 +138,12 @@ def make_tiny_model(directory: str | Path, spec: TinyModelSpec = TinyModelSpec()
     return directory
 
 
+def builtin_model_dir() -> Path:
+    """The shipped toy model: Wan2.1 I2V's classes, shrunk and trained on the toy world (fp16,
+    a few MB; ``framecast.engine.toymodel_train`` made it). The demo's default model."""
+    return Path(__file__).resolve().parent / "assets" / "toy-wan-i2v"
+
+
 def load_pipeline(model_dir: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
     """Load a WanImageToVideoPipeline from a local diffusers directory (never from a hub).
 

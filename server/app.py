@@ -80,7 +80,8 @@ class RunningServer:
                     max_pixels=config.max_pixels, max_steps=config.max_steps, adapter_slots=config.adapter_slots,
                     window_frames=config.window_frames, quantize=config.quantize, attention=config.attention,
                     offload=config.offload, max_vram_gb=config.max_vram_gb, vae_tiling=config.vae_tiling,
-                    optimizer=config.optimizer,
+                    optimizer=config.optimizer, adapter_host_cache_gb=config.adapter_host_cache_gb,
+                    adapter_max_rank=config.adapter_max_rank,
                 ),
                 config.data_dir,
             )

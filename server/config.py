@@ -23,7 +23,9 @@ class ServerConfig:
     max_frames: int = 81
     max_pixels: int = 832 * 480 * 2  # per frame
     max_steps: int = 10_000
-    adapter_slots: int = 8  # adapters attached to the model at once
+    adapter_slots: int = 8  # adapters kept in device memory at once
+    adapter_host_cache_gb: float = 4.0  # host memory for adapters off the device
+    adapter_max_rank: int = 64  # rank every adapter is zero-padded to on the model
     window_frames: int = 81  # clips longer than this are trained and generated in windows
     quantize: str = "none"  # none | int8 | nf4 | auto
     attention: str = "auto"  # auto | sdpa | xformers

@@ -182,7 +182,8 @@ class JobQueue:
     def adapter_in_use(self, name: str) -> bool:
         with self._lock:
             jobs = list(self._waiting) + ([self._running] if self._running else [])
-        return any(name in job.uses_adapters or name == job.info.adapter for job in jobs)
+        # A finished job stays _running for a moment after its last event: it no longer counts.
+        return any((name in job.uses_adapters or name == job.info.adapter) and not job.done for job in jobs)
 
     def cancel(self, job_id: str) -> pb.JobInfo:
         job = self.get(job_id)

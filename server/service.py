@@ -7,7 +7,6 @@ the matching status.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Iterator
@@ -21,8 +20,9 @@ from framecast.engine.engine import Engine, PropagateJob, TrainJob
 from framecast.engine.errors import FailedPrecondition, InvalidInput, Unavailable
 from framecast.engine.media import encode_png, encode_png_sequence, encode_video, mask_from_frames
 from framecast.engine.training import Progress, TrainSettings
+from framecast.server.adapter_rpcs import AdapterRpcs, failure_message, training_failed
 from framecast.server.config import ServerConfig
-from framecast.server.jobs import Job, JobQueue, ensure_not_in_use
+from framecast.server.jobs import Job, JobQueue
 from framecast.server.media_store import MediaInfo, MediaStore
 from framecast.v1 import framecast_pb2 as pb
 from framecast.v1 import framecast_pb2_grpc as pb_grpc
@@ -59,7 +59,7 @@ def _mask_mode(value: int) -> MaskMode:
         raise InvalidInput("mask_mode", value, "is not a known MaskMode") from None
 
 
-class FramecastService(pb_grpc.FramecastServicer):
+class FramecastService(AdapterRpcs, pb_grpc.FramecastServicer):
     def __init__(self, config: ServerConfig, media: MediaStore, queue: JobQueue):
         self.config = config
         self.media = media
@@ -149,7 +149,12 @@ class FramecastService(pb_grpc.FramecastServicer):
                 handle.emit(progress=pb.Progress(phase=p.phase, step=p.step, total=p.total, loss=p.loss,
                                                  elapsed_s=p.elapsed_s, eta_s=p.eta_s))
 
-            record = engine.train(job, on_progress, handle.should_cancel)
+            try:
+                record = engine.train(job, on_progress, handle.should_cancel)
+            except BaseException as exc:
+                if training_failed(exc):
+                    engine.slots.mark_failed(job.adapter, f"training failed: {failure_message(exc)}")
+                raise
             info = self._adapter_info(record)
             handle.set_state(handle.info.state, adapter_result=info)
             handle.emit(adapter=info)
@@ -194,7 +199,8 @@ class FramecastService(pb_grpc.FramecastServicer):
                 for offset, frame in enumerate(frames):
                     handle.emit(frame=pb.Frame(index=first + offset, png=encode_png(frame)))
 
-            result = engine.propagate(job, on_step, on_frames, handle.should_cancel)
+            with engine.slots.using(job.adapter):  # never evicted or deleted while the job runs
+                result = engine.propagate(job, on_step, on_frames, handle.should_cancel)
             if encoding == pb.OUTPUT_ENCODING_PNG_SEQUENCE:
                 data = encode_png_sequence(result.frames)
             else:
@@ -240,38 +246,7 @@ class FramecastService(pb_grpc.FramecastServicer):
     def CancelJob(self, request, context):
         return self.queue.cancel(request.job_id)
 
-    # --- adapters ---------------------------------------------------------------------------
-
-    def _adapter_info(self, record) -> pb.AdapterInfo:
-        loaded = self._engine is not None and record.name in self._engine.slots.attached
-        return pb.AdapterInfo(
-            name=record.name, base_model=record.base_model, rank=record.rank, alpha=record.alpha,
-            target_modules=record.target_modules, size_bytes=record.size_bytes, created_at=record.created_at,
-            source_media_id=record.source_media_id, final_loss=record.final_loss,
-            training_json=json.dumps(record.training, sort_keys=True), loaded=loaded,
-        )
-
-    def ListAdapters(self, request, context):
-        return pb.ListAdaptersResponse(adapters=[self._adapter_info(r) for r in self.engine.store.list()])
-
-    def GetAdapter(self, request, context):
-        return self._adapter_info(self.engine.store.record(request.name))
-
-    def DeleteAdapter(self, request, context):
-        engine = self.engine
-        engine.store.record(request.name)
-        ensure_not_in_use(self.queue, request.name)
-        engine.delete_adapter(request.name)
-        return pb.DeleteAdapterResponse(deleted=True)
-
-    def ExportAdapter(self, request, context):
-        if request.format not in (pb.EXPORT_FORMAT_UNSPECIFIED, pb.EXPORT_FORMAT_DIFFUSERS):
-            raise InvalidInput("format", request.format, "is not a supported ExportFormat (DIFFUSERS)")
-        data = self.engine.store.export_diffusers(request.name)
-        step = self.config.chunk_bytes
-        yield pb.FileChunk(filename=f"{request.name}.safetensors", size_bytes=len(data), data=data[:step])
-        for start in range(step, len(data), step):
-            yield pb.FileChunk(data=data[start : start + step])
+    # --- adapters: framecast.server.adapter_rpcs.AdapterRpcs -----------------------------------
 
     # --- server -----------------------------------------------------------------------------
 
@@ -295,7 +270,7 @@ class FramecastService(pb_grpc.FramecastServicer):
             info.vae_tiling = details["vae_tiling"]
             info.gradient_checkpointing = details["gradient_checkpointing"]
             info.optimizer = details["optimizer"]
-            info.adapters_loaded.extend(self._engine.slots.attached)
+            self._fill_adapter_server_info(info)
         return info
 
 

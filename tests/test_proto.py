@@ -27,5 +27,6 @@ def test_service_has_the_contracted_rpcs():
     assert service.full_name == "framecast.v1.Framecast"
     assert {m.name for m in service.methods} == {
         "UploadMedia", "DownloadMedia", "Train", "Propagate", "WatchJob", "GetJob", "ListJobs", "CancelJob",
-        "ListAdapters", "GetAdapter", "DeleteAdapter", "ExportAdapter", "GetServerInfo",
+        "ListAdapters", "GetAdapter", "LoadAdapter", "UnloadAdapter", "PinAdapter", "DeleteAdapter",
+        "ImportAdapter", "ExportAdapter", "GetServerInfo",
     }

@@ -49,10 +49,30 @@ class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     JOB_STATE_FAILED: _ClassVar[JobState]
     JOB_STATE_CANCELLED: _ClassVar[JobState]
 
+class AdapterState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ADAPTER_STATE_UNSPECIFIED: _ClassVar[AdapterState]
+    ADAPTER_STATE_TRAINING: _ClassVar[AdapterState]
+    ADAPTER_STATE_READY: _ClassVar[AdapterState]
+    ADAPTER_STATE_CACHED: _ClassVar[AdapterState]
+    ADAPTER_STATE_LOADED: _ClassVar[AdapterState]
+    ADAPTER_STATE_FAILED: _ClassVar[AdapterState]
+
+class AdapterAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ADAPTER_ACTION_UNSPECIFIED: _ClassVar[AdapterAction]
+    ADAPTER_ACTION_NONE: _ClassVar[AdapterAction]
+    ADAPTER_ACTION_LOADED: _ClassVar[AdapterAction]
+    ADAPTER_ACTION_CACHED: _ClassVar[AdapterAction]
+    ADAPTER_ACTION_UNLOADED: _ClassVar[AdapterAction]
+    ADAPTER_ACTION_PINNED: _ClassVar[AdapterAction]
+    ADAPTER_ACTION_UNPINNED: _ClassVar[AdapterAction]
+
 class ExportFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     EXPORT_FORMAT_UNSPECIFIED: _ClassVar[ExportFormat]
     EXPORT_FORMAT_DIFFUSERS: _ClassVar[ExportFormat]
+    EXPORT_FORMAT_COMFYUI: _ClassVar[ExportFormat]
 MEDIA_KIND_UNSPECIFIED: MediaKind
 MEDIA_KIND_VIDEO: MediaKind
 MEDIA_KIND_IMAGE: MediaKind
@@ -77,8 +97,22 @@ JOB_STATE_RUNNING: JobState
 JOB_STATE_SUCCEEDED: JobState
 JOB_STATE_FAILED: JobState
 JOB_STATE_CANCELLED: JobState
+ADAPTER_STATE_UNSPECIFIED: AdapterState
+ADAPTER_STATE_TRAINING: AdapterState
+ADAPTER_STATE_READY: AdapterState
+ADAPTER_STATE_CACHED: AdapterState
+ADAPTER_STATE_LOADED: AdapterState
+ADAPTER_STATE_FAILED: AdapterState
+ADAPTER_ACTION_UNSPECIFIED: AdapterAction
+ADAPTER_ACTION_NONE: AdapterAction
+ADAPTER_ACTION_LOADED: AdapterAction
+ADAPTER_ACTION_CACHED: AdapterAction
+ADAPTER_ACTION_UNLOADED: AdapterAction
+ADAPTER_ACTION_PINNED: AdapterAction
+ADAPTER_ACTION_UNPINNED: AdapterAction
 EXPORT_FORMAT_UNSPECIFIED: ExportFormat
 EXPORT_FORMAT_DIFFUSERS: ExportFormat
+EXPORT_FORMAT_COMFYUI: ExportFormat
 
 class MediaRef(_message.Message):
     __slots__ = ("id", "kind", "num_frames", "width", "height", "fps", "size_bytes", "filename")
@@ -335,7 +369,7 @@ class AdapterRef(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class AdapterInfo(_message.Message):
-    __slots__ = ("name", "base_model", "rank", "alpha", "target_modules", "size_bytes", "created_at", "source_media_id", "final_loss", "training_json", "loaded")
+    __slots__ = ("name", "base_model", "rank", "alpha", "target_modules", "size_bytes", "created_at", "source_media_id", "final_loss", "training_json", "loaded", "state", "pinned", "last_used_at", "device_bytes", "host_bytes", "error", "origin", "in_use")
     NAME_FIELD_NUMBER: _ClassVar[int]
     BASE_MODEL_FIELD_NUMBER: _ClassVar[int]
     RANK_FIELD_NUMBER: _ClassVar[int]
@@ -347,6 +381,14 @@ class AdapterInfo(_message.Message):
     FINAL_LOSS_FIELD_NUMBER: _ClassVar[int]
     TRAINING_JSON_FIELD_NUMBER: _ClassVar[int]
     LOADED_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    PINNED_FIELD_NUMBER: _ClassVar[int]
+    LAST_USED_AT_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    HOST_BYTES_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    IN_USE_FIELD_NUMBER: _ClassVar[int]
     name: str
     base_model: str
     rank: int
@@ -358,7 +400,15 @@ class AdapterInfo(_message.Message):
     final_loss: float
     training_json: str
     loaded: bool
-    def __init__(self, name: _Optional[str] = ..., base_model: _Optional[str] = ..., rank: _Optional[int] = ..., alpha: _Optional[float] = ..., target_modules: _Optional[_Iterable[str]] = ..., size_bytes: _Optional[int] = ..., created_at: _Optional[float] = ..., source_media_id: _Optional[str] = ..., final_loss: _Optional[float] = ..., training_json: _Optional[str] = ..., loaded: _Optional[bool] = ...) -> None: ...
+    state: AdapterState
+    pinned: bool
+    last_used_at: float
+    device_bytes: int
+    host_bytes: int
+    error: str
+    origin: str
+    in_use: bool
+    def __init__(self, name: _Optional[str] = ..., base_model: _Optional[str] = ..., rank: _Optional[int] = ..., alpha: _Optional[float] = ..., target_modules: _Optional[_Iterable[str]] = ..., size_bytes: _Optional[int] = ..., created_at: _Optional[float] = ..., source_media_id: _Optional[str] = ..., final_loss: _Optional[float] = ..., training_json: _Optional[str] = ..., loaded: _Optional[bool] = ..., state: _Optional[_Union[AdapterState, str]] = ..., pinned: _Optional[bool] = ..., last_used_at: _Optional[float] = ..., device_bytes: _Optional[int] = ..., host_bytes: _Optional[int] = ..., error: _Optional[str] = ..., origin: _Optional[str] = ..., in_use: _Optional[bool] = ...) -> None: ...
 
 class ListAdaptersRequest(_message.Message):
     __slots__ = ()
@@ -375,6 +425,58 @@ class DeleteAdapterResponse(_message.Message):
     DELETED_FIELD_NUMBER: _ClassVar[int]
     deleted: bool
     def __init__(self, deleted: _Optional[bool] = ...) -> None: ...
+
+class LoadAdapterRequest(_message.Message):
+    __slots__ = ("name", "to")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TO_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    to: AdapterState
+    def __init__(self, name: _Optional[str] = ..., to: _Optional[_Union[AdapterState, str]] = ...) -> None: ...
+
+class UnloadAdapterRequest(_message.Message):
+    __slots__ = ("name", "to")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TO_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    to: AdapterState
+    def __init__(self, name: _Optional[str] = ..., to: _Optional[_Union[AdapterState, str]] = ...) -> None: ...
+
+class PinAdapterRequest(_message.Message):
+    __slots__ = ("name", "unpin")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    UNPIN_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    unpin: bool
+    def __init__(self, name: _Optional[str] = ..., unpin: _Optional[bool] = ...) -> None: ...
+
+class AdapterChange(_message.Message):
+    __slots__ = ("action", "previous_state", "adapter", "evicted")
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_STATE_FIELD_NUMBER: _ClassVar[int]
+    ADAPTER_FIELD_NUMBER: _ClassVar[int]
+    EVICTED_FIELD_NUMBER: _ClassVar[int]
+    action: AdapterAction
+    previous_state: AdapterState
+    adapter: AdapterInfo
+    evicted: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, action: _Optional[_Union[AdapterAction, str]] = ..., previous_state: _Optional[_Union[AdapterState, str]] = ..., adapter: _Optional[_Union[AdapterInfo, _Mapping]] = ..., evicted: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ImportAdapterHeader(_message.Message):
+    __slots__ = ("name", "filename")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    FILENAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    filename: str
+    def __init__(self, name: _Optional[str] = ..., filename: _Optional[str] = ...) -> None: ...
+
+class ImportAdapterChunk(_message.Message):
+    __slots__ = ("header", "data")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    header: ImportAdapterHeader
+    data: bytes
+    def __init__(self, header: _Optional[_Union[ImportAdapterHeader, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class ExportAdapterRequest(_message.Message):
     __slots__ = ("name", "format")
@@ -399,7 +501,7 @@ class GetServerInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ServerInfo(_message.Message):
-    __slots__ = ("version", "model", "model_dir", "dtype", "device", "quantization", "attention_backend", "memory_bytes", "max_frames", "max_pixels", "max_upload_bytes", "max_queue", "queue_length", "ready", "adapters_loaded", "window_frames", "offload", "max_vram_bytes", "vae_tiling", "gradient_checkpointing", "optimizer")
+    __slots__ = ("version", "model", "model_dir", "dtype", "device", "quantization", "attention_backend", "memory_bytes", "max_frames", "max_pixels", "max_upload_bytes", "max_queue", "queue_length", "ready", "adapters_loaded", "window_frames", "offload", "max_vram_bytes", "vae_tiling", "gradient_checkpointing", "optimizer", "adapters_cached", "adapters_pinned", "adapter_device_slots", "adapter_host_cache_bytes", "adapter_slot_rank")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MODEL_DIR_FIELD_NUMBER: _ClassVar[int]
@@ -421,6 +523,11 @@ class ServerInfo(_message.Message):
     VAE_TILING_FIELD_NUMBER: _ClassVar[int]
     GRADIENT_CHECKPOINTING_FIELD_NUMBER: _ClassVar[int]
     OPTIMIZER_FIELD_NUMBER: _ClassVar[int]
+    ADAPTERS_CACHED_FIELD_NUMBER: _ClassVar[int]
+    ADAPTERS_PINNED_FIELD_NUMBER: _ClassVar[int]
+    ADAPTER_DEVICE_SLOTS_FIELD_NUMBER: _ClassVar[int]
+    ADAPTER_HOST_CACHE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    ADAPTER_SLOT_RANK_FIELD_NUMBER: _ClassVar[int]
     version: str
     model: str
     model_dir: str
@@ -442,4 +549,9 @@ class ServerInfo(_message.Message):
     vae_tiling: bool
     gradient_checkpointing: bool
     optimizer: str
-    def __init__(self, version: _Optional[str] = ..., model: _Optional[str] = ..., model_dir: _Optional[str] = ..., dtype: _Optional[str] = ..., device: _Optional[str] = ..., quantization: _Optional[str] = ..., attention_backend: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., max_frames: _Optional[int] = ..., max_pixels: _Optional[int] = ..., max_upload_bytes: _Optional[int] = ..., max_queue: _Optional[int] = ..., queue_length: _Optional[int] = ..., ready: _Optional[bool] = ..., adapters_loaded: _Optional[_Iterable[str]] = ..., window_frames: _Optional[int] = ..., offload: _Optional[str] = ..., max_vram_bytes: _Optional[int] = ..., vae_tiling: _Optional[bool] = ..., gradient_checkpointing: _Optional[bool] = ..., optimizer: _Optional[str] = ...) -> None: ...
+    adapters_cached: _containers.RepeatedScalarFieldContainer[str]
+    adapters_pinned: _containers.RepeatedScalarFieldContainer[str]
+    adapter_device_slots: int
+    adapter_host_cache_bytes: int
+    adapter_slot_rank: int
+    def __init__(self, version: _Optional[str] = ..., model: _Optional[str] = ..., model_dir: _Optional[str] = ..., dtype: _Optional[str] = ..., device: _Optional[str] = ..., quantization: _Optional[str] = ..., attention_backend: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., max_frames: _Optional[int] = ..., max_pixels: _Optional[int] = ..., max_upload_bytes: _Optional[int] = ..., max_queue: _Optional[int] = ..., queue_length: _Optional[int] = ..., ready: _Optional[bool] = ..., adapters_loaded: _Optional[_Iterable[str]] = ..., window_frames: _Optional[int] = ..., offload: _Optional[str] = ..., max_vram_bytes: _Optional[int] = ..., vae_tiling: _Optional[bool] = ..., gradient_checkpointing: _Optional[bool] = ..., optimizer: _Optional[str] = ..., adapters_cached: _Optional[_Iterable[str]] = ..., adapters_pinned: _Optional[_Iterable[str]] = ..., adapter_device_slots: _Optional[int] = ..., adapter_host_cache_bytes: _Optional[int] = ..., adapter_slot_rank: _Optional[int] = ...) -> None: ...

@@ -84,10 +84,30 @@ class FramecastStub:
                 request_serializer=framecast_dot_v1_dot_framecast__pb2.AdapterRef.SerializeToString,
                 response_deserializer=framecast_dot_v1_dot_framecast__pb2.AdapterInfo.FromString,
                 _registered_method=True)
+        self.LoadAdapter = channel.unary_unary(
+                '/framecast.v1.Framecast/LoadAdapter',
+                request_serializer=framecast_dot_v1_dot_framecast__pb2.LoadAdapterRequest.SerializeToString,
+                response_deserializer=framecast_dot_v1_dot_framecast__pb2.AdapterChange.FromString,
+                _registered_method=True)
+        self.UnloadAdapter = channel.unary_unary(
+                '/framecast.v1.Framecast/UnloadAdapter',
+                request_serializer=framecast_dot_v1_dot_framecast__pb2.UnloadAdapterRequest.SerializeToString,
+                response_deserializer=framecast_dot_v1_dot_framecast__pb2.AdapterChange.FromString,
+                _registered_method=True)
+        self.PinAdapter = channel.unary_unary(
+                '/framecast.v1.Framecast/PinAdapter',
+                request_serializer=framecast_dot_v1_dot_framecast__pb2.PinAdapterRequest.SerializeToString,
+                response_deserializer=framecast_dot_v1_dot_framecast__pb2.AdapterChange.FromString,
+                _registered_method=True)
         self.DeleteAdapter = channel.unary_unary(
                 '/framecast.v1.Framecast/DeleteAdapter',
                 request_serializer=framecast_dot_v1_dot_framecast__pb2.AdapterRef.SerializeToString,
                 response_deserializer=framecast_dot_v1_dot_framecast__pb2.DeleteAdapterResponse.FromString,
+                _registered_method=True)
+        self.ImportAdapter = channel.stream_unary(
+                '/framecast.v1.Framecast/ImportAdapter',
+                request_serializer=framecast_dot_v1_dot_framecast__pb2.ImportAdapterChunk.SerializeToString,
+                response_deserializer=framecast_dot_v1_dot_framecast__pb2.AdapterInfo.FromString,
                 _registered_method=True)
         self.ExportAdapter = channel.unary_stream(
                 '/framecast.v1.Framecast/ExportAdapter',
@@ -160,7 +180,8 @@ class FramecastServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListAdapters(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Stored adapters, and adapters being trained or that failed, with their state.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -171,8 +192,45 @@ class FramecastServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def LoadAdapter(self, request, context):
+        """Bring an adapter into device memory (default) or host memory now, evicting the least
+        recently used unpinned adapters. Idempotent: AdapterChange.action says what was done.
+        A job loads its adapter on demand anyway; this makes its first swap fast.
+        RESOURCE_EXHAUSTED when every device slot holds a pinned or in-use adapter.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnloadAdapter(self, request, context):
+        """Take an adapter off the device (into host memory, or out of memory). Idempotent.
+        FAILED_PRECONDITION for a pinned adapter or one a running job uses.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PinAdapter(self, request, context):
+        """Pin an adapter on the device (loading it first) so it is never evicted, or unpin it. Idempotent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DeleteAdapter(self, request, context):
-        """Delete an adapter from disk and from the model. FAILED_PRECONDITION while a job uses it.
+        """Delete an adapter from disk and from memory. FAILED_PRECONDITION while a job uses it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ImportAdapter(self, request_iterator, context):
+        """Add an adapter from a LoRA safetensors file for this base model: diffusers/peft keys,
+        original Wan / ComfyUI keys (diffusion_model.blocks.N.self_attn.q.lora_down) or kohya /
+        musubi keys (lora_unet_blocks_N_...). The first chunk carries the header. INVALID_ARGUMENT
+        for a bad name, a file that is not safetensors (pickles are never read) or one over the
+        upload limit; FAILED_PRECONDITION, listing them, for keys that match no layer of this model
+        or shapes of another architecture (nothing is half-applied); ALREADY_EXISTS for a taken name.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -244,10 +302,30 @@ def add_FramecastServicer_to_server(servicer, server):
                     request_deserializer=framecast_dot_v1_dot_framecast__pb2.AdapterRef.FromString,
                     response_serializer=framecast_dot_v1_dot_framecast__pb2.AdapterInfo.SerializeToString,
             ),
+            'LoadAdapter': grpc.unary_unary_rpc_method_handler(
+                    servicer.LoadAdapter,
+                    request_deserializer=framecast_dot_v1_dot_framecast__pb2.LoadAdapterRequest.FromString,
+                    response_serializer=framecast_dot_v1_dot_framecast__pb2.AdapterChange.SerializeToString,
+            ),
+            'UnloadAdapter': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnloadAdapter,
+                    request_deserializer=framecast_dot_v1_dot_framecast__pb2.UnloadAdapterRequest.FromString,
+                    response_serializer=framecast_dot_v1_dot_framecast__pb2.AdapterChange.SerializeToString,
+            ),
+            'PinAdapter': grpc.unary_unary_rpc_method_handler(
+                    servicer.PinAdapter,
+                    request_deserializer=framecast_dot_v1_dot_framecast__pb2.PinAdapterRequest.FromString,
+                    response_serializer=framecast_dot_v1_dot_framecast__pb2.AdapterChange.SerializeToString,
+            ),
             'DeleteAdapter': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteAdapter,
                     request_deserializer=framecast_dot_v1_dot_framecast__pb2.AdapterRef.FromString,
                     response_serializer=framecast_dot_v1_dot_framecast__pb2.DeleteAdapterResponse.SerializeToString,
+            ),
+            'ImportAdapter': grpc.stream_unary_rpc_method_handler(
+                    servicer.ImportAdapter,
+                    request_deserializer=framecast_dot_v1_dot_framecast__pb2.ImportAdapterChunk.FromString,
+                    response_serializer=framecast_dot_v1_dot_framecast__pb2.AdapterInfo.SerializeToString,
             ),
             'ExportAdapter': grpc.unary_stream_rpc_method_handler(
                     servicer.ExportAdapter,
@@ -541,6 +619,87 @@ class Framecast:
             _registered_method=True)
 
     @staticmethod
+    def LoadAdapter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/framecast.v1.Framecast/LoadAdapter',
+            framecast_dot_v1_dot_framecast__pb2.LoadAdapterRequest.SerializeToString,
+            framecast_dot_v1_dot_framecast__pb2.AdapterChange.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnloadAdapter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/framecast.v1.Framecast/UnloadAdapter',
+            framecast_dot_v1_dot_framecast__pb2.UnloadAdapterRequest.SerializeToString,
+            framecast_dot_v1_dot_framecast__pb2.AdapterChange.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PinAdapter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/framecast.v1.Framecast/PinAdapter',
+            framecast_dot_v1_dot_framecast__pb2.PinAdapterRequest.SerializeToString,
+            framecast_dot_v1_dot_framecast__pb2.AdapterChange.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def DeleteAdapter(request,
             target,
             options=(),
@@ -557,6 +716,33 @@ class Framecast:
             '/framecast.v1.Framecast/DeleteAdapter',
             framecast_dot_v1_dot_framecast__pb2.AdapterRef.SerializeToString,
             framecast_dot_v1_dot_framecast__pb2.DeleteAdapterResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportAdapter(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/framecast.v1.Framecast/ImportAdapter',
+            framecast_dot_v1_dot_framecast__pb2.ImportAdapterChunk.SerializeToString,
+            framecast_dot_v1_dot_framecast__pb2.AdapterInfo.FromString,
             options,
             channel_credentials,
             insecure,

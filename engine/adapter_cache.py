@@ -1,0 +1,418 @@
+"""The adapter caches: device and host memory tiers, pins, in-use marks and each adapter's state.
+
+An adapter lives in up to three tiers, and its state says which is the fastest it is in:
+
+    LOADED   its weights are in device memory: a swap is one device-to-device copy
+    CACHED   its weights are in host memory (page-locked on CUDA): a swap adds one host-to-device copy
+    READY    on disk only (``AdapterStore``): a swap reads the file first
+    TRAINING a job is training it; FAILED it could not be trained or loaded (``error`` says why)
+
+The device tier holds at most ``capacity`` adapters and the host tier at most ``host_bytes``;
+each evicts least recently used first, the device tier a tier down into host memory. Pinned
+adapters never leave the device, and an adapter a running job uses (``using``) is never
+evicted, unloaded or deleted under it.
+
+Threads: nothing here touches the transformer (``AdapterSlots`` adds that), so every method is
+safe from any thread: RPC threads load, unload, pin and read states while the job thread runs.
+One lock guards the bookkeeping and is held briefly; a second serialises disk reads and
+copies between tiers, and is always taken first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import threading
+import time
+from collections import Counter, OrderedDict
+from dataclasses import dataclass
+from enum import Enum
+
+import torch
+
+from framecast.engine.adapter_formats import TargetShapes, check_fits, split_canonical
+from framecast.engine.adapter_store import AdapterStore
+from framecast.engine.errors import FailedPrecondition, IncompatibleAdapter, OutOfMemory
+
+GiB = 1 << 30
+
+
+class AdapterState(str, Enum):
+    TRAINING = "training"
+    READY = "ready"
+    CACHED = "cached"
+    LOADED = "loaded"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class AdapterStatus:
+    state: AdapterState
+    pinned: bool = False
+    in_use: bool = False
+    last_used_at: float = 0.0  # unix seconds of the last activation or load; 0 = not since start-up
+    device_bytes: int = 0
+    host_bytes: int = 0
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class AdapterChange:
+    """What a load, unload or pin did: ``action`` is "none" when the adapter already was as asked."""
+
+    name: str
+    action: str  # none | loaded | cached | unloaded | pinned | unpinned
+    previous: AdapterState
+    status: AdapterStatus
+    evicted: tuple[str, ...] = ()  # adapters moved down a tier to make room
+
+
+class PackedWeights:
+    """One adapter's weights in one tier, packed into one flat buffer: ``modules`` maps each module
+    to (lora_A [r, in], lora_B [out, r]) views of ``flat``. One buffer per adapter makes a move
+    between tiers one copy (and one page-locked allocation), not two per module."""
+
+    def __init__(self, flat: torch.Tensor, shapes: dict[str, tuple[torch.Size, torch.Size]], serial: int):
+        self.flat, self.shapes, self.serial = flat, shapes, serial  # serial: the slot skips re-copying what it holds
+        self.modules: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        offset = 0
+        for module, (a_shape, b_shape) in shapes.items():
+            a_size, b_size = a_shape.numel(), b_shape.numel()
+            lora_a = flat[offset : offset + a_size].view(a_shape)
+            lora_b = flat[offset + a_size : offset + a_size + b_size].view(b_shape)
+            self.modules[module] = (lora_a, lora_b)
+            offset += a_size + b_size
+        self.rank = max(a_shape[0] for a_shape, _ in shapes.values())
+        self.nbytes = flat.numel() * flat.element_size()
+        self.plan: tuple | None = None  # (slot storage, destinations, sources, zeros) of the last copy into the slot
+
+    @classmethod
+    def pack(cls, modules: dict[str, tuple[torch.Tensor, torch.Tensor]], serial: int, device, dtype, pin: bool = False):
+        shapes = {m: (a.shape, b.shape) for m, (a, b) in modules.items()}
+        total = sum(a.numel() + b.numel() for a, b in modules.values())
+        packed = cls(torch.empty(total, dtype=dtype, device=device, pin_memory=pin), shapes, serial)
+        with torch.no_grad():
+            copy_all([t for pair in packed.modules.values() for t in pair], [t for pair in modules.values() for t in pair])
+        return packed
+
+    def to(self, device: torch.device, dtype: torch.dtype, pin: bool = False) -> PackedWeights:
+        """These weights on ``device`` in ``dtype``: the same object where nothing changes (CPU)."""
+        if pin and device.type == "cpu" and not (self.flat.device.type == "cpu" and self.flat.is_pinned()):
+            flat = torch.empty(self.flat.shape, dtype=dtype, pin_memory=True)  # page-locked: async H2D later
+            flat.copy_(self.flat)
+        else:
+            flat = self.flat.to(device, dtype, non_blocking=True)
+        return self if flat is self.flat else PackedWeights(flat, self.shapes, self.serial)
+
+
+def copy_all(destinations: list[torch.Tensor], sources: list[torch.Tensor]) -> None:
+    # Fused where the tensors allow it (same device, dense); torch falls back per tensor otherwise.
+    if not destinations:
+        return
+    if all(d.device == s.device for d, s in zip(destinations, sources)):
+        torch._foreach_copy_(destinations, sources)
+    else:  # an offloaded slot on the host, weights on the device
+        for destination, source in zip(destinations, sources):
+            destination.copy_(source, non_blocking=True)
+
+
+class AdapterCache:
+    """Adapter weights in device and host memory, and every adapter's state."""
+
+    def __init__(self, capacity: int, host_bytes: int, device: torch.device, dtype: torch.dtype, shapes: TargetShapes):
+        if capacity < 0 or host_bytes < 0:
+            raise ValueError(f"capacity and host_bytes must be >= 0 (got {capacity}, {host_bytes})")
+        self.capacity = capacity  # adapters kept in device memory
+        self.host_bytes = host_bytes
+        self.device = torch.device(device)
+        self.dtype = dtype  # both tiers hold weights in the dtype they run in
+        self.shapes = shapes  # the linears adapters may target: every loaded file is checked against them
+        self._pin_host = self.device.type == "cuda"
+        self._in_slot: int | None = None  # serial of the weights the model's slot holds (AdapterSlots)
+        self._device: OrderedDict[str, PackedWeights] = OrderedDict()  # least recently used first
+        self._host: OrderedDict[str, PackedWeights] = OrderedDict()
+        self._pinned: set[str] = set()
+        self._in_use: Counter[str] = Counter()
+        self._training: dict[str, int] = {}  # name -> rank
+        self._failed: dict[str, str] = {}
+        self._last_used: dict[str, float] = {}
+        self._serials = itertools.count(1)
+        self._lock = threading.RLock()  # bookkeeping; held briefly
+        self._load_lock = threading.RLock()  # serialises disk reads and copies between tiers; taken before _lock
+
+    # --- state ------------------------------------------------------------------------------
+
+    @property
+    def attached(self) -> list[str]:
+        """Adapters whose weights are on the device (LOADED)."""
+        with self._lock:
+            return list(self._device)
+
+    @property
+    def cached(self) -> list[str]:
+        """Adapters in host memory and not on the device (CACHED)."""
+        with self._lock:
+            return [name for name in self._host if name not in self._device]
+
+    @property
+    def pinned(self) -> list[str]:
+        with self._lock:
+            return sorted(self._pinned)
+
+    @property
+    def training(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._training)
+
+    @property
+    def failed(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self._failed)
+
+    def status(self, name: str) -> AdapterStatus:
+        """The in-memory view of ``name``; READY means "not in memory" (whether it is on disk is the store's)."""
+        with self._lock:
+            device, host = self._device.get(name), self._host.get(name)
+            if name in self._training:
+                state = AdapterState.TRAINING
+            elif name in self._failed:
+                state = AdapterState.FAILED
+            elif device is not None:
+                state = AdapterState.LOADED
+            elif host is not None:
+                state = AdapterState.CACHED
+            else:
+                state = AdapterState.READY
+            return AdapterStatus(
+                state=state, pinned=name in self._pinned, in_use=self._in_use[name] > 0,
+                last_used_at=self._last_used.get(name, 0.0), device_bytes=device.nbytes if device else 0,
+                host_bytes=host.nbytes if host else 0, error=self._failed.get(name, ""),
+            )  # fmt: skip
+
+    def memory(self) -> dict[str, int]:
+        """Bytes each tier holds."""
+        with self._lock:
+            return {
+                "device_bytes": sum(w.nbytes for w in self._device.values()),
+                "host_bytes": sum(w.nbytes for w in self._host.values()),
+            }
+
+    def mark_failed(self, name: str, message: str) -> None:
+        with self._lock:
+            self._failed[name] = message
+
+    @contextlib.contextmanager
+    def using(self, *names: str):
+        """Mark adapters as used by a running job for the block: never evicted, unloaded or deleted."""
+        names = tuple(n for n in names if n)
+        with self._lock:
+            self._in_use.update(names)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_use.subtract(names)
+                for name in names:
+                    if self._in_use[name] <= 0:
+                        del self._in_use[name]
+
+    # --- load, unload, pin (any thread) -----------------------------------------------------
+
+    def _check_loadable(self, name: str, store: AdapterStore) -> AdapterState:
+        previous = self.status(name).state
+        if previous is AdapterState.TRAINING:
+            raise FailedPrecondition(f"adapter {name!r} is being trained; load it when its job has finished")
+        store.record(name)  # AdapterNotFound
+        return previous
+
+    def load(self, name: str, store: AdapterStore, to: AdapterState = AdapterState.LOADED) -> AdapterChange:
+        """Bring ``name`` up to ``to`` (LOADED: on the device; CACHED: in host memory). Idempotent:
+        an adapter already there (or higher) is left as it is, with action "none".
+
+        Raises AdapterNotFound, FailedPrecondition (being trained; a stored file that does not
+        fit, which also marks it FAILED) and OutOfMemory when every device slot holds a pinned
+        or in-use adapter, or the adapter is larger than the whole host cache.
+        """
+        if to not in (AdapterState.LOADED, AdapterState.CACHED):
+            raise ValueError(f"load goes to LOADED or CACHED, not {to}")
+        previous = self._check_loadable(name, store)
+        evicted: list[str] = []
+        with self._load_lock:
+            if to is AdapterState.LOADED:
+                if name in self._device:
+                    action = "none"
+                else:
+                    self._device_weights(name, store, evicted, required=True)
+                    action = "loaded"
+            elif name in self._device or name in self._host:
+                action = "none"
+            else:
+                self._host_weights(name, store, evicted, required=True)
+                action = "cached"
+        with self._lock:
+            self._touch(name)
+        return AdapterChange(name, action, previous, self.status(name), tuple(evicted))
+
+    def unload(self, name: str, store: AdapterStore, to: AdapterState = AdapterState.READY) -> AdapterChange:
+        """Take ``name`` down to ``to`` (CACHED: off the device, kept in host memory; READY: out of
+        memory). Idempotent. Raises AdapterNotFound, FailedPrecondition for a pinned adapter or
+        one a running job uses."""
+        if to not in (AdapterState.CACHED, AdapterState.READY):
+            raise ValueError(f"unload goes to CACHED or READY, not {to}")
+        previous = self._check_loadable(name, store)
+        with self._load_lock, self._lock:
+            if name in self._pinned:
+                raise FailedPrecondition(f"adapter {name!r} is pinned; unpin it first")
+            if self._in_use[name]:
+                raise FailedPrecondition(f"adapter {name!r} is used by a running job; unload it when the job has finished")
+            action = "none"
+            device = self._device.pop(name, None)
+            if device is not None:
+                action = "unloaded"
+                if to is AdapterState.CACHED and name not in self._host:
+                    self._insert_host(name, self._to_host(device), [])
+            if to is AdapterState.READY and self._host.pop(name, None) is not None:
+                action = "unloaded"
+        return AdapterChange(name, action, previous, self.status(name))
+
+    def pin(self, name: str, store: AdapterStore, pinned: bool = True) -> AdapterChange:
+        """Pin (load onto the device and keep it there) or unpin ``name``. Idempotent. Raises as ``load``."""
+        previous = self._check_loadable(name, store)
+        evicted: list[str] = []
+        with self._load_lock:
+            if not pinned:
+                with self._lock:
+                    action = "unpinned" if name in self._pinned else "none"
+                    self._pinned.discard(name)
+            elif name in self._pinned:
+                action = "none"
+            else:
+                self._device_weights(name, store, evicted, required=True)
+                with self._lock:
+                    self._pinned.add(name)
+                    self._touch(name)
+                action = "pinned"
+        return AdapterChange(name, action, previous, self.status(name), tuple(evicted))
+
+    def delete(self, name: str, store: AdapterStore) -> None:
+        """Delete from disk and memory at once. Raises AdapterNotFound, FailedPrecondition while a
+        running job uses it or it is being trained."""
+        with self._load_lock, self._lock:
+            if self._in_use[name] or name in self._training:
+                raise FailedPrecondition(f"adapter {name!r} is used by a running job; delete it when the job has finished")
+            store.delete(name)
+            self.forget(name)
+
+    def forget(self, name: str) -> None:
+        """Drop everything held in memory about ``name`` (its files are the store's)."""
+        with self._lock:
+            for tier in (self._device, self._host):
+                weights = tier.pop(name, None)
+                if weights is not None and weights.serial == self._in_slot:
+                    self._in_slot = None
+            self._pinned.discard(name)
+            self._failed.pop(name, None)
+            self._last_used.pop(name, None)
+
+    def detach_later(self, name: str) -> None:
+        """Drop ``name`` from memory. The slot keeps a copy until the next activation, so this is
+        safe while a job runs: kept for callers from when adapters were detached between jobs."""
+        self.forget(name)
+
+    def flush(self) -> None:
+        """Nothing is deferred any more; kept for callers."""
+
+    # --- tiers ------------------------------------------------------------------------------
+
+    def _touch(self, name: str) -> None:
+        self._last_used[name] = time.time()
+        for tier in (self._device, self._host):
+            if name in tier:
+                tier.move_to_end(name)
+
+    def _evictable(self, tier: OrderedDict, keep: str) -> list[str]:
+        return [n for n in tier if n != keep and n not in self._pinned and not self._in_use[n]]
+
+    def _to_host(self, weights: PackedWeights) -> PackedWeights:
+        return weights.to(torch.device("cpu"), weights.flat.dtype, pin=self._pin_host)
+
+    def _to_device(self, weights: PackedWeights) -> PackedWeights:
+        moved = weights.to(self.device, self.dtype)  # one copy; none where already there (CPU)
+        if self.device.type == "cuda":
+            torch.cuda.current_stream(self.device).synchronize()  # the host copy may be evicted next
+        return moved
+
+    def _insert_host(self, name: str, weights: PackedWeights, evicted: list[str]) -> bool:
+        """Cache ``weights`` in host memory, evicting least recently used entries; False when it cannot fit."""
+        with self._lock:
+            need = weights.nbytes
+            if need > self.host_bytes:
+                return False
+            held = sum(w.nbytes for w in self._host.values())
+            candidates = self._evictable(self._host, keep=name)
+            while held + need > self.host_bytes and candidates:
+                victim = candidates.pop(0)
+                held -= self._host.pop(victim).nbytes
+                if victim not in self._device:
+                    evicted.append(victim)
+            if held + need > self.host_bytes:
+                return False
+            self._host[name] = weights
+            return True
+
+    def _host_weights(self, name: str, store: AdapterStore, evicted: list[str], required: bool = False) -> PackedWeights:
+        """``name`` in host memory: from the host cache, else read from disk (and cached if it fits)."""
+        with self._lock:
+            if name in self._host:
+                self._host.move_to_end(name)
+                return self._host[name]
+        try:
+            state_dict, _ = store.load(name)
+            modules = split_canonical(state_dict)
+            check_fits(modules, self.shapes)
+        except IncompatibleAdapter as exc:
+            self.mark_failed(name, str(exc))
+            raise
+        # In host memory already in the slot's dtype: a swap is then one plain host-to-device copy.
+        weights = PackedWeights.pack(modules, next(self._serials), "cpu", self.dtype, pin=self._pin_host)
+        with self._lock:
+            self._failed.pop(name, None)
+        if not self._insert_host(name, weights, evicted) and required:
+            raise OutOfMemory(f"adapter {name!r} needs {weights.nbytes} bytes, more than the host cache of {self.host_bytes}")
+        return weights
+
+    def _device_weights(self, name: str, store: AdapterStore, evicted: list[str], required: bool = False) -> PackedWeights:
+        """``name`` on the device: from the device cache, else through host memory. Cached on the
+        device when a slot can be freed; otherwise, with ``required``, raises OutOfMemory, and
+        without it returns weights held only by the caller (a job still runs)."""
+        with self._load_lock:
+            with self._lock:
+                if name in self._device:
+                    self._device.move_to_end(name)
+                    return self._device[name]
+                room = len(self._device) < self.capacity or bool(self._evictable(self._device, keep=name))
+            if required and not room:
+                raise OutOfMemory(
+                    f"all {self.capacity} device slots hold pinned or in-use adapters "
+                    f"({', '.join(self._device)}); unpin one or wait for a job to finish"
+                )
+            weights = self._to_device(self._host_weights(name, store, evicted))
+            if not (room and self._insert_device(name, weights, evicted)) and required:
+                raise OutOfMemory(f"no device slot could be freed for adapter {name!r}: all hold pinned or in-use adapters")
+            return weights
+
+    def _insert_device(self, name: str, weights: PackedWeights, evicted: list[str]) -> bool:
+        with self._load_lock, self._lock:
+            if self.capacity == 0:
+                return False
+            candidates = self._evictable(self._device, keep=name)
+            while len(self._device) >= self.capacity and candidates:
+                victim = candidates.pop(0)
+                dropped = self._device.pop(victim)
+                if victim not in self._host:  # keep it a tier down when host memory allows
+                    self._insert_host(victim, self._to_host(dropped), evicted)
+                evicted.append(victim)
+            if len(self._device) >= self.capacity:
+                return False
+            self._device[name] = weights
+            return True

@@ -1,0 +1,202 @@
+"""Adapters on disk.
+
+An adapter is a directory ``<root>/<name>/`` with ``adapter.safetensors`` (LoRA weights in the
+canonical form of ``adapter_formats``: diffusers keys, float32, alpha folded into lora_B) and
+``adapter.json`` (its record). Both are written atomically, the record last: an adapter
+without a record is an interrupted write and is ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from framecast.engine.adapter_formats import KEY_PREFIX, split_canonical, to_comfyui
+from framecast.engine.errors import AdapterNotFound, AlreadyExists, IncompatibleAdapter, InvalidInput
+from framecast.engine.media import atomic_write
+
+WEIGHTS_FILE = "adapter.safetensors"
+RECORD_FILE = "adapter.json"
+MAX_NAME_LENGTH = 64
+_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+EXPORT_LAYOUTS = ("diffusers", "comfyui")
+
+
+def check_adapter_name(name: str, field_name: str = "adapter") -> str:
+    """Adapter names become directory and peft adapter names: letters, digits, '_' and '-', 1-64 chars,
+    starting with a letter or digit (so no path separator, no '..', no hidden file)."""
+    if not isinstance(name, str) or not _NAME_PATTERN.match(name):
+        raise InvalidInput(field_name, name, "must be 1-64 letters, digits, '_' or '-', starting with a letter or digit")
+    return name
+
+
+@dataclass
+class AdapterRecord:
+    name: str
+    base_model: str
+    rank: int  # the largest rank of any module
+    alpha: float  # = rank once stored: the scale is folded into lora_B
+    target_modules: list[str]
+    training: dict
+    source_media_id: str
+    final_loss: float
+    created_at: float = field(default_factory=time.time)
+    size_bytes: int = 0
+    rank_pattern: dict[str, int] = field(default_factory=dict)  # modules whose rank is not ``rank``
+    origin: str = "trained"  # "trained" or "imported from <layout>"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> AdapterRecord:
+        data = json.loads(text)
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+    def lora_config(self) -> dict:
+        """The peft LoraConfig arguments, keyed by component as diffusers reads them
+        ("transformer.r", ...) from a file's ``lora_adapter_metadata``."""
+        config = {"r": self.rank, "lora_alpha": self.alpha, "target_modules": self.target_modules, "lora_dropout": 0.0}
+        if self.rank_pattern:
+            # Each module at its own rank, at scale 1 (alpha = rank): the scale is folded in.
+            config["rank_pattern"] = dict(self.rank_pattern)
+            config["alpha_pattern"] = {module: float(rank) for module, rank in self.rank_pattern.items()}
+        return {f"transformer.{key}": value for key, value in config.items()}
+
+
+def file_metadata(record: AdapterRecord, layout: str) -> dict[str, str]:
+    """safetensors metadata of an adapter file: rank, alpha, targets, base model, training settings."""
+    metadata = {
+        "format": "pt",
+        "framecast.adapter": record.to_json(),
+        "framecast.layout": layout,
+        "framecast.rank": str(record.rank),
+        "framecast.alpha": f"{record.alpha:g}",
+        "framecast.target_modules": json.dumps(record.target_modules),
+        "framecast.base_model": record.base_model,
+        "framecast.training": json.dumps(record.training, sort_keys=True),
+    }
+    if layout == "diffusers":
+        # diffusers reads the LoraConfig from here, keyed by component ("transformer.r", ...).
+        metadata["lora_adapter_metadata"] = json.dumps(record.lora_config())
+    return metadata
+
+
+def serialize_adapter(state_dict: dict[str, torch.Tensor], record: AdapterRecord, layout: str = "diffusers") -> bytes:
+    """Weights + metadata as one safetensors file: ``diffusers`` (what stock diffusers'
+    load_lora_weights reads, and what framecast stores) or ``comfyui`` (original Wan names)."""
+    from safetensors.torch import save
+
+    if layout not in EXPORT_LAYOUTS:
+        raise InvalidInput("format", layout, f"must be one of {', '.join(EXPORT_LAYOUTS)}")
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
+    if layout == "comfyui":
+        tensors = to_comfyui(tensors)
+    return save(tensors, metadata=file_metadata(record, layout))
+
+
+def canonicalise(state_dict: dict[str, torch.Tensor], record: AdapterRecord) -> dict[str, torch.Tensor]:
+    """Fold a uniform alpha into lora_B (B * alpha / rank) and fill the record's rank fields
+    from the weights, so that the stored adapter runs at scale 1 everywhere."""
+    modules = split_canonical(state_dict)
+    scale = record.alpha / record.rank if not record.rank_pattern else 1.0
+    out = {}
+    for module, (lora_a, lora_b) in modules.items():
+        out[f"{KEY_PREFIX}{module}.lora_A.weight"] = lora_a
+        out[f"{KEY_PREFIX}{module}.lora_B.weight"] = lora_b * scale if scale != 1.0 else lora_b
+    ranks = {module: int(lora_a.shape[0]) for module, (lora_a, _) in modules.items()}
+    record.rank = max(ranks.values())
+    record.alpha = float(record.rank)
+    record.rank_pattern = {module: r for module, r in ranks.items() if r != record.rank}
+    record.target_modules = list(modules)
+    return out
+
+
+class AdapterStore:
+    """Adapters persisted under one directory. Thread-safe for concurrent readers and one writer."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+
+    def _dir(self, name: str) -> Path:
+        return self.root / check_adapter_name(name)
+
+    def exists(self, name: str) -> bool:
+        return (self._dir(name) / RECORD_FILE).is_file()
+
+    def save(self, state_dict: dict[str, torch.Tensor], record: AdapterRecord, replace: bool = True) -> AdapterRecord:
+        """Store weights then record. ``state_dict`` keys carry the ``transformer.`` prefix; a
+        uniform alpha other than the rank is folded into lora_B first (``canonicalise``).
+        With ``replace`` off, an existing adapter of that name raises AlreadyExists."""
+        directory = self._dir(record.name)
+        state_dict = canonicalise(state_dict, record)
+        blob = serialize_adapter(state_dict, record)
+        record.size_bytes = len(blob)
+        with self._lock:
+            if not replace and (directory / RECORD_FILE).is_file():
+                raise AlreadyExists(f"adapter {record.name!r} already exists; delete it first or pick another name")
+            # Remove a stale record first: until the new one lands the adapter does not exist.
+            (directory / RECORD_FILE).unlink(missing_ok=True)
+            atomic_write(directory / WEIGHTS_FILE, blob)
+            atomic_write(directory / RECORD_FILE, record.to_json().encode())
+        return record
+
+    def record(self, name: str) -> AdapterRecord:
+        path = self._dir(name) / RECORD_FILE
+        try:
+            return AdapterRecord.from_json(path.read_text())
+        except FileNotFoundError:
+            raise AdapterNotFound(name) from None
+
+    def weights_path(self, name: str) -> Path:
+        self.record(name)
+        return self._dir(name) / WEIGHTS_FILE
+
+    def load(self, name: str) -> tuple[dict[str, torch.Tensor], AdapterRecord]:
+        """Weights (on the CPU) and record. A stored file that cannot be read raises IncompatibleAdapter."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        record = self.record(name)
+        try:
+            return load_file(self._dir(name) / WEIGHTS_FILE), record
+        except FileNotFoundError:
+            raise AdapterNotFound(name) from None
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise IncompatibleAdapter(f"stored adapter {name!r} cannot be read: {exc}") from None
+
+    def list(self) -> list[AdapterRecord]:
+        records = []
+        for path in sorted(self.root.glob(f"*/{RECORD_FILE}")):
+            try:
+                records.append(AdapterRecord.from_json(path.read_text()))
+            except (OSError, ValueError, TypeError):
+                continue
+        return records
+
+    def delete(self, name: str) -> None:
+        directory = self._dir(name)
+        with self._lock:
+            if not (directory / RECORD_FILE).is_file():
+                raise AdapterNotFound(name)
+            (directory / RECORD_FILE).unlink()
+            shutil.rmtree(directory, ignore_errors=True)
+
+    def export(self, name: str, layout: str = "diffusers") -> bytes:
+        """The adapter as one safetensors file in ``layout`` (``diffusers`` or ``comfyui``), with metadata."""
+        if layout not in EXPORT_LAYOUTS:
+            raise InvalidInput("format", layout, f"must be one of {', '.join(EXPORT_LAYOUTS)}")
+        state_dict, record = self.load(name)
+        return serialize_adapter(state_dict, record, layout)
+
+    def export_diffusers(self, name: str) -> bytes:
+        return self.export(name, "diffusers")

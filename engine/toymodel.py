@@ -1,0 +1,189 @@
+"""The built-in toy model: Wan2.1 image-to-video's own diffusers classes, shrunk and trained
+on the toy world (``toyworld.py``), so that quality can be measured against ground truth.
+
+This module holds what the model *is*: its sizes (``ToyModelSpec``), how its components are
+built, and the training data drawn from the toy world. ``toymodel_train.py`` trains it;
+``framecast train-toy-model`` runs that; the result ships in ``engine/assets/toy-wan-i2v``.
+
+Scene seeds: training draws scenes only from ``TRAIN_SCENE_SEEDS`` and validates on
+``VALIDATION_SCENE_SEEDS``. Every seed below 1,000,000 is held out: the demo (seed 0) and the
+quality benchmark (seeds 0, 1, 2, ...) only ever show the model scenes it never saw.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from framecast.engine import conditioning as C
+from framecast.engine.toyworld import Scene, SceneConfig, make_scene
+
+TRAIN_SCENE_SEEDS = range(1_000_000, 2_000_000)
+VALIDATION_SCENE_SEEDS = range(2_000_000, 2_000_100)
+HELD_OUT_SEED_LIMIT = 1_000_000  # scenes with a smaller seed are never used in training
+
+
+@dataclass(frozen=True)
+class ToyModelSpec:
+    """Sizes of the toy model. Every component is the real Wan2.1 I2V class; only widths shrink."""
+
+    frames: int = 17  # clip length it is trained on (sub-clips of 1, 5, 9 and 13 frames too)
+    size: int = 64  # frame side in pixels
+    # AutoencoderKLWan: 8x spatial, 4x temporal, 16 latent channels, as Wan2.1's. The residual
+    # down/up blocks (the class's Wan2.2 option: parameter-free space-to-channel shortcuts around
+    # every resampling) train several times faster from scratch than Wan2.1's plain ones.
+    vae_base_dim: int = 12
+    vae_dim_mult: tuple[int, ...] = (1, 2, 4, 4)
+    vae_res_blocks: int = 1
+    vae_residual: bool = True
+    # WanTransformer3DModel, I2V: 36 input channels, 2x2 patches.
+    layers: int = 4
+    heads: int = 4
+    head_dim: int = 32
+    ffn_dim: int = 512
+    freq_dim: int = 64
+    # UMT5 text encoder and CLIP vision encoder: random and frozen, they only give features.
+    text_dim: int = 32
+    text_layers: int = 2
+    image_dim: int = 32
+    image_size: int = 32
+    flow_shift: float = 5.0
+    seed: int = 0
+
+    @property
+    def inner_dim(self) -> int:
+        return self.heads * self.head_dim
+
+
+def build_components(spec: ToyModelSpec) -> dict:
+    """The seven WanImageToVideoPipeline components, freshly initialised from ``spec.seed``."""
+    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanTransformer3DModel
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel, UMT5Config, UMT5EncoderModel
+
+    from framecast.engine.model import _byte_level_tokenizer
+
+    torch.manual_seed(spec.seed)
+    tokenizer = _byte_level_tokenizer()
+    text_encoder = UMT5EncoderModel(
+        UMT5Config(
+            vocab_size=len(tokenizer), d_model=spec.text_dim, d_kv=spec.text_dim // 2, d_ff=2 * spec.text_dim,
+            num_layers=spec.text_layers, num_heads=2, relative_attention_num_buckets=8,
+            relative_attention_max_distance=32, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+        )
+    )  # fmt: skip
+    image_encoder = CLIPVisionModel(
+        CLIPVisionConfig(
+            hidden_size=spec.image_dim, intermediate_size=2 * spec.image_dim, projection_dim=spec.image_dim,
+            num_hidden_layers=2, num_attention_heads=2, image_size=spec.image_size, patch_size=8,
+        )
+    )  # fmt: skip
+    image_processor = CLIPImageProcessor(
+        size={"shortest_edge": spec.image_size}, crop_size={"height": spec.image_size, "width": spec.image_size}
+    )
+    vae = AutoencoderKLWan(
+        base_dim=spec.vae_base_dim,
+        z_dim=16,
+        dim_mult=list(spec.vae_dim_mult),
+        num_res_blocks=spec.vae_res_blocks,
+        temperal_downsample=[False, True, True],
+        is_residual=spec.vae_residual,
+    )
+    transformer = WanTransformer3DModel(
+        patch_size=(1, 2, 2),
+        num_attention_heads=spec.heads,
+        attention_head_dim=spec.head_dim,
+        in_channels=36,
+        out_channels=16,
+        text_dim=spec.text_dim,
+        freq_dim=spec.freq_dim,
+        ffn_dim=spec.ffn_dim,
+        num_layers=spec.layers,
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
+        eps=1e-6,
+        image_dim=spec.image_dim,
+        added_kv_proj_dim=spec.inner_dim,
+        rope_max_seq_len=32,
+    )
+    return {
+        "tokenizer": tokenizer,
+        "text_encoder": text_encoder,
+        "image_encoder": image_encoder,
+        "image_processor": image_processor,
+        "vae": vae,
+        "transformer": transformer,
+        "scheduler": FlowMatchEulerDiscreteScheduler(shift=spec.flow_shift),
+    }
+
+
+def assemble_pipeline(components: dict):
+    from diffusers import WanImageToVideoPipeline
+
+    return WanImageToVideoPipeline(**components)
+
+
+# --- training data from the toy world ---------------------------------------------------------
+
+
+def random_scene(rng: np.random.Generator, spec: ToyModelSpec, seeds: range = TRAIN_SCENE_SEEDS) -> Scene:
+    """A training scene with a random layout: 1-3 sprites, panning or not, sometimes an occluder."""
+    sprites = int(rng.integers(1, 4))
+    config = SceneConfig(
+        frames=spec.frames,
+        height=spec.size,
+        width=spec.size,
+        sprites=sprites,
+        pan=bool(rng.random() < 0.7),
+        occlude=bool(sprites >= 2 and rng.random() < 0.25),
+    )
+    return make_scene(int(rng.integers(seeds.start, seeds.stop)), config)
+
+
+def random_edit_mask(rng: np.random.Generator, scene: Scene) -> np.ndarray:
+    """An edit mask as users give them, loosened the way the engine can: [F, H, W] bool."""
+    exact = scene.edit_mask if rng.random() < 0.7 else scene.target_mask
+    mode = rng.choice(["bbox", "bbox", "exact", "dilate"])
+    return C.prepare_edit_mask(exact, C.MaskMode(mode), dilate_px=int(rng.integers(1, 5)))
+
+
+def vae_training_clip(rng: np.random.Generator, spec: ToyModelSpec, frames: int) -> np.ndarray:
+    """A clip the VAE must reconstruct: a toy-world video, or a condition video made from one
+    (edit region painted grey; or plain I2V's first frame + grey frames). -> [frames, H, W, 3] uint8."""
+    scene = random_scene(rng, spec)
+    video = scene.edited if rng.random() < 0.5 else scene.source
+    start = int(rng.integers(0, spec.frames - frames + 1))
+    clip = video[start : start + frames].copy()
+    kind = rng.random()
+    if kind < 0.2:
+        mask = random_edit_mask(rng, scene)[start : start + frames]
+        clip[1:][mask[1:]] = 128
+    elif kind < 0.3:
+        clip[1:] = 128
+    if rng.random() < 0.5:
+        clip = clip[:, :, ::-1].copy()
+    return clip
+
+
+@dataclass
+class LatentSet:
+    """Precomputed transformer training samples (all tensors stacked over samples, CPU).
+
+    Video samples (17 frames; prefixes of 1/2/3/4 latent frames are valid shorter clips, since
+    the Wan VAE is causal) and single-frame samples (the appearance phase's form)."""
+
+    target: torch.Tensor  # [N, 16, F_lat, h, w] normalised latents of the video
+    plain_condition: torch.Tensor  # [N, 16, F_lat, h, w] plain I2V: first frame + grey frames
+    masked_condition: torch.Tensor  # [N, 16, F_lat, h, w] the method's: first frame + greyed source
+    masked_keep: torch.Tensor  # [N, 4, F_lat, h, w]
+    prompt: torch.Tensor  # [N, L, text_dim] fp16
+    image: torch.Tensor  # [N, I, image_dim] CLIP of frame 0
+    frame_target: torch.Tensor  # [N, 16, 1, h, w] one later frame alone
+    frame_condition: torch.Tensor  # [N, 16, 1, h, w] that frame with the edit region grey
+    frame_keep: torch.Tensor  # [N, 4, 1, h, w]
+    frame_image: torch.Tensor  # [N, I, image_dim] CLIP of that frame
+    empty_prompt: torch.Tensor = field(default_factory=lambda: torch.empty(0))  # [L, text_dim]
+
+    def __len__(self) -> int:
+        return self.target.shape[0]

@@ -1,0 +1,451 @@
+"""Training the toy model (``toymodel.py``) on a CPU, from a seed, in two stages.
+
+Stage A, the VAE: ``AutoencoderKLWan`` learns to reconstruct toy-world frames and clips (and
+the grey condition videos made from them) through its causal chunked encode/decode, with
+L1 + MSE, a small KL term, and a term pulling three latent channels toward the mean colour of
+the pixels they encode (it gets training moving: see ``vae_align_weight``). Its latents'
+per-channel mean and std then become the VAE config's ``latents_mean``/``latents_std``, so
+normalised latents are near zero-mean, unit-variance.
+
+Stage B, the transformer: with the VAE frozen, ``WanTransformer3DModel`` learns flow matching
+under exactly the conditioning the method feeds it at sampling time: half the samples plain
+I2V (first frame + grey frames, mask frames 1.. = 0), half the method's spatiotemporal mask
+(greyed source frames, ``latent_keep_mask``), on clips of 17, 13, 9 and 5 frames and single
+greyed frames (the appearance phase's form). Prompts are dropped 10% of the time so guidance
+has an unconditional model to push against. The saved transformer is an EMA of its weights.
+
+Both stages checkpoint every few minutes into ``OUT/checkpoints`` and resume from there; a
+stage's data and noise depend only on (seed, step), so a resumed run draws what an
+uninterrupted one would. Losses go to ``OUT/train_log.jsonl``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from framecast.engine import conditioning as C
+from framecast.engine.metrics import psnr
+from framecast.engine.toymodel import (
+    VALIDATION_SCENE_SEEDS,
+    LatentSet,
+    ToyModelSpec,
+    assemble_pipeline,
+    build_components,
+    random_edit_mask,
+    random_scene,
+    vae_training_clip,
+)
+from framecast.engine.toyworld import SceneConfig, make_scene
+
+log = logging.getLogger(__name__)
+
+_VAE_STAGE, _LATENT_STAGE, _TRANSFORMER_STAGE = 1, 2, 3  # mixed into rng seeds
+_VAE_SHARE_OF_CAP = 0.4  # with max_minutes, the VAE stops at 40% of it, the transformer at 100%
+
+
+@dataclass(frozen=True)
+class ToyTrainSettings:
+    seed: int = 0
+    # stage A
+    vae_steps: int = 2000  # even steps: a batch of single frames; odd steps: video clips
+    vae_image_batch: int = 8
+    vae_clip_batch: int = 1
+    vae_clip_frames: int = 9
+    vae_lr: float = 1e-3
+    vae_kl_weight: float = 1e-6
+    # Latent channels 0-2 are pulled toward the mean colour of the pixels they encode: without
+    # it the encoder's latents barely differ between inputs for hundreds of steps (its output
+    # RMS norm keeps only the direction of features that all point alike at first).
+    vae_align_weight: float = 1.0
+    # latents for stage B
+    latent_scenes: int = 600  # each gives a source and an edited video sample
+    # stage B
+    transformer_steps: int = 2500
+    transformer_batch: int = 16
+    transformer_lr: float = 5e-4
+    plain_i2v_share: float = 0.5
+    prompt_dropout: float = 0.1
+    ema_decay: float = 0.998
+    warmup_steps: int = 50
+    checkpoint_every_s: float = 120.0
+    max_minutes: float | None = None  # wall-clock cap (VAE stops at 40% of it); None: every step runs
+    threads: int = 1  # one thread: two threads on two shared cores stall whenever another process runs
+
+
+def _lr_factor(step: int, total: int, warmup: int) -> float:
+    """Linear warmup, then cosine down to 10%."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+class _Run:
+    """Log lines, checkpoints and the wall-clock cap shared by the stages."""
+
+    def __init__(self, out_dir: Path, settings: ToyTrainSettings):
+        self.out_dir = out_dir
+        self.checkpoints = out_dir / "checkpoints"
+        self.checkpoints.mkdir(parents=True, exist_ok=True)
+        self.settings = settings
+        self.started = time.monotonic()
+        self.log_path = out_dir / "train_log.jsonl"
+
+    def log(self, **row) -> None:
+        row = {"elapsed_s": round(time.monotonic() - self.started, 1), **row}
+        with self.log_path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        log.info("%s", row)
+
+    def out_of_time(self, share: float = 1.0) -> bool:
+        """Past ``share`` of the wall-clock cap (no cap: never)."""
+        cap = self.settings.max_minutes
+        return cap is not None and time.monotonic() - self.started > share * cap * 60
+
+    def save(self, name: str, state: dict) -> None:
+        path = self.checkpoints / f"{name}.pt"
+        torch.save(state, path.with_suffix(".tmp"))
+        path.with_suffix(".tmp").replace(path)
+
+    def load(self, name: str) -> dict | None:
+        path = self.checkpoints / f"{name}.pt"
+        return torch.load(path, weights_only=False) if path.is_file() else None
+
+
+# --- stage A: the VAE ---------------------------------------------------------------------------
+
+
+def _to_unit(clips: np.ndarray) -> torch.Tensor:
+    """[B, F, H, W, 3] uint8 -> [B, 3, F, H, W] float32 in [-1, 1]."""
+    return torch.from_numpy(clips).float().div(127.5).sub(1.0).permute(0, 4, 1, 2, 3).contiguous()
+
+
+def _pooled_colour(x: torch.Tensor) -> torch.Tensor:
+    """The mean colour of the pixels each latent cell encodes: [B, 3, F, H, W] -> [B, 3, F_lat, H/8, W/8].
+    Latent frame 0 covers pixel frame 0, latent frame j >= 1 pixel frames 4j-3 .. 4j."""
+    batch, channels, frames, height, width = x.shape
+    later = x[:, :, 1:].reshape(batch, channels, (frames - 1) // C.VAE_TEMPORAL, C.VAE_TEMPORAL, height, width)
+    per_latent_frame = torch.cat([x[:, :, :1], later.mean(dim=3)], dim=2)
+    return torch.nn.functional.avg_pool3d(per_latent_frame, (1, C.VAE_SPATIAL, C.VAE_SPATIAL))
+
+
+def train_vae(vae, spec: ToyModelSpec, settings: ToyTrainSettings, run: _Run) -> None:
+    state = run.load("vae")
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=settings.vae_lr, betas=(0.9, 0.99), weight_decay=0.0)
+    start = 0
+    if state is not None:
+        vae.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start = state["step"]
+        if state.get("done"):
+            return
+    else:
+        # Start the posterior narrow (std e^-5): at the default logvar 0 its noise drowns the
+        # small initial means and the decoder learns nothing but the mean colour.
+        with torch.no_grad():
+            vae.quant_conv.bias[vae.config.z_dim :] = -10.0
+    validation = _validation_videos(spec)
+    vae.train()
+    last_save = time.monotonic()
+    step = start
+    for step in range(start, settings.vae_steps):
+        if run.out_of_time(_VAE_SHARE_OF_CAP):
+            break
+        rng = np.random.default_rng([settings.seed, _VAE_STAGE, step])
+        # Single frames teach the spatial code fast (every layer but the temporal ones sees
+        # them); clips teach the causal 4-frame chunks.
+        frames, batch = (1, settings.vae_image_batch) if step % 2 == 0 else (settings.vae_clip_frames, settings.vae_clip_batch)
+        clips = np.stack([vae_training_clip(rng, spec, frames) for _ in range(batch)])
+        x = _to_unit(clips)
+        for group in optimizer.param_groups:
+            group["lr"] = settings.vae_lr * _lr_factor(step, settings.vae_steps, settings.warmup_steps)
+        posterior = vae.encode(x).latent_dist
+        generator = torch.Generator().manual_seed(settings.seed * 1_000_003 + step)
+        recon = vae.decode(posterior.sample(generator)).sample
+        l1 = (recon - x).abs().mean()
+        mse = (recon - x).pow(2).mean()
+        kl = 0.5 * (posterior.mean.pow(2) + posterior.var - 1.0 - posterior.logvar).mean()  # per latent value
+        align = (posterior.mean[:, :3] - _pooled_colour(x)).pow(2).mean()
+        loss = l1 + mse + settings.vae_kl_weight * kl + settings.vae_align_weight * align
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        optimizer.step()
+        if step % 25 == 0:
+            run.log(stage="vae", step=step, l1=l1.item(), mse=mse.item(), kl=kl.item(), align=align.item())
+        if step % 200 == 0 and step:
+            run.log(stage="vae", step=step, val_psnr=_vae_psnr(vae, validation))
+            vae.train()
+        if time.monotonic() - last_save > settings.checkpoint_every_s:
+            run.save("vae", {"model": vae.state_dict(), "optimizer": optimizer.state_dict(), "step": step + 1})
+            last_save = time.monotonic()
+    done = step + 1 >= settings.vae_steps
+    vae.eval()
+    run.log(stage="vae", step=step + 1, val_psnr=_vae_psnr(vae, validation), done=done)
+    run.save("vae", {"model": vae.state_dict(), "optimizer": optimizer.state_dict(), "step": step + 1, "done": done})
+
+
+def _validation_videos(spec: ToyModelSpec, count: int = 6) -> np.ndarray:
+    config = SceneConfig(frames=spec.frames, height=spec.size, width=spec.size, sprites=2)
+    return np.stack([make_scene(VALIDATION_SCENE_SEEDS[i], config).source for i in range(count)])
+
+
+@torch.no_grad()
+def _vae_psnr(vae, videos: np.ndarray) -> float:
+    """Mean PSNR (dB) of decode(encode(x).mode()) over [B, F, H, W, 3] uint8 videos."""
+    vae.eval()
+    recon = vae.decode(vae.encode(_to_unit(videos)).latent_dist.mode()).sample
+    recon = ((recon.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 4, 1).numpy()
+    return float(np.mean([psnr(r, v) for r, v in zip(recon, videos)]))
+
+
+@torch.no_grad()
+def set_latent_statistics(vae, spec: ToyModelSpec, settings: ToyTrainSettings, clips: int = 64) -> None:
+    """Measure the per-channel mean/std of the VAE's latents (the mode) on training clips and
+    write them into the VAE config, which the pipeline and the engine normalise with."""
+    rng = np.random.default_rng([settings.seed, _VAE_STAGE, 2**31])  # apart from every step's draw
+    videos = np.stack([vae_training_clip(rng, spec, spec.frames) for _ in range(clips)])
+    latents = torch.cat([vae.encode(_to_unit(videos[i : i + 8])).latent_dist.mode() for i in range(0, clips, 8)])
+    mean = latents.mean(dim=(0, 2, 3, 4))
+    std = latents.std(dim=(0, 2, 3, 4))
+    vae.register_to_config(latents_mean=[round(float(v), 5) for v in mean], latents_std=[round(float(v), 5) for v in std])
+
+
+# --- the whole run ---------------------------------------------------------------------------------
+
+
+def train_toy_model(
+    out_dir: str | Path,
+    settings: ToyTrainSettings = ToyTrainSettings(),
+    spec: ToyModelSpec = ToyModelSpec(),
+    stop_after: str | None = None,
+) -> Path:
+    """Train the toy model into ``out_dir`` (a diffusers directory, fp16) and return it.
+
+    Resumes from ``out_dir/checkpoints``. ``stop_after="vae"`` ends after stage A.
+    """
+    torch.set_num_threads(settings.threads)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    run = _Run(out_dir, settings)
+    run.log(stage="start", settings=asdict(settings), spec=asdict(spec))
+    components = build_components(spec)
+    vae = components["vae"]
+    train_vae(vae, spec, settings, run)
+    vae.eval().requires_grad_(False)
+    set_latent_statistics(vae, spec, settings)
+    run.log(stage="vae", latents_mean=vae.config.latents_mean, latents_std=vae.config.latents_std)
+    if stop_after == "vae":
+        return out_dir
+    pipe = assemble_pipeline(components)
+    latents = build_latent_set(pipe, spec, settings, run)
+    train_transformer(pipe.transformer, latents, spec, settings, run)
+    return save_model(pipe, spec, settings, out_dir)
+
+
+# --- latents for stage B ----------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def build_latent_set(pipe, spec: ToyModelSpec, settings: ToyTrainSettings, run: _Run, chunk: int = 8) -> LatentSet:
+    """Encode ``latent_scenes`` toy-world scenes (source and edited video of each) into the
+    transformer's training samples, with the engine's own encoders. Cached in the checkpoints."""
+    from framecast.engine.sampling import encode_clip_image, encode_prompts, encode_video
+
+    cached = run.load("latents")
+    if cached is not None:
+        return LatentSet(**cached)
+    started = time.monotonic()
+    device = torch.device("cpu")
+    prompts: dict[str, torch.Tensor] = {}
+
+    def prompt_embeds(text: str) -> torch.Tensor:
+        if text not in prompts:
+            prompts[text] = encode_prompts(pipe, text, None, False, device)[0][0].half()
+        return prompts[text]
+
+    every_frame = np.ones((spec.frames, spec.size, spec.size), dtype=bool)
+    columns: dict[str, list[torch.Tensor]] = {name: [] for name in LatentSet.__dataclass_fields__ if name != "empty_prompt"}
+    pending: list[tuple] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        videos, plains, maskeds, frames, frame_conds = (torch.cat(parts) for parts in zip(*[p[:5] for p in pending]))
+        columns["target"].append(encode_video(pipe, videos))
+        columns["plain_condition"].append(encode_video(pipe, plains))
+        columns["masked_condition"].append(encode_video(pipe, maskeds))
+        columns["frame_target"].append(encode_video(pipe, frames))
+        columns["frame_condition"].append(encode_video(pipe, frame_conds))
+        pending.clear()
+
+    for index in range(settings.latent_scenes):
+        rng = np.random.default_rng([settings.seed, _LATENT_STAGE, index])
+        scene = random_scene(rng, spec)
+        for video, prompt in ((scene.source, scene.prompt), (scene.edited, scene.edited_prompt)):
+            edit_mask = random_edit_mask(rng, scene)
+            frame = int(rng.integers(1, spec.frames))
+            pending.append((
+                C.to_unit_range(video),
+                C.condition_video(video[0], video, every_frame),
+                C.condition_video(video[0], video, edit_mask),
+                C.to_unit_range(video[frame : frame + 1]),
+                C.condition_video(None, video[frame : frame + 1], edit_mask[frame : frame + 1]),
+            ))  # fmt: skip
+            columns["masked_keep"].append(C.latent_keep_mask(edit_mask))
+            columns["frame_keep"].append(C.latent_keep_mask(edit_mask[frame : frame + 1], first_frame_known=False))
+            columns["prompt"].append(prompt_embeds(prompt)[None])
+            columns["image"].append(encode_clip_image(pipe, video[0], device))
+            columns["frame_image"].append(encode_clip_image(pipe, video[frame], device))
+        if len(pending) >= chunk:
+            flush()
+        if index % 50 == 0:
+            run.log(stage="latents", scenes=index, elapsed_s_stage=round(time.monotonic() - started, 1))
+    flush()
+    tensors = {name: torch.cat(parts) for name, parts in columns.items()}
+    tensors["empty_prompt"] = prompt_embeds("")
+    run.save("latents", tensors)
+    run.log(stage="latents", samples=int(tensors["target"].shape[0]), seconds=round(time.monotonic() - started, 1))
+    return LatentSet(**tensors)
+
+
+# --- stage B: the transformer ---------------------------------------------------------------------
+
+# Latent frames per training clip (17, 13, 9, 5 pixel frames) and how often each is drawn;
+# 1 = a single greyed frame, the appearance phase's sample.
+_CLIP_LATENT_FRAMES = (5, 4, 3, 2, 1)
+_CLIP_SHARES = (0.5, 0.12, 0.18, 0.1, 0.1)
+
+
+def _draw_batch(latents: LatentSet, rows: np.ndarray, rng: np.random.Generator, settings: ToyTrainSettings):
+    """One step's samples: a clip length for the whole batch, a conditioning per sample."""
+    latent_frames = int(rng.choice(_CLIP_LATENT_FRAMES, p=_CLIP_SHARES))
+    plain = rng.random(len(rows)) < settings.plain_i2v_share
+    dropped = rng.random(len(rows)) < settings.prompt_dropout
+    return _batch(latents, rows, latent_frames, plain, dropped)
+
+
+def _batch(latents: LatentSet, rows: np.ndarray, latent_frames: int, plain: np.ndarray, dropped: np.ndarray):
+    """(x0, condition [B, 4 + 16, F_lat, h, w], prompt, image). ``plain``: per sample, plain I2V
+    conditioning instead of the method's; ``dropped``: per sample, the empty prompt."""
+    index = torch.from_numpy(rows)
+    if latent_frames == 1:
+        x0 = latents.frame_target[index]
+        condition = torch.cat([latents.frame_keep[index], latents.frame_condition[index]], dim=1)
+        image = latents.frame_image[index]
+    else:
+        x0 = latents.target[index, :, :latent_frames]
+        use_plain = torch.from_numpy(plain).view(-1, 1, 1, 1, 1)
+        masked_keep = latents.masked_keep[index, :, :latent_frames]
+        plain_keep = torch.zeros_like(masked_keep)
+        plain_keep[:, :, 0] = 1.0
+        keep = torch.where(use_plain, plain_keep, masked_keep)
+        condition_latents = torch.where(
+            use_plain, latents.plain_condition[index, :, :latent_frames], latents.masked_condition[index, :, :latent_frames]
+        )
+        condition = torch.cat([keep, condition_latents], dim=1)
+        image = latents.image[index]
+    prompt = latents.prompt[index].float()
+    prompt[torch.from_numpy(dropped)] = latents.empty_prompt.float()
+    return x0, condition, prompt, image
+
+
+def _flow_loss(transformer, x0, condition, prompt, image, generator) -> torch.Tensor:
+    """MSE between the predicted velocity and noise - x0 at x_t = (1-t) x0 + t noise, t ~ U(0, 1)."""
+    t = torch.rand(x0.shape[0], generator=generator)
+    noise = torch.randn(x0.shape, generator=generator)
+    tt = t.view(-1, 1, 1, 1, 1)
+    noisy = (1.0 - tt) * x0 + tt * noise
+    velocity = transformer(
+        hidden_states=torch.cat([noisy, condition], dim=1),
+        timestep=t * 1000.0,
+        encoder_hidden_states=prompt,
+        encoder_hidden_states_image=image,
+        return_dict=False,
+    )[0]
+    return (velocity.float() - (noise - x0)).pow(2).mean()
+
+
+def train_transformer(transformer, latents: LatentSet, spec: ToyModelSpec, settings: ToyTrainSettings, run: _Run) -> None:
+    """Flow matching on ``latents``; the last 5% of samples are held out to watch overfitting.
+    Leaves the EMA weights in ``transformer``."""
+    count = len(latents)
+    held_out = max(8, count // 20)
+    train_rows = count - held_out
+    transformer.train().requires_grad_(True)
+    ema = copy.deepcopy(transformer).eval().requires_grad_(False)
+    optimizer = torch.optim.AdamW(
+        transformer.parameters(), lr=settings.transformer_lr, betas=(0.9, 0.99), weight_decay=0.01
+    )
+    start = 0
+    state = run.load("transformer")
+    if state is not None:
+        transformer.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        start = state["step"]
+    last_save, smoothed = time.monotonic(), None
+    step = start
+    for step in range(start, settings.transformer_steps):
+        if run.out_of_time():
+            break
+        rng = np.random.default_rng([settings.seed, _TRANSFORMER_STAGE, step])
+        generator = torch.Generator().manual_seed(settings.seed * 1_000_003 + step)
+        rows = rng.integers(0, train_rows, size=settings.transformer_batch)
+        for group in optimizer.param_groups:
+            group["lr"] = settings.transformer_lr * _lr_factor(step, settings.transformer_steps, settings.warmup_steps)
+        loss = _flow_loss(transformer, *_draw_batch(latents, rows, rng, settings), generator)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(transformer.parameters(), 1.0)
+        optimizer.step()
+        decay = min(settings.ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for e, p in zip(ema.parameters(), transformer.parameters()):
+                e.lerp_(p, 1.0 - decay)
+        value = float(loss.detach())
+        smoothed = value if smoothed is None else 0.98 * smoothed + 0.02 * value
+        if step % 25 == 0:
+            run.log(stage="transformer", step=step, loss=value, smoothed=smoothed)
+        if step % 250 == 0 and step:
+            run.log(stage="transformer", step=step, held_out_loss=_held_out_loss(ema, latents, train_rows, settings))
+        if time.monotonic() - last_save > settings.checkpoint_every_s:
+            run.save("transformer", {"model": transformer.state_dict(), "ema": ema.state_dict(),
+                                     "optimizer": optimizer.state_dict(), "step": step + 1})  # fmt: skip
+            last_save = time.monotonic()
+    run.save("transformer", {"model": transformer.state_dict(), "ema": ema.state_dict(),
+                             "optimizer": optimizer.state_dict(), "step": step + 1})  # fmt: skip
+    run.log(stage="transformer", step=step + 1, held_out_loss=_held_out_loss(ema, latents, train_rows, settings))
+    transformer.load_state_dict(ema.state_dict())
+    transformer.eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def _held_out_loss(model, latents: LatentSet, first_row: int, settings: ToyTrainSettings) -> dict[str, float]:
+    """Flow loss of ``model`` on the held-out samples (fixed noise, 17-frame clips), per conditioning."""
+    rows = np.arange(first_row, len(latents))
+    keep_prompt = np.zeros(len(rows), dtype=bool)
+    losses = {}
+    for name, plain in (("plain_i2v", True), ("masked", False)):
+        batch = _batch(latents, rows, _CLIP_LATENT_FRAMES[0], np.full(len(rows), plain), keep_prompt)
+        generator = torch.Generator().manual_seed(settings.seed)
+        losses[name] = round(float(_flow_loss(model, *batch, generator)), 5)
+    return losses
+
+
+def save_model(pipe, spec: ToyModelSpec, settings: ToyTrainSettings, out_dir: Path) -> Path:
+    """Write the pipeline as a diffusers directory in fp16 (``load_pipeline`` reads it back)."""
+    pipe.to(torch.float16)
+    pipe.save_pretrained(out_dir, safe_serialization=True)
+    about = {"spec": asdict(spec), "settings": asdict(settings), "train_scene_seeds": [1_000_000, 2_000_000]}
+    (out_dir / "framecast_toy.json").write_text(json.dumps(about, indent=2) + "\n")
+    return out_dir

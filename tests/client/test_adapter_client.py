@@ -1,0 +1,169 @@
+"""The client's adapter calls and the CLI's adapters/import/export commands, against a fake stub."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from framecast.client import FramecastClient, FramecastError, cli
+from framecast.client.client import adapter_chunks
+from framecast.client.display import format_adapter, format_adapter_table, format_change
+from framecast.v1 import framecast_pb2 as pb
+
+
+class RecordingStub:
+    """Records (method, request, timeout) and answers from ``replies``; stream requests are drained."""
+
+    def __init__(self, **replies):
+        self.replies, self.calls = replies, []
+
+    def __getattr__(self, name):
+        def method(request, timeout=None):
+            if name == "ImportAdapter":
+                request = list(request)
+            self.calls.append((name, request, timeout))
+            reply = self.replies[name]
+            if isinstance(reply, Exception):
+                raise reply
+            return reply
+
+        return method
+
+
+def change(action=pb.ADAPTER_ACTION_LOADED, previous=pb.ADAPTER_STATE_READY, state=pb.ADAPTER_STATE_LOADED, **extra):
+    return pb.AdapterChange(action=action, previous_state=previous,
+                            adapter=pb.AdapterInfo(name="a", state=state, **extra.pop("info", {})), **extra)  # fmt: skip
+
+
+@pytest.fixture
+def client():
+    with FramecastClient("127.0.0.1:1", timeout=5.0) as c:
+        yield c
+
+
+def test_load_unload_pin_requests(client):
+    client._stub = stub = RecordingStub(LoadAdapter=change(), UnloadAdapter=change(), PinAdapter=change())
+    client.load_adapter("a")
+    client.load_adapter("a", to="host", timeout=2)
+    client.unload_adapter("a")
+    client.unload_adapter("a", to="host")
+    client.pin_adapter("a")
+    client.unpin_adapter("a")
+    assert [(name, request) for name, request, _ in stub.calls] == [
+        ("LoadAdapter", pb.LoadAdapterRequest(name="a", to=pb.ADAPTER_STATE_LOADED)),
+        ("LoadAdapter", pb.LoadAdapterRequest(name="a", to=pb.ADAPTER_STATE_CACHED)),
+        ("UnloadAdapter", pb.UnloadAdapterRequest(name="a", to=pb.ADAPTER_STATE_READY)),
+        ("UnloadAdapter", pb.UnloadAdapterRequest(name="a", to=pb.ADAPTER_STATE_CACHED)),
+        ("PinAdapter", pb.PinAdapterRequest(name="a")),
+        ("PinAdapter", pb.PinAdapterRequest(name="a", unpin=True)),
+    ]
+    assert [timeout for *_, timeout in stub.calls] == [5.0, 2, 5.0, 5.0, 5.0, 5.0]
+    with pytest.raises(ValueError, match="to must be one of device, host"):
+        client.load_adapter("a", to="disk")
+
+
+def test_refusals_become_framecast_errors(client):
+    class Refused(grpc.RpcError):
+        def code(self):
+            return grpc.StatusCode.FAILED_PRECONDITION
+
+        def details(self):
+            return "adapter 'a' is pinned; unpin it first"
+
+    client._stub = RecordingStub(UnloadAdapter=Refused())
+    with pytest.raises(FramecastError) as caught:
+        client.unload_adapter("a")
+    assert caught.value.code is grpc.StatusCode.FAILED_PRECONDITION and "pinned" in caught.value.message
+
+
+def test_import_streams_header_then_data(client, tmp_path):
+    path = tmp_path / "style.safetensors"
+    path.write_bytes(b"0123456789")
+    client._stub = stub = RecordingStub(ImportAdapter=pb.AdapterInfo(name="style"))
+    assert client.import_adapter("style", path, chunk_bytes=4).name == "style"
+    chunks = stub.calls[0][1]
+    assert chunks[0].header == pb.ImportAdapterHeader(name="style", filename="style.safetensors")
+    assert [c.data for c in chunks] == [b"0123", b"4567", b"89"]
+    assert not any(c.HasField("header") for c in chunks[1:])
+    with pytest.raises(FileNotFoundError):
+        adapter_chunks("x", tmp_path / "missing.safetensors")
+    from_bytes = list(adapter_chunks("y", b"abc", filename="y.safetensors"))
+    assert from_bytes[0].header.filename == "y.safetensors" and from_bytes[0].data == b"abc"
+
+
+class Chunks(list):
+    """A finished server stream: iterable, and cancellable as grpc calls are."""
+
+    def cancel(self):
+        return True
+
+
+def test_export_asks_for_the_format_and_checks_the_size(client, tmp_path):
+    reply = Chunks([pb.FileChunk(filename="a.comfyui.safetensors", size_bytes=6, data=b"abc"), pb.FileChunk(data=b"def")])
+    client._stub = stub = RecordingStub(ExportAdapter=reply)
+    assert client.export_adapter("a", tmp_path / "a.safetensors", format="comfyui") == b"abcdef"
+    assert stub.calls[0][1] == pb.ExportAdapterRequest(name="a", format=pb.EXPORT_FORMAT_COMFYUI)
+    assert (tmp_path / "a.safetensors").read_bytes() == b"abcdef"
+    client._stub = RecordingStub(ExportAdapter=Chunks(reply[:1]))
+    with pytest.raises(FramecastError) as caught:
+        client.export_adapter("a")
+    assert caught.value.code is grpc.StatusCode.DATA_LOSS
+    with pytest.raises(ValueError, match="format"):
+        client.export_adapter("a", format="ckpt")
+
+
+def test_parse_adapter_commands():
+    parser = cli.build_parser()
+    load = parser.parse_args(["adapters", "load", "a", "--host"])
+    assert (load.action, load.name, load.host, load.run) == ("load", "a", True, cli.cmd_adapters)
+    unload = parser.parse_args(["adapters", "unload", "a", "--keep-in-host"])
+    assert (unload.action, unload.keep_in_host) == ("unload", True)
+    assert parser.parse_args(["adapters", "pin", "a"]).action == "pin"
+    assert parser.parse_args(["adapters", "unpin", "a"]).action == "unpin"
+    imported = parser.parse_args(["import", "lora.safetensors", "--name", "style"])
+    assert (imported.file, imported.name, imported.run) == ("lora.safetensors", "style", cli.cmd_import)
+    export = parser.parse_args(["export", "a", "--format", "comfyui"])
+    assert (export.format, export.output) == ("comfyui", None)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["export", "a", "--format", "ckpt"])
+
+
+def test_cli_runs_adapter_commands(monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(FramecastClient, "pin_adapter", lambda self, name, timeout=None: change(
+        pb.ADAPTER_ACTION_PINNED, evicted=["old"], info={"pinned": True}))
+    assert cli.main(["adapters", "pin", "a"]) == 0
+    assert capsys.readouterr().out.strip() == "a: pinned (ready -> loaded); evicted old"
+
+    monkeypatch.setattr(FramecastClient, "import_adapter", lambda self, name, path, timeout=None: pb.AdapterInfo(
+        name=name, state=pb.ADAPTER_STATE_READY, rank=16, origin="imported from comfyui"))
+    lora = tmp_path / "my_style.v2.safetensors"
+    lora.write_bytes(b"x")
+    assert cli.main(["import", str(lora)]) == 0
+    out = capsys.readouterr().out
+    assert "my_style" in out and "imported from comfyui" in out and "ready" in out
+
+    written = {}
+
+    def export(self, name, path=None, format="diffusers", timeout=None):
+        written.update(name=name, path=str(path), format=format)
+        return b"abc"
+
+    monkeypatch.setattr(FramecastClient, "export_adapter", export)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["export", "a", "--format", "comfyui"]) == 0
+    assert written == {"name": "a", "path": "a.comfyui.safetensors", "format": "comfyui"}
+    assert cli.main(["import", str(tmp_path / "missing.safetensors")]) == 2
+
+
+def test_formatting():
+    assert format_change(change(pb.ADAPTER_ACTION_NONE, pb.ADAPTER_STATE_LOADED)) == "a: nothing to do (loaded)"
+    assert format_change(change(pb.ADAPTER_ACTION_UNLOADED, pb.ADAPTER_STATE_LOADED, pb.ADAPTER_STATE_CACHED)) == (
+        "a: unloaded (loaded -> cached)")
+    table = format_adapter_table([pb.AdapterInfo(name="a", state=pb.ADAPTER_STATE_CACHED, rank=16, size_bytes=2048, pinned=False),
+                                  pb.AdapterInfo(name="b", state=pb.ADAPTER_STATE_FAILED, error="bad file")])  # fmt: skip
+    lines = table.splitlines()
+    assert lines[0].split()[:3] == ["name", "state", "rank"]
+    assert lines[1].split()[:5] == ["a", "cached", "16", "2.0", "KiB"] and lines[2].split()[:2] == ["b", "failed"]
+    assert format_adapter_table([]) == "no adapters"
+    shown = format_adapter(pb.AdapterInfo(name="b", state=pb.ADAPTER_STATE_FAILED, error="bad file", pinned=True))
+    assert "failed, pinned" in shown and "error       bad file" in shown
