@@ -18,6 +18,7 @@ import gc
 import resource
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -202,9 +203,10 @@ def main(argv=None) -> int:
     parser.add_argument("--offload", nargs="+", default=["none", "model", "group"])
     parser.add_argument("--windows", nargs="+", type=int, default=None, help="window lengths; 0 = whole clip")
     parser.add_argument("--tiny-dir", type=Path, default=Path("/tmp/framecast-bench-tiny"))
-    parser.add_argument("--data-dir", type=Path, default=Path("/tmp/framecast-bench-data"))
+    parser.add_argument("--data-dir", type=Path, default=None, help="adapters trained here (default: a new temp dir)")
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
+    args.data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="framecast-bench-"))
     big = args.arch != "tiny"
     args.frames = args.frames or (49 if big else 17)
     args.width = args.width or (832 if big else 64)
