@@ -94,7 +94,6 @@ def copy_bandwidth_gbs(device: str | torch.device = "cuda", nbytes: int = 1 << 3
     src = torch.empty(nbytes, dtype=torch.uint8, device=device)
     dst = torch.empty_like(src)
     ms = measure(lambda: dst.copy_(src), warmup=3, iters=iters, device=device, flush_l2=False)["median"]
-    del src, dst
     return 2 * nbytes / (ms * 1e-3) / 1e9
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from framecast.engine.engine import Engine, EngineConfig, PropagateJob, TrainJob
 from framecast.engine.errors import InvalidInput, OutOfMemory

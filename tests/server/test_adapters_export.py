@@ -7,7 +7,6 @@ import threading
 
 import numpy as np
 import PIL.Image
-import pytest
 import torch
 
 from framecast.engine.media import decode_image, encode_png, encode_video, mask_to_frames
