@@ -148,22 +148,26 @@ def random_edit_mask(rng: np.random.Generator, scene: Scene) -> np.ndarray:
     return C.prepare_edit_mask(exact, C.MaskMode(mode), dilate_px=int(rng.integers(1, 5)))
 
 
-def vae_training_clip(rng: np.random.Generator, spec: ToyModelSpec, frames: int) -> np.ndarray:
+def vae_training_clip(rng: np.random.Generator, spec: ToyModelSpec, frames: int) -> tuple[np.ndarray, np.ndarray]:
     """A clip the VAE must reconstruct: a toy-world video, or a condition video made from one
-    (edit region painted grey; or plain I2V's first frame + grey frames). -> [frames, H, W, 3] uint8."""
+    (edit region painted grey; or plain I2V's first frame + grey frames).
+    -> (clip [frames, H, W, 3] uint8, the edit target's pixels [frames, H, W] bool)."""
     scene = random_scene(rng, spec)
     video = scene.edited if rng.random() < 0.5 else scene.source
     start = int(rng.integers(0, spec.frames - frames + 1))
     clip = video[start : start + frames].copy()
+    target = scene.edit_mask[start : start + frames].copy()
     kind = rng.random()
     if kind < 0.2:
         mask = random_edit_mask(rng, scene)[start : start + frames]
         clip[1:][mask[1:]] = 128
+        target[1:] &= ~mask[1:]
     elif kind < 0.3:
         clip[1:] = 128
+        target[1:] = False
     if rng.random() < 0.5:
-        clip = clip[:, :, ::-1].copy()
-    return clip
+        clip, target = clip[:, :, ::-1].copy(), target[:, :, ::-1].copy()
+    return clip, target
 
 
 @dataclass

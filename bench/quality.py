@@ -1,0 +1,270 @@
+"""Edit-propagation quality against ground truth, on toy-world scenes the model never saw.
+
+    python3 bench/quality.py                       # 20 scenes, appends to bench/results/quality.jsonl
+    python3 bench/quality.py --scenes 4 --steps 60 --results /tmp/quality.jsonl
+
+Each scene (seeds FIRST_SEED.., all below 1,000,000 and so never used in training; see
+``framecast.engine.toymodel``) is a source video, an edit mask, an edited first frame and the
+true edited video. On the built-in toy model (or ``--model``), per scene:
+
+  framecast        motion-phase adapter trained on the source, then the edit propagated;
+  framecast+ref    the same plus an appearance phase on one more edited frame (``--reference-frame``);
+  windowed         framecast with training and sampling in 9-frame windows overlapping by 3;
+  (a) plain I2V    the base model, no adapter, full mask: the conditioning is exactly plain I2V;
+  (b) mask only    the base model, no adapter, with the method's spatiotemporal mask conditioning;
+  (c) copy         the edited first frame's edit region pasted unchanged into every source frame.
+
+Measures: PSNR inside the edit mask against the true edited video (the headline; composite off),
+background PSNR against the source outside the method's mask (composite off and on), PSNR of
+frame 0 against the edited first frame, and the seam score of the windowed run. Prints a table,
+appends one row per scene and method, and writes a PNG grid a person can look at.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import append_rows, print_table  # noqa: E402
+
+from framecast.engine import conditioning as C  # noqa: E402
+from framecast.engine.metrics import psnr  # noqa: E402
+from framecast.engine.toymodel import HELD_OUT_SEED_LIMIT  # noqa: E402
+from framecast.engine.toyworld import Scene, SceneConfig, make_scene  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+METHODS = ("framecast", "framecast+ref", "windowed", "(a) plain I2V", "(b) mask only", "(c) copy")
+BASELINES = ("(a) plain I2V", "(b) mask only", "(c) copy")
+
+
+@dataclass(frozen=True)
+class QualityOptions:
+    steps: int = 100  # motion-phase steps
+    appearance_steps: int = 100
+    learning_rate: float = 1e-3
+    rank: int = 16
+    sample_steps: int = 30
+    guidance_scale: float = 5.0
+    reference_frame: int = 8
+    window_frames: int = 9
+    overlap_frames: int = 3
+    windowed: bool = True  # run the windowed framecast variant (costs a third adapter per scene)
+    composite: bool = True  # also run every model-based method with compositing on
+
+
+def held_out_scene(seed: int, frames: int = 17, size: int = 64) -> Scene:
+    if not 0 <= seed < HELD_OUT_SEED_LIMIT:
+        raise ValueError(f"seed must be in [0, {HELD_OUT_SEED_LIMIT}) (held out from training) but is {seed}")
+    return make_scene(seed, SceneConfig(frames=frames, height=size, width=size, sprites=2, pan=True))
+
+
+def copy_first_frame(scene: Scene) -> np.ndarray:
+    """Baseline (c): the edited first frame's edit region pasted, unmoved, into every source frame."""
+    region = scene.edit_mask[0]
+    frames = scene.source.copy()
+    frames[:, region] = scene.edited_first_frame[region]
+    return frames
+
+
+def _measures(frames: np.ndarray, scene: Scene, method_mask: np.ndarray) -> dict:
+    return {
+        "masked_psnr": psnr(frames, scene.edited, scene.edit_mask),
+        "background_psnr": psnr(frames, scene.source, ~method_mask),
+        "first_frame_psnr": psnr(frames[0], scene.edited_first_frame),
+    }
+
+
+def evaluate_scene(engine, scene: Scene, options: QualityOptions, methods=METHODS) -> dict[str, dict]:
+    """Run every method in ``methods`` on ``scene``: {method: measures, plus "frames"}."""
+    from framecast.engine.engine import PropagateJob, TrainJob
+    from framecast.engine.training import TrainSettings
+
+    settings = TrainSettings(
+        steps=options.steps, appearance_steps=options.appearance_steps, rank=options.rank,
+        learning_rate=options.learning_rate, seed=scene.seed, gradient_checkpointing=False,
+    )  # fmt: skip
+    # The background is measured outside the mask the method works with (bbox, the default).
+    method_mask = C.prepare_edit_mask(scene.edit_mask, C.MaskMode.BBOX)
+    every_pixel = np.ones_like(scene.edit_mask)
+    tag = f"s{scene.seed}-{time.monotonic_ns()}"
+    results: dict[str, dict] = {}
+
+    def propagate(adapter: str, mask: np.ndarray, mode: C.MaskMode, windowed: bool = False) -> dict:
+        window = (options.window_frames, options.overlap_frames) if windowed else (0, 4)
+        runs = {}
+        for composite in (False, True) if options.composite else (False,):
+            job = PropagateJob(
+                adapter, scene.source, mask, scene.edited_first_frame, scene.edited_prompt,
+                steps=options.sample_steps, guidance_scale=options.guidance_scale, seed=scene.seed,
+                composite=composite, mask_mode=mode, window_frames=window[0], overlap_frames=window[1],
+            )  # fmt: skip
+            runs[composite] = engine.propagate(job)
+        off = runs[False]
+        seam = off.seam_score if off.windows > 1 else None  # one window has no seams
+        row = {**_measures(off.frames, scene, method_mask), "seam_score": seam, "windows": off.windows,
+               "frames": off.frames}  # fmt: skip
+        if True in runs:
+            on = runs[True]
+            row["masked_psnr_composite"] = psnr(on.frames, scene.edited, scene.edit_mask)
+            row["background_psnr_composite"] = psnr(on.frames, scene.source, ~method_mask)
+        return row
+
+    def train(name: str, **extra) -> float:
+        started = time.perf_counter()
+        engine.train(TrainJob(name, scene.source, scene.edit_mask, scene.prompt, settings, **extra))
+        return time.perf_counter() - started
+
+    if "framecast" in methods:
+        seconds = train(f"motion-{tag}")
+        results["framecast"] = {**propagate(f"motion-{tag}", scene.edit_mask, C.MaskMode.BBOX), "train_s": seconds}
+    if "framecast+ref" in methods:
+        reference = [(options.reference_frame, scene.edited[options.reference_frame])]
+        seconds = train(f"ref-{tag}", references=reference)
+        results["framecast+ref"] = {**propagate(f"ref-{tag}", scene.edit_mask, C.MaskMode.BBOX), "train_s": seconds}
+    if "windowed" in methods and options.windowed:
+        seconds = train(f"win-{tag}", window_frames=options.window_frames, overlap_frames=options.overlap_frames)
+        row = propagate(f"win-{tag}", scene.edit_mask, C.MaskMode.BBOX, windowed=True)
+        results["windowed"] = {**row, "train_s": seconds}
+    if "(a) plain I2V" in methods:
+        results["(a) plain I2V"] = propagate("", every_pixel, C.MaskMode.EXACT)
+    if "(b) mask only" in methods:
+        results["(b) mask only"] = propagate("", scene.edit_mask, C.MaskMode.BBOX)
+    if "(c) copy" in methods:
+        frames = copy_first_frame(scene)
+        results["(c) copy"] = {**_measures(frames, scene, method_mask), "frames": frames}
+    for adapter in (f"motion-{tag}", f"ref-{tag}", f"win-{tag}"):
+        if engine.store.exists(adapter):
+            engine.delete_adapter(adapter)
+    return results
+
+
+def _mean(values) -> float | None:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    return statistics.fmean(finite) if finite else None
+
+
+def summarise(per_scene: list[dict[str, dict]]) -> list[dict]:
+    """One row per method: means over scenes, and how often framecast beats it on masked PSNR."""
+    rows = []
+    for method in METHODS:
+        scenes = [s for s in per_scene if method in s]
+        if not scenes:
+            continue
+        row = {"method": method, "scenes": len(scenes)}
+        for key in ("masked_psnr", "masked_psnr_composite", "background_psnr", "background_psnr_composite",
+                    "first_frame_psnr", "seam_score"):  # fmt: skip
+            row[key] = _mean(s[method].get(key) for s in scenes)
+        if method != "framecast" and all("framecast" in s for s in scenes):
+            wins = [s["framecast"]["masked_psnr"] > s[method]["masked_psnr"] for s in scenes]
+            row["framecast_wins"] = f"{sum(wins)}/{len(wins)}"
+        rows.append(row)
+    return rows
+
+
+def beats_every_baseline(per_scene: list[dict[str, dict]], method: str = "framecast") -> list[bool]:
+    return [all(s[method]["masked_psnr"] > s[b]["masked_psnr"] for b in BASELINES if b in s) for s in per_scene]
+
+
+def write_grid(path: Path, scenes: list[Scene], per_scene: list[dict[str, dict]], columns: int = 5) -> None:
+    """One block per scene: source | ground truth | framecast | baselines, ``columns`` frames each."""
+    from framecast.client.strip import build_strip
+    from framecast.engine import media
+
+    blocks = []
+    for scene, results in zip(scenes, per_scene):
+        rows = [("source", scene.source), ("mask", scene.edit_mask), ("ground truth", scene.edited)]
+        rows += [(name, results[name]["frames"]) for name in METHODS if name in results]
+        blocks.append(build_strip(rows, columns=columns, scale=2))
+    gap = np.full((8, blocks[0].shape[1], 3), 255, np.uint8)
+    sheet = np.concatenate([part for block in blocks for part in (block, gap)][:-1])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    media.atomic_write(path, media.encode_png(sheet))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=None, help="diffusers directory (default: the built-in toy model)")
+    parser.add_argument("--scenes", type=int, default=20)
+    parser.add_argument("--first-seed", type=int, default=0, help="held-out scene seeds start here (default: 0)")
+    parser.add_argument("--steps", type=int, default=QualityOptions.steps, help="motion-phase training steps")
+    parser.add_argument("--appearance-steps", type=int, default=QualityOptions.appearance_steps)
+    parser.add_argument("--lr", type=float, default=QualityOptions.learning_rate)
+    parser.add_argument("--rank", type=int, default=QualityOptions.rank)
+    parser.add_argument("--sample-steps", type=int, default=QualityOptions.sample_steps)
+    parser.add_argument("--guidance", type=float, default=QualityOptions.guidance_scale)
+    parser.add_argument("--reference-frame", type=int, default=QualityOptions.reference_frame)
+    parser.add_argument("--no-windowed", action="store_true", help="skip the windowed run (and its seam score)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--results", default=str(RESULTS / "quality.jsonl"))
+    parser.add_argument("--grid", default=str(RESULTS / "quality_grid.png"))
+    parser.add_argument("--grid-scenes", type=int, default=3, help="scenes shown in the grid")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from framecast.engine.engine import Engine, EngineConfig
+    from framecast.engine.model import builtin_model_dir
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    options = QualityOptions(
+        steps=args.steps, appearance_steps=args.appearance_steps, learning_rate=args.lr, rank=args.rank,
+        sample_steps=args.sample_steps, guidance_scale=args.guidance, reference_frame=args.reference_frame,
+        windowed=not args.no_windowed,
+    )  # fmt: skip
+    model = Path(args.model) if args.model else builtin_model_dir()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="framecast-quality-") as data_dir:
+        engine = Engine(EngineConfig(model_dir=str(model), device=device), data_dir)
+        scenes, per_scene, rows = [], [], []
+        for seed in range(args.first_seed, args.first_seed + args.scenes):
+            scene = held_out_scene(seed)
+            scene_started = time.perf_counter()
+            results = evaluate_scene(engine, scene, options)
+            scenes.append(scene)
+            per_scene.append(results)
+            fc = results["framecast"]["masked_psnr"]
+            others = "  ".join(f"{m} {r['masked_psnr']:.2f}" for m, r in results.items() if m != "framecast")
+            print(f"scene {seed} ({scene.edit.value}): framecast {fc:.2f} dB | {others}  "
+                  f"[{time.perf_counter() - scene_started:.0f}s]", flush=True)  # fmt: skip
+            for method, result in results.items():
+                measures = {k: v for k, v in result.items() if k != "frames"}
+                rows.append({"bench": "quality", "model": engine.base_model, "scene_seed": seed, "edit": scene.edit.value,
+                             "method": method, **measures, **options.__dict__})  # fmt: skip
+    summary = summarise(per_scene)
+    wins = beats_every_baseline(per_scene)
+    ref_gain = [s["framecast+ref"]["masked_psnr"] - s["framecast"]["masked_psnr"] for s in per_scene if "framecast+ref" in s]
+    print()
+    print_table(summary, ["method", "scenes", "masked_psnr", "masked_psnr_composite", "background_psnr",
+                          "background_psnr_composite", "first_frame_psnr", "seam_score", "framecast_wins"])  # fmt: skip
+    print()
+    share = sum(wins) / len(wins)
+    print(f"framecast beats every baseline on masked PSNR in {sum(wins)}/{len(wins)} scenes ({share:.0%}; goal >= 80%)")
+    if ref_gain:
+        print(f"appearance phase (+1 reference frame): {statistics.fmean(ref_gain):+.2f} dB mean masked PSNR, "
+              f"better in {sum(g > 0 for g in ref_gain)}/{len(ref_gain)} scenes")  # fmt: skip
+    print(f"{time.perf_counter() - started:.0f}s in all on {device}")
+    summary_rows = [{"bench": "quality", "summary": True, "model": engine.base_model, "scenes": len(per_scene),
+                     "first_seed": args.first_seed, "beats_every_baseline_share": share, **row, **options.__dict__}
+                    for row in summary]  # fmt: skip
+    count = append_rows(args.results, rows + summary_rows, device=device)
+    print(f"appended {count} rows to {args.results}")
+    if args.grid:
+        shown = min(args.grid_scenes, len(scenes))
+        write_grid(Path(args.grid), scenes[:shown], per_scene[:shown])
+        print(f"grid of {shown} scenes: {args.grid}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
