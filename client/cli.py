@@ -127,7 +127,7 @@ def cmd_train(args) -> int:
             steps=args.steps, rank=args.rank, learning_rate=args.lr, mask_mode=args.mask_mode,
             dilate_px=args.dilate_px, references=reference_ids, seed=args.seed,
             loss_weights=args.loss_weights, appearance_steps=args.appearance_steps,
-            gradient_checkpointing=not args.no_gradient_checkpointing,
+            gradient_checkpointing=not args.no_gradient_checkpointing, colour_variants=args.colour_variants,
         )  # fmt: skip
         adapter = follow_job(client, run_train, events, JobProgress("train"))
     print(format_adapter(adapter))
@@ -323,6 +323,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--rank", type=int, default=16, help="LoRA rank (default: %(default)s)")
     train.add_argument("--lr", type=float, default=1e-4, help="learning rate (default: %(default)s)")
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument(
+        "--colour-variants",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also train on N copies of the source with the edit region recoloured, so the adapter "
+        "takes the region's colours from the edited first frame (0-16; default: %(default)s)",
+    )
     train.add_argument(
         "--loss-weights",
         type=float,

@@ -312,6 +312,7 @@ class FramecastClient:
         loss_weights: tuple[float, float] | None = None,
         appearance_steps: int | None = None,
         gradient_checkpointing: bool = True,
+        colour_variants: int = 0,
         timeout: float | None = None,
     ) -> Iterator[pb.JobEvent]:
         """Train adapter ``adapter`` on a source video; yields the job's ``JobEvent``s: ``accepted``,
@@ -319,6 +320,7 @@ class FramecastClient:
 
         ``None`` leaves a setting to the server's default: steps 100, rank 16, learning_rate 1e-4,
         mask_mode "bbox", appearance_steps 100, loss_weights (edit 1.0, keep 1.0).
+        ``colour_variants``: recoloured copies of the source trained alongside it (0: none).
         ``references``: ``(frame_index, image_id)`` pairs of edited frames (appearance phase).
         ``timeout`` bounds the whole stream. Raises ValueError for a bad mask_mode or
         loss_weights at call time; FramecastError while iterating (INVALID_ARGUMENT,
@@ -340,6 +342,7 @@ class FramecastClient:
             dilate_px=dilate_px or 0,
             seed=seed,
             gradient_checkpointing_off=not gradient_checkpointing,
+            colour_variants=colour_variants,
         )
         for frame_index, image_id in references:
             request.references.add(frame_index=int(frame_index), image_id=_media_id(image_id, "references"))

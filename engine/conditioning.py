@@ -160,3 +160,25 @@ def from_unit_range(video: torch.Tensor) -> np.ndarray:
     """[3, F, H, W] float in [-1, 1] -> [F, H, W, 3] uint8 (rounded, as diffusers' postprocessing)."""
     frames = (video.float().clamp(-1, 1) + 1.0) / 2.0
     return (frames.permute(1, 2, 3, 0) * 255.0).round().to(torch.uint8).cpu().numpy()
+
+
+# --- training-time colour variants --------------------------------------------------------
+
+
+def colour_variant(frames: np.ndarray, region: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``frames`` with the colours inside ``region`` changed the same way in every frame.
+
+    The change is a random rotation of hue (about the grey axis of RGB, 60 to 300 degrees) and
+    a brightness gain in [0.8, 1.2]. Training on such variants teaches an adapter that the
+    region's look comes from the first frame while its motion is the clip's.
+    frames: [F, H, W, 3] uint8; region: [F, H, W] bool. Returns a new [F, H, W, 3] uint8 array.
+    """
+    angle = np.deg2rad(rng.uniform(60.0, 300.0))
+    gain = rng.uniform(0.8, 1.2)
+    axis = np.full(3, 1.0 / np.sqrt(3.0))
+    cross = np.array([[0.0, -axis[2], axis[1]], [axis[2], 0.0, -axis[0]], [-axis[1], axis[0], 0.0]])
+    rotation = np.cos(angle) * np.eye(3) + np.sin(angle) * cross + (1.0 - np.cos(angle)) * np.outer(axis, axis)
+    out = frames.copy()
+    pixels = frames[region].astype(np.float32) / 255.0  # [N, 3]
+    out[region] = np.clip(pixels @ (gain * rotation).T.astype(np.float32) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return out

@@ -275,6 +275,8 @@ class Engine:
             raise InvalidInput("learning_rate", settings.learning_rate, "must be in (0, 1)")
         if settings.w_edit < 0 or settings.w_keep < 0 or settings.w_edit + settings.w_keep == 0:
             raise InvalidInput("loss_weights", (settings.w_edit, settings.w_keep), "must be >= 0 and not both 0")
+        if not 0 <= settings.colour_variants <= 16:
+            raise InvalidInput("colour_variants", settings.colour_variants, "must be between 0 and 16")
         mask = self.check_clip(job.source, job.mask)
         for index, frame in job.references:
             if not 0 <= index < len(job.source):
@@ -297,8 +299,12 @@ class Engine:
 
         # Each window is its own motion sample: a long clip trains with one window's memory.
         plan = self._plan(job.source, job.window_frames, job.overlap_frames, training=True, rank=settings.rank)
+        clips = [job.source]
+        variant_rng = np.random.default_rng([settings.seed, 0xC010])
+        clips += [C.colour_variant(job.source, mask, variant_rng) for _ in range(settings.colour_variants)]
         motion = [
-            self._motion_sample(job.source[s : s + n], edit_mask[s : s + n], job.prompt, settings)
+            self._motion_sample(clip[s : s + n], edit_mask[s : s + n], job.prompt, settings)
+            for clip in clips
             for s, n in zip(plan.starts, plan.lengths)
         ]
         phases = [("motion", motion, settings.steps)]

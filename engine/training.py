@@ -36,6 +36,10 @@ class TrainSettings:
     seed: int = 0
     gradient_checkpointing: bool = True
     reference_repeats: int = 9  # reference samples per original-video sample in the appearance phase
+    # Motion-phase copies of the clip with the edit region recoloured (the same change in every
+    # frame, first frame included), trained alongside the clip itself: the adapter learns this
+    # video's motion but takes the region's colours from the first frame it is given.
+    colour_variants: int = 0
 
     @property
     def lora_alpha(self) -> float:

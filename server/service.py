@@ -122,6 +122,7 @@ class FramecastService(AdapterRpcs, pb_grpc.FramecastServicer):
             w_keep=weights.keep,
             seed=request.seed,
             gradient_checkpointing=not request.gradient_checkpointing_off,
+            colour_variants=request.colour_variants,
         )
         if not request.adapter:
             raise InvalidInput("adapter", "", "is required: name the adapter to create")

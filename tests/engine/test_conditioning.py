@@ -107,3 +107,23 @@ def test_frame_count_must_be_4n_plus_1(frames):
 def test_frame_size_must_be_multiple_of_16():
     with pytest.raises(InvalidInput, match="56x40"):
         C.check_frame_size(40, 56)
+
+
+def test_colour_variant_changes_only_the_region_and_the_same_way_in_every_frame():
+    rng = np.random.default_rng(3)
+    frames = rng.integers(0, 256, (5, 16, 16, 3), dtype=np.uint8)
+    frames[:, 4:10, 4:10] = (200, 40, 40)  # a red patch inside the region
+    region = np.zeros((5, 16, 16), bool)
+    region[:, 2:12, 2:12] = True
+    out = C.colour_variant(frames, region, np.random.default_rng(0))
+    assert out.dtype == np.uint8 and out.shape == frames.shape
+    assert np.array_equal(out[~region], frames[~region])
+    patch = out[:, 4:10, 4:10].reshape(-1, 3)
+    assert (patch == patch[0]).all(), "the same colour must map to the same colour in every frame"
+    assert np.abs(patch[0].astype(int) - (200, 40, 40)).max() > 40, f"hue barely moved: {patch[0]}"
+    again = C.colour_variant(frames, region, np.random.default_rng(0))
+    assert np.array_equal(out, again)
+    # Grey stays grey (the rotation is about the grey axis); only the gain may change it.
+    grey = np.full((1, 2, 2, 3), 128, np.uint8)
+    shifted = C.colour_variant(grey, np.ones((1, 2, 2), bool), np.random.default_rng(1))
+    assert np.ptp(shifted.astype(int), axis=-1).max() <= 1

@@ -62,6 +62,17 @@ def test_appearance_phase_with_a_reference_frame(engine, scene):
     assert seen[-1].total == 7
 
 
+def test_colour_variants_join_the_motion_phase(engine, scene):
+    settings = TrainSettings(steps=4, rank=2, colour_variants=2, gradient_checkpointing=False)
+    losses = []
+    engine.train(TrainJob("variants", scene.source, scene.edit_mask, scene.prompt, settings), lambda p: losses.append(p.loss))
+    assert len(losses) == 4 and engine.store.record("variants").training["colour_variants"] == 2
+    # Steps cycle through the clip and its two recoloured copies: the third sample is not the first.
+    assert len(set(losses)) == 4
+    with pytest.raises(InvalidInput, match="colour_variants"):
+        engine.train(TrainJob("too-many", scene.source, scene.edit_mask, "p", TrainSettings(colour_variants=17)))
+
+
 def test_cancel_between_steps_leaves_nothing(engine, scene):
     calls = []
 

@@ -134,6 +134,8 @@ def test_out_of_range_settings(stub, media):
     expect(grpc.StatusCode.INVALID_ARGUMENT, lambda: stub.Propagate(pb.PropagateRequest(guidance_scale=-1, **base), timeout=60), "guidance_scale")
     call = lambda: stub.Train(pb.TrainRequest(adapter="r", rank=9999, source_id=media["source"].id, mask_id=media["mask"].id), timeout=60)
     expect(grpc.StatusCode.INVALID_ARGUMENT, call, "rank", "9999")
+    call = lambda: stub.Train(pb.TrainRequest(adapter="r", colour_variants=99, source_id=media["source"].id, mask_id=media["mask"].id), timeout=60)
+    expect(grpc.StatusCode.INVALID_ARGUMENT, call, "colour_variants", "99")
 
 
 def test_cancelled_job(stub, media):

@@ -159,7 +159,7 @@ class ReferenceFrame(_message.Message):
     def __init__(self, frame_index: _Optional[int] = ..., image_id: _Optional[str] = ...) -> None: ...
 
 class TrainRequest(_message.Message):
-    __slots__ = ("adapter", "source_id", "mask_id", "references", "prompt", "rank", "steps", "appearance_steps", "learning_rate", "mask_mode", "dilate_px", "loss_weights", "seed", "gradient_checkpointing_off", "window_frames", "overlap_frames")
+    __slots__ = ("adapter", "source_id", "mask_id", "references", "prompt", "rank", "steps", "appearance_steps", "learning_rate", "mask_mode", "dilate_px", "loss_weights", "seed", "gradient_checkpointing_off", "window_frames", "overlap_frames", "colour_variants")
     ADAPTER_FIELD_NUMBER: _ClassVar[int]
     SOURCE_ID_FIELD_NUMBER: _ClassVar[int]
     MASK_ID_FIELD_NUMBER: _ClassVar[int]
@@ -176,6 +176,7 @@ class TrainRequest(_message.Message):
     GRADIENT_CHECKPOINTING_OFF_FIELD_NUMBER: _ClassVar[int]
     WINDOW_FRAMES_FIELD_NUMBER: _ClassVar[int]
     OVERLAP_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    COLOUR_VARIANTS_FIELD_NUMBER: _ClassVar[int]
     adapter: str
     source_id: str
     mask_id: str
@@ -192,7 +193,8 @@ class TrainRequest(_message.Message):
     gradient_checkpointing_off: bool
     window_frames: int
     overlap_frames: int
-    def __init__(self, adapter: _Optional[str] = ..., source_id: _Optional[str] = ..., mask_id: _Optional[str] = ..., references: _Optional[_Iterable[_Union[ReferenceFrame, _Mapping]]] = ..., prompt: _Optional[str] = ..., rank: _Optional[int] = ..., steps: _Optional[int] = ..., appearance_steps: _Optional[int] = ..., learning_rate: _Optional[float] = ..., mask_mode: _Optional[_Union[MaskMode, str]] = ..., dilate_px: _Optional[int] = ..., loss_weights: _Optional[_Union[LossWeights, _Mapping]] = ..., seed: _Optional[int] = ..., gradient_checkpointing_off: _Optional[bool] = ..., window_frames: _Optional[int] = ..., overlap_frames: _Optional[int] = ...) -> None: ...
+    colour_variants: int
+    def __init__(self, adapter: _Optional[str] = ..., source_id: _Optional[str] = ..., mask_id: _Optional[str] = ..., references: _Optional[_Iterable[_Union[ReferenceFrame, _Mapping]]] = ..., prompt: _Optional[str] = ..., rank: _Optional[int] = ..., steps: _Optional[int] = ..., appearance_steps: _Optional[int] = ..., learning_rate: _Optional[float] = ..., mask_mode: _Optional[_Union[MaskMode, str]] = ..., dilate_px: _Optional[int] = ..., loss_weights: _Optional[_Union[LossWeights, _Mapping]] = ..., seed: _Optional[int] = ..., gradient_checkpointing_off: _Optional[bool] = ..., window_frames: _Optional[int] = ..., overlap_frames: _Optional[int] = ..., colour_variants: _Optional[int] = ...) -> None: ...
 
 class PropagateRequest(_message.Message):
     __slots__ = ("adapter", "source_id", "mask_id", "edited_first_frame_id", "prompt", "negative_prompt", "steps", "guidance_scale", "seed", "composite", "feather_px", "mask_mode", "dilate_px", "output_encoding", "window_frames", "overlap_frames", "blend_ramp")
