@@ -163,7 +163,7 @@ def train_vae(vae, spec: ToyModelSpec, settings: ToyTrainSettings, run: _Run) ->
     validation = _validation_videos(spec)
     vae.train()
     last_save = time.monotonic()
-    step = start
+    done = start
     for step in range(start, total):
         if run.out_of_time(_VAE_SHARE_OF_CAP):
             break
@@ -171,7 +171,7 @@ def train_vae(vae, spec: ToyModelSpec, settings: ToyTrainSettings, run: _Run) ->
         finetune = step >= settings.vae_steps
         # Single frames teach the spatial code fast (every layer but the temporal ones sees
         # them); clips teach the causal 4-frame chunks.
-        clip_frames = spec.frames if finetune else settings.vae_clip_frames
+        clip_frames = spec.frames if finetune else min(settings.vae_clip_frames, spec.frames)
         frames, batch = (1, settings.vae_image_batch) if step % 2 == 0 else (clip_frames, settings.vae_clip_batch)
         clips, targets = zip(*[vae_training_clip(rng, spec, frames) for _ in range(batch)])
         x = _to_unit(np.stack(clips))
@@ -196,6 +196,7 @@ def train_vae(vae, spec: ToyModelSpec, settings: ToyTrainSettings, run: _Run) ->
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
         optimizer.step()
+        done = step + 1
         if step % 25 == 0:
             run.log(stage="vae", step=step, l1=l1.item(), mse=mse.item(), kl=kl.item(), align=align.item())
         if step % 200 == 0 and step:
@@ -205,8 +206,8 @@ def train_vae(vae, spec: ToyModelSpec, settings: ToyTrainSettings, run: _Run) ->
             run.save("vae", {"model": vae.state_dict(), "optimizer": optimizer.state_dict(), "step": step + 1})
             last_save = time.monotonic()
     vae.eval()
-    run.log(stage="vae", step=step + 1, val_psnr=_vae_psnr(vae, validation), done=step + 1 >= total)
-    run.save("vae", {"model": vae.state_dict(), "optimizer": optimizer.state_dict(), "step": step + 1})
+    run.log(stage="vae", step=done, val_psnr=_vae_psnr(vae, validation), done=done >= total)
+    run.save("vae", {"model": vae.state_dict(), "optimizer": optimizer.state_dict(), "step": done})
 
 
 def _validation_videos(spec: ToyModelSpec, count: int = 6) -> np.ndarray:
@@ -394,7 +395,7 @@ def train_transformer(transformer, latents: LatentSet, spec: ToyModelSpec, setti
     """Flow matching on ``latents``; the last 5% of samples are held out to watch overfitting.
     Leaves the EMA weights in ``transformer``."""
     count = len(latents)
-    held_out = max(8, count // 20)
+    held_out = min(max(8, count // 20), count // 2)
     train_rows = count - held_out
     transformer.train().requires_grad_(True)
     ema = copy.deepcopy(transformer).eval().requires_grad_(False)
@@ -409,7 +410,7 @@ def train_transformer(transformer, latents: LatentSet, spec: ToyModelSpec, setti
         optimizer.load_state_dict(state["optimizer"])
         start = state["step"]
     last_save, smoothed = time.monotonic(), None
-    step = start
+    done = start
     for step in range(start, settings.transformer_steps):
         if run.out_of_time():
             break
@@ -427,6 +428,7 @@ def train_transformer(transformer, latents: LatentSet, spec: ToyModelSpec, setti
         with torch.no_grad():
             for e, p in zip(ema.parameters(), transformer.parameters()):
                 e.lerp_(p, 1.0 - decay)
+        done = step + 1
         value = float(loss.detach())
         smoothed = value if smoothed is None else 0.98 * smoothed + 0.02 * value
         if step % 25 == 0:
@@ -438,8 +440,8 @@ def train_transformer(transformer, latents: LatentSet, spec: ToyModelSpec, setti
                                      "optimizer": optimizer.state_dict(), "step": step + 1})  # fmt: skip
             last_save = time.monotonic()
     run.save("transformer", {"model": transformer.state_dict(), "ema": ema.state_dict(),
-                             "optimizer": optimizer.state_dict(), "step": step + 1})  # fmt: skip
-    run.log(stage="transformer", step=step + 1, held_out_loss=_held_out_loss(ema, latents, train_rows, settings))
+                             "optimizer": optimizer.state_dict(), "step": done})  # fmt: skip
+    run.log(stage="transformer", step=done, held_out_loss=_held_out_loss(ema, latents, train_rows, settings))
     transformer.load_state_dict(ema.state_dict())
     transformer.eval().requires_grad_(False)
 
@@ -462,5 +464,16 @@ def save_model(pipe, spec: ToyModelSpec, settings: ToyTrainSettings, out_dir: Pa
     pipe.to(torch.float16)
     pipe.save_pretrained(out_dir, safe_serialization=True)
     about = {"spec": asdict(spec), "settings": asdict(settings), "train_scene_seeds": [1_000_000, 2_000_000]}
+    # A run resumed with longer schedules continues the earlier runs' checkpoints: list every
+    # distinct setting it went through, so the weights can be traced and reproduced.
+    log_path = out_dir / "train_log.jsonl"
+    if log_path.is_file():
+        runs = []
+        for line in log_path.read_text().splitlines():
+            row = json.loads(line)
+            if row.get("stage") == "start" and (not runs or runs[-1] != row["settings"]):
+                runs.append(row["settings"])
+        if len(runs) > 1:
+            about["runs"] = runs
     (out_dir / "framecast_toy.json").write_text(json.dumps(about, indent=2) + "\n")
     return out_dir
