@@ -52,6 +52,7 @@ class QualityOptions:
     appearance_steps: int = 100
     learning_rate: float = 1e-3
     rank: int = 16
+    colour_variants: int = 0  # recoloured copies of the source in the motion phase (TrainSettings)
     sample_steps: int = 30
     guidance_scale: float = 5.0
     reference_frame: int = 8
@@ -91,6 +92,7 @@ def evaluate_scene(engine, scene: Scene, options: QualityOptions, methods=METHOD
     settings = TrainSettings(
         steps=options.steps, appearance_steps=options.appearance_steps, rank=options.rank,
         learning_rate=options.learning_rate, seed=scene.seed, gradient_checkpointing=False,
+        colour_variants=options.colour_variants,
     )  # fmt: skip
     # The background is measured outside the mask the method works with (bbox, the default).
     method_mask = C.prepare_edit_mask(scene.edit_mask, C.MaskMode.BBOX)
@@ -199,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--appearance-steps", type=int, default=QualityOptions.appearance_steps)
     parser.add_argument("--lr", type=float, default=QualityOptions.learning_rate)
     parser.add_argument("--rank", type=int, default=QualityOptions.rank)
+    parser.add_argument("--colour-variants", type=int, default=QualityOptions.colour_variants,
+                        help="recoloured copies of the source in the motion phase (default: %(default)s)")
     parser.add_argument("--sample-steps", type=int, default=QualityOptions.sample_steps)
     parser.add_argument("--guidance", type=float, default=QualityOptions.guidance_scale)
     parser.add_argument("--reference-frame", type=int, default=QualityOptions.reference_frame)
@@ -219,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     options = QualityOptions(
         steps=args.steps, appearance_steps=args.appearance_steps, learning_rate=args.lr, rank=args.rank,
         sample_steps=args.sample_steps, guidance_scale=args.guidance, reference_frame=args.reference_frame,
-        windowed=not args.no_windowed,
+        windowed=not args.no_windowed, colour_variants=args.colour_variants,
     )  # fmt: skip
     model = Path(args.model) if args.model else builtin_model_dir()
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -250,6 +254,11 @@ def main(argv: list[str] | None = None) -> int:
     print()
     share = sum(wins) / len(wins)
     print(f"framecast beats every baseline on masked PSNR in {sum(wins)}/{len(wins)} scenes ({share:.0%}; goal >= 80%)")
+    for kind in sorted({scene.edit.value for scene in scenes}):
+        kind_wins = [w for w, scene in zip(wins, scenes) if scene.edit.value == kind]
+        beaten = {b: sum(s["framecast"]["masked_psnr"] > s[b]["masked_psnr"] for s, sc in zip(per_scene, scenes)
+                         if sc.edit.value == kind) for b in BASELINES}  # fmt: skip
+        print(f"  {kind:<9} {sum(kind_wins)}/{len(kind_wins)} scenes; beats " + ", ".join(f"{b} {n}/{len(kind_wins)}" for b, n in beaten.items()))
     if ref_gain:
         print(f"appearance phase (+1 reference frame): {statistics.fmean(ref_gain):+.2f} dB mean masked PSNR, "
               f"better in {sum(g > 0 for g in ref_gain)}/{len(ref_gain)} scenes")  # fmt: skip

@@ -427,7 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--model", default=None, metavar="DIR", help="model directory (default: the built-in toy model)"
     )
-    demo.add_argument("--steps", type=int, default=60, help="training steps (default: %(default)s)")
+    demo.add_argument("--steps", type=int, default=200, help="training steps (default: %(default)s)")
     demo.add_argument("--sample-steps", type=int, default=30, help="denoising steps (default: %(default)s)")
     demo.add_argument("--frames", type=int, default=17, help="video length, 4N+1 (default: %(default)s)")
     demo.add_argument(
@@ -438,7 +438,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--edit", choices=["recolor", "retexture", "reshape"], default="recolor", help="the edit to propagate"
     )
     demo.add_argument("--rank", type=int, default=16)
-    demo.add_argument("--lr", type=float, default=1e-4)
+    # The toy model is small and trains in a few hundred CPU steps: a larger rate than Wan's 1e-4.
+    demo.add_argument("--lr", type=float, default=1e-3, help="learning rate (default: %(default)s)")
+    demo.add_argument(
+        "--colour-variants", type=int, default=7, metavar="N",
+        help="recoloured copies of the source trained alongside it (default: %(default)s)",
+    )  # fmt: skip
     demo.add_argument("--device", default="auto")
     demo.add_argument("--dtype", default="auto")
     demo.set_defaults(run=cmd_demo)

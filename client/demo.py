@@ -123,6 +123,7 @@ def run_demo(args) -> int:
                 rank=args.rank,
                 learning_rate=args.lr,
                 seed=args.seed,
+                colour_variants=args.colour_variants,
             )
             adapter = follow_job(client, run_train, events, JobProgress("train"))
 

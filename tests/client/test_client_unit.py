@@ -171,7 +171,8 @@ def test_parse_export_info_demo():
     info = parser.parse_args(["info", "--server", "h:4", "--timeout", "2.5"])
     assert info.server == "h:4" and info.timeout == 2.5 and info.run is cli.cmd_info
     demo = parser.parse_args(["demo"])
-    assert (demo.out, demo.model, demo.steps, demo.frames, demo.size, demo.seed) == ("demo-out", None, 60, 17, 64, 0)
+    assert (demo.out, demo.model, demo.steps, demo.frames, demo.size, demo.seed) == ("demo-out", None, 200, 17, 64, 0)
+    assert (demo.lr, demo.colour_variants) == (1e-3, 7)
 
 
 def test_parse_requires_a_command():
