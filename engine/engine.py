@@ -310,7 +310,8 @@ class Engine:
         phases = [("motion", motion, settings.steps)]
         if job.references:
             refs = [self._reference_sample(job.source, edit_mask, i, f, job.prompt, settings) for i, f in job.references]
-            mixed = refs * settings.reference_repeats + phases[0][1]
+            # Mixed with the source clip itself as in the paper (not its colour variants).
+            mixed = refs * settings.reference_repeats + motion[: len(plan.starts)]
             phases.append(("appearance", mixed, settings.appearance_steps))
 
         self.slots.add_trainable(job.adapter, settings.rank, settings.lora_alpha, settings.seed)
