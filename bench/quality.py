@@ -7,7 +7,8 @@ Each scene (seeds FIRST_SEED.., all below 1,000,000 and so never used in trainin
 ``framecast.engine.toymodel``) is a source video, an edit mask, an edited first frame and the
 true edited video. On the built-in toy model (or ``--model``), per scene:
 
-  framecast        motion-phase adapter trained on the source, then the edit propagated;
+  framecast        motion-phase adapter trained on the source (and recoloured copies of it,
+                   ``--colour-variants``), then the edit propagated;
   framecast+ref    the same plus an appearance phase on one more edited frame (``--reference-frame``);
   windowed         framecast with training and sampling in 9-frame windows overlapping by 3;
   (a) plain I2V    the base model, no adapter, full mask: the conditioning is exactly plain I2V;
@@ -48,11 +49,13 @@ BASELINES = ("(a) plain I2V", "(b) mask only", "(c) copy")
 
 @dataclass(frozen=True)
 class QualityOptions:
-    steps: int = 100  # motion-phase steps
+    # The toy model is small: its adapters train at 10x Wan's learning rate, for more steps,
+    # with colour variants (the paper's method is steps=100, lr 1e-4, colour_variants=0).
+    steps: int = 800  # motion-phase steps
     appearance_steps: int = 100
     learning_rate: float = 1e-3
     rank: int = 16
-    colour_variants: int = 0  # recoloured copies of the source in the motion phase (TrainSettings)
+    colour_variants: int = 15  # recoloured copies of the source in the motion phase (TrainSettings)
     sample_steps: int = 30
     guidance_scale: float = 5.0
     reference_frame: int = 8
