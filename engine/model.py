@@ -35,6 +35,10 @@ class TinyModelSpec:
     image_dim: int = 32  # CLIP vision hidden size; the transformer's image_dim
     image_size: int = 32
     vae_base_dim: int = 8
+    vae_dim_mult: tuple[int, ...] = (1, 1, 1, 1)
+    vae_res_blocks: int = 1
+    vae_residual: bool = False
+    freq_dim: int = 32
     flow_shift: float = 5.0
     seed: int = 0
 
@@ -54,50 +58,38 @@ def _byte_level_tokenizer():
     )
 
 
-def build_tiny_pipeline(spec: TinyModelSpec = TinyModelSpec()):
-    """A random-weight WanImageToVideoPipeline of the real classes, shrunk."""
-    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanImageToVideoPipeline, WanTransformer3DModel
+def wan_components(spec) -> dict:
+    """The seven WanImageToVideoPipeline components of the real classes at ``spec``'s sizes,
+    freshly initialised from ``spec.seed`` (a ``TinyModelSpec`` or the toy model's spec)."""
+    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanTransformer3DModel
     from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel, UMT5Config, UMT5EncoderModel
 
     torch.manual_seed(spec.seed)
     tokenizer = _byte_level_tokenizer()
     text_encoder = UMT5EncoderModel(
         UMT5Config(
-            vocab_size=len(tokenizer),
-            d_model=spec.text_dim,
-            d_kv=spec.text_dim // 2,
-            d_ff=2 * spec.text_dim,
-            num_layers=spec.text_layers,
-            num_heads=2,
-            relative_attention_num_buckets=8,
-            relative_attention_max_distance=32,
-            pad_token_id=0,
-            eos_token_id=1,
-            decoder_start_token_id=0,
+            vocab_size=len(tokenizer), d_model=spec.text_dim, d_kv=spec.text_dim // 2, d_ff=2 * spec.text_dim,
+            num_layers=spec.text_layers, num_heads=2, relative_attention_num_buckets=8,
+            relative_attention_max_distance=32, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
         )
-    )
+    )  # fmt: skip
     image_encoder = CLIPVisionModel(
         CLIPVisionConfig(
-            hidden_size=spec.image_dim,
-            intermediate_size=2 * spec.image_dim,
-            projection_dim=spec.image_dim,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            image_size=spec.image_size,
-            patch_size=8,
+            hidden_size=spec.image_dim, intermediate_size=2 * spec.image_dim, projection_dim=spec.image_dim,
+            num_hidden_layers=2, num_attention_heads=2, image_size=spec.image_size, patch_size=8,
         )
-    )
+    )  # fmt: skip
     image_processor = CLIPImageProcessor(
         size={"shortest_edge": spec.image_size}, crop_size={"height": spec.image_size, "width": spec.image_size}
     )
     vae = AutoencoderKLWan(
         base_dim=spec.vae_base_dim,
         z_dim=16,
-        dim_mult=[1, 1, 1, 1],
-        num_res_blocks=1,
+        dim_mult=list(spec.vae_dim_mult),
+        num_res_blocks=spec.vae_res_blocks,
         temperal_downsample=[False, True, True],
+        is_residual=spec.vae_residual,
     )
-    inner_dim = spec.heads * spec.head_dim
     transformer = WanTransformer3DModel(
         patch_size=(1, 2, 2),
         num_attention_heads=spec.heads,
@@ -105,26 +97,32 @@ def build_tiny_pipeline(spec: TinyModelSpec = TinyModelSpec()):
         in_channels=36,
         out_channels=16,
         text_dim=spec.text_dim,
-        freq_dim=32,
+        freq_dim=spec.freq_dim,
         ffn_dim=spec.ffn_dim,
         num_layers=spec.layers,
         cross_attn_norm=True,
         qk_norm="rms_norm_across_heads",
         eps=1e-6,
         image_dim=spec.image_dim,
-        added_kv_proj_dim=inner_dim,
+        added_kv_proj_dim=spec.heads * spec.head_dim,
         rope_max_seq_len=32,
     )
-    scheduler = FlowMatchEulerDiscreteScheduler(shift=spec.flow_shift)
-    return WanImageToVideoPipeline(
-        tokenizer=tokenizer,
-        text_encoder=text_encoder,
-        vae=vae,
-        scheduler=scheduler,
-        image_processor=image_processor,
-        image_encoder=image_encoder,
-        transformer=transformer,
-    )
+    return {
+        "tokenizer": tokenizer,
+        "text_encoder": text_encoder,
+        "image_encoder": image_encoder,
+        "image_processor": image_processor,
+        "vae": vae,
+        "transformer": transformer,
+        "scheduler": FlowMatchEulerDiscreteScheduler(shift=spec.flow_shift),
+    }
+
+
+def build_tiny_pipeline(spec: TinyModelSpec = TinyModelSpec()):
+    """A random-weight WanImageToVideoPipeline of the real classes, shrunk."""
+    from diffusers import WanImageToVideoPipeline
+
+    return WanImageToVideoPipeline(**wan_components(spec))
 
 
 def make_tiny_model(directory: str | Path, spec: TinyModelSpec = TinyModelSpec(), dtype=torch.float32) -> Path:

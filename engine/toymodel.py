@@ -59,63 +59,9 @@ class ToyModelSpec:
 
 def build_components(spec: ToyModelSpec) -> dict:
     """The seven WanImageToVideoPipeline components, freshly initialised from ``spec.seed``."""
-    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanTransformer3DModel
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel, UMT5Config, UMT5EncoderModel
+    from framecast.engine.model import wan_components
 
-    from framecast.engine.model import _byte_level_tokenizer
-
-    torch.manual_seed(spec.seed)
-    tokenizer = _byte_level_tokenizer()
-    text_encoder = UMT5EncoderModel(
-        UMT5Config(
-            vocab_size=len(tokenizer), d_model=spec.text_dim, d_kv=spec.text_dim // 2, d_ff=2 * spec.text_dim,
-            num_layers=spec.text_layers, num_heads=2, relative_attention_num_buckets=8,
-            relative_attention_max_distance=32, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
-        )
-    )  # fmt: skip
-    image_encoder = CLIPVisionModel(
-        CLIPVisionConfig(
-            hidden_size=spec.image_dim, intermediate_size=2 * spec.image_dim, projection_dim=spec.image_dim,
-            num_hidden_layers=2, num_attention_heads=2, image_size=spec.image_size, patch_size=8,
-        )
-    )  # fmt: skip
-    image_processor = CLIPImageProcessor(
-        size={"shortest_edge": spec.image_size}, crop_size={"height": spec.image_size, "width": spec.image_size}
-    )
-    vae = AutoencoderKLWan(
-        base_dim=spec.vae_base_dim,
-        z_dim=16,
-        dim_mult=list(spec.vae_dim_mult),
-        num_res_blocks=spec.vae_res_blocks,
-        temperal_downsample=[False, True, True],
-        is_residual=spec.vae_residual,
-    )
-    transformer = WanTransformer3DModel(
-        patch_size=(1, 2, 2),
-        num_attention_heads=spec.heads,
-        attention_head_dim=spec.head_dim,
-        in_channels=36,
-        out_channels=16,
-        text_dim=spec.text_dim,
-        freq_dim=spec.freq_dim,
-        ffn_dim=spec.ffn_dim,
-        num_layers=spec.layers,
-        cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads",
-        eps=1e-6,
-        image_dim=spec.image_dim,
-        added_kv_proj_dim=spec.inner_dim,
-        rope_max_seq_len=32,
-    )
-    return {
-        "tokenizer": tokenizer,
-        "text_encoder": text_encoder,
-        "image_encoder": image_encoder,
-        "image_processor": image_processor,
-        "vae": vae,
-        "transformer": transformer,
-        "scheduler": FlowMatchEulerDiscreteScheduler(shift=spec.flow_shift),
-    }
+    return wan_components(spec)
 
 
 def assemble_pipeline(components: dict):
