@@ -460,3 +460,11 @@ def test_build_strip_rejects_mismatched_rows():
         build_strip([("a", np.zeros((5, 16, 16, 3), np.uint8)), ("b", np.zeros((5, 32, 16, 3), np.uint8))])
     with pytest.raises(ValueError):
         build_strip([])
+
+
+def test_parse_train_toy_model_schedule():
+    parser = cli.build_parser()
+    plain = parser.parse_args(["train-toy-model", "out"])
+    assert (plain.dir, plain.seed, plain.vae_finetune_steps, plain.transformer_steps) == ("out", 0, None, None)
+    longer = parser.parse_args(["train-toy-model", "out", "--vae-finetune-steps", "2000", "--transformer-steps", "5000"])
+    assert (longer.vae_finetune_steps, longer.transformer_steps) == (2000, 5000)
