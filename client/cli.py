@@ -73,6 +73,8 @@ def cmd_serve(args) -> int:
         device=args.device, dtype=args.dtype, max_queue=args.max_queue, quantize=args.quantize,
         attention=args.attention, offload=args.offload, max_vram_gb=args.max_vram or 0.0,
         vae_tiling=args.vae_tiling, optimizer=args.optimizer, window_frames=args.window_frames,
+        adapter_slots=args.adapter_slots, adapter_host_cache_gb=args.adapter_host_cache,
+        adapter_max_rank=args.adapter_max_rank,
     )  # fmt: skip
     try:
         running = start_server(config, handle_signals=True)
@@ -292,6 +294,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--optimizer", default="adamw", choices=["adamw", "adamw8bit"], help="adapter optimiser")
     serve.add_argument("--window-frames", type=int, default=81, metavar="N",
                        help="clips longer than this (4N+1) are trained and generated in windows")
+    serve.add_argument("--adapter-slots", type=int, default=8, metavar="N",
+                       help="adapters kept in device memory, least recently used evicted (default: %(default)s)")
+    serve.add_argument("--adapter-host-cache", type=float, default=4.0, metavar="GB",
+                       help="host memory for adapters off the device (default: %(default)s)")
+    serve.add_argument("--adapter-max-rank", type=int, default=64, metavar="R",
+                       help="rank of the hot-swap LoRA slot adapters are zero-padded to; a larger adapter grows it once, "
+                       "with a recompile (default: %(default)s)")
     serve.set_defaults(run=cmd_serve)
 
     tiny = commands.add_parser("make-tiny-model", help="write the small built-in random-weight model")

@@ -44,6 +44,12 @@ class ServerConfig:
             raise InvalidInput("max_queue", self.max_queue, "must be >= 1")
         if self.max_upload_bytes < 1:
             raise InvalidInput("max_upload_bytes", self.max_upload_bytes, "must be >= 1")
+        if self.adapter_slots < 1:
+            raise InvalidInput("adapter_slots", self.adapter_slots, "must be >= 1")
+        if self.adapter_host_cache_gb < 0:
+            raise InvalidInput("adapter_host_cache_gb", self.adapter_host_cache_gb, "must be >= 0")
+        if not 1 <= self.adapter_max_rank <= 512:
+            raise InvalidInput("adapter_max_rank", self.adapter_max_rank, "must be between 1 and 512")
         if not Path(self.model_dir).is_dir():
             raise InvalidInput("model", self.model_dir, "is not a directory")
 

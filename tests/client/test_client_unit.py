@@ -468,3 +468,9 @@ def test_parse_train_toy_model_schedule():
     assert (plain.dir, plain.seed, plain.vae_finetune_steps, plain.transformer_steps) == ("out", 0, None, None)
     longer = parser.parse_args(["train-toy-model", "out", "--vae-finetune-steps", "2000", "--transformer-steps", "5000"])
     assert (longer.vae_finetune_steps, longer.transformer_steps) == (2000, 5000)
+
+
+def test_parse_serve_adapter_cache_flags():
+    args = cli.build_parser().parse_args(["serve", "--model", "m", "--data", "d", "--adapter-slots", "3",
+                                          "--adapter-host-cache", "0.5", "--adapter-max-rank", "32"])  # fmt: skip
+    assert (args.adapter_slots, args.adapter_host_cache, args.adapter_max_rank) == (3, 0.5, 32)

@@ -38,3 +38,13 @@ def test_config_refuses_a_missing_model_dir(tmp_path):
 
     with pytest.raises(InvalidInput, match="model"):
         ServerConfig(model_dir=str(tmp_path / "nowhere"), data_dir=str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("adapter_slots", 0), ("adapter_host_cache_gb", -1.0), ("adapter_max_rank", 0)]
+)
+def test_config_refuses_bad_adapter_cache_sizes(tmp_path, field, value):
+    from framecast.engine.errors import InvalidInput
+
+    with pytest.raises(InvalidInput, match=f"{field}.*{value}"):
+        ServerConfig(model_dir=str(tmp_path), data_dir=str(tmp_path), **{field: value})
