@@ -319,9 +319,6 @@ class AdapterCache:
         safe while a job runs: kept for callers from when adapters were detached between jobs."""
         self.forget(name)
 
-    def flush(self) -> None:
-        """Nothing is deferred any more; kept for callers."""
-
     # --- tiers ------------------------------------------------------------------------------
 
     def _touch(self, name: str) -> None:

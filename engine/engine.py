@@ -293,7 +293,6 @@ class Engine:
         should_cancel: Callable[[], bool] | None = None,
     ) -> AdapterRecord:
         mask = self.validate_train(job)
-        self.slots.flush()
         settings = job.settings
         edit_mask = C.prepare_edit_mask(mask, job.mask_mode, job.dilate_px)
 
@@ -440,7 +439,6 @@ class Engine:
         started = time.perf_counter()
         mask = self.validate_propagate(job)
         plan = self._plan(job.source, job.window_frames, job.overlap_frames, training=False)
-        self.slots.flush()
         edit_mask = C.prepare_edit_mask(mask, job.mask_mode, job.dilate_px)
         if job.adapter:
             self.slots.activate(job.adapter, self.store)
