@@ -53,6 +53,15 @@ def training_failed(exc: BaseException) -> bool:
     return not isinstance(exc, (Cancelled, InvalidInput, AlreadyExists))
 
 
+
+def _target_state(to: int, default: AdapterState, default_wire: int) -> AdapterState:
+    """The state a Load/Unload request's ``to`` asks for: ``default`` (also when unset) or CACHED."""
+    targets = {pb.ADAPTER_STATE_UNSPECIFIED: default, default_wire: default, pb.ADAPTER_STATE_CACHED: AdapterState.CACHED}
+    if to not in targets:
+        raise InvalidInput("to", pb.AdapterState.Name(to) if to in STATES.values() else to,
+                           f"must be {pb.AdapterState.Name(default_wire)} or ADAPTER_STATE_CACHED")  # fmt: skip
+    return targets[to]
+
 class AdapterRpcs:
     # --- conversions ------------------------------------------------------------------------
 
@@ -118,23 +127,15 @@ class AdapterRpcs:
 
     def LoadAdapter(self, request, context):
         engine = self.engine
-        targets = {pb.ADAPTER_STATE_UNSPECIFIED: AdapterState.LOADED, pb.ADAPTER_STATE_LOADED: AdapterState.LOADED,
-                   pb.ADAPTER_STATE_CACHED: AdapterState.CACHED}  # fmt: skip
-        if request.to not in targets:
-            raise InvalidInput("to", pb.AdapterState.Name(request.to) if request.to in STATES.values() else request.to,
-                               "must be ADAPTER_STATE_LOADED or ADAPTER_STATE_CACHED")
+        target = _target_state(request.to, AdapterState.LOADED, pb.ADAPTER_STATE_LOADED)
         name = check_adapter_name(request.name, "name")
-        return self._change(engine.slots.load(name, engine.store, targets[request.to]))
+        return self._change(engine.slots.load(name, engine.store, target))
 
     def UnloadAdapter(self, request, context):
         engine = self.engine
-        targets = {pb.ADAPTER_STATE_UNSPECIFIED: AdapterState.READY, pb.ADAPTER_STATE_READY: AdapterState.READY,
-                   pb.ADAPTER_STATE_CACHED: AdapterState.CACHED}  # fmt: skip
-        if request.to not in targets:
-            raise InvalidInput("to", pb.AdapterState.Name(request.to) if request.to in STATES.values() else request.to,
-                               "must be ADAPTER_STATE_READY or ADAPTER_STATE_CACHED")
+        target = _target_state(request.to, AdapterState.READY, pb.ADAPTER_STATE_READY)
         name = check_adapter_name(request.name, "name")
-        return self._change(engine.slots.unload(name, engine.store, targets[request.to]))
+        return self._change(engine.slots.unload(name, engine.store, target))
 
     def PinAdapter(self, request, context):
         engine = self.engine
