@@ -11,45 +11,20 @@ from framecast.client.display import format_adapter, format_adapter_table, forma
 from framecast.v1 import framecast_pb2 as pb
 
 
-class RecordingStub:
-    """Records (method, request, timeout) and answers from ``replies``; stream requests are drained."""
-
-    def __init__(self, **replies):
-        self.replies, self.calls = replies, []
-
-    def __getattr__(self, name):
-        def method(request, timeout=None):
-            if name == "ImportAdapter":
-                request = list(request)
-            self.calls.append((name, request, timeout))
-            reply = self.replies[name]
-            if isinstance(reply, Exception):
-                raise reply
-            return reply
-
-        return method
-
-
 def change(action=pb.ADAPTER_ACTION_LOADED, previous=pb.ADAPTER_STATE_READY, state=pb.ADAPTER_STATE_LOADED, **extra):
     return pb.AdapterChange(action=action, previous_state=previous,
                             adapter=pb.AdapterInfo(name="a", state=state, **extra.pop("info", {})), **extra)  # fmt: skip
 
 
-@pytest.fixture
-def client():
-    with FramecastClient("127.0.0.1:1", timeout=5.0) as c:
-        yield c
-
-
-def test_load_unload_pin_requests(client):
-    client._stub = stub = RecordingStub(LoadAdapter=change(), UnloadAdapter=change(), PinAdapter=change())
+def test_load_unload_pin_requests(client, stub):
+    fake = stub(LoadAdapter=change(), UnloadAdapter=change(), PinAdapter=change())
     client.load_adapter("a")
     client.load_adapter("a", to="host", timeout=2)
     client.unload_adapter("a")
     client.unload_adapter("a", to="host")
     client.pin_adapter("a")
     client.unpin_adapter("a")
-    assert [(name, request) for name, request, _ in stub.calls] == [
+    assert [(name, request) for name, request, _ in fake.calls] == [
         ("LoadAdapter", pb.LoadAdapterRequest(name="a", to=pb.ADAPTER_STATE_LOADED)),
         ("LoadAdapter", pb.LoadAdapterRequest(name="a", to=pb.ADAPTER_STATE_CACHED)),
         ("UnloadAdapter", pb.UnloadAdapterRequest(name="a", to=pb.ADAPTER_STATE_READY)),
@@ -57,31 +32,24 @@ def test_load_unload_pin_requests(client):
         ("PinAdapter", pb.PinAdapterRequest(name="a")),
         ("PinAdapter", pb.PinAdapterRequest(name="a", unpin=True)),
     ]
-    assert [timeout for *_, timeout in stub.calls] == [5.0, 2, 5.0, 5.0, 5.0, 5.0]
+    assert [timeout for *_, timeout in fake.calls] == [5.0, 2, 5.0, 5.0, 5.0, 5.0]
     with pytest.raises(ValueError, match="to must be one of device, host"):
         client.load_adapter("a", to="disk")
 
 
-def test_refusals_become_framecast_errors(client):
-    class Refused(grpc.RpcError):
-        def code(self):
-            return grpc.StatusCode.FAILED_PRECONDITION
-
-        def details(self):
-            return "adapter 'a' is pinned; unpin it first"
-
-    client._stub = RecordingStub(UnloadAdapter=Refused())
+def test_refusals_become_framecast_errors(client, stub, rpc_error):
+    stub(UnloadAdapter=rpc_error(grpc.StatusCode.FAILED_PRECONDITION, "adapter 'a' is pinned; unpin it first"))
     with pytest.raises(FramecastError) as caught:
         client.unload_adapter("a")
     assert caught.value.code is grpc.StatusCode.FAILED_PRECONDITION and "pinned" in caught.value.message
 
 
-def test_import_streams_header_then_data(client, tmp_path):
+def test_import_streams_header_then_data(client, stub, tmp_path):
     path = tmp_path / "style.safetensors"
     path.write_bytes(b"0123456789")
-    client._stub = stub = RecordingStub(ImportAdapter=pb.AdapterInfo(name="style"))
+    fake = stub(ImportAdapter=pb.AdapterInfo(name="style"))
     assert client.import_adapter("style", path, chunk_bytes=4).name == "style"
-    chunks = stub.calls[0][1]
+    chunks = fake.calls[0][1]
     assert chunks[0].header == pb.ImportAdapterHeader(name="style", filename="style.safetensors")
     assert [c.data for c in chunks] == [b"0123", b"4567", b"89"]
     assert not any(c.HasField("header") for c in chunks[1:])
@@ -91,20 +59,13 @@ def test_import_streams_header_then_data(client, tmp_path):
     assert from_bytes[0].header.filename == "y.safetensors" and from_bytes[0].data == b"abc"
 
 
-class Chunks(list):
-    """A finished server stream: iterable, and cancellable as grpc calls are."""
-
-    def cancel(self):
-        return True
-
-
-def test_export_asks_for_the_format_and_checks_the_size(client, tmp_path):
-    reply = Chunks([pb.FileChunk(filename="a.comfyui.safetensors", size_bytes=6, data=b"abc"), pb.FileChunk(data=b"def")])
-    client._stub = stub = RecordingStub(ExportAdapter=reply)
+def test_export_asks_for_the_format_and_checks_the_size(client, stub, server_stream, tmp_path):
+    reply = [pb.FileChunk(filename="a.comfyui.safetensors", size_bytes=6, data=b"abc"), pb.FileChunk(data=b"def")]
+    fake = stub(ExportAdapter=server_stream(reply))
     assert client.export_adapter("a", tmp_path / "a.safetensors", format="comfyui") == b"abcdef"
-    assert stub.calls[0][1] == pb.ExportAdapterRequest(name="a", format=pb.EXPORT_FORMAT_COMFYUI)
+    assert fake.calls[0][1] == pb.ExportAdapterRequest(name="a", format=pb.EXPORT_FORMAT_COMFYUI)
     assert (tmp_path / "a.safetensors").read_bytes() == b"abcdef"
-    client._stub = RecordingStub(ExportAdapter=Chunks(reply[:1]))
+    stub(ExportAdapter=server_stream(reply[:1]))
     with pytest.raises(FramecastError) as caught:
         client.export_adapter("a")
     assert caught.value.code is grpc.StatusCode.DATA_LOSS

@@ -25,61 +25,6 @@ from framecast.engine import media
 from framecast.v1 import framecast_pb2 as pb
 
 
-class FakeRpcError(grpc.RpcError):
-    """Stands in for the grpc.Call a failed RPC raises: .code() and .details()."""
-
-    def __init__(self, code: grpc.StatusCode, details: str):
-        self._code, self._details = code, details
-
-    def code(self):
-        return self._code
-
-    def details(self):
-        return self._details
-
-
-class FakeCall:
-    """A server-streaming call: yields ``items``, then raises ``error`` if given."""
-
-    def __init__(self, items, error=None):
-        self.items, self.error, self.cancelled = list(items), error, False
-
-    def __iter__(self):
-        yield from self.items
-        if self.error is not None:
-            raise self.error
-
-    def cancel(self):
-        self.cancelled = True
-        return True
-
-
-class FakeStub:
-    """Records each request (and its timeout) and answers from ``replies`` (name -> value or exception)."""
-
-    def __init__(self, **replies):
-        self.replies, self.calls = replies, []
-
-    def __getattr__(self, name):
-        def method(request, timeout=None):
-            if name == "UploadMedia":
-                request = list(request)
-            self.calls.append((name, request, timeout))
-            reply = self.replies[name]
-            if isinstance(reply, Exception):
-                raise reply
-            return reply
-
-        return method
-
-
-@pytest.fixture
-def client():
-    # The channel connects lazily: nothing is dialled unless a real stub is called.
-    with FramecastClient("127.0.0.1:1", timeout=7.0) as c:
-        yield c
-
-
 # ---- import hygiene -------------------------------------------------------------------------
 
 
@@ -235,33 +180,33 @@ def test_output_encoding_mapping():
 # ---- error conversion ---------------------------------------------------------------------
 
 
-def test_framecast_error_from_rpc_error():
-    error = FramecastError.from_rpc_error(FakeRpcError(grpc.StatusCode.NOT_FOUND, "adapter 'x' not found"))
+def test_framecast_error_from_rpc_error(rpc_error):
+    error = FramecastError.from_rpc_error(rpc_error(grpc.StatusCode.NOT_FOUND, "adapter 'x' not found"))
     assert error.code is grpc.StatusCode.NOT_FOUND and error.message == "adapter 'x' not found"
     assert str(error) == "NOT_FOUND: adapter 'x' not found"
     bare = FramecastError.from_rpc_error(grpc.RpcError("boom"))  # no .code(): UNKNOWN
     assert bare.code is grpc.StatusCode.UNKNOWN and bare.message == "boom"
 
 
-def test_unary_rpc_error_becomes_framecast_error_from_none(client):
-    client._stub = FakeStub(GetAdapter=FakeRpcError(grpc.StatusCode.NOT_FOUND, "adapter 'x' not found"))
+def test_unary_rpc_error_becomes_framecast_error_from_none(client, stub, rpc_error):
+    stub(GetAdapter=rpc_error(grpc.StatusCode.NOT_FOUND, "adapter 'x' not found"))
     with pytest.raises(FramecastError) as info:
         client.get_adapter("x")
     assert info.value.code is grpc.StatusCode.NOT_FOUND and info.value.message == "adapter 'x' not found"
     assert info.value.__cause__ is None and info.value.__suppress_context__
 
 
-def test_timeouts_default_to_the_client_and_can_be_overridden(client):
-    client._stub = FakeStub(GetServerInfo=pb.ServerInfo(version="v"), ListAdapters=pb.ListAdaptersResponse())
+def test_timeouts_default_to_the_client_and_can_be_overridden(client, stub):
+    stub(GetServerInfo=pb.ServerInfo(version="v"), ListAdapters=pb.ListAdaptersResponse())
     assert client.server_info().version == "v"
     client.list_adapters(timeout=1.5)
-    assert [timeout for _, _, timeout in client._stub.calls] == [7.0, 1.5]
+    assert [timeout for _, _, timeout in client._stub.calls] == [5.0, 1.5]
 
 
-def test_stream_error_mid_stream_becomes_framecast_error(client):
+def test_stream_error_mid_stream_becomes_framecast_error(client, stub, rpc_error, server_stream):
     accepted = pb.JobEvent(job_id="j", accepted=pb.JobInfo(job_id="j"))
-    call = FakeCall([accepted], FakeRpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, "out of memory"))
-    client._stub = FakeStub(Train=call)
+    call = server_stream([accepted], rpc_error(grpc.StatusCode.RESOURCE_EXHAUSTED, "out of memory"))
+    stub(Train=call)
     events = client.train("a", "sha256:s", "sha256:m", "p")
     assert next(events) == accepted
     with pytest.raises(FramecastError) as info:
@@ -270,9 +215,9 @@ def test_stream_error_mid_stream_becomes_framecast_error(client):
     assert call.cancelled
 
 
-def test_abandoning_a_stream_cancels_the_call(client):
-    call = FakeCall([pb.JobEvent(job_id="j"), pb.JobEvent(job_id="j")])
-    client._stub = FakeStub(WatchJob=call)
+def test_abandoning_a_stream_cancels_the_call(client, stub, server_stream):
+    call = server_stream([pb.JobEvent(job_id="j"), pb.JobEvent(job_id="j")])
+    stub(WatchJob=call)
     events = client.watch_job("j")
     next(events)
     events.close()
@@ -306,12 +251,12 @@ def test_collect_propagation_decodes_frames():
     np.testing.assert_array_equal(frames[1], frame + 1)
 
 
-def test_wait_ready_polls_health_until_serving(client):
+def test_wait_ready_polls_health_until_serving(client, rpc_error):
     from grpc_health.v1 import health_pb2
 
     answers = iter(
         [
-            FakeRpcError(grpc.StatusCode.UNAVAILABLE, "connecting"),
+            rpc_error(grpc.StatusCode.UNAVAILABLE, "connecting"),
             health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.NOT_SERVING),
             health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVING),
         ]
@@ -340,8 +285,8 @@ def test_wait_ready_times_out_with_deadline_exceeded(client):
 # ---- requests -----------------------------------------------------------------------------
 
 
-def test_train_request_fields(client):
-    client._stub = FakeStub(Train=FakeCall([]))
+def test_train_request_fields(client, stub, server_stream):
+    stub(Train=server_stream([]))
     client.train("a", pb.MediaRef(id="sha256:s"), "sha256:m", "p", steps=5, mask_mode="exact",
                  references=[(4, "sha256:r")], loss_weights=(2, 0.5), gradient_checkpointing=False)  # fmt: skip
     ((_, request, _),) = client._stub.calls
@@ -355,8 +300,8 @@ def test_train_request_fields(client):
         client.train("a", "s", "m", "p", mask_mode="tight")
 
 
-def test_propagate_sets_optional_fields_explicitly(client):
-    client._stub = FakeStub(Propagate=FakeCall([]))
+def test_propagate_sets_optional_fields_explicitly(client, stub, server_stream):
+    stub(Propagate=server_stream([]))
     client.propagate("a", "s", "m", "e", "p", guidance_scale=1.0, feather_px=0, output_encoding="png-sequence")
     client.propagate("a", "s", "m", "e", "p", guidance_scale=None, feather_px=None)
     (_, explicit, _), (_, unset, _) = client._stub.calls
@@ -401,13 +346,13 @@ def test_media_chunks_fail_at_call_time():
         media_chunks(b"abc", chunk_bytes=0)
 
 
-def test_upload_streams_the_chunks(client):
+def test_upload_streams_the_chunks(client, stub):
     ref = pb.MediaRef(id="sha256:x", num_frames=1)
-    client._stub = FakeStub(UploadMedia=ref)
+    stub(UploadMedia=ref)
     assert client.upload(b"a" * 25, filename="e.png", chunk_bytes=10) == ref
     ((_, chunks, timeout),) = client._stub.calls
     _check_chunks(chunks, b"a" * 25, "e.png", 10)
-    assert timeout == 7.0
+    assert timeout == 5.0
 
 
 def test_encode_array_picks_png_or_mp4():
@@ -425,11 +370,11 @@ def test_encode_array_picks_png_or_mp4():
         encode_array(np.zeros((4, 4), np.float32))
 
 
-def test_download_checks_size_and_writes_atomically(client, tmp_path):
+def test_download_checks_size_and_writes_atomically(client, stub, server_stream, tmp_path):
     chunks = [pb.MediaChunk(header=pb.MediaRef(id="sha256:o", size_bytes=6), data=b"abc"), pb.MediaChunk(data=b"def")]
-    client._stub = FakeStub(DownloadMedia=FakeCall(chunks))
+    stub(DownloadMedia=server_stream(chunks))
     assert client.download_to("sha256:o", tmp_path / "out" / "o.mp4").read_bytes() == b"abcdef"
-    client._stub = FakeStub(DownloadMedia=FakeCall(chunks[:1]))
+    stub(DownloadMedia=server_stream(chunks[:1]))
     with pytest.raises(FramecastError) as info:
         client.download("sha256:o")
     assert info.value.code is grpc.StatusCode.DATA_LOSS
