@@ -61,9 +61,9 @@ def build_transformer(arch: str, device: torch.device, dtype: torch.dtype, layer
     from diffusers import WanTransformer3DModel
 
     if arch == "tiny":
-        from framecast.engine.model import TinyModelSpec, build_tiny_pipeline
+        from framecast.engine.model import WanSpec, build_tiny_pipeline
 
-        transformer = build_tiny_pipeline(TinyModelSpec()).transformer.to(device, dtype)
+        transformer = build_tiny_pipeline(WanSpec()).transformer.to(device, dtype)
     else:
         previous = torch.get_default_dtype()
         torch.set_default_dtype(dtype)  # built in bf16 directly: 28 GB, not 56 GB and a cast

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -23,24 +23,33 @@ _SPECIAL_TOKENS = ["<pad>", "</s>", "<unk>"]
 
 
 @dataclass(frozen=True)
-class TinyModelSpec:
-    """Sizes of the built-in model. Defaults run a 64x64, 9-frame clip in well under a second on a CPU."""
+class WanSpec:
+    """Sizes of a shrunk Wan2.1 I2V pipeline: every component is the real class, only widths
+    shrink. The defaults are the random tiny model's, which runs a 64x64, 9-frame clip in well
+    under a second on a CPU; the trained toy model (``ToyModelSpec``) widens them."""
 
+    # WanTransformer3DModel, I2V: 36 input channels, 2x2 patches.
     layers: int = 2
     heads: int = 2
     head_dim: int = 12
     ffn_dim: int = 48
+    freq_dim: int = 32
+    # UMT5 text encoder and CLIP vision encoder.
     text_dim: int = 32
     text_layers: int = 2
     image_dim: int = 32  # CLIP vision hidden size; the transformer's image_dim
     image_size: int = 32
+    # AutoencoderKLWan: 8x spatial, 4x temporal, 16 latent channels, as Wan2.1's.
     vae_base_dim: int = 8
     vae_dim_mult: tuple[int, ...] = (1, 1, 1, 1)
     vae_res_blocks: int = 1
     vae_residual: bool = False
-    freq_dim: int = 32
     flow_shift: float = 5.0
     seed: int = 0
+
+    @property
+    def inner_dim(self) -> int:
+        return self.heads * self.head_dim
 
 
 def _byte_level_tokenizer():
@@ -58,9 +67,9 @@ def _byte_level_tokenizer():
     )
 
 
-def wan_components(spec) -> dict:
+def wan_components(spec: WanSpec) -> dict:
     """The seven WanImageToVideoPipeline components of the real classes at ``spec``'s sizes,
-    freshly initialised from ``spec.seed`` (a ``TinyModelSpec`` or the toy model's spec)."""
+    freshly initialised from ``spec.seed``."""
     from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanTransformer3DModel
     from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel, UMT5Config, UMT5EncoderModel
 
@@ -104,7 +113,7 @@ def wan_components(spec) -> dict:
         qk_norm="rms_norm_across_heads",
         eps=1e-6,
         image_dim=spec.image_dim,
-        added_kv_proj_dim=spec.heads * spec.head_dim,
+        added_kv_proj_dim=spec.inner_dim,
         rope_max_seq_len=32,
     )
     return {
@@ -118,21 +127,21 @@ def wan_components(spec) -> dict:
     }
 
 
-def build_tiny_pipeline(spec: TinyModelSpec = TinyModelSpec()):
+def build_tiny_pipeline(spec: WanSpec = WanSpec()):
     """A random-weight WanImageToVideoPipeline of the real classes, shrunk."""
     from diffusers import WanImageToVideoPipeline
 
     return WanImageToVideoPipeline(**wan_components(spec))
 
 
-def make_tiny_model(directory: str | Path, spec: TinyModelSpec = TinyModelSpec(), dtype=torch.float32) -> Path:
+def make_tiny_model(directory: str | Path, spec: WanSpec = WanSpec(), dtype=torch.float32) -> Path:
     """Write the built-in model as a diffusers directory that ``load_pipeline`` reads back."""
     directory = Path(directory)
     pipe = build_tiny_pipeline(spec)
     if dtype != torch.float32:
         pipe.to(dtype=dtype)
     pipe.save_pretrained(directory, safe_serialization=True)
-    (directory / "framecast_tiny.json").write_text(json.dumps(spec.__dict__, indent=2))
+    (directory / "framecast_tiny.json").write_text(json.dumps(asdict(spec), indent=2))
     return directory
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from framecast.engine import conditioning as C
+from framecast.engine.model import WanSpec, wan_components
 from framecast.engine.toyworld import Scene, SceneConfig, make_scene
 
 TRAIN_SCENE_SEEDS = range(1_000_000, 2_000_000)
@@ -26,41 +27,25 @@ HELD_OUT_SEED_LIMIT = 1_000_000  # scenes with a smaller seed are never used in 
 
 
 @dataclass(frozen=True)
-class ToyModelSpec:
-    """Sizes of the toy model. Every component is the real Wan2.1 I2V class; only widths shrink."""
+class ToyModelSpec(WanSpec):
+    """Sizes of the toy model: the tiny model's classes, wider, and the clips it is trained on."""
 
-    frames: int = 17  # clip length it is trained on (sub-clips of 1, 5, 9 and 13 frames too)
-    size: int = 64  # frame side in pixels
-    # AutoencoderKLWan: 8x spatial, 4x temporal, 16 latent channels, as Wan2.1's. The residual
-    # down/up blocks (the class's Wan2.2 option: parameter-free space-to-channel shortcuts around
-    # every resampling) train several times faster from scratch than Wan2.1's plain ones.
-    vae_base_dim: int = 12
-    vae_dim_mult: tuple[int, ...] = (1, 2, 4, 4)
-    vae_res_blocks: int = 1
-    vae_residual: bool = True
-    # WanTransformer3DModel, I2V: 36 input channels, 2x2 patches.
     layers: int = 4
     heads: int = 4
     head_dim: int = 32
     ffn_dim: int = 512
     freq_dim: int = 64
-    # UMT5 text encoder and CLIP vision encoder: random and frozen, they only give features.
-    text_dim: int = 32
-    text_layers: int = 2
-    image_dim: int = 32
-    image_size: int = 32
-    flow_shift: float = 5.0
-    seed: int = 0
-
-    @property
-    def inner_dim(self) -> int:
-        return self.heads * self.head_dim
+    # The residual VAE down/up blocks (the class's Wan2.2 option: parameter-free space-to-channel
+    # shortcuts around every resampling) train several times faster from scratch than Wan2.1's.
+    vae_base_dim: int = 12
+    vae_dim_mult: tuple[int, ...] = (1, 2, 4, 4)
+    vae_residual: bool = True
+    frames: int = 17  # clip length it is trained on (sub-clips of 1, 5, 9 and 13 frames too)
+    size: int = 64  # frame side in pixels
 
 
 def build_components(spec: ToyModelSpec) -> dict:
     """The seven WanImageToVideoPipeline components, freshly initialised from ``spec.seed``."""
-    from framecast.engine.model import wan_components
-
     return wan_components(spec)
 
 
