@@ -92,27 +92,22 @@ def denoise(
     device = cond.condition_latents.device
     latents = initial_noise(cond.condition_latents.shape, seed, device)
     condition = cond.transformer_condition
+
+    def predict(model_input, timestep, prompt_embeds):
+        return transformer(
+            hidden_states=model_input, timestep=timestep, encoder_hidden_states=prompt_embeds,
+            encoder_hidden_states_image=cond.image_embeds, return_dict=False,
+        )[0]  # fmt: skip
+
     scheduler.set_timesteps(steps, device=device)
     for index, t in enumerate(scheduler.timesteps):
         if should_cancel is not None and should_cancel():
             raise Cancelled("job cancelled")
         model_input = torch.cat([latents, condition], dim=1).to(transformer.dtype)
         timestep = t.expand(latents.shape[0])
-        velocity = transformer(
-            hidden_states=model_input,
-            timestep=timestep,
-            encoder_hidden_states=cond.prompt_embeds,
-            encoder_hidden_states_image=cond.image_embeds,
-            return_dict=False,
-        )[0]
+        velocity = predict(model_input, timestep, cond.prompt_embeds)
         if guidance_scale > 1.0 and cond.negative_prompt_embeds is not None:
-            unconditional = transformer(
-                hidden_states=model_input,
-                timestep=timestep,
-                encoder_hidden_states=cond.negative_prompt_embeds,
-                encoder_hidden_states_image=cond.image_embeds,
-                return_dict=False,
-            )[0]
+            unconditional = predict(model_input, timestep, cond.negative_prompt_embeds)
             velocity = unconditional + guidance_scale * (velocity - unconditional)
         latents = scheduler.step(velocity, t, latents, return_dict=False)[0]
         if on_step is not None:

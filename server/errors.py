@@ -57,8 +57,6 @@ def _wrap_unary(behavior):
     def handler(request, context):
         try:
             return behavior(request, context)
-        except E.FramecastError as exc:
-            _abort(context, exc)
         except Exception as exc:
             if _is_grpc_abort(exc):
                 raise
@@ -71,8 +69,6 @@ def _wrap_stream(behavior):
     def handler(request, context):
         try:
             yield from behavior(request, context)
-        except E.FramecastError as exc:
-            _abort(context, exc)
         except Exception as exc:
             if _is_grpc_abort(exc):
                 raise
