@@ -469,8 +469,7 @@ class Engine:
         windows: list[np.ndarray] = []
         try:
             for k, (start, length) in enumerate(zip(plan.starts, plan.lengths)):
-                # Window 0 starts from the edited first frame, later ones from a generated frame.
-                first = job.edited_first_frame if k == 0 else windows[k - 1][start - plan.starts[k - 1]]
+                first = job.edited_first_frame if k == 0 else self._window_first_frame(job, edit_mask, windows, plan, k)
                 step_base = k * job.steps
                 window_steps = None if on_step is None else (lambda i, n, b=step_base: on_step(b + i, total_steps))
                 stream = None if plan.count > 1 else emit
@@ -495,6 +494,15 @@ class Engine:
             elapsed_s=time.perf_counter() - started,
             timings=timings,
         )
+
+    @staticmethod
+    def _window_first_frame(job, edit_mask: np.ndarray, windows: list[np.ndarray], plan: WindowPlan, k: int) -> np.ndarray:
+        """The frame window ``k`` (k >= 1) starts from: the previous window's frame there inside the
+        edit mask, the source outside it, which is known exactly (as in training, where every
+        window starts from a source frame)."""
+        start = plan.starts[k]
+        generated = windows[k - 1][start - plan.starts[k - 1]]
+        return np.where(edit_mask[start][..., None], generated, job.source[start])
 
     def _plan(self, source: np.ndarray, requested: int, overlap: int, training: bool, rank: int = 16) -> WindowPlan:
         """Windows for a clip: the requested window (else the configured one); under a memory

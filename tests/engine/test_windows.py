@@ -81,6 +81,29 @@ def test_windowed_propagation_streams_every_frame_once(engine, long_scene):
     assert np.array_equal(again.frames, result.frames)
 
 
+def test_later_windows_start_from_the_known_background(engine, long_scene, monkeypatch):
+    """Window k >= 1 starts from window k-1's frame inside the edit mask and the source outside it."""
+    firsts, outputs = {}, {}
+    generate = engine._generate
+
+    def recording(job, first_frame, start, *args, **kwargs):
+        firsts[start] = first_frame.copy()
+        outputs[start] = generate(job, first_frame, start, *args, **kwargs)
+        return outputs[start]
+
+    monkeypatch.setattr(engine, "_generate", recording)
+    job = PropagateJob("", long_scene.source, long_scene.edit_mask, long_scene.edited_first_frame, "p",
+                       steps=1, seed=3, overlap_frames=3, composite=False)  # fmt: skip
+    mask = engine.propagate(job).edit_mask
+    assert sorted(firsts) == [0, 6, 12]
+    np.testing.assert_array_equal(firsts[0], long_scene.edited_first_frame)
+    for previous, start in ((0, 6), (6, 12)):
+        inside = mask[start]
+        assert inside.any() and (~inside).any()
+        np.testing.assert_array_equal(firsts[start][~inside], long_scene.source[start][~inside])
+        np.testing.assert_array_equal(firsts[start][inside], outputs[previous][start - previous][inside])
+
+
 def test_window_of_whole_clip_is_one_window(engine, long_scene):
     job = PropagateJob("", long_scene.source, long_scene.edit_mask, long_scene.edited_first_frame, "p",
                        steps=1, window_frames=17)
