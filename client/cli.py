@@ -49,6 +49,28 @@ def existing_file(path: str, flag: str) -> Path:
     return resolved
 
 
+def positive_int(text: str) -> int:
+    """A count that must be at least 1. The API reads 0 as "the server's default", so a 0
+    typed on the command line is refused here rather than silently replaced."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1 or str(value) != text.strip().lstrip("+"):
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1 but got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number above 0 but got {text!r}")
+    return value
+
+
 def reference_spec(text: str) -> tuple[int, str]:
     """``IDX:path`` (``--reference``) -> (frame index, path)."""
     index, sep, path = text.partition(":")
@@ -333,15 +355,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--mask", required=True, metavar="MASK", help="mask video/image, white = edit region")
     train.add_argument("--prompt", required=True, help="caption of the source video")
-    train.add_argument("--steps", type=int, default=100, help="motion-phase steps (default: %(default)s)")
+    train.add_argument("--steps", type=positive_int, default=100, help="motion-phase steps (default: %(default)s)")
     train.add_argument(
         "--appearance-steps",
-        type=int,
+        type=positive_int,
         default=None,
         help="appearance-phase steps with --reference (server default: 100)",
     )
-    train.add_argument("--rank", type=int, default=16, help="LoRA rank (default: %(default)s)")
-    train.add_argument("--lr", type=float, default=1e-4, help="learning rate (default: %(default)s)")
+    train.add_argument("--rank", type=positive_int, default=16, help="LoRA rank (default: %(default)s)")
+    train.add_argument("--lr", type=positive_float, default=1e-4, help="learning rate (default: %(default)s)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument(
         "--colour-variants",
@@ -380,7 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
     prop.add_argument("--edited-first-frame", required=True, metavar="IMAGE")
     prop.add_argument("--prompt", required=True, help="description of the edited video")
     prop.add_argument("--negative-prompt", default="")
-    prop.add_argument("--steps", type=int, default=30, help="denoising steps (default: %(default)s)")
+    prop.add_argument("--steps", type=positive_int, default=30, help="denoising steps (default: %(default)s)")
     prop.add_argument(
         "--guidance", type=float, default=5.0, help="classifier-free guidance; <= 1 disables it (default: %(default)s)"
     )
@@ -447,8 +469,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--model", default=None, metavar="DIR", help="model directory (default: the built-in toy model)"
     )
-    demo.add_argument("--steps", type=int, default=200, help="training steps (default: %(default)s)")
-    demo.add_argument("--sample-steps", type=int, default=30, help="denoising steps (default: %(default)s)")
+    demo.add_argument("--steps", type=positive_int, default=200, help="training steps (default: %(default)s)")
+    demo.add_argument("--sample-steps", type=positive_int, default=30, help="denoising steps (default: %(default)s)")
     demo.add_argument("--frames", type=int, default=17, help="video length, 4N+1 (default: %(default)s)")
     demo.add_argument(
         "--size", type=int, default=64, help="frame side in pixels, a multiple of 16 (default: %(default)s)"
@@ -457,9 +479,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--edit", choices=["recolor", "retexture", "reshape"], default="recolor", help="the edit to propagate"
     )
-    demo.add_argument("--rank", type=int, default=16)
+    demo.add_argument("--rank", type=positive_int, default=16)
     # The toy model is small and trains in a few hundred CPU steps: a larger rate than Wan's 1e-4.
-    demo.add_argument("--lr", type=float, default=1e-3, help="learning rate (default: %(default)s)")
+    demo.add_argument("--lr", type=positive_float, default=1e-3, help="learning rate (default: %(default)s)")
     demo.add_argument(
         "--colour-variants", type=int, default=7, metavar="N",
         help="recoloured copies of the source trained alongside it (default: %(default)s)",

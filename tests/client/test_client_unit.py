@@ -82,6 +82,32 @@ def test_parse_train_rejects_bad_reference(spec, capsys):
     assert "FRAME_INDEX:IMAGE" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "option, value",
+    [("--steps", "0"), ("--steps", "-3"), ("--steps", "2.5"), ("--rank", "0"), ("--appearance-steps", "0"),
+     ("--lr", "0"), ("--lr", "-1e-4"), ("--lr", "nan")],
+)  # fmt: skip
+def test_parse_train_refuses_counts_the_api_would_read_as_defaults(option, value, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.build_parser().parse_args(
+            ["train", "--adapter", "a", "--source", "s", "--mask", "m", "--prompt", "p", f"{option}={value}"]
+        )
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert option in err and repr(value) in err
+
+
+def test_parse_counts_accept_positive_values(capsys):
+    args = cli.build_parser().parse_args(
+        ["train", "--adapter", "a", "--source", "s", "--mask", "m", "--prompt", "p", "--steps", "+7", "--lr", "3e-4"]
+    )
+    assert (args.steps, args.lr) == (7, 3e-4)
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["propagate", "--adapter", "a", "--source", "s", "--mask", "m",
+                                       "--edited-first-frame", "e", "--prompt", "p", "--steps", "0"])  # fmt: skip
+    assert "--steps: must be a whole number of at least 1 but got '0'" in capsys.readouterr().err
+
+
 def test_parse_train_rejects_unknown_mask_mode(capsys):
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args(
