@@ -1,8 +1,8 @@
 """The built-in toy model: Wan2.1 image-to-video's own diffusers classes, shrunk and trained
 on the toy world (``toyworld.py``), so that quality can be measured against ground truth.
 
-This module holds what the model *is*: its sizes (``ToyModelSpec``), how its components are
-built, and the training data drawn from the toy world. ``toymodel_train.py`` trains it;
+This module holds what the model *is*: its sizes (``ToyModelSpec``; ``model.wan_components``
+builds them) and the training data drawn from the toy world. ``toymodel_train.py`` trains it;
 ``framecast train-toy-model`` runs that; the result ships in ``engine/assets/toy-wan-i2v``.
 
 Scene seeds: training draws scenes only from ``TRAIN_SCENE_SEEDS`` and validates on
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from framecast.engine import conditioning as C
-from framecast.engine.model import WanSpec, wan_components
+from framecast.engine.model import WanSpec
 from framecast.engine.toyworld import Scene, SceneConfig, make_scene
 
 TRAIN_SCENE_SEEDS = range(1_000_000, 2_000_000)
@@ -42,17 +42,6 @@ class ToyModelSpec(WanSpec):
     vae_residual: bool = True
     frames: int = 17  # clip length it is trained on (sub-clips of 1, 5, 9 and 13 frames too)
     size: int = 64  # frame side in pixels
-
-
-def build_components(spec: ToyModelSpec) -> dict:
-    """The seven WanImageToVideoPipeline components, freshly initialised from ``spec.seed``."""
-    return wan_components(spec)
-
-
-def assemble_pipeline(components: dict):
-    from diffusers import WanImageToVideoPipeline
-
-    return WanImageToVideoPipeline(**components)
 
 
 # --- training data from the toy world ---------------------------------------------------------

@@ -34,12 +34,11 @@ import torch
 
 from framecast.engine import conditioning as C
 from framecast.engine.metrics import psnr
+from framecast.engine.model import wan_components
 from framecast.engine.toymodel import (
     VALIDATION_SCENE_SEEDS,
     LatentSet,
     ToyModelSpec,
-    assemble_pipeline,
-    build_components,
     random_edit_mask,
     random_scene,
     vae_training_clip,
@@ -254,7 +253,7 @@ def train_toy_model(
     out_dir.mkdir(parents=True, exist_ok=True)
     run = _Run(out_dir, settings)
     run.log(stage="start", settings=asdict(settings), spec=asdict(spec))
-    components = build_components(spec)
+    components = wan_components(spec)
     vae = components["vae"]
     train_vae(vae, spec, settings, run)
     vae.eval().requires_grad_(False)
@@ -262,7 +261,9 @@ def train_toy_model(
     run.log(stage="vae", latents_mean=vae.config.latents_mean, latents_std=vae.config.latents_std)
     if stop_after == "vae":
         return out_dir
-    pipe = assemble_pipeline(components)
+    from diffusers import WanImageToVideoPipeline
+
+    pipe = WanImageToVideoPipeline(**components)
     latents = build_latent_set(pipe, spec, settings, run)
     train_transformer(pipe.transformer, latents, spec, settings, run)
     return save_model(pipe, spec, settings, out_dir)
