@@ -109,6 +109,31 @@ def adapter_state(value: int) -> str:
     return pb.AdapterState.Name(value).removeprefix("ADAPTER_STATE_").lower()
 
 
+def format_targets(modules) -> str:
+    """Target module names, those repeated in every transformer block said once:
+    ``blocks.0.attn1.to_q .. blocks.39.attn1.to_q`` -> ``attn1.to_q in blocks 0-39``."""
+    blocks: dict[str, list[int]] = {}
+    others = []
+    for name in modules:
+        prefix, index, rest = (name.split(".", 2) + ["", ""])[:3]
+        if prefix == "blocks" and index.isdigit() and rest:
+            blocks.setdefault(rest, []).append(int(index))
+        else:
+            others.append(name)
+    groups: dict[tuple[int, ...], list[str]] = {}
+    for rest, indices in blocks.items():
+        groups.setdefault(tuple(sorted(set(indices))), []).append(rest)
+    parts = [f"{', '.join(rests)} in {_block_range(indices)}" for indices, rests in groups.items()]
+    summary = "; ".join(parts + others)
+    return f"{len(modules)} linears: {summary}" if summary else "-"
+
+
+def _block_range(indices: tuple[int, ...]) -> str:
+    if len(indices) > 1 and indices == tuple(range(indices[0], indices[-1] + 1)):
+        return f"blocks {indices[0]}-{indices[-1]}"
+    return ("blocks " if len(indices) > 1 else "block ") + ", ".join(map(str, indices))
+
+
 def format_adapter(info) -> str:
     memory = [f"{format_bytes(n)} {where}" for n, where in ((info.device_bytes, "device"), (info.host_bytes, "host")) if n]
     rows = [
@@ -122,7 +147,7 @@ def format_adapter(info) -> str:
         ("last used", _when(info.last_used_at)),
         ("origin", info.origin or "-"),
         ("source", info.source_media_id),
-        ("targets", ", ".join(info.target_modules)),
+        ("targets", format_targets(info.target_modules)),
     ]
     if info.error:
         rows.insert(2, ("error", info.error))

@@ -7,7 +7,7 @@ import pytest
 
 from framecast.client import FramecastClient, FramecastError, cli
 from framecast.client.client import adapter_chunks
-from framecast.client.display import format_adapter, format_adapter_table, format_change
+from framecast.client.display import format_adapter, format_adapter_table, format_change, format_targets
 from framecast.v1 import framecast_pb2 as pb
 
 
@@ -128,3 +128,12 @@ def test_formatting():
     assert format_adapter_table([]) == "no adapters"
     shown = format_adapter(pb.AdapterInfo(name="b", state=pb.ADAPTER_STATE_FAILED, error="bad file", pinned=True))
     assert "failed, pinned" in shown and "error       bad file" in shown
+
+
+def test_targets_repeated_in_every_block_are_said_once():
+    per_block = ["attn1.to_q", "attn1.to_k", "ffn.net.2"]
+    modules = [f"blocks.{i}.{m}" for i in range(40) for m in per_block]
+    assert format_targets(modules) == "120 linears: attn1.to_q, attn1.to_k, ffn.net.2 in blocks 0-39"
+    uneven = ["blocks.0.attn1.to_q", "blocks.2.attn1.to_q", "blocks.0.ffn.net.2", "proj_out"]
+    assert format_targets(uneven) == "4 linears: attn1.to_q in blocks 0, 2; ffn.net.2 in block 0; proj_out"
+    assert format_targets([]) == "-"
