@@ -71,8 +71,8 @@ def client():
 
 
 @pytest.fixture
-def stub(client):
-    """stub(Method=reply, ...) puts a RecordingStub under ``client`` and returns it."""
+def fake_stub(client):
+    """fake_stub(Method=reply, ...) puts a RecordingStub under ``client`` and returns it."""
 
     def install(**replies) -> RecordingStub:
         client._stub = RecordingStub(**replies)

@@ -16,8 +16,8 @@ def change(action=pb.ADAPTER_ACTION_LOADED, previous=pb.ADAPTER_STATE_READY, sta
                             adapter=pb.AdapterInfo(name="a", state=state, **extra.pop("info", {})), **extra)  # fmt: skip
 
 
-def test_load_unload_pin_requests(client, stub):
-    fake = stub(LoadAdapter=change(), UnloadAdapter=change(), PinAdapter=change())
+def test_load_unload_pin_requests(client, fake_stub):
+    fake = fake_stub(LoadAdapter=change(), UnloadAdapter=change(), PinAdapter=change())
     client.load_adapter("a")
     client.load_adapter("a", to="host", timeout=2)
     client.unload_adapter("a")
@@ -37,17 +37,17 @@ def test_load_unload_pin_requests(client, stub):
         client.load_adapter("a", to="disk")
 
 
-def test_refusals_become_framecast_errors(client, stub, rpc_error):
-    stub(UnloadAdapter=rpc_error(grpc.StatusCode.FAILED_PRECONDITION, "adapter 'a' is pinned; unpin it first"))
+def test_refusals_become_framecast_errors(client, fake_stub, rpc_error):
+    fake_stub(UnloadAdapter=rpc_error(grpc.StatusCode.FAILED_PRECONDITION, "adapter 'a' is pinned; unpin it first"))
     with pytest.raises(FramecastError) as caught:
         client.unload_adapter("a")
     assert caught.value.code is grpc.StatusCode.FAILED_PRECONDITION and "pinned" in caught.value.message
 
 
-def test_import_streams_header_then_data(client, stub, tmp_path):
+def test_import_streams_header_then_data(client, fake_stub, tmp_path):
     path = tmp_path / "style.safetensors"
     path.write_bytes(b"0123456789")
-    fake = stub(ImportAdapter=pb.AdapterInfo(name="style"))
+    fake = fake_stub(ImportAdapter=pb.AdapterInfo(name="style"))
     assert client.import_adapter("style", path, chunk_bytes=4).name == "style"
     chunks = fake.calls[0][1]
     assert chunks[0].header == pb.ImportAdapterHeader(name="style", filename="style.safetensors")
@@ -59,13 +59,13 @@ def test_import_streams_header_then_data(client, stub, tmp_path):
     assert from_bytes[0].header.filename == "y.safetensors" and from_bytes[0].data == b"abc"
 
 
-def test_export_asks_for_the_format_and_checks_the_size(client, stub, server_stream, tmp_path):
+def test_export_asks_for_the_format_and_checks_the_size(client, fake_stub, server_stream, tmp_path):
     reply = [pb.FileChunk(filename="a.comfyui.safetensors", size_bytes=6, data=b"abc"), pb.FileChunk(data=b"def")]
-    fake = stub(ExportAdapter=server_stream(reply))
+    fake = fake_stub(ExportAdapter=server_stream(reply))
     assert client.export_adapter("a", tmp_path / "a.safetensors", format="comfyui") == b"abcdef"
     assert fake.calls[0][1] == pb.ExportAdapterRequest(name="a", format=pb.EXPORT_FORMAT_COMFYUI)
     assert (tmp_path / "a.safetensors").read_bytes() == b"abcdef"
-    stub(ExportAdapter=server_stream(reply[:1]))
+    fake_stub(ExportAdapter=server_stream(reply[:1]))
     with pytest.raises(FramecastError) as caught:
         client.export_adapter("a")
     assert caught.value.code is grpc.StatusCode.DATA_LOSS

@@ -214,25 +214,25 @@ def test_framecast_error_from_rpc_error(rpc_error):
     assert bare.code is grpc.StatusCode.UNKNOWN and bare.message == "boom"
 
 
-def test_unary_rpc_error_becomes_framecast_error_from_none(client, stub, rpc_error):
-    stub(GetAdapter=rpc_error(grpc.StatusCode.NOT_FOUND, "adapter 'x' not found"))
+def test_unary_rpc_error_becomes_framecast_error_from_none(client, fake_stub, rpc_error):
+    fake_stub(GetAdapter=rpc_error(grpc.StatusCode.NOT_FOUND, "adapter 'x' not found"))
     with pytest.raises(FramecastError) as info:
         client.get_adapter("x")
     assert info.value.code is grpc.StatusCode.NOT_FOUND and info.value.message == "adapter 'x' not found"
     assert info.value.__cause__ is None and info.value.__suppress_context__
 
 
-def test_timeouts_default_to_the_client_and_can_be_overridden(client, stub):
-    stub(GetServerInfo=pb.ServerInfo(version="v"), ListAdapters=pb.ListAdaptersResponse())
+def test_timeouts_default_to_the_client_and_can_be_overridden(client, fake_stub):
+    fake_stub(GetServerInfo=pb.ServerInfo(version="v"), ListAdapters=pb.ListAdaptersResponse())
     assert client.server_info().version == "v"
     client.list_adapters(timeout=1.5)
     assert [timeout for _, _, timeout in client._stub.calls] == [5.0, 1.5]
 
 
-def test_stream_error_mid_stream_becomes_framecast_error(client, stub, rpc_error, server_stream):
+def test_stream_error_mid_stream_becomes_framecast_error(client, fake_stub, rpc_error, server_stream):
     accepted = pb.JobEvent(job_id="j", accepted=pb.JobInfo(job_id="j"))
     call = server_stream([accepted], rpc_error(grpc.StatusCode.RESOURCE_EXHAUSTED, "out of memory"))
-    stub(Train=call)
+    fake_stub(Train=call)
     events = client.train("a", "sha256:s", "sha256:m", "p")
     assert next(events) == accepted
     with pytest.raises(FramecastError) as info:
@@ -241,9 +241,9 @@ def test_stream_error_mid_stream_becomes_framecast_error(client, stub, rpc_error
     assert call.cancelled
 
 
-def test_abandoning_a_stream_cancels_the_call(client, stub, server_stream):
+def test_abandoning_a_stream_cancels_the_call(client, fake_stub, server_stream):
     call = server_stream([pb.JobEvent(job_id="j"), pb.JobEvent(job_id="j")])
-    stub(WatchJob=call)
+    fake_stub(WatchJob=call)
     events = client.watch_job("j")
     next(events)
     events.close()
@@ -311,8 +311,8 @@ def test_wait_ready_times_out_with_deadline_exceeded(client):
 # ---- requests -----------------------------------------------------------------------------
 
 
-def test_train_request_fields(client, stub, server_stream):
-    stub(Train=server_stream([]))
+def test_train_request_fields(client, fake_stub, server_stream):
+    fake_stub(Train=server_stream([]))
     client.train("a", pb.MediaRef(id="sha256:s"), "sha256:m", "p", steps=5, mask_mode="exact",
                  references=[(4, "sha256:r")], loss_weights=(2, 0.5), gradient_checkpointing=False)  # fmt: skip
     ((_, request, _),) = client._stub.calls
@@ -326,8 +326,8 @@ def test_train_request_fields(client, stub, server_stream):
         client.train("a", "s", "m", "p", mask_mode="tight")
 
 
-def test_propagate_sets_optional_fields_explicitly(client, stub, server_stream):
-    stub(Propagate=server_stream([]))
+def test_propagate_sets_optional_fields_explicitly(client, fake_stub, server_stream):
+    fake_stub(Propagate=server_stream([]))
     client.propagate("a", "s", "m", "e", "p", guidance_scale=1.0, feather_px=0, output_encoding="png-sequence")
     client.propagate("a", "s", "m", "e", "p", guidance_scale=None, feather_px=None)
     (_, explicit, _), (_, unset, _) = client._stub.calls
@@ -372,9 +372,9 @@ def test_media_chunks_fail_at_call_time():
         media_chunks(b"abc", chunk_bytes=0)
 
 
-def test_upload_streams_the_chunks(client, stub):
+def test_upload_streams_the_chunks(client, fake_stub):
     ref = pb.MediaRef(id="sha256:x", num_frames=1)
-    stub(UploadMedia=ref)
+    fake_stub(UploadMedia=ref)
     assert client.upload(b"a" * 25, filename="e.png", chunk_bytes=10) == ref
     ((_, chunks, timeout),) = client._stub.calls
     _check_chunks(chunks, b"a" * 25, "e.png", 10)
@@ -396,11 +396,11 @@ def test_encode_array_picks_png_or_mp4():
         encode_array(np.zeros((4, 4), np.float32))
 
 
-def test_download_checks_size_and_writes_atomically(client, stub, server_stream, tmp_path):
+def test_download_checks_size_and_writes_atomically(client, fake_stub, server_stream, tmp_path):
     chunks = [pb.MediaChunk(header=pb.MediaRef(id="sha256:o", size_bytes=6), data=b"abc"), pb.MediaChunk(data=b"def")]
-    stub(DownloadMedia=server_stream(chunks))
+    fake_stub(DownloadMedia=server_stream(chunks))
     assert client.download_to("sha256:o", tmp_path / "out" / "o.mp4").read_bytes() == b"abcdef"
-    stub(DownloadMedia=server_stream(chunks[:1]))
+    fake_stub(DownloadMedia=server_stream(chunks[:1]))
     with pytest.raises(FramecastError) as info:
         client.download("sha256:o")
     assert info.value.code is grpc.StatusCode.DATA_LOSS
