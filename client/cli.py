@@ -25,6 +25,7 @@ from framecast.client.display import (
     format_adapter_table,
     format_change,
     format_bytes,
+    format_media_table,
     format_metrics,
     upload_file,
 )
@@ -209,6 +210,30 @@ def cmd_adapters(args) -> int:
     return 0
 
 
+def resolve_media_ids(prefixes: list[str], stored: list[str]) -> list[str]:
+    """Full ids for ids or unique id prefixes (``sha256:4335614be1e6`` as listings show them)."""
+    resolved = []
+    for prefix in prefixes:
+        matches = [media_id for media_id in stored if media_id.startswith(prefix.removesuffix("..."))]
+        if len(matches) != 1:
+            problem = "matches no stored media" if not matches else f"matches {len(matches)} media; give more digits"
+            raise CliError(f"ID {prefix!r} {problem}")
+        resolved.append(matches[0])
+    return resolved
+
+
+def cmd_media(args) -> int:
+    with FramecastClient(args.server, timeout=args.timeout) as client:
+        listing = client.list_media()
+        if args.action == "delete":
+            for media_id in resolve_media_ids(args.ids, [ref.id for ref in listing.media]):
+                client.delete_media(media_id)
+                print(f"deleted {media_id}")
+        else:
+            print(format_media_table(listing))
+    return 0
+
+
 def cmd_import(args) -> int:
     path = existing_file(args.file, "FILE")
     name = args.name or path.name.split(".")[0]
@@ -258,16 +283,25 @@ def cmd_demo(args) -> int:
 # ---- parser ---------------------------------------------------------------------------------
 
 
-def _client_options() -> argparse.ArgumentParser:
+def _client_options(defaults: bool = True) -> argparse.ArgumentParser:
+    """--server and --timeout. ``defaults=False`` is for the actions under a command that has
+    them already (``adapters show``, ``media delete``): the options may follow the action too,
+    and an action's absent option must not overwrite one given before it."""
     parent = argparse.ArgumentParser(add_help=False)
     parent.add_argument(
         "--server",
-        default=DEFAULT_SERVER,
+        default=DEFAULT_SERVER if defaults else argparse.SUPPRESS,
         metavar="ADDR",
-        help="host:port of the server (default: %(default)s, or $FRAMECAST_SERVER)",
+        help="host:port of the server (default: %(default)s, or $FRAMECAST_SERVER)"
+        if defaults
+        else "as before the action",
     )
     parent.add_argument(
-        "--timeout", type=float, default=None, metavar="S", help="deadline of each call in seconds (default: none)"
+        "--timeout",
+        type=float,
+        default=None if defaults else argparse.SUPPRESS,
+        metavar="S",
+        help="deadline of each call in seconds (default: none)" if defaults else "as before the action",
     )
     return parent
 
@@ -293,6 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     client = _client_options()
+    client_after = _client_options(defaults=False)
 
     serve = commands.add_parser("serve", help="run the gRPC server")
     serve.add_argument("--model", required=True, metavar="DIR", help="diffusers directory of a WanImageToVideoPipeline")
@@ -426,18 +461,31 @@ def build_parser() -> argparse.ArgumentParser:
         "adapters", parents=[client], help="list, show, load, unload, pin or delete adapters"
     )
     actions = adapters.add_subparsers(dest="action", metavar="ACTION")
-    actions.add_parser("list", help="every adapter with its state (default)")
-    actions.add_parser("show", help="one adapter's details").add_argument("name", metavar="NAME")
-    actions.add_parser("delete", help="delete an adapter").add_argument("name", metavar="NAME")
-    load = actions.add_parser("load", help="load an adapter into device memory now (fast first swap)")
+    actions.add_parser("list", parents=[client_after], help="every adapter with its state (default)")
+    actions.add_parser("show", parents=[client_after], help="one adapter's details").add_argument("name", metavar="NAME")
+    actions.add_parser("delete", parents=[client_after], help="delete an adapter").add_argument("name", metavar="NAME")
+    load = actions.add_parser(
+        "load", parents=[client_after], help="load an adapter into device memory now (fast first swap)"
+    )
     load.add_argument("name", metavar="NAME")
     load.add_argument("--host", action="store_true", help="into host memory only")
-    unload = actions.add_parser("unload", help="take an adapter off the device")
+    unload = actions.add_parser("unload", parents=[client_after], help="take an adapter off the device")
     unload.add_argument("name", metavar="NAME")
     unload.add_argument("--keep-in-host", action="store_true", help="keep it in host memory (default: out of memory)")
-    actions.add_parser("pin", help="load an adapter and never evict it").add_argument("name", metavar="NAME")
-    actions.add_parser("unpin", help="let a pinned adapter be evicted again").add_argument("name", metavar="NAME")
+    pin = actions.add_parser("pin", parents=[client_after], help="load an adapter and never evict it")
+    pin.add_argument("name", metavar="NAME")
+    unpin = actions.add_parser("unpin", parents=[client_after], help="let a pinned adapter be evicted again")
+    unpin.add_argument("name", metavar="NAME")
     adapters.set_defaults(run=cmd_adapters)
+
+    media_command = commands.add_parser("media", parents=[client], help="list or delete stored uploads and results")
+    media_actions = media_command.add_subparsers(dest="action", metavar="ACTION")
+    media_actions.add_parser(
+        "list", parents=[client_after], help="stored media, newest first, and the bytes they take (default)"
+    )
+    media_delete = media_actions.add_parser("delete", parents=[client_after], help="delete stored media by id")
+    media_delete.add_argument("ids", nargs="+", metavar="ID", help="media ids, or unique prefixes of them as list shows")
+    media_command.set_defaults(run=cmd_media)
 
     imports = commands.add_parser(
         "import", parents=[client], help="add an adapter from a LoRA .safetensors (diffusers, ComfyUI or musubi keys)"

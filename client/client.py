@@ -293,6 +293,16 @@ class FramecastClient:
         media.atomic_write(path, data)
         return Path(path)
 
+    def list_media(self, timeout: float | None = None) -> pb.ListMediaResponse:
+        """Stored media (uploads and results), newest first, with ``total_bytes``. Raises FramecastError."""
+        return self._unary(self._stub.ListMedia, pb.ListMediaRequest(), timeout)
+
+    def delete_media(self, media_id: str | pb.MediaRef, timeout: float | None = None) -> bool:
+        """Delete stored media; returns whether it was deleted. Raises FramecastError (NOT_FOUND
+        for an unknown id, INVALID_ARGUMENT for a malformed one)."""
+        request = pb.MediaRef(id=_media_id(media_id, "media_id"))
+        return self._unary(self._stub.DeleteMedia, request, timeout).deleted
+
     # ---- jobs ---------------------------------------------------------------------------
 
     def train(

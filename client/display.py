@@ -169,6 +169,21 @@ def format_adapter_table(adapters) -> str:
     return "\n".join(lines)
 
 
+def format_media_table(listing) -> str:
+    """``framecast media``: one line per stored media, newest first, then the total."""
+    if not listing.media:
+        return "no media"
+    lines = [f"{'id':<22} {'kind':<14} {'frames':>6} {'size':>9} {'bytes':>10}  {'stored':<19}  filename"]
+    for ref in listing.media:
+        kind = pb.MediaKind.Name(ref.kind).removeprefix("MEDIA_KIND_").lower()
+        lines.append(
+            f"{ref.id[:19] + '...':<22} {kind:<14} {ref.num_frames:>6} {f'{ref.width}x{ref.height}':>9} "
+            f"{format_bytes(ref.size_bytes):>10}  {_when(ref.created_at):<19}  {ref.filename or '-'}"
+        )
+    lines.append(f"{len(listing.media)} media, {format_bytes(listing.total_bytes)} in all")
+    return "\n".join(lines)
+
+
 def format_change(change) -> str:
     """One line for a load/unload/pin reply: what was done, the state before and after, evictions."""
     name, after = change.adapter.name, adapter_state(change.adapter.state)

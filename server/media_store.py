@@ -1,16 +1,20 @@
 """Content-addressed media store: ``<root>/<sha256>/{data,meta.json}``.
 
 Uploads are decoded once on arrival, so corrupt or oversized media is refused before it is
-stored; the decoded frames of recently used media stay in a small in-memory cache.
+stored; the decoded frames of recently used media stay in a small in-memory cache. A delete
+renames the directory out of the way first (one atomic step) and then removes it, so a crash
+never leaves half a media file under its id; leftovers are removed at start-up.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import secrets
+import shutil
 import threading
 from collections import OrderedDict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +23,7 @@ from framecast.engine.errors import InvalidInput, MediaNotFound
 from framecast.engine.media import Media, MediaKind, atomic_write, decode_media
 
 ID_PREFIX = "sha256:"
+_TRASH_PREFIX = ".deleted-"
 
 
 @dataclass(frozen=True)
@@ -31,6 +36,7 @@ class MediaInfo:
     fps: float
     size_bytes: int
     filename: str = ""
+    created_at: float = 0.0  # unix seconds; the commit time of meta.json, not stored in it
 
 
 class MediaStore:
@@ -42,6 +48,8 @@ class MediaStore:
         self._cache: OrderedDict[str, Media] = OrderedDict()
         self._cache_items = cache_items
         self._lock = threading.Lock()
+        for leftover in self.root.glob(f"{_TRASH_PREFIX}*"):  # deletes a crash interrupted
+            shutil.rmtree(leftover, ignore_errors=True)
 
     def _dir(self, media_id: str) -> Path:
         if not media_id.startswith(ID_PREFIX):
@@ -69,17 +77,47 @@ class MediaStore:
             filename=Path(filename).name if filename else "",
         )
         directory = self._dir(media_id)
+        meta = {key: value for key, value in asdict(info).items() if key != "created_at"}
         with self._lock:
             atomic_write(directory / "data", data)
-            atomic_write(directory / "meta.json", json.dumps(asdict(info)).encode())  # written last: the commit
+            atomic_write(directory / "meta.json", json.dumps(meta).encode())  # written last: the commit
             self._remember(media_id, media)
-        return info
+        return replace(info, created_at=(directory / "meta.json").stat().st_mtime)
 
     def _info_or_none(self, media_id: str) -> MediaInfo | None:
+        meta = self._dir(media_id) / "meta.json"
         try:
-            return MediaInfo(**json.loads((self._dir(media_id) / "meta.json").read_text()))
+            fields = json.loads(meta.read_text())
+            fields["created_at"] = meta.stat().st_mtime
         except FileNotFoundError:
             return None
+        return MediaInfo(**fields)
+
+    def list(self) -> list[MediaInfo]:
+        """Every stored media, newest first."""
+        infos = []
+        for directory in self.root.iterdir():
+            if directory.name.startswith("."):
+                continue
+            try:
+                info = self._info_or_none(ID_PREFIX + directory.name)
+            except InvalidInput:  # not a media directory
+                continue
+            if info is not None:
+                infos.append(info)
+        return sorted(infos, key=lambda info: info.created_at, reverse=True)
+
+    def delete(self, media_id: str, field: str = "id") -> None:
+        self.info(media_id, field)
+        directory = self._dir(media_id)
+        trash = self.root / f"{_TRASH_PREFIX}{directory.name}-{secrets.token_hex(4)}"
+        with self._lock:
+            self._cache.pop(media_id, None)
+            try:
+                directory.rename(trash)
+            except FileNotFoundError:  # deleted meanwhile
+                raise MediaNotFound(media_id) from None
+        shutil.rmtree(trash, ignore_errors=True)
 
     def info(self, media_id: str, field: str = "media id") -> MediaInfo:
         if not media_id:

@@ -42,6 +42,7 @@ def media_ref(info: MediaInfo) -> pb.MediaRef:
     return pb.MediaRef(
         id=info.id, kind=_MEDIA_KINDS[info.kind], num_frames=info.num_frames, width=info.width,
         height=info.height, fps=info.fps, size_bytes=info.size_bytes, filename=info.filename,
+        created_at=info.created_at,
     )
 
 
@@ -104,6 +105,14 @@ class FramecastService(AdapterRpcs, pb_grpc.FramecastServicer):
         yield pb.MediaChunk(header=media_ref(info), data=data[:step])
         for start in range(step, len(data), step):
             yield pb.MediaChunk(data=data[start : start + step])
+
+    def ListMedia(self, request, context):
+        infos = self.media.list()
+        return pb.ListMediaResponse(media=[media_ref(i) for i in infos], total_bytes=sum(i.size_bytes for i in infos))
+
+    def DeleteMedia(self, request, context):
+        self.media.delete(request.id, "id")
+        return pb.DeleteMediaResponse(deleted=True)
 
     def _mask(self, mask_id: str) -> np.ndarray:
         return mask_from_frames(self.media.frames(mask_id, "mask_id"))

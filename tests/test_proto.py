@@ -26,7 +26,8 @@ def test_service_has_the_contracted_rpcs():
     service = framecast_pb2.DESCRIPTOR.services_by_name["Framecast"]
     assert service.full_name == "framecast.v1.Framecast"
     assert {m.name for m in service.methods} == {
-        "UploadMedia", "DownloadMedia", "Train", "Propagate", "WatchJob", "GetJob", "ListJobs", "CancelJob",
+        "UploadMedia", "DownloadMedia", "ListMedia", "DeleteMedia",
+        "Train", "Propagate", "WatchJob", "GetJob", "ListJobs", "CancelJob",
         "ListAdapters", "GetAdapter", "LoadAdapter", "UnloadAdapter", "PinAdapter", "DeleteAdapter",
         "ImportAdapter", "ExportAdapter", "GetServerInfo",
     }

@@ -115,7 +115,7 @@ EXPORT_FORMAT_DIFFUSERS: ExportFormat
 EXPORT_FORMAT_COMFYUI: ExportFormat
 
 class MediaRef(_message.Message):
-    __slots__ = ("id", "kind", "num_frames", "width", "height", "fps", "size_bytes", "filename")
+    __slots__ = ("id", "kind", "num_frames", "width", "height", "fps", "size_bytes", "filename", "created_at")
     ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     NUM_FRAMES_FIELD_NUMBER: _ClassVar[int]
@@ -124,6 +124,7 @@ class MediaRef(_message.Message):
     FPS_FIELD_NUMBER: _ClassVar[int]
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     FILENAME_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     id: str
     kind: MediaKind
     num_frames: int
@@ -132,7 +133,26 @@ class MediaRef(_message.Message):
     fps: float
     size_bytes: int
     filename: str
-    def __init__(self, id: _Optional[str] = ..., kind: _Optional[_Union[MediaKind, str]] = ..., num_frames: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., fps: _Optional[float] = ..., size_bytes: _Optional[int] = ..., filename: _Optional[str] = ...) -> None: ...
+    created_at: float
+    def __init__(self, id: _Optional[str] = ..., kind: _Optional[_Union[MediaKind, str]] = ..., num_frames: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., fps: _Optional[float] = ..., size_bytes: _Optional[int] = ..., filename: _Optional[str] = ..., created_at: _Optional[float] = ...) -> None: ...
+
+class ListMediaRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListMediaResponse(_message.Message):
+    __slots__ = ("media", "total_bytes")
+    MEDIA_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    media: _containers.RepeatedCompositeFieldContainer[MediaRef]
+    total_bytes: int
+    def __init__(self, media: _Optional[_Iterable[_Union[MediaRef, _Mapping]]] = ..., total_bytes: _Optional[int] = ...) -> None: ...
+
+class DeleteMediaResponse(_message.Message):
+    __slots__ = ("deleted",)
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    deleted: bool
+    def __init__(self, deleted: _Optional[bool] = ...) -> None: ...
 
 class MediaChunk(_message.Message):
     __slots__ = ("header", "data")

@@ -44,6 +44,16 @@ class FramecastStub:
                 request_serializer=framecast_dot_v1_dot_framecast__pb2.MediaRef.SerializeToString,
                 response_deserializer=framecast_dot_v1_dot_framecast__pb2.MediaChunk.FromString,
                 _registered_method=True)
+        self.ListMedia = channel.unary_unary(
+                '/framecast.v1.Framecast/ListMedia',
+                request_serializer=framecast_dot_v1_dot_framecast__pb2.ListMediaRequest.SerializeToString,
+                response_deserializer=framecast_dot_v1_dot_framecast__pb2.ListMediaResponse.FromString,
+                _registered_method=True)
+        self.DeleteMedia = channel.unary_unary(
+                '/framecast.v1.Framecast/DeleteMedia',
+                request_serializer=framecast_dot_v1_dot_framecast__pb2.MediaRef.SerializeToString,
+                response_deserializer=framecast_dot_v1_dot_framecast__pb2.DeleteMediaResponse.FromString,
+                _registered_method=True)
         self.Train = channel.unary_stream(
                 '/framecast.v1.Framecast/Train',
                 request_serializer=framecast_dot_v1_dot_framecast__pb2.TrainRequest.SerializeToString,
@@ -134,6 +144,21 @@ class FramecastServicer:
 
     def DownloadMedia(self, request, context):
         """Stream a stored media file back, header first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListMedia(self, request, context):
+        """Stored media (uploads and results), newest first, and the bytes they take on disk.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteMedia(self, request, context):
+        """Delete stored media. Jobs already accepted keep the frames they read; a finished job's
+        result id then answers NOT_FOUND. NOT_FOUND for an unknown id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -261,6 +286,16 @@ def add_FramecastServicer_to_server(servicer, server):
                     servicer.DownloadMedia,
                     request_deserializer=framecast_dot_v1_dot_framecast__pb2.MediaRef.FromString,
                     response_serializer=framecast_dot_v1_dot_framecast__pb2.MediaChunk.SerializeToString,
+            ),
+            'ListMedia': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMedia,
+                    request_deserializer=framecast_dot_v1_dot_framecast__pb2.ListMediaRequest.FromString,
+                    response_serializer=framecast_dot_v1_dot_framecast__pb2.ListMediaResponse.SerializeToString,
+            ),
+            'DeleteMedia': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteMedia,
+                    request_deserializer=framecast_dot_v1_dot_framecast__pb2.MediaRef.FromString,
+                    response_serializer=framecast_dot_v1_dot_framecast__pb2.DeleteMediaResponse.SerializeToString,
             ),
             'Train': grpc.unary_stream_rpc_method_handler(
                     servicer.Train,
@@ -392,6 +427,60 @@ class Framecast:
             '/framecast.v1.Framecast/DownloadMedia',
             framecast_dot_v1_dot_framecast__pb2.MediaRef.SerializeToString,
             framecast_dot_v1_dot_framecast__pb2.MediaChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMedia(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/framecast.v1.Framecast/ListMedia',
+            framecast_dot_v1_dot_framecast__pb2.ListMediaRequest.SerializeToString,
+            framecast_dot_v1_dot_framecast__pb2.ListMediaResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteMedia(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/framecast.v1.Framecast/DeleteMedia',
+            framecast_dot_v1_dot_framecast__pb2.MediaRef.SerializeToString,
+            framecast_dot_v1_dot_framecast__pb2.DeleteMediaResponse.FromString,
             options,
             channel_credentials,
             insecure,
