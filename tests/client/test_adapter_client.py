@@ -89,6 +89,19 @@ def test_parse_adapter_commands():
         parser.parse_args(["export", "a", "--format", "ckpt"])
 
 
+@pytest.mark.parametrize(
+    "argv, server, timeout",
+    [(["adapters", "--server", "a:1", "show", "x"], "a:1", None),
+     (["adapters", "show", "x", "--server", "b:2", "--timeout", "3"], "b:2", 3.0),
+     (["adapters", "--timeout", "4", "show", "x"], cli.DEFAULT_SERVER, 4.0),
+     (["media", "delete", "sha256:ab", "--server", "c:3"], "c:3", None),
+     (["media"], cli.DEFAULT_SERVER, None)],
+)  # fmt: skip
+def test_server_options_go_before_or_after_the_action(argv, server, timeout):
+    args = cli.build_parser().parse_args(argv)
+    assert (args.server, args.timeout) == (server, timeout)
+
+
 def test_cli_runs_adapter_commands(monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(FramecastClient, "pin_adapter", lambda self, name, timeout=None: change(
         pb.ADAPTER_ACTION_PINNED, evicted=["old"], info={"pinned": True}))
