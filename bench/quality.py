@@ -280,6 +280,11 @@ def main(argv: list[str] | None = None) -> int:
         beaten = {b: sum(s["framecast"]["masked_psnr"] > s[b]["masked_psnr"] for s, sc in zip(per_scene, scenes)
                          if sc.edit.value == kind) for b in BASELINES}  # fmt: skip
         print(f"  {kind:<9} {sum(kind_wins)}/{len(kind_wins)} scenes; beats " + ", ".join(f"{b} {n}/{len(kind_wins)}" for b, n in beaten.items()))
+    ceiling_below_copy = [s[CEILING]["masked_psnr"] <= s["(c) copy"]["masked_psnr"] for s in per_scene
+                          if CEILING in s and "(c) copy" in s]  # fmt: skip
+    if ceiling_below_copy:
+        print(f"copy scores at or above the VAE ceiling in {sum(ceiling_below_copy)}/{len(ceiling_below_copy)} scenes "
+              "(no method generating through this model's VAE is likely to beat it there)")  # fmt: skip
     if ref_gain:
         print(f"appearance phase (+1 reference frame): {statistics.fmean(ref_gain):+.2f} dB mean masked PSNR, "
               f"better in {sum(g > 0 for g in ref_gain)}/{len(ref_gain)} scenes")  # fmt: skip
