@@ -132,7 +132,10 @@ class MediaStore:
 
     def read_bytes(self, media_id: str) -> bytes:
         self.info(media_id)
-        return (self._dir(media_id) / "data").read_bytes()
+        try:
+            return (self._dir(media_id) / "data").read_bytes()
+        except FileNotFoundError:  # deleted since info() found it
+            raise MediaNotFound(media_id) from None
 
     def frames(self, media_id: str, field: str = "media id") -> np.ndarray:
         """Decoded frames [F, H, W, 3] uint8 of stored media."""
