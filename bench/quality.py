@@ -21,8 +21,10 @@ a practical ceiling for every method that generates through this model, and show
 gap is the model's and how much the method's.
 
 Measures: PSNR inside the edit mask against the true edited video (the headline; composite off),
-background PSNR against the source outside the method's mask (composite off and on), PSNR of
-frame 0 against the edited first frame, and the seam score of the windowed run. Prints a table,
+background PSNR against the source outside the method's mask (composite off and on) and SSIM
+there (off), PSNR of frame 0 against the edited first frame, temporal change (frame-to-frame
+change inside the method's mask over the source's; the VAE ceiling row shows the truth's own
+value through the VAE) and the seam score of the windowed run. Prints a table,
 appends one row per scene and method, and writes a PNG grid a person can look at.
 """
 
@@ -43,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import append_rows, print_table  # noqa: E402
 
 from framecast.engine import conditioning as C  # noqa: E402
-from framecast.engine.metrics import psnr  # noqa: E402
+from framecast.engine.metrics import psnr, ssim, temporal_change  # noqa: E402
 from framecast.engine.toymodel import HELD_OUT_SEED_LIMIT  # noqa: E402
 from framecast.engine.toyworld import Scene, SceneConfig, make_scene  # noqa: E402
 
@@ -98,7 +100,9 @@ def _measures(frames: np.ndarray, scene: Scene, method_mask: np.ndarray) -> dict
     return {
         "masked_psnr": psnr(frames, scene.edited, scene.edit_mask),
         "background_psnr": psnr(frames, scene.source, ~method_mask),
+        "background_ssim": ssim(frames, scene.source, ~method_mask),
         "first_frame_psnr": psnr(frames[0], scene.edited_first_frame),
+        "temporal_change": temporal_change(frames, scene.source, method_mask),
     }
 
 
@@ -184,7 +188,7 @@ def summarise(per_scene: list[dict[str, dict]]) -> list[dict]:
             continue
         row = {"method": method, "scenes": len(scenes)}
         for key in ("masked_psnr", "masked_psnr_composite", "background_psnr", "background_psnr_composite",
-                    "first_frame_psnr", "seam_score"):  # fmt: skip
+                    "background_ssim", "first_frame_psnr", "temporal_change", "seam_score"):  # fmt: skip
             row[key] = _mean(s[method].get(key) for s in scenes)
         if method not in ("framecast", CEILING) and all("framecast" in s for s in scenes):
             wins = [s["framecast"]["masked_psnr"] > s[method]["masked_psnr"] for s in scenes]
@@ -271,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     ref_gain = [s["framecast+ref"]["masked_psnr"] - s["framecast"]["masked_psnr"] for s in per_scene if "framecast+ref" in s]
     print()
     print_table(summary, ["method", "scenes", "masked_psnr", "masked_psnr_composite", "background_psnr",
-                          "background_psnr_composite", "first_frame_psnr", "seam_score", "framecast_wins"])  # fmt: skip
+                          "background_psnr_composite", "background_ssim", "first_frame_psnr", "temporal_change",
+                          "seam_score", "framecast_wins"])  # fmt: skip
     print()
     share = sum(wins) / len(wins)
     print(f"framecast beats every baseline on masked PSNR in {sum(wins)}/{len(wins)} scenes ({share:.0%}; goal >= 80%)")

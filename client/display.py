@@ -198,14 +198,18 @@ def format_change(change) -> str:
 
 
 def format_metrics(result) -> str:
-    return "\n".join(
-        [
-            f"frames              {result.num_frames}",
-            f"background PSNR     {result.metrics.background_psnr_db:.2f} dB",
-            f"first-frame PSNR    {result.metrics.first_frame_psnr_db:.2f} dB",
-            f"elapsed             {result.elapsed_s:.1f} s",
-        ]
-    )
+    metrics = result.metrics
+    lines = [
+        f"frames              {result.num_frames}",
+        f"background PSNR     {metrics.background_psnr_db:.2f} dB",
+        f"background SSIM     {metrics.background_ssim:.4f}",
+        f"first-frame PSNR    {metrics.first_frame_psnr_db:.2f} dB",
+        f"temporal change     {metrics.temporal_change:.2f} (inside the mask, vs the source; 1 = as smooth)",
+    ]
+    if metrics.windows > 1:
+        lines.append(f"seam score          {metrics.seam_score:.2f} over {metrics.windows} windows (1 = invisible)")
+    lines.append(f"elapsed             {result.elapsed_s:.1f} s")
+    return "\n".join(lines)
 
 
 def upload_file(client: FramecastClient, path: Path, timeout: float | None):

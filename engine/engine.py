@@ -36,7 +36,7 @@ from framecast.engine.lowvram import (
     quantize_pipeline,
     select_attention,
 )
-from framecast.engine.metrics import psnr, seam_score
+from framecast.engine.metrics import psnr, seam_score, ssim, temporal_change
 from framecast.engine.model import load_pipeline
 from framecast.engine.sampling import (
     Conditioning,
@@ -143,7 +143,9 @@ class PropagateResult:
     frames: np.ndarray  # [F, H, W, 3] uint8
     edit_mask: np.ndarray  # [F, H, W] bool, the mask actually used
     background_psnr: float  # output vs source outside the edit mask, dB
+    background_ssim: float  # the same pixels' mean SSIM (1.0 = identical)
     first_frame_psnr: float  # output frame 0 vs the edited first frame, dB
+    temporal_change: float  # frame-to-frame change inside the mask over the source's; 1.0 = as smooth
     seam_score: float  # frame change at window seams / elsewhere; 1.0 = invisible (or one window)
     windows: int
     elapsed_s: float
@@ -488,7 +490,9 @@ class Engine:
             frames=frames,
             edit_mask=edit_mask,
             background_psnr=psnr(frames, job.source, ~edit_mask),
+            background_ssim=ssim(frames, job.source, ~edit_mask),
             first_frame_psnr=psnr(frames[0], job.edited_first_frame),
+            temporal_change=temporal_change(frames, job.source, edit_mask),
             seam_score=seam_score(frames, plan.seam_boundaries()),
             windows=plan.count,
             elapsed_s=time.perf_counter() - started,

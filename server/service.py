@@ -220,7 +220,8 @@ class FramecastService(AdapterRpcs, pb_grpc.FramecastServicer):
                 video=media_ref(stored),
                 metrics=pb.QualityMetrics(
                     background_psnr_db=result.background_psnr, first_frame_psnr_db=result.first_frame_psnr,
-                    seam_score=result.seam_score, windows=result.windows,
+                    seam_score=result.seam_score, windows=result.windows, background_ssim=result.background_ssim,
+                    temporal_change=result.temporal_change,
                 ),
                 num_frames=len(result.frames),
                 elapsed_s=result.elapsed_s,

@@ -86,13 +86,16 @@ def test_same_seed_same_frames_and_composite_keeps_background(stub, scene):
             steps=2, seed=seed, composite=composite, output_encoding=pb.OUTPUT_ENCODING_PNG_SEQUENCE,
         )
         events = list(stub.Propagate(request, timeout=300))
-        return np.stack([decode_image(e.frame.png) for e in events if e.WhichOneof("event") == "frame"])
+        frames = np.stack([decode_image(e.frame.png) for e in events if e.WhichOneof("event") == "frame"])
+        return frames, events[-1].result.metrics
 
-    first, again, other = run(11, False), run(11, False), run(12, False)
+    (first, metrics), (again, _), (other, _) = run(11, False), run(11, False), run(12, False)
     assert np.array_equal(first, again)
     assert not np.array_equal(first, other)
+    assert 0 < metrics.background_ssim < 1 and metrics.temporal_change > 0
 
-    composited = run(11, True)
+    composited, metrics = run(11, True)
+    assert metrics.background_psnr_db == 100 and metrics.background_ssim == pytest.approx(1.0)
     from framecast.engine.conditioning import prepare_edit_mask
 
     # The source as the server holds it: the uploaded mp4, decoded.

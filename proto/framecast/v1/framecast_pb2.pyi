@@ -291,16 +291,20 @@ class Frame(_message.Message):
     def __init__(self, index: _Optional[int] = ..., png: _Optional[bytes] = ...) -> None: ...
 
 class QualityMetrics(_message.Message):
-    __slots__ = ("background_psnr_db", "first_frame_psnr_db", "seam_score", "windows")
+    __slots__ = ("background_psnr_db", "first_frame_psnr_db", "seam_score", "windows", "background_ssim", "temporal_change")
     BACKGROUND_PSNR_DB_FIELD_NUMBER: _ClassVar[int]
     FIRST_FRAME_PSNR_DB_FIELD_NUMBER: _ClassVar[int]
     SEAM_SCORE_FIELD_NUMBER: _ClassVar[int]
     WINDOWS_FIELD_NUMBER: _ClassVar[int]
+    BACKGROUND_SSIM_FIELD_NUMBER: _ClassVar[int]
+    TEMPORAL_CHANGE_FIELD_NUMBER: _ClassVar[int]
     background_psnr_db: float
     first_frame_psnr_db: float
     seam_score: float
     windows: int
-    def __init__(self, background_psnr_db: _Optional[float] = ..., first_frame_psnr_db: _Optional[float] = ..., seam_score: _Optional[float] = ..., windows: _Optional[int] = ...) -> None: ...
+    background_ssim: float
+    temporal_change: float
+    def __init__(self, background_psnr_db: _Optional[float] = ..., first_frame_psnr_db: _Optional[float] = ..., seam_score: _Optional[float] = ..., windows: _Optional[int] = ..., background_ssim: _Optional[float] = ..., temporal_change: _Optional[float] = ...) -> None: ...
 
 class PropagateResult(_message.Message):
     __slots__ = ("video", "metrics", "num_frames", "elapsed_s")
