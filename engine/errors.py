@@ -58,6 +58,10 @@ class IncompatibleAdapter(FailedPrecondition):
     """An adapter does not fit the loaded base model."""
 
 
+class TrainingDiverged(FailedPrecondition):
+    """The training loss became NaN or infinite; nothing was stored."""
+
+
 class OutOfMemory(FramecastError):
     """The device or a configured limit ran out of memory, or the queue is full."""
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from framecast.engine.errors import Cancelled
+from framecast.engine.errors import Cancelled, TrainingDiverged
 from framecast.engine.sampling import Conditioning
 
 # Every linear in every block except the image cross-attention projections (add_k/add_v).
@@ -124,6 +124,11 @@ def train_lora(
                 sample = samples[phase_step % len(samples)]
                 loss = _train_step(transformer, optimizer, params, sample, settings, generator, device)
                 step += 1
+                if not math.isfinite(loss):
+                    raise TrainingDiverged(
+                        f"training diverged: the loss was {loss} at step {step} of {total} ({phase} phase), so "
+                        f"nothing was stored; try a lower learning_rate than {settings.learning_rate:g}"
+                    )
                 outcome.losses.append(loss)
                 if on_progress is not None:
                     on_progress(Progress(phase, step, total, loss, time.perf_counter() - start))
@@ -150,9 +155,12 @@ def _train_step(transformer, optimizer, params, sample: Sample, settings, genera
         return_dict=False,
     )[0]
     loss = weighted_flow_loss(velocity, noise, x0, sample.loss_weight)
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        return value  # no update from a non-finite loss: the caller stops the training
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if settings.grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
     optimizer.step()
-    return float(loss.detach())
+    return value

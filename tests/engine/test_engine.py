@@ -10,7 +10,7 @@ import torch
 
 from framecast.engine.adapters import AdapterStore
 from framecast.engine.engine import Engine, EngineConfig, PropagateJob, TrainJob
-from framecast.engine.errors import AdapterNotFound, AlreadyExists, Cancelled, InvalidInput
+from framecast.engine.errors import AdapterNotFound, AlreadyExists, Cancelled, InvalidInput, TrainingDiverged
 from framecast.engine.sampling import decode_stream
 from framecast.engine.training import TrainSettings
 
@@ -86,6 +86,25 @@ def test_cancel_between_steps_leaves_nothing(engine, scene):
     assert not engine.store.exists("cancelled") and "cancelled" not in engine.slots.attached
     # The model is usable afterwards, with and without adapters.
     engine.propagate(PropagateJob("", scene.source, scene.edit_mask, scene.edited_first_frame, "p", steps=1))
+
+
+def test_a_diverging_loss_stops_training_without_an_update(engine, scene):
+    from framecast.engine.training import train_lora
+
+    settings = TrainSettings(steps=3, rank=2, gradient_checkpointing=False)
+    sample = engine._motion_sample(scene.source, scene.edit_mask, "p", settings)
+    sample.target_latents = torch.full_like(sample.target_latents, float("inf"))
+    engine.slots.add_trainable("diverges", settings.rank, settings.lora_alpha, settings.seed)
+    before = {k: v.clone() for k, v in engine.slots.state_dict("diverges").items()}
+    try:
+        with pytest.raises(TrainingDiverged, match=r"loss was nan at step 1 of 3 \(motion phase\).*learning_rate"):
+            train_lora(engine.pipe.transformer, [("motion", [sample], 3)], settings)
+        after = engine.slots.state_dict("diverges")
+        assert all(torch.equal(before[k], after[k]) for k in before)  # the bad step changed nothing
+    finally:
+        engine.slots.detach("diverges")
+        for param in engine.pipe.transformer.parameters():
+            param.requires_grad_(False)
 
 
 def test_propagation_streams_frames_and_switches_adapters_without_reload(engine, scene):
