@@ -3,7 +3,9 @@
 An adapter is a directory ``<root>/<name>/`` with ``adapter.safetensors`` (LoRA weights in the
 canonical form of ``adapter_formats``: diffusers keys, float32, alpha folded into lora_B) and
 ``adapter.json`` (its record). Both are written atomically, the record last: an adapter
-without a record is an interrupted write and is ignored.
+without a record is an interrupted write and is ignored. A training that failed leaves only
+``failure.txt`` (why), so the adapter still reads FAILED after a restart; training the name
+again or deleting it removes the file.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from framecast.engine.media import atomic_write
 
 WEIGHTS_FILE = "adapter.safetensors"
 RECORD_FILE = "adapter.json"
+FAILURE_FILE = "failure.txt"
 MAX_NAME_LENGTH = 64
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 EXPORT_LAYOUTS = ("diffusers", "comfyui")
@@ -148,7 +151,33 @@ class AdapterStore:
             (directory / RECORD_FILE).unlink(missing_ok=True)
             atomic_write(directory / WEIGHTS_FILE, blob)
             atomic_write(directory / RECORD_FILE, record.to_json().encode())
+            (directory / FAILURE_FILE).unlink(missing_ok=True)
         return record
+
+    def record_failure(self, name: str, message: str) -> None:
+        """Keep why training ``name`` failed (a stored adapter of that name is not touched)."""
+        with self._lock:
+            atomic_write(self._dir(name) / FAILURE_FILE, message.encode())
+
+    def failures(self) -> dict[str, str]:
+        """Adapters whose training failed and that are not stored: name -> why."""
+        found = {}
+        for path in sorted(self.root.glob(f"*/{FAILURE_FILE}")):
+            if (path.parent / RECORD_FILE).is_file():
+                continue
+            try:
+                found[path.parent.name] = path.read_text()
+            except OSError:
+                continue
+        return found
+
+    def clear_failure(self, name: str) -> None:
+        """Forget a failed training of ``name``: its directory goes too unless an adapter is stored there."""
+        directory = self._dir(name)
+        with self._lock:
+            (directory / FAILURE_FILE).unlink(missing_ok=True)
+            if directory.is_dir() and not (directory / RECORD_FILE).is_file():
+                shutil.rmtree(directory, ignore_errors=True)
 
     def record(self, name: str) -> AdapterRecord:
         path = self._dir(name) / RECORD_FILE

@@ -180,6 +180,8 @@ class Engine:
             self.pipe.transformer, capacity=config.adapter_slots, host_bytes=int(config.adapter_host_cache_gb * GiB),
             max_rank=config.adapter_max_rank, device=self.device,
         )
+        for name, message in self.store.failures().items():  # failed trainings survive a restart
+            self.slots.mark_failed(name, message)
         self._prompt_cache: OrderedDict[tuple, tuple] = OrderedDict()
         self._image_cache: OrderedDict[bytes, torch.Tensor] = OrderedDict()
         log.info(
@@ -315,6 +317,7 @@ class Engine:
             mixed = refs * settings.reference_repeats + motion[: len(plan.starts)]
             phases.append(("appearance", mixed, settings.appearance_steps))
 
+        self.store.clear_failure(job.adapter)  # as add_trainable clears the in-memory mark
         self.slots.add_trainable(job.adapter, settings.rank, settings.lora_alpha, settings.seed)
         try:
             with self.placement.using("transformer"):
@@ -586,6 +589,15 @@ class Engine:
     def delete_adapter(self, name: str) -> None:
         """Delete from disk and memory now; FailedPrecondition while a running job uses it."""
         self.slots.delete(name, self.store)
+
+    def mark_training_failed(self, name: str, message: str) -> None:
+        """``name`` reads FAILED with ``message`` until trained again or forgotten, across restarts."""
+        self.slots.mark_failed(name, message)
+        self.store.record_failure(name, message)
+
+    def forget_failure(self, name: str) -> None:
+        self.slots.forget(name)
+        self.store.clear_failure(name)
 
     def release_memory(self) -> None:
         gc.collect()

@@ -147,7 +147,7 @@ class AdapterRpcs:
         name = check_adapter_name(request.name, "name")
         if not engine.store.exists(name):
             if name in engine.slots.failed and name not in engine.slots.training:
-                engine.slots.forget(name)  # a failed training left only its error: clear it
+                engine.forget_failure(name)  # a failed training left only its error: clear it
                 return pb.DeleteAdapterResponse(deleted=True)
             raise AdapterNotFound(name)
         ensure_not_in_use(self.queue, name)  # queued jobs; running ones are checked again atomically

@@ -163,7 +163,7 @@ class FramecastService(AdapterRpcs, pb_grpc.FramecastServicer):
                 record = engine.train(job, on_progress, handle.should_cancel)
             except BaseException as exc:
                 if training_failed(exc):
-                    engine.slots.mark_failed(job.adapter, f"training failed: {failure_message(exc)}")
+                    engine.mark_training_failed(job.adapter, f"training failed: {failure_message(exc)}")
                 raise
             info = self._adapter_info(record)
             handle.set_state(handle.info.state, adapter_result=info)

@@ -257,6 +257,42 @@ def test_upload_limit_and_a_corrupt_stored_file(start_server_at, tiny_model_dir,
         assert stub.DeleteAdapter(pb.AdapterRef(name="small"), timeout=10).deleted
 
 
+def test_a_failed_training_is_still_failed_after_a_restart(start_server_at, tiny_model_dir, scene, tmp_path):
+    from framecast.engine.adapter_store import AdapterStore
+    from framecast.v1 import framecast_pb2_grpc
+
+    data_dir = tmp_path / "data"
+    # What a previous run left when training "broken" failed and training "retrained" failed once.
+    store = AdapterStore(data_dir / "adapters")
+    store.record_failure("broken", "training failed: out of device memory")
+    store.record_failure("retrained", "training failed: the first try")
+
+    def connect(server):
+        channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+        return channel, framecast_pb2_grpc.FramecastStub(channel)
+
+    server = start_server_at(tiny_model_dir, data_dir)
+    channel, stub = connect(server)
+    with channel:
+        info = stub.GetAdapter(pb.AdapterRef(name="broken"), timeout=10)
+        assert info.state == pb.ADAPTER_STATE_FAILED and info.error == "training failed: out of device memory"
+        listed = {a.name: a.state for a in stub.ListAdapters(pb.ListAdaptersRequest(), timeout=10).adapters}
+        assert listed == {"broken": pb.ADAPTER_STATE_FAILED, "retrained": pb.ADAPTER_STATE_FAILED}
+        source, mask, _ = upload_scene(stub, scene)
+        request = pb.TrainRequest(adapter="retrained", source_id=source.id, mask_id=mask.id, steps=2, rank=2)
+        assert list(stub.Train(request, timeout=300))[-1].adapter.state == pb.ADAPTER_STATE_LOADED
+        assert stub.DeleteAdapter(pb.AdapterRef(name="broken"), timeout=10).deleted
+    server.stop(grace=5)
+
+    server = start_server_at(tiny_model_dir, data_dir)
+    channel, stub = connect(server)
+    with channel:
+        listed = {a.name: a.state for a in stub.ListAdapters(pb.ListAdaptersRequest(), timeout=10).adapters}
+        assert listed == {"retrained": pb.ADAPTER_STATE_READY}
+        expect(grpc.StatusCode.NOT_FOUND, lambda: stub.GetAdapter(pb.AdapterRef(name="broken"), timeout=10), "broken")
+    assert sorted(p.name for p in (data_dir / "adapters").iterdir()) == ["retrained"]
+
+
 def test_an_adapter_being_trained_is_listed_as_training(stub, scene):
     source, mask, _ = upload_scene(stub, scene)
     stream = stub.Train(pb.TrainRequest(adapter="in-training", source_id=source.id, mask_id=mask.id, steps=8, rank=2),
