@@ -94,9 +94,11 @@ def temporal_change(frames: np.ndarray, source: np.ndarray, where: np.ndarray) -
     """Temporal smoothness: the output's mean frame-to-frame change over the source's, inside
     ``where`` (a pixel counts for a step when it is selected in either frame).
 
-    frames, source: [F, H, W, 3] uint8; where: [F, H, W] bool. 1.0 means the region changes as
-    much from frame to frame as the source does there; well above 1 is flicker, near 0 a
-    region frozen while the source moves. 1.0 for a single frame or an empty region.
+    frames, source: [F, H, W, 3] uint8; where: [F, H, W] bool. Both mean changes (grey levels
+    per frame) have 1 added, which keeps a still source finite: 1.0 means the region changes as
+    much from frame to frame as the source does there (a still one included), well above 1 is
+    flicker, well below 1 a region frozen while the source moves. 1.0 for a single frame or an
+    empty region.
     """
     if len(frames) < 2:
         return 1.0
@@ -105,4 +107,4 @@ def temporal_change(frames: np.ndarray, source: np.ndarray, where: np.ndarray) -
         return 1.0
     change = np.abs(np.diff(frames.astype(np.int16), axis=0)).mean(axis=-1)[region].mean()
     reference = np.abs(np.diff(source.astype(np.int16), axis=0)).mean(axis=-1)[region].mean()
-    return float(change / reference) if reference > 0 else (1.0 if change == 0 else math.inf)
+    return float((change + 1.0) / (reference + 1.0))
