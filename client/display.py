@@ -169,6 +169,12 @@ def format_adapter_table(adapters) -> str:
     return "\n".join(lines)
 
 
+def short_media_id(media_id: str) -> str:
+    """``sha256:`` and 12 hex digits, then ``...``: how ids are shown; ``framecast media delete``
+    takes them back as prefixes."""
+    return media_id[:19] + "..."
+
+
 def format_media_table(listing) -> str:
     """``framecast media``: one line per stored media, newest first, then the total."""
     if not listing.media:
@@ -177,7 +183,7 @@ def format_media_table(listing) -> str:
     for ref in listing.media:
         kind = pb.MediaKind.Name(ref.kind).removeprefix("MEDIA_KIND_").lower()
         lines.append(
-            f"{ref.id[:19] + '...':<22} {kind:<14} {ref.num_frames:>6} {f'{ref.width}x{ref.height}':>9} "
+            f"{short_media_id(ref.id):<22} {kind:<14} {ref.num_frames:>6} {f'{ref.width}x{ref.height}':>9} "
             f"{format_bytes(ref.size_bytes):>10}  {_when(ref.created_at):<19}  {ref.filename or '-'}"
         )
     lines.append(f"{len(listing.media)} media, {format_bytes(listing.total_bytes)} in all")
@@ -214,5 +220,5 @@ def format_metrics(result) -> str:
 
 def upload_file(client: FramecastClient, path: Path, timeout: float | None):
     ref = client.upload(path, timeout=timeout)
-    print(f"uploaded {path.name}: {ref.id[:19]}... {ref.num_frames} frame(s) {ref.width}x{ref.height}", file=sys.stderr)
+    print(f"uploaded {path.name}: {short_media_id(ref.id)} {ref.num_frames} frame(s) {ref.width}x{ref.height}", file=sys.stderr)
     return ref

@@ -155,7 +155,7 @@ class AdapterStore:
         return record
 
     def record_failure(self, name: str, message: str) -> None:
-        """Keep why training ``name`` failed (a stored adapter of that name is not touched)."""
+        """Keep why training ``name`` failed; ``failures`` ignores it while an adapter of that name is stored."""
         with self._lock:
             atomic_write(self._dir(name) / FAILURE_FILE, message.encode())
 
