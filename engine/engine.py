@@ -23,7 +23,7 @@ import torch
 
 from framecast.engine import conditioning as C
 from framecast.engine.adapters import AdapterRecord, AdapterSlots, AdapterStore, check_adapter_name
-from framecast.engine.errors import AlreadyExists, Cancelled, IncompatibleAdapter, InvalidInput, OutOfMemory
+from framecast.engine.errors import AlreadyExists, Cancelled, IncompatibleAdapter, InvalidInput, OutOfMemory, public_message
 from framecast.engine.lowvram import (
     GiB,
     Attention,
@@ -296,7 +296,17 @@ class Engine:
         on_progress: Callable[[Progress], None] | None = None,
         should_cancel: Callable[[], bool] | None = None,
     ) -> AdapterRecord:
-        mask = self.validate_train(job)
+        mask = self.validate_train(job)  # a refused request marks nothing
+        try:
+            return self._train(job, mask, on_progress, should_cancel)
+        except (Cancelled, AlreadyExists):  # cancelled by its owner; the name taken meanwhile
+            raise
+        except Exception as exc:
+            # FAILED with its error, across restarts, until the name is trained again or deleted
+            self._mark_training_failed(job.adapter, f"training failed: {public_message(exc)}")
+            raise
+
+    def _train(self, job: TrainJob, mask: np.ndarray, on_progress, should_cancel) -> AdapterRecord:
         settings = job.settings
         edit_mask = C.prepare_edit_mask(mask, job.mask_mode, job.dilate_px)
 
@@ -590,7 +600,7 @@ class Engine:
         """Delete from disk and memory now; FailedPrecondition while a running job uses it."""
         self.slots.delete(name, self.store)
 
-    def mark_training_failed(self, name: str, message: str) -> None:
+    def _mark_training_failed(self, name: str, message: str) -> None:
         """``name`` reads FAILED with ``message`` until trained again or forgotten, across restarts."""
         self.slots.mark_failed(name, message)
         self.store.record_failure(name, message)

@@ -72,3 +72,11 @@ class Unavailable(FramecastError):
 
 class Cancelled(FramecastError):
     """A job was cancelled by its owner."""
+
+
+def public_message(exc: BaseException) -> str:
+    """What a client may read about ``exc``: a domain error's message, else only its type (the
+    traceback belongs in the server log)."""
+    if isinstance(exc, FramecastError):
+        return str(exc)
+    return f"{type(exc).__name__} (see the server log)"

@@ -13,7 +13,7 @@ import json
 from collections.abc import Iterator
 
 from framecast.engine.adapters import AdapterRecord, AdapterState, AdapterStatus, check_adapter_name, import_adapter
-from framecast.engine.errors import AdapterNotFound, AlreadyExists, Cancelled, FailedPrecondition, FramecastError, InvalidInput
+from framecast.engine.errors import AdapterNotFound, AlreadyExists, FailedPrecondition, InvalidInput
 from framecast.server.jobs import ensure_not_in_use
 from framecast.v1 import framecast_pb2 as pb
 
@@ -37,21 +37,6 @@ EXPORT_LAYOUTS = {
     pb.EXPORT_FORMAT_DIFFUSERS: "diffusers",
     pb.EXPORT_FORMAT_COMFYUI: "comfyui",
 }
-
-
-def failure_message(exc: BaseException) -> str:
-    """What a FAILED adapter's ``error`` says: a domain error's message, else only its type
-    (the traceback goes to the log, never to clients)."""
-    if isinstance(exc, FramecastError):
-        return str(exc)
-    return f"{type(exc).__name__} (see the server log)"
-
-
-def training_failed(exc: BaseException) -> bool:
-    """Whether a Train job's exception leaves its adapter FAILED: not for a cancel, nor for a
-    request refused before any training (bad input, a name taken meanwhile)."""
-    return not isinstance(exc, (Cancelled, InvalidInput, AlreadyExists))
-
 
 
 def _target_state(to: int, default: AdapterState, default_wire: int) -> AdapterState:

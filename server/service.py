@@ -20,7 +20,7 @@ from framecast.engine.engine import Engine, PropagateJob, TrainJob
 from framecast.engine.errors import FailedPrecondition, InvalidInput, Unavailable
 from framecast.engine.media import encode_png, encode_png_sequence, encode_video, mask_from_frames
 from framecast.engine.training import Progress, TrainSettings
-from framecast.server.adapter_rpcs import AdapterRpcs, failure_message, training_failed
+from framecast.server.adapter_rpcs import AdapterRpcs
 from framecast.server.config import ServerConfig
 from framecast.server.jobs import Job, JobQueue
 from framecast.server.media_store import MediaInfo, MediaStore
@@ -159,12 +159,7 @@ class FramecastService(AdapterRpcs, pb_grpc.FramecastServicer):
                 handle.emit(progress=pb.Progress(phase=p.phase, step=p.step, total=p.total, loss=p.loss,
                                                  elapsed_s=p.elapsed_s, eta_s=p.eta_s))
 
-            try:
-                record = engine.train(job, on_progress, handle.should_cancel)
-            except BaseException as exc:
-                if training_failed(exc):
-                    engine.mark_training_failed(job.adapter, f"training failed: {failure_message(exc)}")
-                raise
+            record = engine.train(job, on_progress, handle.should_cancel)
             info = self._adapter_info(record)
             handle.set_state(handle.info.state, adapter_result=info)
             handle.emit(adapter=info)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from framecast.engine.adapters import AdapterStore
+from framecast.engine.adapters import AdapterState, AdapterStore
 from framecast.engine.engine import Engine, EngineConfig, PropagateJob, TrainJob
 from framecast.engine.errors import AdapterNotFound, AlreadyExists, Cancelled, InvalidInput, TrainingDiverged
 from framecast.engine.sampling import decode_stream
@@ -84,8 +84,31 @@ def test_cancel_between_steps_leaves_nothing(engine, scene):
         engine.train(TrainJob("cancelled", scene.source, scene.edit_mask, "p", TrainSettings(steps=50, rank=2)),
                      should_cancel=cancel_after_two)
     assert not engine.store.exists("cancelled") and "cancelled" not in engine.slots.attached
+    assert engine.slots.status("cancelled").state == AdapterState.READY  # a cancel is not a failure
     # The model is usable afterwards, with and without adapters.
     engine.propagate(PropagateJob("", scene.source, scene.edit_mask, scene.edited_first_frame, "p", steps=1))
+
+
+def test_a_failed_training_stays_failed_until_trained_again(engine, scene):
+    def crash(progress):
+        raise RuntimeError("device lost")
+
+    job = TrainJob("crashes", scene.source, scene.edit_mask, "p", TrainSettings(steps=4, rank=2))
+    with pytest.raises(RuntimeError):
+        engine.train(job, on_progress=crash)
+    status = engine.slots.status("crashes")
+    # Clients read the error's type, never its text (that is for the server log).
+    assert status.state == AdapterState.FAILED and status.error == "training failed: RuntimeError (see the server log)"
+    assert not engine.store.exists("crashes")
+    # A refused request leaves the mark as it was: it never started.
+    with pytest.raises(InvalidInput, match="rank"):
+        engine.train(TrainJob("crashes", scene.source, scene.edit_mask, "p", TrainSettings(rank=0)))
+    assert engine.slots.status("crashes").state == AdapterState.FAILED
+    # The mark is on disk too, where a restarted engine finds it.
+    assert engine.store.failures() == {"crashes": status.error}
+    engine.train(job)
+    assert engine.slots.status("crashes").state != AdapterState.FAILED and engine.store.failures() == {}
+    engine.delete_adapter("crashes")
 
 
 def test_a_diverging_loss_stops_training_without_an_update(engine, scene):
