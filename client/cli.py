@@ -97,7 +97,7 @@ def cmd_serve(args) -> int:
         attention=args.attention, offload=args.offload, max_vram_gb=args.max_vram or 0.0,
         vae_tiling=args.vae_tiling, optimizer=args.optimizer, window_frames=args.window_frames,
         adapter_slots=args.adapter_slots, adapter_host_cache_gb=args.adapter_host_cache,
-        adapter_max_rank=args.adapter_max_rank,
+        adapter_max_rank=args.adapter_max_rank, media_retention_hours=args.media_retention_hours,
     )  # fmt: skip
     try:
         running = start_server(config, handle_signals=True)
@@ -358,6 +358,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--adapter-max-rank", type=int, default=64, metavar="R",
                        help="rank of the hot-swap LoRA slot adapters are zero-padded to; a larger adapter grows it once, "
                        "with a recompile (default: %(default)s)")
+    serve.add_argument("--media-retention-hours", type=float, default=0.0, metavar="H",
+                       help="delete uploads and results H hours after they were stored or last uploaded again "
+                       "(default: 0, kept until deleted)")
     serve.set_defaults(run=cmd_serve)
 
     tiny = commands.add_parser("make-tiny-model", help="write the small built-in random-weight model")

@@ -69,7 +69,22 @@ class RunningServer:
         log.info("listening on %s:%d; loading %s", self.config.host, self.port, self.config.model_dir)
         self._loader = threading.Thread(target=self._load_engine, name="framecast-loader", daemon=True)
         self._loader.start()
+        if self.config.media_retention_hours > 0:
+            threading.Thread(target=self._expire_media, name="framecast-retention", daemon=True).start()
         return self
+
+    def _expire_media(self) -> None:
+        """Delete media older than the retention period: at start, then every tenth of it (at most hourly)."""
+        max_age_s = self.config.media_retention_hours * 3600.0
+        while not self._stopped.is_set():
+            try:
+                deleted = self.media.expire(max_age_s)
+            except Exception:
+                log.exception("media retention sweep failed")
+            else:
+                if deleted:
+                    log.info("retention: deleted %d media older than %g h", len(deleted), self.config.media_retention_hours)
+            self._stopped.wait(min(3600.0, max_age_s / 10))
 
     def _load_engine(self) -> None:
         config = self.config

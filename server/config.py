@@ -34,6 +34,7 @@ class ServerConfig:
     vae_tiling: bool = False
     optimizer: str = "adamw"  # adamw | adamw8bit
     grace_s: float = 10.0  # on shutdown: time running jobs get to reach a step boundary
+    media_retention_hours: float = 0.0  # uploads and results older than this are deleted; 0 = kept until deleted
     chunk_bytes: int = 1 * MiB  # download/export chunk size
     max_workers: int = 16  # gRPC handler threads (streams in flight)
 
@@ -50,6 +51,8 @@ class ServerConfig:
             raise InvalidInput("adapter_host_cache_gb", self.adapter_host_cache_gb, "must be >= 0")
         if not 1 <= self.adapter_max_rank <= 512:
             raise InvalidInput("adapter_max_rank", self.adapter_max_rank, "must be between 1 and 512")
+        if not self.media_retention_hours >= 0:
+            raise InvalidInput("media_retention_hours", self.media_retention_hours, "must be >= 0 (0 keeps media until deleted)")
         if not Path(self.model_dir).is_dir():
             raise InvalidInput("model", self.model_dir, "is not a directory")
 

@@ -3,14 +3,18 @@
 Uploads are decoded once on arrival, so corrupt or oversized media is refused before it is
 stored; the decoded frames of recently used media stay in a small in-memory cache. A delete
 renames the directory out of the way first (one atomic step) and then removes it, so a crash
-never leaves half a media file under its id; leftovers are removed at start-up.
+never leaves half a media file under its id; leftovers are removed at start-up. ``expire``
+deletes what is older than a retention period (the server's ``--media-retention-hours``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 import secrets
+import time
 import shutil
 import threading
 from collections import OrderedDict
@@ -21,6 +25,8 @@ import numpy as np
 
 from framecast.engine.errors import InvalidInput, MediaNotFound
 from framecast.engine.media import Media, MediaKind, atomic_write, decode_media
+
+log = logging.getLogger(__name__)
 
 ID_PREFIX = "sha256:"
 _TRASH_PREFIX = ".deleted-"
@@ -64,7 +70,12 @@ class MediaStore:
         media_id = ID_PREFIX + hashlib.sha256(data).hexdigest()
         existing = self._info_or_none(media_id)
         if existing is not None:
-            return existing
+            try:  # uploaded again: the retention clock restarts
+                os.utime(self._dir(media_id) / "meta.json")
+            except FileNotFoundError:  # deleted meanwhile: store it again
+                pass
+            else:
+                return self._info_or_none(media_id) or existing
         media = decode_media(data, field=field, max_pixels=self.max_pixels, max_frames=self.max_frames)
         info = MediaInfo(
             id=media_id,
@@ -118,6 +129,21 @@ class MediaStore:
             except FileNotFoundError:  # deleted meanwhile
                 raise MediaNotFound(media_id) from None
         shutil.rmtree(trash, ignore_errors=True)
+
+    def expire(self, max_age_s: float, now: float | None = None) -> list[str]:
+        """Delete every media stored (or uploaded again) more than ``max_age_s`` seconds ago;
+        returns the ids deleted."""
+        cutoff = (time.time() if now is None else now) - max_age_s
+        deleted = []
+        for info in self.list():
+            if info.created_at >= cutoff:
+                continue
+            try:
+                self.delete(info.id)
+            except MediaNotFound:  # deleted meanwhile
+                continue
+            deleted.append(info.id)
+        return deleted
 
     def info(self, media_id: str, field: str = "media id") -> MediaInfo:
         if not media_id:

@@ -1,11 +1,18 @@
-"""Stored media over a real port: listing, deleting (also from the CLI), and restarts."""
+"""Stored media over a real port: listing, deleting (also from the CLI), retention, and restarts."""
 
 from __future__ import annotations
 
+import os
+import time
+
 import grpc
+import pytest
 
 from framecast.client import cli
-from framecast.engine.media import encode_video
+from framecast.engine.errors import InvalidInput
+from framecast.engine.media import encode_png, encode_video
+from framecast.server.config import ServerConfig
+from framecast.server.media_store import MediaStore
 from framecast.v1 import framecast_pb2 as pb
 from framecast.v1 import framecast_pb2_grpc
 
@@ -69,3 +76,28 @@ def test_cli_lists_and_deletes_media_by_prefix(start_server_at, tiny_model_dir, 
     assert capsys.readouterr().out.split() == ["deleted", source.id, "deleted", mask.id]
     assert cli.main(["media", "list", "--server", address]) == 0
     assert "1 media" in capsys.readouterr().out
+
+
+def test_retention_deletes_media_older_than_the_period(start_server_at, tiny_model_dir, scene, tmp_path):
+    with pytest.raises(InvalidInput, match="media_retention_hours.*-1"):
+        ServerConfig(model_dir=str(tiny_model_dir), data_dir=str(tmp_path), media_retention_hours=-1)
+
+    data_dir = tmp_path / "data"
+    store = MediaStore(data_dir / "media", max_pixels=1 << 20, max_frames=33)
+    old, again, new = (store.put(encode_png(scene.source[i]), f"{i}.png") for i in (0, 1, 2))
+    two_hours_ago = time.time() - 7200
+    for info in (old, again):
+        os.utime(data_dir / "media" / info.id.removeprefix("sha256:") / "meta.json", (two_hours_ago, two_hours_ago))
+    assert store.put(encode_png(scene.source[1])).created_at > time.time() - 60  # uploaded again: young again
+
+    server = start_server_at(tiny_model_dir, data_dir, media_retention_hours=1.0)
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        stub = framecast_pb2_grpc.FramecastStub(channel)
+        deadline = time.monotonic() + 30
+        while old.id in {m.id for m in stub.ListMedia(pb.ListMediaRequest(), timeout=10).media}:
+            assert time.monotonic() < deadline, "the retention sweep did not run"
+            time.sleep(0.1)
+        assert {m.id for m in stub.ListMedia(pb.ListMediaRequest(), timeout=10).media} == {again.id, new.id}
+        expect(grpc.StatusCode.NOT_FOUND, lambda: stub.DownloadMedia(pb.MediaRef(id=old.id), timeout=10), old.id)
+    # Nothing newer is touched by a direct sweep either.
+    assert store.expire(3600) == [] and {m.id for m in store.list()} == {again.id, new.id}
