@@ -2,6 +2,7 @@
 
     python3 bench/quality.py                       # 20 scenes, appends to bench/results/quality.jsonl
     python3 bench/quality.py --scenes 4 --steps 60 --results /tmp/quality.jsonl
+    python3 bench/quality.py --workers 2             # two scenes at a time, a process each (CPU)
 
 Each scene (seeds FIRST_SEED.., all below 1,000,000 and so never used in training; see
 ``framecast.engine.toymodel``) is a source video, an edit mask, an edited first frame and the
@@ -217,6 +218,33 @@ def write_grid(path: Path, scenes: list[Scene], per_scene: list[dict[str, dict]]
     media.atomic_write(path, media.encode_png(sheet))
 
 
+_worker_engine = None
+
+
+def _start_worker(model: str, device: str, data_dir: str, threads: int | None) -> None:
+    """A --workers process: one engine of its own, loaded once."""
+    global _worker_engine
+    import torch
+
+    from framecast.engine.engine import Engine, EngineConfig
+
+    if threads:
+        torch.set_num_threads(threads)
+    _worker_engine = Engine(EngineConfig(model_dir=model, device=device), tempfile.mkdtemp(dir=data_dir))
+
+
+def _worker_scene(seed: int, options: QualityOptions) -> tuple[Scene, dict[str, dict], str]:
+    """-> (the scene, its results, the model's id); prints the scene's line."""
+    scene = held_out_scene(seed)
+    started = time.perf_counter()
+    results = evaluate_scene(_worker_engine, scene, options)
+    fc = results["framecast"]["masked_psnr"]
+    others = "  ".join(f"{m} {r['masked_psnr']:.2f}" for m, r in results.items() if m != "framecast")
+    print(f"scene {seed} ({scene.edit.value}): framecast {fc:.2f} dB | {others}  "
+          f"[{time.perf_counter() - started:.0f}s]", flush=True)  # fmt: skip
+    return scene, results, _worker_engine.base_model
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=None, help="diffusers directory (default: the built-in toy model)")
@@ -233,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reference-frame", type=int, default=QualityOptions.reference_frame)
     parser.add_argument("--no-windowed", action="store_true", help="skip the windowed run (and its seam score)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="scenes evaluated at once, each by its own process and engine (CPU; default: %(default)s)")
     parser.add_argument("--results", default=str(RESULTS / "quality.jsonl"))
     parser.add_argument("--grid", default=str(RESULTS / "quality_grid.png"))
     parser.add_argument("--grid-scenes", type=int, default=3, help="scenes shown in the grid")
@@ -240,10 +270,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from framecast.engine.engine import Engine, EngineConfig
     from framecast.engine.model import builtin_model_dir
 
-    if args.threads:
+    if args.threads and args.workers == 1:
         torch.set_num_threads(args.threads)
     options = QualityOptions(
         steps=args.steps, appearance_steps=args.appearance_steps, learning_rate=args.lr, rank=args.rank,
@@ -253,22 +282,27 @@ def main(argv: list[str] | None = None) -> int:
     model = Path(args.model) if args.model else builtin_model_dir()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     started = time.perf_counter()
+    seeds = range(args.first_seed, args.first_seed + args.scenes)
     with tempfile.TemporaryDirectory(prefix="framecast-quality-") as data_dir:
-        engine = Engine(EngineConfig(model_dir=str(model), device=device), data_dir)
-        scenes, per_scene, rows = [], [], []
-        for seed in range(args.first_seed, args.first_seed + args.scenes):
-            scene = held_out_scene(seed)
-            scene_started = time.perf_counter()
-            results = evaluate_scene(engine, scene, options)
-            scenes.append(scene)
-            per_scene.append(results)
-            fc = results["framecast"]["masked_psnr"]
-            others = "  ".join(f"{m} {r['masked_psnr']:.2f}" for m, r in results.items() if m != "framecast")
-            print(f"scene {seed} ({scene.edit.value}): framecast {fc:.2f} dB | {others}  "
-                  f"[{time.perf_counter() - scene_started:.0f}s]", flush=True)  # fmt: skip
+        if args.workers > 1:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            pool = ProcessPoolExecutor(args.workers, multiprocessing.get_context("spawn"), _start_worker,
+                                       (str(model), device, data_dir, args.threads or 1))  # fmt: skip
+            with pool:
+                finished = list(pool.map(_worker_scene, seeds, [options] * len(seeds)))
+        else:
+            _start_worker(str(model), device, data_dir, None)
+            finished = [_worker_scene(seed, options) for seed in seeds]
+        scenes = [scene for scene, _, _ in finished]
+        per_scene = [results for _, results, _ in finished]
+        base_model = finished[0][2]
+        rows = []
+        for scene, results, _ in finished:
             for method, result in results.items():
                 measures = {k: v for k, v in result.items() if k != "frames"}
-                rows.append({"bench": "quality", "model": engine.base_model, "scene_seed": seed, "edit": scene.edit.value,
+                rows.append({"bench": "quality", "model": base_model, "scene_seed": scene.seed, "edit": scene.edit.value,
                              "method": method, **measures, **options.__dict__})  # fmt: skip
     summary = summarise(per_scene)
     wins = beats_every_baseline(per_scene)
@@ -294,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"appearance phase (+1 reference frame): {statistics.fmean(ref_gain):+.2f} dB mean masked PSNR, "
               f"better in {sum(g > 0 for g in ref_gain)}/{len(ref_gain)} scenes")  # fmt: skip
     print(f"{time.perf_counter() - started:.0f}s in all on {device}")
-    summary_rows = [{"bench": "quality", "summary": True, "model": engine.base_model, "scenes": len(per_scene),
+    summary_rows = [{"bench": "quality", "summary": True, "model": base_model, "scenes": len(per_scene),
                      "first_seed": args.first_seed, "beats_every_baseline_share": share, **row, **options.__dict__}
                     for row in summary]  # fmt: skip
     count = append_rows(args.results, rows + summary_rows, device=device)
