@@ -65,6 +65,7 @@ class QualityOptions:
     learning_rate: float = 1e-3
     rank: int = 16
     colour_variants: int = 15  # recoloured copies of the source in the motion phase (TrainSettings)
+    w_keep: float = 1.0  # loss weight outside the edit region (TrainSettings; 1 = the paper's unweighted loss)
     sample_steps: int = 30
     guidance_scale: float = 5.0
     reference_frame: int = 8
@@ -115,7 +116,7 @@ def evaluate_scene(engine, scene: Scene, options: QualityOptions, methods=METHOD
     settings = TrainSettings(
         steps=options.steps, appearance_steps=options.appearance_steps, rank=options.rank,
         learning_rate=options.learning_rate, seed=scene.seed, gradient_checkpointing=False,
-        colour_variants=options.colour_variants,
+        colour_variants=options.colour_variants, w_keep=options.w_keep,
     )  # fmt: skip
     # The background is measured outside the mask the method works with (bbox, the default).
     method_mask = C.prepare_edit_mask(scene.edit_mask, C.MaskMode.BBOX)
@@ -256,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rank", type=int, default=QualityOptions.rank)
     parser.add_argument("--colour-variants", type=int, default=QualityOptions.colour_variants,
                         help="recoloured copies of the source in the motion phase (default: %(default)s)")
+    parser.add_argument("--w-keep", type=float, default=QualityOptions.w_keep,
+                        help="training loss weight outside the edit region, inside it 1 (default: %(default)s)")
     parser.add_argument("--sample-steps", type=int, default=QualityOptions.sample_steps)
     parser.add_argument("--guidance", type=float, default=QualityOptions.guidance_scale)
     parser.add_argument("--reference-frame", type=int, default=QualityOptions.reference_frame)
@@ -277,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     options = QualityOptions(
         steps=args.steps, appearance_steps=args.appearance_steps, learning_rate=args.lr, rank=args.rank,
         sample_steps=args.sample_steps, guidance_scale=args.guidance, reference_frame=args.reference_frame,
-        windowed=not args.no_windowed, colour_variants=args.colour_variants,
+        windowed=not args.no_windowed, colour_variants=args.colour_variants, w_keep=args.w_keep,
     )  # fmt: skip
     model = Path(args.model) if args.model else builtin_model_dir()
     device = "cuda" if torch.cuda.is_available() else "cpu"
