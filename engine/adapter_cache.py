@@ -50,7 +50,7 @@ class AdapterStatus:
     state: AdapterState
     pinned: bool = False
     in_use: bool = False
-    last_used_at: float = 0.0  # unix seconds of the last activation or load; 0 = not since start-up
+    last_used_at: float = 0.0  # unix seconds of the last activation or load (kept across restarts); 0 = never
     device_bytes: int = 0
     host_bytes: int = 0
     error: str = ""
@@ -250,7 +250,7 @@ class AdapterCache:
                 self._host_weights(name, store, evicted, required=True)
                 action = "cached"
         with self._lock:
-            self._touch(name)
+            self._touch(name, store)
         return AdapterChange(name, action, previous, self.status(name), tuple(evicted))
 
     def unload(self, name: str, store: AdapterStore, to: AdapterState = AdapterState.READY) -> AdapterChange:
@@ -290,7 +290,7 @@ class AdapterCache:
                 self._device_weights(name, store, evicted, required=True)
                 with self._lock:
                     self._pinned.add(name)
-                    self._touch(name)
+                    self._touch(name, store)
                 action = "pinned"
         return AdapterChange(name, action, previous, self.status(name), tuple(evicted))
 
@@ -321,8 +321,16 @@ class AdapterCache:
 
     # --- tiers ------------------------------------------------------------------------------
 
-    def _touch(self, name: str) -> None:
+    def remember_used(self, last_used: dict[str, float]) -> None:
+        """Last-use times kept by the store from before a restart (``AdapterStore.last_used``)."""
+        with self._lock:
+            for name, when in last_used.items():
+                self._last_used.setdefault(name, when)
+
+    def _touch(self, name: str, store: AdapterStore | None = None) -> None:
         self._last_used[name] = time.time()
+        if store is not None:
+            store.mark_used(name, self._last_used[name])
         for tier in (self._device, self._host):
             if name in tier:
                 tier.move_to_end(name)

@@ -11,6 +11,7 @@ again or deleting it removes the file.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import threading
@@ -27,6 +28,7 @@ from framecast.engine.media import atomic_write
 WEIGHTS_FILE = "adapter.safetensors"
 RECORD_FILE = "adapter.json"
 FAILURE_FILE = "failure.txt"
+USED_FILE = "last_used"  # empty; its mtime is when the adapter was last used or loaded
 MAX_NAME_LENGTH = 64
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 EXPORT_LAYOUTS = ("diffusers", "comfyui")
@@ -178,6 +180,26 @@ class AdapterStore:
             (directory / FAILURE_FILE).unlink(missing_ok=True)
             if directory.is_dir() and not (directory / RECORD_FILE).is_file():
                 shutil.rmtree(directory, ignore_errors=True)
+
+    def mark_used(self, name: str, when: float) -> None:
+        """Keep when ``name`` was last used, across restarts (a no-op once it is deleted)."""
+        path = self._dir(name) / USED_FILE
+        try:
+            path.touch()
+            os.utime(path, (when, when))
+        except FileNotFoundError:  # deleted meanwhile: its directory is gone
+            pass
+
+    def last_used(self) -> dict[str, float]:
+        """Stored adapters that have been used: name -> unix seconds of the last use."""
+        found = {}
+        for path in self.root.glob(f"*/{USED_FILE}"):
+            if (path.parent / RECORD_FILE).is_file():
+                try:
+                    found[path.parent.name] = path.stat().st_mtime
+                except FileNotFoundError:
+                    continue
+        return found
 
     def record(self, name: str) -> AdapterRecord:
         path = self._dir(name) / RECORD_FILE

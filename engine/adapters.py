@@ -226,7 +226,7 @@ class AdapterSlots(AdapterCache):
             slot_a.requires_grad_(False)
             slot_b.requires_grad_(False)
         with self._lock:
-            self._touch(name)
+            self._touch(name, store)
         return record
 
     def deactivate(self) -> None:

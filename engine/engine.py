@@ -182,6 +182,7 @@ class Engine:
         )
         for name, message in self.store.failures().items():  # failed trainings survive a restart
             self.slots.mark_failed(name, message)
+        self.slots.remember_used(self.store.last_used())  # and so do last-use times
         self._prompt_cache: OrderedDict[tuple, tuple] = OrderedDict()
         self._image_cache: OrderedDict[bytes, torch.Tensor] = OrderedDict()
         log.info(

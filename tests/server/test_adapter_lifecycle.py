@@ -257,7 +257,7 @@ def test_upload_limit_and_a_corrupt_stored_file(start_server_at, tiny_model_dir,
         assert stub.DeleteAdapter(pb.AdapterRef(name="small"), timeout=10).deleted
 
 
-def test_a_failed_training_is_still_failed_after_a_restart(start_server_at, tiny_model_dir, scene, tmp_path):
+def test_failed_trainings_and_last_use_times_survive_a_restart(start_server_at, tiny_model_dir, scene, tmp_path):
     from framecast.engine.adapter_store import AdapterStore
     from framecast.v1 import framecast_pb2_grpc
 
@@ -282,6 +282,8 @@ def test_a_failed_training_is_still_failed_after_a_restart(start_server_at, tiny
         request = pb.TrainRequest(adapter="retrained", source_id=source.id, mask_id=mask.id, steps=2, rank=2)
         assert list(stub.Train(request, timeout=300))[-1].adapter.state == pb.ADAPTER_STATE_LOADED
         assert stub.DeleteAdapter(pb.AdapterRef(name="broken"), timeout=10).deleted
+        used_at = stub.LoadAdapter(pb.LoadAdapterRequest(name="retrained"), timeout=10).adapter.last_used_at
+        assert used_at > 0
     server.stop(grace=5)
 
     server = start_server_at(tiny_model_dir, data_dir)
@@ -289,6 +291,8 @@ def test_a_failed_training_is_still_failed_after_a_restart(start_server_at, tiny
     with channel:
         listed = {a.name: a.state for a in stub.ListAdapters(pb.ListAdaptersRequest(), timeout=10).adapters}
         assert listed == {"retrained": pb.ADAPTER_STATE_READY}
+        # When it was last used is kept too (a list of adapters nobody has used lately stays true).
+        assert stub.GetAdapter(pb.AdapterRef(name="retrained"), timeout=10).last_used_at == pytest.approx(used_at, abs=1e-3)
         expect(grpc.StatusCode.NOT_FOUND, lambda: stub.GetAdapter(pb.AdapterRef(name="broken"), timeout=10), "broken")
     assert sorted(p.name for p in (data_dir / "adapters").iterdir()) == ["retrained"]
 
