@@ -537,6 +537,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--colour-variants", type=int, default=7, metavar="N",
         help="recoloured copies of the source trained alongside it (default: %(default)s)",
     )  # fmt: skip
+    demo.add_argument(
+        "--w-keep", type=float, default=0.25, metavar="W",
+        help="training loss weight outside the edit region, inside it 1; the toy model does better below "
+        "the paper's 1 (default: %(default)s)",
+    )  # fmt: skip
     demo.add_argument("--device", default="auto")
     demo.add_argument("--dtype", default="auto")
     demo.set_defaults(run=cmd_demo)

@@ -124,6 +124,7 @@ def run_demo(args) -> int:
                 learning_rate=args.lr,
                 seed=args.seed,
                 colour_variants=args.colour_variants,
+                loss_weights=(1.0, args.w_keep),
             )
             adapter = follow_job(client, run_train, events, JobProgress("train"))
 
