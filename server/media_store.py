@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import secrets
-import time
 import shutil
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -25,8 +24,6 @@ import numpy as np
 
 from framecast.engine.errors import InvalidInput, MediaNotFound
 from framecast.engine.media import Media, MediaKind, atomic_write, decode_media
-
-log = logging.getLogger(__name__)
 
 ID_PREFIX = "sha256:"
 _TRASH_PREFIX = ".deleted-"
@@ -130,13 +127,14 @@ class MediaStore:
                 raise MediaNotFound(media_id) from None
         shutil.rmtree(trash, ignore_errors=True)
 
-    def expire(self, max_age_s: float, now: float | None = None) -> list[str]:
+    def expire(self, max_age_s: float) -> list[str]:
         """Delete every media stored (or uploaded again) more than ``max_age_s`` seconds ago;
         returns the ids deleted."""
-        cutoff = (time.time() if now is None else now) - max_age_s
+        cutoff = time.time() - max_age_s
         deleted = []
         for info in self.list():
-            if info.created_at >= cutoff:
+            current = self._info_or_none(info.id)  # uploaded again since the listing: kept
+            if current is None or current.created_at >= cutoff:
                 continue
             try:
                 self.delete(info.id)
