@@ -133,6 +133,8 @@ class MediaStore:
         cutoff = time.time() - max_age_s
         deleted = []
         for info in self.list():
+            if info.created_at >= cutoff:
+                continue
             current = self._info_or_none(info.id)  # uploaded again since the listing: kept
             if current is None or current.created_at >= cutoff:
                 continue
