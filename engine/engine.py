@@ -297,7 +297,9 @@ class Engine:
         on_progress: Callable[[Progress], None] | None = None,
         should_cancel: Callable[[], bool] | None = None,
     ) -> AdapterRecord:
-        mask = self.validate_train(job)  # a refused request marks nothing
+        """Train ``job.adapter`` and store it. A request ``validate_train`` refuses, a cancel, or a
+        name taken meanwhile leaves no trace; any other failure leaves the name FAILED with its error."""
+        mask = self.validate_train(job)
         try:
             return self._train(job, mask, on_progress, should_cancel)
         except (Cancelled, AlreadyExists):  # cancelled by its owner; the name taken meanwhile
