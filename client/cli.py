@@ -393,7 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--mask", required=True, metavar="MASK", help="mask video/image, white = edit region")
     train.add_argument("--prompt", required=True, help="caption of the source video")
-    train.add_argument("--steps", type=positive_int, default=100, help="motion-phase steps (default: %(default)s)")
+    train.add_argument("--steps", type=positive_int, default=100, help="motion-phase steps, per window for a clip trained in windows (default: %(default)s)")
     train.add_argument(
         "--appearance-steps",
         type=positive_int,

@@ -323,7 +323,9 @@ class Engine:
             for clip in clips
             for s, n in zip(plan.starts, plan.lengths)
         ]
-        phases = [("motion", motion, settings.steps)]
+        # ``steps`` per window, as if each window were trained on its own (the public code's
+        # scheme): every stretch of the clip gets the passes a one-window clip gets.
+        phases = [("motion", motion, settings.steps * plan.count)]
         if job.references:
             refs = [self._reference_sample(job.source, edit_mask, i, f, job.prompt, settings) for i, f in job.references]
             # Mixed with the source clip itself as in the paper (not its colour variants).

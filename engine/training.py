@@ -25,7 +25,7 @@ LORA_TARGET_PATTERN = r"blocks\.\d+\.(attn1\.(to_q|to_k|to_v|to_out\.0)|attn2\.(
 class TrainSettings:
     rank: int = 16
     alpha: float | None = None  # None: alpha = rank (scale 1)
-    steps: int = 100  # motion phase
+    steps: int = 100  # motion phase, per window when the clip is trained in windows
     appearance_steps: int = 100  # only when reference frames are given
     learning_rate: float = 1e-4
     weight_decay: float = 0.01

@@ -59,9 +59,13 @@ def long_scene():
 
 def test_windowed_training_uses_one_sample_per_window(engine, long_scene):
     settings = TrainSettings(steps=4, rank=2, gradient_checkpointing=False)
-    record = engine.train(TrainJob("win", long_scene.source, long_scene.edit_mask, "p", settings, overlap_frames=3))
+    progress = []
+    record = engine.train(TrainJob("win", long_scene.source, long_scene.edit_mask, "p", settings, overlap_frames=3),
+                          on_progress=progress.append)
     assert record.training["window_starts"] == [0, 6, 12]
     assert record.training["window_lengths"] == [9, 9, 5]
+    # ``steps`` is per window: each of the 3 windows gets the 4 steps a one-window clip gets.
+    assert [p.step for p in progress] == list(range(1, 13)) and {p.total for p in progress} == {12}
 
 
 def test_windowed_propagation_streams_every_frame_once(engine, long_scene):
