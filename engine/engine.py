@@ -115,7 +115,7 @@ class TrainJob:
     dilate_px: int = 0
     source_media_id: str = ""
     window_frames: int = 0  # 0: the server's window (the whole clip when it fits)
-    overlap_frames: int = 4
+    overlap_frames: int | None = None  # None: windows.default_overlap of the window used
 
 
 @dataclass
@@ -134,7 +134,7 @@ class PropagateJob:
     mask_mode: C.MaskMode = C.MaskMode.BBOX
     dilate_px: int = 0
     window_frames: int = 0  # 0: the server's window (one window when the clip fits)
-    overlap_frames: int = 4
+    overlap_frames: int | None = None  # None: windows.default_overlap of the window used
     blend_ramp: str = "linear"  # linear | cosine
 
 
@@ -526,7 +526,7 @@ class Engine:
         generated = windows[k - 1][start - plan.starts[k - 1]]
         return np.where(edit_mask[start][..., None], generated, job.source[start])
 
-    def _plan(self, source: np.ndarray, requested: int, overlap: int, training: bool, rank: int = 16) -> WindowPlan:
+    def _plan(self, source: np.ndarray, requested: int, overlap: int | None, training: bool, rank: int = 16) -> WindowPlan:
         """Windows for a clip: the requested window (else the configured one); under a memory
         budget, the largest window that fits, or OutOfMemory when even the smallest does not."""
         frames, height, width = source.shape[:3]
@@ -546,7 +546,7 @@ class Engine:
         if not requested:
             for window in range(max(plan.lengths) - 4, 4, -4):
                 if need(window) <= budget:
-                    return plan_windows(frames, window, min(overlap, (window - 3) // 2))
+                    return plan_windows(frames, window, None if overlap is None else min(overlap, (window - 3) // 2))
         smallest = requested or 5
         raise OutOfMemory(
             f"{'training' if training else 'generating'} {width}x{height} in windows of {smallest} frames needs "

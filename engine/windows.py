@@ -40,18 +40,30 @@ class WindowPlan:
         return sorted(bounds)
 
 
-def plan_windows(num_frames: int, window_frames: int, overlap_frames: int) -> WindowPlan:
-    """Windows covering ``num_frames``; one window when the clip fits (or window_frames is 0)."""
+DEFAULT_OVERLAP = 4
+
+
+def default_overlap(window_frames: int) -> int:
+    """The overlap a request that names none gets: 4 frames, fewer when the window is too short."""
+    return min(DEFAULT_OVERLAP, (window_frames - 3) // 2)
+
+
+def plan_windows(num_frames: int, window_frames: int, overlap_frames: int | None = None) -> WindowPlan:
+    """Windows covering ``num_frames``; one window when the clip fits (or window_frames is 0).
+    ``overlap_frames`` None: ``default_overlap(window_frames)``."""
     check_frame_count(num_frames, "source.num_frames")
     if window_frames == 0 or window_frames >= num_frames:
         return WindowPlan((0,), (num_frames,))
     check_frame_count(window_frames, "window_frames")
     if window_frames < 5:
         raise InvalidInput("window_frames", window_frames, "must be at least 5")
-    if not 0 <= overlap_frames <= (window_frames - 3) // 2:
+    if overlap_frames is None:
+        overlap_frames = default_overlap(window_frames)
+    # At least one frame: a later window starts from a frame the one before it generated.
+    if not 1 <= overlap_frames <= (window_frames - 3) // 2:
         raise InvalidInput(
             "overlap_frames", overlap_frames,
-            f"must be between 0 and {(window_frames - 3) // 2} for windows of {window_frames} frames",
+            f"must be between 1 and {(window_frames - 3) // 2} for windows of {window_frames} frames",
         )
     stride = window_frames - overlap_frames
     starts = [0]

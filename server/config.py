@@ -51,6 +51,8 @@ class ServerConfig:
             raise InvalidInput("adapter_host_cache_gb", self.adapter_host_cache_gb, "must be >= 0")
         if not 1 <= self.adapter_max_rank <= 512:
             raise InvalidInput("adapter_max_rank", self.adapter_max_rank, "must be between 1 and 512")
+        if self.window_frames and (self.window_frames < 5 or (self.window_frames - 1) % 4):
+            raise InvalidInput("window_frames", self.window_frames, "must be 0 (whole clips) or 4N+1 and at least 5")
         if not self.media_retention_hours >= 0:
             raise InvalidInput("media_retention_hours", self.media_retention_hours, "must be >= 0 (0 keeps media until deleted)")
         if not Path(self.model_dir).is_dir():

@@ -148,7 +148,7 @@ class FramecastService(AdapterRpcs, pb_grpc.FramecastServicer):
             dilate_px=request.dilate_px,
             source_media_id=request.source_id,
             window_frames=request.window_frames,
-            overlap_frames=request.overlap_frames if request.HasField("overlap_frames") else 4,
+            overlap_frames=request.overlap_frames if request.HasField("overlap_frames") else None,
         )
         engine.validate_train(job)
         if self.queue.adapter_in_use(request.adapter):
@@ -185,7 +185,7 @@ class FramecastService(AdapterRpcs, pb_grpc.FramecastServicer):
             mask_mode=_mask_mode(request.mask_mode),
             dilate_px=request.dilate_px,
             window_frames=request.window_frames,
-            overlap_frames=request.overlap_frames if request.HasField("overlap_frames") else 4,
+            overlap_frames=request.overlap_frames if request.HasField("overlap_frames") else None,
             blend_ramp=_blend_ramp(request.blend_ramp),
         )
         engine.validate_propagate(job)

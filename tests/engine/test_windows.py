@@ -18,7 +18,9 @@ from framecast.engine.windows import plan_windows
     [
         (49, 13, 4, (0, 9, 18, 27, 36), (13,) * 5),
         (17, 9, 3, (0, 6, 12), (9, 9, 5)),  # the last window is shorter
-        (17, 9, 0, (0, 8), (9, 9)),  # no room for a 1-frame last window: it moves back to 4N+1
+        (17, 9, 1, (0, 8), (9, 9)),
+        (17, 9, None, (0, 6, 12), (9, 9, 5)),  # no overlap named: 4, but at most 3 for 9-frame windows
+        (49, 13, None, (0, 9, 18, 27, 36), (13,) * 5),
         (9, 13, 4, (0,), (9,)),  # fits in one window
         (9, 0, 4, (0,), (9,)),
         (81, 21, 8, (0, 13, 26, 39, 52, 64), (21, 21, 21, 21, 21, 17)),
@@ -29,7 +31,7 @@ def test_plan_windows(frames, window, overlap, starts, lengths):
     assert (plan.starts, plan.lengths) == (starts, lengths)
     assert plan.ends[-1] == frames
     assert all((n - 1) % 4 == 0 for n in plan.lengths)
-    assert all(plan.ends[k - 1] - plan.starts[k] >= overlap for k in range(1, plan.count))
+    assert all(plan.ends[k - 1] - plan.starts[k] >= (overlap or 1) for k in range(1, plan.count))
 
 
 def test_plan_windows_refuses_bad_settings():
@@ -37,6 +39,9 @@ def test_plan_windows_refuses_bad_settings():
         plan_windows(49, 12, 2)
     with pytest.raises(InvalidInput, match="overlap_frames"):
         plan_windows(49, 13, 6)
+    # A later window starts from a frame the previous one generated: they must share one.
+    with pytest.raises(InvalidInput, match="overlap_frames must be between 1 and 1"):
+        plan_windows(17, 5, 0)
 
 
 def test_seam_score():

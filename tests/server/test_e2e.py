@@ -141,7 +141,19 @@ def test_windowed_propagation_reports_seams(stub):
     assert metrics.windows == 3 and metrics.seam_score > 0
     progress = [e.progress for e in events if e.WhichOneof("event") == "progress"]
     assert progress[-1].step == progress[-1].total == 3
-    bad = pb.PropagateRequest(source_id=source.id, mask_id=mask.id, edited_first_frame_id=edited.id, window_frames=9, overlap_frames=7)
-    with pytest.raises(grpc.RpcError) as caught:
-        list(stub.Propagate(bad, timeout=60))
-    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "overlap_frames" in caught.value.details()
+    # No overlap named: the default 4 shrinks to the 3 that 9-frame windows allow, for training too.
+    train = pb.TrainRequest(adapter="win-default", source_id=source.id, mask_id=mask.id, prompt="p", steps=1, rank=2,
+                            window_frames=9)
+    progress = [e.progress for e in stub.Train(train, timeout=300) if e.WhichOneof("event") == "progress"]
+    assert progress[-1].step == progress[-1].total == 3  # 1 step in each of 3 windows
+    request = pb.PropagateRequest(adapter="win-default", source_id=source.id, mask_id=mask.id,
+                                  edited_first_frame_id=edited.id, prompt="p", steps=1, window_frames=9)
+    assert list(stub.Propagate(request, timeout=300))[-1].result.metrics.windows == 3
+    for window, overlap in ((9, 7), (5, 0)):  # too wide; none (window 1 would not start from window 0's frames)
+        bad = pb.PropagateRequest(source_id=source.id, mask_id=mask.id, edited_first_frame_id=edited.id,
+                                  window_frames=window, overlap_frames=overlap)
+        with pytest.raises(grpc.RpcError) as caught:
+            list(stub.Propagate(bad, timeout=60))
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert f"overlap_frames must be between 1 and {(window - 3) // 2}" in caught.value.details()
+        assert f"(got {overlap})" in caught.value.details()

@@ -48,3 +48,11 @@ def test_config_refuses_bad_adapter_cache_sizes(tmp_path, field, value):
 
     with pytest.raises(InvalidInput, match=f"{field}.*{value}"):
         ServerConfig(model_dir=str(tmp_path), data_dir=str(tmp_path), **{field: value})
+
+
+@pytest.mark.parametrize("window", [6, 3, -5])
+def test_config_refuses_a_window_that_is_not_4n_plus_1(tmp_path, window):
+    from framecast.engine.errors import InvalidInput
+
+    with pytest.raises(InvalidInput, match=f"window_frames.*{window}"):
+        ServerConfig(model_dir=str(tmp_path), data_dir=str(tmp_path), window_frames=window)
