@@ -11,6 +11,7 @@ import gc
 import hashlib
 import json
 import logging
+import math
 import time
 from collections import OrderedDict
 from contextlib import contextmanager
@@ -259,6 +260,17 @@ class Engine:
             )
         return np.broadcast_to(mask, (frames, height, width)).copy()
 
+    @staticmethod
+    def _check_edit_region(mask: np.ndarray, mode: C.MaskMode, dilate_px: int) -> None:
+        """Refuse a mask that leaves nothing to edit once ``mode`` has shaped it."""
+        if C.MaskMode(mode) is C.MaskMode.DILATE and not 0 <= dilate_px <= max(mask.shape[1:]):
+            raise InvalidInput("dilate_px", dilate_px, f"must be between 0 and {max(mask.shape[1:])} (the frame's longer side)")
+        if not mask.any():
+            raise InvalidInput("mask", "all black", "has no edit region: mark the region to change in white")
+        if not C.prepare_edit_mask(mask, mode, dilate_px).any():
+            raise InvalidInput("mask", f"mask_mode {C.MaskMode(mode).value}", "leaves no edit region (every region is "
+                               "below the bbox minimum area); use mask_mode exact or dilate")
+
     def _check_steps(self, field_name: str, steps: int) -> None:
         if not 1 <= steps <= self.config.max_steps:
             raise InvalidInput(field_name, steps, f"must be between 1 and {self.config.max_steps}")
@@ -278,11 +290,13 @@ class Engine:
             raise InvalidInput("rank", settings.rank, "must be between 1 and 512")
         if not 0 < settings.learning_rate < 1:
             raise InvalidInput("learning_rate", settings.learning_rate, "must be in (0, 1)")
-        if settings.w_edit < 0 or settings.w_keep < 0 or settings.w_edit + settings.w_keep == 0:
-            raise InvalidInput("loss_weights", (settings.w_edit, settings.w_keep), "must be >= 0 and not both 0")
+        weights = (settings.w_edit, settings.w_keep)
+        if not all(math.isfinite(w) and w >= 0 for w in weights) or sum(weights) == 0:
+            raise InvalidInput("loss_weights", weights, "must be finite, >= 0 and not both 0")
         if not 0 <= settings.colour_variants <= 16:
             raise InvalidInput("colour_variants", settings.colour_variants, "must be between 0 and 16")
         mask = self.check_clip(job.source, job.mask)
+        self._check_edit_region(mask, job.mask_mode, job.dilate_px)
         for index, frame in job.references:
             if not 0 <= index < len(job.source):
                 raise InvalidInput("references.frame_index", index, f"must be in [0, {len(job.source) - 1}]")
@@ -425,11 +439,12 @@ class Engine:
         self._check_steps("steps", job.steps)
         if not 0 <= job.guidance_scale <= 50:
             raise InvalidInput("guidance_scale", job.guidance_scale, "must be between 0 and 50")
-        if job.feather_px < 0:
-            raise InvalidInput("feather_px", job.feather_px, "must be >= 0")
         if job.blend_ramp not in ("linear", "cosine"):
             raise InvalidInput("blend_ramp", job.blend_ramp, "must be linear or cosine")
         mask = self.check_clip(job.source, job.mask)
+        if not 0 <= job.feather_px <= max(job.source.shape[1:3]):
+            raise InvalidInput("feather_px", job.feather_px, f"must be between 0 and {max(job.source.shape[1:3])} (the frame's longer side)")
+        self._check_edit_region(mask, job.mask_mode, job.dilate_px)
         self._plan(job.source, job.window_frames, job.overlap_frames, training=False)
         if job.edited_first_frame.shape != job.source.shape[1:]:
             h, w = job.edited_first_frame.shape[:2]

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from framecast.engine import conditioning as C
 from framecast.engine.adapters import AdapterState, AdapterStore
 from framecast.engine.engine import Engine, EngineConfig, PropagateJob, TrainJob
 from framecast.engine.errors import AdapterNotFound, AlreadyExists, Cancelled, InvalidInput, TrainingDiverged
@@ -191,3 +192,13 @@ def test_exported_file_carries_diffusers_metadata(engine):
     assert config["transformer.r"] == 8 and config["transformer.lora_alpha"] == 8.0
     assert json.loads(metadata["framecast.adapter"])["name"] == "fit-a"
     assert all(k.startswith("transformer.blocks.") and (".lora_A." in k or ".lora_B." in k) for k in keys)
+
+
+def test_a_mask_bbox_mode_empties_is_refused():
+    """At 832x480 bbox mode drops regions under 50 px: a mask of only such specks leaves nothing to edit."""
+    speck = np.zeros((5, 480, 832), bool)
+    speck[:, 100:105, 200:205] = True  # 25 px
+    with pytest.raises(InvalidInput, match="mask leaves no edit region.*mask_mode bbox"):
+        Engine._check_edit_region(speck, C.MaskMode.BBOX, 0)
+    Engine._check_edit_region(speck, C.MaskMode.EXACT, 0)
+    Engine._check_edit_region(speck, C.MaskMode.DILATE, 4)

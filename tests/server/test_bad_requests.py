@@ -154,3 +154,22 @@ def test_cancelled_job(stub, media):
     expect(grpc.StatusCode.NOT_FOUND, lambda: stub.GetAdapter(pb.AdapterRef(name="cancel-me"), timeout=10))
     # Cancelling again is a no-op that reports the state.
     assert stub.CancelJob(pb.JobRef(job_id=job_id), timeout=10).state == pb.JOB_STATE_CANCELLED
+
+
+def test_settings_that_would_stall_or_break_a_job_are_refused_up_front(stub, media, scene):
+    """Refused before queueing, naming field and value: no job runs, no adapter name is marked FAILED."""
+    ids = dict(source_id=media["source"].id, mask_id=media["mask"].id)
+    base = dict(**ids, edited_first_frame_id=media["edited"].id)
+    expect(grpc.StatusCode.INVALID_ARGUMENT, propagate(stub, composite=True, feather_px=4_000_000_000, **base),
+           "feather_px must be between 0 and 64", "4000000000")
+    dilate = dict(mask_mode=pb.MASK_MODE_DILATE, dilate_px=4_294_967_295)
+    expect(grpc.StatusCode.INVALID_ARGUMENT, propagate(stub, **dilate, **base), "dilate_px", "4294967295")
+    train = lambda **fields: lambda: stub.Train(pb.TrainRequest(adapter="refused", prompt="p", steps=1, **fields), timeout=60)
+    expect(grpc.StatusCode.INVALID_ARGUMENT, train(**dilate, **ids), "dilate_px", "4294967295")
+    for weights in (pb.LossWeights(edit=float("nan"), keep=1), pb.LossWeights(edit=1, keep=float("inf"))):
+        expect(grpc.StatusCode.INVALID_ARGUMENT, train(loss_weights=weights, **ids), "loss_weights must be finite")
+    black = upload(stub, encode_video(mask_to_frames(np.zeros_like(scene.edit_mask)), 8, lossless=True), "black.mp4")
+    expect(grpc.StatusCode.INVALID_ARGUMENT, train(source_id=ids["source_id"], mask_id=black.id), "mask", "no edit region")
+    expect(grpc.StatusCode.INVALID_ARGUMENT, propagate(stub, **{**base, "mask_id": black.id}), "mask", "no edit region")
+    names = [a.name for a in stub.ListAdapters(pb.ListAdaptersRequest(), timeout=10).adapters]
+    assert "refused" not in names
