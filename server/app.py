@@ -40,6 +40,7 @@ class RunningServer:
         options = [
             ("grpc.max_receive_message_length", 64 << 20),
             ("grpc.max_send_message_length", 64 << 20),
+            ("grpc.so_reuseport", 0),  # a second server on a port in use fails to bind instead of sharing it
         ]
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="framecast-rpc"),
@@ -52,9 +53,12 @@ class RunningServer:
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
             self._server,
         )
-        self.port = self._server.add_insecure_port(config.address)
+        try:
+            self.port = self._server.add_insecure_port(config.address)
+        except RuntimeError:  # what grpcio raises for an address in use
+            self.port = 0
         if self.port == 0:
-            raise OSError(f"could not bind {config.address}")
+            raise OSError(f"could not bind {config.address} (in use, or not an address of this machine)")
         self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         self._stopped = threading.Event()
         self._ready = threading.Event()

@@ -56,3 +56,10 @@ def test_config_refuses_a_window_that_is_not_4n_plus_1(tmp_path, window):
 
     with pytest.raises(InvalidInput, match=f"window_frames.*{window}"):
         ServerConfig(model_dir=str(tmp_path), data_dir=str(tmp_path), window_frames=window)
+
+
+def test_a_port_in_use_is_refused(grpc_server, tmp_path, tiny_model_dir):
+    """gRPC would share a port through SO_REUSEPORT; two servers answering on one port must not happen."""
+    config = ServerConfig(model_dir=str(tiny_model_dir), data_dir=str(tmp_path), port=grpc_server.port)
+    with pytest.raises(OSError, match=f"could not bind 127.0.0.1:{grpc_server.port}"):
+        start_server(config)
