@@ -108,6 +108,60 @@ def test_parse_counts_accept_positive_values(capsys):
     assert "--steps: must be a whole number of at least 1 but got '0'" in capsys.readouterr().err
 
 
+TRAIN = ["train", "--adapter", "a", "--source", "s", "--mask", "m", "--prompt", "p"]
+PROPAGATE = ["propagate", "--adapter", "a", "--source", "s", "--mask", "m", "--edited-first-frame", "e", "--prompt", "p"]
+
+
+@pytest.mark.parametrize(
+    "argv, option, value",
+    [(TRAIN, "--seed", "-1"), (TRAIN, "--seed", "99999999999999999999999"), (TRAIN, "--seed", "1.5"),
+     (TRAIN, "--dilate-px", "-5"), (TRAIN, "--colour-variants", "-1"), (TRAIN, "--colour-variants", "17"),
+     (TRAIN, "--steps", "4294967296"), (TRAIN, "--rank", "99999999999"), (TRAIN, "--appearance-steps", "-2"),
+     (TRAIN, "--loss-weights", "-1"), (TRAIN, "--loss-weights", "nan"), (TRAIN, "--timeout", "0"),
+     (TRAIN, "--timeout", "-3"), (TRAIN, "--timeout", "nan"), (TRAIN, "--timeout", "1e10"),
+     (PROPAGATE, "--feather-px", "-1"), (PROPAGATE, "--seed", "-1"), (PROPAGATE, "--seed", "18446744073709551616"),
+     (PROPAGATE, "--dilate-px", "4294967296"), (PROPAGATE, "--steps", "4294967296"), (PROPAGATE, "--guidance", "-1"),
+     (PROPAGATE, "--guidance", "inf"), (PROPAGATE, "--timeout", "0"),
+     (["demo"], "--seed", "-1"), (["demo"], "--colour-variants", "-1"), (["demo"], "--w-keep", "-0.5"),
+     (["demo"], "--steps", "99999999999"), (["adapters", "list"], "--timeout", "0"), (["info"], "--timeout", "-1"),
+     (["export", "a"], "--timeout", "0"), (["import", "f"], "--timeout", "0"), (["media"], "--timeout", "0"),
+     (["train-toy-model", "out"], "--seed", "-1"), (["train-toy-model", "out"], "--threads", "0"),
+     (["train-toy-model", "out"], "--minutes", "-1"), (["train-toy-model", "out"], "--transformer-steps", "-1")],
+)  # fmt: skip
+def test_parse_refuses_numbers_out_of_the_api_range(argv, option, value, capsys):
+    """Values a request field cannot hold (protobuf raises "Value out of range" after the uploads)
+    or that mean nothing (nan, a 0 s deadline) are argparse errors naming the option."""
+    args = [*argv, f"{option}={value}"] if option != "--loss-weights" else [*argv, option, value, "1"]
+    with pytest.raises(SystemExit) as exit_info:
+        cli.build_parser().parse_args(args)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {option}: must be" in err and repr(value) in err
+
+
+def test_parse_accepts_the_edges_of_the_api_ranges():
+    parser = cli.build_parser()
+    train = parser.parse_args([*TRAIN, "--seed", str(2**64 - 1), "--dilate-px", "0", "--colour-variants", "16",
+                               "--steps", str(2**32 - 1), "--loss-weights", "0", "1", "--timeout", "0.5"])  # fmt: skip
+    assert (train.seed, train.dilate_px, train.colour_variants, train.steps) == (2**64 - 1, 0, 16, 2**32 - 1)
+    assert train.loss_weights == [0.0, 1.0] and train.timeout == 0.5
+    prop = parser.parse_args([*PROPAGATE, "--feather-px", "0", "--seed", "+5", "--guidance", "0"])
+    assert (prop.feather_px, prop.seed, prop.guidance) == (0, 5, 0.0)
+    assert parser.parse_args([*TRAIN, "--reference", f"{2**32 - 1}:e.png"]).reference == [(2**32 - 1, "e.png")]
+    with pytest.raises(SystemExit):
+        parser.parse_args([*TRAIN, "--reference", f"{2**32}:e.png"])
+
+
+def test_main_refuses_a_negative_seed_before_uploading(tmp_path, capsys):
+    source = tmp_path / "source.mp4"
+    source.write_bytes(b"x")
+    with pytest.raises(SystemExit) as exit_info:  # 127.0.0.1:1: a call would fail UNAVAILABLE, not exit 2
+        cli.main(["train", "--server", "127.0.0.1:1", "--adapter", "a", "--source", str(source), "--mask",
+                  str(source), "--prompt", "p", "--seed", "-1"])  # fmt: skip
+    assert exit_info.value.code == 2
+    assert "argument --seed: must be a whole number of at least 0 but got '-1'" in capsys.readouterr().err
+
+
 def test_parse_train_rejects_unknown_mask_mode(capsys):
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args(
@@ -335,6 +389,34 @@ def test_propagate_sets_optional_fields_explicitly(client, fake_stub, server_str
     assert explicit.HasField("feather_px") and explicit.feather_px == 0
     assert explicit.output_encoding == pb.OUTPUT_ENCODING_PNG_SEQUENCE and explicit.steps == 30
     assert not unset.HasField("guidance_scale") and not unset.HasField("feather_px")
+
+
+@pytest.mark.parametrize(
+    "call, argument",
+    [(lambda c: c.train("a", "s", "m", "p", seed=-1), "seed"),
+     (lambda c: c.train("a", "s", "m", "p", seed=2**64), "seed"),
+     (lambda c: c.train("a", "s", "m", "p", dilate_px=-5), "dilate_px"),
+     (lambda c: c.train("a", "s", "m", "p", colour_variants=-1), "colour_variants"),
+     (lambda c: c.train("a", "s", "m", "p", steps=2**32), "steps"),
+     (lambda c: c.train("a", "s", "m", "p", rank=-1), "rank"),
+     (lambda c: c.train("a", "s", "m", "p", appearance_steps=-1), "appearance_steps"),
+     (lambda c: c.train("a", "s", "m", "p", references=[(-1, "sha256:r")]), "references frame_index"),
+     (lambda c: c.propagate("a", "s", "m", "e", "p", feather_px=-1), "feather_px"),
+     (lambda c: c.propagate("a", "s", "m", "e", "p", seed=-1), "seed"),
+     (lambda c: c.propagate("a", "s", "m", "e", "p", dilate_px=2**32), "dilate_px"),
+     (lambda c: c.propagate("a", "s", "m", "e", "p", steps=-30), "steps"),
+     (lambda c: c.list_jobs(limit=-1), "limit")],
+)  # fmt: skip
+def test_out_of_range_numbers_are_value_errors_naming_the_parameter(client, fake_stub, server_stream, call, argument):
+    fake = fake_stub(Train=server_stream([]), Propagate=server_stream([]), ListJobs=pb.ListJobsResponse())
+    with pytest.raises(ValueError, match=rf"^{argument} must be between 0 and \d+ but is -?\d+$"):
+        call(client)
+    assert fake.calls == []  # refused before any call
+    client.train("a", "s", "m", "p", seed=np.uint64(2**64 - 1), colour_variants=np.int32(3))
+    ((_, request, _),) = fake.calls
+    assert (request.seed, request.colour_variants) == (2**64 - 1, 3)
+    with pytest.raises(TypeError, match="seed must be a whole number"):
+        client.propagate("a", "s", "m", "e", "p", seed=1.5)
 
 
 # ---- upload chunking ----------------------------------------------------------------------
