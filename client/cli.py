@@ -31,6 +31,7 @@ from framecast.client.display import (
 )
 from framecast.client.errors import FramecastError
 from framecast.client.jobs import collect_propagation, run_train
+from framecast.engine import media
 from framecast.engine.errors import FramecastError as EngineError
 
 DEFAULT_SERVER = os.environ.get("FRAMECAST_SERVER", "127.0.0.1:50051")
@@ -48,6 +49,47 @@ def existing_file(path: str, flag: str) -> Path:
     if not resolved.is_file():
         raise CliError(f"{flag}: not a file: {path}")
     return resolved
+
+
+def output_path(path: str | os.PathLike, flag: str, directory: bool = False) -> Path:
+    """``path`` as a Path a file (``directory=True``: a directory of files) can be written to,
+    checked before anything is uploaded: not an existing directory (not an existing file), and
+    under a directory that exists or can be created (missing ones are created when written) and
+    is writable. Raises CliError naming ``flag``."""
+    resolved = Path(path).expanduser()
+    try:
+        if directory and resolved.exists() and not resolved.is_dir():
+            raise CliError(f"{flag}: not a directory: {path}")
+        if not directory and resolved.is_dir():
+            raise CliError(f"{flag}: is a directory: {path}")
+        existing = resolved if directory else resolved.parent
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise CliError(f"{flag}: {existing} is not a directory: {path}")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise CliError(f"{flag}: {existing} is not writable: {path}")
+    except OSError as error:
+        raise CliError(f"{flag}: {error.strerror or error}: {path}") from None
+    return resolved
+
+
+def save_result(client: FramecastClient, media_id: str, output: Path, timeout: float | None) -> None:
+    """Download a finished job's stored result into ``output``. When that fails the result is
+    still on the server: raises CliError naming its id and how to fetch it."""
+    try:
+        client.download_to(media_id, output, timeout=timeout)
+    except FramecastError as error:
+        problem = f"could not download the result into {output}: {error}"
+    except OSError as error:
+        problem = f"could not write --output {output}: {error.strerror or error}"
+    else:
+        return
+    # No CLI command downloads stored media: name the Python client's call.
+    raise CliError(
+        f"{problem}. The job finished; its result is stored on the server as {media_id}: fetch it with "
+        f"FramecastClient({client.address!r}).download_to({media_id!r}, PATH)"
+    )
 
 
 UINT32_MAX = 2**32 - 1  # the largest value of the API's uint32 fields (steps, rank, pixels, frame indices)
@@ -226,8 +268,9 @@ def cmd_propagate(args) -> int:
     source = existing_file(args.source, "--source")
     mask = existing_file(args.mask, "--mask")
     edited = existing_file(args.edited_first_frame, "--edited-first-frame")
-    output = Path(args.output or ("output.zip" if args.output_encoding == "png-sequence" else "output.mp4"))
-    frames_dir = Path(args.frames_dir) if args.frames_dir else None
+    output = output_path(args.output or ("output.zip" if args.output_encoding == "png-sequence" else "output.mp4"),
+                         "--output")  # fmt: skip
+    frames_dir = output_path(args.frames_dir, "--frames-dir", directory=True) if args.frames_dir else None
     with FramecastClient(args.server, timeout=args.timeout) as client:
         source_ref = upload_file(client, source, args.timeout)
         mask_ref = upload_file(client, mask, args.timeout)
@@ -240,7 +283,11 @@ def cmd_propagate(args) -> int:
         )  # fmt: skip
         progress = JobProgress("propagate", frames_total=source_ref.num_frames, frames_dir=frames_dir)
         _, result = follow_job(client, collect_propagation, events, progress)
-        client.download_to(result.video.id, output, timeout=args.timeout)
+        try:
+            save_result(client, result.video.id, output, args.timeout)
+        except CliError:
+            print(format_metrics(result))
+            raise
     print(f"output              {output}")
     if frames_dir is not None:
         print(f"frames              {frames_dir}/frame_*.png")
@@ -303,9 +350,16 @@ def cmd_import(args) -> int:
 
 def cmd_export(args) -> int:
     suffix = ".safetensors" if args.format == "diffusers" else f".{args.format}.safetensors"
-    output = Path(args.output or f"{args.name}{suffix}")
+    output = output_path(args.output or f"{args.name}{suffix}", "--output")
     with FramecastClient(args.server, timeout=args.timeout) as client:
-        data = client.export_adapter(args.name, output, format=args.format)
+        data = client.export_adapter(args.name, format=args.format)
+    try:
+        media.atomic_write(output, data)
+    except OSError as error:
+        raise CliError(
+            f"could not write --output {output}: {error.strerror or error}. The adapter is still on the server: "
+            "export it again with another --output"
+        ) from None
     print(f"{output} ({format_bytes(len(data))}, {args.format})")
     return 0
 

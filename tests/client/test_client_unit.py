@@ -227,6 +227,54 @@ def test_main_names_the_flag_of_a_missing_file(tmp_path, capsys):
     assert err.startswith("error: --mask: no such file") and "nope.png" in err
 
 
+@pytest.mark.parametrize(
+    "command, option, target, message",
+    [("propagate", "--output", ".", "--output: is a directory: "),
+     ("propagate", "--output", "file/out.mp4", "--output: {tmp}/file is not a directory: "),
+     ("propagate", "--frames-dir", "file", "--frames-dir: not a directory: "),
+     ("export", "--output", ".", "--output: is a directory: "),
+     ("demo", "--out", "file", "--out: not a directory: ")],
+)  # fmt: skip
+def test_main_refuses_an_unwritable_output_before_any_call(tmp_path, capsys, command, option, target, message):
+    """Checked before anything is uploaded or run: the server address is a dead port, so getting
+    this far and no further shows no call was made (a call would fail UNAVAILABLE)."""
+    (tmp_path / "file").write_bytes(b"x")
+    target = str(tmp_path / target)
+    argv = {
+        "propagate": ["propagate", "--server", "127.0.0.1:1", "--source", str(tmp_path / "file"), "--mask",
+                      str(tmp_path / "file"), "--edited-first-frame", str(tmp_path / "file"), "--prompt", "p"],
+        "export": ["export", "--server", "127.0.0.1:1", "a"],
+        "demo": ["demo"],
+    }[command]  # fmt: skip
+    assert cli.main([*argv, option, target]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: " + message.format(tmp=tmp_path)) and target in err and "UNAVAILABLE" not in err
+
+
+@pytest.mark.parametrize("failure", ["write", "download"])
+def test_a_result_that_cannot_be_saved_is_named_by_its_id(client, fake_stub, server_stream, rpc_error, tmp_path,
+                                                          failure):  # fmt: skip
+    """The job finished: when its output cannot be written (or downloaded) the error says where the
+    result is and how to fetch it, instead of a traceback that loses it."""
+    chunks = [pb.MediaChunk(header=pb.MediaRef(id="sha256:0123abcd", size_bytes=3), data=b"abc")]
+    if failure == "write":
+        fake_stub(DownloadMedia=server_stream(chunks))
+        output = tmp_path  # a directory: the atomic write's rename fails
+    else:
+        fake_stub(DownloadMedia=server_stream([], rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")))
+        output = tmp_path / "out.mp4"
+    with pytest.raises(cli.CliError) as info:
+        cli.save_result(client, "sha256:0123abcd", output, timeout=None)
+    message = str(info.value)
+    expected = "could not write --output" if failure == "write" else "could not download the result into"
+    assert message.startswith(f"{expected} {output}: ")
+    assert "stored on the server as sha256:0123abcd" in message
+    assert "FramecastClient('127.0.0.1:1').download_to('sha256:0123abcd', PATH)" in message
+    fake_stub(DownloadMedia=server_stream(chunks))
+    cli.save_result(client, "sha256:0123abcd", tmp_path / "new" / "out.mp4", timeout=None)  # parents are created
+    assert (tmp_path / "new" / "out.mp4").read_bytes() == b"abc"
+
+
 def test_demo_rejects_bad_frame_count(tmp_path, capsys):
     assert cli.main(["demo", "--out", str(tmp_path), "--frames", "16"]) == 2
     assert "--frames must be 4N+1" in capsys.readouterr().err
