@@ -4,8 +4,9 @@ Client subcommands talk to a server over gRPC through ``FramecastClient``; ``ser
 ``make-tiny-model``, ``train-toy-model`` and ``demo`` import the server and engine (torch) lazily, inside the
 subcommand, so the client commands work on a client-only install.
 
-Exit codes: 0 ok, 2 a refused call (``error: <CODE>: <message>``) or a bad local input,
-130 interrupted (a running job is cancelled first).
+Exit codes: 0 ok, 2 a refused call (``error: <CODE>: <message>``), a bad local input or a
+passed ``--timeout`` (a running job is cancelled first: ``error: DEADLINE_EXCEEDED: timed out
+after N s; cancelled job <id>``), 130 interrupted (a running job is cancelled first).
 """
 
 from __future__ import annotations
@@ -413,7 +414,10 @@ def _client_options(defaults: bool = True) -> argparse.ArgumentParser:
         type=timeout_seconds,
         default=None if defaults else argparse.SUPPRESS,
         metavar="S",
-        help="deadline of each call in seconds (default: none)" if defaults else "as before the action",
+        help="deadline of each call in seconds; a train or propagate job still running at its deadline is "
+        "cancelled (default: none)"
+        if defaults
+        else "as before the action",
     )
     return parent
 

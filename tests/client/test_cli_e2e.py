@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import re
+import time
+
 import numpy as np
 import pytest
 from PIL import Image
 
+from framecast.client import FramecastClient
 from framecast.client.cli import main
 from framecast.engine.media import decode_media, encode_png, encode_video, mask_to_frames
+from framecast.v1 import framecast_pb2 as pb
 
 
 @pytest.fixture()
@@ -55,3 +60,21 @@ def test_errors_exit_2_with_the_status(grpc_server, files, capsys):
                  "--mask", str(files["mask"]), "--prompt", "p"])
     assert code == 2
     assert "--source" in capsys.readouterr().err
+
+
+def test_a_timeout_cancels_the_job_and_names_it(grpc_server, files, capsys):
+    """--timeout shorter than the training: the job is cancelled on the server, not left running
+    unwatched, and the error names it."""
+    server = f"127.0.0.1:{grpc_server.port}"
+    code = main(["train", "--server", server, "--adapter", "cli-timeout", "--source", str(files["source"]),
+                 "--mask", str(files["mask"]), "--prompt", "a sprite", "--steps", "10000", "--rank", "2",
+                 "--timeout", "4"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2
+    found = re.search(r"^error: DEADLINE_EXCEEDED: timed out after 4 s; cancelled job (\S+)$", err, re.MULTILINE)
+    assert found, err
+    with FramecastClient(server, timeout=10) as client:
+        deadline = time.monotonic() + 60
+        while (info := client.get_job(found.group(1))).state != pb.JOB_STATE_CANCELLED:
+            assert info.state == pb.JOB_STATE_RUNNING and time.monotonic() < deadline, info
+            time.sleep(0.1)

@@ -20,6 +20,7 @@ from framecast.client import (
     wait_for_result,
 )
 from framecast.client.client import OUTPUT_ENCODINGS, MiB, encode_array, enum_value, mask_mode_value
+from framecast.client.display import JobProgress, follow_job
 from framecast.client.strip import GAP, HEADER_HEIGHT, LABEL_WIDTH, build_strip, frame_indices
 from framecast.engine import media
 from framecast.v1 import framecast_pb2 as pb
@@ -368,6 +369,41 @@ def test_stream_that_ends_early_is_an_error():
     with pytest.raises(FramecastError, match="ended before the job finished") as info:
         run_train([pb.JobEvent(job_id="j", accepted=pb.JobInfo(job_id="j"))])
     assert info.value.code is grpc.StatusCode.UNKNOWN
+
+
+def _deadline_stream(server_stream, rpc_error, accepted=True):
+    events = [pb.JobEvent(job_id="j-1", accepted=pb.JobInfo(job_id="j-1"))] if accepted else []
+    events.append(pb.JobEvent(job_id="j-1", progress=pb.Progress(phase="motion", step=1, total=100)))
+    return server_stream(events, rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"))
+
+
+@pytest.mark.parametrize(
+    "state, says",
+    [(pb.JobInfo(job_id="j-1", state=pb.JOB_STATE_RUNNING), "timed out after 5 s; cancelled job j-1"),
+     (pb.JobInfo(job_id="j-1", state=pb.JOB_STATE_SUCCEEDED, adapter_result=pb.AdapterInfo(name="a")),
+      "timed out after 5 s; job j-1 had already finished: adapter a is stored")],
+)  # fmt: skip
+def test_a_deadline_cancels_the_job(client, fake_stub, server_stream, rpc_error, state, says):
+    """A passed deadline ends the stream, not the job: follow_job cancels it, as on Ctrl-C."""
+    fake = fake_stub(Train=_deadline_stream(server_stream, rpc_error), CancelJob=state)
+    events = client.train("a", "sha256:s", "sha256:m", "p")
+    with pytest.raises(FramecastError) as info:
+        follow_job(client, run_train, events, JobProgress("train", disable=True))
+    assert info.value.code is grpc.StatusCode.DEADLINE_EXCEEDED and info.value.message == says
+    assert fake.calls[1:] == [("CancelJob", pb.JobRef(job_id="j-1"), 10)]
+
+
+def test_a_deadline_before_the_job_is_named_or_another_error_cancels_nothing(client, fake_stub, server_stream,
+                                                                            rpc_error):  # fmt: skip
+    fake = fake_stub(Train=_deadline_stream(server_stream, rpc_error, accepted=False), CancelJob=pb.JobInfo())
+    with pytest.raises(FramecastError, match="^DEADLINE_EXCEEDED: timed out after 2.5 s, before the server named"):
+        follow_job(client, run_train, client.train("a", "s", "m", "p"), JobProgress("train", disable=True), timeout=2.5)
+    assert [name for name, *_ in fake.calls] == ["Train"]
+    refused = server_stream([], rpc_error(grpc.StatusCode.NOT_FOUND, "no media 's'"))
+    fake = fake_stub(Train=refused, CancelJob=pb.JobInfo())
+    with pytest.raises(FramecastError, match="^NOT_FOUND: no media 's'$"):
+        follow_job(client, run_train, client.train("a", "s", "m", "p"), JobProgress("train", disable=True))
+    assert [name for name, *_ in fake.calls] == ["Train"]
 
 
 def test_collect_propagation_decodes_frames():
