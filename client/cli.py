@@ -6,7 +6,8 @@ subcommand, so the client commands work on a client-only install.
 
 Exit codes: 0 ok, 2 a refused call (``error: <CODE>: <message>``), a bad local input or a
 passed ``--timeout`` (a running job is cancelled first: ``error: DEADLINE_EXCEEDED: timed out
-after N s; cancelled job <id>``), 130 interrupted (a running job is cancelled first).
+after N s; cancelled job <id>``), 130 interrupted (a running job is cancelled first), 141
+when whoever reads the output closed the pipe (``framecast adapters list | head -1``).
 """
 
 from __future__ import annotations
@@ -668,6 +669,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the ``framecast`` command line; returns the exit code."""
+    try:
+        try:
+            return _run(argv)
+        finally:
+            sys.stdout.flush()  # a reader that went away shows here, not at interpreter exit
+    except BrokenPipeError:
+        # ``framecast adapters list | head -1``: the reader closed the pipe. Stop quietly with the
+        # status of a process SIGPIPE ended; stdout goes to devnull so that the flush at exit of
+        # what is still buffered does not fail again.
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 141
+
+
+def _run(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     level = args.log_level or ("info" if args.command == "serve" else "warning")
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -78,3 +81,18 @@ def test_a_timeout_cancels_the_job_and_names_it(grpc_server, files, capsys):
         while (info := client.get_job(found.group(1))).state != pb.JOB_STATE_CANCELLED:
             assert info.state == pb.JOB_STATE_RUNNING and time.monotonic() < deadline, info
             time.sleep(0.1)
+
+
+@pytest.mark.parametrize("argv", [["info"], ["adapters", "list"]])
+def test_a_closed_pipe_ends_the_output_quietly(grpc_server, argv):
+    """``framecast info | head -1``: the reader went away before the output was written. The CLI
+    stops with the status SIGPIPE would give (141), without a BrokenPipeError traceback."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run([sys.executable, "-m", "framecast.client.cli", argv[0], "--server",
+                               f"127.0.0.1:{grpc_server.port}", *argv[1:]],
+                              stdout=write_end, stderr=subprocess.PIPE, timeout=120)  # fmt: skip
+    finally:
+        os.close(write_end)
+    assert (done.returncode, done.stderr.decode()) == (141, "")
