@@ -702,4 +702,8 @@ def _run(argv: list[str] | None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # ``python -m framecast.client.cli``: run the module under its package name, as the ``framecast``
+    # script does, so that CliError raised by modules that import it (demo) is the one main catches.
+    from framecast.client.cli import main as package_main
+
+    sys.exit(package_main())

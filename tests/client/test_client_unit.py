@@ -281,6 +281,13 @@ def test_demo_rejects_bad_frame_count(tmp_path, capsys):
     assert "--frames must be 4N+1" in capsys.readouterr().err
 
 
+def test_python_dash_m_reports_errors_of_the_modules_it_runs(tmp_path):
+    """``python -m framecast.client.cli``: a CliError raised in demo.py is printed, not a traceback."""
+    done = subprocess.run([sys.executable, "-m", "framecast.client.cli", "demo", "--out", str(tmp_path), "--frames",
+                           "16"], capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert (done.returncode, done.stderr) == (2, "error: --frames must be 4N+1 (5, 9, 17, 33, ...) but is 16\n")
+
+
 # ---- enums ------------------------------------------------------------------------------
 
 
