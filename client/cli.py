@@ -33,7 +33,6 @@ from framecast.client.display import (
 )
 from framecast.client.errors import FramecastError
 from framecast.client.jobs import collect_propagation, run_train
-from framecast.engine import media
 from framecast.engine.errors import FramecastError as EngineError
 
 DEFAULT_SERVER = os.environ.get("FRAMECAST_SERVER", "127.0.0.1:50051")
@@ -354,14 +353,13 @@ def cmd_export(args) -> int:
     suffix = ".safetensors" if args.format == "diffusers" else f".{args.format}.safetensors"
     output = output_path(args.output or f"{args.name}{suffix}", "--output")
     with FramecastClient(args.server, timeout=args.timeout) as client:
-        data = client.export_adapter(args.name, format=args.format)
-    try:
-        media.atomic_write(output, data)
-    except OSError as error:
-        raise CliError(
-            f"could not write --output {output}: {error.strerror or error}. The adapter is still on the server: "
-            "export it again with another --output"
-        ) from None
+        try:
+            data = client.export_adapter(args.name, output, format=args.format)
+        except OSError as error:  # the write; a refused call is a FramecastError
+            raise CliError(
+                f"could not write --output {output}: {error.strerror or error}. The adapter is still on the server: "
+                "export it again with another --output"
+            ) from None
     print(f"{output} ({format_bytes(len(data))}, {args.format})")
     return 0
 
