@@ -4,8 +4,10 @@ Client subcommands talk to a server over gRPC through ``FramecastClient``; ``ser
 ``make-tiny-model``, ``train-toy-model`` and ``demo`` import the server and engine (torch) lazily, inside the
 subcommand, so the client commands work on a client-only install.
 
-Exit codes: 0 ok, 2 a refused call (``error: <CODE>: <message>``) or a bad local input,
-130 interrupted (a running job is cancelled first).
+Exit codes: 0 ok, 2 a refused call (``error: <CODE>: <message>``), a bad local input or a
+passed ``--timeout`` (a running job is cancelled first: ``error: DEADLINE_EXCEEDED: timed out
+after N s; cancelled job <id>``), 130 interrupted (a running job is cancelled first), 141
+when whoever reads the output closed the pipe (``framecast adapters list | head -1``).
 """
 
 from __future__ import annotations
@@ -50,16 +52,90 @@ def existing_file(path: str, flag: str) -> Path:
     return resolved
 
 
-def positive_int(text: str) -> int:
-    """A count that must be at least 1. The API reads 0 as "the server's default", so a 0
-    typed on the command line is refused here rather than silently replaced."""
+def output_path(path: str | os.PathLike, flag: str, directory: bool = False) -> Path:
+    """``path`` as a Path a file (``directory=True``: a directory of files) can be written to,
+    checked before anything is uploaded: not an existing directory (not an existing file), and
+    under a directory that exists or can be created (missing ones are created when written) and
+    is writable. Raises CliError naming ``flag``."""
+    resolved = Path(path).expanduser()
     try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1 or str(value) != text.strip().lstrip("+"):
-        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1 but got {text!r}")
-    return value
+        if directory and resolved.exists() and not resolved.is_dir():
+            raise CliError(f"{flag}: not a directory: {path}")
+        if not directory and resolved.is_dir():
+            raise CliError(f"{flag}: is a directory: {path}")
+        existing = resolved if directory else resolved.parent
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise CliError(f"{flag}: {existing} is not a directory: {path}")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise CliError(f"{flag}: {existing} is not writable: {path}")
+    except OSError as error:
+        raise CliError(f"{flag}: {error.strerror or error}: {path}") from None
+    return resolved
+
+
+def save_result(client: FramecastClient, media_id: str, output: Path, timeout: float | None) -> None:
+    """Download a finished job's stored result into ``output``. When that fails the result is
+    still on the server: raises CliError naming its id and how to fetch it."""
+    try:
+        client.download_to(media_id, output, timeout=timeout)
+    except FramecastError as error:
+        problem = f"could not download the result into {output}: {error}"
+    except OSError as error:
+        problem = f"could not write --output {output}: {error.strerror or error}"
+    else:
+        return
+    # No CLI command downloads stored media: name the Python client's call.
+    raise CliError(
+        f"{problem}. The job finished; its result is stored on the server as {media_id}: fetch it with "
+        f"FramecastClient({client.address!r}).download_to({media_id!r}, PATH)"
+    )
+
+
+UINT32_MAX = 2**32 - 1  # the largest value of the API's uint32 fields (steps, rank, pixels, frame indices)
+UINT64_MAX = 2**64 - 1  # ... and of its uint64 fields (seeds)
+MAX_TIMEOUT_S = 1e9  # gRPC reads a deadline much further away (~7e9 s) as one already past
+
+
+def whole_number(low: int, high: int, name: str = "whole_number"):
+    """An argparse type: a whole number in ``[low, high]``, written plainly (``7`` or ``+7``).
+    The bounds are those of the request field the option fills (uint32, uint64) or the option's
+    documented range, so a value the request cannot carry is an argparse error naming the
+    option (exit 2) before anything is uploaded."""
+    wire_limit = high in (UINT32_MAX, UINT64_MAX)
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is not None and str(value) == text.strip().lstrip("+") and low <= value <= high:
+            return value
+        if not wire_limit:
+            bounds = f"from {low} to {high}"
+        elif value is not None and value > high:
+            bounds = f"of at most {high}"
+        else:
+            bounds = f"of at least {low}"
+        raise argparse.ArgumentTypeError(f"must be a whole number {bounds} but got {text!r}")
+
+    parse.__name__ = name
+    return parse
+
+
+_positive_uint32 = whole_number(1, UINT32_MAX, "positive_int")
+
+
+def positive_int(text: str) -> int:
+    """A count that must be at least 1 (and fit the API's uint32). The API reads 0 as "the
+    server's default", so a 0 typed on the command line is refused here rather than silently replaced."""
+    return _positive_uint32(text)
+
+
+non_negative_int = whole_number(0, UINT32_MAX, "non_negative_int")  # pixels: --dilate-px, --feather-px
+seed_int = whole_number(0, UINT64_MAX, "seed_int")  # the API's seeds are uint64
+colour_variants_int = whole_number(0, 16, "colour_variants_int")  # TrainRequest.colour_variants: 0-16
 
 
 def positive_float(text: str) -> float:
@@ -72,6 +148,31 @@ def positive_float(text: str) -> float:
     return value
 
 
+def non_negative_float(text: str) -> float:
+    """A finite number >= 0 (loss weights, guidance): nan and inf are refused here."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of at least 0 but got {text!r}")
+    return value
+
+
+def timeout_seconds(text: str) -> float:
+    """``--timeout``: seconds above 0. 0 or less would fail every call at once; a deadline further
+    away than ``MAX_TIMEOUT_S`` overflows inside gRPC and fails at once too."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value <= MAX_TIMEOUT_S:
+        raise argparse.ArgumentTypeError(
+            f"must be a number of seconds above 0 and at most {MAX_TIMEOUT_S:.0f} but got {text!r}"
+        )
+    return value
+
+
 def reference_spec(text: str) -> tuple[int, str]:
     """``IDX:path`` (``--reference``) -> (frame index, path)."""
     index, sep, path = text.partition(":")
@@ -79,7 +180,7 @@ def reference_spec(text: str) -> tuple[int, str]:
         frame_index = int(index)
     except ValueError:
         frame_index = -1
-    if not sep or not path or frame_index < 0:
+    if not sep or not path or not 0 <= frame_index <= UINT32_MAX:
         raise argparse.ArgumentTypeError(f"expected FRAME_INDEX:IMAGE (e.g. 8:edited_8.png) but got {text!r}")
     return frame_index, path
 
@@ -168,8 +269,9 @@ def cmd_propagate(args) -> int:
     source = existing_file(args.source, "--source")
     mask = existing_file(args.mask, "--mask")
     edited = existing_file(args.edited_first_frame, "--edited-first-frame")
-    output = Path(args.output or ("output.zip" if args.output_encoding == "png-sequence" else "output.mp4"))
-    frames_dir = Path(args.frames_dir) if args.frames_dir else None
+    output = output_path(args.output or ("output.zip" if args.output_encoding == "png-sequence" else "output.mp4"),
+                         "--output")  # fmt: skip
+    frames_dir = output_path(args.frames_dir, "--frames-dir", directory=True) if args.frames_dir else None
     with FramecastClient(args.server, timeout=args.timeout) as client:
         source_ref = upload_file(client, source, args.timeout)
         mask_ref = upload_file(client, mask, args.timeout)
@@ -182,7 +284,11 @@ def cmd_propagate(args) -> int:
         )  # fmt: skip
         progress = JobProgress("propagate", frames_total=source_ref.num_frames, frames_dir=frames_dir)
         _, result = follow_job(client, collect_propagation, events, progress)
-        client.download_to(result.video.id, output, timeout=args.timeout)
+        try:
+            save_result(client, result.video.id, output, args.timeout)
+        except CliError:
+            print(format_metrics(result))
+            raise
     print(f"output              {output}")
     if frames_dir is not None:
         print(f"frames              {frames_dir}/frame_*.png")
@@ -245,9 +351,15 @@ def cmd_import(args) -> int:
 
 def cmd_export(args) -> int:
     suffix = ".safetensors" if args.format == "diffusers" else f".{args.format}.safetensors"
-    output = Path(args.output or f"{args.name}{suffix}")
+    output = output_path(args.output or f"{args.name}{suffix}", "--output")
     with FramecastClient(args.server, timeout=args.timeout) as client:
-        data = client.export_adapter(args.name, output, format=args.format)
+        try:
+            data = client.export_adapter(args.name, output, format=args.format)
+        except OSError as error:  # the write; a refused call is a FramecastError
+            raise CliError(
+                f"could not write --output {output}: {error.strerror or error}. The adapter is still on the server: "
+                "export it again with another --output"
+            ) from None
     print(f"{output} ({format_bytes(len(data))}, {args.format})")
     return 0
 
@@ -298,10 +410,13 @@ def _client_options(defaults: bool = True) -> argparse.ArgumentParser:
     )
     parent.add_argument(
         "--timeout",
-        type=float,
+        type=timeout_seconds,
         default=None if defaults else argparse.SUPPRESS,
         metavar="S",
-        help="deadline of each call in seconds (default: none)" if defaults else "as before the action",
+        help="deadline of each call in seconds; a train or propagate job still running at its deadline is "
+        "cancelled (default: none)"
+        if defaults
+        else "as before the action",
     )
     return parent
 
@@ -311,8 +426,9 @@ def _mask_options(parser: argparse.ArgumentParser) -> None:
         "--mask-mode", choices=list(MASK_MODES), default=None, help="how the mask is loosened (server default: bbox)"
     )
     parser.add_argument(
-        "--dilate-px", type=int, default=None, metavar="PX", help="pixels to grow the mask by, with --mask-mode dilate"
-    )
+        "--dilate-px", type=non_negative_int, default=None, metavar="PX",
+        help="pixels to grow the mask by, with --mask-mode dilate",
+    )  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -371,16 +487,17 @@ def build_parser() -> argparse.ArgumentParser:
         "train-toy-model", help="train the small Wan I2V model on the toy world (one CPU core: about 50 minutes, 90 with the shipped model's longer schedule)"
     )
     toy.add_argument("dir", metavar="OUT_DIR", help="diffusers directory to write; checkpoints resume from OUT_DIR/checkpoints")
-    toy.add_argument("--seed", type=int, default=0, help="seed of every draw (default: %(default)s)")
+    toy.add_argument("--seed", type=whole_number(0, UINT32_MAX, "seed"), default=0,
+                     help="seed of every draw (default: %(default)s)")
     toy.add_argument(
-        "--minutes", type=float, default=None, metavar="N", help="wall-clock cap: the VAE stops at 40%% of it, the transformer at N (default: every step runs)"
+        "--minutes", type=positive_float, default=None, metavar="N", help="wall-clock cap: the VAE stops at 40%% of it, the transformer at N (default: every step runs)"
     )
-    toy.add_argument("--threads", type=int, default=1, metavar="N", help="CPU threads (default: %(default)s)")
+    toy.add_argument("--threads", type=positive_int, default=1, metavar="N", help="CPU threads (default: %(default)s)")
     # A longer schedule on an OUT_DIR that holds a finished run continues it from its checkpoints.
     # The shipped model: a default run, then --vae-finetune-steps 2000 --transformer-steps 5000.
-    toy.add_argument("--vae-finetune-steps", type=int, default=None, metavar="N",
+    toy.add_argument("--vae-finetune-steps", type=non_negative_int, default=None, metavar="N",
                      help="VAE fine-tune steps on whole clips (default: 1000)")
-    toy.add_argument("--transformer-steps", type=int, default=None, metavar="N",
+    toy.add_argument("--transformer-steps", type=non_negative_int, default=None, metavar="N",
                      help="transformer steps (default: 2500)")
     toy.set_defaults(run=cmd_train_toy_model)
 
@@ -402,10 +519,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--rank", type=positive_int, default=16, help="LoRA rank (default: %(default)s)")
     train.add_argument("--lr", type=positive_float, default=1e-4, help="learning rate (default: %(default)s)")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=seed_int, default=0, help="0 to 2**64-1; the same seed gives the same result (default: %(default)s)")
     train.add_argument(
         "--colour-variants",
-        type=int,
+        type=colour_variants_int,
         default=0,
         metavar="N",
         help="also train on N copies of the source with the edit region recoloured, so the adapter "
@@ -413,7 +530,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument(
         "--loss-weights",
-        type=float,
+        type=non_negative_float,
         nargs=2,
         default=None,
         metavar=("EDIT", "KEEP"),
@@ -442,12 +559,12 @@ def build_parser() -> argparse.ArgumentParser:
     prop.add_argument("--negative-prompt", default="")
     prop.add_argument("--steps", type=positive_int, default=30, help="denoising steps (default: %(default)s)")
     prop.add_argument(
-        "--guidance", type=float, default=5.0, help="classifier-free guidance; <= 1 disables it (default: %(default)s)"
+        "--guidance", type=non_negative_float, default=5.0, help="classifier-free guidance; <= 1 disables it (default: %(default)s)"
     )
-    prop.add_argument("--seed", type=int, default=0)
+    prop.add_argument("--seed", type=seed_int, default=0, help="0 to 2**64-1; the same seed gives the same result (default: %(default)s)")
     prop.add_argument("--composite", action="store_true", help="keep source pixels outside the (feathered) mask")
     prop.add_argument(
-        "--feather-px", type=int, default=3, metavar="PX", help="composite feather width (default: %(default)s)"
+        "--feather-px", type=non_negative_int, default=3, metavar="PX", help="composite feather width (default: %(default)s)"
     )
     prop.add_argument("--output-encoding", choices=list(OUTPUT_ENCODINGS), default="mp4")
     prop.add_argument(
@@ -526,7 +643,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--size", type=int, default=64, help="frame side in pixels, a multiple of 16 (default: %(default)s)"
     )
-    demo.add_argument("--seed", type=int, default=0, help="scene, training and sampling seed (default: %(default)s)")
+    demo.add_argument("--seed", type=seed_int, default=0, help="scene, training and sampling seed (default: %(default)s)")
     demo.add_argument(
         "--edit", choices=["recolor", "retexture", "reshape"], default="recolor", help="the edit to propagate"
     )
@@ -534,11 +651,11 @@ def build_parser() -> argparse.ArgumentParser:
     # The toy model is small and trains in a few hundred CPU steps: a larger rate than Wan's 1e-4.
     demo.add_argument("--lr", type=positive_float, default=1e-3, help="learning rate (default: %(default)s)")
     demo.add_argument(
-        "--colour-variants", type=int, default=7, metavar="N",
-        help="recoloured copies of the source trained alongside it (default: %(default)s)",
+        "--colour-variants", type=colour_variants_int, default=7, metavar="N",
+        help="recoloured copies of the source trained alongside it (0-16; default: %(default)s)",
     )  # fmt: skip
     demo.add_argument(
-        "--w-keep", type=float, default=0.25, metavar="W",
+        "--w-keep", type=non_negative_float, default=0.25, metavar="W",
         help="training loss weight outside the edit region, inside it 1; the toy model does better below "
         "the paper's 1 (default: %(default)s)",
     )  # fmt: skip
@@ -550,6 +667,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the ``framecast`` command line; returns the exit code."""
+    try:
+        try:
+            return _run(argv)
+        finally:
+            sys.stdout.flush()  # a reader that went away shows here, not at interpreter exit
+    except BrokenPipeError:
+        # ``framecast adapters list | head -1``: the reader closed the pipe. Stop quietly with the
+        # status of a process SIGPIPE ended; stdout goes to devnull so that the flush at exit of
+        # what is still buffered does not fail again.
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 141
+
+
+def _run(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     level = args.log_level or ("info" if args.command == "serve" else "warning")
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -566,4 +700,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # ``python -m framecast.client.cli``: run the module under its package name, as the ``framecast``
+    # script does, so that CliError raised by modules that import it (demo) is the one main catches.
+    from framecast.client.cli import main as package_main
+
+    sys.exit(package_main())

@@ -11,6 +11,7 @@ Imports neither torch nor diffusers: a client-only install stays small.
 
 from __future__ import annotations
 
+import operator
 import os
 import time
 from collections.abc import Iterable, Iterator
@@ -136,6 +137,19 @@ def encode_array(frames: np.ndarray, fps: float = 16, lossless: bool = True) -> 
     if frames.ndim == 4 and frames.shape[-1] == 3:
         return media.encode_video(frames, fps, lossless=lossless), "video.mp4"
     raise ValueError(f"frames must be [H, W, 3] or [F, H, W, 3] but have shape {frames.shape}")
+
+
+def uint_value(value, argument: str, bits: int = 32) -> int:
+    """``value`` as an int for a ``uint32`` (or ``bits=64``) request field. Raises ValueError naming
+    ``argument`` for a value out of the field's range (protobuf's own says only "Value out of
+    range: -1"), TypeError for a value that is not a whole number."""
+    try:
+        number = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{argument} must be a whole number but is {value!r}") from None
+    if not 0 <= number < 1 << bits:
+        raise ValueError(f"{argument} must be between 0 and {(1 << bits) - 1} but is {value!r}")
+    return number
 
 
 def _media_id(value: str | pb.MediaRef, argument: str) -> str:
@@ -333,29 +347,31 @@ class FramecastClient:
         ``colour_variants``: recoloured copies of the source trained alongside it (0: none).
         ``references``: ``(frame_index, image_id)`` pairs of edited frames (appearance phase).
         ``timeout`` bounds the whole stream. Raises ValueError for a bad mask_mode or
-        loss_weights at call time; FramecastError while iterating (INVALID_ARGUMENT,
-        ALREADY_EXISTS for a taken name, NOT_FOUND for unknown media, RESOURCE_EXHAUSTED for a
-        full queue). A failed job ends with an ``error`` event; ``run_train`` turns it into a
-        FramecastError. Abandoning the iterator closes the stream; the job keeps running
-        (``watch_job`` re-attaches, ``cancel_job`` stops it).
+        loss_weights, or a count, pixel width or seed below 0 or beyond its field, at call
+        time; FramecastError while iterating (INVALID_ARGUMENT, ALREADY_EXISTS for a taken
+        name, NOT_FOUND for unknown media, RESOURCE_EXHAUSTED for a full queue). A failed job
+        ends with an ``error`` event; ``run_train`` turns it into a FramecastError. Abandoning
+        the iterator closes the stream; the job keeps running (``watch_job`` re-attaches,
+        ``cancel_job`` stops it).
         """
         request = pb.TrainRequest(
             adapter=adapter,
             source_id=_media_id(source_id, "source_id"),
             mask_id=_media_id(mask_id, "mask_id"),
             prompt=prompt,
-            rank=rank or 0,
-            steps=steps or 0,
-            appearance_steps=appearance_steps or 0,
+            rank=uint_value(rank or 0, "rank"),
+            steps=uint_value(steps or 0, "steps"),
+            appearance_steps=uint_value(appearance_steps or 0, "appearance_steps"),
             learning_rate=learning_rate or 0.0,
             mask_mode=mask_mode_value(mask_mode),
-            dilate_px=dilate_px or 0,
-            seed=seed,
+            dilate_px=uint_value(dilate_px or 0, "dilate_px"),
+            seed=uint_value(seed, "seed", bits=64),
             gradient_checkpointing_off=not gradient_checkpointing,
-            colour_variants=colour_variants,
+            colour_variants=uint_value(colour_variants, "colour_variants"),
         )
         for frame_index, image_id in references:
-            request.references.add(frame_index=int(frame_index), image_id=_media_id(image_id, "references"))
+            index = uint_value(int(frame_index), "references frame_index")
+            request.references.add(frame_index=index, image_id=_media_id(image_id, "references"))
         if loss_weights is not None:
             try:
                 edit, keep = (float(w) for w in loss_weights)
@@ -389,7 +405,8 @@ class FramecastClient:
         ``adapter=""`` samples the base model alone. ``guidance_scale``/``feather_px`` are sent
         explicitly unless None (server default). ``output_encoding``: "mp4" (default),
         "mp4-lossless" or "png-sequence". ``timeout`` bounds the whole stream. Raises ValueError
-        for a bad mask_mode/output_encoding at call time; FramecastError while iterating
+        for a bad mask_mode/output_encoding, or a count, pixel width or seed below 0 or beyond its
+        field, at call time; FramecastError while iterating
         (INVALID_ARGUMENT, NOT_FOUND for an unknown adapter or media, FAILED_PRECONDITION for an
         adapter that does not fit the model, RESOURCE_EXHAUSTED). ``collect_propagation``
         consumes the stream and turns an ``error`` event into a FramecastError.
@@ -401,17 +418,17 @@ class FramecastClient:
             edited_first_frame_id=_media_id(edited_first_frame_id, "edited_first_frame_id"),
             prompt=prompt,
             negative_prompt=negative_prompt,
-            steps=steps or 0,
-            seed=seed,
+            steps=uint_value(steps or 0, "steps"),
+            seed=uint_value(seed, "seed", bits=64),
             composite=composite,
             mask_mode=mask_mode_value(mask_mode),
-            dilate_px=dilate_px or 0,
+            dilate_px=uint_value(dilate_px or 0, "dilate_px"),
             output_encoding=enum_value(output_encoding, OUTPUT_ENCODINGS, "output_encoding"),
         )
         if guidance_scale is not None:
             request.guidance_scale = float(guidance_scale)
         if feather_px is not None:
-            request.feather_px = int(feather_px)
+            request.feather_px = uint_value(int(feather_px), "feather_px")
         return self._stream(self._stub.Propagate(request, timeout=self._deadline(timeout)))
 
     def watch_job(self, job_id: str, timeout: float | None = None) -> Iterator[pb.JobEvent]:
@@ -429,7 +446,7 @@ class FramecastClient:
         """Jobs, most recent first; ``state`` filters ("queued", "running", "succeeded", "failed",
         "cancelled"); ``limit`` None = server default (100). Raises ValueError for a bad state,
         FramecastError."""
-        request = pb.ListJobsRequest(state=enum_value(state, JOB_STATES, "state"), limit=limit or 0)
+        request = pb.ListJobsRequest(state=enum_value(state, JOB_STATES, "state"), limit=uint_value(limit or 0, "limit"))
         return list(self._unary(self._stub.ListJobs, request, timeout).jobs)
 
     def cancel_job(self, job_id: str, timeout: float | None = None) -> pb.JobInfo:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from framecast.client.cli import CliError
+from framecast.client.cli import CliError, output_path
 from framecast.client.client import FramecastClient
 from framecast.client.display import JobProgress, follow_job, format_adapter, format_metrics
 from framecast.client.jobs import collect_propagation, run_train
@@ -42,6 +42,7 @@ def _check(args) -> None:
         raise CliError(f"--size must be a multiple of 16 but is {args.size}")
     if args.steps < 1 or args.sample_steps < 1:
         raise CliError("--steps and --sample-steps must be >= 1")
+    output_path(args.out, "--out", directory=True)
 
 
 def _model_dir(args, out: Path) -> Path:

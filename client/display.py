@@ -6,6 +6,8 @@ import sys
 import time
 from pathlib import Path
 
+import grpc
+
 from framecast.client.client import FramecastClient
 from framecast.client.errors import FramecastError
 from framecast.engine import media
@@ -73,20 +75,46 @@ class JobProgress:
         self.close()
 
 
-def follow_job(client: FramecastClient, consume, events, progress: JobProgress):
-    """Run ``consume(events, progress)``; on Ctrl-C cancel the job on the server, then re-raise."""
+def follow_job(client: FramecastClient, consume, events, progress: JobProgress, timeout: float | None = None):
+    """Run ``consume(events, progress)``. On Ctrl-C cancel the job on the server, say so, then
+    re-raise. When the stream's deadline passes (``timeout``, default the client's) cancel the job
+    too, so that it does not run on unwatched, and raise FramecastError(DEADLINE_EXCEEDED, "timed
+    out after N s; cancelled job <id>"). Cancelling is best effort: the message says what became
+    of the job when it could not be cancelled or had already ended."""
     try:
         with progress:
             return consume(events, progress)
     except KeyboardInterrupt:
         events.close()
         if progress.job_id:
-            try:
-                client.cancel_job(progress.job_id, timeout=10)
-                print(f"cancelled job {progress.job_id}", file=sys.stderr)
-            except FramecastError as error:
-                print(f"could not cancel job {progress.job_id}: {error}", file=sys.stderr)
+            print(cancel_job(client, progress.job_id), file=sys.stderr)
         raise
+    except FramecastError as error:
+        if error.code is not grpc.StatusCode.DEADLINE_EXCEEDED:
+            raise
+        events.close()
+        limit = client.timeout if timeout is None else timeout
+        timed_out = f"timed out after {limit:g} s" if limit is not None else "timed out"
+        if not progress.job_id:
+            raise FramecastError(error.code, f"{timed_out}, before the server named the job") from None
+        raise FramecastError(error.code, f"{timed_out}; {cancel_job(client, progress.job_id)}") from None
+
+
+def cancel_job(client: FramecastClient, job_id: str) -> str:
+    """Cancel a job (best effort, 10 s); returns a line saying what became of it."""
+    try:
+        info = client.cancel_job(job_id, timeout=10)
+    except FramecastError as error:
+        return f"could not cancel job {job_id}: {error}"
+    if info.state == pb.JOB_STATE_SUCCEEDED:
+        if info.HasField("propagate_result"):
+            return f"job {job_id} had already finished: its result is stored as {info.propagate_result.video.id}"
+        if info.HasField("adapter_result"):
+            return f"job {job_id} had already finished: adapter {info.adapter_result.name} is stored"
+        return f"job {job_id} had already finished"
+    if info.state == pb.JOB_STATE_FAILED:
+        return f"job {job_id} had already failed: {info.error.code}: {info.error.message}"
+    return f"cancelled job {job_id}"
 
 
 # ---- formatting -------------------------------------------------------------------------

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
+import time
+
 import numpy as np
 import pytest
 from PIL import Image
 
+from framecast.client import FramecastClient
 from framecast.client.cli import main
 from framecast.engine.media import decode_media, encode_png, encode_video, mask_to_frames
+from framecast.v1 import framecast_pb2 as pb
 
 
 @pytest.fixture()
@@ -55,3 +63,36 @@ def test_errors_exit_2_with_the_status(grpc_server, files, capsys):
                  "--mask", str(files["mask"]), "--prompt", "p"])
     assert code == 2
     assert "--source" in capsys.readouterr().err
+
+
+def test_a_timeout_cancels_the_job_and_names_it(grpc_server, files, capsys):
+    """--timeout shorter than the training: the job is cancelled on the server, not left running
+    unwatched, and the error names it."""
+    server = f"127.0.0.1:{grpc_server.port}"
+    code = main(["train", "--server", server, "--adapter", "cli-timeout", "--source", str(files["source"]),
+                 "--mask", str(files["mask"]), "--prompt", "a sprite", "--steps", "10000", "--rank", "2",
+                 "--timeout", "4"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2
+    found = re.search(r"^error: DEADLINE_EXCEEDED: timed out after 4 s; cancelled job (\S+)$", err, re.MULTILINE)
+    assert found, err
+    with FramecastClient(server, timeout=10) as client:
+        deadline = time.monotonic() + 60
+        while (info := client.get_job(found.group(1))).state != pb.JOB_STATE_CANCELLED:
+            assert info.state == pb.JOB_STATE_RUNNING and time.monotonic() < deadline, info
+            time.sleep(0.1)
+
+
+@pytest.mark.parametrize("argv", [["info"], ["adapters", "list"]])
+def test_a_closed_pipe_ends_the_output_quietly(grpc_server, argv):
+    """``framecast info | head -1``: the reader went away before the output was written. The CLI
+    stops with the status SIGPIPE would give (141), without a BrokenPipeError traceback."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run([sys.executable, "-m", "framecast.client.cli", argv[0], "--server",
+                               f"127.0.0.1:{grpc_server.port}", *argv[1:]],
+                              stdout=write_end, stderr=subprocess.PIPE, timeout=120)  # fmt: skip
+    finally:
+        os.close(write_end)
+    assert (done.returncode, done.stderr.decode()) == (141, "")

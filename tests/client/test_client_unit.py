@@ -20,6 +20,7 @@ from framecast.client import (
     wait_for_result,
 )
 from framecast.client.client import OUTPUT_ENCODINGS, MiB, encode_array, enum_value, mask_mode_value
+from framecast.client.display import JobProgress, follow_job
 from framecast.client.strip import GAP, HEADER_HEIGHT, LABEL_WIDTH, build_strip, frame_indices
 from framecast.engine import media
 from framecast.v1 import framecast_pb2 as pb
@@ -108,6 +109,60 @@ def test_parse_counts_accept_positive_values(capsys):
     assert "--steps: must be a whole number of at least 1 but got '0'" in capsys.readouterr().err
 
 
+TRAIN = ["train", "--adapter", "a", "--source", "s", "--mask", "m", "--prompt", "p"]
+PROPAGATE = ["propagate", "--adapter", "a", "--source", "s", "--mask", "m", "--edited-first-frame", "e", "--prompt", "p"]
+
+
+@pytest.mark.parametrize(
+    "argv, option, value",
+    [(TRAIN, "--seed", "-1"), (TRAIN, "--seed", "99999999999999999999999"), (TRAIN, "--seed", "1.5"),
+     (TRAIN, "--dilate-px", "-5"), (TRAIN, "--colour-variants", "-1"), (TRAIN, "--colour-variants", "17"),
+     (TRAIN, "--steps", "4294967296"), (TRAIN, "--rank", "99999999999"), (TRAIN, "--appearance-steps", "-2"),
+     (TRAIN, "--loss-weights", "-1"), (TRAIN, "--loss-weights", "nan"), (TRAIN, "--timeout", "0"),
+     (TRAIN, "--timeout", "-3"), (TRAIN, "--timeout", "nan"), (TRAIN, "--timeout", "1e10"),
+     (PROPAGATE, "--feather-px", "-1"), (PROPAGATE, "--seed", "-1"), (PROPAGATE, "--seed", "18446744073709551616"),
+     (PROPAGATE, "--dilate-px", "4294967296"), (PROPAGATE, "--steps", "4294967296"), (PROPAGATE, "--guidance", "-1"),
+     (PROPAGATE, "--guidance", "inf"), (PROPAGATE, "--timeout", "0"),
+     (["demo"], "--seed", "-1"), (["demo"], "--colour-variants", "-1"), (["demo"], "--w-keep", "-0.5"),
+     (["demo"], "--steps", "99999999999"), (["adapters", "list"], "--timeout", "0"), (["info"], "--timeout", "-1"),
+     (["export", "a"], "--timeout", "0"), (["import", "f"], "--timeout", "0"), (["media"], "--timeout", "0"),
+     (["train-toy-model", "out"], "--seed", "-1"), (["train-toy-model", "out"], "--threads", "0"),
+     (["train-toy-model", "out"], "--minutes", "-1"), (["train-toy-model", "out"], "--transformer-steps", "-1")],
+)  # fmt: skip
+def test_parse_refuses_numbers_out_of_the_api_range(argv, option, value, capsys):
+    """Values a request field cannot hold (protobuf raises "Value out of range" after the uploads)
+    or that mean nothing (nan, a 0 s deadline) are argparse errors naming the option."""
+    args = [*argv, f"{option}={value}"] if option != "--loss-weights" else [*argv, option, value, "1"]
+    with pytest.raises(SystemExit) as exit_info:
+        cli.build_parser().parse_args(args)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {option}: must be" in err and repr(value) in err
+
+
+def test_parse_accepts_the_edges_of_the_api_ranges():
+    parser = cli.build_parser()
+    train = parser.parse_args([*TRAIN, "--seed", str(2**64 - 1), "--dilate-px", "0", "--colour-variants", "16",
+                               "--steps", str(2**32 - 1), "--loss-weights", "0", "1", "--timeout", "0.5"])  # fmt: skip
+    assert (train.seed, train.dilate_px, train.colour_variants, train.steps) == (2**64 - 1, 0, 16, 2**32 - 1)
+    assert train.loss_weights == [0.0, 1.0] and train.timeout == 0.5
+    prop = parser.parse_args([*PROPAGATE, "--feather-px", "0", "--seed", "+5", "--guidance", "0"])
+    assert (prop.feather_px, prop.seed, prop.guidance) == (0, 5, 0.0)
+    assert parser.parse_args([*TRAIN, "--reference", f"{2**32 - 1}:e.png"]).reference == [(2**32 - 1, "e.png")]
+    with pytest.raises(SystemExit):
+        parser.parse_args([*TRAIN, "--reference", f"{2**32}:e.png"])
+
+
+def test_main_refuses_a_negative_seed_before_uploading(tmp_path, capsys):
+    source = tmp_path / "source.mp4"
+    source.write_bytes(b"x")
+    with pytest.raises(SystemExit) as exit_info:  # 127.0.0.1:1: a call would fail UNAVAILABLE, not exit 2
+        cli.main(["train", "--server", "127.0.0.1:1", "--adapter", "a", "--source", str(source), "--mask",
+                  str(source), "--prompt", "p", "--seed", "-1"])  # fmt: skip
+    assert exit_info.value.code == 2
+    assert "argument --seed: must be a whole number of at least 0 but got '-1'" in capsys.readouterr().err
+
+
 def test_parse_train_rejects_unknown_mask_mode(capsys):
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args(
@@ -173,9 +228,64 @@ def test_main_names_the_flag_of_a_missing_file(tmp_path, capsys):
     assert err.startswith("error: --mask: no such file") and "nope.png" in err
 
 
+@pytest.mark.parametrize(
+    "command, option, target, message",
+    [("propagate", "--output", ".", "--output: is a directory: "),
+     ("propagate", "--output", "file/out.mp4", "--output: {tmp}/file is not a directory: "),
+     ("propagate", "--frames-dir", "file", "--frames-dir: not a directory: "),
+     ("export", "--output", ".", "--output: is a directory: "),
+     ("demo", "--out", "file", "--out: not a directory: ")],
+)  # fmt: skip
+def test_main_refuses_an_unwritable_output_before_any_call(tmp_path, capsys, command, option, target, message):
+    """Checked before anything is uploaded or run: the server address is a dead port, so getting
+    this far and no further shows no call was made (a call would fail UNAVAILABLE)."""
+    (tmp_path / "file").write_bytes(b"x")
+    target = str(tmp_path / target)
+    argv = {
+        "propagate": ["propagate", "--server", "127.0.0.1:1", "--source", str(tmp_path / "file"), "--mask",
+                      str(tmp_path / "file"), "--edited-first-frame", str(tmp_path / "file"), "--prompt", "p"],
+        "export": ["export", "--server", "127.0.0.1:1", "a"],
+        "demo": ["demo"],
+    }[command]  # fmt: skip
+    assert cli.main([*argv, option, target]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: " + message.format(tmp=tmp_path)) and target in err and "UNAVAILABLE" not in err
+
+
+@pytest.mark.parametrize("failure", ["write", "download"])
+def test_a_result_that_cannot_be_saved_is_named_by_its_id(client, fake_stub, server_stream, rpc_error, tmp_path,
+                                                          failure):  # fmt: skip
+    """The job finished: when its output cannot be written (or downloaded) the error says where the
+    result is and how to fetch it, instead of a traceback that loses it."""
+    chunks = [pb.MediaChunk(header=pb.MediaRef(id="sha256:0123abcd", size_bytes=3), data=b"abc")]
+    if failure == "write":
+        fake_stub(DownloadMedia=server_stream(chunks))
+        output = tmp_path  # a directory: the atomic write's rename fails
+    else:
+        fake_stub(DownloadMedia=server_stream([], rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")))
+        output = tmp_path / "out.mp4"
+    with pytest.raises(cli.CliError) as info:
+        cli.save_result(client, "sha256:0123abcd", output, timeout=None)
+    message = str(info.value)
+    expected = "could not write --output" if failure == "write" else "could not download the result into"
+    assert message.startswith(f"{expected} {output}: ")
+    assert "stored on the server as sha256:0123abcd" in message
+    assert "FramecastClient('127.0.0.1:1').download_to('sha256:0123abcd', PATH)" in message
+    fake_stub(DownloadMedia=server_stream(chunks))
+    cli.save_result(client, "sha256:0123abcd", tmp_path / "new" / "out.mp4", timeout=None)  # parents are created
+    assert (tmp_path / "new" / "out.mp4").read_bytes() == b"abc"
+
+
 def test_demo_rejects_bad_frame_count(tmp_path, capsys):
     assert cli.main(["demo", "--out", str(tmp_path), "--frames", "16"]) == 2
     assert "--frames must be 4N+1" in capsys.readouterr().err
+
+
+def test_python_dash_m_reports_errors_of_the_modules_it_runs(tmp_path):
+    """``python -m framecast.client.cli``: a CliError raised in demo.py is printed, not a traceback."""
+    done = subprocess.run([sys.executable, "-m", "framecast.client.cli", "demo", "--out", str(tmp_path), "--frames",
+                           "16"], capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert (done.returncode, done.stderr) == (2, "error: --frames must be 4N+1 (5, 9, 17, 33, ...) but is 16\n")
 
 
 # ---- enums ------------------------------------------------------------------------------
@@ -268,6 +378,41 @@ def test_stream_that_ends_early_is_an_error():
     assert info.value.code is grpc.StatusCode.UNKNOWN
 
 
+def _deadline_stream(server_stream, rpc_error, accepted=True):
+    events = [pb.JobEvent(job_id="j-1", accepted=pb.JobInfo(job_id="j-1"))] if accepted else []
+    events.append(pb.JobEvent(job_id="j-1", progress=pb.Progress(phase="motion", step=1, total=100)))
+    return server_stream(events, rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"))
+
+
+@pytest.mark.parametrize(
+    "state, says",
+    [(pb.JobInfo(job_id="j-1", state=pb.JOB_STATE_RUNNING), "timed out after 5 s; cancelled job j-1"),
+     (pb.JobInfo(job_id="j-1", state=pb.JOB_STATE_SUCCEEDED, adapter_result=pb.AdapterInfo(name="a")),
+      "timed out after 5 s; job j-1 had already finished: adapter a is stored")],
+)  # fmt: skip
+def test_a_deadline_cancels_the_job(client, fake_stub, server_stream, rpc_error, state, says):
+    """A passed deadline ends the stream, not the job: follow_job cancels it, as on Ctrl-C."""
+    fake = fake_stub(Train=_deadline_stream(server_stream, rpc_error), CancelJob=state)
+    events = client.train("a", "sha256:s", "sha256:m", "p")
+    with pytest.raises(FramecastError) as info:
+        follow_job(client, run_train, events, JobProgress("train", disable=True))
+    assert info.value.code is grpc.StatusCode.DEADLINE_EXCEEDED and info.value.message == says
+    assert fake.calls[1:] == [("CancelJob", pb.JobRef(job_id="j-1"), 10)]
+
+
+def test_a_deadline_before_the_job_is_named_or_another_error_cancels_nothing(client, fake_stub, server_stream,
+                                                                            rpc_error):  # fmt: skip
+    fake = fake_stub(Train=_deadline_stream(server_stream, rpc_error, accepted=False), CancelJob=pb.JobInfo())
+    with pytest.raises(FramecastError, match="^DEADLINE_EXCEEDED: timed out after 2.5 s, before the server named"):
+        follow_job(client, run_train, client.train("a", "s", "m", "p"), JobProgress("train", disable=True), timeout=2.5)
+    assert [name for name, *_ in fake.calls] == ["Train"]
+    refused = server_stream([], rpc_error(grpc.StatusCode.NOT_FOUND, "no media 's'"))
+    fake = fake_stub(Train=refused, CancelJob=pb.JobInfo())
+    with pytest.raises(FramecastError, match="^NOT_FOUND: no media 's'$"):
+        follow_job(client, run_train, client.train("a", "s", "m", "p"), JobProgress("train", disable=True))
+    assert [name for name, *_ in fake.calls] == ["Train"]
+
+
 def test_collect_propagation_decodes_frames():
     frame = np.arange(16 * 32 * 3, dtype=np.uint8).reshape(16, 32, 3)
     result = pb.PropagateResult(num_frames=2, video=pb.MediaRef(id="sha256:o"))
@@ -335,6 +480,34 @@ def test_propagate_sets_optional_fields_explicitly(client, fake_stub, server_str
     assert explicit.HasField("feather_px") and explicit.feather_px == 0
     assert explicit.output_encoding == pb.OUTPUT_ENCODING_PNG_SEQUENCE and explicit.steps == 30
     assert not unset.HasField("guidance_scale") and not unset.HasField("feather_px")
+
+
+@pytest.mark.parametrize(
+    "call, argument",
+    [(lambda c: c.train("a", "s", "m", "p", seed=-1), "seed"),
+     (lambda c: c.train("a", "s", "m", "p", seed=2**64), "seed"),
+     (lambda c: c.train("a", "s", "m", "p", dilate_px=-5), "dilate_px"),
+     (lambda c: c.train("a", "s", "m", "p", colour_variants=-1), "colour_variants"),
+     (lambda c: c.train("a", "s", "m", "p", steps=2**32), "steps"),
+     (lambda c: c.train("a", "s", "m", "p", rank=-1), "rank"),
+     (lambda c: c.train("a", "s", "m", "p", appearance_steps=-1), "appearance_steps"),
+     (lambda c: c.train("a", "s", "m", "p", references=[(-1, "sha256:r")]), "references frame_index"),
+     (lambda c: c.propagate("a", "s", "m", "e", "p", feather_px=-1), "feather_px"),
+     (lambda c: c.propagate("a", "s", "m", "e", "p", seed=-1), "seed"),
+     (lambda c: c.propagate("a", "s", "m", "e", "p", dilate_px=2**32), "dilate_px"),
+     (lambda c: c.propagate("a", "s", "m", "e", "p", steps=-30), "steps"),
+     (lambda c: c.list_jobs(limit=-1), "limit")],
+)  # fmt: skip
+def test_out_of_range_numbers_are_value_errors_naming_the_parameter(client, fake_stub, server_stream, call, argument):
+    fake = fake_stub(Train=server_stream([]), Propagate=server_stream([]), ListJobs=pb.ListJobsResponse())
+    with pytest.raises(ValueError, match=rf"^{argument} must be between 0 and \d+ but is -?\d+$"):
+        call(client)
+    assert fake.calls == []  # refused before any call
+    client.train("a", "s", "m", "p", seed=np.uint64(2**64 - 1), colour_variants=np.int32(3))
+    ((_, request, _),) = fake.calls
+    assert (request.seed, request.colour_variants) == (2**64 - 1, 3)
+    with pytest.raises(TypeError, match="seed must be a whole number"):
+        client.propagate("a", "s", "m", "e", "p", seed=1.5)
 
 
 # ---- upload chunking ----------------------------------------------------------------------
