@@ -58,11 +58,23 @@ def prepare_edit_mask(edit_mask: np.ndarray, mode: MaskMode = MaskMode.BBOX, dil
 
 
 def _dilate(edit_mask: np.ndarray, radius: int) -> np.ndarray:
+    """Grow by ``radius`` px: a pixel is set when any pixel within a (2r+1)-square around it is.
+    The square is separable (rows, then columns), each pass a difference of running sums, so
+    the cost does not grow with the radius."""
     if radius == 0:
         return edit_mask.copy()
-    m = torch.from_numpy(edit_mask).float()[:, None]
-    m = F.max_pool2d(m, kernel_size=2 * radius + 1, stride=1, padding=radius)
-    return m[:, 0].bool().numpy()
+    return _any_within(_any_within(edit_mask, radius, axis=2), radius, axis=1)
+
+
+def _any_within(mask: np.ndarray, radius: int, axis: int) -> np.ndarray:
+    """Whether any of mask[i - radius .. i + radius] along ``axis`` is set (clipped at the ends)."""
+    length = mask.shape[axis]
+    counts = np.cumsum(mask, axis=axis, dtype=np.int32)
+    counts = np.concatenate([np.zeros_like(np.take(counts, [0], axis=axis)), counts], axis=axis)  # counts[i] = sum of mask[:i]
+    index = np.arange(length)
+    upper = np.minimum(index + radius + 1, length)
+    lower = np.maximum(index - radius, 0)
+    return np.take(counts, upper, axis=axis) > np.take(counts, lower, axis=axis)
 
 
 def _label_components(edit_mask: torch.Tensor) -> torch.Tensor:

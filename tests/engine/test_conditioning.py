@@ -98,6 +98,16 @@ def test_dilate_and_exact_modes():
     assert grown[0].sum() == 25 and grown[0, 6:11, 6:11].all()
 
 
+def test_dilation_is_a_square_max_filter_at_any_radius():
+    edit = np.random.default_rng(0).random((3, 16, 24)) < 0.02
+    for radius in (1, 3, 11):
+        square = torch.nn.functional.max_pool2d(torch.from_numpy(edit).float()[:, None], 2 * radius + 1, stride=1, padding=radius)
+        assert np.array_equal(C.prepare_edit_mask(edit, "dilate", dilate_px=radius), square[:, 0].bool().numpy())
+    # Past the frame's side every frame with an edit pixel is covered, and the work does not grow.
+    covered = C.prepare_edit_mask(edit, "dilate", dilate_px=10_000)
+    assert all(frame.all() == bool(e.any()) for frame, e in zip(covered, edit))
+
+
 @pytest.mark.parametrize("frames", [0, 2, 8, 10])
 def test_frame_count_must_be_4n_plus_1(frames):
     with pytest.raises(InvalidInput, match=rf"num_frames must be 4N\+1.*got {frames}"):
