@@ -262,14 +262,19 @@ class Engine:
 
     @staticmethod
     def _check_edit_region(mask: np.ndarray, mode: C.MaskMode, dilate_px: int) -> None:
-        """Refuse a mask that leaves nothing to edit once ``mode`` has shaped it."""
-        if C.MaskMode(mode) is C.MaskMode.DILATE and not 0 <= dilate_px <= max(mask.shape[1:]):
-            raise InvalidInput("dilate_px", dilate_px, f"must be between 0 and {max(mask.shape[1:])} (the frame's longer side)")
+        """Refuse a mask that leaves nothing to edit once ``mode`` has shaped it. Runs on the RPC
+        thread: it asks ``has_edit_region`` rather than preparing the whole mask (the job does)."""
+        if mode not in tuple(C.MaskMode):
+            raise InvalidInput("mask_mode", mode, "must be exact, bbox or dilate")
+        height, width = mask.shape[1:]
+        if C.MaskMode(mode) is C.MaskMode.DILATE and not 0 <= dilate_px <= max(height, width):
+            raise InvalidInput("dilate_px", dilate_px, f"must be between 0 and {max(height, width)} (the frame's longer side)")
         if not mask.any():
             raise InvalidInput("mask", "all black", "has no edit region: mark the region to change in white")
-        if not C.prepare_edit_mask(mask, mode, dilate_px).any():
+        if not C.has_edit_region(mask, mode):
             raise InvalidInput("mask", f"mask_mode {C.MaskMode(mode).value}", "leaves no edit region (every region is "
-                               "below the bbox minimum area); use mask_mode exact or dilate")
+                               f"below the bbox minimum area, {C.bbox_min_area(height, width)} px at {width}x{height}); "
+                               "use mask_mode exact or dilate")
 
     def _check_steps(self, field_name: str, steps: int) -> None:
         if not 1 <= steps <= self.config.max_steps:

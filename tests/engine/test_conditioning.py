@@ -90,6 +90,15 @@ def test_bbox_mode_boxes_components_and_drops_specks():
     assert boxed[0, 100:104, 100:104].all()
 
 
+@pytest.mark.parametrize("size", [(64, 64), (128, 128), (144, 160)])
+def test_has_edit_region_says_whether_the_prepared_mask_marks_anything(size):
+    rng = np.random.default_rng(sum(size))
+    for density in (0.0, 0.0005, 0.002, 0.01, 0.05):
+        edit = rng.random((3, *size)) < density
+        for mode in ("bbox", "exact", "dilate"):
+            assert C.has_edit_region(edit, mode) == C.prepare_edit_mask(edit, mode, dilate_px=1).any(), (density, mode)
+
+
 def test_dilate_and_exact_modes():
     edit = np.zeros((2, 16, 16), bool)
     edit[:, 8, 8] = True

@@ -198,7 +198,12 @@ def test_a_mask_bbox_mode_empties_is_refused():
     """At 832x480 bbox mode drops regions under 50 px: a mask of only such specks leaves nothing to edit."""
     speck = np.zeros((5, 480, 832), bool)
     speck[:, 100:105, 200:205] = True  # 25 px
-    with pytest.raises(InvalidInput, match="mask leaves no edit region.*mask_mode bbox"):
+    with pytest.raises(InvalidInput, match="mask leaves no edit region.*50 px at 832x480.*mask_mode bbox"):
         Engine._check_edit_region(speck, C.MaskMode.BBOX, 0)
     Engine._check_edit_region(speck, C.MaskMode.EXACT, 0)
     Engine._check_edit_region(speck, C.MaskMode.DILATE, 4)
+    # One frame with a region bbox keeps is enough; the others may have none.
+    speck[3, 300:320, 400:420] = True
+    Engine._check_edit_region(speck, C.MaskMode.BBOX, 0)
+    with pytest.raises(InvalidInput, match="mask_mode must be exact, bbox or dilate"):
+        Engine._check_edit_region(speck, "blur", 0)
