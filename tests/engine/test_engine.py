@@ -12,7 +12,7 @@ from framecast.engine import conditioning as C
 from framecast.engine.adapters import AdapterState, AdapterStore
 from framecast.engine.engine import Engine, EngineConfig, PropagateJob, TrainJob
 from framecast.engine.errors import AdapterNotFound, AlreadyExists, Cancelled, InvalidInput, TrainingDiverged
-from framecast.engine.sampling import decode_stream
+from framecast.engine.sampling import decode_stream, feather_alpha
 from framecast.engine.training import TrainSettings
 
 
@@ -168,6 +168,23 @@ def test_validation_names_fields(engine, scene):
         engine.validate_propagate(PropagateJob("ghost", source, mask, scene.edited_first_frame, "p"))
     with pytest.raises(InvalidInput, match="references.frame_index"):
         engine.validate_train(TrainJob("r", source, mask, "p", references=[(99, source[0])]))
+
+
+def test_feather_alpha_stops_eroding_once_nothing_changes():
+    mask = np.zeros((2, 16, 24), bool)
+    mask[0, 3:12, 4:20] = True
+    mask[1] = True  # the whole frame: the frame's edge does not erode it
+
+    def eroded_every_round(feather_px):
+        m = torch.from_numpy(mask).float()[:, None]
+        total = torch.zeros_like(m)
+        for _ in range(feather_px):
+            total += m
+            m = -torch.nn.functional.max_pool2d(-m, 3, stride=1, padding=1)
+        return (total / feather_px)[:, 0].numpy()
+
+    for feather_px in (1, 3, 5, 6, 24):
+        np.testing.assert_array_equal(feather_alpha(mask, feather_px), eroded_every_round(feather_px))
 
 
 def test_store_ignores_half_written_adapters(tmp_path):
