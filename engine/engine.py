@@ -88,8 +88,10 @@ class EngineConfig:
         Attention(self.attention) if self.attention in {a.value for a in Attention} else _bad("attention", self.attention, "must be auto, sdpa or xformers")
         if self.optimizer not in ("adamw", "adamw8bit"):
             raise InvalidInput("optimizer", self.optimizer, "must be adamw or adamw8bit")
-        if self.max_vram_gb < 0:
-            raise InvalidInput("max_vram_gb", self.max_vram_gb, "must be >= 0")
+        if not (math.isfinite(self.max_vram_gb) and self.max_vram_gb >= 0):
+            raise InvalidInput("max_vram_gb", self.max_vram_gb, "must be a finite number >= 0")
+        if not (math.isfinite(self.adapter_host_cache_gb) and self.adapter_host_cache_gb >= 0):
+            raise InvalidInput("adapter_host_cache_gb", self.adapter_host_cache_gb, "must be a finite number >= 0")
         if "auto" in (self.quantize, self.offload) and not self.max_vram_gb:
             raise InvalidInput("max_vram_gb", self.max_vram_gb, "must be set when quantize or offload is auto")
 

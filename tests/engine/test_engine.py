@@ -170,6 +170,13 @@ def test_validation_names_fields(engine, scene):
         engine.validate_train(TrainJob("r", source, mask, "p", references=[(99, source[0])]))
 
 
+@pytest.mark.parametrize("field", ["max_vram_gb", "adapter_host_cache_gb"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -1.0])
+def test_memory_sizes_in_the_config_must_be_finite(tiny_model_dir, field, value):
+    with pytest.raises(InvalidInput, match=f"{field} must be a finite number >= 0"):
+        EngineConfig(model_dir=str(tiny_model_dir), **{field: value})
+
+
 def test_feather_alpha_stops_eroding_once_nothing_changes():
     mask = np.zeros((2, 16, 24), bool)
     mask[0, 3:12, 4:20] = True
