@@ -457,7 +457,7 @@ class Engine:
             h, w = job.edited_first_frame.shape[:2]
             raise InvalidInput("edited_first_frame", f"{w}x{h}", "must match the source size")
         if job.adapter:
-            record = self.store.record(check_adapter_name(job.adapter))
+            record = self.slots.record(check_adapter_name(job.adapter), self.store)
             if record.base_model != self.base_model:
                 raise IncompatibleAdapter(
                     f"adapter {job.adapter!r} was trained on {record.base_model}, the server runs {self.base_model}"
@@ -624,17 +624,14 @@ class Engine:
     # --- adapters -----------------------------------------------------------------------
 
     def delete_adapter(self, name: str) -> None:
-        """Delete from disk and memory now; FailedPrecondition while a running job uses it."""
+        """Delete from disk and memory now (of a failed training, its error); FailedPrecondition
+        while a running job uses or trains it, AdapterNotFound when there is nothing to delete."""
         self.slots.delete(name, self.store)
 
     def _mark_training_failed(self, name: str, message: str) -> None:
         """``name`` reads FAILED with ``message`` until trained again or forgotten, across restarts."""
         self.slots.mark_failed(name, message)
         self.store.record_failure(name, message)
-
-    def forget_failure(self, name: str) -> None:
-        self.slots.forget(name)
-        self.store.clear_failure(name)
 
     def release_memory(self) -> None:
         gc.collect()

@@ -11,7 +11,15 @@ import torch
 from framecast.engine import conditioning as C
 from framecast.engine.adapters import AdapterState, AdapterStore
 from framecast.engine.engine import Engine, EngineConfig, PropagateJob, TrainJob
-from framecast.engine.errors import AdapterNotFound, AlreadyExists, Cancelled, InvalidInput, TrainingDiverged
+from framecast.engine.errors import (
+    AdapterFailed,
+    AdapterNotFound,
+    AlreadyExists,
+    Cancelled,
+    FailedPrecondition,
+    InvalidInput,
+    TrainingDiverged,
+)
 from framecast.engine.sampling import decode_stream, feather_alpha
 from framecast.engine.training import TrainSettings
 
@@ -107,9 +115,42 @@ def test_a_failed_training_stays_failed_until_trained_again(engine, scene):
     assert engine.slots.status("crashes").state == AdapterState.FAILED
     # The mark is on disk too, where a restarted engine finds it.
     assert engine.store.failures() == {"crashes": status.error}
+    # Using it says why it cannot be used, not that it does not exist.
+    failed = r"adapter 'crashes' failed to train: RuntimeError \(see the server log\); train it again or delete it"
+    for use in (lambda: engine.validate_propagate(PropagateJob("crashes", scene.source, scene.edit_mask,
+                                                               scene.edited_first_frame, "p")),
+                lambda: engine.slots.load("crashes", engine.store), lambda: engine.store.export("crashes")):
+        with pytest.raises(AdapterFailed, match=failed):
+            use()
     engine.train(job)
     assert engine.slots.status("crashes").state != AdapterState.FAILED and engine.store.failures() == {}
     engine.delete_adapter("crashes")
+
+
+def test_deleting_a_failed_training_clears_it_and_a_training_one_is_refused(engine, scene):
+    def crash(progress):
+        raise RuntimeError("device lost")
+
+    with pytest.raises(RuntimeError):
+        engine.train(TrainJob("crashed", scene.source, scene.edit_mask, "p", TrainSettings(steps=2, rank=2)), crash)
+    engine.delete_adapter("crashed")
+    assert engine.slots.status("crashed").state == AdapterState.READY and "crashed" not in engine.store.failures()
+    with pytest.raises(AdapterNotFound):
+        engine.delete_adapter("crashed")
+
+    refusals = []
+
+    def use_while_training(progress):
+        if progress.step == 1:
+            for use in (lambda: engine.delete_adapter("in-training"), lambda: engine.validate_propagate(
+                    PropagateJob("in-training", scene.source, scene.edit_mask, scene.edited_first_frame, "p"))):
+                with pytest.raises(FailedPrecondition) as caught:
+                    use()
+                refusals.append(str(caught.value))
+
+    engine.train(TrainJob("in-training", scene.source, scene.edit_mask, "p", TrainSettings(steps=2, rank=2)), use_while_training)
+    assert len(refusals) == 2 and all("'in-training' is being trained" in r for r in refusals), refusals
+    engine.delete_adapter("in-training")
 
 
 def test_a_diverging_loss_stops_training_without_an_update(engine, scene):
