@@ -339,6 +339,11 @@ class AdapterCache:
             for name, when in last_used.items():
                 self._last_used.setdefault(name, when)
 
+    def touch(self, name: str, store: AdapterStore) -> None:
+        """Mark ``name`` used now: most recently used in its tiers, and the time kept by ``store``."""
+        with self._lock:
+            self._touch(name, store)
+
     def _touch(self, name: str, store: AdapterStore | None = None) -> None:
         self._last_used[name] = time.time()
         if store is not None:

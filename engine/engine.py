@@ -382,7 +382,9 @@ class Engine:
             final_loss=outcome.final_loss,
         )
         self.slots.finish_training(job.adapter, record)
-        return self.store.save(state_dict, record)
+        stored = self.store.save(state_dict, record)
+        self.slots.touch(job.adapter, self.store)  # training is a use: kept across restarts, now that it is stored
+        return stored
 
     def _conditioning(self, first_frame, source, edit_mask, prompt, negative_prompt, clip_image, first_known=True):
         video = C.condition_video(first_frame, source, edit_mask)

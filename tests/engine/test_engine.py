@@ -153,6 +153,14 @@ def test_deleting_a_failed_training_clears_it_and_a_training_one_is_refused(engi
     engine.delete_adapter("in-training")
 
 
+def test_training_counts_as_a_use_that_a_restart_remembers(engine, scene):
+    engine.train(TrainJob("just-trained", scene.source, scene.edit_mask, "p", TrainSettings(steps=1, rank=2)))
+    trained_at = engine.slots.status("just-trained").last_used_at
+    assert trained_at > 0 and engine.store.last_used()["just-trained"] == pytest.approx(trained_at, abs=1e-3)
+    restarted = Engine(engine.config, engine.store.root.parent)
+    assert restarted.slots.status("just-trained").last_used_at == pytest.approx(trained_at, abs=1e-3)
+
+
 def test_a_diverging_loss_stops_training_without_an_update(engine, scene):
     from framecast.engine.training import train_lora
 
