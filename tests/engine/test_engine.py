@@ -219,6 +219,43 @@ def test_validation_names_fields(engine, scene):
         engine.validate_train(TrainJob("r", source, mask, "p", references=[(99, source[0])]))
 
 
+def test_mask_options_are_checked_before_training_starts(engine, scene):
+    # Refused up front, so the name is not left FAILED by a job that could never have run.
+    huge = TrainJob("huge-dilation", scene.source, scene.edit_mask, "p", TrainSettings(steps=1, rank=2),
+                    mask_mode="dilate", dilate_px=4294967295)
+    with pytest.raises(InvalidInput, match=r"dilate_px must be between 0 and 64 .*got 4294967295"):
+        engine.train(huge)
+    with pytest.raises(InvalidInput, match="mask_mode"):
+        engine.train(TrainJob("huge-dilation", scene.source, scene.edit_mask, "p", mask_mode="blur"))
+    assert engine.slots.status("huge-dilation").state == AdapterState.READY
+    assert "huge-dilation" not in engine.store.failures()
+    job = PropagateJob("", scene.source, scene.edit_mask, scene.edited_first_frame, "p", steps=1,
+                       mask_mode="dilate", dilate_px=65)
+    with pytest.raises(InvalidInput, match="dilate_px"):
+        engine.validate_propagate(job)
+    job.dilate_px = 64  # the whole frame, whatever the mask
+    assert engine.propagate(job).edit_mask[1:].all()
+
+
+@pytest.mark.parametrize("weights", [(float("nan"), 1.0), (1.0, float("inf")), (-1.0, 1.0), (0.0, 0.0)])
+def test_loss_weights_must_be_finite_and_not_negative(engine, scene, weights):
+    settings = TrainSettings(steps=1, rank=2, w_edit=weights[0], w_keep=weights[1])
+    with pytest.raises(InvalidInput, match="loss_weights must be finite, >= 0 and not both 0"):
+        engine.train(TrainJob("bad-weights", scene.source, scene.edit_mask, "p", settings))
+    assert engine.slots.status("bad-weights").state == AdapterState.READY
+
+
+@pytest.mark.parametrize("field, value", [("learning_rate", float("nan")), ("guidance_scale", float("nan")),
+                                          ("guidance_scale", float("inf"))])
+def test_other_float_settings_refuse_nan_and_inf(engine, scene, field, value):
+    with pytest.raises(InvalidInput, match=field):
+        if field == "learning_rate":
+            engine.validate_train(TrainJob("x", scene.source, scene.edit_mask, "p", TrainSettings(learning_rate=value)))
+        else:
+            engine.validate_propagate(PropagateJob("", scene.source, scene.edit_mask, scene.edited_first_frame, "p",
+                                                   guidance_scale=value))
+
+
 @pytest.mark.parametrize("field", ["max_vram_gb", "adapter_host_cache_gb"])
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), -1.0])
 def test_memory_sizes_in_the_config_must_be_finite(tiny_model_dir, field, value):
