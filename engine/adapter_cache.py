@@ -31,7 +31,7 @@ from enum import Enum
 import torch
 
 from framecast.engine.adapter_formats import TargetShapes, check_fits, split_canonical
-from framecast.engine.adapter_store import AdapterStore
+from framecast.engine.adapter_store import AdapterRecord, AdapterStore
 from framecast.engine.errors import FailedPrecondition, IncompatibleAdapter, OutOfMemory
 
 GiB = 1 << 30
@@ -218,11 +218,18 @@ class AdapterCache:
 
     # --- load, unload, pin (any thread) -----------------------------------------------------
 
+    def record(self, name: str, store: AdapterStore) -> AdapterRecord:
+        """The record of a stored adapter about to be used. Raises FailedPrecondition while it is
+        being trained, AdapterFailed when its training failed, AdapterNotFound when there is none."""
+        with self._lock:
+            training = name in self._training
+        if training:
+            raise FailedPrecondition(f"adapter {name!r} is being trained; use it when its job has finished")
+        return store.record(name)
+
     def _check_loadable(self, name: str, store: AdapterStore) -> AdapterState:
         previous = self.status(name).state
-        if previous is AdapterState.TRAINING:
-            raise FailedPrecondition(f"adapter {name!r} is being trained; load it when its job has finished")
-        store.record(name)  # AdapterNotFound
+        self.record(name, store)
         return previous
 
     def load(self, name: str, store: AdapterStore, to: AdapterState = AdapterState.LOADED) -> AdapterChange:
@@ -295,12 +302,17 @@ class AdapterCache:
         return AdapterChange(name, action, previous, self.status(name), tuple(evicted))
 
     def delete(self, name: str, store: AdapterStore) -> None:
-        """Delete from disk and memory at once. Raises AdapterNotFound, FailedPrecondition while a
-        running job uses it or it is being trained."""
+        """Delete from disk and memory at once; of a failed training, its error. Raises
+        AdapterNotFound, FailedPrecondition while a running job uses it or it is being trained."""
         with self._load_lock, self._lock:
-            if self._in_use[name] or name in self._training:
+            if name in self._training:
+                raise FailedPrecondition(f"adapter {name!r} is being trained; cancel its job or delete it when it has finished")
+            if self._in_use[name]:
                 raise FailedPrecondition(f"adapter {name!r} is used by a running job; delete it when the job has finished")
-            store.delete(name)
+            if name in self._failed and not store.exists(name):  # a failed training left only its error
+                store.clear_failure(name)
+            else:
+                store.delete(name)
             self.forget(name)
 
     def forget(self, name: str) -> None:
@@ -326,6 +338,11 @@ class AdapterCache:
         with self._lock:
             for name, when in last_used.items():
                 self._last_used.setdefault(name, when)
+
+    def touch(self, name: str, store: AdapterStore) -> None:
+        """Mark ``name`` used now: most recently used in its tiers, and the time kept by ``store``."""
+        with self._lock:
+            self._touch(name, store)
 
     def _touch(self, name: str, store: AdapterStore | None = None) -> None:
         self._last_used[name] = time.time()

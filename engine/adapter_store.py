@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from framecast.engine.adapter_formats import KEY_PREFIX, split_canonical, to_comfyui
-from framecast.engine.errors import AdapterNotFound, AlreadyExists, IncompatibleAdapter, InvalidInput
+from framecast.engine.errors import AdapterFailed, AdapterNotFound, AlreadyExists, IncompatibleAdapter, InvalidInput
 from framecast.engine.media import atomic_write
 
 WEIGHTS_FILE = "adapter.safetensors"
@@ -202,11 +202,18 @@ class AdapterStore:
         return found
 
     def record(self, name: str) -> AdapterRecord:
+        """The stored adapter's record. Raises AdapterFailed when only a failed training of that
+        name is kept (with its error), else AdapterNotFound when there is none."""
         path = self._dir(name) / RECORD_FILE
         try:
             return AdapterRecord.from_json(path.read_text())
         except FileNotFoundError:
+            pass
+        try:
+            error = (self._dir(name) / FAILURE_FILE).read_text()
+        except OSError:
             raise AdapterNotFound(name) from None
+        raise AdapterFailed(name, error)
 
     def weights_path(self, name: str) -> Path:
         self.record(name)

@@ -265,7 +265,8 @@ class AdapterSlots(AdapterCache):
         return {KEY_PREFIX + key: value.detach().clone() for key, value in weights.items()}
 
     def finish_training(self, name: str, record: AdapterRecord) -> None:
-        """Move the trained weights from their training adapter into the device cache (LOADED)."""
+        """Move the trained weights from their training adapter into the device cache (LOADED).
+        The use is kept in memory only: the caller ``touch``es it with the store once it is saved."""
         modules = split_canonical(self.state_dict(name))
         scale = record.alpha / record.rank
         if scale != 1.0:  # stored adapters run at scale 1: fold alpha into lora_B as the store does

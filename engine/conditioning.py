@@ -58,11 +58,23 @@ def prepare_edit_mask(edit_mask: np.ndarray, mode: MaskMode = MaskMode.BBOX, dil
 
 
 def _dilate(edit_mask: np.ndarray, radius: int) -> np.ndarray:
+    """Grow by ``radius`` px: a pixel is set when any pixel within a (2r+1)-square around it is.
+    The square is separable (rows, then columns), each pass a difference of running sums, so
+    the cost does not grow with the radius."""
     if radius == 0:
         return edit_mask.copy()
-    m = torch.from_numpy(edit_mask).float()[:, None]
-    m = F.max_pool2d(m, kernel_size=2 * radius + 1, stride=1, padding=radius)
-    return m[:, 0].bool().numpy()
+    return _any_within(_any_within(edit_mask, radius, axis=2), radius, axis=1)
+
+
+def _any_within(mask: np.ndarray, radius: int, axis: int) -> np.ndarray:
+    """Whether any of mask[i - radius .. i + radius] along ``axis`` is set (clipped at the ends)."""
+    length = mask.shape[axis]
+    counts = np.cumsum(mask, axis=axis, dtype=np.int32)
+    counts = np.concatenate([np.zeros_like(np.take(counts, [0], axis=axis)), counts], axis=axis)  # counts[i] = sum of mask[:i]
+    index = np.arange(length)
+    upper = np.minimum(index + radius + 1, length)
+    lower = np.maximum(index - radius, 0)
+    return np.take(counts, upper, axis=axis) > np.take(counts, lower, axis=axis)
 
 
 def _label_components(edit_mask: torch.Tensor) -> torch.Tensor:
@@ -82,10 +94,42 @@ def _label_components(edit_mask: torch.Tensor) -> torch.Tensor:
         labels = grown
 
 
+def bbox_min_area(height: int, width: int) -> int:
+    """Components smaller than this many pixels are dropped by the bbox mode."""
+    return max(1, round(BBOX_MIN_AREA * height * width / BBOX_REFERENCE_PIXELS))
+
+
+def has_edit_region(edit_mask: np.ndarray, mode: MaskMode = MaskMode.BBOX) -> bool:
+    """Whether ``prepare_edit_mask(edit_mask, mode)`` marks any pixel, without preparing it all.
+
+    exact and dilate keep every pixel; bbox keeps a frame's pixels when one of its components
+    reaches ``bbox_min_area``. Labels are grown a round at a time and pixels sharing a label
+    are one component (or part of one), so a large component answers after a few rounds."""
+    edit_mask = np.asarray(edit_mask, dtype=bool)
+    if MaskMode(mode) is not MaskMode.BBOX:
+        return bool(edit_mask.any())
+    frames, height, width = edit_mask.shape
+    min_area = bbox_min_area(height, width)
+    for frame in edit_mask:
+        if frame.sum() < min_area:
+            continue
+        inside = torch.from_numpy(frame)[None, None]
+        ids = torch.arange(1, height * width + 1, dtype=torch.float64).view(1, 1, height, width)
+        labels = torch.where(inside, ids, torch.zeros_like(ids))
+        while True:
+            if torch.unique(labels[inside], return_counts=True)[1].max() >= min_area:
+                return True
+            grown = torch.where(inside, F.max_pool2d(labels, 3, stride=1, padding=1), labels)
+            if torch.equal(grown, labels):
+                break
+            labels = grown
+    return False
+
+
 def _bounding_boxes(edit_mask: np.ndarray) -> np.ndarray:
     """Each component's bounding box (components >= 50 px at 832x480, scaled by area), grown by 10%, filled."""
     frames, height, width = edit_mask.shape
-    min_area = max(1, round(BBOX_MIN_AREA * height * width / BBOX_REFERENCE_PIXELS))
+    min_area = bbox_min_area(height, width)
     labels = _label_components(torch.from_numpy(edit_mask))
     out = np.zeros_like(edit_mask)
     ys = torch.arange(height).view(1, height, 1).expand_as(labels)

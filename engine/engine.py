@@ -88,8 +88,10 @@ class EngineConfig:
         Attention(self.attention) if self.attention in {a.value for a in Attention} else _bad("attention", self.attention, "must be auto, sdpa or xformers")
         if self.optimizer not in ("adamw", "adamw8bit"):
             raise InvalidInput("optimizer", self.optimizer, "must be adamw or adamw8bit")
-        if self.max_vram_gb < 0:
-            raise InvalidInput("max_vram_gb", self.max_vram_gb, "must be >= 0")
+        if not (math.isfinite(self.max_vram_gb) and self.max_vram_gb >= 0):
+            raise InvalidInput("max_vram_gb", self.max_vram_gb, "must be a finite number >= 0")
+        if not (math.isfinite(self.adapter_host_cache_gb) and self.adapter_host_cache_gb >= 0):
+            raise InvalidInput("adapter_host_cache_gb", self.adapter_host_cache_gb, "must be a finite number >= 0")
         if "auto" in (self.quantize, self.offload) and not self.max_vram_gb:
             raise InvalidInput("max_vram_gb", self.max_vram_gb, "must be set when quantize or offload is auto")
 
@@ -262,14 +264,19 @@ class Engine:
 
     @staticmethod
     def _check_edit_region(mask: np.ndarray, mode: C.MaskMode, dilate_px: int) -> None:
-        """Refuse a mask that leaves nothing to edit once ``mode`` has shaped it."""
-        if C.MaskMode(mode) is C.MaskMode.DILATE and not 0 <= dilate_px <= max(mask.shape[1:]):
-            raise InvalidInput("dilate_px", dilate_px, f"must be between 0 and {max(mask.shape[1:])} (the frame's longer side)")
+        """Refuse a mask that leaves nothing to edit once ``mode`` has shaped it. Runs on the RPC
+        thread: it asks ``has_edit_region`` rather than preparing the whole mask (the job does)."""
+        if mode not in tuple(C.MaskMode):
+            raise InvalidInput("mask_mode", mode, "must be exact, bbox or dilate")
+        height, width = mask.shape[1:]
+        if C.MaskMode(mode) is C.MaskMode.DILATE and not 0 <= dilate_px <= max(height, width):
+            raise InvalidInput("dilate_px", dilate_px, f"must be between 0 and {max(height, width)} (the frame's longer side)")
         if not mask.any():
             raise InvalidInput("mask", "all black", "has no edit region: mark the region to change in white")
-        if not C.prepare_edit_mask(mask, mode, dilate_px).any():
+        if not C.has_edit_region(mask, mode):
             raise InvalidInput("mask", f"mask_mode {C.MaskMode(mode).value}", "leaves no edit region (every region is "
-                               "below the bbox minimum area); use mask_mode exact or dilate")
+                               f"below the bbox minimum area, {C.bbox_min_area(height, width)} px at {width}x{height}); "
+                               "use mask_mode exact or dilate")
 
     def _check_steps(self, field_name: str, steps: int) -> None:
         if not 1 <= steps <= self.config.max_steps:
@@ -375,7 +382,9 @@ class Engine:
             final_loss=outcome.final_loss,
         )
         self.slots.finish_training(job.adapter, record)
-        return self.store.save(state_dict, record)
+        stored = self.store.save(state_dict, record)
+        self.slots.touch(job.adapter, self.store)  # training is a use: kept across restarts, now that it is stored
+        return stored
 
     def _conditioning(self, first_frame, source, edit_mask, prompt, negative_prompt, clip_image, first_known=True):
         video = C.condition_video(first_frame, source, edit_mask)
@@ -450,7 +459,7 @@ class Engine:
             h, w = job.edited_first_frame.shape[:2]
             raise InvalidInput("edited_first_frame", f"{w}x{h}", "must match the source size")
         if job.adapter:
-            record = self.store.record(check_adapter_name(job.adapter))
+            record = self.slots.record(check_adapter_name(job.adapter), self.store)
             if record.base_model != self.base_model:
                 raise IncompatibleAdapter(
                     f"adapter {job.adapter!r} was trained on {record.base_model}, the server runs {self.base_model}"
@@ -617,17 +626,14 @@ class Engine:
     # --- adapters -----------------------------------------------------------------------
 
     def delete_adapter(self, name: str) -> None:
-        """Delete from disk and memory now; FailedPrecondition while a running job uses it."""
+        """Delete from disk and memory now (of a failed training, its error); FailedPrecondition
+        while a running job uses or trains it, AdapterNotFound when there is nothing to delete."""
         self.slots.delete(name, self.store)
 
     def _mark_training_failed(self, name: str, message: str) -> None:
         """``name`` reads FAILED with ``message`` until trained again or forgotten, across restarts."""
         self.slots.mark_failed(name, message)
         self.store.record_failure(name, message)
-
-    def forget_failure(self, name: str) -> None:
-        self.slots.forget(name)
-        self.store.clear_failure(name)
 
     def release_memory(self) -> None:
         gc.collect()

@@ -54,6 +54,16 @@ class AlreadyExists(FramecastError):
     """A name the request wants to create is taken."""
 
 
+class AdapterFailed(FailedPrecondition):
+    """An adapter whose training failed: only its error is kept, until it is trained again or deleted."""
+
+    def __init__(self, name: str, error: str):
+        self.name = name
+        self.error = error
+        reason = error.removeprefix("training failed: ")
+        super().__init__(f"adapter {name!r} failed to train: {reason}; train it again or delete it")
+
+
 class IncompatibleAdapter(FailedPrecondition):
     """An adapter does not fit the loaded base model."""
 

@@ -167,9 +167,13 @@ def feather_alpha(edit_mask: np.ndarray, feather_px: int) -> np.ndarray:
         return mask[:, 0].numpy()
     total = torch.zeros_like(mask)
     eroded = mask
-    for _ in range(feather_px):
+    for done in range(feather_px):
         total += eroded
-        eroded = -torch.nn.functional.max_pool2d(-eroded, 3, stride=1, padding=1)
+        shrunk = -torch.nn.functional.max_pool2d(-eroded, 3, stride=1, padding=1)
+        if torch.equal(shrunk, eroded):  # nothing left to erode: the remaining rounds add the same
+            total += eroded * (feather_px - done - 1)
+            break
+        eroded = shrunk
     return (total / feather_px)[:, 0].numpy()
 
 

@@ -130,12 +130,7 @@ class AdapterRpcs:
     def DeleteAdapter(self, request, context):
         engine = self.engine
         name = check_adapter_name(request.name, "name")
-        if not engine.store.exists(name):
-            if name in engine.slots.failed and name not in engine.slots.training:
-                engine.forget_failure(name)  # a failed training left only its error: clear it
-                return pb.DeleteAdapterResponse(deleted=True)
-            raise AdapterNotFound(name)
-        ensure_not_in_use(self.queue, name)  # queued jobs; running ones are checked again atomically
+        ensure_not_in_use(self.queue, name)  # queued jobs, trainings too; running ones are checked again atomically
         engine.delete_adapter(name)
         return pb.DeleteAdapterResponse(deleted=True)
 

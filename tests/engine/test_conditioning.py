@@ -90,12 +90,31 @@ def test_bbox_mode_boxes_components_and_drops_specks():
     assert boxed[0, 100:104, 100:104].all()
 
 
+@pytest.mark.parametrize("size", [(64, 64), (128, 128), (144, 160)])
+def test_has_edit_region_says_whether_the_prepared_mask_marks_anything(size):
+    rng = np.random.default_rng(sum(size))
+    for density in (0.0, 0.0005, 0.002, 0.01, 0.05):
+        edit = rng.random((3, *size)) < density
+        for mode in ("bbox", "exact", "dilate"):
+            assert C.has_edit_region(edit, mode) == C.prepare_edit_mask(edit, mode, dilate_px=1).any(), (density, mode)
+
+
 def test_dilate_and_exact_modes():
     edit = np.zeros((2, 16, 16), bool)
     edit[:, 8, 8] = True
     assert np.array_equal(C.prepare_edit_mask(edit, "exact"), edit)
     grown = C.prepare_edit_mask(edit, "dilate", dilate_px=2)
     assert grown[0].sum() == 25 and grown[0, 6:11, 6:11].all()
+
+
+def test_dilation_is_a_square_max_filter_at_any_radius():
+    edit = np.random.default_rng(0).random((3, 16, 24)) < 0.02
+    for radius in (1, 3, 11):
+        square = torch.nn.functional.max_pool2d(torch.from_numpy(edit).float()[:, None], 2 * radius + 1, stride=1, padding=radius)
+        assert np.array_equal(C.prepare_edit_mask(edit, "dilate", dilate_px=radius), square[:, 0].bool().numpy())
+    # Past the frame's side every frame with an edit pixel is covered, and the work does not grow.
+    covered = C.prepare_edit_mask(edit, "dilate", dilate_px=10_000)
+    assert all(frame.all() == bool(e.any()) for frame, e in zip(covered, edit))
 
 
 @pytest.mark.parametrize("frames", [0, 2, 8, 10])

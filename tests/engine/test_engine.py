@@ -11,8 +11,16 @@ import torch
 from framecast.engine import conditioning as C
 from framecast.engine.adapters import AdapterState, AdapterStore
 from framecast.engine.engine import Engine, EngineConfig, PropagateJob, TrainJob
-from framecast.engine.errors import AdapterNotFound, AlreadyExists, Cancelled, InvalidInput, TrainingDiverged
-from framecast.engine.sampling import decode_stream
+from framecast.engine.errors import (
+    AdapterFailed,
+    AdapterNotFound,
+    AlreadyExists,
+    Cancelled,
+    FailedPrecondition,
+    InvalidInput,
+    TrainingDiverged,
+)
+from framecast.engine.sampling import decode_stream, feather_alpha
 from framecast.engine.training import TrainSettings
 
 
@@ -107,9 +115,50 @@ def test_a_failed_training_stays_failed_until_trained_again(engine, scene):
     assert engine.slots.status("crashes").state == AdapterState.FAILED
     # The mark is on disk too, where a restarted engine finds it.
     assert engine.store.failures() == {"crashes": status.error}
+    # Using it says why it cannot be used, not that it does not exist.
+    failed = r"adapter 'crashes' failed to train: RuntimeError \(see the server log\); train it again or delete it"
+    for use in (lambda: engine.validate_propagate(PropagateJob("crashes", scene.source, scene.edit_mask,
+                                                               scene.edited_first_frame, "p")),
+                lambda: engine.slots.load("crashes", engine.store), lambda: engine.store.export("crashes")):
+        with pytest.raises(AdapterFailed, match=failed):
+            use()
     engine.train(job)
     assert engine.slots.status("crashes").state != AdapterState.FAILED and engine.store.failures() == {}
     engine.delete_adapter("crashes")
+
+
+def test_deleting_a_failed_training_clears_it_and_a_training_one_is_refused(engine, scene):
+    def crash(progress):
+        raise RuntimeError("device lost")
+
+    with pytest.raises(RuntimeError):
+        engine.train(TrainJob("crashed", scene.source, scene.edit_mask, "p", TrainSettings(steps=2, rank=2)), crash)
+    engine.delete_adapter("crashed")
+    assert engine.slots.status("crashed").state == AdapterState.READY and "crashed" not in engine.store.failures()
+    with pytest.raises(AdapterNotFound):
+        engine.delete_adapter("crashed")
+
+    refusals = []
+
+    def use_while_training(progress):
+        if progress.step == 1:
+            for use in (lambda: engine.delete_adapter("in-training"), lambda: engine.validate_propagate(
+                    PropagateJob("in-training", scene.source, scene.edit_mask, scene.edited_first_frame, "p"))):
+                with pytest.raises(FailedPrecondition) as caught:
+                    use()
+                refusals.append(str(caught.value))
+
+    engine.train(TrainJob("in-training", scene.source, scene.edit_mask, "p", TrainSettings(steps=2, rank=2)), use_while_training)
+    assert len(refusals) == 2 and all("'in-training' is being trained" in r for r in refusals), refusals
+    engine.delete_adapter("in-training")
+
+
+def test_training_counts_as_a_use_that_a_restart_remembers(engine, scene):
+    engine.train(TrainJob("just-trained", scene.source, scene.edit_mask, "p", TrainSettings(steps=1, rank=2)))
+    trained_at = engine.slots.status("just-trained").last_used_at
+    assert trained_at > 0 and engine.store.last_used()["just-trained"] == pytest.approx(trained_at, abs=1e-3)
+    restarted = Engine(engine.config, engine.store.root.parent)
+    assert restarted.slots.status("just-trained").last_used_at == pytest.approx(trained_at, abs=1e-3)
 
 
 def test_a_diverging_loss_stops_training_without_an_update(engine, scene):
@@ -170,6 +219,67 @@ def test_validation_names_fields(engine, scene):
         engine.validate_train(TrainJob("r", source, mask, "p", references=[(99, source[0])]))
 
 
+def test_mask_options_are_checked_before_training_starts(engine, scene):
+    # Refused up front, so the name is not left FAILED by a job that could never have run.
+    huge = TrainJob("huge-dilation", scene.source, scene.edit_mask, "p", TrainSettings(steps=1, rank=2),
+                    mask_mode="dilate", dilate_px=4294967295)
+    with pytest.raises(InvalidInput, match=r"dilate_px must be between 0 and 64 .*got 4294967295"):
+        engine.train(huge)
+    with pytest.raises(InvalidInput, match="mask_mode"):
+        engine.train(TrainJob("huge-dilation", scene.source, scene.edit_mask, "p", mask_mode="blur"))
+    assert engine.slots.status("huge-dilation").state == AdapterState.READY
+    assert "huge-dilation" not in engine.store.failures()
+    job = PropagateJob("", scene.source, scene.edit_mask, scene.edited_first_frame, "p", steps=1,
+                       mask_mode="dilate", dilate_px=65)
+    with pytest.raises(InvalidInput, match="dilate_px"):
+        engine.validate_propagate(job)
+    job.dilate_px = 64  # the whole frame, whatever the mask
+    assert engine.propagate(job).edit_mask[1:].all()
+
+
+@pytest.mark.parametrize("weights", [(float("nan"), 1.0), (1.0, float("inf")), (-1.0, 1.0), (0.0, 0.0)])
+def test_loss_weights_must_be_finite_and_not_negative(engine, scene, weights):
+    settings = TrainSettings(steps=1, rank=2, w_edit=weights[0], w_keep=weights[1])
+    with pytest.raises(InvalidInput, match="loss_weights must be finite, >= 0 and not both 0"):
+        engine.train(TrainJob("bad-weights", scene.source, scene.edit_mask, "p", settings))
+    assert engine.slots.status("bad-weights").state == AdapterState.READY
+
+
+@pytest.mark.parametrize("field, value", [("learning_rate", float("nan")), ("guidance_scale", float("nan")),
+                                          ("guidance_scale", float("inf"))])
+def test_other_float_settings_refuse_nan_and_inf(engine, scene, field, value):
+    with pytest.raises(InvalidInput, match=field):
+        if field == "learning_rate":
+            engine.validate_train(TrainJob("x", scene.source, scene.edit_mask, "p", TrainSettings(learning_rate=value)))
+        else:
+            engine.validate_propagate(PropagateJob("", scene.source, scene.edit_mask, scene.edited_first_frame, "p",
+                                                   guidance_scale=value))
+
+
+@pytest.mark.parametrize("field", ["max_vram_gb", "adapter_host_cache_gb"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -1.0])
+def test_memory_sizes_in_the_config_must_be_finite(tiny_model_dir, field, value):
+    with pytest.raises(InvalidInput, match=f"{field} must be a finite number >= 0"):
+        EngineConfig(model_dir=str(tiny_model_dir), **{field: value})
+
+
+def test_feather_alpha_stops_eroding_once_nothing_changes():
+    mask = np.zeros((2, 16, 24), bool)
+    mask[0, 3:12, 4:20] = True
+    mask[1] = True  # the whole frame: the frame's edge does not erode it
+
+    def eroded_every_round(feather_px):
+        m = torch.from_numpy(mask).float()[:, None]
+        total = torch.zeros_like(m)
+        for _ in range(feather_px):
+            total += m
+            m = -torch.nn.functional.max_pool2d(-m, 3, stride=1, padding=1)
+        return (total / feather_px)[:, 0].numpy()
+
+    for feather_px in (1, 3, 5, 6, 24):
+        np.testing.assert_array_equal(feather_alpha(mask, feather_px), eroded_every_round(feather_px))
+
+
 def test_store_ignores_half_written_adapters(tmp_path):
     store = AdapterStore(tmp_path)
     (tmp_path / "torn").mkdir()
@@ -198,7 +308,12 @@ def test_a_mask_bbox_mode_empties_is_refused():
     """At 832x480 bbox mode drops regions under 50 px: a mask of only such specks leaves nothing to edit."""
     speck = np.zeros((5, 480, 832), bool)
     speck[:, 100:105, 200:205] = True  # 25 px
-    with pytest.raises(InvalidInput, match="mask leaves no edit region.*mask_mode bbox"):
+    with pytest.raises(InvalidInput, match="mask leaves no edit region.*50 px at 832x480.*mask_mode bbox"):
         Engine._check_edit_region(speck, C.MaskMode.BBOX, 0)
     Engine._check_edit_region(speck, C.MaskMode.EXACT, 0)
     Engine._check_edit_region(speck, C.MaskMode.DILATE, 4)
+    # One frame with a region bbox keeps is enough; the others may have none.
+    speck[3, 300:320, 400:420] = True
+    Engine._check_edit_region(speck, C.MaskMode.BBOX, 0)
+    with pytest.raises(InvalidInput, match="mask_mode must be exact, bbox or dilate"):
+        Engine._check_edit_region(speck, "blur", 0)

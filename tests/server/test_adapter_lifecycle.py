@@ -278,7 +278,15 @@ def test_failed_trainings_and_last_use_times_survive_a_restart(start_server_at, 
         assert info.state == pb.ADAPTER_STATE_FAILED and info.error == "training failed: out of device memory"
         listed = {a.name: a.state for a in stub.ListAdapters(pb.ListAdaptersRequest(), timeout=10).adapters}
         assert listed == {"broken": pb.ADAPTER_STATE_FAILED, "retrained": pb.ADAPTER_STATE_FAILED}
-        source, mask, _ = upload_scene(stub, scene)
+        source, mask, edited = upload_scene(stub, scene)
+        # Using a failed adapter says why it cannot be used (not "not found").
+        propagate = pb.PropagateRequest(adapter="broken", source_id=source.id, mask_id=mask.id,
+                                        edited_first_frame_id=edited.id, prompt="p", steps=1)
+        for use in (lambda: stub.Propagate(propagate, timeout=60),
+                    lambda: stub.LoadAdapter(pb.LoadAdapterRequest(name="broken"), timeout=10),
+                    lambda: stub.ExportAdapter(pb.ExportAdapterRequest(name="broken"), timeout=10)):
+            expect(grpc.StatusCode.FAILED_PRECONDITION, use,
+                   "adapter 'broken' failed to train: out of device memory; train it again or delete it")
         request = pb.TrainRequest(adapter="retrained", source_id=source.id, mask_id=mask.id, steps=2, rank=2)
         assert list(stub.Train(request, timeout=300))[-1].adapter.state == pb.ADAPTER_STATE_LOADED
         assert stub.DeleteAdapter(pb.AdapterRef(name="broken"), timeout=10).deleted
@@ -308,6 +316,9 @@ def test_an_adapter_being_trained_is_listed_as_training(stub, scene):
             listed = {a.name: a for a in stub.ListAdapters(pb.ListAdaptersRequest(), timeout=10).adapters}
             assert listed["in-training"].state == pb.ADAPTER_STATE_TRAINING and listed["in-training"].rank == 2
             assert stub.GetAdapter(pb.AdapterRef(name="in-training"), timeout=10).state == pb.ADAPTER_STATE_TRAINING
+            # A delete during use is refused, training included.
+            expect(grpc.StatusCode.FAILED_PRECONDITION,
+                   lambda: stub.DeleteAdapter(pb.AdapterRef(name="in-training"), timeout=10), "'in-training'")
     assert kinds[-1] == "adapter"
     info = stub.GetAdapter(pb.AdapterRef(name="in-training"), timeout=10)
     assert info.state == pb.ADAPTER_STATE_LOADED and info.origin == "trained"
