@@ -32,6 +32,7 @@ from framecast.client.display import (
 from framecast.client.errors import FramecastError
 from framecast.client.jobs import collect_propagation, run_train
 from framecast.engine.errors import FramecastError as EngineError
+from framecast.engine.errors import InvalidInput
 
 DEFAULT_SERVER = os.environ.get("FRAMECAST_SERVER", "127.0.0.1:50051")
 
@@ -87,22 +88,28 @@ def reference_spec(text: str) -> tuple[int, str]:
 # ---- subcommands ----------------------------------------------------------------------------
 
 
+# ServerConfig fields whose serve option is not named after them (adapter_slots -> --adapter-slots).
+_SERVE_OPTIONS = {"model_dir": "--model", "data_dir": "--data", "max_vram_gb": "--max-vram",
+                  "adapter_host_cache_gb": "--adapter-host-cache"}  # fmt: skip
+
+
 def cmd_serve(args) -> int:
     from framecast.server.app import start_server
     from framecast.server.config import ServerConfig
 
-    config = ServerConfig(
-        model_dir=args.model, data_dir=args.data, host=args.host, port=args.port,
-        device=args.device, dtype=args.dtype, max_queue=args.max_queue, quantize=args.quantize,
-        attention=args.attention, offload=args.offload, max_vram_gb=args.max_vram or 0.0,
-        vae_tiling=args.vae_tiling, optimizer=args.optimizer, window_frames=args.window_frames,
-        adapter_slots=args.adapter_slots, adapter_host_cache_gb=args.adapter_host_cache,
-        adapter_max_rank=args.adapter_max_rank, media_retention_hours=args.media_retention_hours,
-    )  # fmt: skip
     try:
+        config = ServerConfig(
+            model_dir=args.model, data_dir=args.data, host=args.host, port=args.port,
+            device=args.device, dtype=args.dtype, max_queue=args.max_queue, quantize=args.quantize,
+            attention=args.attention, offload=args.offload, max_vram_gb=args.max_vram or 0.0,
+            vae_tiling=args.vae_tiling, optimizer=args.optimizer, window_frames=args.window_frames,
+            adapter_slots=args.adapter_slots, adapter_host_cache_gb=args.adapter_host_cache,
+            adapter_max_rank=args.adapter_max_rank, media_retention_hours=args.media_retention_hours,
+        )  # fmt: skip
         running = start_server(config, handle_signals=True)
-    except OSError as error:
-        raise CliError(f"--host/--port: {error}") from None
+    except InvalidInput as error:  # a setting the server cannot start with: name its option
+        option = _SERVE_OPTIONS.get(error.field, "--" + error.field.replace("_", "-"))
+        raise CliError(f"{option}: {str(error).removeprefix(error.field + ' ')}") from None
     print(f"framecast listening on {args.host}:{running.port}, loading {args.model}", flush=True)
 
     def announce_ready():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import threading
 from concurrent import futures
 from pathlib import Path
@@ -18,6 +19,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from framecast.engine.engine import Engine, EngineConfig
+from framecast.engine.errors import InvalidInput
 from framecast.server.config import ServerConfig
 from framecast.server.errors import ErrorInterceptor
 from framecast.server.jobs import JobQueue
@@ -58,7 +60,8 @@ class RunningServer:
         except RuntimeError:  # what grpcio raises for an address in use
             self.port = 0
         if self.port == 0:
-            raise OSError(f"could not bind {config.address} (in use, or not an address of this machine)")
+            why = _bind_failure(config.host, config.port)
+            raise InvalidInput("port", config.port, f"cannot be opened on {config.host}: {why}")
         self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         self._stopped = threading.Event()
         self._ready = threading.Event()
@@ -131,6 +134,18 @@ class RunningServer:
         self._server.stop(grace).wait()
         self._stopped.set()
         log.info("stopped")
+
+
+def _bind_failure(host: str, port: int) -> str:
+    """Why ``host:port`` cannot be bound: gRPC only says that it could not, a plain socket bound
+    the same way says why (in use, not an address of this machine, ...)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.bind(address)
+    except OSError as error:
+        return error.strerror or str(error)
+    return "in use, or not an address of this machine"
 
 
 def start_server(config: ServerConfig, handle_signals: bool = False) -> RunningServer:

@@ -1,12 +1,17 @@
 """Health is NOT_SERVING until the model is loaded; a model that fails to load leaves the
-server up, saying why, instead of crashing it."""
+server up, saying why, instead of crashing it. Settings it cannot start with stop
+``framecast serve`` at once with an error naming the option."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from framecast.engine.errors import InvalidInput
 from framecast.server.app import start_server
 from framecast.server.config import ServerConfig
 from framecast.v1 import framecast_pb2 as pb
@@ -58,8 +63,29 @@ def test_config_refuses_a_window_that_is_not_4n_plus_1(tmp_path, window):
         ServerConfig(model_dir=str(tmp_path), data_dir=str(tmp_path), window_frames=window)
 
 
+def serve(*options, timeout: float = 60) -> subprocess.CompletedProcess:
+    """``framecast serve`` in a process of its own, as a user runs it; one still running after
+    ``timeout`` (it started when it should have refused) fails the test."""
+    command = [sys.executable, "-m", "framecast.client.cli", "serve", *map(str, options)]
+    try:
+        return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as expired:
+        pytest.fail(f"serve {' '.join(map(str, options))} was still running after {timeout} s: {expired.stderr!r}")
+
+
 def test_a_port_in_use_is_refused(grpc_server, tmp_path, tiny_model_dir):
     """gRPC would share a port through SO_REUSEPORT; two servers answering on one port must not happen."""
-    config = ServerConfig(model_dir=str(tiny_model_dir), data_dir=str(tmp_path), port=grpc_server.port)
-    with pytest.raises(OSError, match=f"could not bind 127.0.0.1:{grpc_server.port}"):
-        start_server(config)
+    port = grpc_server.port
+    config = ServerConfig(model_dir=str(tiny_model_dir), data_dir=str(tmp_path / "second"), port=port)
+    with pytest.raises(InvalidInput) as caught:
+        start_server(config).stop(grace=0)
+    assert str(caught.value) == f"port cannot be opened on 127.0.0.1: Address already in use (got {port})"
+    result = serve("--model", tiny_model_dir, "--data", tmp_path / "third", "--port", port)
+    assert result.returncode == 2, result.stderr
+    assert f"error: --port: cannot be opened on 127.0.0.1: Address already in use (got {port})" in result.stderr
+
+
+def test_serve_names_the_option_it_refuses(tiny_model_dir, tmp_path):
+    result = serve("--model", tiny_model_dir, "--data", tmp_path, "--port", 0, "--window-frames", 6)
+    assert result.returncode == 2, result.stderr
+    assert "error: --window-frames: must be 0 (whole clips) or 4N+1 and at least 5 (got 6)" in result.stderr
