@@ -7,12 +7,15 @@ waiting jobs cancelled, the running job given ``grace_s`` to finish, records flu
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import signal
 import socket
 import threading
 from concurrent import futures
 from pathlib import Path
+from typing import TextIO
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -29,43 +32,57 @@ from framecast.v1 import framecast_pb2, framecast_pb2_grpc
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = framecast_pb2.DESCRIPTOR.services_by_name["Framecast"].full_name
+LOCK_FILE = "server.lock"  # in the data dir, locked by the server that uses it
 
 
 class RunningServer:
     def __init__(self, config: ServerConfig):
         self.config = config
         data = Path(config.data_dir)
+        # Before the stores read the data dir: a second server on it would take the first one's
+        # running jobs for ones a crash interrupted and mark them failed.
+        self._data_lock = lock_data_dir(data)
+        try:
+            self._server = self._open_port()
+        except BaseException:
+            self._data_lock.close()
+            raise
         self.media = MediaStore(data / "media", max_pixels=config.max_pixels, max_frames=config.max_frames)
         self.queue = JobQueue(data / "jobs", max_queue=config.max_queue)
         self.service = FramecastService(config, self.media, self.queue)
         self.health = health.HealthServicer()
-        options = [
-            ("grpc.max_receive_message_length", 64 << 20),
-            ("grpc.max_send_message_length", 64 << 20),
-            ("grpc.so_reuseport", 0),  # a second server on a port in use fails to bind instead of sharing it
-        ]
-        self._server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="framecast-rpc"),
-            interceptors=[ErrorInterceptor()],
-            options=options,
-        )
         framecast_pb2_grpc.add_FramecastServicer_to_server(self.service, self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
             self._server,
         )
+        self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        self._stopped = threading.Event()
+        self._ready = threading.Event()
+        self._loader: threading.Thread | None = None
+
+    def _open_port(self) -> grpc.Server:
+        """A gRPC server bound to the configured address; ``self.port`` is the port it got."""
+        config = self.config
+        options = [
+            ("grpc.max_receive_message_length", 64 << 20),
+            ("grpc.max_send_message_length", 64 << 20),
+            ("grpc.so_reuseport", 0),  # a second server on a port in use fails to bind instead of sharing it
+        ]
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="framecast-rpc"),
+            interceptors=[ErrorInterceptor()],
+            options=options,
+        )
         try:
-            self.port = self._server.add_insecure_port(config.address)
+            self.port = server.add_insecure_port(config.address)
         except RuntimeError:  # what grpcio raises for an address in use
             self.port = 0
         if self.port == 0:
             why = _bind_failure(config.host, config.port)
             raise InvalidInput("port", config.port, f"cannot be opened on {config.host}: {why}")
-        self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
-        self._stopped = threading.Event()
-        self._ready = threading.Event()
-        self._loader: threading.Thread | None = None
+        return server
 
     def _set_health(self, status) -> None:
         for name in ("", SERVICE_NAME):
@@ -132,8 +149,37 @@ class RunningServer:
         self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         self.queue.shutdown(grace)
         self._server.stop(grace).wait()
+        self._data_lock.close()  # another server may use the data dir now
         self._stopped.set()
         log.info("stopped")
+
+
+def lock_data_dir(data: Path) -> TextIO:
+    """Take the data dir for this process: an exclusive advisory lock on ``data/server.lock``,
+    held while the returned file stays open. The kernel drops it when the process ends, so a
+    crashed server never leaves the directory locked. InvalidInput naming ``data`` when another
+    server holds it or the directory cannot be used."""
+    path = data / LOCK_FILE
+    try:
+        data.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a+")
+    except OSError as error:
+        raise InvalidInput("data", str(data), f"cannot be used: {error.strerror or error}") from None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as error:
+        handle.seek(0)
+        holder = handle.read().strip()
+        handle.close()
+        if isinstance(error, BlockingIOError):
+            owner = f"pid {holder}" if holder.isdigit() else "a process"
+            raise InvalidInput("data", str(data), f"is used by another framecast server ({owner} holds {path})") from None
+        raise InvalidInput("data", str(data), f"cannot be locked ({path}): {error.strerror or error}") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")  # who holds it, for the message a second server prints
+    handle.flush()
+    return handle
 
 
 def _bind_failure(host: str, port: int) -> str:

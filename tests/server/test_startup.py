@@ -1,11 +1,15 @@
 """Health is NOT_SERVING until the model is loaded; a model that fails to load leaves the
-server up, saying why, instead of crashing it. Settings it cannot start with stop
-``framecast serve`` at once with an error naming the option."""
+server up, saying why, instead of crashing it. Settings it cannot start with (a port
+or a data dir another server uses) stop ``framecast serve`` at once with an error naming the option."""
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
+import threading
+import time
 
 import grpc
 import pytest
@@ -14,6 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from framecast.engine.errors import InvalidInput
 from framecast.server.app import start_server
 from framecast.server.config import ServerConfig
+from framecast.server.jobs import Job
 from framecast.v1 import framecast_pb2 as pb
 from framecast.v1 import framecast_pb2_grpc
 
@@ -89,3 +94,32 @@ def test_serve_names_the_option_it_refuses(tiny_model_dir, tmp_path):
     result = serve("--model", tiny_model_dir, "--data", tmp_path, "--port", 0, "--window-frames", 6)
     assert result.returncode == 2, result.stderr
     assert "error: --window-frames: must be 0 (whole clips) or 4N+1 and at least 5 (got 6)" in result.stderr
+
+
+def test_a_data_dir_in_use_is_refused(start_server_at, tiny_model_dir, tmp_path):
+    data_dir = tmp_path / "data"
+    first = start_server_at(tiny_model_dir, data_dir)
+    release = threading.Event()
+    busy = first.queue.submit(Job(pb.JOB_KIND_TRAIN, "busy", lambda job: release.wait(60)))
+    deadline = time.monotonic() + 10
+    while busy.info.state != pb.JOB_STATE_RUNNING and time.monotonic() < deadline:
+        time.sleep(0.01)
+    record = data_dir / "jobs" / f"{busy.id}.json"
+    assert json.loads(record.read_text())["state"] == "JOB_STATE_RUNNING"
+    held = f"another framecast server (pid {os.getpid()} holds {data_dir / 'server.lock'})"
+    config = ServerConfig(model_dir=str(tiny_model_dir), data_dir=str(data_dir), port=0)
+    try:
+        with pytest.raises(InvalidInput) as caught:
+            start_server(config).stop(grace=0)
+        assert str(caught.value) == f"data is used by {held} (got {str(data_dir)!r})"
+        result = serve("--model", tiny_model_dir, "--data", data_dir, "--port", 0)
+        assert result.returncode == 2, result.stderr
+        assert f"error: --data: is used by {held} (got {str(data_dir)!r})" in result.stderr
+        # The first server's running job is left alone (a second server used to fail it as interrupted).
+        assert json.loads(record.read_text())["state"] == "JOB_STATE_RUNNING"
+    finally:
+        release.set()
+    list(busy.follow())
+    assert busy.info.state == pb.JOB_STATE_SUCCEEDED
+    first.stop(grace=1)  # a stopped server leaves the data dir to the next one
+    start_server_at(tiny_model_dir, data_dir)
