@@ -115,6 +115,9 @@ def cmd_serve(args) -> int:
     def announce_ready():
         if running.wait_ready(None):
             print(f"framecast ready on {args.host}:{running.port}", flush=True)
+        elif running.load_error:
+            print(f"framecast: the model failed to load: {running.load_error}; jobs are refused until serve is restarted",
+                  file=sys.stderr, flush=True)  # fmt: skip
 
     threading.Thread(target=announce_ready, name="framecast-announce", daemon=True).start()
     try:
@@ -259,11 +262,17 @@ def cmd_export(args) -> int:
     return 0
 
 
+def _readiness(info) -> str:
+    if info.ready:
+        return "yes"
+    return f"no (the model failed to load: {info.load_error})" if info.load_error else "no (loading)"
+
+
 def cmd_info(args) -> int:
     with FramecastClient(args.server, timeout=args.timeout) as client:
         info = client.server_info()
     rows = [
-        ("server", args.server), ("version", info.version), ("ready", "yes" if info.ready else "no (loading)"),
+        ("server", args.server), ("version", info.version), ("ready", _readiness(info)),
         ("model", info.model), ("model dir", info.model_dir), ("device", info.device), ("dtype", info.dtype),
         ("quantization", info.quantization), ("attention", info.attention_backend), ("offload", info.offload),
         ("memory budget", format_bytes(info.max_vram_bytes) if info.max_vram_bytes else "-"),

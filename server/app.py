@@ -60,6 +60,7 @@ class RunningServer:
         self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         self._stopped = threading.Event()
         self._ready = threading.Event()
+        self._load_ended = threading.Event()  # loaded or failed
         self._loader: threading.Thread | None = None
 
     def _open_port(self) -> grpc.Server:
@@ -127,15 +128,22 @@ class RunningServer:
         except Exception as exc:
             log.exception("model failed to load")
             self.service.set_engine(None, f"{type(exc).__name__}: {exc}")
+            self._load_ended.set()
             return
         self.service.set_engine(engine)
         self._set_health(health_pb2.HealthCheckResponse.SERVING)
         self._ready.set()
+        self._load_ended.set()
         log.info("ready: %s on %s", engine.base_model, engine.device)
 
+    @property
+    def load_error(self) -> str | None:
+        """Why the model failed to load (also in GetServerInfo); None while loading or once ready."""
+        return self.service.load_error
+
     def wait_ready(self, timeout: float | None = None) -> bool:
-        """True once the model is loaded; False on timeout or if loading failed."""
-        self._ready.wait(timeout)
+        """True once the model is loaded; False on timeout or as soon as loading failed."""
+        self._load_ended.wait(timeout)
         return self._ready.is_set()
 
     def wait(self) -> None:

@@ -10,11 +10,13 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from framecast.client import cli
 from framecast.engine.errors import InvalidInput
 from framecast.server.app import start_server
 from framecast.server.config import ServerConfig
@@ -23,24 +25,67 @@ from framecast.v1 import framecast_pb2 as pb
 from framecast.v1 import framecast_pb2_grpc
 
 
-def test_unloadable_model_keeps_serving_errors(tmp_path):
-    empty_model = tmp_path / "not-a-model"
-    empty_model.mkdir()
-    server = start_server(ServerConfig(model_dir=str(empty_model), data_dir=str(tmp_path / "data"), port=0))
+def hollow_model(tiny_model_dir: Path, path: Path) -> Path:
+    """What a diffusers model directory looks like (its model_index.json, a folder per component)
+    with nothing inside: it passes the start-up check, then fails to load."""
+    index = json.loads((tiny_model_dir / "model_index.json").read_text())
+    path.mkdir()
+    (path / "model_index.json").write_text(json.dumps(index))
+    for name, spec in index.items():
+        if isinstance(spec, list) and spec[0] is not None:
+            (path / name).mkdir()
+    return path
+
+
+def test_unloadable_model_keeps_serving_errors(tiny_model_dir, tmp_path, capsys):
+    model = hollow_model(tiny_model_dir, tmp_path / "hollow")
+    server = start_server(ServerConfig(model_dir=str(model), data_dir=str(tmp_path / "data"), port=0))
     try:
-        assert not server.wait_ready(timeout=10)
+        assert not server.wait_ready(timeout=120)  # False as soon as the load failed
         with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
             assert health.status == health_pb2.HealthCheckResponse.NOT_SERVING
             stub = framecast_pb2_grpc.FramecastStub(channel)
             info = stub.GetServerInfo(pb.GetServerInfoRequest(), timeout=10)
             assert not info.ready and info.version
+            assert info.load_error == server.load_error and str(model) in info.load_error  # what failed, not "loading"
             with pytest.raises(grpc.RpcError) as caught:
                 list(stub.Train(pb.TrainRequest(adapter="a"), timeout=10))
             assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
-            assert "model_index.json" in caught.value.details()
+            assert caught.value.details() == f"the model failed to load: {info.load_error}"
+        capsys.readouterr()
+        assert cli.main(["info", "--server", f"127.0.0.1:{server.port}"]) == 0
+        assert f"no (the model failed to load: {info.load_error})" in capsys.readouterr().out
     finally:
         server.stop(grace=1)
+
+
+@pytest.mark.parametrize(
+    ("files", "reason"),
+    [
+        ({}, "is not a diffusers directory: model_index.json is missing"),
+        ({"model_index.json": "{"}, "has a model_index.json that cannot be read"),
+        ({"model_index.json": '{"_class_name": "FluxPipeline"}'}, "holds a FluxPipeline, not a WanImageToVideoPipeline"),
+        ({"model_index.json": '{"_class_name": "WanImageToVideoPipeline", "vae": ["diffusers", "AutoencoderKLWan"], '
+                              '"transformer_2": [null, null]}'}, "lacks components model_index.json names: vae"),
+    ],
+)  # fmt: skip
+def test_config_refuses_a_directory_that_is_not_a_wan_i2v_model(tmp_path, files, reason):
+    model = tmp_path / "model"
+    model.mkdir()
+    for name, text in files.items():
+        (model / name).write_text(text)
+    with pytest.raises(InvalidInput) as caught:
+        ServerConfig(model_dir=str(model), data_dir=str(tmp_path / "data"))
+    assert str(caught.value).startswith(f"model {reason}") and str(caught.value).endswith(f"(got {str(model)!r})")
+
+
+def test_serve_refuses_a_directory_that_is_not_a_model(tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    result = serve("--model", model, "--data", tmp_path / "data", "--port", 0)
+    assert result.returncode == 2, result.stderr
+    assert f"error: --model: is not a diffusers directory: model_index.json is missing (got {str(model)!r})" in result.stderr
 
 
 def test_config_refuses_a_missing_model_dir(tmp_path):
