@@ -2,7 +2,8 @@
 
 The gRPC port opens at once with health NOT_SERVING; the model loads in the background and
 health turns SERVING when it is ready. SIGINT/SIGTERM stop it gracefully: no new jobs,
-waiting jobs cancelled, the running job given ``grace_s`` to finish, records flushed.
+waiting jobs cancelled, the running job given ``grace_s`` to finish and ``grace_s`` more to stop
+at its next step (else abandoned), records flushed.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ class RunningServer:
         )
         self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         self._stopped = threading.Event()
+        self._stopping = threading.Lock()
         self._ready = threading.Event()
         self._load_ended = threading.Event()  # loaded or failed
         self._loader: threading.Thread | None = None
@@ -150,16 +152,22 @@ class RunningServer:
         self._stopped.wait()
 
     def stop(self, grace: float | None = None) -> None:
-        """Graceful stop: refuse new RPCs and jobs, finish or cancel running work, flush records."""
-        if self._stopped.is_set():
-            return
-        grace = self.config.grace_s if grace is None else grace
-        self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
-        self.queue.shutdown(grace)
-        self._server.stop(grace).wait()
-        self._data_lock.close()  # another server may use the data dir now
-        self._stopped.set()
-        log.info("stopped")
+        """Graceful stop: refuse new RPCs and jobs, finish or cancel running work, flush records.
+
+        Bounded: a job stuck in a step is abandoned after about twice ``grace`` (JobQueue.shutdown), so
+        no RPC handler is left following it and the process can exit."""
+        with self._stopping:  # a second signal waits for the first stop instead of starting another
+            if self._stopped.is_set():
+                return
+            grace = self.config.grace_s if grace is None else grace
+            self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+            try:
+                self.queue.shutdown(grace)
+            finally:
+                self._server.stop(grace).wait()
+                self._data_lock.close()  # another server may use the data dir now
+                self._stopped.set()
+                log.info("stopped")
 
 
 def lock_data_dir(data: Path) -> TextIO:
