@@ -34,6 +34,7 @@ from framecast.client.display import (
 from framecast.client.errors import FramecastError
 from framecast.client.jobs import collect_propagation, run_train
 from framecast.engine.errors import FramecastError as EngineError
+from framecast.engine.errors import InvalidInput
 
 DEFAULT_SERVER = os.environ.get("FRAMECAST_SERVER", "127.0.0.1:50051")
 
@@ -188,27 +189,36 @@ def reference_spec(text: str) -> tuple[int, str]:
 # ---- subcommands ----------------------------------------------------------------------------
 
 
+# ServerConfig fields whose serve option is not named after them (adapter_slots -> --adapter-slots).
+_SERVE_OPTIONS = {"model_dir": "--model", "data_dir": "--data", "max_vram_gb": "--max-vram",
+                  "adapter_host_cache_gb": "--adapter-host-cache"}  # fmt: skip
+
+
 def cmd_serve(args) -> int:
     from framecast.server.app import start_server
     from framecast.server.config import ServerConfig
 
-    config = ServerConfig(
-        model_dir=args.model, data_dir=args.data, host=args.host, port=args.port,
-        device=args.device, dtype=args.dtype, max_queue=args.max_queue, quantize=args.quantize,
-        attention=args.attention, offload=args.offload, max_vram_gb=args.max_vram or 0.0,
-        vae_tiling=args.vae_tiling, optimizer=args.optimizer, window_frames=args.window_frames,
-        adapter_slots=args.adapter_slots, adapter_host_cache_gb=args.adapter_host_cache,
-        adapter_max_rank=args.adapter_max_rank, media_retention_hours=args.media_retention_hours,
-    )  # fmt: skip
     try:
+        config = ServerConfig(
+            model_dir=args.model, data_dir=args.data, host=args.host, port=args.port,
+            device=args.device, dtype=args.dtype, max_queue=args.max_queue, quantize=args.quantize,
+            attention=args.attention, offload=args.offload, max_vram_gb=args.max_vram or 0.0,
+            vae_tiling=args.vae_tiling, optimizer=args.optimizer, window_frames=args.window_frames,
+            adapter_slots=args.adapter_slots, adapter_host_cache_gb=args.adapter_host_cache,
+            adapter_max_rank=args.adapter_max_rank, media_retention_hours=args.media_retention_hours,
+        )  # fmt: skip
         running = start_server(config, handle_signals=True)
-    except OSError as error:
-        raise CliError(f"--host/--port: {error}") from None
+    except InvalidInput as error:  # a setting the server cannot start with: name its option
+        option = _SERVE_OPTIONS.get(error.field, "--" + error.field.replace("_", "-"))
+        raise CliError(f"{option}: {str(error).removeprefix(error.field + ' ')}") from None
     print(f"framecast listening on {args.host}:{running.port}, loading {args.model}", flush=True)
 
     def announce_ready():
         if running.wait_ready(None):
             print(f"framecast ready on {args.host}:{running.port}", flush=True)
+        elif running.load_error:
+            print(f"framecast: the model failed to load: {running.load_error}; jobs are refused until serve is restarted",
+                  file=sys.stderr, flush=True)  # fmt: skip
 
     threading.Thread(target=announce_ready, name="framecast-announce", daemon=True).start()
     try:
@@ -364,11 +374,17 @@ def cmd_export(args) -> int:
     return 0
 
 
+def _readiness(info) -> str:
+    if info.ready:
+        return "yes"
+    return f"no (the model failed to load: {info.load_error})" if info.load_error else "no (loading)"
+
+
 def cmd_info(args) -> int:
     with FramecastClient(args.server, timeout=args.timeout) as client:
         info = client.server_info()
     rows = [
-        ("server", args.server), ("version", info.version), ("ready", "yes" if info.ready else "no (loading)"),
+        ("server", args.server), ("version", info.version), ("ready", _readiness(info)),
         ("model", info.model), ("model dir", info.model_dir), ("device", info.device), ("dtype", info.dtype),
         ("quantization", info.quantization), ("attention", info.attention_backend), ("offload", info.offload),
         ("memory budget", format_bytes(info.max_vram_bytes) if info.max_vram_bytes else "-"),

@@ -151,6 +151,29 @@ def builtin_model_dir() -> Path:
     return Path(__file__).resolve().parent / "assets" / "toy-wan-i2v"
 
 
+def check_model_dir(model_dir: str | Path) -> dict:
+    """The ``model_index.json`` of a diffusers WanImageToVideoPipeline directory, read without
+    loading a weight: InvalidInput naming ``model`` when the directory is not one or lacks a
+    component its index names (a partial copy), so a server refuses it before loading for minutes."""
+    model_dir = Path(model_dir)
+    if not (model_dir / "model_index.json").is_file():
+        raise InvalidInput("model", str(model_dir), "is not a diffusers directory: model_index.json is missing")
+    try:
+        index = json.loads((model_dir / "model_index.json").read_text())
+    except (OSError, ValueError) as error:
+        raise InvalidInput("model", str(model_dir), f"has a model_index.json that cannot be read: {error}") from None
+    name = index.get("_class_name") if isinstance(index, dict) else None
+    if name != "WanImageToVideoPipeline":
+        raise InvalidInput("model", str(model_dir), f"holds a {name}, not a WanImageToVideoPipeline")
+    missing = [
+        component for component, spec in index.items()
+        if isinstance(spec, list) and spec and spec[0] is not None and not (model_dir / component).is_dir()
+    ]  # fmt: skip
+    if missing:
+        raise InvalidInput("model", str(model_dir), f"lacks components model_index.json names: {', '.join(missing)}")
+    return index
+
+
 def load_pipeline(model_dir: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
     """Load a WanImageToVideoPipeline from a local diffusers directory (never from a hub).
 
@@ -163,11 +186,7 @@ def load_pipeline(model_dir: str | Path, device: str | torch.device = "cpu", dty
     diffusers.utils.logging.disable_progress_bar()
     transformers.utils.logging.disable_progress_bar()
     model_dir = Path(model_dir)
-    if not (model_dir / "model_index.json").is_file():
-        raise InvalidInput("model", str(model_dir), "is not a diffusers directory: model_index.json is missing")
-    index = json.loads((model_dir / "model_index.json").read_text())
-    if index.get("_class_name") != "WanImageToVideoPipeline":
-        raise InvalidInput("model", str(model_dir), f"holds a {index.get('_class_name')}, not a WanImageToVideoPipeline")
+    check_model_dir(model_dir)
     pipe = WanImageToVideoPipeline.from_pretrained(model_dir, dtype=dtype, local_files_only=True)
     # The VAE runs in fp32 even when the rest is bf16: it is small and its decode is sensitive.
     if pipe.vae.dtype != torch.float32:

@@ -2,22 +2,28 @@
 
 The gRPC port opens at once with health NOT_SERVING; the model loads in the background and
 health turns SERVING when it is ready. SIGINT/SIGTERM stop it gracefully: no new jobs,
-waiting jobs cancelled, the running job given ``grace_s`` to finish, records flushed.
+waiting jobs cancelled, the running job given ``grace_s`` to finish and ``grace_s`` more to stop
+at its next step (else abandoned), records flushed.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import signal
+import socket
 import threading
 from concurrent import futures
 from pathlib import Path
+from typing import TextIO
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from framecast.engine.engine import Engine, EngineConfig
+from framecast.engine.errors import InvalidInput
 from framecast.server.config import ServerConfig
 from framecast.server.errors import ErrorInterceptor
 from framecast.server.jobs import JobQueue
@@ -27,42 +33,59 @@ from framecast.v1 import framecast_pb2, framecast_pb2_grpc
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = framecast_pb2.DESCRIPTOR.services_by_name["Framecast"].full_name
+LOCK_FILE = "server.lock"  # in the data dir, locked by the server that uses it
 
 
 class RunningServer:
     def __init__(self, config: ServerConfig):
         self.config = config
         data = Path(config.data_dir)
+        # Before the stores read the data dir: a second server on it would take the first one's
+        # running jobs for ones a crash interrupted and mark them failed.
+        self._data_lock = lock_data_dir(data)
+        try:
+            self._server = self._open_port()
+        except BaseException:
+            self._data_lock.close()
+            raise
         self.media = MediaStore(data / "media", max_pixels=config.max_pixels, max_frames=config.max_frames)
         self.queue = JobQueue(data / "jobs", max_queue=config.max_queue)
         self.service = FramecastService(config, self.media, self.queue)
         self.health = health.HealthServicer()
-        options = [
-            ("grpc.max_receive_message_length", 64 << 20),
-            ("grpc.max_send_message_length", 64 << 20),
-            ("grpc.so_reuseport", 0),  # a second server on a port in use fails to bind instead of sharing it
-        ]
-        self._server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="framecast-rpc"),
-            interceptors=[ErrorInterceptor()],
-            options=options,
-        )
         framecast_pb2_grpc.add_FramecastServicer_to_server(self.service, self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
             self._server,
         )
+        self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        self._stopped = threading.Event()
+        self._stopping = threading.Lock()
+        self._ready = threading.Event()
+        self._load_ended = threading.Event()  # loaded or failed
+        self._loader: threading.Thread | None = None
+
+    def _open_port(self) -> grpc.Server:
+        """A gRPC server bound to the configured address; ``self.port`` is the port it got."""
+        config = self.config
+        options = [
+            ("grpc.max_receive_message_length", 64 << 20),
+            ("grpc.max_send_message_length", 64 << 20),
+            ("grpc.so_reuseport", 0),  # a second server on a port in use fails to bind instead of sharing it
+        ]
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="framecast-rpc"),
+            interceptors=[ErrorInterceptor()],
+            options=options,
+        )
         try:
-            self.port = self._server.add_insecure_port(config.address)
+            self.port = server.add_insecure_port(config.address)
         except RuntimeError:  # what grpcio raises for an address in use
             self.port = 0
         if self.port == 0:
-            raise OSError(f"could not bind {config.address} (in use, or not an address of this machine)")
-        self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
-        self._stopped = threading.Event()
-        self._ready = threading.Event()
-        self._loader: threading.Thread | None = None
+            why = _bind_failure(config.host, config.port)
+            raise InvalidInput("port", config.port, f"cannot be opened on {config.host}: {why}")
+        return server
 
     def _set_health(self, status) -> None:
         for name in ("", SERVICE_NAME):
@@ -107,30 +130,84 @@ class RunningServer:
         except Exception as exc:
             log.exception("model failed to load")
             self.service.set_engine(None, f"{type(exc).__name__}: {exc}")
+            self._load_ended.set()
             return
         self.service.set_engine(engine)
         self._set_health(health_pb2.HealthCheckResponse.SERVING)
         self._ready.set()
+        self._load_ended.set()
         log.info("ready: %s on %s", engine.base_model, engine.device)
 
+    @property
+    def load_error(self) -> str | None:
+        """Why the model failed to load (also in GetServerInfo); None while loading or once ready."""
+        return self.service.load_error
+
     def wait_ready(self, timeout: float | None = None) -> bool:
-        """True once the model is loaded; False on timeout or if loading failed."""
-        self._ready.wait(timeout)
+        """True once the model is loaded; False on timeout or as soon as loading failed."""
+        self._load_ended.wait(timeout)
         return self._ready.is_set()
 
     def wait(self) -> None:
         self._stopped.wait()
 
     def stop(self, grace: float | None = None) -> None:
-        """Graceful stop: refuse new RPCs and jobs, finish or cancel running work, flush records."""
-        if self._stopped.is_set():
-            return
-        grace = self.config.grace_s if grace is None else grace
-        self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
-        self.queue.shutdown(grace)
-        self._server.stop(grace).wait()
-        self._stopped.set()
-        log.info("stopped")
+        """Graceful stop: refuse new RPCs and jobs, finish or cancel running work, flush records.
+
+        Bounded: a job stuck in a step is abandoned after about twice ``grace`` (JobQueue.shutdown), so
+        no RPC handler is left following it and the process can exit."""
+        with self._stopping:  # a second signal waits for the first stop instead of starting another
+            if self._stopped.is_set():
+                return
+            grace = self.config.grace_s if grace is None else grace
+            self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+            try:
+                self.queue.shutdown(grace)
+            finally:
+                self._server.stop(grace).wait()
+                self._data_lock.close()  # another server may use the data dir now
+                self._stopped.set()
+                log.info("stopped")
+
+
+def lock_data_dir(data: Path) -> TextIO:
+    """Take the data dir for this process: an exclusive advisory lock on ``data/server.lock``,
+    held while the returned file stays open. The kernel drops it when the process ends, so a
+    crashed server never leaves the directory locked. InvalidInput naming ``data`` when another
+    server holds it or the directory cannot be used."""
+    path = data / LOCK_FILE
+    try:
+        data.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a+")
+    except OSError as error:
+        raise InvalidInput("data", str(data), f"cannot be used: {error.strerror or error}") from None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as error:
+        handle.seek(0)
+        holder = handle.read().strip()
+        handle.close()
+        if isinstance(error, BlockingIOError):
+            owner = f"pid {holder}" if holder.isdigit() else "a process"
+            raise InvalidInput("data", str(data), f"is used by another framecast server ({owner} holds {path})") from None
+        raise InvalidInput("data", str(data), f"cannot be locked ({path}): {error.strerror or error}") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")  # who holds it, for the message a second server prints
+    handle.flush()
+    return handle
+
+
+def _bind_failure(host: str, port: int) -> str:
+    """Why ``host:port`` cannot be bound: gRPC only says that it could not, a plain socket bound
+    the same way says why (in use, not an address of this machine, ...)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.bind(address)
+    except OSError as error:
+        return error.strerror or str(error)
+    return "in use, or not an address of this machine"
 
 
 def start_server(config: ServerConfig, handle_signals: bool = False) -> RunningServer:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from framecast.engine.errors import InvalidInput
+from framecast.engine.model import check_model_dir
 
 MiB = 1 << 20
 
@@ -57,6 +58,7 @@ class ServerConfig:
             raise InvalidInput("media_retention_hours", self.media_retention_hours, "must be >= 0 (0 keeps media until deleted)")
         if not Path(self.model_dir).is_dir():
             raise InvalidInput("model", self.model_dir, "is not a directory")
+        check_model_dir(self.model_dir)  # here, not minutes later in the background load
 
     @property
     def address(self) -> str:

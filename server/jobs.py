@@ -77,6 +77,20 @@ class Job:
                     getattr(self.info, name).CopyFrom(value)
             self._changed.notify_all()
 
+    def end(self, state: int, error: pb.JobError | None = None) -> bool:
+        """Give the job its terminal ``state`` (and ``error`` event) in one step, so a follower
+        never sees the state without the event. False, changing nothing, when it had ended already
+        (a job abandoned at shutdown whose run returns later)."""
+        with self._changed:
+            if self.done:
+                return False
+            if error is None:
+                self.set_state(state, finished_at=time.time())
+            else:
+                self.set_state(state, finished_at=time.time(), error=error)
+                self.emit(error=error)
+            return True
+
     def follow(self, replay_progress: bool = True) -> Iterator[pb.JobEvent]:
         """Yield this job's events from the start, then live ones until the job ends.
 
@@ -225,15 +239,14 @@ class JobQueue:
         except BaseException as exc:  # the worker must survive any job
             self._finish(job, exc)
         else:
-            job.set_state(pb.JOB_STATE_SUCCEEDED, finished_at=time.time())
-            self._persist(job.snapshot())
+            if job.end(pb.JOB_STATE_SUCCEEDED):
+                self._persist(job.snapshot())
 
     def _finish(self, job: Job, exc: BaseException) -> None:
         code, message = status_for(exc)
         state = pb.JOB_STATE_CANCELLED if isinstance(exc, Cancelled) else pb.JOB_STATE_FAILED
-        error = pb.JobError(code=code.name, message=message)
-        job.set_state(state, finished_at=time.time(), error=error)
-        job.emit(error=error)
+        if not job.end(state, pb.JobError(code=code.name, message=message)):
+            return
         self._persist(job.snapshot())
         if state == pb.JOB_STATE_FAILED:
             log.warning("job %s failed: %s %s", job.id, code.name, message)
@@ -252,7 +265,11 @@ class JobQueue:
 
     def shutdown(self, grace_s: float) -> None:
         """Refuse new jobs, cancel waiting ones, give the running one ``grace_s`` to finish,
-        then cancel it at its next step, and wait for the worker."""
+        then cancel it at its next step and wait ``grace_s`` more for the worker.
+
+        A job still running then (stuck inside a step) is abandoned: it ends FAILED with
+        UNAVAILABLE, as a crash would leave it, so every stream following it ends and the
+        process can exit; its worker thread is a daemon."""
         with self._lock:
             self._closing = True
             while self._waiting:
@@ -264,7 +281,13 @@ class JobQueue:
             while not running.done and time.monotonic() < deadline:
                 time.sleep(0.05)
             running.cancel_requested.set()
-        self._worker.join(timeout=max(grace_s, 1.0) + 30.0)
+        self._worker.join(timeout=max(grace_s, 1.0))
+        if running is not None and not running.done:
+            message = "the server shut down before the job reached a step where it could stop; submit it again"
+            if running.end(pb.JOB_STATE_FAILED, pb.JobError(code="UNAVAILABLE", message=message)):
+                self._persist(running.snapshot())
+                log.warning("job %s abandoned at shutdown: still running %g s after it was cancelled", running.id,
+                            max(grace_s, 1.0))
 
 
 def ensure_not_in_use(queue: JobQueue, name: str) -> None:

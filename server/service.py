@@ -76,6 +76,10 @@ class FramecastService(AdapterRpcs, pb_grpc.FramecastServicer):
         self._engine_ready.set()
 
     @property
+    def load_error(self) -> str | None:
+        return self._engine_error
+
+    @property
     def engine(self) -> Engine:
         if self._engine is None:
             if self._engine_error:
@@ -261,7 +265,7 @@ class FramecastService(AdapterRpcs, pb_grpc.FramecastServicer):
             version=framecast.__version__, max_upload_bytes=self.config.max_upload_bytes,
             max_queue=self.config.max_queue, queue_length=self.queue.waiting, ready=self._engine is not None,
             max_frames=self.config.max_frames, max_pixels=self.config.max_pixels, model_dir=self.config.model_dir,
-            window_frames=self.config.window_frames,
+            window_frames=self.config.window_frames, load_error=self._engine_error or "",
         )
         if self._engine is not None:
             details = self._engine.info()

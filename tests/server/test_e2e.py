@@ -9,6 +9,7 @@ import pytest
 
 from framecast.engine.media import decode_image, decode_media, encode_png, encode_video, mask_to_frames
 from framecast.v1 import framecast_pb2 as pb
+from framecast.v1 import framecast_pb2_grpc
 
 
 def upload(stub, data: bytes, filename: str = "") -> pb.MediaRef:
@@ -157,3 +158,20 @@ def test_windowed_propagation_reports_seams(stub):
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert f"overlap_frames must be between 1 and {(window - 3) // 2}" in caught.value.details()
         assert f"(got {overlap})" in caught.value.details()
+
+
+def test_serve_window_frames_5_takes_clips_that_name_no_window(start_server_at, tiny_model_dir, tmp_path, scene):
+    """`serve --window-frames 5`: a 9-frame clip is two windows overlapping by the 1 frame that
+    5-frame windows allow (a default of 4 refused every such request, blaming overlap_frames)."""
+    server = start_server_at(tiny_model_dir, tmp_path, window_frames=5)
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        stub = framecast_pb2_grpc.FramecastStub(channel)
+        source, mask, edited = upload_scene(stub, scene)
+        train = pb.TrainRequest(adapter="w5", source_id=source.id, mask_id=mask.id, prompt="p", steps=1, rank=2)
+        progress = [e.progress for e in stub.Train(train, timeout=300) if e.WhichOneof("event") == "progress"]
+        assert progress[-1].step == progress[-1].total == 2  # 1 step in each of 2 windows
+        request = pb.PropagateRequest(adapter="w5", source_id=source.id, mask_id=mask.id,
+                                      edited_first_frame_id=edited.id, prompt="p", steps=1)  # fmt: skip
+        events = list(stub.Propagate(request, timeout=300))
+        assert sorted(e.frame.index for e in events if e.WhichOneof("event") == "frame") == list(range(9))
+        assert events[-1].result.metrics.windows == 2
