@@ -144,7 +144,7 @@ def run_config(args, pipe_factory, quantize: str, offload: str, window: int, bas
         data_dir, pipe=pipe_factory(),
     )
     job = PropagateJob("", scene.source, scene.edit_mask, scene.edited_first_frame, "a sprite moving", steps=args.steps,
-                       guidance_scale=5.0, window_frames=window, overlap_frames=min(4, (max(window, 5) - 3) // 2))
+                       guidance_scale=5.0, window_frames=window)  # the default overlap for the window
     results = []
     for run in range(args.runs + 1):  # the first run warms up (allocator, autotune) and is dropped
         _reset_peak(device)
@@ -163,7 +163,7 @@ def run_config(args, pipe_factory, quantize: str, offload: str, window: int, bas
         settings = TrainSettings(steps=args.train_steps + 1, rank=16, gradient_checkpointing=True)
         begin = time.perf_counter()
         engine.train(TrainJob(f"bench-{quantize}-{offload}-{window}", scene.source, scene.edit_mask, "a sprite",
-                              settings, window_frames=window, overlap_frames=min(4, (max(window, 5) - 3) // 2)),
+                              settings, window_frames=window),
                      on_progress)
         train_peak = _peaks(device)
         step_times = np.diff([begin] + times)[1:]  # drop the first step (warm-up)

@@ -8,6 +8,7 @@ a latent ``keep_mask`` is 1 = known/keep, 0 = to be generated, as diffusers buil
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -77,21 +78,29 @@ def _any_within(mask: np.ndarray, radius: int, axis: int) -> np.ndarray:
     return np.take(counts, upper, axis=axis) > np.take(counts, lower, axis=axis)
 
 
-def _label_components(edit_mask: torch.Tensor) -> torch.Tensor:
-    """8-connected component labels of [F, H, W] bool; 0 = background, else a positive id.
-
-    Label propagation by repeated 3x3 max-pooling: vectorised over all frames, converges in
-    as many rounds as the longest path inside a component.
-    """
+def _label_rounds(edit_mask: torch.Tensor) -> Iterator[torch.Tensor]:
+    """Label propagation on [F, H, W] bool by repeated 3x3 max-pooling, vectorised over frames:
+    yields the [F, 1, H, W] labels (0 = background) before the first round and after each round
+    that changes them. Pixels sharing a label are always part of one 8-connected component; the
+    last labels are the components, reached in as many rounds as a component's longest path."""
     frames, height, width = edit_mask.shape
     ids = torch.arange(1, frames * height * width + 1, dtype=torch.float64).view(frames, 1, height, width)
     inside = edit_mask[:, None]
     labels = torch.where(inside, ids, torch.zeros_like(ids))
+    yield labels
     while True:
         grown = torch.where(inside, F.max_pool2d(labels, 3, stride=1, padding=1), labels)
         if torch.equal(grown, labels):
-            return labels[:, 0].long()
+            return
         labels = grown
+        yield labels
+
+
+def _label_components(edit_mask: torch.Tensor) -> torch.Tensor:
+    """8-connected component labels of [F, H, W] bool; 0 = background, else a positive id."""
+    for labels in _label_rounds(edit_mask):
+        pass
+    return labels[:, 0].long()
 
 
 def bbox_min_area(height: int, width: int) -> int:
@@ -114,15 +123,9 @@ def has_edit_region(edit_mask: np.ndarray, mode: MaskMode = MaskMode.BBOX) -> bo
         if frame.sum() < min_area:
             continue
         inside = torch.from_numpy(frame)[None, None]
-        ids = torch.arange(1, height * width + 1, dtype=torch.float64).view(1, 1, height, width)
-        labels = torch.where(inside, ids, torch.zeros_like(ids))
-        while True:
+        for labels in _label_rounds(torch.from_numpy(frame)[None]):
             if torch.unique(labels[inside], return_counts=True)[1].max() >= min_area:
                 return True
-            grown = torch.where(inside, F.max_pool2d(labels, 3, stride=1, padding=1), labels)
-            if torch.equal(grown, labels):
-                break
-            labels = grown
     return False
 
 
