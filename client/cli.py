@@ -241,17 +241,25 @@ def cmd_make_tiny_model(args) -> int:
 def cmd_train_toy_model(args) -> int:
     import transformers
 
+    from framecast.engine.model import check_model_dir
+    from framecast.engine.toymodel import ToyModelSpec
     from framecast.engine.toymodel_train import ToyTrainSettings, train_toy_model
 
     transformers.utils.logging.disable_progress_bar()
     logging.getLogger("framecast.engine.toymodel_train").setLevel(logging.INFO)
     schedule = {
-        name: value
-        for name, value in (("vae_finetune_steps", args.vae_finetune_steps), ("transformer_steps", args.transformer_steps))
-        if value is not None
+        name: getattr(args, name)
+        for name in ("vae_steps", "vae_finetune_steps", "transformer_steps")
+        if getattr(args, name) is not None
     }
+    if args.init_from is not None:
+        try:
+            check_model_dir(args.init_from)
+        except InvalidInput as error:
+            raise InvalidInput("--init-from", args.init_from, error.reason) from None
     settings = ToyTrainSettings(seed=args.seed, max_minutes=args.minutes, threads=args.threads, **schedule)
-    print(train_toy_model(args.dir, settings))
+    spec = ToyModelSpec(vae_z_dim=args.vae_z_dim)
+    print(train_toy_model(args.dir, settings, spec, init_from=args.init_from))
     return 0
 
 
@@ -511,6 +519,14 @@ def build_parser() -> argparse.ArgumentParser:
     toy.add_argument("--threads", type=positive_int, default=1, metavar="N", help="CPU threads (default: %(default)s)")
     # A longer schedule on an OUT_DIR that holds a finished run continues it from its checkpoints.
     # The shipped model: a default run, then --vae-finetune-steps 2000 --transformer-steps 5000.
+    # The shipped model then starts a third run from that one, widened to 32 latent channels:
+    # --init-from DIR --vae-z-dim 32 --vae-steps 0 --vae-finetune-steps 600 --transformer-steps 2000.
+    toy.add_argument("--init-from", metavar="DIR", default=None,
+                     help="start from this toy model's weights instead of from scratch")
+    toy.add_argument("--vae-z-dim", type=whole_number(4, 64, "vae-z-dim"), default=16, metavar="N",
+                     help="VAE latent channels; more than --init-from's widens it (default: %(default)s)")
+    toy.add_argument("--vae-steps", type=non_negative_int, default=None, metavar="N",
+                     help="VAE steps on frames and short clips (default: 2000)")
     toy.add_argument("--vae-finetune-steps", type=non_negative_int, default=None, metavar="N",
                      help="VAE fine-tune steps on whole clips (default: 1000)")
     toy.add_argument("--transformer-steps", type=non_negative_int, default=None, metavar="N",

@@ -18,6 +18,7 @@ class InvalidInput(FramecastError):
     def __init__(self, field: str, value: object, reason: str):
         self.field = field
         self.value = value
+        self.reason = reason
         shown = repr(value)
         if len(shown) > 120:
             shown = shown[:117] + "..."

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from framecast.engine.conditioning import VAE_TEMPORAL
 from framecast.engine.errors import InvalidInput
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ class WanSpec:
     shrink. The defaults are the random tiny model's, which runs a 64x64, 9-frame clip in well
     under a second on a CPU; the trained toy model (``ToyModelSpec``) widens them."""
 
-    # WanTransformer3DModel, I2V: 36 input channels, 2x2 patches.
+    # WanTransformer3DModel, I2V: 2 * 16 + 4 = 36 input channels, 2x2 patches.
     layers: int = 2
     heads: int = 2
     head_dim: int = 12
@@ -44,6 +45,7 @@ class WanSpec:
     vae_dim_mult: tuple[int, ...] = (1, 1, 1, 1)
     vae_res_blocks: int = 1
     vae_residual: bool = False
+    vae_z_dim: int = 16  # latent channels; the transformer reads 2 * z + 4 and predicts z
     flow_shift: float = 5.0
     seed: int = 0
 
@@ -93,7 +95,7 @@ def wan_components(spec: WanSpec) -> dict:
     )
     vae = AutoencoderKLWan(
         base_dim=spec.vae_base_dim,
-        z_dim=16,
+        z_dim=spec.vae_z_dim,
         dim_mult=list(spec.vae_dim_mult),
         num_res_blocks=spec.vae_res_blocks,
         temperal_downsample=[False, True, True],
@@ -103,8 +105,8 @@ def wan_components(spec: WanSpec) -> dict:
         patch_size=(1, 2, 2),
         num_attention_heads=spec.heads,
         attention_head_dim=spec.head_dim,
-        in_channels=36,
-        out_channels=16,
+        in_channels=2 * spec.vae_z_dim + VAE_TEMPORAL,
+        out_channels=spec.vae_z_dim,
         text_dim=spec.text_dim,
         freq_dim=spec.freq_dim,
         ffn_dim=spec.ffn_dim,

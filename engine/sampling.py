@@ -15,7 +15,6 @@ import numpy as np
 import PIL.Image
 import torch
 
-from framecast.engine.conditioning import VAE_SPATIAL, latent_frames
 from framecast.engine.errors import Cancelled
 
 
@@ -183,7 +182,3 @@ def composite(generated: np.ndarray, source: np.ndarray, alpha: np.ndarray) -> n
     mixed = generated.astype(np.float32) * a + source.astype(np.float32) * (1.0 - a)
     out = np.round(mixed).astype(np.uint8)
     return np.where(a > 0, out, source)
-
-
-def latent_shape(num_frames: int, height: int, width: int) -> tuple[int, int, int, int, int]:
-    return (1, 16, latent_frames(num_frames), height // VAE_SPATIAL, width // VAE_SPATIAL)

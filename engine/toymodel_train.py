@@ -14,6 +14,11 @@ I2V (first frame + grey frames, mask frames 1.. = 0), half the method's spatiote
 greyed frames (the appearance phase's form). Prompts are dropped 10% of the time so guidance
 has an unconditional model to push against. The saved transformer is an EMA of its weights.
 
+A run may start from an earlier toy model instead of from scratch (``init_from``): its weights
+are copied in, and where ``spec`` gives the VAE more latent channels than it had, the new
+channels start out unused (``widen_latent_channels``), so training begins at the earlier
+model's quality and only has to learn what the new channels add.
+
 Both stages checkpoint every few minutes into ``OUT/checkpoints`` and resume from there; a
 stage's data and noise depend only on (seed, step), so a resumed run draws what an
 uninterrupted one would. Losses go to ``OUT/train_log.jsonl``.
@@ -22,6 +27,7 @@ uninterrupted one would. Losses go to ``OUT/train_log.jsonl``.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import logging
 import math
@@ -235,6 +241,88 @@ def set_latent_statistics(vae, spec: ToyModelSpec, settings: ToyTrainSettings, c
     vae.register_to_config(latents_mean=[round(float(v), 5) for v in mean], latents_std=[round(float(v), 5) for v in std])
 
 
+# --- starting from an earlier model ------------------------------------------------------------
+
+
+def _latent_index(old_z: int, new_z: int, kind: str) -> torch.Tensor:
+    """Where each of an old tensor dimension's entries goes in the widened one.
+
+    kind "z": latent channels; "moments": the encoder's [mean, log-variance] halves;
+    "transformer_in": the transformer's input [noisy latents, 4 mask channels, condition latents];
+    "transformer_out": ``proj_out``'s features, one per (2x2 patch position, channel), channel fastest."""
+    old = torch.arange({"z": old_z, "moments": 2 * old_z, "transformer_in": 2 * old_z + C.VAE_TEMPORAL}.get(kind, 4 * old_z))
+    if kind == "z":
+        return old
+    if kind == "moments":
+        return torch.where(old < old_z, old, old + new_z - old_z)
+    if kind == "transformer_in":
+        return torch.where(old < old_z, old, old + new_z - old_z)  # the mask and condition shift as one block
+    return old // old_z * new_z + old % old_z
+
+
+# Tensors whose shape depends on the latent width: name -> the kind of each dimension that does.
+_WIDENED = {
+    "vae": {
+        "encoder.conv_out.weight": ("moments", None), "encoder.conv_out.bias": ("moments",),
+        "quant_conv.weight": ("moments", "moments"), "quant_conv.bias": ("moments",),
+        "post_quant_conv.weight": ("z", "z"), "post_quant_conv.bias": ("z",),
+        "decoder.conv_in.weight": (None, "z"),
+    },
+    "transformer": {
+        "patch_embedding.weight": (None, "transformer_in"),
+        "proj_out.weight": ("transformer_out", None), "proj_out.bias": ("transformer_out",),
+    },
+}  # fmt: skip
+
+
+def _weights_digest(model_dir: str | Path) -> str:
+    """sha256 over the directory's weight files, in path order: which model a run started from."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(model_dir).glob("*/*.safetensors")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+@torch.no_grad()
+def widen_latent_channels(old: dict, new: dict) -> None:
+    """Copy the trained components ``old`` into the freshly built ``new`` (same sizes, except
+    possibly more VAE latent channels). New latent channels start out unused: the decoder and the
+    transformer read them with zero weights and the transformer predicts zero for them, while the
+    encoder writes fresh features into them (passed through unchanged by the 1x1 convolutions)
+    with a narrow posterior, so the widened model decodes and denoises exactly as the old one."""
+    old_z, new_z = old["vae"].config.z_dim, new["vae"].config.z_dim
+    if new_z < old_z:
+        raise ValueError(f"cannot narrow the latents from {old_z} to {new_z} channels")
+    for name in ("text_encoder", "image_encoder", "vae", "transformer"):
+        source, target = old[name].state_dict(), new[name].state_dict()
+        for key, value in target.items():
+            kinds = _WIDENED.get(name, {}).get(key)
+            if kinds is None:
+                value.copy_(source[key])
+                continue
+            fresh = value.clone()
+            value.zero_()
+            if key == "encoder.conv_out.weight" or key == "encoder.conv_out.bias":
+                value[old_z:new_z] = fresh[old_z:new_z]  # new means: fresh features
+            elif key in ("quant_conv.weight", "post_quant_conv.weight"):
+                for channel in range(old_z, new_z):
+                    value[channel, channel] = 1.0
+            elif key == "quant_conv.bias":
+                value[new_z + old_z :] = -10.0  # the new channels' log-variance: a narrow posterior
+            index = [slice(None) if kind is None else _latent_index(old_z, new_z, kind) for kind in kinds]
+            if len(index) == 1:
+                value[index[0]] = source[key].to(value.dtype)
+            elif index[0] == slice(None):
+                value[:, index[1]] = source[key].to(value.dtype)
+            elif index[1] == slice(None):
+                value[index[0]] = source[key].to(value.dtype)
+            else:
+                value[index[0][:, None], index[1][None, :]] = source[key].to(value.dtype)
+    latents_mean = list(old["vae"].config.latents_mean) + [0.0] * (new_z - old_z)
+    latents_std = list(old["vae"].config.latents_std) + [1.0] * (new_z - old_z)
+    new["vae"].register_to_config(latents_mean=latents_mean, latents_std=latents_std)
+
+
 # --- the whole run ---------------------------------------------------------------------------------
 
 
@@ -243,17 +331,25 @@ def train_toy_model(
     settings: ToyTrainSettings = ToyTrainSettings(),
     spec: ToyModelSpec = ToyModelSpec(),
     stop_after: str | None = None,
+    init_from: str | Path | None = None,
 ) -> Path:
     """Train the toy model into ``out_dir`` (a diffusers directory, fp16) and return it.
 
     Resumes from ``out_dir/checkpoints``. ``stop_after="vae"`` ends after stage A.
+    ``init_from``: a toy model directory to start from (widened to ``spec``'s latent channels).
     """
     torch.set_num_threads(settings.threads)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     run = _Run(out_dir, settings)
-    run.log(stage="start", settings=asdict(settings), spec=asdict(spec))
     components = wan_components(spec)
+    origin = None
+    if init_from is not None:
+        from framecast.engine.model import load_pipeline
+
+        origin = {"dir": Path(init_from).name, "weights_sha256": _weights_digest(init_from)}
+        widen_latent_channels(load_pipeline(init_from).components, components)
+    run.log(stage="start", settings=asdict(settings), spec=asdict(spec), init_from=origin)
     vae = components["vae"]
     train_vae(vae, spec, settings, run)
     vae.eval().requires_grad_(False)
@@ -266,7 +362,7 @@ def train_toy_model(
     pipe = WanImageToVideoPipeline(**components)
     latents = build_latent_set(pipe, spec, settings, run)
     train_transformer(pipe.transformer, latents, spec, settings, run)
-    return save_model(pipe, spec, settings, out_dir)
+    return save_model(pipe, spec, settings, out_dir, origin)
 
 
 # --- latents for stage B ----------------------------------------------------------------------------
@@ -460,11 +556,13 @@ def _held_out_loss(model, latents: LatentSet, first_row: int, settings: ToyTrain
     return losses
 
 
-def save_model(pipe, spec: ToyModelSpec, settings: ToyTrainSettings, out_dir: Path) -> Path:
+def save_model(pipe, spec: ToyModelSpec, settings: ToyTrainSettings, out_dir: Path, origin: dict | None = None) -> Path:
     """Write the pipeline as a diffusers directory in fp16 (``load_pipeline`` reads it back)."""
     pipe.to(torch.float16)
     pipe.save_pretrained(out_dir, safe_serialization=True)
     about = {"spec": asdict(spec), "settings": asdict(settings), "train_scene_seeds": [1_000_000, 2_000_000]}
+    if origin is not None:
+        about["init_from"] = origin
     # A run resumed with longer schedules continues the earlier runs' checkpoints: list every
     # distinct setting it went through, so the weights can be traced and reproduced.
     log_path = out_dir / "train_log.jsonl"

@@ -61,3 +61,42 @@ def test_train_toy_model_writes_a_loadable_fp16_pipeline_and_resumes(tmp_path):
     about = json.loads((out / "framecast_toy.json").read_text())
     assert about["settings"]["transformer_steps"] == 3
     assert [run["transformer_steps"] for run in about["runs"]] == [2, 3]
+
+
+def test_widened_latents_decode_and_denoise_as_before():
+    from framecast.engine.model import wan_components
+    from framecast.engine.toymodel_train import widen_latent_channels
+
+    old = wan_components(TINY)
+    new = wan_components(dataclasses.replace(TINY, vae_z_dim=24, seed=1))
+    widen_latent_channels(old, new)
+    assert new["transformer"].config.in_channels == 2 * 24 + 4
+    video = torch.rand(1, 3, 5, 64, 64) * 2 - 1
+    with torch.no_grad():
+        before = old["vae"].encode(video).latent_dist
+        after = new["vae"].encode(video).latent_dist
+        assert torch.equal(after.mode()[:, :16], before.mode()) and after.mode()[:, 16:].abs().sum() > 0
+        assert after.std[:, 16:].max() < 0.01  # the new channels' posterior starts narrow
+        assert torch.allclose(new["vae"].decode(after.mode()).sample, old["vae"].decode(before.mode()).sample)
+
+        noisy, extra = torch.randn(1, 16, 2, 8, 8), torch.randn(1, 8, 2, 8, 8)
+        condition = torch.randn(1, 4 + 16, 2, 8, 8)
+        inputs = {"timestep": torch.tensor([500.0]), "encoder_hidden_states": torch.randn(1, 8, TINY.text_dim),
+                  "encoder_hidden_states_image": torch.randn(1, 5, TINY.image_dim), "return_dict": False}  # fmt: skip
+        velocity = old["transformer"](hidden_states=torch.cat([noisy, condition], 1), **inputs)[0]
+        widened = torch.cat([noisy, extra, condition, torch.randn(1, 8, 2, 8, 8)], 1)
+        wide_velocity = new["transformer"](hidden_states=widened, **inputs)[0]
+    assert torch.allclose(wide_velocity[:, :16], velocity, atol=1e-5)
+    assert not wide_velocity[:, 16:].any()
+
+
+def test_a_run_can_start_from_an_earlier_model_with_wider_latents(tmp_path):
+    from framecast.engine.model import load_pipeline
+
+    first = train_toy_model(tmp_path / "z16", QUICK, TINY)
+    wide = dataclasses.replace(TINY, vae_z_dim=24)
+    out = train_toy_model(tmp_path / "z24", dataclasses.replace(QUICK, vae_steps=0), wide, init_from=first)
+    pipe = load_pipeline(out)
+    assert pipe.vae.config.z_dim == 24 and len(pipe.vae.config.latents_std) == 24
+    about = json.loads((out / "framecast_toy.json").read_text())
+    assert about["spec"]["vae_z_dim"] == 24 and about["init_from"]["dir"] == "z16"
