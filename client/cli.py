@@ -87,10 +87,9 @@ def save_result(client: FramecastClient, media_id: str, output: Path, timeout: f
         problem = f"could not write --output {output}: {error.strerror or error}"
     else:
         return
-    # No CLI command downloads stored media: name the Python client's call.
     raise CliError(
         f"{problem}. The job finished; its result is stored on the server as {media_id}: fetch it with "
-        f"FramecastClient({client.address!r}).download_to({media_id!r}, PATH)"
+        f"framecast media --server {client.address} download {media_id} --output FILE"
     )
 
 
@@ -347,9 +346,17 @@ def resolve_media_ids(prefixes: list[str], stored: list[str]) -> list[str]:
 
 
 def cmd_media(args) -> int:
+    output = output_path(args.output, "--output") if args.action == "download" else None
     with FramecastClient(args.server, timeout=args.timeout) as client:
         listing = client.list_media()
-        if args.action == "delete":
+        if output is not None:
+            (media_id,) = resolve_media_ids([args.id], [ref.id for ref in listing.media])
+            try:
+                client.download_to(media_id, output)
+            except OSError as error:  # the write; a refused call is a FramecastError
+                raise CliError(f"could not write --output {output}: {error.strerror or error}") from None
+            print(f"{output} ({output.stat().st_size} bytes, {media_id})")
+        elif args.action == "delete":
             for media_id in resolve_media_ids(args.ids, [ref.id for ref in listing.media]):
                 client.delete_media(media_id)
                 print(f"deleted {media_id}")
@@ -630,13 +637,20 @@ def build_parser() -> argparse.ArgumentParser:
     unpin.add_argument("name", metavar="NAME")
     adapters.set_defaults(run=cmd_adapters)
 
-    media_command = commands.add_parser("media", parents=[client], help="list or delete stored uploads and results")
+    media_command = commands.add_parser(
+        "media", parents=[client], help="list, download or delete stored uploads and results"
+    )
     media_actions = media_command.add_subparsers(dest="action", metavar="ACTION")
     media_actions.add_parser(
         "list", parents=[client_after], help="stored media, newest first, and the bytes they take (default)"
     )
     media_delete = media_actions.add_parser("delete", parents=[client_after], help="delete stored media by id")
     media_delete.add_argument("ids", nargs="+", metavar="ID", help="media ids, or unique prefixes of them as list shows")
+    media_download = media_actions.add_parser(
+        "download", parents=[client_after], help="write stored media to a file (an existing one is replaced)"
+    )
+    media_download.add_argument("id", metavar="ID", help="a media id, or a unique prefix of one as list shows")
+    media_download.add_argument("--output", required=True, metavar="FILE", help="the file to write")
     media_command.set_defaults(run=cmd_media)
 
     imports = commands.add_parser(

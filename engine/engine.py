@@ -32,7 +32,7 @@ from framecast.engine.lowvram import (
     Quantize,
     Placement,
     estimate_peak_bytes,
-    gib,
+    memory_size,
     module_bytes,
     quantize_pipeline,
     select_attention,
@@ -155,6 +155,13 @@ class PropagateResult:
     timings: dict[str, float] = field(default_factory=dict)  # encode_s, denoise_s, decode_s
 
 
+def planning_frames(config: EngineConfig) -> int:
+    """Frames ``auto`` memory settings are planned for: a window of at most 13 frames (a longer
+    clip is cut into windows that fit), or with ``window_frames`` 0, which never cuts a clip,
+    the longest clip the server accepts."""
+    return min(config.window_frames, 13) if config.window_frames else config.max_frames
+
+
 def _bad(field_name: str, value, reason: str):
     raise InvalidInput(field_name, value, reason)
 
@@ -194,8 +201,8 @@ class Engine:
         )
 
     def _choose_memory_settings(self) -> tuple[Quantize, Offload]:
-        """The configured quantize/offload; ``auto`` takes the first that fits the budget for a
-        window of ``window_frames`` at the reference size, from least to most aggressive."""
+        """The configured quantize/offload; ``auto`` takes the first that fits the budget for
+        ``planning_frames`` at the reference size, from least to most aggressive."""
         config = self.config
         if "auto" not in (config.quantize, config.offload):
             return Quantize(config.quantize), Offload(config.offload)
@@ -205,7 +212,7 @@ class Engine:
         budget = config.max_vram_gb * GiB
         for offload in offloads:
             for quantize in quantizers:
-                plan = estimate_peak_bytes(self.pipe.transformer, quantize, offload, min(config.window_frames, 13),
+                plan = estimate_peak_bytes(self.pipe.transformer, quantize, offload, planning_frames(config),
                                            height, width, training=True)
                 if plan.peak_bytes <= budget:
                     return quantize, offload
@@ -551,10 +558,13 @@ class Engine:
         return np.where(edit_mask[start][..., None], generated, job.source[start])
 
     def _plan(self, source: np.ndarray, requested: int, overlap: int | None, training: bool, rank: int = 16) -> WindowPlan:
-        """Windows for a clip: the requested window (else the configured one); under a memory
-        budget, the largest window that fits, or OutOfMemory when even the smallest does not."""
+        """Windows for a clip: the requested window (else the configured one; 0: the whole clip).
+        Under a memory budget the configured window shrinks to the largest that fits; a requested
+        window, or the whole clip under ``window_frames`` 0, must fit as it is. OutOfMemory when
+        nothing does."""
         frames, height, width = source.shape[:3]
-        plan = plan_windows(frames, requested or self.config.window_frames, overlap)
+        window = requested or self.config.window_frames
+        plan = plan_windows(frames, window, overlap)
         budget = self.config.max_vram_gb * GiB
         if not budget:
             return plan
@@ -565,17 +575,24 @@ class Engine:
                 dtype_bytes=torch.finfo(self.dtype).bits // 8,
             ).peak_bytes
 
-        if need(max(plan.lengths)) <= budget:
+        longest = max(plan.lengths)
+        if need(longest) <= budget:
             return plan
-        if not requested:
-            for window in range(max(plan.lengths) - 4, 4, -4):
-                if need(window) <= budget:
-                    return plan_windows(frames, window, None if overlap is None else min(overlap, (window - 3) // 2))
-        smallest = requested or 5
+        if not requested and window:
+            for shorter in range(longest - 4, 4, -4):
+                if need(shorter) <= budget:
+                    return plan_windows(frames, shorter, None if overlap is None else min(overlap, (shorter - 3) // 2))
+        if requested:
+            smallest, what, hint = longest, f"in windows of {longest} frames", "; ask for a smaller window_frames"
+        elif window:
+            smallest = min(longest, 5)
+            what, hint = f"in windows of {smallest} frames", ""
+        else:
+            smallest, what = frames, f"as one clip of {frames} frames"
+            hint = "; this server does not cut clips into windows (window_frames 0): ask for a window_frames"
         raise OutOfMemory(
-            f"{'training' if training else 'generating'} {width}x{height} in windows of {smallest} frames needs "
-            f"~{gib(need(smallest))} of device memory, over the budget of {gib(budget)}"
-            + ("; ask for a smaller window_frames" if requested else "")
+            f"{'training' if training else 'generating'} {width}x{height} {what} needs ~{memory_size(need(smallest))} of "
+            f"device memory, over the budget of {memory_size(budget)}{hint}"
         )
 
     def _generate(self, job, first_frame, start, length, edit_mask, on_step, on_frames, should_cancel, seed, timings):

@@ -251,5 +251,8 @@ def _is_quantized(module: torch.nn.Module) -> bool:
     return any(type(m).__module__.startswith("bitsandbytes") for m in module.modules())
 
 
-def gib(n: float) -> str:
-    return f"{n / GiB:.2f} GiB" if math.isfinite(n) else "inf"
+def memory_size(n: float) -> str:
+    """Bytes for a message: GiB, or MiB below 1 GiB (a small model's figures stay readable)."""
+    if not math.isfinite(n):
+        return "inf"
+    return f"{n / GiB:.2f} GiB" if n >= GiB else f"{n / (1 << 20):.2f} MiB"

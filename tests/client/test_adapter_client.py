@@ -95,6 +95,7 @@ def test_parse_adapter_commands():
      (["adapters", "show", "x", "--server", "b:2", "--timeout", "3"], "b:2", 3.0),
      (["adapters", "--timeout", "4", "show", "x"], cli.DEFAULT_SERVER, 4.0),
      (["media", "delete", "sha256:ab", "--server", "c:3"], "c:3", None),
+     (["media", "download", "sha256:ab", "--output", "f", "--server", "d:4"], "d:4", None),
      (["media"], cli.DEFAULT_SERVER, None)],
 )  # fmt: skip
 def test_server_options_go_before_or_after_the_action(argv, server, timeout):

@@ -234,6 +234,8 @@ def test_main_names_the_flag_of_a_missing_file(tmp_path, capsys):
      ("propagate", "--output", "file/out.mp4", "--output: {tmp}/file is not a directory: "),
      ("propagate", "--frames-dir", "file", "--frames-dir: not a directory: "),
      ("export", "--output", ".", "--output: is a directory: "),
+     ("media", "--output", ".", "--output: is a directory: "),
+     ("media", "--output", "file/out.mp4", "--output: {tmp}/file is not a directory: "),
      ("demo", "--out", "file", "--out: not a directory: ")],
 )  # fmt: skip
 def test_main_refuses_an_unwritable_output_before_any_call(tmp_path, capsys, command, option, target, message):
@@ -245,6 +247,7 @@ def test_main_refuses_an_unwritable_output_before_any_call(tmp_path, capsys, com
         "propagate": ["propagate", "--server", "127.0.0.1:1", "--source", str(tmp_path / "file"), "--mask",
                       str(tmp_path / "file"), "--edited-first-frame", str(tmp_path / "file"), "--prompt", "p"],
         "export": ["export", "--server", "127.0.0.1:1", "a"],
+        "media": ["media", "--server", "127.0.0.1:1", "download", "sha256:ab"],
         "demo": ["demo"],
     }[command]  # fmt: skip
     assert cli.main([*argv, option, target]) == 2
@@ -270,10 +273,23 @@ def test_a_result_that_cannot_be_saved_is_named_by_its_id(client, fake_stub, ser
     expected = "could not write --output" if failure == "write" else "could not download the result into"
     assert message.startswith(f"{expected} {output}: ")
     assert "stored on the server as sha256:0123abcd" in message
-    assert "FramecastClient('127.0.0.1:1').download_to('sha256:0123abcd', PATH)" in message
+    assert "framecast media --server 127.0.0.1:1 download sha256:0123abcd --output FILE" in message
     fake_stub(DownloadMedia=server_stream(chunks))
     cli.save_result(client, "sha256:0123abcd", tmp_path / "new" / "out.mp4", timeout=None)  # parents are created
     assert (tmp_path / "new" / "out.mp4").read_bytes() == b"abc"
+
+
+def test_media_download_names_an_output_it_could_not_write(monkeypatch, tmp_path, capsys):
+    listing = pb.ListMediaResponse(media=[pb.MediaRef(id="sha256:0123abcd")])
+    monkeypatch.setattr(FramecastClient, "list_media", lambda self, timeout=None: listing)
+
+    def refuse(self, media_id, path, timeout=None):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(FramecastClient, "download_to", refuse)
+    output = tmp_path / "out.mp4"
+    assert cli.main(["media", "--server", "127.0.0.1:1", "download", "sha256:01", "--output", str(output)]) == 2
+    assert capsys.readouterr().err == f"error: could not write --output {output}: Permission denied\n"
 
 
 def test_demo_rejects_bad_frame_count(tmp_path, capsys):

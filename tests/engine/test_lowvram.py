@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from framecast.engine.engine import Engine, EngineConfig, PropagateJob, TrainJob
+from framecast.engine.engine import Engine, EngineConfig, PropagateJob, TrainJob, planning_frames
 from framecast.engine.errors import InvalidInput, OutOfMemory
-from framecast.engine.lowvram import GiB, estimate_peak_bytes
+from framecast.engine.lowvram import GiB, estimate_peak_bytes, memory_size
 from framecast.engine.toyworld import SceneConfig, make_scene
 from framecast.engine.training import TrainSettings
 
@@ -84,6 +84,54 @@ def test_budget_picks_windows_or_refuses(tiny_model_dir, tmp_path):
     starved = Engine(EngineConfig(model_dir=str(tiny_model_dir), max_vram_gb=1e-6), tmp_path / "starved")
     with pytest.raises(OutOfMemory, match="over the budget"):
         starved.validate_propagate(job)
+
+
+def test_whole_clips_must_fit_the_budget(tiny_model_dir, tmp_path):
+    """window_frames 0 never cuts a clip: under a budget the estimate is the whole clip's, and a
+    clip over it is refused before it starts, naming its frames, size and the budget."""
+    short, long = (make_scene(4, SceneConfig(frames=n, height=64, width=64, sprites=1)) for n in (9, 17))
+    probe = Engine(EngineConfig(model_dir=str(tiny_model_dir)), tmp_path / "probe")
+    need = {n: estimate_peak_bytes(probe.pipe.transformer, "none", "none", n, 64, 64, training=False, dtype_bytes=4).peak_bytes
+            for n in (9, 17)}
+    budget_gb = (need[9] + need[17]) / 2 / GiB
+    engine = Engine(EngineConfig(model_dir=str(tiny_model_dir), max_vram_gb=budget_gb, window_frames=0), tmp_path / "w0")
+
+    engine.validate_propagate(PropagateJob("", short.source, short.edit_mask, short.edited_first_frame, "p"))
+    assert engine._plan(short.source, 0, None, training=False).count == 1
+    job = PropagateJob("", long.source, long.edit_mask, long.edited_first_frame, "p", steps=1)
+    with pytest.raises(OutOfMemory) as refused:
+        engine.validate_propagate(job)
+    assert str(refused.value) == (
+        f"generating 64x64 as one clip of 17 frames needs ~{memory_size(need[17])} of device memory, over the budget "
+        f"of {memory_size(budget_gb * GiB)}; this server does not cut clips into windows (window_frames 0): ask for "
+        "a window_frames"
+    )
+    with pytest.raises(OutOfMemory, match="^training 64x64 as one clip of 17 frames needs .* over the budget of "):
+        engine.validate_train(TrainJob("a", long.source, long.edit_mask, "p", TrainSettings(steps=1, rank=4)))
+    # A request may still ask for windows: then each window must fit.
+    assert engine._plan(long.source, 9, None, training=False).count == 3
+    assert engine.propagate(PropagateJob("", long.source, long.edit_mask, long.edited_first_frame, "p", steps=1,
+                                         window_frames=9)).windows == 3  # fmt: skip
+
+
+def test_auto_settings_are_planned_for_whole_clips_under_window_frames_0(tiny_model_dir, tmp_path):
+    """The auto settings fit a window of at most 13 frames, or, when clips are never cut, the
+    longest clip the server accepts (not 0 frames, which would fit any budget the weights fit)."""
+    assert [planning_frames(EngineConfig(model_dir=str(tiny_model_dir), window_frames=w, max_frames=33))
+            for w in (81, 9, 0)] == [13, 9, 33]  # fmt: skip
+    probe = Engine(EngineConfig(model_dir=str(tiny_model_dir)), tmp_path / "probe")
+    need = {(q, n): estimate_peak_bytes(probe.pipe.transformer, q, "none", n, 480, 832, training=True).peak_bytes
+            for q in ("none", "int8") for n in (13, 33)}  # fmt: skip
+    assert need["none", 13] < need["int8", 33] < need["none", 33]
+    budget_gb = (need["int8", 33] + need["none", 33]) / 2 / GiB
+    settings = dict(model_dir=str(tiny_model_dir), quantize="auto", max_vram_gb=budget_gb, max_frames=33)
+    assert Engine(EngineConfig(**settings), tmp_path / "windows").quantize.value == "none"
+    assert Engine(EngineConfig(**settings, window_frames=0), tmp_path / "whole").quantize.value == "int8"
+
+
+def test_memory_size_stays_readable_for_small_figures():
+    assert [memory_size(n) for n in (3 * GiB, GiB // 4, 1.5 * (1 << 20), float("inf"))] == [
+        "3.00 GiB", "256.00 MiB", "1.50 MiB", "inf"]  # fmt: skip
 
 
 def test_auto_settings_follow_the_budget(tiny_model_dir, tmp_path):

@@ -1,4 +1,4 @@
-"""Stored media over a real port: listing, deleting (also from the CLI), retention, and restarts."""
+"""Stored media over a real port: listing, downloading and deleting (also from the CLI), retention, and restarts."""
 
 from __future__ import annotations
 
@@ -76,6 +76,30 @@ def test_cli_lists_and_deletes_media_by_prefix(start_server_at, tiny_model_dir, 
     assert capsys.readouterr().out.split() == ["deleted", source.id, "deleted", mask.id]
     assert cli.main(["media", "list", "--server", address]) == 0
     assert "1 media" in capsys.readouterr().out
+
+
+def test_cli_downloads_media_by_prefix(start_server_at, tiny_model_dir, scene, tmp_path, capsys):
+    server = start_server_at(tiny_model_dir, tmp_path / "data")
+    address = f"127.0.0.1:{server.port}"
+    with grpc.insecure_channel(address) as channel:
+        source, _, _ = upload_scene(framecast_pb2_grpc.FramecastStub(channel), scene)
+    output = tmp_path / "out" / "copy.mp4"  # a missing directory is created
+    assert cli.main(["media", "--server", address, "download", source.id[:19] + "...", "--output", str(output)]) == 0
+    assert output.read_bytes() == encode_video(scene.source, 8, lossless=True)
+    assert capsys.readouterr().out == f"{output} ({source.size_bytes} bytes, {source.id})\n"
+    assert [p.name for p in output.parent.iterdir()] == ["copy.mp4"]  # no temporary file left behind
+
+    output.write_bytes(b"older")  # replaced, as propagate and export replace theirs
+    assert cli.main(["media", "download", source.id, "--output", str(output), "--server", address]) == 0
+    assert output.stat().st_size == source.size_bytes
+    capsys.readouterr()
+
+    for prefix, problem in (("sha256:", "matches 3 media; give more digits"), ("sha256:zz", "matches no stored media")):
+        assert cli.main(["media", "--server", address, "download", prefix, "--output", str(tmp_path / "x.mp4")]) == 2
+        assert capsys.readouterr().err == f"error: ID {prefix!r} {problem}\n"
+    assert not (tmp_path / "x.mp4").exists()
+    assert cli.main(["media", "--server", address, "download", source.id, "--output", str(output.parent)]) == 2
+    assert capsys.readouterr().err == f"error: --output: is a directory: {output.parent}\n"
 
 
 def test_retention_deletes_media_older_than_the_period(start_server_at, tiny_model_dir, scene, tmp_path):

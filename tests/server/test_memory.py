@@ -8,7 +8,10 @@ import grpc
 import pytest
 import torch
 
+from framecast.engine.engine import Engine, EngineConfig
 from framecast.engine.errors import Cancelled
+from framecast.engine.lowvram import GiB, estimate_peak_bytes, memory_size
+from framecast.engine.toyworld import SceneConfig, make_scene
 from framecast.server.jobs import Job, JobQueue
 from framecast.v1 import framecast_pb2 as pb
 from framecast.v1 import framecast_pb2_grpc
@@ -31,6 +34,36 @@ def test_settings_reported_and_budget_refusal(start_server_at, tiny_model_dir, t
         assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "over the budget" in caught.value.details()
         assert stub.GetServerInfo(pb.GetServerInfoRequest(), timeout=10).ready
+
+
+def test_whole_clip_budget_refusal(start_server_at, tiny_model_dir, tmp_path, scene):
+    """serve --window-frames 0 --max-vram: a clip is never cut into windows, so one whose whole
+    length is over the budget is refused before it starts; a shorter one runs."""
+    probe = Engine(EngineConfig(model_dir=str(tiny_model_dir)), tmp_path / "probe")
+    need = {n: estimate_peak_bytes(probe.pipe.transformer, "none", "none", n, 64, 64, training=False, dtype_bytes=4).peak_bytes
+            for n in (9, 17)}
+    budget_gb = (need[9] + need[17]) / 2 / GiB
+    server = start_server_at(tiny_model_dir, tmp_path / "data", window_frames=0, max_vram_gb=budget_gb)
+    long = make_scene(5, SceneConfig(frames=17, height=64, width=64, sprites=1))
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        stub = framecast_pb2_grpc.FramecastStub(channel)
+        info = stub.GetServerInfo(pb.GetServerInfoRequest(), timeout=10)
+        assert (info.window_frames, info.max_vram_bytes) == (0, int(budget_gb * GiB))
+        for clip, frames in ((long, 17), (scene, 9)):
+            source, mask, edited = upload_scene(stub, clip)
+            request = pb.PropagateRequest(source_id=source.id, mask_id=mask.id, edited_first_frame_id=edited.id, steps=1)
+            if frames == 9:
+                (result,) = [e.result for e in stub.Propagate(request, timeout=300) if e.WhichOneof("event") == "result"]
+                assert (result.num_frames, result.metrics.windows) == (9, 1)
+                continue
+            with pytest.raises(grpc.RpcError) as caught:
+                list(stub.Propagate(request, timeout=60))
+            assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert caught.value.details().startswith(
+                f"generating 64x64 as one clip of 17 frames needs ~{memory_size(need[17])} of device memory, over the "
+                f"budget of {memory_size(budget_gb * GiB)}"
+            )
+            assert not stub.ListJobs(pb.ListJobsRequest(), timeout=10).jobs  # refused before a job was queued
 
 
 def test_out_of_memory_fails_the_job_and_the_queue_goes_on(tmp_path):
