@@ -443,8 +443,9 @@ class Engine:
 
     # --- propagation --------------------------------------------------------------------
 
-    def validate_propagate(self, job: PropagateJob) -> np.ndarray:
-        """Check a propagation request without running it; returns the mask as [F, H, W]."""
+    def validate_propagate(self, job: PropagateJob, adapter_pending: bool = False) -> np.ndarray:
+        """Check a propagation request without running it; returns the mask as [F, H, W].
+        ``adapter_pending``: a job that runs first is training ``job.adapter``, which is checked when this one runs."""
         self._check_steps("steps", job.steps)
         if not 0 <= job.guidance_scale <= 50:
             raise InvalidInput("guidance_scale", job.guidance_scale, "must be between 0 and 50")
@@ -458,7 +459,9 @@ class Engine:
         if job.edited_first_frame.shape != job.source.shape[1:]:
             h, w = job.edited_first_frame.shape[:2]
             raise InvalidInput("edited_first_frame", f"{w}x{h}", "must match the source size")
-        if job.adapter:
+        if job.adapter and adapter_pending:
+            check_adapter_name(job.adapter)
+        elif job.adapter:
             record = self.slots.record(check_adapter_name(job.adapter), self.store)
             if record.base_model != self.base_model:
                 raise IncompatibleAdapter(
