@@ -402,13 +402,14 @@ class FramecastClient:
         """Generate the edited video; yields ``accepted``, ``queued``, ``progress``, one ``frame``
         (PNG) per output frame as it is decoded, then ``result`` (or ``error``).
 
-        ``adapter=""`` samples the base model alone. ``guidance_scale``/``feather_px`` are sent
+        ``adapter=""`` samples the base model alone; an adapter a queued or running training
+        creates may be named, and the job runs after that training. ``guidance_scale``/``feather_px`` are sent
         explicitly unless None (server default). ``output_encoding``: "mp4" (default),
         "mp4-lossless" or "png-sequence". ``timeout`` bounds the whole stream. Raises ValueError
         for a bad mask_mode/output_encoding, or a count, pixel width or seed below 0 or beyond its
         field, at call time; FramecastError while iterating
         (INVALID_ARGUMENT, NOT_FOUND for an unknown adapter or media, FAILED_PRECONDITION for an
-        adapter that does not fit the model, RESOURCE_EXHAUSTED). ``collect_propagation``
+        adapter that does not fit the model or whose training failed, RESOURCE_EXHAUSTED). ``collect_propagation``
         consumes the stream and turns an ``error`` event into a FramecastError.
         """
         request = pb.PropagateRequest(

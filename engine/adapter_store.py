@@ -35,8 +35,8 @@ EXPORT_LAYOUTS = ("diffusers", "comfyui")
 
 
 def check_adapter_name(name: str, field_name: str = "adapter") -> str:
-    """Adapter names become directory and peft adapter names: letters, digits, '_' and '-', 1-64 chars,
-    starting with a letter or digit (so no path separator, no '..', no hidden file)."""
+    """Adapter names become directory names (and, prefixed, peft adapter names): letters, digits, '_' and '-',
+    1-64 chars, starting with a letter or digit (so no path separator, no '..', no hidden file)."""
     if not isinstance(name, str) or not _NAME_PATTERN.match(name):
         raise InvalidInput(field_name, name, "must be 1-64 letters, digits, '_' or '-', starting with a letter or digit")
     return name

@@ -8,6 +8,11 @@ the same parameters with new values, so a swap causes no recompilation. Every st
 has its alpha folded into lora_B, so the slot runs at scale 1 for all of them. Training
 attaches a separate peft adapter at the requested rank and hands the result to the caches.
 
+peft makes an adapter's name a key of every LoRA layer's ModuleDicts, that is a module
+attribute, so a public name such as ``training`` or ``to`` cannot be a peft name: the training
+adapter is attached as ``peft_name(name)``. Public names are what the API, the store and
+exported files carry; peft names never leave this module.
+
 Threads: the transformer's adapters (the slot, training adapters, which one is active) are
 changed only by ``activate``, ``deactivate``, ``prepare``, ``add_trainable``,
 ``finish_training`` and ``detach``, which the engine calls from the one thread that runs
@@ -66,12 +71,19 @@ __all__ = [
     "AdapterStore",
     "check_adapter_name",
     "import_adapter",
+    "peft_name",
     "serialize_adapter",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
 SLOT_ADAPTER = "_slot"  # peft name of the inference slot; user names cannot start with "_"
+TRAINING_PREFIX = "fc_"  # peft name of a training adapter: this + its public name
+
+
+def peft_name(name: str) -> str:
+    """The peft adapter name ``name`` trains under: no nn.Module attribute starts with the prefix."""
+    return TRAINING_PREFIX + name
 
 
 @dataclass(eq=False)
@@ -245,12 +257,17 @@ class AdapterSlots(AdapterCache):
         from framecast.engine.training import LORA_TARGET_PATTERN
 
         self.detach(name)
+        internal = peft_name(name)
         config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=LORA_TARGET_PATTERN)
-        self._add_peft_adapter(config, name, seed)
-        self.transformer.set_adapter(name)
+        try:
+            self._add_peft_adapter(config, internal, seed)
+        except BaseException:
+            self._discard_partial(internal)
+            raise
+        self.transformer.set_adapter(internal)
         self.transformer.enable_lora()  # a base-model-only job may have disabled LoRA layers
         for param_name, param in self.transformer.named_parameters():
-            is_lora = f".{name}." in param_name and "lora_" in param_name
+            is_lora = f".{internal}." in param_name and "lora_" in param_name
             param.requires_grad_(is_lora)
             if is_lora:
                 param.data = param.data.float()  # train adapter weights in fp32 on a bf16 base
@@ -258,10 +275,19 @@ class AdapterSlots(AdapterCache):
             self._training[name] = rank
             self._failed.pop(name, None)
 
+    def _discard_partial(self, internal: str) -> None:
+        """Undo an injection that failed part way, so that the next adapter attaches to a clean model."""
+        try:
+            self._delete_peft_adapter(internal)
+        except Exception:
+            log.exception("could not remove the partly attached adapter %s", internal)
+        if not hasattr(self.transformer, "peft_config"):  # diffusers marks it loaded before peft injects
+            self.transformer._hf_peft_config_loaded = False
+
     def state_dict(self, name: str) -> dict[str, torch.Tensor]:
         from peft.utils import get_peft_model_state_dict
 
-        weights = get_peft_model_state_dict(self.transformer, adapter_name=name)
+        weights = get_peft_model_state_dict(self.transformer, adapter_name=peft_name(name))
         return {KEY_PREFIX + key: value.detach().clone() for key, value in weights.items()}
 
     def finish_training(self, name: str, record: AdapterRecord) -> None:
@@ -273,7 +299,7 @@ class AdapterSlots(AdapterCache):
             modules = {m: (a, b * scale) for m, (a, b) in modules.items()}
         for param in self.transformer.parameters():
             param.requires_grad_(False)
-        self._delete_peft_adapter(name)
+        self._delete_peft_adapter(peft_name(name))
         weights = PackedWeights.pack(modules, next(self._serials), self.device, self.dtype)
         with self._load_lock, self._lock:
             self._training.pop(name, None)
@@ -283,9 +309,9 @@ class AdapterSlots(AdapterCache):
 
     def detach(self, name: str) -> bool:
         """Remove ``name``'s training adapter (if any) and forget it; True if one was attached."""
-        attached = name in (getattr(self.transformer, "peft_config", None) or {})
+        attached = peft_name(name) in (getattr(self.transformer, "peft_config", None) or {})
         if attached:
-            self._delete_peft_adapter(name)
+            self._delete_peft_adapter(peft_name(name))
         with self._lock:
             self._training.pop(name, None)
         self.forget(name)

@@ -7,11 +7,13 @@ carry decoded numpy media; every check of a request's content happens here, rais
 
 from __future__ import annotations
 
+import copy
 import gc
 import hashlib
 import json
 import logging
 import math
+import threading
 import time
 from collections import OrderedDict
 from contextlib import contextmanager
@@ -40,6 +42,8 @@ from framecast.engine.lowvram import (
 from framecast.engine.metrics import psnr, seam_score, ssim, temporal_change
 from framecast.engine.model import load_pipeline
 from framecast.engine.sampling import (
+    MAX_PROMPT_CHARS,
+    MAX_PROMPT_TOKENS,
     Conditioning,
     composite,
     decode_stream,
@@ -48,6 +52,7 @@ from framecast.engine.sampling import (
     encode_prompts,
     encode_video,
     feather_alpha,
+    prompt_tokens,
 )
 from framecast.engine.training import Progress, Sample, TrainSettings, train_lora
 from framecast.engine.windows import WindowPlan, plan_windows
@@ -193,6 +198,13 @@ class Engine:
         for name, message in self.store.failures().items():  # failed trainings survive a restart
             self.slots.mark_failed(name, message)
         self.slots.remember_used(self.store.last_used())  # and so do last-use times
+        # Request threads count prompt tokens on a copy: a tokenizer call sets truncation and padding
+        # on the tokenizer, which the job thread's prompt encoding must not see change under it.
+        tokenizer = getattr(self.pipe, "tokenizer", None)
+        self._count_tokenizer = copy.deepcopy(tokenizer) if tokenizer is not None else None
+        if self._count_tokenizer is not None:
+            self._count_tokenizer.model_max_length = 1 << 30  # counts past 512 are wanted, without a warning
+        self._count_lock = threading.Lock()
         self._prompt_cache: OrderedDict[tuple, tuple] = OrderedDict()
         self._image_cache: OrderedDict[bytes, torch.Tensor] = OrderedDict()
         log.info(
@@ -285,6 +297,20 @@ class Engine:
                                f"below the bbox minimum area, {C.bbox_min_area(height, width)} px at {width}x{height}); "
                                "use mask_mode exact or dilate")
 
+    def check_prompt(self, field_name: str, prompt: str) -> None:
+        """Refuse a prompt the text encoder would cut (over MAX_PROMPT_TOKENS tokens, as the pipeline
+        tokenizes it); text over MAX_PROMPT_CHARS characters is refused without tokenizing it."""
+        if len(prompt) > MAX_PROMPT_CHARS:
+            raise InvalidInput(field_name, prompt, f"is {len(prompt)} characters long, over the limit of {MAX_PROMPT_CHARS} "
+                               f"(the text encoder reads at most {MAX_PROMPT_TOKENS} tokens); shorten it")
+        if self._count_tokenizer is None:
+            return
+        with self._count_lock:
+            tokens = prompt_tokens(self._count_tokenizer, prompt)
+        if tokens > MAX_PROMPT_TOKENS:
+            raise InvalidInput(field_name, prompt, f"is {tokens} tokens long, over the limit of {MAX_PROMPT_TOKENS} the text "
+                               "encoder reads (longer prompts would be cut); shorten it")
+
     def _check_steps(self, field_name: str, steps: int) -> None:
         if not 1 <= steps <= self.config.max_steps:
             raise InvalidInput(field_name, steps, f"must be between 1 and {self.config.max_steps}")
@@ -296,6 +322,7 @@ class Engine:
         check_adapter_name(job.adapter)
         if self.store.exists(job.adapter):
             raise AlreadyExists(f"adapter {job.adapter!r} already exists; delete it first or pick another name")
+        self.check_prompt("prompt", job.prompt)
         settings = job.settings
         self._check_steps("steps", settings.steps)
         if job.references:
@@ -450,8 +477,11 @@ class Engine:
 
     # --- propagation --------------------------------------------------------------------
 
-    def validate_propagate(self, job: PropagateJob) -> np.ndarray:
-        """Check a propagation request without running it; returns the mask as [F, H, W]."""
+    def validate_propagate(self, job: PropagateJob, adapter_pending: bool = False) -> np.ndarray:
+        """Check a propagation request without running it; returns the mask as [F, H, W].
+        ``adapter_pending``: a job that runs first is training ``job.adapter``, which is checked when this one runs."""
+        self.check_prompt("prompt", job.prompt)
+        self.check_prompt("negative_prompt", job.negative_prompt)
         self._check_steps("steps", job.steps)
         if not 0 <= job.guidance_scale <= 50:
             raise InvalidInput("guidance_scale", job.guidance_scale, "must be between 0 and 50")
@@ -465,7 +495,9 @@ class Engine:
         if job.edited_first_frame.shape != job.source.shape[1:]:
             h, w = job.edited_first_frame.shape[:2]
             raise InvalidInput("edited_first_frame", f"{w}x{h}", "must match the source size")
-        if job.adapter:
+        if job.adapter and adapter_pending:
+            check_adapter_name(job.adapter)
+        elif job.adapter:
             record = self.slots.record(check_adapter_name(job.adapter), self.store)
             if record.base_model != self.base_model:
                 raise IncompatibleAdapter(

@@ -50,13 +50,25 @@ def encode_video(pipe, video: torch.Tensor) -> torch.Tensor:
     return (latents - mean) / std
 
 
+MAX_PROMPT_TOKENS = 512  # the UMT5 sequence length the pipeline encodes prompts at; it cuts longer ones
+MAX_PROMPT_CHARS = 32 * MAX_PROMPT_TOKENS  # longer text is refused without being tokenized
+
+
+def prompt_tokens(tokenizer, prompt: str) -> int:
+    """How many tokens ``encode_prompts`` gives ``prompt`` before cutting it to MAX_PROMPT_TOKENS: the
+    pipeline's own clean-up, then its tokenizer with the end-of-sequence token."""
+    from diffusers.pipelines.wan.pipeline_wan_i2v import prompt_clean
+
+    return len(tokenizer(prompt_clean(prompt), add_special_tokens=True, truncation=False)["input_ids"])
+
+
 @torch.no_grad()
 def encode_prompts(pipe, prompt: str, negative_prompt: str | None, guidance: bool, device) -> tuple:
     positive, negative = pipe.encode_prompt(
         prompt=prompt,
         negative_prompt=negative_prompt,
         do_classifier_free_guidance=guidance,
-        max_sequence_length=512,
+        max_sequence_length=MAX_PROMPT_TOKENS,
         device=device,
     )
     dtype = pipe.transformer.dtype

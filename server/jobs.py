@@ -199,6 +199,12 @@ class JobQueue:
         # A finished job stays _running for a moment after its last event: it no longer counts.
         return any((name in job.uses_adapters or name == job.info.adapter) and not job.done for job in jobs)
 
+    def training(self, name: str) -> Job | None:
+        """The queued or running job that trains adapter ``name``, if any."""
+        with self._lock:
+            jobs = list(self._waiting) + ([self._running] if self._running else [])
+        return next((j for j in jobs if j.info.kind == pb.JOB_KIND_TRAIN and j.info.adapter == name and not j.done), None)
+
     def cancel(self, job_id: str) -> pb.JobInfo:
         job = self.get(job_id)
         if not isinstance(job, Job) or job.done:

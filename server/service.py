@@ -155,8 +155,8 @@ class FramecastService(AdapterRpcs, pb_grpc.FramecastServicer):
             overlap_frames=request.overlap_frames if request.HasField("overlap_frames") else None,
         )
         engine.validate_train(job)
-        if self.queue.adapter_in_use(request.adapter):
-            raise FailedPrecondition(f"adapter {request.adapter!r} is already being trained by another job")
+        if (training := self.queue.training(request.adapter)) is not None:
+            raise FailedPrecondition(f"adapter {request.adapter!r} is already being trained by job {training.id}")
 
         def run(handle: Job) -> None:
             def on_progress(p: Progress) -> None:
@@ -192,7 +192,9 @@ class FramecastService(AdapterRpcs, pb_grpc.FramecastServicer):
             overlap_frames=request.overlap_frames if request.HasField("overlap_frames") else None,
             blend_ramp=_blend_ramp(request.blend_ramp),
         )
-        engine.validate_propagate(job)
+        # An adapter a queued or running Train job creates: the job runs first (one FIFO queue).
+        training = self.queue.training(request.adapter) if request.adapter else None
+        engine.validate_propagate(job, adapter_pending=training is not None)
         encoding = request.output_encoding or pb.OUTPUT_ENCODING_MP4_H264
         if encoding not in (pb.OUTPUT_ENCODING_MP4_H264, pb.OUTPUT_ENCODING_MP4_H264_LOSSLESS, pb.OUTPUT_ENCODING_PNG_SEQUENCE):
             raise InvalidInput("output_encoding", encoding, "is not a known OutputEncoding")
@@ -208,6 +210,8 @@ class FramecastService(AdapterRpcs, pb_grpc.FramecastServicer):
                 for offset, frame in enumerate(frames):
                     handle.emit(frame=pb.Frame(index=first + offset, png=encode_png(frame)))
 
+            if training is not None:
+                _check_trained(training)
             with engine.slots.using(job.adapter):  # never evicted or deleted while the job runs
                 result = engine.propagate(job, on_step, on_frames, handle.should_cancel)
             if encoding == pb.OUTPUT_ENCODING_PNG_SEQUENCE:
@@ -282,6 +286,15 @@ class FramecastService(AdapterRpcs, pb_grpc.FramecastServicer):
             info.optimizer = details["optimizer"]
             self._fill_adapter_server_info(info)
         return info
+
+
+def _check_trained(training: Job) -> None:
+    """Raise FailedPrecondition, with its error, unless the Train job a Propagate waited for succeeded."""
+    info = training.snapshot()
+    if info.state != pb.JOB_STATE_SUCCEEDED:
+        outcome = "was cancelled" if info.state == pb.JOB_STATE_CANCELLED else "failed"
+        raise FailedPrecondition(f"adapter {info.adapter!r} was not trained: its training job {info.job_id} {outcome}: "
+                                 f"{info.error.message or pb.JobState.Name(info.state)}")
 
 
 def _elapsed(job: Job) -> float:

@@ -15,6 +15,7 @@ from framecast.engine.adapters import (
     AdapterState,
     AdapterStore,
     import_adapter,
+    peft_name,
     serialize_adapter,
 )
 from framecast.engine.errors import (
@@ -234,9 +235,10 @@ def test_training_adapter_joins_the_device_cache_with_alpha_folded(transformer, 
     assert slots.status("trained").state is AdapterState.TRAINING
     with torch.no_grad():
         for name, param in transformer.named_parameters():
-            if ".trained." in name and "lora_B" in name:
+            if f".{peft_name('trained')}." in name and "lora_B" in name:
                 param.copy_(torch.randn_like(param) * 0.1)
     trained = forward(transformer)
+    assert not torch.equal(trained, forward_without_lora(transformer))
     record = AdapterRecord(name="trained", base_model=BASE, rank=4, alpha=8.0, target_modules=[], training={},
                            source_media_id="", final_loss=0.0)  # fmt: skip
     state_dict = slots.state_dict("trained")
@@ -249,6 +251,57 @@ def test_training_adapter_joins_the_device_cache_with_alpha_folded(transformer, 
     slots.unload("trained", store)
     slots.activate("trained", store)  # from disk this time
     torch.testing.assert_close(forward(transformer), trained, rtol=1e-5, atol=1e-5)
+
+
+def forward_without_lora(transformer) -> torch.Tensor:
+    transformer.disable_lora()
+    try:
+        return forward(transformer)
+    finally:
+        transformer.enable_lora()
+
+
+@pytest.mark.parametrize("name", ["training", "forward", "to", "parameters", "default", "lora_A", "base_layer", "x_slot"])
+def test_any_valid_name_trains_whatever_peft_makes_of_names(transformer, store, name):
+    """peft makes adapter names module attributes: ``training`` once raised "attribute 'training' already exists"."""
+    slots = make_slots(transformer)
+    slots.prepare()
+    slots.add_trainable(name, rank=2, alpha=2.0, seed=0)
+    state_dict = slots.state_dict(name)
+    assert state_dict and all(k.startswith("transformer.blocks.") and k.endswith(("lora_A.weight", "lora_B.weight"))
+                              for k in state_dict)  # fmt: skip
+    record = AdapterRecord(name=name, base_model=BASE, rank=2, alpha=2.0, target_modules=[], training={},
+                           source_media_id="", final_loss=0.0)  # fmt: skip
+    slots.finish_training(name, record)
+    store.save(state_dict, record)
+    assert list(transformer.peft_config) == [SLOT_ADAPTER]
+    slots.activate(name, store)
+    assert store.record(name).name == name and slots.status(name).state is LOADED
+
+
+@pytest.mark.parametrize("prepared", [False, True])
+def test_an_injection_that_fails_part_way_leaves_the_model_clean(transformer, store, monkeypatch, prepared):
+    from peft.tuners.lora.layer import LoraLayer
+
+    slots = make_slots(transformer)
+    if prepared:
+        slots.prepare()
+    update_layer, calls = LoraLayer.update_layer, []
+
+    def failing(self, adapter_name, *args, **kwargs):
+        calls.append(adapter_name)
+        if len(calls) == 3:
+            raise RuntimeError("injection failed")
+        return update_layer(self, adapter_name, *args, **kwargs)
+
+    monkeypatch.setattr(LoraLayer, "update_layer", failing)
+    with pytest.raises(RuntimeError, match="injection failed"):
+        slots.add_trainable("first", rank=2, alpha=2.0, seed=0)
+    monkeypatch.setattr(LoraLayer, "update_layer", update_layer)
+    slots.add_trainable("second", rank=2, alpha=2.0, seed=0)
+    assert sorted(transformer.peft_config) == sorted([peft_name("second")] + ([SLOT_ADAPTER] if prepared else []))
+    assert not any(f".{peft_name('first')}." in n for n, _ in transformer.named_parameters())
+    forward(transformer)
 
 
 def test_a_stored_file_that_no_longer_fits_is_failed(transformer, store):

@@ -322,3 +322,46 @@ def test_an_adapter_being_trained_is_listed_as_training(stub, scene):
     assert kinds[-1] == "adapter"
     info = stub.GetAdapter(pb.AdapterRef(name="in-training"), timeout=10)
     assert info.state == pb.ADAPTER_STATE_LOADED and info.origin == "trained"
+
+
+def test_names_that_are_module_attributes_train_propagate_export_and_reload(start_server_at, tiny_model_dir, scene, tmp_path):
+    """peft makes an adapter's name a module attribute: `training` failed to train ("attribute 'training'
+    already exists") and left the model unable to train any adapter after it."""
+    from framecast.v1 import framecast_pb2_grpc
+
+    def connect(server):
+        channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+        return channel, framecast_pb2_grpc.FramecastStub(channel)
+
+    server = start_server_at(tiny_model_dir, tmp_path / "data")  # fresh: no adapter attached to the model yet
+    channel, stub = connect(server)
+    with channel:
+        source, mask, edited = upload_scene(stub, scene)
+
+        def run(adapter):
+            request = pb.PropagateRequest(adapter=adapter, source_id=source.id, mask_id=mask.id,
+                                          edited_first_frame_id=edited.id, prompt="p", steps=2, seed=3)  # fmt: skip
+            return frames_of(stub.Propagate(request, timeout=300))
+
+        for name in ("training", "to", "plain"):
+            train = pb.TrainRequest(adapter=name, source_id=source.id, mask_id=mask.id, prompt="p", steps=2, rank=2, seed=1)
+            events = list(stub.Train(train, timeout=300))
+            assert events[-1].WhichOneof("event") == "adapter", events[-1]
+            assert events[-1].adapter.name == name and events[-1].adapter.state == pb.ADAPTER_STATE_LOADED
+        frames = run("training")
+        assert np.array_equal(frames, run("plain"))  # the same seed and settings train the same weights, whatever the name
+        assert not np.array_equal(frames, run(""))
+        exported = export(stub, "training", pb.EXPORT_FORMAT_DIFFUSERS)
+        tensors, metadata = _read(exported)
+        assert all(k.startswith("transformer.blocks.") and k.endswith(("lora_A.weight", "lora_B.weight")) for k in tensors)
+        assert json.loads(metadata["framecast.adapter"])["name"] == "training"
+        assert import_adapter(stub, "training-copy", exported).name == "training-copy"
+        assert np.array_equal(frames, run("training-copy"))
+    server.stop(grace=5)
+
+    server = start_server_at(tiny_model_dir, tmp_path / "data")
+    channel, stub = connect(server)
+    with channel:
+        names = {a.name: a.state for a in stub.ListAdapters(pb.ListAdaptersRequest(), timeout=10).adapters}
+        assert names == dict.fromkeys(("plain", "to", "training", "training-copy"), pb.ADAPTER_STATE_READY)
+        assert np.array_equal(frames, run("training"))

@@ -173,3 +173,29 @@ def test_settings_that_would_stall_or_break_a_job_are_refused_up_front(stub, med
     expect(grpc.StatusCode.INVALID_ARGUMENT, propagate(stub, **{**base, "mask_id": black.id}), "mask", "no edit region")
     names = [a.name for a in stub.ListAdapters(pb.ListAdaptersRequest(), timeout=10).adapters]
     assert "refused" not in names
+
+
+def test_prompts_the_text_encoder_would_cut_are_refused_up_front(stub, media):
+    """The pipeline encodes prompts at 512 UMT5 tokens and cut longer ones silently. The tiny model's
+    tokenizer gives one token per UTF-8 byte, plus the end-of-sequence token."""
+    ids = dict(source_id=media["source"].id, mask_id=media["mask"].id)
+    base = dict(**ids, edited_first_frame_id=media["edited"].id, steps=1)
+    jobs = len(stub.ListJobs(pb.ListJobsRequest(limit=1000), timeout=10).jobs)
+    too_long = "a" * 512
+    expect(grpc.StatusCode.INVALID_ARGUMENT, lambda: stub.Propagate(pb.PropagateRequest(prompt=too_long, **base), timeout=60),
+           "prompt is 513 tokens long, over the limit of 512")  # fmt: skip
+    negative = pb.PropagateRequest(prompt="p", negative_prompt="é" * 300, **base)
+    expect(grpc.StatusCode.INVALID_ARGUMENT, lambda: stub.Propagate(negative, timeout=60),
+           "negative_prompt is 601 tokens long, over the limit of 512")
+    train = pb.TrainRequest(adapter="long-prompt", prompt=too_long, steps=1, rank=2, **ids)
+    expect(grpc.StatusCode.INVALID_ARGUMENT, lambda: stub.Train(train, timeout=60), "prompt is 513 tokens long")
+    huge = "a" * (1 << 20)  # refused on its length alone, never tokenized
+    expect(grpc.StatusCode.INVALID_ARGUMENT, lambda: stub.Propagate(pb.PropagateRequest(prompt=huge, **base), timeout=60),
+           "prompt is 1048576 characters long, over the limit of 16384")  # fmt: skip
+    train = pb.TrainRequest(adapter="long-prompt", prompt=huge, steps=1, rank=2, **ids)
+    expect(grpc.StatusCode.INVALID_ARGUMENT, lambda: stub.Train(train, timeout=60), "prompt is 1048576 characters long")
+    assert len(stub.ListJobs(pb.ListJobsRequest(limit=1000), timeout=10).jobs) == jobs
+    assert "long-prompt" not in [a.name for a in stub.ListAdapters(pb.ListAdaptersRequest(), timeout=10).adapters]
+    # Counted as the pipeline counts: after its whitespace clean-up, 511 bytes + </s> fit exactly.
+    fits = pb.PropagateRequest(prompt="  \n" * 1000 + "a" * 511, negative_prompt="b" * 511, **base)
+    assert list(stub.Propagate(fits, timeout=300))[-1].result.num_frames == 9

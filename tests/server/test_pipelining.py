@@ -1,0 +1,109 @@
+"""Train then Propagate without waiting: jobs run in FIFO order on one queue, so a propagation
+that names an adapter a queued or running Train job creates is accepted and runs after it."""
+
+from __future__ import annotations
+
+import threading
+
+import grpc
+import pytest
+
+from framecast.engine.errors import TrainingDiverged
+from framecast.v1 import framecast_pb2 as pb
+
+from .test_bad_requests import expect
+from .test_e2e import upload_scene
+
+
+def kinds(events) -> list[str]:
+    return [e.WhichOneof("event") for e in events]
+
+
+@pytest.fixture()
+def media(stub, scene):
+    return upload_scene(stub, scene)
+
+
+def train(stub, media, adapter: str, steps: int = 2):
+    source, mask, _ = media
+    request = pb.TrainRequest(adapter=adapter, source_id=source.id, mask_id=mask.id, prompt="p", steps=steps, rank=2)
+    return stub.Train(request, timeout=300)
+
+
+def propagate(stub, media, adapter: str, steps: int = 2):
+    source, mask, edited = media
+    request = pb.PropagateRequest(adapter=adapter, source_id=source.id, mask_id=mask.id, edited_first_frame_id=edited.id,
+                                  prompt="p", steps=steps)  # fmt: skip
+    return stub.Propagate(request, timeout=300)
+
+
+def accepted(stream) -> tuple[str, int]:
+    """The job id and queue position a Train/Propagate stream starts with."""
+    first, second = next(stream), next(stream)
+    assert (first.WhichOneof("event"), second.WhichOneof("event")) == ("accepted", "queued")
+    return first.job_id, second.queued.position
+
+
+def test_propagate_with_an_adapter_whose_training_is_queued_or_running_runs_after_it(stub, media):
+    blocker = propagate(stub, media, "", steps=5000)
+    blocker_id, _ = accepted(blocker)
+    try:
+        next(e for e in blocker if e.WhichOneof("event") == "progress")  # running
+        training = train(stub, media, "pipelined", steps=3)
+        training_id, position = accepted(training)
+        assert position == 1
+        assert stub.GetAdapter(pb.AdapterRef(name="pipelined"), timeout=10).state == pb.ADAPTER_STATE_TRAINING
+        queued = propagate(stub, media, "pipelined")  # was NOT_FOUND: the adapter does not exist yet
+        assert accepted(queued)[1] == 2
+        expect(grpc.StatusCode.FAILED_PRECONDITION, lambda: train(stub, media, "pipelined"), "'pipelined'", training_id)
+    finally:
+        stub.CancelJob(pb.JobRef(job_id=blocker_id), timeout=10)
+        blocker.cancel()
+
+    next(e for e in training if e.WhichOneof("event") == "progress")  # running: the adapter is TRAINING
+    assert stub.GetAdapter(pb.AdapterRef(name="pipelined"), timeout=10).state == pb.ADAPTER_STATE_TRAINING
+    running = propagate(stub, media, "pipelined")  # was FAILED_PRECONDITION "is being trained"
+    accepted(running)
+    assert kinds(training)[-1] == "adapter"
+    for stream in (queued, running):
+        events = list(stream)
+        assert kinds(events)[-1] == "result" and events[-1].result.num_frames == 9
+    assert stub.GetJob(pb.JobRef(job_id=training_id), timeout=10).state == pb.JOB_STATE_SUCCEEDED
+
+
+def test_propagate_after_a_training_that_fails_or_is_cancelled_fails_with_its_error(stub, media, monkeypatch):
+    import framecast.engine.engine as engine_module
+
+    started, release = threading.Event(), threading.Event()
+
+    def diverging(*args, **kwargs):
+        started.set()
+        assert release.wait(60)
+        raise TrainingDiverged("training diverged: the loss was nan at step 1 of 2 (motion phase)")
+
+    monkeypatch.setattr(engine_module, "train_lora", diverging)
+    doomed = train(stub, media, "doomed")
+    doomed_id, _ = accepted(doomed)
+    try:
+        assert started.wait(60)
+        dropped = train(stub, media, "dropped")
+        dropped_id, _ = accepted(dropped)
+        after_dropped = propagate(stub, media, "dropped")
+        after_doomed = propagate(stub, media, "doomed")
+        accepted(after_dropped)
+        accepted(after_doomed)
+        assert stub.CancelJob(pb.JobRef(job_id=dropped_id), timeout=10).state == pb.JOB_STATE_CANCELLED
+    finally:
+        release.set()
+
+    expect(grpc.StatusCode.FAILED_PRECONDITION, lambda: list(doomed), "training diverged")
+    expect(grpc.StatusCode.FAILED_PRECONDITION, lambda: list(after_doomed),
+           f"adapter 'doomed' was not trained: its training job {doomed_id} failed: training diverged")
+    expect(grpc.StatusCode.FAILED_PRECONDITION, lambda: list(after_dropped),
+           f"adapter 'dropped' was not trained: its training job {dropped_id} was cancelled")
+    assert stub.GetAdapter(pb.AdapterRef(name="doomed"), timeout=10).state == pb.ADAPTER_STATE_FAILED
+    expect(grpc.StatusCode.NOT_FOUND, lambda: stub.GetAdapter(pb.AdapterRef(name="dropped"), timeout=10), "dropped")
+    # Neither is pending any more: a propagation now says so at once, and the server goes on serving.
+    expect(grpc.StatusCode.FAILED_PRECONDITION, lambda: propagate(stub, media, "doomed"), "'doomed' failed to train")
+    expect(grpc.StatusCode.NOT_FOUND, lambda: propagate(stub, media, "dropped"), "'dropped'")
+    assert kinds(propagate(stub, media, ""))[-1] == "result"
