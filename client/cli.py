@@ -526,8 +526,6 @@ def build_parser() -> argparse.ArgumentParser:
     toy.add_argument("--threads", type=positive_int, default=1, metavar="N", help="CPU threads (default: %(default)s)")
     # A longer schedule on an OUT_DIR that holds a finished run continues it from its checkpoints.
     # The shipped model: a default run, then --vae-finetune-steps 2000 --transformer-steps 5000.
-    # The shipped model then starts a third run from that one, widened to 32 latent channels:
-    # --init-from DIR --vae-z-dim 32 --vae-steps 0 --vae-finetune-steps 600 --transformer-steps 2000.
     toy.add_argument("--init-from", metavar="DIR", default=None,
                      help="start from this toy model's weights instead of from scratch")
     toy.add_argument("--vae-z-dim", type=whole_number(4, 64, "vae-z-dim"), default=16, metavar="N",
