@@ -3,7 +3,7 @@
 An adapter is a directory ``<root>/<name>/`` with ``adapter.safetensors`` (LoRA weights in the
 canonical form of ``adapter_formats``: diffusers keys, float32, alpha folded into lora_B) and
 ``adapter.json`` (its record). Both are written atomically, the record last: an adapter
-without a record is an interrupted write and is ignored. A training that failed leaves only
+without a record is an interrupted write, ignored and removed at start-up. A training that failed leaves only
 ``failure.txt`` (why), so the adapter still reads FAILED after a restart; training the name
 again or deleting it removes the file.
 """
@@ -23,7 +23,7 @@ import torch
 
 from framecast.engine.adapter_formats import KEY_PREFIX, split_canonical, to_comfyui
 from framecast.engine.errors import AdapterFailed, AdapterNotFound, AlreadyExists, IncompatibleAdapter, InvalidInput
-from framecast.engine.media import atomic_write
+from framecast.engine.media import atomic_write, remove_interrupted_writes
 
 WEIGHTS_FILE = "adapter.safetensors"
 RECORD_FILE = "adapter.json"
@@ -134,6 +134,15 @@ class AdapterStore:
 
     def _dir(self, name: str) -> Path:
         return self.root / check_adapter_name(name)
+
+    def remove_interrupted_writes(self) -> None:
+        """Remove what a crash left half-written; for start-up, while nothing writes. That is
+        temporary files, and directories with neither an adapter nor a failed training: a save
+        stopped before its record landed, a delete stopped after its record went."""
+        remove_interrupted_writes(self.root)
+        for directory in self.root.iterdir():
+            if directory.is_dir() and not any((directory / file).is_file() for file in (RECORD_FILE, FAILURE_FILE)):
+                shutil.rmtree(directory, ignore_errors=True)
 
     def exists(self, name: str) -> bool:
         return (self._dir(name) / RECORD_FILE).is_file()

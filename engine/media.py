@@ -53,7 +53,7 @@ def atomic_write(path: str | os.PathLike, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     # Not mkstemp: its files are private (0600). Opened like any new file, the temporary one
     # gets the permissions the process's umask gives, and so does the file it becomes.
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"  # what remove_interrupted_writes removes
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -69,6 +69,13 @@ def atomic_write(path: str | os.PathLike, data: bytes) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def remove_interrupted_writes(directory: str | os.PathLike) -> None:
+    """Delete the temporary files that ``atomic_write``s a crash interrupted left in ``directory`` and below."""
+    for path in Path(directory).rglob(".*.tmp"):
+        if path.is_file():
+            path.unlink(missing_ok=True)
 
 
 def sniff_kind(data: bytes) -> MediaKind:

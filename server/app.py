@@ -22,6 +22,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from framecast.engine.adapter_store import AdapterStore
 from framecast.engine.engine import Engine, EngineConfig
 from framecast.engine.errors import InvalidInput
 from framecast.server.config import ServerConfig
@@ -49,6 +50,7 @@ class RunningServer:
             self._data_lock.close()
             raise
         self.media = MediaStore(data / "media", max_pixels=config.max_pixels, max_frames=config.max_frames)
+        AdapterStore(data / "adapters").remove_interrupted_writes()
         self.queue = JobQueue(data / "jobs", max_queue=config.max_queue)
         self.service = FramecastService(config, self.media, self.queue)
         self.health = health.HealthServicer()

@@ -19,7 +19,7 @@ from pathlib import Path
 from google.protobuf import json_format
 
 from framecast.engine.errors import Cancelled, FailedPrecondition, JobNotFound, OutOfMemory, Unavailable
-from framecast.engine.media import atomic_write
+from framecast.engine.media import atomic_write, remove_interrupted_writes
 from framecast.server.errors import status_for
 from framecast.v1 import framecast_pb2 as pb
 
@@ -136,6 +136,7 @@ class JobQueue:
     # --- records --------------------------------------------------------------------------
 
     def _load_records(self) -> None:
+        remove_interrupted_writes(self.records_dir)
         paths = sorted(self.records_dir.glob("*.json"), key=lambda p: p.stat().st_mtime)
         for path in paths[-self.keep_finished :]:
             try:

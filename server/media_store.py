@@ -3,7 +3,8 @@
 Uploads are decoded once on arrival, so corrupt or oversized media is refused before it is
 stored; the decoded frames of recently used media stay in a small in-memory cache. A delete
 renames the directory out of the way first (one atomic step) and then removes it, so a crash
-never leaves half a media file under its id; leftovers are removed at start-up. ``expire``
+never leaves half a media file under its id. Leftovers of interrupted deletes and uploads
+(an upload is committed by its meta.json, written last) are removed at start-up. ``expire``
 deletes what is older than a retention period (the server's ``--media-retention-hours``).
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import threading
@@ -23,10 +25,11 @@ from pathlib import Path
 import numpy as np
 
 from framecast.engine.errors import InvalidInput, MediaNotFound
-from framecast.engine.media import Media, MediaKind, atomic_write, decode_media
+from framecast.engine.media import Media, MediaKind, atomic_write, decode_media, remove_interrupted_writes
 
 ID_PREFIX = "sha256:"
 _TRASH_PREFIX = ".deleted-"
+_DIGEST = re.compile("[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -51,8 +54,16 @@ class MediaStore:
         self._cache: OrderedDict[str, Media] = OrderedDict()
         self._cache_items = cache_items
         self._lock = threading.Lock()
-        for leftover in self.root.glob(f"{_TRASH_PREFIX}*"):  # deletes a crash interrupted
-            shutil.rmtree(leftover, ignore_errors=True)
+        self._remove_interrupted_writes()
+
+    def _remove_interrupted_writes(self) -> None:
+        """Remove deletes and uploads a crash interrupted: trash, temporary files, media without meta.json."""
+        remove_interrupted_writes(self.root)
+        for directory in self.root.iterdir():
+            if directory.name.startswith(_TRASH_PREFIX):
+                shutil.rmtree(directory, ignore_errors=True)
+            elif _DIGEST.fullmatch(directory.name) and not (directory / "meta.json").is_file():
+                shutil.rmtree(directory, ignore_errors=True)
 
     def _dir(self, media_id: str) -> Path:
         if not media_id.startswith(ID_PREFIX):

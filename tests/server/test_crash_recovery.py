@@ -1,0 +1,111 @@
+"""A `framecast serve` killed with SIGKILL at a bad moment, then started again on the same data dir:
+what was stored is all there and usable, and what a crash left half-written is gone."""
+
+from __future__ import annotations
+
+import re
+import resource
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import grpc
+import pytest
+
+from framecast.v1 import framecast_pb2 as pb
+from framecast.v1 import framecast_pb2_grpc
+
+from .test_adapter_lifecycle import import_adapter, lora_file, shapes  # noqa: F401 (a fixture)
+from .test_e2e import upload_scene
+
+
+class Served:
+    """``framecast serve`` in a process of its own, as a user runs it."""
+
+    def __init__(self, model_dir: Path, data_dir: Path, file_size_limit: int | None = None):
+        def limit_file_size() -> None:  # a disk that fills up: writes past the limit fail with EFBIG
+            resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
+
+        command = [sys.executable, "-m", "framecast.client.cli", "serve", "--model", str(model_dir), "--data",
+                   str(data_dir), "--host", "127.0.0.1", "--port", "0"]  # fmt: skip
+        self.process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                                        preexec_fn=limit_file_size if file_size_limit else None)  # fmt: skip
+        log, port = [], None
+        for line in self.process.stderr:
+            log.append(line)
+            if match := re.search(r"listening on \S+:(\d+)", line):
+                port = int(match.group(1))
+            if "ready:" in line:
+                break
+        else:
+            self.process.wait()
+            pytest.fail(f"serve exited with {self.process.returncode}: {''.join(log)}")
+        threading.Thread(target=self.process.stderr.read, daemon=True).start()
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        self.stub = framecast_pb2_grpc.FramecastStub(self.channel)
+
+    def kill(self) -> None:
+        self.channel.close()
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+
+@pytest.fixture()
+def serve(tiny_model_dir):
+    started: list[Served] = []
+
+    def start(data_dir: Path, **options) -> Served:
+        started.append(Served(tiny_model_dir, data_dir, **options))
+        return started[-1]
+
+    yield start
+    for served in started:
+        if served.process.poll() is None:
+            served.kill()
+
+
+def adapter_states(stub) -> dict[str, int]:
+    return {a.name: a.state for a in stub.ListAdapters(pb.ListAdaptersRequest(), timeout=10).adapters}
+
+
+def test_what_a_crash_left_half_written_is_removed_and_what_was_stored_is_kept(
+    serve, start_server_at, tiny_model_dir, scene, shapes, tmp_path  # noqa: F811 (a fixture)
+):
+    data_dir = tmp_path / "data"
+    server = serve(data_dir)
+    uploaded = {m.id: m for m in upload_scene(server.stub, scene)}
+    import_adapter(server.stub, "kept", lora_file(shapes, rank=2))
+    server.kill()
+
+    adapters, media, jobs = data_dir / "adapters", data_dir / "media", data_dir / "jobs"
+    weights = (adapters / "kept" / "adapter.safetensors").read_bytes()
+    # The files a kill leaves at each point of a write: an import or training stopped between the
+    # weights and the record, a delete stopped after the record went, atomic writes stopped before
+    # their rename, an upload stopped before its meta.json.
+    for name in ("half-saved", "half-deleted"):
+        (adapters / name).mkdir()
+        (adapters / name / "adapter.safetensors").write_bytes(weights)
+    (adapters / "half-deleted" / "last_used").touch()
+    (adapters / "kept" / ".adapter.json.0123456789abcdef.tmp").write_text("{")
+    half_upload = media / ("ab" * 32)
+    half_upload.mkdir()
+    (half_upload / "data").write_bytes(b"\x89PNG\r\n\x1a\n")
+    some_media = media / next(iter(uploaded)).removeprefix("sha256:")
+    (some_media / ".data.0123456789abcdef.tmp").write_bytes(b"\0" * 100)
+    (jobs / ".0123456789abcdef.json.0123456789abcdef.tmp").write_text("{")
+
+    restarted = start_server_at(tiny_model_dir, data_dir)
+    with grpc.insecure_channel(f"127.0.0.1:{restarted.port}") as channel:
+        stub = framecast_pb2_grpc.FramecastStub(channel)
+        assert {m.id for m in stub.ListMedia(pb.ListMediaRequest(), timeout=10).media} == set(uploaded)
+        for media_id, ref in uploaded.items():
+            data = b"".join(c.data for c in stub.DownloadMedia(pb.MediaRef(id=media_id), timeout=10))
+            assert len(data) == ref.size_bytes
+        assert adapter_states(stub) == {"kept": pb.ADAPTER_STATE_READY}
+        assert stub.LoadAdapter(pb.LoadAdapterRequest(name="kept"), timeout=10).adapter.state == pb.ADAPTER_STATE_LOADED
+    assert sorted(p.name for p in adapters.iterdir()) == ["kept"]
+    assert not list(data_dir.rglob("*.tmp"))
+    assert not half_upload.exists()
+
