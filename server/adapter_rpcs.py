@@ -12,8 +12,15 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
-from framecast.engine.adapters import AdapterRecord, AdapterState, AdapterStatus, check_adapter_name, import_adapter
-from framecast.engine.errors import AdapterNotFound, AlreadyExists, FailedPrecondition, InvalidInput
+from framecast.engine.adapters import (
+    AdapterRecord,
+    AdapterState,
+    AdapterStatus,
+    AdapterStore,
+    check_adapter_name,
+    import_adapter,
+)
+from framecast.engine.errors import AdapterFailed, AdapterNotFound, AlreadyExists, FailedPrecondition, InvalidInput
 from framecast.server.jobs import ensure_not_in_use
 from framecast.v1 import framecast_pb2 as pb
 
@@ -47,6 +54,39 @@ def _target_state(to: int, default: AdapterState, default_wire: int) -> AdapterS
                            f"must be {pb.AdapterState.Name(default_wire)} or ADAPTER_STATE_CACHED")  # fmt: skip
     return targets[to]
 
+
+def adapter_info(record: AdapterRecord, status: AdapterStatus) -> pb.AdapterInfo:
+    return pb.AdapterInfo(
+        name=record.name, base_model=record.base_model, rank=record.rank, alpha=record.alpha,
+        target_modules=record.target_modules, size_bytes=record.size_bytes, created_at=record.created_at,
+        source_media_id=record.source_media_id, final_loss=record.final_loss,
+        training_json=json.dumps(record.training, sort_keys=True), loaded=status.state is AdapterState.LOADED,
+        state=STATES[status.state], pinned=status.pinned, last_used_at=status.last_used_at,
+        device_bytes=status.device_bytes, host_bytes=status.host_bytes, error=status.error,
+        origin=record.origin, in_use=status.in_use,
+    )  # fmt: skip
+
+
+def settle_interrupted_training(store: AdapterStore, info: pb.JobInfo) -> None:
+    """Settle a Train job a crash or restart interrupted (``info`` reads FAILED): SUCCEEDED when its
+    adapter was stored before the crash and only the job's record lagged behind, else its adapter
+    reads FAILED with why, as after any training that failed."""
+    if info.kind != pb.JOB_KIND_TRAIN:
+        return
+    try:
+        record = store.record(info.adapter)
+    except InvalidInput:  # not a name a training was accepted for
+        return
+    except (AdapterNotFound, AdapterFailed):
+        store.record_failure(info.adapter, "training failed: interrupted by a server restart")
+        return
+    if info.started_at and record.created_at >= info.started_at:
+        info.state = pb.JOB_STATE_SUCCEEDED
+        info.finished_at = record.created_at
+        info.ClearField("error")
+        info.adapter_result.CopyFrom(adapter_info(record, AdapterStatus(AdapterState.READY)))
+
+
 class AdapterRpcs:
     # --- conversions ------------------------------------------------------------------------
 
@@ -55,16 +95,7 @@ class AdapterRpcs:
         return engine.slots.status(name) if engine is not None else AdapterStatus(AdapterState.READY)
 
     def _adapter_info(self, record: AdapterRecord, status: AdapterStatus | None = None) -> pb.AdapterInfo:
-        status = status or self._status(record.name)
-        return pb.AdapterInfo(
-            name=record.name, base_model=record.base_model, rank=record.rank, alpha=record.alpha,
-            target_modules=record.target_modules, size_bytes=record.size_bytes, created_at=record.created_at,
-            source_media_id=record.source_media_id, final_loss=record.final_loss,
-            training_json=json.dumps(record.training, sort_keys=True), loaded=status.state is AdapterState.LOADED,
-            state=STATES[status.state], pinned=status.pinned, last_used_at=status.last_used_at,
-            device_bytes=status.device_bytes, host_bytes=status.host_bytes, error=status.error,
-            origin=record.origin, in_use=status.in_use,
-        )  # fmt: skip
+        return adapter_info(record, status or self._status(record.name))
 
     def _unstored_info(self, name: str, status: AdapterStatus) -> pb.AdapterInfo:
         """An adapter not on disk: being trained (queued jobs included) or whose training failed."""

@@ -15,6 +15,7 @@ import signal
 import socket
 import threading
 from concurrent import futures
+from functools import partial
 from pathlib import Path
 from typing import TextIO
 
@@ -25,6 +26,7 @@ from grpc_reflection.v1alpha import reflection
 from framecast.engine.adapter_store import AdapterStore
 from framecast.engine.engine import Engine, EngineConfig
 from framecast.engine.errors import InvalidInput
+from framecast.server.adapter_rpcs import settle_interrupted_training
 from framecast.server.config import ServerConfig
 from framecast.server.errors import ErrorInterceptor
 from framecast.server.jobs import JobQueue
@@ -50,8 +52,9 @@ class RunningServer:
             self._data_lock.close()
             raise
         self.media = MediaStore(data / "media", max_pixels=config.max_pixels, max_frames=config.max_frames)
-        AdapterStore(data / "adapters").remove_interrupted_writes()
-        self.queue = JobQueue(data / "jobs", max_queue=config.max_queue)
+        adapters = AdapterStore(data / "adapters")
+        adapters.remove_interrupted_writes()
+        self.queue = JobQueue(data / "jobs", config.max_queue, on_interrupted=partial(settle_interrupted_training, adapters))
         self.service = FramecastService(config, self.media, self.queue)
         self.health = health.HealthServicer()
         framecast_pb2_grpc.add_FramecastServicer_to_server(self.service, self._server)

@@ -119,7 +119,15 @@ class Job:
 class JobQueue:
     """FIFO of jobs run by one worker thread."""
 
-    def __init__(self, records_dir: str | Path, max_queue: int, keep_finished: int = 500):
+    def __init__(
+        self,
+        records_dir: str | Path,
+        max_queue: int,
+        keep_finished: int = 500,
+        on_interrupted: Callable[[pb.JobInfo], None] | None = None,
+    ):
+        """``on_interrupted`` sees each job a crash or restart interrupted, marked failed, before
+        its record is rewritten: it may settle what the job left (and change the record)."""
         self.records_dir = Path(records_dir)
         self.records_dir.mkdir(parents=True, exist_ok=True)
         self.max_queue = max_queue
@@ -129,13 +137,13 @@ class JobQueue:
         self._running: Job | None = None
         self._lock = threading.Condition()
         self._closing = False
-        self._load_records()
+        self._load_records(on_interrupted)
         self._worker = threading.Thread(target=self._work, name="framecast-worker", daemon=True)
         self._worker.start()
 
     # --- records --------------------------------------------------------------------------
 
-    def _load_records(self) -> None:
+    def _load_records(self, on_interrupted: Callable[[pb.JobInfo], None] | None) -> None:
         remove_interrupted_writes(self.records_dir)
         paths = sorted(self.records_dir.glob("*.json"), key=lambda p: p.stat().st_mtime)
         for path in paths[-self.keep_finished :]:
@@ -147,6 +155,8 @@ class JobQueue:
                 info.state = pb.JOB_STATE_FAILED
                 info.finished_at = time.time()
                 info.error.CopyFrom(pb.JobError(code="UNAVAILABLE", message="interrupted by a server restart; submit it again"))
+                if on_interrupted is not None:
+                    on_interrupted(info)
                 self._persist(info)
             self._jobs[info.job_id] = info
 

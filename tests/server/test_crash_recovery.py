@@ -1,5 +1,6 @@
 """A `framecast serve` killed with SIGKILL at a bad moment, then started again on the same data dir:
-what was stored is all there and usable, and what a crash left half-written is gone."""
+what was stored is all there and usable, what a crash left half-written is gone, and what was
+running reads as interrupted."""
 
 from __future__ import annotations
 
@@ -13,11 +14,13 @@ from pathlib import Path
 
 import grpc
 import pytest
+from google.protobuf import json_format
 
 from framecast.v1 import framecast_pb2 as pb
 from framecast.v1 import framecast_pb2_grpc
 
 from .test_adapter_lifecycle import import_adapter, lora_file, shapes  # noqa: F401 (a fixture)
+from .test_bad_requests import expect
 from .test_e2e import upload_scene
 
 
@@ -70,6 +73,35 @@ def adapter_states(stub) -> dict[str, int]:
     return {a.name: a.state for a in stub.ListAdapters(pb.ListAdaptersRequest(), timeout=10).adapters}
 
 
+def test_a_training_killed_part_way_reads_failed_after_the_restart(serve, start_server_at, tiny_model_dir, scene, tmp_path):
+    data_dir = tmp_path / "data"
+    server = serve(data_dir)
+    uploaded = upload_scene(server.stub, scene)
+    source, mask, _ = uploaded
+    request = pb.TrainRequest(adapter="cut-short", source_id=source.id, mask_id=mask.id, steps=500, rank=2)
+    for event in server.stub.Train(request, timeout=300):
+        if event.WhichOneof("event") == "accepted":
+            job_id = event.accepted.job_id
+        if event.WhichOneof("event") == "progress" and event.progress.step >= 2:
+            break
+    server.kill()
+
+    restarted = start_server_at(tiny_model_dir, data_dir)
+    with grpc.insecure_channel(f"127.0.0.1:{restarted.port}") as channel:
+        stub = framecast_pb2_grpc.FramecastStub(channel)
+        job = stub.GetJob(pb.JobRef(job_id=job_id), timeout=10)
+        assert job.state == pb.JOB_STATE_FAILED and "interrupted by a server restart" in job.error.message
+        # Not TRAINING forever, not silently gone: FAILED with why, as a training that failed reads.
+        assert adapter_states(stub) == {"cut-short": pb.ADAPTER_STATE_FAILED}
+        assert "interrupted by a server restart" in stub.GetAdapter(pb.AdapterRef(name="cut-short"), timeout=10).error
+        expect(grpc.StatusCode.FAILED_PRECONDITION,
+               lambda: stub.LoadAdapter(pb.LoadAdapterRequest(name="cut-short"), timeout=10),
+               "'cut-short' failed to train: interrupted by a server restart")  # fmt: skip
+        assert {m.id for m in stub.ListMedia(pb.ListMediaRequest(), timeout=10).media} == {m.id for m in uploaded}
+        assert stub.DeleteAdapter(pb.AdapterRef(name="cut-short"), timeout=10).deleted
+        assert adapter_states(stub) == {}
+
+
 def test_what_a_crash_left_half_written_is_removed_and_what_was_stored_is_kept(
     serve, start_server_at, tiny_model_dir, scene, shapes, tmp_path  # noqa: F811 (a fixture)
 ):
@@ -109,3 +141,27 @@ def test_what_a_crash_left_half_written_is_removed_and_what_was_stored_is_kept(
     assert not list(data_dir.rglob("*.tmp"))
     assert not half_upload.exists()
 
+
+def test_trainings_a_crash_caught_before_their_job_record_was_final(start_server_at, tiny_model_dir, shapes, tmp_path):  # noqa: F811
+    data_dir = tmp_path / "data"
+    server = start_server_at(tiny_model_dir, data_dir)
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        stored = import_adapter(framecast_pb2_grpc.FramecastStub(channel), "stored", lora_file(shapes, rank=2))
+    server.stop(grace=5)
+    # Job records as a kill leaves them: one training had stored its adapter but its record still
+    # said RUNNING, another was still queued.
+    for job_id, adapter, state, started_at in (("a" * 16, "stored", pb.JOB_STATE_RUNNING, stored.created_at - 1),
+                                               ("b" * 16, "never-ran", pb.JOB_STATE_QUEUED, 0.0)):  # fmt: skip
+        info = pb.JobInfo(job_id=job_id, kind=pb.JOB_KIND_TRAIN, state=state, adapter=adapter,
+                          created_at=stored.created_at - 2, started_at=started_at)  # fmt: skip
+        (data_dir / "jobs" / f"{job_id}.json").write_text(json_format.MessageToJson(info, preserving_proto_field_name=True))
+
+    server = start_server_at(tiny_model_dir, data_dir)
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        stub = framecast_pb2_grpc.FramecastStub(channel)
+        finished = stub.GetJob(pb.JobRef(job_id="a" * 16), timeout=10)
+        assert finished.state == pb.JOB_STATE_SUCCEEDED and not finished.error.message
+        assert finished.adapter_result.name == "stored" and finished.adapter_result.created_at == stored.created_at
+        never_ran = stub.GetJob(pb.JobRef(job_id="b" * 16), timeout=10)
+        assert never_ran.state == pb.JOB_STATE_FAILED and "interrupted by a server restart" in never_ran.error.message
+        assert adapter_states(stub) == {"stored": pb.ADAPTER_STATE_READY, "never-ran": pb.ADAPTER_STATE_FAILED}
