@@ -124,12 +124,13 @@ def read_safetensors(data: bytes, field: str = "data") -> tuple[dict[str, torch.
     from safetensors.torch import load
 
     data = bytes(data)
-    if data[:2] == b"PK" or data[:1] == b"\x80":
-        raise InvalidInput(field, f"{len(data)} bytes", "is a pickle (.pt/.ckpt/.bin), which is never read: convert it to safetensors")
-    if len(data) < 10:
-        raise InvalidInput(field, f"{len(data)} bytes", "is not a safetensors file (too short)")
     header_bytes = int.from_bytes(data[:8], "little")
-    if header_bytes > min(MAX_HEADER_BYTES, len(data) - 8) or data[8:9] != b"{":
+    # The header's length comes first, so a safetensors file may begin as a pickle does: look at its header first.
+    if len(data) < 10 or header_bytes > min(MAX_HEADER_BYTES, len(data) - 8) or data[8:9] != b"{":
+        if data[:2] == b"PK" or data[:1] == b"\x80":
+            raise InvalidInput(field, f"{len(data)} bytes", "is a pickle (.pt/.ckpt/.bin), which is never read: convert it to safetensors")
+        if len(data) < 10:
+            raise InvalidInput(field, f"{len(data)} bytes", "is not a safetensors file (too short)")
         raise InvalidInput(field, f"{len(data)} bytes", "is not a safetensors file (bad header)")
     try:
         header = json.loads(data[8 : 8 + header_bytes])

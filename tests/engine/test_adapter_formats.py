@@ -231,6 +231,13 @@ def test_only_safetensors_are_read():
     torch.save(tensors, legacy, _use_new_zipfile_serialization=False)  # a bare pickle stream
     with pytest.raises(InvalidInput, match="pickle"):
         read_safetensors(legacy.getvalue())
+    # A safetensors file starts with its header's length: one whose first bytes are those of a
+    # pickle ("\x80", "PK") is still read.
+    for length in (0x80, 0x4B50):
+        padding = "x" * (length - int.from_bytes(save(tensors, metadata={"pad": ""})[:8], "little"))
+        blob = save(tensors, metadata={"pad": padding})
+        assert int.from_bytes(blob[:8], "little") == length
+        assert torch.equal(read_safetensors(blob)[0]["a"], tensors["a"])
     good = save(tensors)
     for corrupt in (good[: len(good) - 5], b"\xff" * 64, good[:8] + b"[" + good[9:], b""):
         with pytest.raises(InvalidInput, match="safetensors"):
