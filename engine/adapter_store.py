@@ -10,6 +10,7 @@ again or deleting it removes the file.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -160,8 +161,14 @@ class AdapterStore:
                 raise AlreadyExists(f"adapter {record.name!r} already exists; delete it first or pick another name")
             # Remove a stale record first: until the new one lands the adapter does not exist.
             (directory / RECORD_FILE).unlink(missing_ok=True)
-            atomic_write(directory / WEIGHTS_FILE, blob)
-            atomic_write(directory / RECORD_FILE, record.to_json().encode())
+            try:
+                atomic_write(directory / WEIGHTS_FILE, blob)
+                atomic_write(directory / RECORD_FILE, record.to_json().encode())
+            except BaseException:  # not stored (a full disk): leave no weights behind
+                (directory / WEIGHTS_FILE).unlink(missing_ok=True)
+                with contextlib.suppress(OSError):  # kept while it holds a failed training's error
+                    directory.rmdir()
+                raise
             (directory / FAILURE_FILE).unlink(missing_ok=True)
         return record
 

@@ -681,6 +681,7 @@ class Engine:
 
     def _mark_training_failed(self, name: str, message: str) -> None:
         """``name`` reads FAILED with ``message`` until trained again or forgotten, across restarts."""
+        self.slots.forget(name)  # weights a save that failed left in the caches
         self.slots.mark_failed(name, message)
         self.store.record_failure(name, message)
 

@@ -7,6 +7,8 @@ place (``framecast.server.errors``); nothing here knows about gRPC.
 
 from __future__ import annotations
 
+import errno
+
 
 class FramecastError(Exception):
     """Base class of every error framecast raises on purpose."""
@@ -85,9 +87,20 @@ class Cancelled(FramecastError):
     """A job was cancelled by its owner."""
 
 
+_STORAGE_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def storage_full(exc: BaseException) -> str | None:
+    """Why a write failed, for the client, when ``exc`` says that the disk, a quota or a file size
+    limit is full; None for any other error."""
+    if isinstance(exc, OSError) and exc.errno in _STORAGE_FULL:
+        return f"out of storage space for the server's data: {exc.strerror}; free some (delete media or adapters) and retry"
+    return None
+
+
 def public_message(exc: BaseException) -> str:
     """What a client may read about ``exc``: a domain error's message, else only its type (the
     traceback belongs in the server log)."""
     if isinstance(exc, FramecastError):
         return str(exc)
-    return f"{type(exc).__name__} (see the server log)"
+    return storage_full(exc) or f"{type(exc).__name__} (see the server log)"

@@ -33,6 +33,9 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
             return code, str(exc)
     if _is_out_of_memory(exc):
         return grpc.StatusCode.RESOURCE_EXHAUSTED, f"out of device memory: {str(exc).splitlines()[0]}"
+    if (message := E.storage_full(exc)) is not None:
+        log.error("out of storage space", exc_info=exc)
+        return grpc.StatusCode.RESOURCE_EXHAUSTED, message
     log.error("internal error", exc_info=exc)
     return grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__}); see the server log"
 

@@ -98,8 +98,13 @@ class MediaStore:
         directory = self._dir(media_id)
         meta = {key: value for key, value in asdict(info).items() if key != "created_at"}
         with self._lock:
-            atomic_write(directory / "data", data)
-            atomic_write(directory / "meta.json", json.dumps(meta).encode())  # written last: the commit
+            try:
+                atomic_write(directory / "data", data)
+                atomic_write(directory / "meta.json", json.dumps(meta).encode())  # written last: the commit
+            except BaseException:
+                if not (directory / "meta.json").is_file():  # not stored (a full disk): leave no trace
+                    shutil.rmtree(directory, ignore_errors=True)
+                raise
             self._remember(media_id, media)
         return replace(info, created_at=(directory / "meta.json").stat().st_mtime)
 

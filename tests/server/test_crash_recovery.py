@@ -13,15 +13,17 @@ import threading
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
 from google.protobuf import json_format
 
+from framecast.engine.media import encode_png
 from framecast.v1 import framecast_pb2 as pb
 from framecast.v1 import framecast_pb2_grpc
 
 from .test_adapter_lifecycle import import_adapter, lora_file, shapes  # noqa: F401 (a fixture)
 from .test_bad_requests import expect
-from .test_e2e import upload_scene
+from .test_e2e import upload, upload_scene
 
 
 class Served:
@@ -165,3 +167,24 @@ def test_trainings_a_crash_caught_before_their_job_record_was_final(start_server
         never_ran = stub.GetJob(pb.JobRef(job_id="b" * 16), timeout=10)
         assert never_ran.state == pb.JOB_STATE_FAILED and "interrupted by a server restart" in never_ran.error.message
         assert adapter_states(stub) == {"stored": pb.ADAPTER_STATE_READY, "never-ran": pb.ADAPTER_STATE_FAILED}
+
+
+def test_a_full_disk_refuses_cleanly_and_leaves_nothing_half_written(serve, scene, shapes, tmp_path):  # noqa: F811
+    data_dir = tmp_path / "data"
+    server = serve(data_dir, file_size_limit=30_000)  # room for the scene, not for larger files
+    source, mask, _ = upload_scene(server.stub, scene)
+    noise = encode_png(np.random.default_rng(0).integers(0, 256, (160, 160, 3), dtype=np.uint8))
+    full = "out of storage space"
+    expect(grpc.StatusCode.RESOURCE_EXHAUSTED, lambda: upload(server.stub, noise), full)
+    expect(grpc.StatusCode.RESOURCE_EXHAUSTED, lambda: import_adapter(server.stub, "big", lora_file(shapes, rank=8)), full)
+    request = pb.TrainRequest(adapter="trained", source_id=source.id, mask_id=mask.id, steps=2, rank=8)
+    expect(grpc.StatusCode.RESOURCE_EXHAUSTED, lambda: server.stub.Train(request, timeout=300), full)
+    info = server.stub.GetAdapter(pb.AdapterRef(name="trained"), timeout=10)
+    assert info.state == pb.ADAPTER_STATE_FAILED and full in info.error
+    assert adapter_states(server.stub) == {"trained": pb.ADAPTER_STATE_FAILED}
+    server_info = server.stub.GetServerInfo(pb.GetServerInfoRequest(), timeout=10)
+    assert list(server_info.adapters_loaded) == []  # its weights are not held as if it were stored
+    assert len(server.stub.ListMedia(pb.ListMediaRequest(), timeout=10).media) == 3
+    assert len(list((data_dir / "media").iterdir())) == 3
+    assert [p.name for p in (data_dir / "adapters").iterdir()] == ["trained"]
+    assert [p.name for p in (data_dir / "adapters" / "trained").iterdir()] == ["failure.txt"]
