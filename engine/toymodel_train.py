@@ -275,6 +275,16 @@ _WIDENED = {
 }  # fmt: skip
 
 
+def model_origin(model_dir: str | Path) -> dict:
+    """What a run that starts from ``model_dir`` records of it: its name, a digest of its weights
+    and how it was trained (its ``framecast_toy.json``), so the chain of runs can be traced."""
+    about = Path(model_dir) / "framecast_toy.json"
+    origin = {"dir": Path(model_dir).name, "weights_sha256": _weights_digest(model_dir)}
+    if about.is_file():
+        origin["trained"] = json.loads(about.read_text())
+    return origin
+
+
 def _weights_digest(model_dir: str | Path) -> str:
     """sha256 over the directory's weight files, in path order: which model a run started from."""
     digest = hashlib.sha256()
@@ -347,7 +357,7 @@ def train_toy_model(
     if init_from is not None:
         from framecast.engine.model import load_pipeline
 
-        origin = {"dir": Path(init_from).name, "weights_sha256": _weights_digest(init_from)}
+        origin = model_origin(init_from)
         widen_latent_channels(load_pipeline(init_from).components, components)
     run.log(stage="start", settings=asdict(settings), spec=asdict(spec), init_from=origin)
     vae = components["vae"]

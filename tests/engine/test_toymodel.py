@@ -100,3 +100,4 @@ def test_a_run_can_start_from_an_earlier_model_with_wider_latents(tmp_path):
     assert pipe.vae.config.z_dim == 24 and len(pipe.vae.config.latents_std) == 24
     about = json.loads((out / "framecast_toy.json").read_text())
     assert about["spec"]["vae_z_dim"] == 24 and about["init_from"]["dir"] == "z16"
+    assert about["init_from"]["trained"]["spec"]["vae_z_dim"] == 16  # the chain of runs is traceable
