@@ -525,7 +525,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     toy.add_argument("--threads", type=positive_int, default=1, metavar="N", help="CPU threads (default: %(default)s)")
     # A longer schedule on an OUT_DIR that holds a finished run continues it from its checkpoints.
-    # The shipped model: a default run, then --vae-finetune-steps 2000 --transformer-steps 5000.
+    # The shipped model: a default run, then --vae-finetune-steps 2000 --transformer-steps 5000;
+    # then a run from that model (its checkpoints gone): --init-from DIR --vae-steps 0
+    # --vae-finetune-steps 0 --transformer-steps 4000, whose transformer's held-out loss fell 22%.
     toy.add_argument("--init-from", metavar="DIR", default=None,
                      help="start from this toy model's weights instead of from scratch")
     toy.add_argument("--vae-z-dim", type=whole_number(4, 64, "vae-z-dim"), default=16, metavar="N",
