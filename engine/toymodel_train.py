@@ -253,11 +253,9 @@ def _latent_index(old_z: int, new_z: int, kind: str) -> torch.Tensor:
     old = torch.arange({"z": old_z, "moments": 2 * old_z, "transformer_in": 2 * old_z + C.VAE_TEMPORAL}.get(kind, 4 * old_z))
     if kind == "z":
         return old
-    if kind == "moments":
-        return torch.where(old < old_z, old, old + new_z - old_z)
-    if kind == "transformer_in":
-        return torch.where(old < old_z, old, old + new_z - old_z)  # the mask and condition shift as one block
-    return old // old_z * new_z + old % old_z
+    if kind == "transformer_out":
+        return old // old_z * new_z + old % old_z
+    return torch.where(old < old_z, old, old + new_z - old_z)  # the second half (and the mask) shifts as one block
 
 
 # Tensors whose shape depends on the latent width: name -> the kind of each dimension that does.
@@ -319,15 +317,11 @@ def widen_latent_channels(old: dict, new: dict) -> None:
                     value[channel, channel] = 1.0
             elif key == "quant_conv.bias":
                 value[new_z + old_z :] = -10.0  # the new channels' log-variance: a narrow posterior
-            index = [slice(None) if kind is None else _latent_index(old_z, new_z, kind) for kind in kinds]
-            if len(index) == 1:
-                value[index[0]] = source[key].to(value.dtype)
-            elif index[0] == slice(None):
-                value[:, index[1]] = source[key].to(value.dtype)
-            elif index[1] == slice(None):
-                value[index[0]] = source[key].to(value.dtype)
-            else:
-                value[index[0][:, None], index[1][None, :]] = source[key].to(value.dtype)
+            index = [torch.arange(size) if kind is None else _latent_index(old_z, new_z, kind)
+                     for kind, size in zip(kinds, source[key].shape)]  # fmt: skip
+            if len(index) == 2:
+                index = [index[0][:, None], index[1][None, :]]
+            value[tuple(index)] = source[key].to(value.dtype)
     latents_mean = list(old["vae"].config.latents_mean) + [0.0] * (new_z - old_z)
     latents_std = list(old["vae"].config.latents_std) + [1.0] * (new_z - old_z)
     new["vae"].register_to_config(latents_mean=latents_mean, latents_std=latents_std)
