@@ -204,17 +204,19 @@ class JobQueue:
         with self._lock:
             return len(self._waiting)
 
-    def adapter_in_use(self, name: str) -> bool:
+    def _live(self) -> list[Job]:
+        """The queued and running jobs. A finished job stays _running for a moment after its last
+        event: it no longer counts."""
         with self._lock:
             jobs = list(self._waiting) + ([self._running] if self._running else [])
-        # A finished job stays _running for a moment after its last event: it no longer counts.
-        return any((name in job.uses_adapters or name == job.info.adapter) and not job.done for job in jobs)
+        return [job for job in jobs if not job.done]
+
+    def adapter_in_use(self, name: str) -> bool:
+        return any(name in job.uses_adapters or name == job.info.adapter for job in self._live())
 
     def training(self, name: str) -> Job | None:
         """The queued or running job that trains adapter ``name``, if any."""
-        with self._lock:
-            jobs = list(self._waiting) + ([self._running] if self._running else [])
-        return next((j for j in jobs if j.info.kind == pb.JOB_KIND_TRAIN and j.info.adapter == name and not j.done), None)
+        return next((j for j in self._live() if j.info.kind == pb.JOB_KIND_TRAIN and j.info.adapter == name), None)
 
     def cancel(self, job_id: str) -> pb.JobInfo:
         job = self.get(job_id)
