@@ -32,7 +32,7 @@ import torch
 
 from framecast.engine.adapter_formats import TargetShapes, check_fits, split_canonical
 from framecast.engine.adapter_store import AdapterRecord, AdapterStore
-from framecast.engine.errors import FailedPrecondition, IncompatibleAdapter, OutOfMemory
+from framecast.engine.errors import FailedPrecondition, IncompatibleAdapter, OutOfMemory, public_message
 
 GiB = 1 << 30
 
@@ -299,7 +299,25 @@ class AdapterCache:
                     self._pinned.add(name)
                     self._touch(name, store)
                 action = "pinned"
+            store.set_pinned(name, pinned)
         return AdapterChange(name, action, previous, self.status(name), tuple(evicted))
+
+    def restore_pins(self, store: AdapterStore) -> dict[str, str]:
+        """Pin again what was pinned before a restart (``AdapterStore.pinned``), without counting it
+        as a use. A pin that no longer fits (fewer device slots now, a file that fails to load) is
+        dropped: returns those adapters' names with why."""
+        dropped = {}
+        for name in store.pinned():
+            try:
+                self.record(name, store)
+                with self._load_lock:
+                    self._device_weights(name, store, [], required=True)
+                    with self._lock:
+                        self._pinned.add(name)
+            except Exception as error:  # noqa: BLE001 (one bad pin must not stop the server starting)
+                dropped[name] = public_message(error)
+                store.set_pinned(name, False)
+        return dropped
 
     def delete(self, name: str, store: AdapterStore) -> None:
         """Delete from disk and memory at once; of a failed training, its error. Raises

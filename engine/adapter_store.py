@@ -5,7 +5,8 @@ canonical form of ``adapter_formats``: diffusers keys, float32, alpha folded int
 ``adapter.json`` (its record). Both are written atomically, the record last: an adapter
 without a record is an interrupted write, ignored and removed at start-up. A training that failed leaves only
 ``failure.txt`` (why), so the adapter still reads FAILED after a restart; training the name
-again or deleting it removes the file.
+again or deleting it removes the file. Two empty marker files keep what the server knew of an
+adapter in memory across a restart: ``last_used`` (its mtime) and ``pinned``.
 """
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ import torch
 
 from framecast.engine.adapter_formats import KEY_PREFIX, split_canonical, to_comfyui
 from framecast.engine.errors import AdapterFailed, AdapterNotFound, AlreadyExists, IncompatibleAdapter, InvalidInput
-from framecast.engine.media import atomic_write, remove_interrupted_writes
+from framecast.engine.media import atomic_write, fsync_dir, remove_interrupted_writes
 
 WEIGHTS_FILE = "adapter.safetensors"
 RECORD_FILE = "adapter.json"
 FAILURE_FILE = "failure.txt"
 USED_FILE = "last_used"  # empty; its mtime is when the adapter was last used or loaded
+PINNED_FILE = "pinned"  # empty; present while the adapter is pinned, so a pin outlives a restart
 MAX_NAME_LENGTH = 64
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 EXPORT_LAYOUTS = ("diffusers", "comfyui")
@@ -217,6 +219,24 @@ class AdapterStore:
                     continue
         return found
 
+    def set_pinned(self, name: str, pinned: bool) -> None:
+        """Keep (or drop) the pin of stored adapter ``name`` across restarts."""
+        path = self._dir(name) / PINNED_FILE
+        with self._lock:
+            if pinned:
+                if not (path.parent / RECORD_FILE).is_file():  # deleted meanwhile
+                    return
+                path.touch()
+            elif path.exists():
+                path.unlink(missing_ok=True)
+            else:
+                return
+            fsync_dir(path.parent)
+
+    def pinned(self) -> list[str]:
+        """Stored adapters that were pinned."""
+        return sorted(p.parent.name for p in self.root.glob(f"*/{PINNED_FILE}") if (p.parent / RECORD_FILE).is_file())
+
     def record(self, name: str) -> AdapterRecord:
         """The stored adapter's record. Raises AdapterFailed when only a failed training of that
         name is kept (with its error), else AdapterNotFound when there is none."""
@@ -263,6 +283,7 @@ class AdapterStore:
             if not (directory / RECORD_FILE).is_file():
                 raise AdapterNotFound(name)
             (directory / RECORD_FILE).unlink()
+            fsync_dir(directory)  # the delete is durable once the record is gone
             shutil.rmtree(directory, ignore_errors=True)
 
     def export(self, name: str, layout: str = "diffusers") -> bytes:

@@ -198,6 +198,8 @@ class Engine:
         for name, message in self.store.failures().items():  # failed trainings survive a restart
             self.slots.mark_failed(name, message)
         self.slots.remember_used(self.store.last_used())  # and so do last-use times
+        for name, why in self.slots.restore_pins(self.store).items():  # and pins, where they still fit
+            log.warning("adapter %r was pinned before the restart and is no longer: %s", name, why)
         # Request threads count prompt tokens on a copy: a tokenizer call sets truncation and padding
         # on the tokenizer, which the job thread's prompt encoding must not see change under it.
         tokenizer = getattr(self.pipe, "tokenizer", None)

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from framecast.engine.errors import InvalidInput, MediaNotFound
-from framecast.engine.media import Media, MediaKind, atomic_write, decode_media, remove_interrupted_writes
+from framecast.engine.media import Media, MediaKind, atomic_write, decode_media, fsync_dir, remove_interrupted_writes
 
 ID_PREFIX = "sha256:"
 _TRASH_PREFIX = ".deleted-"
@@ -141,6 +141,7 @@ class MediaStore:
                 directory.rename(trash)
             except FileNotFoundError:  # deleted meanwhile
                 raise MediaNotFound(media_id) from None
+            fsync_dir(self.root)  # gone from under its id for good, power loss or not
         shutil.rmtree(trash, ignore_errors=True)
 
     def expire(self, max_age_s: float) -> list[str]:

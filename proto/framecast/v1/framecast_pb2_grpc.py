@@ -237,6 +237,7 @@ class FramecastServicer:
 
     def PinAdapter(self, request, context):
         """Pin an adapter on the device (loading it first) so it is never evicted, or unpin it. Idempotent.
+        A pin outlives a restart; one that no longer fits the device slots then is dropped (and logged).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
