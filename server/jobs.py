@@ -167,9 +167,14 @@ class JobQueue:
     # --- submitting and inspecting --------------------------------------------------------
 
     def submit(self, job: Job) -> Job:
+        """Queue ``job``. Raises Unavailable while shutting down, OutOfMemory when the queue is full
+        and FailedPrecondition for a training of an adapter another queued or running job trains
+        (checked under the queue's lock, so of two such requests at once exactly one is queued)."""
         with self._lock:
             if self._closing:
                 raise Unavailable("server is shutting down")
+            if job.info.kind == pb.JOB_KIND_TRAIN and (other := self.training(job.info.adapter)) is not None:
+                raise FailedPrecondition(f"adapter {job.info.adapter!r} is already being trained by job {other.id}")
             if len(self._waiting) >= self.max_queue:
                 raise OutOfMemory(f"queue is full ({self.max_queue} jobs waiting); try again later")
             position = len(self._waiting) + (1 if self._running is not None else 0)

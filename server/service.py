@@ -155,8 +155,6 @@ class FramecastService(AdapterRpcs, pb_grpc.FramecastServicer):
             overlap_frames=request.overlap_frames if request.HasField("overlap_frames") else None,
         )
         engine.validate_train(job)
-        if (training := self.queue.training(request.adapter)) is not None:
-            raise FailedPrecondition(f"adapter {request.adapter!r} is already being trained by job {training.id}")
 
         def run(handle: Job) -> None:
             def on_progress(p: Progress) -> None:

@@ -3,9 +3,13 @@ that names an adapter a queued or running Train job creates is accepted and runs
 
 from __future__ import annotations
 
+import threading
+
 import grpc
 import pytest
 
+from framecast.engine.errors import FailedPrecondition
+from framecast.server.jobs import Job, JobQueue
 from framecast.v1 import framecast_pb2 as pb
 
 from .test_bad_requests import expect
@@ -99,3 +103,34 @@ def test_propagate_after_a_training_that_fails_or_is_cancelled_fails_with_its_er
     expect(grpc.StatusCode.FAILED_PRECONDITION, lambda: propagate(stub, media, "doomed"), "'doomed' failed to train")
     expect(grpc.StatusCode.NOT_FOUND, lambda: propagate(stub, media, "dropped"), "'dropped'")
     assert kinds(propagate(stub, media, ""))[-1] == "result"
+
+
+def test_of_trainings_of_one_adapter_submitted_at_once_exactly_one_is_queued(tmp_path):
+    queue = JobQueue(tmp_path, max_queue=64)
+    release = threading.Event()
+    barrier = threading.Barrier(16)
+    outcomes: list[Job | Exception] = []
+
+    def submit() -> None:
+        barrier.wait()
+        try:
+            outcomes.append(queue.submit(Job(pb.JOB_KIND_TRAIN, "same", lambda job: release.wait(10))))
+        except FailedPrecondition as error:
+            outcomes.append(error)
+
+    threads = [threading.Thread(target=submit) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    queued = [o for o in outcomes if isinstance(o, Job)]
+    assert len(queued) == 1
+    assert all(f"already being trained by job {queued[0].id}" in str(o) for o in outcomes if o is not queued[0])
+    other = queue.submit(Job(pb.JOB_KIND_TRAIN, "other", lambda job: None))  # other names queue as before
+    release.set()
+    list(queued[0].follow())
+    list(other.follow())
+    again = queue.submit(Job(pb.JOB_KIND_TRAIN, "same", lambda job: None))  # once it has finished, it may be submitted again
+    list(again.follow())
+    assert {queued[0].info.state, other.info.state, again.info.state} == {pb.JOB_STATE_SUCCEEDED}
+    queue.shutdown(grace_s=1)
