@@ -1,5 +1,6 @@
 """Train then Propagate without waiting: jobs run in FIFO order on one queue, so a propagation
-that names an adapter a queued or running Train job creates is accepted and runs after it."""
+that names an adapter a queued or running Train job creates is accepted and runs after it; a
+second training of that adapter is refused, however close together the requests come."""
 
 from __future__ import annotations
 
