@@ -15,7 +15,6 @@ import signal
 import socket
 import threading
 from concurrent import futures
-from functools import partial
 from pathlib import Path
 from typing import TextIO
 
@@ -31,7 +30,7 @@ from framecast.server.config import ServerConfig
 from framecast.server.errors import ErrorInterceptor
 from framecast.server.jobs import JobQueue
 from framecast.server.media_store import MediaStore
-from framecast.server.service import FramecastService
+from framecast.server.service import FramecastService, settle_interrupted_propagation
 from framecast.v1 import framecast_pb2, framecast_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -54,7 +53,11 @@ class RunningServer:
         self.media = MediaStore(data / "media", max_pixels=config.max_pixels, max_frames=config.max_frames)
         adapters = AdapterStore(data / "adapters")
         adapters.remove_interrupted_writes()
-        self.queue = JobQueue(data / "jobs", config.max_queue, on_interrupted=partial(settle_interrupted_training, adapters))
+        def settle_interrupted(info: framecast_pb2.JobInfo) -> None:
+            settle_interrupted_training(adapters, info)
+            settle_interrupted_propagation(self.media, info)
+
+        self.queue = JobQueue(data / "jobs", config.max_queue, on_interrupted=settle_interrupted)
         self.service = FramecastService(config, self.media, self.queue)
         self.health = health.HealthServicer()
         framecast_pb2_grpc.add_FramecastServicer_to_server(self.service, self._server)

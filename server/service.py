@@ -46,6 +46,27 @@ def media_ref(info: MediaInfo) -> pb.MediaRef:
     )
 
 
+def result_filename(job_id: str, encoding: int) -> str:
+    """The filename a Propagate job's result is stored under: how a restart finds it again."""
+    return f"{job_id}.{'zip' if encoding == pb.OUTPUT_ENCODING_PNG_SEQUENCE else 'mp4'}"
+
+
+def settle_interrupted_propagation(media: MediaStore, info: pb.JobInfo) -> None:
+    """Settle a Propagate job a crash or restart interrupted (``info`` reads FAILED): SUCCEEDED when
+    its result was stored before the crash and only the job's record lagged behind. The result's
+    quality metrics were not stored with it: ``metrics`` stays unset."""
+    if info.kind != pb.JOB_KIND_PROPAGATE or not info.started_at:
+        return
+    names = {result_filename(info.job_id, e) for e in (pb.OUTPUT_ENCODING_MP4_H264, pb.OUTPUT_ENCODING_PNG_SEQUENCE)}
+    stored = [m for m in media.list() if m.filename in names and m.created_at >= info.started_at]
+    if stored:
+        result = max(stored, key=lambda m: m.created_at)
+        info.state = pb.JOB_STATE_SUCCEEDED
+        info.finished_at = result.created_at
+        info.ClearField("error")
+        info.propagate_result.CopyFrom(pb.PropagateResult(video=media_ref(result), num_frames=result.num_frames))
+
+
 def _blend_ramp(value: int) -> str:
     ramps = {pb.BLEND_RAMP_UNSPECIFIED: "linear", pb.BLEND_RAMP_LINEAR: "linear", pb.BLEND_RAMP_COSINE: "cosine"}
     if value not in ramps:
@@ -216,7 +237,7 @@ class FramecastService(AdapterRpcs, pb_grpc.FramecastServicer):
                 data = encode_png_sequence(result.frames)
             else:
                 data = encode_video(result.frames, fps, lossless=encoding == pb.OUTPUT_ENCODING_MP4_H264_LOSSLESS)
-            stored = self.media.put(data, filename=f"{handle.id}.{'zip' if encoding == pb.OUTPUT_ENCODING_PNG_SEQUENCE else 'mp4'}")
+            stored = self.media.put(data, filename=result_filename(handle.id, encoding))
             message = pb.PropagateResult(
                 video=media_ref(stored),
                 metrics=pb.QualityMetrics(

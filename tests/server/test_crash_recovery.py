@@ -218,3 +218,41 @@ def test_pins_outlive_a_restart_and_a_crash_where_they_still_fit(serve, start_se
     # One device slot now: the first pin (by name) is restored, the second no longer fits and is dropped for good.
     assert pinned_after_restart(adapter_slots=1)[0] == ["kept-pinned"]
     assert pinned_after_restart()[0] == ["kept-pinned"]
+
+
+def test_a_propagation_whose_result_was_stored_before_the_crash_reads_succeeded(start_server_at, tiny_model_dir, scene, tmp_path):
+    data_dir = tmp_path / "data"
+    server = start_server_at(tiny_model_dir, data_dir)
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        stub = framecast_pb2_grpc.FramecastStub(channel)
+        source, mask, edited = upload_scene(stub, scene)
+        request = pb.PropagateRequest(source_id=source.id, mask_id=mask.id, edited_first_frame_id=edited.id, prompt="p", steps=2)
+        results = {}
+        for encoding in (pb.OUTPUT_ENCODING_MP4_H264, pb.OUTPUT_ENCODING_PNG_SEQUENCE):
+            request.output_encoding = encoding
+            events = list(stub.Propagate(request, timeout=300))
+            results[events[0].job_id] = events[-1].result
+    server.stop(grace=5)
+    # Their records as a kill between storing the result and rewriting the record leaves them,
+    # and one of a propagation that had not got as far.
+    records = data_dir / "jobs"
+    for job_id in results:
+        info = json_format.Parse((records / f"{job_id}.json").read_text(), pb.JobInfo())
+        info.state = pb.JOB_STATE_RUNNING
+        info.ClearField("propagate_result")
+        info.ClearField("finished_at")
+        (records / f"{job_id}.json").write_text(json_format.MessageToJson(info, preserving_proto_field_name=True))
+    info.job_id = "c" * 16
+    (records / f"{info.job_id}.json").write_text(json_format.MessageToJson(info, preserving_proto_field_name=True))
+
+    server = start_server_at(tiny_model_dir, data_dir)
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        stub = framecast_pb2_grpc.FramecastStub(channel)
+        for job_id, result in results.items():
+            settled = stub.GetJob(pb.JobRef(job_id=job_id), timeout=10)
+            assert settled.state == pb.JOB_STATE_SUCCEEDED and not settled.error.message
+            assert settled.propagate_result.video == result.video and settled.propagate_result.num_frames == 9
+            assert not settled.propagate_result.HasField("metrics")  # not stored with the result
+            assert settled.finished_at == result.video.created_at
+        interrupted = stub.GetJob(pb.JobRef(job_id="c" * 16), timeout=10)
+        assert interrupted.state == pb.JOB_STATE_FAILED and "interrupted by a server restart" in interrupted.error.message
