@@ -248,7 +248,7 @@ def cmd_train_toy_model(args) -> int:
     logging.getLogger("framecast.engine.toymodel_train").setLevel(logging.INFO)
     schedule = {
         name: getattr(args, name)
-        for name in ("vae_steps", "vae_finetune_steps", "transformer_steps")
+        for name in ("vae_steps", "vae_finetune_steps", "decoder_steps", "transformer_steps")
         if getattr(args, name) is not None
     }
     if args.init_from is not None:
@@ -257,7 +257,7 @@ def cmd_train_toy_model(args) -> int:
         except InvalidInput as error:
             raise InvalidInput("--init-from", args.init_from, error.reason) from None
     settings = ToyTrainSettings(seed=args.seed, max_minutes=args.minutes, threads=args.threads, **schedule)
-    spec = ToyModelSpec(vae_z_dim=args.vae_z_dim)
+    spec = ToyModelSpec(vae_z_dim=args.vae_z_dim, vae_decoder_base_dim=args.vae_decoder_dim)
     print(train_toy_model(args.dir, settings, spec, init_from=args.init_from))
     return 0
 
@@ -536,8 +536,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="VAE steps on frames and short clips (default: 2000)")
     toy.add_argument("--vae-finetune-steps", type=non_negative_int, default=None, metavar="N",
                      help="VAE fine-tune steps on whole clips (default: 1000)")
+    toy.add_argument("--vae-decoder-dim", type=whole_number(4, 256, "vae-decoder-dim"), default=None, metavar="N",
+                     help="VAE decoder base width (default: the encoder's, 12); another width than --init-from's "
+                          "decoder trains a new decoder from scratch (give --decoder-steps)")  # fmt: skip
+    toy.add_argument("--decoder-steps", type=non_negative_int, default=None, metavar="N",
+                     help="steps training the VAE decoder alone on the frozen encoder's latents (default: 0)")
     toy.add_argument("--transformer-steps", type=non_negative_int, default=None, metavar="N",
-                     help="transformer steps (default: 2500)")
+                     help="transformer steps (default: 2500; 0 keeps --init-from's)")
     toy.set_defaults(run=cmd_train_toy_model)
 
     train = commands.add_parser("train", parents=[client], help="train an adapter on a source video")

@@ -46,6 +46,7 @@ class WanSpec:
     vae_res_blocks: int = 1
     vae_residual: bool = False
     vae_z_dim: int = 16  # latent channels; the transformer reads 2 * z + 4 and predicts z
+    vae_decoder_base_dim: int | None = None  # the decoder's base width (None: vae_base_dim), as Wan2.2's VAE allows
     flow_shift: float = 5.0
     seed: int = 0
 
@@ -95,6 +96,7 @@ def wan_components(spec: WanSpec) -> dict:
     )
     vae = AutoencoderKLWan(
         base_dim=spec.vae_base_dim,
+        decoder_base_dim=spec.vae_decoder_base_dim,
         z_dim=spec.vae_z_dim,
         dim_mult=list(spec.vae_dim_mult),
         num_res_blocks=spec.vae_res_blocks,

@@ -17,7 +17,10 @@ has an unconditional model to push against. The saved transformer is an EMA of i
 A run may start from an earlier toy model instead of from scratch (``init_from``): its weights
 are copied in, and where ``spec`` gives the VAE more latent channels than it had, the new
 channels start out unused (``widen_latent_channels``), so training begins at the earlier
-model's quality and only has to learn what the new channels add.
+model's quality and only has to learn what the new channels add. Such a run may also train the
+VAE decoder alone (``decoder_steps``; a decoder of another width starts from scratch): the
+frozen encoder's latents do not change, so the transformer trained on them stays valid and a
+better decoder sharpens whatever it generates.
 
 Both stages checkpoint every few minutes into ``OUT/checkpoints`` and resume from there; a
 stage's data and noise depend only on (seed, step), so a resumed run draws what an
@@ -53,7 +56,7 @@ from framecast.engine.toyworld import SceneConfig, make_scene
 
 log = logging.getLogger(__name__)
 
-_VAE_STAGE, _LATENT_STAGE, _TRANSFORMER_STAGE = 1, 2, 3  # mixed into rng seeds
+_VAE_STAGE, _LATENT_STAGE, _TRANSFORMER_STAGE, _DECODER_STAGE = 1, 2, 3, 4  # mixed into rng seeds
 _VAE_SHARE_OF_CAP = 0.4  # with max_minutes, the VAE stops at 40% of it, the transformer at 100%
 
 
@@ -77,6 +80,11 @@ class ToyTrainSettings:
     # it the encoder's latents barely differ between inputs for hundreds of steps (its output
     # RMS norm keeps only the direction of features that all point alike at first).
     vae_align_weight: float = 1.0
+    # then, optionally, the decoder alone on the frozen encoder's latents (a decoder of another
+    # width than the encoder's, ``ToyModelSpec.vae_decoder_base_dim``, starts here from scratch):
+    # the latents do not change, so a transformer trained on them stays valid
+    decoder_steps: int = 0  # even steps: a batch of single frames; odd steps: clips (every other one 17 frames)
+    decoder_lr: float = 1e-3
     # latents for stage B
     latent_scenes: int = 600  # each gives a source and an edited video sample
     # stage B
@@ -151,6 +159,8 @@ def _pooled_colour(x: torch.Tensor) -> torch.Tensor:
 
 def train_vae(vae, spec: ToyModelSpec, settings: ToyTrainSettings, run: _Run) -> None:
     total = settings.vae_steps + settings.vae_finetune_steps
+    if not total:  # kept as built or started from
+        return
     state = run.load("vae")
     optimizer = torch.optim.AdamW(vae.parameters(), lr=settings.vae_lr, betas=(0.9, 0.99), weight_decay=0.0)
     start = 0
@@ -213,6 +223,60 @@ def train_vae(vae, spec: ToyModelSpec, settings: ToyTrainSettings, run: _Run) ->
     vae.eval()
     run.log(stage="vae", step=done, val_psnr=_vae_psnr(vae, validation), done=done >= total)
     run.save("vae", {"model": vae.state_dict(), "optimizer": optimizer.state_dict(), "step": done})
+
+
+def train_decoder(vae, spec: ToyModelSpec, settings: ToyTrainSettings, run: _Run) -> None:
+    """Train the decoder (and ``post_quant_conv``) on the frozen encoder's latents, with the
+    fine-tune's loss: L1 + MSE, the edit target's pixels weighted up."""
+    decoding = [*vae.post_quant_conv.parameters(), *vae.decoder.parameters()]
+    optimizer = torch.optim.AdamW(decoding, lr=settings.decoder_lr, betas=(0.9, 0.99), weight_decay=0.0)
+    start = 0
+    state = run.load("decoder")
+    if state is not None:
+        vae.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start = state["step"]
+        if start >= settings.decoder_steps:
+            return
+    validation = _validation_videos(spec)
+    vae.requires_grad_(False)
+    for param in decoding:
+        param.requires_grad_(True)
+    vae.train()
+    last_save, done = time.monotonic(), start
+    for step in range(start, settings.decoder_steps):
+        if run.out_of_time(_VAE_SHARE_OF_CAP):
+            break
+        rng = np.random.default_rng([settings.seed, _DECODER_STAGE, step])
+        clip_frames = spec.frames if step % 4 == 3 else min(settings.vae_clip_frames, spec.frames)
+        frames, batch = (1, settings.vae_image_batch) if step % 2 == 0 else (clip_frames, settings.vae_clip_batch)
+        clips, targets = zip(*[vae_training_clip(rng, spec, frames) for _ in range(batch)])
+        x = _to_unit(np.stack(clips))
+        weight = 1.0 + settings.vae_target_weight * torch.from_numpy(np.stack(targets)).float()[:, None]
+        for group in optimizer.param_groups:
+            group["lr"] = settings.decoder_lr * _lr_factor(step, settings.decoder_steps, settings.warmup_steps)
+        with torch.no_grad():
+            generator = torch.Generator().manual_seed(settings.seed * 1_000_003 + step)
+            latents = vae.encode(x).latent_dist.sample(generator)
+        error = vae.decode(latents).sample - x
+        l1 = (error.abs() * weight).mean() / weight.mean()
+        mse = (error.pow(2) * weight).mean() / weight.mean()
+        optimizer.zero_grad(set_to_none=True)
+        (l1 + mse).backward()
+        torch.nn.utils.clip_grad_norm_(decoding, 1.0)
+        optimizer.step()
+        done = step + 1
+        if step % 25 == 0:
+            run.log(stage="decoder", step=step, l1=l1.item(), mse=mse.item())
+        if step % 200 == 0 and step:
+            run.log(stage="decoder", step=step, val_psnr=_vae_psnr(vae, validation))
+            vae.train()
+        if time.monotonic() - last_save > settings.checkpoint_every_s:
+            run.save("decoder", {"model": vae.state_dict(), "optimizer": optimizer.state_dict(), "step": step + 1})
+            last_save = time.monotonic()
+    vae.eval().requires_grad_(False)
+    run.log(stage="decoder", step=done, val_psnr=_vae_psnr(vae, validation), done=done >= settings.decoder_steps)
+    run.save("decoder", {"model": vae.state_dict(), "optimizer": optimizer.state_dict(), "step": done})
 
 
 def _validation_videos(spec: ToyModelSpec, count: int = 6) -> np.ndarray:
@@ -301,9 +365,12 @@ def widen_latent_channels(old: dict, new: dict) -> None:
     old_z, new_z = old["vae"].config.z_dim, new["vae"].config.z_dim
     if new_z < old_z:
         raise ValueError(f"cannot narrow the latents from {old_z} to {new_z} channels")
+    new_decoder = _decoder_width(old["vae"]) != _decoder_width(new["vae"])
     for name in ("text_encoder", "image_encoder", "vae", "transformer"):
         source, target = old[name].state_dict(), new[name].state_dict()
         for key, value in target.items():
+            if new_decoder and name == "vae" and key.startswith("decoder."):
+                continue  # a decoder of another width starts fresh (``train_decoder``)
             kinds = _WIDENED.get(name, {}).get(key)
             if kinds is None:
                 value.copy_(source[key])
@@ -325,6 +392,10 @@ def widen_latent_channels(old: dict, new: dict) -> None:
     latents_mean = list(old["vae"].config.latents_mean) + [0.0] * (new_z - old_z)
     latents_std = list(old["vae"].config.latents_std) + [1.0] * (new_z - old_z)
     new["vae"].register_to_config(latents_mean=latents_mean, latents_std=latents_std)
+
+
+def _decoder_width(vae) -> int:
+    return vae.config.decoder_base_dim or vae.config.base_dim
 
 
 # --- the whole run ---------------------------------------------------------------------------------
@@ -356,16 +427,20 @@ def train_toy_model(
     run.log(stage="start", settings=asdict(settings), spec=asdict(spec), init_from=origin)
     vae = components["vae"]
     train_vae(vae, spec, settings, run)
+    if settings.decoder_steps:
+        train_decoder(vae, spec, settings, run)
     vae.eval().requires_grad_(False)
-    set_latent_statistics(vae, spec, settings)
+    if init_from is None or settings.vae_steps + settings.vae_finetune_steps:  # else the encoder is the one started from
+        set_latent_statistics(vae, spec, settings)
     run.log(stage="vae", latents_mean=vae.config.latents_mean, latents_std=vae.config.latents_std)
     if stop_after == "vae":
         return out_dir
     from diffusers import WanImageToVideoPipeline
 
     pipe = WanImageToVideoPipeline(**components)
-    latents = build_latent_set(pipe, spec, settings, run)
-    train_transformer(pipe.transformer, latents, spec, settings, run)
+    if settings.transformer_steps:  # none: the transformer stays as built or started from
+        latents = build_latent_set(pipe, spec, settings, run)
+        train_transformer(pipe.transformer, latents, spec, settings, run)
     return save_model(pipe, spec, settings, out_dir, origin)
 
 

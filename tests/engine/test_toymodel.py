@@ -101,3 +101,28 @@ def test_a_run_can_start_from_an_earlier_model_with_wider_latents(tmp_path):
     about = json.loads((out / "framecast_toy.json").read_text())
     assert about["spec"]["vae_z_dim"] == 24 and about["init_from"]["dir"] == "z16"
     assert about["init_from"]["trained"]["spec"]["vae_z_dim"] == 16  # the chain of runs is traceable
+
+
+def test_a_run_can_train_a_wider_decoder_alone_and_keep_the_rest(tmp_path):
+    from framecast.engine.model import load_pipeline
+
+    first = train_toy_model(tmp_path / "d4", QUICK, TINY)
+    settings = dataclasses.replace(QUICK, vae_steps=0, vae_finetune_steps=0, decoder_steps=3, transformer_steps=0)
+    out = train_toy_model(tmp_path / "d8", settings, dataclasses.replace(TINY, vae_decoder_base_dim=8), init_from=first)
+    before, after = load_pipeline(first), load_pipeline(out)
+    assert after.vae.config.decoder_base_dim == 8 and after.vae.decoder.conv_in.out_channels == 4 * 8
+    # The latents are the ones the transformer learned: encoder, its statistics and transformer are unchanged.
+    for name, module in (("vae", "encoder"), ("vae", "quant_conv"), ("transformer", None)):
+        old = getattr(before, name) if module is None else getattr(getattr(before, name), module)
+        new = getattr(after, name) if module is None else getattr(getattr(after, name), module)
+        for (key, a), b in zip(old.state_dict().items(), new.state_dict().values()):
+            assert torch.equal(a, b), key
+    assert after.vae.config.latents_mean == before.vae.config.latents_mean
+    assert after.vae.config.latents_std == before.vae.config.latents_std
+    clip = torch.rand(1, 3, TINY.frames, TINY.size, TINY.size, dtype=after.vae.dtype) * 2 - 1
+    with torch.no_grad():
+        decoded = after.vae.decode(after.vae.encode(clip).latent_dist.mode()).sample
+    assert decoded.shape == clip.shape and torch.isfinite(decoded).all()
+    rows = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r["stage"] == "decoder" and "val_psnr" in r] == [3]
+    assert not any(r["stage"] in ("latents", "transformer") for r in rows)
