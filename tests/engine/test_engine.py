@@ -317,3 +317,43 @@ def test_a_mask_bbox_mode_empties_is_refused():
     Engine._check_edit_region(speck, C.MaskMode.BBOX, 0)
     with pytest.raises(InvalidInput, match="mask_mode must be exact, bbox or dilate"):
         Engine._check_edit_region(speck, "blur", 0)
+
+
+def _sentencepiece_style_tokenizer():
+    """A small tokenizer of UMT5's kind (a Unigram model over "▁"-prefixed pieces, NFKC, `</s>` appended),
+    built locally: the real one cannot be downloaded here."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from transformers import T5TokenizerFast
+
+    words = ("a", "red", "cat", "walks", "on", "the", "grass", "jacket")
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
+    pieces += [(c, -5.0) for c in "abcdefghijklmnopqrstuvwxyz.,"] + [("▁" + w, -3.0) for w in words]
+    core = Tokenizer(models.Unigram(pieces, unk_id=2, byte_fallback=False))
+    core.normalizer = normalizers.NFKC()
+    core.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    core.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    core.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    return T5TokenizerFast(tokenizer_object=core, eos_token="</s>", unk_token="<unk>", pad_token="<pad>", extra_ids=0,
+                           model_max_length=512)  # fmt: skip
+
+
+def test_prompt_tokens_count_what_the_pipeline_keeps_with_a_umt5_style_tokenizer(engine):
+    """The prompt limit counts tokens as the pipeline's own encoding does (its clean-up, then the
+    tokenizer with `</s>`): checked against the rows ``encode_prompt`` keeps, with a tokenizer of
+    the real model's kind, words that are one piece, words spelt out, and unknown characters."""
+    import copy
+
+    from framecast.engine.sampling import MAX_PROMPT_TOKENS, prompt_tokens
+
+    pipe = copy.copy(engine.pipe)
+    pipe.tokenizer = _sentencepiece_style_tokenizer()
+    prompts = ["a red cat walks on the grass", "  a   RED jacket\n\n on  the\tgrass &amp; ✓ ",
+               "the cat " * 200, "zebra " * 100 + "a"]  # fmt: skip
+    for prompt in prompts:
+        counted = prompt_tokens(pipe.tokenizer, prompt)
+        embeds, _ = pipe.encode_prompt(prompt, do_classifier_free_guidance=False, max_sequence_length=MAX_PROMPT_TOKENS,
+                                       device=torch.device("cpu"))  # fmt: skip
+        kept = int(embeds[0].abs().sum(dim=-1).gt(0).sum())  # the pipeline zeroes the rows past the prompt
+        assert kept == min(counted, MAX_PROMPT_TOKENS), prompt
+    assert prompt_tokens(pipe.tokenizer, "the cat " * 200) == 401  # one piece per word, then </s>
+    assert prompt_tokens(pipe.tokenizer, "zebra " * 100 + "a") > MAX_PROMPT_TOKENS  # spelt out: 6 pieces a word
