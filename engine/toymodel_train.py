@@ -157,6 +157,50 @@ def _pooled_colour(x: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.avg_pool3d(per_latent_frame, (1, C.VAE_SPATIAL, C.VAE_SPATIAL))
 
 
+def _draw_clips(rng: np.random.Generator, spec: ToyModelSpec, settings: ToyTrainSettings, step: int,
+                clip_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Even steps a batch of single frames (they teach the spatial code fast: every layer but the
+    temporal ones sees them), odd steps clips of ``clip_frames`` (the causal 4-frame chunks).
+    Returns the pixels in [-1, 1] and the loss weight map of the fine-tune (edit target weighted up)."""
+    frames, batch = (1, settings.vae_image_batch) if step % 2 == 0 else (clip_frames, settings.vae_clip_batch)
+    clips, targets = zip(*[vae_training_clip(rng, spec, frames) for _ in range(batch)])
+    weight = 1.0 + settings.vae_target_weight * torch.from_numpy(np.stack(targets)).float()[:, None]
+    return _to_unit(np.stack(clips)), weight
+
+
+def _reconstruction_losses(error: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weighted L1 and MSE of a reconstruction error."""
+    return (error.abs() * weight).mean() / weight.mean(), (error.pow(2) * weight).mean() / weight.mean()
+
+
+class _VaeStage:
+    """The log lines, validation and checkpoints a VAE stage ("vae" or "decoder") writes as it steps."""
+
+    def __init__(self, name: str, vae, optimizer, spec: ToyModelSpec, settings: ToyTrainSettings, run: _Run):
+        self.name, self.vae, self.optimizer, self.settings, self.run = name, vae, optimizer, settings, run
+        self.validation = _validation_videos(spec)
+        self.last_save = time.monotonic()
+
+    def stepped(self, step: int, **losses: torch.Tensor) -> None:
+        if step % 25 == 0:
+            self.run.log(stage=self.name, step=step, **{k: v.item() for k, v in losses.items()})
+        if step % 200 == 0 and step:
+            self.run.log(stage=self.name, step=step, val_psnr=_vae_psnr(self.vae, self.validation))
+            self.vae.train()
+        if time.monotonic() - self.last_save > self.settings.checkpoint_every_s:
+            self.save(step + 1)
+            self.last_save = time.monotonic()
+
+    def finish(self, done: int, total: int) -> None:
+        self.vae.eval()
+        self.run.log(stage=self.name, step=done, val_psnr=_vae_psnr(self.vae, self.validation), done=done >= total)
+        self.save(done)
+
+    def save(self, step: int) -> None:
+        state = {"model": self.vae.state_dict(), "optimizer": self.optimizer.state_dict(), "step": step}
+        self.run.save(self.name, state)
+
+
 def train_vae(vae, spec: ToyModelSpec, settings: ToyTrainSettings, run: _Run) -> None:
     total = settings.vae_steps + settings.vae_finetune_steps
     if not total:  # kept as built or started from
@@ -175,24 +219,18 @@ def train_vae(vae, spec: ToyModelSpec, settings: ToyTrainSettings, run: _Run) ->
         # small initial means and the decoder learns nothing but the mean colour.
         with torch.no_grad():
             vae.quant_conv.bias[vae.config.z_dim :] = -10.0
-    validation = _validation_videos(spec)
+    stage = _VaeStage("vae", vae, optimizer, spec, settings, run)
+    short_clips = min(settings.vae_clip_frames, spec.frames)
     vae.train()
-    last_save = time.monotonic()
     done = start
     for step in range(start, total):
         if run.out_of_time(_VAE_SHARE_OF_CAP):
             break
         rng = np.random.default_rng([settings.seed, _VAE_STAGE, step])
         finetune = step >= settings.vae_steps
-        # Single frames teach the spatial code fast (every layer but the temporal ones sees
-        # them); clips teach the causal 4-frame chunks.
-        clip_frames = spec.frames if finetune else min(settings.vae_clip_frames, spec.frames)
-        frames, batch = (1, settings.vae_image_batch) if step % 2 == 0 else (clip_frames, settings.vae_clip_batch)
-        clips, targets = zip(*[vae_training_clip(rng, spec, frames) for _ in range(batch)])
-        x = _to_unit(np.stack(clips))
+        x, weight = _draw_clips(rng, spec, settings, step, spec.frames if finetune else short_clips)
         if finetune:
             lr = settings.vae_finetune_lr * _lr_factor(step - settings.vae_steps, settings.vae_finetune_steps, 0)
-            weight = 1.0 + settings.vae_target_weight * torch.from_numpy(np.stack(targets)).float()[:, None]
         else:
             lr = settings.vae_lr * _lr_factor(step, settings.vae_steps, settings.warmup_steps)
             weight = torch.ones(1)
@@ -200,10 +238,7 @@ def train_vae(vae, spec: ToyModelSpec, settings: ToyTrainSettings, run: _Run) ->
             group["lr"] = lr
         posterior = vae.encode(x).latent_dist
         generator = torch.Generator().manual_seed(settings.seed * 1_000_003 + step)
-        recon = vae.decode(posterior.sample(generator)).sample
-        error = recon - x
-        l1 = (error.abs() * weight).mean() / weight.mean()
-        mse = (error.pow(2) * weight).mean() / weight.mean()
+        l1, mse = _reconstruction_losses(vae.decode(posterior.sample(generator)).sample - x, weight)
         kl = 0.5 * (posterior.mean.pow(2) + posterior.var - 1.0 - posterior.logvar).mean()  # per latent value
         align = (posterior.mean[:, :3] - _pooled_colour(x)).pow(2).mean()
         loss = l1 + mse + settings.vae_kl_weight * kl + settings.vae_align_weight * align
@@ -212,17 +247,8 @@ def train_vae(vae, spec: ToyModelSpec, settings: ToyTrainSettings, run: _Run) ->
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
         optimizer.step()
         done = step + 1
-        if step % 25 == 0:
-            run.log(stage="vae", step=step, l1=l1.item(), mse=mse.item(), kl=kl.item(), align=align.item())
-        if step % 200 == 0 and step:
-            run.log(stage="vae", step=step, val_psnr=_vae_psnr(vae, validation))
-            vae.train()
-        if time.monotonic() - last_save > settings.checkpoint_every_s:
-            run.save("vae", {"model": vae.state_dict(), "optimizer": optimizer.state_dict(), "step": step + 1})
-            last_save = time.monotonic()
-    vae.eval()
-    run.log(stage="vae", step=done, val_psnr=_vae_psnr(vae, validation), done=done >= total)
-    run.save("vae", {"model": vae.state_dict(), "optimizer": optimizer.state_dict(), "step": done})
+        stage.stepped(step, l1=l1, mse=mse, kl=kl, align=align)
+    stage.finish(done, total)
 
 
 def train_decoder(vae, spec: ToyModelSpec, settings: ToyTrainSettings, run: _Run) -> None:
@@ -238,45 +264,32 @@ def train_decoder(vae, spec: ToyModelSpec, settings: ToyTrainSettings, run: _Run
         start = state["step"]
         if start >= settings.decoder_steps:
             return
-    validation = _validation_videos(spec)
+    stage = _VaeStage("decoder", vae, optimizer, spec, settings, run)
+    short_clips = min(settings.vae_clip_frames, spec.frames)
     vae.requires_grad_(False)
     for param in decoding:
         param.requires_grad_(True)
     vae.train()
-    last_save, done = time.monotonic(), start
+    done = start
     for step in range(start, settings.decoder_steps):
         if run.out_of_time(_VAE_SHARE_OF_CAP):
             break
         rng = np.random.default_rng([settings.seed, _DECODER_STAGE, step])
-        clip_frames = spec.frames if step % 4 == 3 else min(settings.vae_clip_frames, spec.frames)
-        frames, batch = (1, settings.vae_image_batch) if step % 2 == 0 else (clip_frames, settings.vae_clip_batch)
-        clips, targets = zip(*[vae_training_clip(rng, spec, frames) for _ in range(batch)])
-        x = _to_unit(np.stack(clips))
-        weight = 1.0 + settings.vae_target_weight * torch.from_numpy(np.stack(targets)).float()[:, None]
+        x, weight = _draw_clips(rng, spec, settings, step, spec.frames if step % 4 == 3 else short_clips)
         for group in optimizer.param_groups:
             group["lr"] = settings.decoder_lr * _lr_factor(step, settings.decoder_steps, settings.warmup_steps)
         with torch.no_grad():
             generator = torch.Generator().manual_seed(settings.seed * 1_000_003 + step)
             latents = vae.encode(x).latent_dist.sample(generator)
-        error = vae.decode(latents).sample - x
-        l1 = (error.abs() * weight).mean() / weight.mean()
-        mse = (error.pow(2) * weight).mean() / weight.mean()
+        l1, mse = _reconstruction_losses(vae.decode(latents).sample - x, weight)
         optimizer.zero_grad(set_to_none=True)
         (l1 + mse).backward()
         torch.nn.utils.clip_grad_norm_(decoding, 1.0)
         optimizer.step()
         done = step + 1
-        if step % 25 == 0:
-            run.log(stage="decoder", step=step, l1=l1.item(), mse=mse.item())
-        if step % 200 == 0 and step:
-            run.log(stage="decoder", step=step, val_psnr=_vae_psnr(vae, validation))
-            vae.train()
-        if time.monotonic() - last_save > settings.checkpoint_every_s:
-            run.save("decoder", {"model": vae.state_dict(), "optimizer": optimizer.state_dict(), "step": step + 1})
-            last_save = time.monotonic()
-    vae.eval().requires_grad_(False)
-    run.log(stage="decoder", step=done, val_psnr=_vae_psnr(vae, validation), done=done >= settings.decoder_steps)
-    run.save("decoder", {"model": vae.state_dict(), "optimizer": optimizer.state_dict(), "step": done})
+        stage.stepped(step, l1=l1, mse=mse)
+    stage.finish(done, settings.decoder_steps)
+    vae.requires_grad_(False)
 
 
 def _validation_videos(spec: ToyModelSpec, count: int = 6) -> np.ndarray:
