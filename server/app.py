@@ -53,6 +53,7 @@ class RunningServer:
         self.media = MediaStore(data / "media", max_pixels=config.max_pixels, max_frames=config.max_frames)
         adapters = AdapterStore(data / "adapters")
         adapters.remove_interrupted_writes()
+
         def settle_interrupted(info: framecast_pb2.JobInfo) -> None:
             settle_interrupted_training(adapters, info)
             settle_interrupted_propagation(self.media, info)
