@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from framecast.engine.errors import InvalidInput
 
 VAE_TEMPORAL = 4  # latent frame j >= 1 encodes pixel frames 4j-3 .. 4j
-VAE_SPATIAL = 8
+VAE_SPATIAL = 8  # Wan2.1's; a pipeline's own is pipe.vae_scale_factor_spatial
 BBOX_MIN_AREA = 50  # px at 832x480: smaller components are dropped, as the public preprocessing does
 BBOX_REFERENCE_PIXELS = 832 * 480  # the minimum area scales with the frame's area
 BBOX_GROWTH = 0.10  # each box grows by 10% of its size, half on each side
@@ -155,8 +155,9 @@ def _bounding_boxes(edit_mask: np.ndarray) -> np.ndarray:
 # --- latent-space conditioning ------------------------------------------------------------
 
 
-def latent_keep_mask(edit_mask: np.ndarray, first_frame_known: bool = True) -> torch.Tensor:
-    """The transformer's 4 mask channels. [F, H, W] bool -> [1, 4, F_lat, H/8, W/8] float32.
+def latent_keep_mask(edit_mask: np.ndarray, first_frame_known: bool = True, spatial: int = VAE_SPATIAL) -> torch.Tensor:
+    """The transformer's 4 mask channels. [F, H, W] bool -> [1, 4, F_lat, H/s, W/s] float32, for
+    a VAE that shrinks space ``spatial`` (s) times.
 
     keep = 1 outside the edit region, 0 inside; frame 0 is all keep when it is given in full.
     Frame 0 is repeated four times so the frame axis divides into groups of 4, one group per
@@ -164,11 +165,11 @@ def latent_keep_mask(edit_mask: np.ndarray, first_frame_known: bool = True) -> t
     """
     frames, height, width = edit_mask.shape
     keep = torch.from_numpy(~edit_mask).float()[None, None]  # [1, 1, F, H, W]
-    keep = F.interpolate(keep, size=(frames, height // VAE_SPATIAL, width // VAE_SPATIAL), mode="nearest")
+    keep = F.interpolate(keep, size=(frames, height // spatial, width // spatial), mode="nearest")
     if first_frame_known:
         keep[:, :, 0] = 1.0
     keep = torch.cat([keep[:, :, :1].repeat(1, 1, VAE_TEMPORAL, 1, 1), keep[:, :, 1:]], dim=2)  # [1, 1, F+3, h, w]
-    keep = keep.view(1, -1, VAE_TEMPORAL, height // VAE_SPATIAL, width // VAE_SPATIAL)  # [1, F_lat, 4, h, w]
+    keep = keep.view(1, -1, VAE_TEMPORAL, height // spatial, width // spatial)  # [1, F_lat, 4, h, w]
     return keep.transpose(1, 2).contiguous()  # [1, 4, F_lat, h, w]
 
 
@@ -186,15 +187,18 @@ def condition_video(first_frame: np.ndarray | None, source: np.ndarray, edit_mas
     return video.permute(3, 0, 1, 2)[None].contiguous()
 
 
-def loss_weight(edit_mask: np.ndarray, w_edit: float = 1.0, w_keep: float = 1.0) -> torch.Tensor:
-    """Per-latent weight of the flow-matching loss. [F, H, W] bool -> [1, 1, F_lat, H/8, W/8].
+def loss_weight(
+    edit_mask: np.ndarray, w_edit: float = 1.0, w_keep: float = 1.0, spatial: int = VAE_SPATIAL
+) -> torch.Tensor:
+    """Per-latent weight of the flow-matching loss. [F, H, W] bool -> [1, 1, F_lat, H/s, W/s],
+    s = ``spatial``, the VAE's spatial factor.
 
     A latent cell is in the edit region when any pixel of any frame it encodes is: latent
     frame 0 covers pixel frame 0, latent frame j >= 1 covers pixel frames 4j-3 .. 4j.
     """
     edit = torch.from_numpy(edit_mask).float()[None, None]  # [1, 1, F, H, W]
     edit = torch.cat([edit[:, :, :1].repeat(1, 1, VAE_TEMPORAL, 1, 1), edit[:, :, 1:]], dim=2)
-    edit = F.max_pool3d(edit, kernel_size=(VAE_TEMPORAL, VAE_SPATIAL, VAE_SPATIAL))
+    edit = F.max_pool3d(edit, kernel_size=(VAE_TEMPORAL, spatial, spatial))
     return torch.where(edit > 0, torch.tensor(float(w_edit)), torch.tensor(float(w_keep)))
 
 

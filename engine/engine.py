@@ -227,7 +227,8 @@ class Engine:
         for offload in offloads:
             for quantize in quantizers:
                 plan = estimate_peak_bytes(self.pipe.transformer, quantize, offload, planning_frames(config),
-                                           height, width, training=True)
+                                           height, width, training=True,
+                                           vae_spatial=self.pipe.vae_scale_factor_spatial)
                 if plan.peak_bytes <= budget:
                     return quantize, offload
         return quantizers[-1], offloads[-1]
@@ -426,7 +427,7 @@ class Engine:
         video = C.condition_video(first_frame, source, edit_mask)
         positive, negative = self._prompt_embeds(prompt, negative_prompt)
         return Conditioning(
-            keep_mask=C.latent_keep_mask(edit_mask, first_frame_known=first_known).to(self.device),
+            keep_mask=C.latent_keep_mask(edit_mask, first_known, self.pipe.vae_scale_factor_spatial).to(self.device),
             condition_latents=self._encode_video(video),
             prompt_embeds=positive,
             negative_prompt_embeds=negative,
@@ -465,7 +466,9 @@ class Engine:
         return Sample(
             cond=cond,
             target_latents=self._encode_video(C.to_unit_range(source)),
-            loss_weight=C.loss_weight(edit_mask, settings.w_edit, settings.w_keep).to(self.device),
+            loss_weight=C.loss_weight(edit_mask, settings.w_edit, settings.w_keep, self.pipe.vae_scale_factor_spatial).to(
+                self.device
+            ),
         )
 
     def _reference_sample(self, source, edit_mask, index, edited, prompt, settings: TrainSettings) -> Sample:
@@ -474,7 +477,9 @@ class Engine:
         return Sample(
             cond=cond,
             target_latents=self._encode_video(C.to_unit_range(edited[None])),
-            loss_weight=C.loss_weight(frame_mask, settings.w_edit, settings.w_keep).to(self.device),
+            loss_weight=C.loss_weight(frame_mask, settings.w_edit, settings.w_keep, self.pipe.vae_scale_factor_spatial).to(
+                self.device
+            ),
         )
 
     # --- propagation --------------------------------------------------------------------
@@ -606,7 +611,7 @@ class Engine:
         def need(window: int) -> int:
             return estimate_peak_bytes(
                 self.pipe.transformer, self.quantize, self.offload, window, height, width, training, rank,
-                dtype_bytes=torch.finfo(self.dtype).bits // 8,
+                dtype_bytes=torch.finfo(self.dtype).bits // 8, vae_spatial=self.pipe.vae_scale_factor_spatial,
             ).peak_bytes
 
         longest = max(plan.lengths)

@@ -213,6 +213,7 @@ def estimate_peak_bytes(
     training: bool,
     rank: int = 16,
     dtype_bytes: int = 2,
+    vae_spatial: int = 8,
 ) -> MemoryPlan:
     """Estimate the device memory a clip needs: a planning figure, not a measurement.
 
@@ -227,7 +228,7 @@ def estimate_peak_bytes(
     hidden = cfg.num_attention_heads * cfg.attention_head_dim
     patch = cfg.patch_size
     latent_frames = (frames - 1) // 4 + 1
-    tokens = latent_frames * (height // 8 // patch[1]) * (width // 8 // patch[2])
+    tokens = latent_frames * (height // vae_spatial // patch[1]) * (width // vae_spatial // patch[2])
     params = sum(p.numel() for p in transformer.parameters())
     per_weight = BYTES_PER_WEIGHT[Quantize(quantize)] or dtype_bytes
     stored = module_bytes(transformer)

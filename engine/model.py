@@ -70,6 +70,14 @@ def _byte_level_tokenizer():
     )
 
 
+def vae_temporal_downsample(dim_mult: tuple[int, ...]) -> list[bool]:
+    """Which of the VAE's ``len(dim_mult) - 1`` spatial halvings also halve time: the last two,
+    so time shrinks 4x as Wan2.1's does whatever the spatial factor (2 ** (len(dim_mult) - 1))."""
+    if len(dim_mult) < 3:
+        raise ValueError(f"vae_dim_mult needs at least 3 levels for 4x temporal compression, got {dim_mult}")
+    return [False] * (len(dim_mult) - 3) + [True, True]
+
+
 def wan_components(spec: WanSpec) -> dict:
     """The seven WanImageToVideoPipeline components of the real classes at ``spec``'s sizes,
     freshly initialised from ``spec.seed``."""
@@ -100,8 +108,9 @@ def wan_components(spec: WanSpec) -> dict:
         z_dim=spec.vae_z_dim,
         dim_mult=list(spec.vae_dim_mult),
         num_res_blocks=spec.vae_res_blocks,
-        temperal_downsample=[False, True, True],
+        temperal_downsample=vae_temporal_downsample(spec.vae_dim_mult),
         is_residual=spec.vae_residual,
+        scale_factor_spatial=2 ** (len(spec.vae_dim_mult) - 1),
     )
     transformer = WanTransformer3DModel(
         patch_size=(1, 2, 2),

@@ -148,13 +148,14 @@ def _to_unit(clips: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(clips).float().div(127.5).sub(1.0).permute(0, 4, 1, 2, 3).contiguous()
 
 
-def _pooled_colour(x: torch.Tensor) -> torch.Tensor:
-    """The mean colour of the pixels each latent cell encodes: [B, 3, F, H, W] -> [B, 3, F_lat, H/8, W/8].
+def _pooled_colour(x: torch.Tensor, spatial: int = C.VAE_SPATIAL) -> torch.Tensor:
+    """The mean colour of the pixels each latent cell encodes: [B, 3, F, H, W] -> [B, 3, F_lat, H/s, W/s]
+    for a VAE that shrinks space ``spatial`` (s) times.
     Latent frame 0 covers pixel frame 0, latent frame j >= 1 pixel frames 4j-3 .. 4j."""
     batch, channels, frames, height, width = x.shape
     later = x[:, :, 1:].reshape(batch, channels, (frames - 1) // C.VAE_TEMPORAL, C.VAE_TEMPORAL, height, width)
     per_latent_frame = torch.cat([x[:, :, :1], later.mean(dim=3)], dim=2)
-    return torch.nn.functional.avg_pool3d(per_latent_frame, (1, C.VAE_SPATIAL, C.VAE_SPATIAL))
+    return torch.nn.functional.avg_pool3d(per_latent_frame, (1, spatial, spatial))
 
 
 def _draw_clips(rng: np.random.Generator, spec: ToyModelSpec, settings: ToyTrainSettings, step: int,
@@ -240,7 +241,7 @@ def train_vae(vae, spec: ToyModelSpec, settings: ToyTrainSettings, run: _Run) ->
         generator = torch.Generator().manual_seed(settings.seed * 1_000_003 + step)
         l1, mse = _reconstruction_losses(vae.decode(posterior.sample(generator)).sample - x, weight)
         kl = 0.5 * (posterior.mean.pow(2) + posterior.var - 1.0 - posterior.logvar).mean()  # per latent value
-        align = (posterior.mean[:, :3] - _pooled_colour(x)).pow(2).mean()
+        align = (posterior.mean[:, :3] - _pooled_colour(x, vae.config.scale_factor_spatial)).pow(2).mean()
         loss = l1 + mse + settings.vae_kl_weight * kl + settings.vae_align_weight * align
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -479,6 +480,7 @@ def build_latent_set(pipe, spec: ToyModelSpec, settings: ToyTrainSettings, run: 
         return prompts[text]
 
     every_frame = np.ones((spec.frames, spec.size, spec.size), dtype=bool)
+    spatial = pipe.vae_scale_factor_spatial
     columns: dict[str, list[torch.Tensor]] = {name: [] for name in LatentSet.__dataclass_fields__ if name != "empty_prompt"}
     pending: list[tuple] = []
 
@@ -506,8 +508,8 @@ def build_latent_set(pipe, spec: ToyModelSpec, settings: ToyTrainSettings, run: 
                 C.to_unit_range(video[frame : frame + 1]),
                 C.condition_video(None, video[frame : frame + 1], edit_mask[frame : frame + 1]),
             ))  # fmt: skip
-            columns["masked_keep"].append(C.latent_keep_mask(edit_mask))
-            columns["frame_keep"].append(C.latent_keep_mask(edit_mask[frame : frame + 1], first_frame_known=False))
+            columns["masked_keep"].append(C.latent_keep_mask(edit_mask, spatial=spatial))
+            columns["frame_keep"].append(C.latent_keep_mask(edit_mask[frame : frame + 1], False, spatial))
             columns["prompt"].append(prompt_embeds(prompt)[None])
             columns["image"].append(encode_clip_image(pipe, video[0], device))
             columns["frame_image"].append(encode_clip_image(pipe, video[frame], device))

@@ -357,3 +357,24 @@ def test_prompt_tokens_count_what_the_pipeline_keeps_with_a_umt5_style_tokenizer
         assert kept == min(counted, MAX_PROMPT_TOKENS), prompt
     assert prompt_tokens(pipe.tokenizer, "the cat " * 200) == 401  # one piece per word, then </s>
     assert prompt_tokens(pipe.tokenizer, "zebra " * 100 + "a") > MAX_PROMPT_TOKENS  # spelt out: 6 pieces a word
+
+
+def test_a_vae_with_another_spatial_factor_trains_and_propagates(tmp_path, scene):
+    """The latent grid follows the loaded VAE's own spatial factor (here 4x, three levels), not Wan2.1's 8x."""
+    from dataclasses import replace
+
+    from framecast.engine.model import WanSpec, make_tiny_model
+
+    model_dir = make_tiny_model(tmp_path / "wan-tiny-s4", replace(WanSpec(), vae_dim_mult=(1, 1, 1)))
+    engine = Engine(EngineConfig(model_dir=str(model_dir)), tmp_path / "data")
+    assert engine.pipe.vae_scale_factor_spatial == 4
+    seen = []
+    settings = TrainSettings(steps=3, rank=4, seed=1, gradient_checkpointing=False)
+    engine.train(TrainJob("s4", scene.source, scene.edit_mask, scene.prompt, settings), seen.append)
+    assert len(seen) == 3 and all(np.isfinite(p.loss) for p in seen)
+    job = PropagateJob("s4", scene.source, scene.edit_mask, scene.edited_first_frame, scene.edited_prompt, steps=2)
+    result = engine.propagate(job)
+    assert result.frames.shape == scene.source.shape
+    keep = C.latent_keep_mask(scene.edit_mask, spatial=4)
+    assert keep.shape == (1, 4, 3, 16, 16) and 0 < keep[:, :, 1:].mean() < 1
+    assert C.loss_weight(scene.edit_mask, spatial=4).shape == (1, 1, 3, 16, 16)
