@@ -13,6 +13,7 @@ when whoever reads the output closed the pipe (``framecast adapters list | head 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
@@ -136,6 +137,15 @@ def positive_int(text: str) -> int:
 non_negative_int = whole_number(0, UINT32_MAX, "non_negative_int")  # pixels: --dilate-px, --feather-px
 seed_int = whole_number(0, UINT64_MAX, "seed_int")  # the API's seeds are uint64
 colour_variants_int = whole_number(0, 16, "colour_variants_int")  # TrainRequest.colour_variants: 0-16
+_multiplier = whole_number(1, 64, "multiplier")
+
+
+def dim_mult(text: str) -> tuple[int, ...]:
+    """A VAE's width multipliers, ``1,2,2``: at least three (time shrinks 4x over the last two levels)."""
+    values = tuple(_multiplier(part) for part in text.split(","))
+    if len(values) < 3:
+        raise argparse.ArgumentTypeError(f"needs at least 3 comma-separated levels but got {text!r}")
+    return values
 
 
 def positive_float(text: str) -> float:
@@ -240,7 +250,7 @@ def cmd_make_tiny_model(args) -> int:
 def cmd_train_toy_model(args) -> int:
     import transformers
 
-    from framecast.engine.model import check_model_dir
+    from framecast.engine.model import build_vae, check_model_dir
     from framecast.engine.toymodel import ToyModelSpec
     from framecast.engine.toymodel_train import ToyTrainSettings, train_toy_model
 
@@ -258,6 +268,12 @@ def cmd_train_toy_model(args) -> int:
             raise InvalidInput("--init-from", args.init_from, error.reason) from None
     settings = ToyTrainSettings(seed=args.seed, max_minutes=args.minutes, threads=args.threads, **schedule)
     spec = ToyModelSpec(vae_z_dim=args.vae_z_dim, vae_decoder_base_dim=args.vae_decoder_dim)
+    if args.vae_dim_mult is not None:
+        spec = dataclasses.replace(spec, vae_dim_mult=args.vae_dim_mult)
+        try:
+            build_vae(spec)
+        except ValueError as error:
+            raise InvalidInput("--vae-dim-mult", ",".join(map(str, args.vae_dim_mult)), f"cannot be built: {error}") from None
     print(train_toy_model(args.dir, settings, spec, init_from=args.init_from))
     return 0
 
@@ -532,6 +548,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="start from this toy model's weights instead of from scratch")
     toy.add_argument("--vae-z-dim", type=whole_number(4, 64, "vae-z-dim"), default=16, metavar="N",
                      help="VAE latent channels; more than --init-from's widens it (default: %(default)s)")
+    toy.add_argument("--vae-dim-mult", type=dim_mult, default=None, metavar="M,M,...",
+                     help="VAE width multipliers, one level per entry: space shrinks 2^(levels-1) times "
+                          "(default: 1,2,4,4, 8x as Wan2.1's; 1,2,2 is 4x). Other levels than --init-from's "
+                          "train a new VAE from scratch")  # fmt: skip
     toy.add_argument("--vae-steps", type=non_negative_int, default=None, metavar="N",
                      help="VAE steps on frames and short clips (default: 2000)")
     toy.add_argument("--vae-finetune-steps", type=non_negative_int, default=None, metavar="N",

@@ -78,10 +78,26 @@ def vae_temporal_downsample(dim_mult: tuple[int, ...]) -> list[bool]:
     return [False] * (len(dim_mult) - 3) + [True, True]
 
 
+def build_vae(spec: WanSpec):
+    """The AutoencoderKLWan at ``spec``'s sizes; ValueError when the class cannot take them."""
+    from diffusers import AutoencoderKLWan
+
+    return AutoencoderKLWan(
+        base_dim=spec.vae_base_dim,
+        decoder_base_dim=spec.vae_decoder_base_dim,
+        z_dim=spec.vae_z_dim,
+        dim_mult=list(spec.vae_dim_mult),
+        num_res_blocks=spec.vae_res_blocks,
+        temperal_downsample=vae_temporal_downsample(spec.vae_dim_mult),
+        is_residual=spec.vae_residual,
+        scale_factor_spatial=2 ** (len(spec.vae_dim_mult) - 1),
+    )
+
+
 def wan_components(spec: WanSpec) -> dict:
     """The seven WanImageToVideoPipeline components of the real classes at ``spec``'s sizes,
     freshly initialised from ``spec.seed``."""
-    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanTransformer3DModel
+    from diffusers import FlowMatchEulerDiscreteScheduler, WanTransformer3DModel
     from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel, UMT5Config, UMT5EncoderModel
 
     torch.manual_seed(spec.seed)
@@ -102,16 +118,7 @@ def wan_components(spec: WanSpec) -> dict:
     image_processor = CLIPImageProcessor(
         size={"shortest_edge": spec.image_size}, crop_size={"height": spec.image_size, "width": spec.image_size}
     )
-    vae = AutoencoderKLWan(
-        base_dim=spec.vae_base_dim,
-        decoder_base_dim=spec.vae_decoder_base_dim,
-        z_dim=spec.vae_z_dim,
-        dim_mult=list(spec.vae_dim_mult),
-        num_res_blocks=spec.vae_res_blocks,
-        temperal_downsample=vae_temporal_downsample(spec.vae_dim_mult),
-        is_residual=spec.vae_residual,
-        scale_factor_spatial=2 ** (len(spec.vae_dim_mult) - 1),
-    )
+    vae = build_vae(spec)
     transformer = WanTransformer3DModel(
         patch_size=(1, 2, 2),
         num_attention_heads=spec.heads,

@@ -375,12 +375,19 @@ def widen_latent_channels(old: dict, new: dict) -> None:
     possibly more VAE latent channels). New latent channels start out unused: the decoder and the
     transformer read them with zero weights and the transformer predicts zero for them, while the
     encoder writes fresh features into them (passed through unchanged by the 1x1 convolutions)
-    with a narrow posterior, so the widened model decodes and denoises exactly as the old one."""
+    with a narrow posterior, so the widened model decodes and denoises exactly as the old one.
+    A VAE of other levels (``vae_dim_mult``, base width, ...) is not copied: it starts fresh,
+    and everything else starts from ``old``."""
     old_z, new_z = old["vae"].config.z_dim, new["vae"].config.z_dim
     if new_z < old_z:
         raise ValueError(f"cannot narrow the latents from {old_z} to {new_z} channels")
+    new_vae = _vae_levels(old["vae"]) != _vae_levels(new["vae"])
+    if new_vae and new_z != old_z:
+        raise ValueError("a VAE of new levels starts from scratch, so its latent channels cannot be widened too")
     new_decoder = _decoder_width(old["vae"]) != _decoder_width(new["vae"])
     for name in ("text_encoder", "image_encoder", "vae", "transformer"):
+        if new_vae and name == "vae":
+            continue  # a VAE of other levels starts fresh (its stage must train it: ``vae_steps``)
         source, target = old[name].state_dict(), new[name].state_dict()
         for key, value in target.items():
             if new_decoder and name == "vae" and key.startswith("decoder."):
@@ -403,9 +410,17 @@ def widen_latent_channels(old: dict, new: dict) -> None:
             if len(index) == 2:
                 index = [index[0][:, None], index[1][None, :]]
             value[tuple(index)] = source[key].to(value.dtype)
+    if new_vae:
+        return
     latents_mean = list(old["vae"].config.latents_mean) + [0.0] * (new_z - old_z)
     latents_std = list(old["vae"].config.latents_std) + [1.0] * (new_z - old_z)
     new["vae"].register_to_config(latents_mean=latents_mean, latents_std=latents_std)
+
+
+def _vae_levels(vae) -> tuple:
+    """What fixes the VAE's tensors other than its latent and decoder widths."""
+    config = vae.config
+    return config.base_dim, tuple(config.dim_mult), config.num_res_blocks, config.is_residual, tuple(config.temperal_downsample)
 
 
 def _decoder_width(vae) -> int:

@@ -628,6 +628,22 @@ def test_parse_train_toy_model_schedule():
     assert (plain.dir, plain.seed, plain.vae_finetune_steps, plain.transformer_steps) == ("out", 0, None, None)
     longer = parser.parse_args(["train-toy-model", "out", "--vae-finetune-steps", "2000", "--transformer-steps", "5000"])
     assert (longer.vae_finetune_steps, longer.transformer_steps) == (2000, 5000)
+    assert plain.vae_dim_mult is None
+    assert parser.parse_args(["train-toy-model", "out", "--vae-dim-mult", "1,2,2"]).vae_dim_mult == (1, 2, 2)
+
+
+@pytest.mark.parametrize("value", ["1,2", "1,0,2", "1,x,2", ""])
+def test_parse_refuses_a_vae_dim_mult_without_three_positive_levels(value, capsys):
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["train-toy-model", "out", "--vae-dim-mult", value])
+    assert "argument --vae-dim-mult" in capsys.readouterr().err
+
+
+def test_train_toy_model_refuses_vae_levels_the_class_cannot_build(tmp_path, capsys):
+    assert cli.main(["train-toy-model", str(tmp_path / "out"), "--vae-dim-mult", "1,2,4"]) != 0
+    err = capsys.readouterr().err
+    assert "--vae-dim-mult" in err and "1,2,4" in err and "divisible" in err
+    assert not (tmp_path / "out").exists()
 
 
 def test_parse_serve_adapter_cache_flags():

@@ -103,6 +103,24 @@ def test_a_run_can_start_from_an_earlier_model_with_wider_latents(tmp_path):
     assert about["init_from"]["trained"]["spec"]["vae_z_dim"] == 16  # the chain of runs is traceable
 
 
+def test_a_run_can_start_a_vae_of_other_levels_fresh_and_keep_the_transformer(tmp_path):
+    from framecast.engine.model import load_pipeline
+
+    first = train_toy_model(tmp_path / "s8", QUICK, TINY)
+    settings = dataclasses.replace(QUICK, transformer_steps=0)
+    out = train_toy_model(tmp_path / "s4", settings, dataclasses.replace(TINY, vae_dim_mult=(1, 2, 2)), init_from=first)
+    before, after = load_pipeline(first), load_pipeline(out)
+    assert before.vae_scale_factor_spatial == 8 and after.vae_scale_factor_spatial == 4
+    assert after.vae.config.temperal_downsample == [True, True]
+    for (key, a), b in zip(before.transformer.state_dict().items(), after.transformer.state_dict().values()):
+        assert torch.equal(a, b), key
+    assert after.vae.config.latents_std != before.vae.config.latents_std  # measured on the new VAE
+    clip = torch.rand(1, 3, TINY.frames, TINY.size, TINY.size, dtype=after.vae.dtype) * 2 - 1
+    with torch.no_grad():
+        latents = after.vae.encode(clip).latent_dist.mode()
+    assert latents.shape[-2:] == (TINY.size // 4, TINY.size // 4)
+
+
 def test_a_run_can_train_a_wider_decoder_alone_and_keep_the_rest(tmp_path):
     from framecast.engine.model import load_pipeline
 
