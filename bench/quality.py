@@ -267,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--guidance", type=float, default=QualityOptions.guidance_scale)
     parser.add_argument("--reference-frame", type=int, default=QualityOptions.reference_frame)
     parser.add_argument("--no-windowed", action="store_true", help="skip the windowed run (and its seam score)")
+    parser.add_argument("--no-composite", action="store_true",
+                        help="skip the second, composited, sampling of each model-based method (halves sampling)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--workers", type=int, default=1,
                         help="scenes evaluated at once, each by its own process and engine (CPU; default: %(default)s)")
@@ -284,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     options = QualityOptions(
         steps=args.steps, appearance_steps=args.appearance_steps, learning_rate=args.lr, rank=args.rank,
         sample_steps=args.sample_steps, guidance_scale=args.guidance, reference_frame=args.reference_frame,
-        windowed=not args.no_windowed, colour_variants=args.colour_variants, w_keep=args.w_keep,
+        windowed=not args.no_windowed, composite=not args.no_composite, colour_variants=args.colour_variants,
+        w_keep=args.w_keep,
     )  # fmt: skip
     model = Path(args.model) if args.model else builtin_model_dir()
     device = "cuda" if torch.cuda.is_available() else "cpu"
