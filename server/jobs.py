@@ -40,6 +40,7 @@ class Job:
         self.cancel_requested = threading.Event()
         self._history: list[pb.JobEvent] = []
         self._changed = threading.Condition()
+        self._record: Callable[[pb.JobInfo], None] | None = None  # the queue's durable record writer
 
     @property
     def id(self) -> str:
@@ -76,6 +77,13 @@ class Job:
                 else:
                     getattr(self.info, name).CopyFrom(value)
             self._changed.notify_all()
+
+    def checkpoint(self) -> None:
+        """Write the job's record as it stands now (state and fields so far) to disk, so a crash
+        before the job ends still finds what it had done: a result stored, its metrics."""
+        with self._changed:  # under the lock that ``end`` takes: never written over the final record
+            if self._record is not None and not self.done:
+                self._record(pb.JobInfo.FromString(self.info.SerializeToString()))
 
     def end(self, state: int, error: pb.JobError | None = None) -> bool:
         """Give the job its terminal ``state`` (and ``error`` event) in one step, so a follower
@@ -181,6 +189,7 @@ class JobQueue:
             self._waiting.append(job)
             self._jobs[job.id] = job
             self._trim()
+            job._record = self._persist
             self._persist(job.info)
             job.emit(accepted=job.snapshot())
             job.emit(queued=pb.Queued(position=position))

@@ -17,7 +17,7 @@ import numpy as np
 import framecast
 from framecast.engine.conditioning import MaskMode
 from framecast.engine.engine import Engine, PropagateJob, TrainJob
-from framecast.engine.errors import FailedPrecondition, InvalidInput, Unavailable
+from framecast.engine.errors import FailedPrecondition, InvalidInput, MediaNotFound, Unavailable
 from framecast.engine.media import encode_png, encode_png_sequence, encode_video, mask_from_frames
 from framecast.engine.training import Progress, TrainSettings
 from framecast.server.adapter_rpcs import AdapterRpcs
@@ -53,18 +53,29 @@ def result_filename(job_id: str, encoding: int) -> str:
 
 def settle_interrupted_propagation(media: MediaStore, info: pb.JobInfo) -> None:
     """Settle a Propagate job a crash or restart interrupted (``info`` reads FAILED): SUCCEEDED when
-    its result was stored before the crash and only the job's record lagged behind. The result's
-    quality metrics were not stored with it: ``metrics`` stays unset."""
+    its result was stored before the crash and only the job's final record lagged behind.
+
+    The record written right after the result was stored carries the whole result, metrics
+    included. A crash between storing the result and writing that record leaves only the result
+    video, found by its job-id filename: then ``metrics`` stays unset."""
     if info.kind != pb.JOB_KIND_PROPAGATE or not info.started_at:
         return
-    names = {result_filename(info.job_id, e) for e in (pb.OUTPUT_ENCODING_MP4_H264, pb.OUTPUT_ENCODING_PNG_SEQUENCE)}
-    stored = [m for m in media.list() if m.filename in names and m.created_at >= info.started_at]
-    if stored:
+    if info.HasField("propagate_result"):
+        try:
+            media.info(info.propagate_result.video.id)
+        except MediaNotFound:  # stored, then deleted or expired while the server was down
+            info.ClearField("propagate_result")
+            return
+    else:
+        names = {result_filename(info.job_id, e) for e in (pb.OUTPUT_ENCODING_MP4_H264, pb.OUTPUT_ENCODING_PNG_SEQUENCE)}
+        stored = [m for m in media.list() if m.filename in names and m.created_at >= info.started_at]
+        if not stored:
+            return
         result = max(stored, key=lambda m: m.created_at)
-        info.state = pb.JOB_STATE_SUCCEEDED
-        info.finished_at = result.created_at
-        info.ClearField("error")
         info.propagate_result.CopyFrom(pb.PropagateResult(video=media_ref(result), num_frames=result.num_frames))
+    info.state = pb.JOB_STATE_SUCCEEDED
+    info.finished_at = info.propagate_result.video.created_at  # when the result was stored
+    info.ClearField("error")
 
 
 def _blend_ramp(value: int) -> str:
@@ -249,6 +260,7 @@ class FramecastService(AdapterRpcs, pb_grpc.FramecastServicer):
                 elapsed_s=result.elapsed_s,
             )
             handle.set_state(handle.info.state, propagate_result=message)
+            handle.checkpoint()  # a crash from here on still finds the result, metrics and all
             handle.emit(result=message)
 
         adapters = (request.adapter,) if request.adapter else ()

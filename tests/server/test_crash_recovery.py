@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -223,25 +224,38 @@ def test_pins_outlive_a_restart_and_a_crash_where_they_still_fit(serve, start_se
 def test_a_propagation_whose_result_was_stored_before_the_crash_reads_succeeded(start_server_at, tiny_model_dir, scene, tmp_path):
     data_dir = tmp_path / "data"
     server = start_server_at(tiny_model_dir, data_dir)
+    written = []  # every record the queue writes, in order (it still writes them all)
+    persist = server.queue._persist
+    server.queue._persist = lambda info: (written.append(pb.JobInfo.FromString(info.SerializeToString())), persist(info))
     with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         stub = framecast_pb2_grpc.FramecastStub(channel)
         source, mask, edited = upload_scene(stub, scene)
         request = pb.PropagateRequest(source_id=source.id, mask_id=mask.id, edited_first_frame_id=edited.id, prompt="p", steps=2)
         results = {}
-        for encoding in (pb.OUTPUT_ENCODING_MP4_H264, pb.OUTPUT_ENCODING_PNG_SEQUENCE):
+        # The third run repeats the first: the same video, stored once under the first job's filename.
+        for encoding in (pb.OUTPUT_ENCODING_MP4_H264, pb.OUTPUT_ENCODING_PNG_SEQUENCE, pb.OUTPUT_ENCODING_MP4_H264):
             request.output_encoding = encoding
             events = list(stub.Propagate(request, timeout=300))
             results[events[0].job_id] = events[-1].result
     server.stop(grace=5)
-    # Their records as a kill between storing the result and rewriting the record leaves them,
-    # and one of a propagation that had not got as far.
+    first, second, repeat = results
+    assert results[repeat].video.id == results[first].video.id
+    # Right after its result is stored, a job's record carries it, metrics and all, before the job ends.
+    for job_id, result in results.items():
+        running = [r for r in written if r.job_id == job_id and r.state == pb.JOB_STATE_RUNNING]
+        assert running[-1].propagate_result == result, job_id
+    # Their records as a kill before the final record leaves them: two with the result written
+    # (the checkpoint), one killed between storing the video and that checkpoint, and one of a
+    # propagation that had not got as far.
     records = data_dir / "jobs"
     for job_id in results:
         info = json_format.Parse((records / f"{job_id}.json").read_text(), pb.JobInfo())
         info.state = pb.JOB_STATE_RUNNING
-        info.ClearField("propagate_result")
         info.ClearField("finished_at")
+        if job_id == second:
+            info.ClearField("propagate_result")
         (records / f"{job_id}.json").write_text(json_format.MessageToJson(info, preserving_proto_field_name=True))
+    info.ClearField("propagate_result")
     info.job_id = "c" * 16
     (records / f"{info.job_id}.json").write_text(json_format.MessageToJson(info, preserving_proto_field_name=True))
 
@@ -252,7 +266,21 @@ def test_a_propagation_whose_result_was_stored_before_the_crash_reads_succeeded(
             settled = stub.GetJob(pb.JobRef(job_id=job_id), timeout=10)
             assert settled.state == pb.JOB_STATE_SUCCEEDED and not settled.error.message
             assert settled.propagate_result.video == result.video and settled.propagate_result.num_frames == 9
-            assert not settled.propagate_result.HasField("metrics")  # not stored with the result
             assert settled.finished_at == result.video.created_at
+            if job_id == second:  # found by its filename: the metrics were not stored with the video
+                assert not settled.propagate_result.HasField("metrics")
+            else:
+                assert settled.propagate_result == result
         interrupted = stub.GetJob(pb.JobRef(job_id="c" * 16), timeout=10)
         assert interrupted.state == pb.JOB_STATE_FAILED and "interrupted by a server restart" in interrupted.error.message
+    server.stop(grace=5)
+
+    # A result deleted while the server was down is not claimed.
+    info = json_format.Parse((records / f"{first}.json").read_text(), pb.JobInfo())
+    info.state = pb.JOB_STATE_RUNNING
+    (records / f"{first}.json").write_text(json_format.MessageToJson(info, preserving_proto_field_name=True))
+    shutil.rmtree(data_dir / "media" / results[first].video.id.removeprefix("sha256:"))
+    server = start_server_at(tiny_model_dir, data_dir)
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        gone = framecast_pb2_grpc.FramecastStub(channel).GetJob(pb.JobRef(job_id=first), timeout=10)
+    assert gone.state == pb.JOB_STATE_FAILED and not gone.HasField("propagate_result")

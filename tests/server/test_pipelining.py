@@ -5,6 +5,7 @@ second training of that adapter is refused, however close together the requests 
 from __future__ import annotations
 
 import threading
+import time
 
 import grpc
 import pytest
@@ -134,4 +135,28 @@ def test_of_trainings_of_one_adapter_submitted_at_once_exactly_one_is_queued(tmp
     again = queue.submit(Job(pb.JOB_KIND_TRAIN, "same", lambda job: None))  # once it has finished, it may be submitted again
     list(again.follow())
     assert {queued[0].info.state, other.info.state, again.info.state} == {pb.JOB_STATE_SUCCEEDED}
+    queue.shutdown(grace_s=1)
+
+
+def test_a_checkpoint_writes_the_record_so_far_and_never_over_the_final_one(tmp_path):
+    from google.protobuf import json_format
+
+    queue = JobQueue(tmp_path, max_queue=4)
+    record = lambda job_id: json_format.Parse((tmp_path / f"{job_id}.json").read_text(), pb.JobInfo())  # noqa: E731
+    seen = {}
+
+    def run(job: Job) -> None:
+        job.set_state(job.info.state, propagate_result=pb.PropagateResult(num_frames=5))
+        job.checkpoint()
+        seen["mid-run"] = record(job.id)
+
+    job = queue.submit(Job(pb.JOB_KIND_PROPAGATE, "", run))
+    list(job.follow())
+    assert seen["mid-run"].state == pb.JOB_STATE_RUNNING and seen["mid-run"].propagate_result.num_frames == 5
+    deadline = time.monotonic() + 10
+    while record(job.id).state == pb.JOB_STATE_RUNNING and time.monotonic() < deadline:  # written just after the end
+        time.sleep(0.01)
+    job.checkpoint()  # a late one, as from a job abandoned at shutdown whose run goes on: nothing written
+    final = record(job.id)
+    assert final.state == pb.JOB_STATE_SUCCEEDED and final.propagate_result.num_frames == 5 and final.finished_at
     queue.shutdown(grace_s=1)
