@@ -227,8 +227,7 @@ class Engine:
         for offload in offloads:
             for quantize in quantizers:
                 plan = estimate_peak_bytes(self.pipe.transformer, quantize, offload, planning_frames(config),
-                                           height, width, training=True,
-                                           vae_spatial=self.pipe.vae_scale_factor_spatial)
+                                           height, width, training=True, vae_spatial=self._vae_spatial)
                 if plan.peak_bytes <= budget:
                     return quantize, offload
         return quantizers[-1], offloads[-1]
@@ -423,11 +422,16 @@ class Engine:
         self.slots.touch(job.adapter, self.store)  # training is a use: kept across restarts, now that it is stored
         return stored
 
+    @property
+    def _vae_spatial(self) -> int:
+        """How many times the VAE shrinks space (8 for Wan2.1's): the latent grid is H/s x W/s."""
+        return self.pipe.vae_scale_factor_spatial
+
     def _conditioning(self, first_frame, source, edit_mask, prompt, negative_prompt, clip_image, first_known=True):
         video = C.condition_video(first_frame, source, edit_mask)
         positive, negative = self._prompt_embeds(prompt, negative_prompt)
         return Conditioning(
-            keep_mask=C.latent_keep_mask(edit_mask, first_known, self.pipe.vae_scale_factor_spatial).to(self.device),
+            keep_mask=C.latent_keep_mask(edit_mask, first_known, self._vae_spatial).to(self.device),
             condition_latents=self._encode_video(video),
             prompt_embeds=positive,
             negative_prompt_embeds=negative,
@@ -466,9 +470,7 @@ class Engine:
         return Sample(
             cond=cond,
             target_latents=self._encode_video(C.to_unit_range(source)),
-            loss_weight=C.loss_weight(edit_mask, settings.w_edit, settings.w_keep, self.pipe.vae_scale_factor_spatial).to(
-                self.device
-            ),
+            loss_weight=C.loss_weight(edit_mask, settings.w_edit, settings.w_keep, self._vae_spatial).to(self.device),
         )
 
     def _reference_sample(self, source, edit_mask, index, edited, prompt, settings: TrainSettings) -> Sample:
@@ -477,9 +479,7 @@ class Engine:
         return Sample(
             cond=cond,
             target_latents=self._encode_video(C.to_unit_range(edited[None])),
-            loss_weight=C.loss_weight(frame_mask, settings.w_edit, settings.w_keep, self.pipe.vae_scale_factor_spatial).to(
-                self.device
-            ),
+            loss_weight=C.loss_weight(frame_mask, settings.w_edit, settings.w_keep, self._vae_spatial).to(self.device),
         )
 
     # --- propagation --------------------------------------------------------------------
@@ -611,7 +611,7 @@ class Engine:
         def need(window: int) -> int:
             return estimate_peak_bytes(
                 self.pipe.transformer, self.quantize, self.offload, window, height, width, training, rank,
-                dtype_bytes=torch.finfo(self.dtype).bits // 8, vae_spatial=self.pipe.vae_scale_factor_spatial,
+                dtype_bytes=torch.finfo(self.dtype).bits // 8, vae_spatial=self._vae_spatial,
             ).peak_bytes
 
         longest = max(plan.lengths)
