@@ -266,7 +266,13 @@ def cmd_train_toy_model(args) -> int:
             check_model_dir(args.init_from)
         except InvalidInput as error:
             raise InvalidInput("--init-from", args.init_from, error.reason) from None
-    settings = ToyTrainSettings(seed=args.seed, max_minutes=args.minutes, threads=args.threads, **schedule)
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise InvalidInput("--device", args.device, "needs a CUDA GPU, and torch sees none")
+    settings = ToyTrainSettings(seed=args.seed, max_minutes=args.minutes, threads=args.threads, device=args.device,
+                                **schedule)  # fmt: skip
     spec = ToyModelSpec(vae_z_dim=args.vae_z_dim, vae_decoder_base_dim=args.vae_decoder_dim)
     if args.vae_dim_mult is not None:
         spec = dataclasses.replace(spec, vae_dim_mult=args.vae_dim_mult)
@@ -540,6 +546,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--minutes", type=positive_float, default=None, metavar="N", help="wall-clock cap: the VAE stops at 40%% of it, the transformer at N (default: every step runs)"
     )
     toy.add_argument("--threads", type=positive_int, default=1, metavar="N", help="CPU threads (default: %(default)s)")
+    toy.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                     help="where the models train; the data is drawn on the CPU either way (default: %(default)s)")
     # A longer schedule on an OUT_DIR that holds a finished run continues it from its checkpoints.
     # The shipped model: a default run, then --vae-finetune-steps 2000 --transformer-steps 5000;
     # then a run from that model (its checkpoints gone): --init-from DIR --vae-steps 0

@@ -98,6 +98,7 @@ class ToyTrainSettings:
     checkpoint_every_s: float = 120.0
     max_minutes: float | None = None  # wall-clock cap (VAE stops at 40% of it); None: every step runs
     threads: int = 1  # one thread: two threads on two shared cores stall whenever another process runs
+    device: str = "cpu"  # or "cuda": every draw stays on the CPU, so a run's data is the same on both
 
 
 def _lr_factor(step: int, total: int, warmup: int) -> float:
@@ -230,11 +231,12 @@ def train_vae(vae, spec: ToyModelSpec, settings: ToyTrainSettings, run: _Run) ->
         rng = np.random.default_rng([settings.seed, _VAE_STAGE, step])
         finetune = step >= settings.vae_steps
         x, weight = _draw_clips(rng, spec, settings, step, spec.frames if finetune else short_clips)
+        x, weight = x.to(vae.device), weight.to(vae.device)
         if finetune:
             lr = settings.vae_finetune_lr * _lr_factor(step - settings.vae_steps, settings.vae_finetune_steps, 0)
         else:
             lr = settings.vae_lr * _lr_factor(step, settings.vae_steps, settings.warmup_steps)
-            weight = torch.ones(1)
+            weight = torch.ones(1, device=vae.device)
         for group in optimizer.param_groups:
             group["lr"] = lr
         posterior = vae.encode(x).latent_dist
@@ -277,6 +279,7 @@ def train_decoder(vae, spec: ToyModelSpec, settings: ToyTrainSettings, run: _Run
             break
         rng = np.random.default_rng([settings.seed, _DECODER_STAGE, step])
         x, weight = _draw_clips(rng, spec, settings, step, spec.frames if step % 4 == 3 else short_clips)
+        x, weight = x.to(vae.device), weight.to(vae.device)
         for group in optimizer.param_groups:
             group["lr"] = settings.decoder_lr * _lr_factor(step, settings.decoder_steps, settings.warmup_steps)
         with torch.no_grad():
@@ -302,8 +305,8 @@ def _validation_videos(spec: ToyModelSpec, count: int = 6) -> np.ndarray:
 def _vae_psnr(vae, videos: np.ndarray) -> float:
     """Mean PSNR (dB) of decode(encode(x).mode()) over [B, F, H, W, 3] uint8 videos."""
     vae.eval()
-    recon = vae.decode(vae.encode(_to_unit(videos)).latent_dist.mode()).sample
-    recon = ((recon.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 4, 1).numpy()
+    recon = vae.decode(vae.encode(_to_unit(videos).to(vae.device)).latent_dist.mode()).sample
+    recon = ((recon.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 4, 1).cpu().numpy()
     return float(np.mean([psnr(r, v) for r, v in zip(recon, videos)]))
 
 
@@ -313,7 +316,7 @@ def set_latent_statistics(vae, spec: ToyModelSpec, settings: ToyTrainSettings, c
     write them into the VAE config, which the pipeline and the engine normalise with."""
     rng = np.random.default_rng([settings.seed, _VAE_STAGE, 2**31])  # apart from every step's draw
     videos = np.stack([vae_training_clip(rng, spec, spec.frames)[0] for _ in range(clips)])
-    latents = torch.cat([vae.encode(_to_unit(videos[i : i + 8])).latent_dist.mode() for i in range(0, clips, 8)])
+    latents = torch.cat([vae.encode(_to_unit(videos[i : i + 8]).to(vae.device)).latent_dist.mode() for i in range(0, clips, 8)])
     mean = latents.mean(dim=(0, 2, 3, 4))
     std = latents.std(dim=(0, 2, 3, 4))
     vae.register_to_config(latents_mean=[round(float(v), 5) for v in mean], latents_std=[round(float(v), 5) for v in std])
@@ -446,6 +449,10 @@ def train_toy_model(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     run = _Run(out_dir, settings)
+    device = torch.device(settings.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # fp32 weights, TF32 matmuls
+        torch.backends.cudnn.allow_tf32 = True
     components = wan_components(spec)
     origin = None
     if init_from is not None:
@@ -454,6 +461,8 @@ def train_toy_model(
         origin = model_origin(init_from)
         widen_latent_channels(load_pipeline(init_from).components, components)
     run.log(stage="start", settings=asdict(settings), spec=asdict(spec), init_from=origin)
+    for name in ("text_encoder", "image_encoder", "vae", "transformer"):
+        components[name].to(device)
     vae = components["vae"]
     train_vae(vae, spec, settings, run)
     if settings.decoder_steps:
@@ -486,12 +495,12 @@ def build_latent_set(pipe, spec: ToyModelSpec, settings: ToyTrainSettings, run: 
     if cached is not None:
         return LatentSet(**cached)
     started = time.monotonic()
-    device = torch.device("cpu")
+    device = pipe.vae.device
     prompts: dict[str, torch.Tensor] = {}
 
     def prompt_embeds(text: str) -> torch.Tensor:
         if text not in prompts:
-            prompts[text] = encode_prompts(pipe, text, None, False, device)[0][0].half()
+            prompts[text] = encode_prompts(pipe, text, None, False, device)[0][0].half().cpu()
         return prompts[text]
 
     every_frame = np.ones((spec.frames, spec.size, spec.size), dtype=bool)
@@ -503,11 +512,9 @@ def build_latent_set(pipe, spec: ToyModelSpec, settings: ToyTrainSettings, run: 
         if not pending:
             return
         videos, plains, maskeds, frames, frame_conds = (torch.cat(parts) for parts in zip(*[p[:5] for p in pending]))
-        columns["target"].append(encode_video(pipe, videos))
-        columns["plain_condition"].append(encode_video(pipe, plains))
-        columns["masked_condition"].append(encode_video(pipe, maskeds))
-        columns["frame_target"].append(encode_video(pipe, frames))
-        columns["frame_condition"].append(encode_video(pipe, frame_conds))
+        for name, clips in (("target", videos), ("plain_condition", plains), ("masked_condition", maskeds),
+                            ("frame_target", frames), ("frame_condition", frame_conds)):  # fmt: skip
+            columns[name].append(encode_video(pipe, clips).cpu())  # the set stays on the CPU
         pending.clear()
 
     for index in range(settings.latent_scenes):
@@ -526,8 +533,8 @@ def build_latent_set(pipe, spec: ToyModelSpec, settings: ToyTrainSettings, run: 
             columns["masked_keep"].append(C.latent_keep_mask(edit_mask, spatial=spatial))
             columns["frame_keep"].append(C.latent_keep_mask(edit_mask[frame : frame + 1], False, spatial))
             columns["prompt"].append(prompt_embeds(prompt)[None])
-            columns["image"].append(encode_clip_image(pipe, video[0], device))
-            columns["frame_image"].append(encode_clip_image(pipe, video[frame], device))
+            columns["image"].append(encode_clip_image(pipe, video[0], device).cpu())
+            columns["frame_image"].append(encode_clip_image(pipe, video[frame], device).cpu())
         if len(pending) >= chunk:
             flush()
         if index % 50 == 0:
@@ -582,9 +589,11 @@ def _batch(latents: LatentSet, rows: np.ndarray, latent_frames: int, plain: np.n
 
 
 def _flow_loss(transformer, x0, condition, prompt, image, generator) -> torch.Tensor:
-    """MSE between the predicted velocity and noise - x0 at x_t = (1-t) x0 + t noise, t ~ U(0, 1)."""
+    """MSE between the predicted velocity and noise - x0 at x_t = (1-t) x0 + t noise, t ~ U(0, 1).
+    The batch and the noise are drawn on the CPU and moved to the transformer's device."""
     t = torch.rand(x0.shape[0], generator=generator)
     noise = torch.randn(x0.shape, generator=generator)
+    x0, condition, prompt, image, t, noise = (v.to(transformer.device) for v in (x0, condition, prompt, image, t, noise))
     tt = t.view(-1, 1, 1, 1, 1)
     noisy = (1.0 - tt) * x0 + tt * noise
     velocity = transformer(
@@ -667,7 +676,7 @@ def _held_out_loss(model, latents: LatentSet, first_row: int, settings: ToyTrain
 
 def save_model(pipe, spec: ToyModelSpec, settings: ToyTrainSettings, out_dir: Path, origin: dict | None = None) -> Path:
     """Write the pipeline as a diffusers directory in fp16 (``load_pipeline`` reads it back)."""
-    pipe.to(torch.float16)
+    pipe.to(device="cpu", dtype=torch.float16)
     pipe.save_pretrained(out_dir, safe_serialization=True)
     about = {"spec": asdict(spec), "settings": asdict(settings), "train_scene_seeds": [1_000_000, 2_000_000]}
     if origin is not None:

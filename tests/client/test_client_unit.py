@@ -9,6 +9,7 @@ import time
 import grpc
 import numpy as np
 import pytest
+import torch
 
 from framecast.client import (
     FramecastClient,
@@ -637,6 +638,14 @@ def test_parse_refuses_a_vae_dim_mult_without_three_positive_levels(value, capsy
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args(["train-toy-model", "out", "--vae-dim-mult", value])
     assert "argument --vae-dim-mult" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="refused only where torch sees no CUDA GPU")
+def test_train_toy_model_refuses_cuda_without_a_gpu(tmp_path, capsys):
+    assert cli.main(["train-toy-model", str(tmp_path / "out"), "--device", "cuda"]) != 0
+    err = capsys.readouterr().err
+    assert "--device" in err and "cuda" in err and "no" in err
+    assert not (tmp_path / "out").exists()
 
 
 def test_train_toy_model_refuses_vae_levels_the_class_cannot_build(tmp_path, capsys):

@@ -7,6 +7,7 @@ import dataclasses
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from framecast.engine.toymodel import HELD_OUT_SEED_LIMIT, TRAIN_SCENE_SEEDS, ToyModelSpec, vae_training_clip
@@ -61,6 +62,17 @@ def test_train_toy_model_writes_a_loadable_fp16_pipeline_and_resumes(tmp_path):
     about = json.loads((out / "framecast_toy.json").read_text())
     assert about["settings"]["transformer_steps"] == 3
     assert [run["transformer_steps"] for run in about["runs"]] == [2, 3]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_train_toy_model_on_cuda_writes_the_same_kind_of_model(tmp_path):
+    from framecast.engine.model import load_pipeline
+
+    out = train_toy_model(tmp_path / "toy", dataclasses.replace(QUICK, device="cuda"), TINY)
+    pipe = load_pipeline(out)
+    assert pipe.transformer.dtype == torch.float16 and len(pipe.vae.config.latents_mean) == 16
+    rows = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert rows[0]["settings"]["device"] == "cuda" and any("held_out_loss" in row for row in rows)
 
 
 def test_widened_latents_decode_and_denoise_as_before():
