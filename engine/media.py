@@ -208,11 +208,14 @@ def encode_png(image: np.ndarray) -> bytes:
 
 
 def encode_png_sequence(frames: np.ndarray) -> bytes:
-    """[F, H, W, 3] uint8 -> a zip of lossless PNG frames named 00000.png, 00001.png, ..."""
+    """[F, H, W, 3] uint8 -> a zip of lossless PNG frames named 00000.png, 00001.png, ...; the same
+    frames always give the same bytes (every entry is dated 1980-01-01, not when it was written)."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
         for index, frame in enumerate(frames):
-            archive.writestr(f"{index:05d}.png", encode_png(frame))
+            entry = zipfile.ZipInfo(f"{index:05d}.png", date_time=(1980, 1, 1, 0, 0, 0))
+            entry.external_attr = 0o644 << 16  # a plain readable file
+            archive.writestr(entry, encode_png(frame))
     return buffer.getvalue()
 
 

@@ -125,3 +125,17 @@ def test_retention_deletes_media_older_than_the_period(start_server_at, tiny_mod
         expect(grpc.StatusCode.NOT_FOUND, lambda: stub.DownloadMedia(pb.MediaRef(id=old.id), timeout=10), old.id)
     # Nothing newer is touched by a direct sweep either.
     assert store.expire(3600) == [] and {m.id for m in store.list()} == {again.id, new.id}
+
+
+def test_a_png_sequence_of_the_same_frames_is_the_same_media_whenever_it_is_written(scene, tmp_path, monkeypatch):
+    """Results are content-addressed: the same frames written an hour apart give the same bytes and id."""
+    from framecast.engine.media import decode_media, encode_png_sequence
+
+    store = MediaStore(tmp_path, max_pixels=1 << 20, max_frames=100)
+    first = encode_png_sequence(scene.source)
+    later = time.time() + 3600
+    monkeypatch.setattr(time, "time", lambda: later)
+    again = encode_png_sequence(scene.source)
+    assert again == first
+    assert store.put(again, "b.zip").id == store.put(first, "a.zip").id
+    assert (decode_media(first).frames == scene.source).all()
