@@ -61,7 +61,7 @@ class QualityOptions:
     # The toy model is small: its adapters train at 10x Wan's learning rate, for more steps,
     # with colour variants and a lighter background loss (the paper's method is steps=100,
     # lr 1e-4, colour_variants=0, w_keep=1).
-    steps: int = 800  # motion-phase steps
+    steps: int = 1600  # motion-phase steps
     appearance_steps: int = 100
     learning_rate: float = 1e-3
     rank: int = 16
