@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from framecast.engine import conditioning as C
+from framecast.engine.errors import InvalidInput
 from framecast.engine.metrics import psnr
 from framecast.engine.model import wan_components
 from framecast.engine.toymodel import (
@@ -422,12 +423,41 @@ def widen_latent_channels(old: dict, new: dict) -> None:
 
 def _vae_levels(vae) -> tuple:
     """What fixes the VAE's tensors other than its latent and decoder widths."""
-    config = vae.config
-    return config.base_dim, tuple(config.dim_mult), config.num_res_blocks, config.is_residual, tuple(config.temperal_downsample)
+    return _levels(vae.config)
+
+
+def _levels(config) -> tuple:
+    return (config["base_dim"], tuple(config["dim_mult"]), config["num_res_blocks"], config["is_residual"],
+            tuple(config["temperal_downsample"]))  # fmt: skip
 
 
 def _decoder_width(vae) -> int:
     return vae.config.decoder_base_dim or vae.config.base_dim
+
+
+def check_schedule(settings: ToyTrainSettings, spec: ToyModelSpec, init_from: str | Path | None) -> None:
+    """Refuse a run from ``init_from`` that would leave a part of the model untrained: a VAE of
+    other levels than ``init_from``'s starts from scratch and needs ``vae_steps``, a decoder of
+    another width needs some VAE or ``decoder_steps``. Reads configs only."""
+    if init_from is None:
+        return
+    from diffusers import AutoencoderKLWan
+
+    from framecast.engine.model import build_vae
+
+    old = AutoencoderKLWan.load_config(Path(init_from) / "vae")
+    new = build_vae(spec).config
+    if _levels(old) != _levels(new) and settings.vae_steps == 0:
+        raise InvalidInput("vae_steps", settings.vae_steps,
+                           f"must be > 0: a VAE of other levels (dim_mult {list(new['dim_mult'])}) than the one "
+                           f"started from ({list(old['dim_mult'])}) starts from scratch")  # fmt: skip
+    old_decoder = old.get("decoder_base_dim") or old["base_dim"]
+    new_decoder = new["decoder_base_dim"] or new["base_dim"]
+    vae_trains = settings.vae_steps + settings.vae_finetune_steps + settings.decoder_steps
+    if _levels(old) == _levels(new) and old_decoder != new_decoder and not vae_trains:
+        raise InvalidInput("decoder_steps", settings.decoder_steps,
+                           f"must be > 0: a decoder of width {new_decoder} (the one started from has "
+                           f"{old_decoder}) starts from scratch")  # fmt: skip
 
 
 # --- the whole run ---------------------------------------------------------------------------------
@@ -445,6 +475,7 @@ def train_toy_model(
     Resumes from ``out_dir/checkpoints``. ``stop_after="vae"`` ends after stage A.
     ``init_from``: a toy model directory to start from (widened to ``spec``'s latent channels).
     """
+    check_schedule(settings, spec, init_from)
     torch.set_num_threads(settings.threads)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

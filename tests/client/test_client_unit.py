@@ -655,6 +655,17 @@ def test_train_toy_model_refuses_vae_levels_the_class_cannot_build(tmp_path, cap
     assert not (tmp_path / "out").exists()
 
 
+def test_train_toy_model_refuses_a_fresh_vae_it_would_not_train(tmp_path, capsys):
+    from framecast.engine.model import builtin_model_dir
+
+    argv = ["train-toy-model", str(tmp_path / "out"), "--init-from", str(builtin_model_dir()),
+            "--vae-dim-mult", "1,2,2", "--vae-steps", "0"]  # fmt: skip
+    assert cli.main(argv) != 0
+    err = capsys.readouterr().err
+    assert "--vae-steps" in err and "from scratch" in err and "[1, 2, 2]" in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_parse_serve_adapter_cache_flags():
     args = cli.build_parser().parse_args(["serve", "--model", "m", "--data", "d", "--adapter-slots", "3",
                                           "--adapter-host-cache", "0.5", "--adapter-max-rank", "32"])  # fmt: skip

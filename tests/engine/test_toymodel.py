@@ -133,6 +133,21 @@ def test_a_run_can_start_a_vae_of_other_levels_fresh_and_keep_the_transformer(tm
     assert latents.shape[-2:] == (TINY.size // 4, TINY.size // 4)
 
 
+def test_a_run_that_would_leave_a_fresh_vae_or_decoder_untrained_is_refused_before_it_starts(tmp_path):
+    from framecast.engine.errors import InvalidInput
+    from framecast.engine.model import builtin_model_dir
+
+    shipped = builtin_model_dir()  # dim_mult 1,2,4,4, decoder as wide as the encoder
+    no_vae = dataclasses.replace(QUICK, vae_steps=0, vae_finetune_steps=0, decoder_steps=0)
+    with pytest.raises(InvalidInput) as levels:
+        train_toy_model(tmp_path / "s4", no_vae, ToyModelSpec(vae_dim_mult=(1, 2, 2)), init_from=shipped)
+    assert levels.value.field == "vae_steps" and "[1, 2, 2]" in levels.value.reason
+    with pytest.raises(InvalidInput) as decoder:
+        train_toy_model(tmp_path / "d16", no_vae, ToyModelSpec(vae_decoder_base_dim=16), init_from=shipped)
+    assert decoder.value.field == "decoder_steps" and "16" in decoder.value.reason
+    assert not (tmp_path / "s4").exists() and not (tmp_path / "d16").exists()
+
+
 def test_a_run_can_train_a_wider_decoder_alone_and_keep_the_rest(tmp_path):
     from framecast.engine.model import load_pipeline
 
