@@ -324,6 +324,7 @@ def cmd_propagate(args) -> int:
             negative_prompt=args.negative_prompt, steps=args.steps, guidance_scale=args.guidance,
             seed=args.seed, composite=args.composite, feather_px=args.feather_px,
             mask_mode=args.mask_mode, dilate_px=args.dilate_px, output_encoding=args.output_encoding,
+            adapter_strength=args.adapter_strength,
         )  # fmt: skip
         progress = JobProgress("propagate", frames_total=source_ref.num_frames, frames_dir=frames_dir)
         _, result = follow_job(client, collect_propagation, events, progress)
@@ -637,6 +638,8 @@ def build_parser() -> argparse.ArgumentParser:
     prop.add_argument(
         "--guidance", type=non_negative_float, default=5.0, help="classifier-free guidance; <= 1 disables it (default: %(default)s)"
     )
+    prop.add_argument("--adapter-strength", type=non_negative_float, default=None, metavar="S",
+                      help="scale the adapter's effect, 0 (the base model) to 2 (default: the server's, 1.0)")
     prop.add_argument("--seed", type=seed_int, default=0, help="0 to 2**64-1; the same seed gives the same result (default: %(default)s)")
     prop.add_argument("--composite", action="store_true", help="keep source pixels outside the (feathered) mask")
     prop.add_argument(

@@ -397,13 +397,15 @@ class FramecastClient:
         mask_mode: str | int | None = None,
         dilate_px: int | None = None,
         output_encoding: str | int | None = None,
+        adapter_strength: float | None = None,
         timeout: float | None = None,
     ) -> Iterator[pb.JobEvent]:
         """Generate the edited video; yields ``accepted``, ``queued``, ``progress``, one ``frame``
         (PNG) per output frame as it is decoded, then ``result`` (or ``error``).
 
         ``adapter=""`` samples the base model alone; an adapter a queued or running training
-        creates may be named, and the job runs after that training. ``guidance_scale``/``feather_px`` are sent
+        creates may be named, and the job runs after that training. ``adapter_strength`` scales its
+        effect (0 to 2; None: the server's 1.0). ``guidance_scale``/``feather_px`` are sent
         explicitly unless None (server default). ``output_encoding``: "mp4" (default),
         "mp4-lossless" or "png-sequence". ``timeout`` bounds the whole stream. Raises ValueError
         for a bad mask_mode/output_encoding, or a count, pixel width or seed below 0 or beyond its
@@ -430,6 +432,8 @@ class FramecastClient:
             request.guidance_scale = float(guidance_scale)
         if feather_px is not None:
             request.feather_px = uint_value(int(feather_px), "feather_px")
+        if adapter_strength is not None:
+            request.adapter_strength = float(adapter_strength)
         return self._stream(self._stub.Propagate(request, timeout=self._deadline(timeout)))
 
     def watch_job(self, job_id: str, timeout: float | None = None) -> Iterator[pb.JobEvent]:

@@ -122,6 +122,7 @@ class AdapterSlots(AdapterCache):
         self.transformer = transformer
         self.max_rank = max_rank  # the slot's rank; grows (once, recompiling) for a larger adapter
         self._slot: _Slot | None = None
+        self._slot_strength = 1.0  # the strength the slot's lora_B heads were scaled by
 
     def memory(self) -> dict[str, int]:
         """Bytes each tier holds; the device tier counts the slot."""
@@ -179,9 +180,10 @@ class AdapterSlots(AdapterCache):
         self._slot, self._in_slot = _Slot(slot_rank, params), None
         return self._slot
 
-    def _copy_into_slot(self, weights: PackedWeights) -> None:
+    def _copy_into_slot(self, weights: PackedWeights, strength: float = 1.0) -> None:
         """Write ``weights`` over the slot in place: rank r into the first r rows of lora_A and
         columns of lora_B, zeros after them and in every module the adapter does not target.
+        ``strength`` scales every lora_B head (the adapter's delta), so it costs no recompilation.
 
         Launches are what a swap costs (a 14B adapter is ~800 tensors), so the work is arranged
         for torch's fused multi-tensor kernels, which take only dense tensors: one fused zeroing
@@ -189,13 +191,13 @@ class AdapterSlots(AdapterCache):
         lora_B heads at full rank); only a lora_B head narrower than the slot is strided and
         copied one tensor at a time."""
         slot = self._ensure_slot(weights.rank)
-        if self._in_slot == weights.serial:
+        if self._in_slot == weights.serial and self._slot_strength == strength:
             return
         # The views, built once per adapter and slot storage: offloading moves the slot's parameters
         # (module.to and group-offload hooks rebind .data), and views of the old storage would miss.
         storage = tuple(t.data_ptr() for pair in slot.params.values() for t in pair)
         if weights.plan is None or weights.plan[0] != storage:
-            zeros, dense, strided = [], ([], []), ([], [])
+            zeros, dense, strided, heads_b = [], ([], []), ([], []), []
             for module, (slot_a, slot_b) in slot.params.items():
                 pair = weights.modules.get(module)
                 if pair is None:
@@ -209,14 +211,17 @@ class AdapterSlots(AdapterCache):
                 target = dense if rank == slot.rank else strided
                 target[0].append(slot_b[:, :rank])
                 target[1].append(lora_b)
-            weights.plan = (storage, zeros, dense, strided)
-        _, zeros, dense, strided = weights.plan
+                heads_b.append(slot_b[:, :rank])
+            weights.plan = (storage, zeros, dense, strided, heads_b)
+        _, zeros, dense, strided, heads_b = weights.plan
         with torch.no_grad():
             if zeros:
                 torch._foreach_zero_(zeros)
             copy_all(*dense)
             copy_all(*strided)
-        self._in_slot = weights.serial
+            if strength != 1.0 and heads_b:
+                torch._foreach_mul_(heads_b, strength)
+        self._in_slot, self._slot_strength = weights.serial, strength
 
     def _select(self, adapter: str) -> None:
         """Make ``adapter`` the one active peft adapter, with LoRA enabled; no-op when it already is
@@ -227,12 +232,13 @@ class AdapterSlots(AdapterCache):
         if layer is None or layer.disable_adapters:
             self.transformer.enable_lora()
 
-    def activate(self, name: str, store: AdapterStore) -> AdapterRecord:
-        """Make ``name`` the one adapter in effect, loading it on demand (disk -> host -> device -> slot)."""
+    def activate(self, name: str, store: AdapterStore, strength: float = 1.0) -> AdapterRecord:
+        """Make ``name`` the one adapter in effect, its delta scaled by ``strength``, loading it on
+        demand (disk -> host -> device -> slot)."""
         record = store.record(name)
         with self._load_lock:
             weights = self._device_weights(name, store, [])
-        self._copy_into_slot(weights)
+        self._copy_into_slot(weights, strength)
         self._select(SLOT_ADAPTER)
         for slot_a, slot_b in self._slot.params.values():  # peft's set_adapter marks them trainable
             slot_a.requires_grad_(False)

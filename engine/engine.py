@@ -144,6 +144,7 @@ class PropagateJob:
     window_frames: int = 0  # 0: the server's window (one window when the clip fits)
     overlap_frames: int | None = None  # None: windows.default_overlap of the window used
     blend_ramp: str = "linear"  # linear | cosine
+    adapter_strength: float = 1.0  # the adapter's delta scaled by this (0 = the base model); ignored without one
 
 
 @dataclass
@@ -492,6 +493,8 @@ class Engine:
         self._check_steps("steps", job.steps)
         if not 0 <= job.guidance_scale <= 50:
             raise InvalidInput("guidance_scale", job.guidance_scale, "must be between 0 and 50")
+        if not 0 <= job.adapter_strength <= 2:
+            raise InvalidInput("adapter_strength", job.adapter_strength, "must be between 0 and 2")
         if job.blend_ramp not in ("linear", "cosine"):
             raise InvalidInput("blend_ramp", job.blend_ramp, "must be linear or cosine")
         mask = self.check_clip(job.source, job.mask)
@@ -531,7 +534,7 @@ class Engine:
         plan = self._plan(job.source, job.window_frames, job.overlap_frames, training=False)
         edit_mask = C.prepare_edit_mask(mask, job.mask_mode, job.dilate_px)
         if job.adapter:
-            self.slots.activate(job.adapter, self.store)
+            self.slots.activate(job.adapter, self.store, job.adapter_strength)
         else:
             self.slots.deactivate()
         alpha = feather_alpha(edit_mask, job.feather_px) if job.composite else None

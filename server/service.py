@@ -221,6 +221,7 @@ class FramecastService(AdapterRpcs, pb_grpc.FramecastServicer):
             window_frames=request.window_frames,
             overlap_frames=request.overlap_frames if request.HasField("overlap_frames") else None,
             blend_ramp=_blend_ramp(request.blend_ramp),
+            adapter_strength=request.adapter_strength if request.HasField("adapter_strength") else 1.0,
         )
         # An adapter a queued or running Train job creates: the job runs first (one FIFO queue).
         training = self.queue.training(request.adapter) if request.adapter else None

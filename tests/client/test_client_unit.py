@@ -114,6 +114,11 @@ TRAIN = ["train", "--adapter", "a", "--source", "s", "--mask", "m", "--prompt", 
 PROPAGATE = ["propagate", "--adapter", "a", "--source", "s", "--mask", "m", "--edited-first-frame", "e", "--prompt", "p"]
 
 
+def test_parse_adapter_strength_is_left_to_the_server_unless_given():
+    assert cli.build_parser().parse_args(PROPAGATE).adapter_strength is None
+    assert cli.build_parser().parse_args([*PROPAGATE, "--adapter-strength", "0.5"]).adapter_strength == 0.5
+
+
 @pytest.mark.parametrize(
     "argv, option, value",
     [(TRAIN, "--seed", "-1"), (TRAIN, "--seed", "99999999999999999999999"), (TRAIN, "--seed", "1.5"),
@@ -123,7 +128,8 @@ PROPAGATE = ["propagate", "--adapter", "a", "--source", "s", "--mask", "m", "--e
      (TRAIN, "--timeout", "-3"), (TRAIN, "--timeout", "nan"), (TRAIN, "--timeout", "1e10"),
      (PROPAGATE, "--feather-px", "-1"), (PROPAGATE, "--seed", "-1"), (PROPAGATE, "--seed", "18446744073709551616"),
      (PROPAGATE, "--dilate-px", "4294967296"), (PROPAGATE, "--steps", "4294967296"), (PROPAGATE, "--guidance", "-1"),
-     (PROPAGATE, "--guidance", "inf"), (PROPAGATE, "--timeout", "0"),
+     (PROPAGATE, "--guidance", "inf"), (PROPAGATE, "--timeout", "0"), (PROPAGATE, "--adapter-strength", "nan"),
+     (PROPAGATE, "--adapter-strength", "-0.5"),
      (["demo"], "--seed", "-1"), (["demo"], "--colour-variants", "-1"), (["demo"], "--w-keep", "-0.5"),
      (["demo"], "--steps", "99999999999"), (["adapters", "list"], "--timeout", "0"), (["info"], "--timeout", "-1"),
      (["export", "a"], "--timeout", "0"), (["import", "f"], "--timeout", "0"), (["media"], "--timeout", "0"),
@@ -490,9 +496,12 @@ def test_train_request_fields(client, fake_stub, server_stream):
 
 def test_propagate_sets_optional_fields_explicitly(client, fake_stub, server_stream):
     fake_stub(Propagate=server_stream([]))
-    client.propagate("a", "s", "m", "e", "p", guidance_scale=1.0, feather_px=0, output_encoding="png-sequence")
+    client.propagate("a", "s", "m", "e", "p", guidance_scale=1.0, feather_px=0, output_encoding="png-sequence",
+                     adapter_strength=0.0)  # fmt: skip
     client.propagate("a", "s", "m", "e", "p", guidance_scale=None, feather_px=None)
     (_, explicit, _), (_, unset, _) = client._stub.calls
+    assert explicit.HasField("adapter_strength") and explicit.adapter_strength == 0.0
+    assert not unset.HasField("adapter_strength")
     assert explicit.HasField("guidance_scale") and explicit.guidance_scale == 1.0
     assert explicit.HasField("feather_px") and explicit.feather_px == 0
     assert explicit.output_encoding == pb.OUTPUT_ENCODING_PNG_SEQUENCE and explicit.steps == 30

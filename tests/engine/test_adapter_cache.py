@@ -397,7 +397,28 @@ def test_compiled_transformer_swaps_without_recompiling(transformer, store):
             b = forward(transformer)
             slots.activate("a", store)
             a2 = forward(transformer)
+            slots.activate("a", store, strength=0.5)  # a strength re-scales the slot in place, too
+            half = forward(transformer)
     finally:
         torch._dynamo.reset()
     assert torch.equal(a1, a2) and not torch.allclose(a1, b)
+    assert not torch.allclose(half, a1)
     torch.testing.assert_close(a1, eager_a, rtol=1e-4, atol=1e-4)
+
+
+def test_a_strength_scales_the_adapters_delta_and_zero_is_the_base_model(transformer, store):
+    slots = make_slots(transformer, max_rank=8)
+    put(store, slots, "a", rank=4, seed=1)
+    base = forward(transformer)
+    slots.activate("a", store)
+    full = forward(transformer)
+    heads_b = {name: b[:, :4].clone() for name, (_, b) in slots._slot.params.items()}
+    slots.activate("a", store, strength=0.5)
+    for name, (_, b) in slots._slot.params.items():
+        torch.testing.assert_close(b[:, :4], heads_b[name] * 0.5, rtol=0, atol=0)
+    half = forward(transformer)
+    slots.activate("a", store, strength=0.0)
+    assert torch.equal(forward(transformer), base)
+    slots.activate("a", store)  # back to full strength: copied again from the cache, not re-scaled
+    assert torch.equal(forward(transformer), full)
+    assert not torch.allclose(half, full) and not torch.allclose(half, base)

@@ -246,14 +246,15 @@ def test_loss_weights_must_be_finite_and_not_negative(engine, scene, weights):
 
 
 @pytest.mark.parametrize("field, value", [("learning_rate", float("nan")), ("guidance_scale", float("nan")),
-                                          ("guidance_scale", float("inf"))])
+                                          ("guidance_scale", float("inf")), ("adapter_strength", float("nan")),
+                                          ("adapter_strength", 2.5), ("adapter_strength", -0.5)])
 def test_other_float_settings_refuse_nan_and_inf(engine, scene, field, value):
     with pytest.raises(InvalidInput, match=field):
         if field == "learning_rate":
             engine.validate_train(TrainJob("x", scene.source, scene.edit_mask, "p", TrainSettings(learning_rate=value)))
         else:
             engine.validate_propagate(PropagateJob("", scene.source, scene.edit_mask, scene.edited_first_frame, "p",
-                                                   guidance_scale=value))
+                                                   **{field: value}))
 
 
 @pytest.mark.parametrize("field", ["max_vram_gb", "adapter_host_cache_gb"])

@@ -132,6 +132,8 @@ def test_out_of_range_settings(stub, media):
     base = dict(source_id=media["source"].id, mask_id=media["mask"].id, edited_first_frame_id=media["edited"].id)
     expect(grpc.StatusCode.INVALID_ARGUMENT, lambda: stub.Propagate(pb.PropagateRequest(steps=100000, **base), timeout=60), "steps", "100000")
     expect(grpc.StatusCode.INVALID_ARGUMENT, lambda: stub.Propagate(pb.PropagateRequest(guidance_scale=-1, **base), timeout=60), "guidance_scale")
+    call = lambda: stub.Propagate(pb.PropagateRequest(adapter_strength=2.5, **base), timeout=60)
+    expect(grpc.StatusCode.INVALID_ARGUMENT, call, "adapter_strength", "2.5")
     call = lambda: stub.Train(pb.TrainRequest(adapter="r", rank=9999, source_id=media["source"].id, mask_id=media["mask"].id), timeout=60)
     expect(grpc.StatusCode.INVALID_ARGUMENT, call, "rank", "9999")
     call = lambda: stub.Train(pb.TrainRequest(adapter="r", colour_variants=99, source_id=media["source"].id, mask_id=media["mask"].id), timeout=60)

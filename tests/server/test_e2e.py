@@ -77,6 +77,16 @@ def test_train_then_propagate_over_the_wire(stub, scene):
     job = stub.GetJob(pb.JobRef(job_id=events[0].job_id), timeout=10)
     assert job.state == pb.JOB_STATE_SUCCEEDED and job.propagate_result.video.id == result.video.id
 
+    def frames_at(adapter: str, **strength) -> np.ndarray:
+        again = pb.PropagateRequest(**{**{f.name: v for f, v in request.ListFields()}, "adapter": adapter, **strength})
+        events = list(stub.Propagate(again, timeout=300))
+        return np.stack([decode_image(e.frame.png) for e in events if e.WhichOneof("event") == "frame"])
+
+    base = frames_at("")
+    assert not np.array_equal(base, streamed)  # the adapter changes the video...
+    assert np.array_equal(frames_at("e2e", adapter_strength=0.0), base)  # ...unless scaled to nothing
+    assert np.array_equal(frames_at("e2e", adapter_strength=1.0), streamed)
+
 
 def test_same_seed_same_frames_and_composite_keeps_background(stub, scene):
     source, mask, edited = upload_scene(stub, scene)
