@@ -5,7 +5,6 @@ running reads as interrupted."""
 from __future__ import annotations
 
 import re
-import resource
 import shutil
 import signal
 import subprocess
@@ -27,17 +26,21 @@ from .test_bad_requests import expect
 from .test_e2e import upload, upload_scene
 
 
+LIMIT_FILE_SIZE = ("import os, resource, sys; limit = int(sys.argv[1]); "
+                   "resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)); os.execv(sys.argv[2], sys.argv[2:])")
+
+
 class Served:
     """``framecast serve`` in a process of its own, as a user runs it."""
 
     def __init__(self, model_dir: Path, data_dir: Path, file_size_limit: int | None = None):
-        def limit_file_size() -> None:  # a disk that fills up: writes past the limit fail with EFBIG
-            resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
-
         command = [sys.executable, "-m", "framecast.client.cli", "serve", "--model", str(model_dir), "--data",
                    str(data_dir), "--host", "127.0.0.1", "--port", "0"]  # fmt: skip
-        self.process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-                                        preexec_fn=limit_file_size if file_size_limit else None)  # fmt: skip
+        if file_size_limit:  # a disk that fills up: writes past the limit fail with EFBIG
+            # The limit is set by a launcher that then execs the server. A preexec_fn would run Python
+            # in a fork of this process, whose gRPC threads the fork can leave broken (abort in epoll).
+            command = [sys.executable, "-c", LIMIT_FILE_SIZE, str(file_size_limit), *command]
+        self.process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
         log, port = [], None
         for line in self.process.stderr:
             log.append(line)
