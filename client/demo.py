@@ -131,7 +131,8 @@ def run_demo(args) -> int:
 
             events = client.propagate(
                 ADAPTER, source, mask, edited, scene.edited_prompt,
-                steps=args.sample_steps, seed=args.seed, composite=True,
+                steps=args.sample_steps, seed=args.seed, composite=True, guidance_scale=args.guidance,
+                adapter_strength=args.adapter_strength,
             )  # fmt: skip
             progress = JobProgress("propagate", frames_total=source.num_frames)
             frames, result = follow_job(client, collect_propagation, events, progress)

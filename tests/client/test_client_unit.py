@@ -131,6 +131,7 @@ def test_parse_adapter_strength_is_left_to_the_server_unless_given():
      (PROPAGATE, "--guidance", "inf"), (PROPAGATE, "--timeout", "0"), (PROPAGATE, "--adapter-strength", "nan"),
      (PROPAGATE, "--adapter-strength", "-0.5"),
      (["demo"], "--seed", "-1"), (["demo"], "--colour-variants", "-1"), (["demo"], "--w-keep", "-0.5"),
+     (["demo"], "--adapter-strength", "nan"), (["demo"], "--guidance", "-1"),
      (["demo"], "--steps", "99999999999"), (["adapters", "list"], "--timeout", "0"), (["info"], "--timeout", "-1"),
      (["export", "a"], "--timeout", "0"), (["import", "f"], "--timeout", "0"), (["media"], "--timeout", "0"),
      (["train-toy-model", "out"], "--seed", "-1"), (["train-toy-model", "out"], "--threads", "0"),
@@ -205,7 +206,7 @@ def test_parse_export_info_demo():
     assert info.server == "h:4" and info.timeout == 2.5 and info.run is cli.cmd_info
     demo = parser.parse_args(["demo"])
     assert (demo.out, demo.model, demo.steps, demo.frames, demo.size, demo.seed) == ("demo-out", None, 200, 17, 64, 0)
-    assert (demo.lr, demo.colour_variants) == (1e-3, 7)
+    assert (demo.lr, demo.colour_variants, demo.guidance, demo.adapter_strength) == (1e-3, 7, 2.0, 0.6)
 
 
 def test_parse_requires_a_command():
