@@ -252,7 +252,7 @@ def cmd_train_toy_model(args) -> int:
 
     from framecast.engine.model import build_vae, check_model_dir
     from framecast.engine.toymodel import ToyModelSpec
-    from framecast.engine.toymodel_train import ToyTrainSettings, check_schedule, train_toy_model
+    from framecast.engine.toymodel_train import ToyTrainSettings, train_toy_model
 
     transformers.utils.logging.disable_progress_bar()
     logging.getLogger("framecast.engine.toymodel_train").setLevel(logging.INFO)
@@ -281,10 +281,10 @@ def cmd_train_toy_model(args) -> int:
         except ValueError as error:
             raise InvalidInput("--vae-dim-mult", ",".join(map(str, args.vae_dim_mult)), f"cannot be built: {error}") from None
     try:
-        check_schedule(settings, spec, args.init_from)
-    except InvalidInput as error:  # a part the run would leave untrained: name its option
+        out = train_toy_model(args.dir, settings, spec, init_from=args.init_from)
+    except InvalidInput as error:  # a setting refused before the run starts: name its option
         raise InvalidInput("--" + error.field.replace("_", "-"), error.value, error.reason) from None
-    print(train_toy_model(args.dir, settings, spec, init_from=args.init_from))
+    print(out)
     return 0
 
 

@@ -385,10 +385,10 @@ def widen_latent_channels(old: dict, new: dict) -> None:
     old_z, new_z = old["vae"].config.z_dim, new["vae"].config.z_dim
     if new_z < old_z:
         raise ValueError(f"cannot narrow the latents from {old_z} to {new_z} channels")
-    new_vae = _vae_levels(old["vae"]) != _vae_levels(new["vae"])
+    new_vae = _vae_levels(old["vae"].config) != _vae_levels(new["vae"].config)
     if new_vae and new_z != old_z:
         raise ValueError("a VAE of new levels starts from scratch, so its latent channels cannot be widened too")
-    new_decoder = _decoder_width(old["vae"]) != _decoder_width(new["vae"])
+    new_decoder = _decoder_width(old["vae"].config) != _decoder_width(new["vae"].config)
     for name in ("text_encoder", "image_encoder", "vae", "transformer"):
         if new_vae and name == "vae":
             continue  # a VAE of other levels starts fresh (its stage must train it: ``vae_steps``)
@@ -421,18 +421,14 @@ def widen_latent_channels(old: dict, new: dict) -> None:
     new["vae"].register_to_config(latents_mean=latents_mean, latents_std=latents_std)
 
 
-def _vae_levels(vae) -> tuple:
-    """What fixes the VAE's tensors other than its latent and decoder widths."""
-    return _levels(vae.config)
-
-
-def _levels(config) -> tuple:
+def _vae_levels(config) -> tuple:
+    """What fixes the VAE's tensors other than its latent and decoder widths (from its config)."""
     return (config["base_dim"], tuple(config["dim_mult"]), config["num_res_blocks"], config["is_residual"],
             tuple(config["temperal_downsample"]))  # fmt: skip
 
 
-def _decoder_width(vae) -> int:
-    return vae.config.decoder_base_dim or vae.config.base_dim
+def _decoder_width(config) -> int:
+    return config.get("decoder_base_dim") or config["base_dim"]
 
 
 def check_schedule(settings: ToyTrainSettings, spec: ToyModelSpec, init_from: str | Path | None) -> None:
@@ -447,14 +443,14 @@ def check_schedule(settings: ToyTrainSettings, spec: ToyModelSpec, init_from: st
 
     old = AutoencoderKLWan.load_config(Path(init_from) / "vae")
     new = build_vae(spec).config
-    if _levels(old) != _levels(new) and settings.vae_steps == 0:
+    same_levels = _vae_levels(old) == _vae_levels(new)
+    if not same_levels and settings.vae_steps == 0:
         raise InvalidInput("vae_steps", settings.vae_steps,
                            f"must be > 0: a VAE of other levels (dim_mult {list(new['dim_mult'])}) than the one "
                            f"started from ({list(old['dim_mult'])}) starts from scratch")  # fmt: skip
-    old_decoder = old.get("decoder_base_dim") or old["base_dim"]
-    new_decoder = new["decoder_base_dim"] or new["base_dim"]
+    old_decoder, new_decoder = _decoder_width(old), _decoder_width(new)
     vae_trains = settings.vae_steps + settings.vae_finetune_steps + settings.decoder_steps
-    if _levels(old) == _levels(new) and old_decoder != new_decoder and not vae_trains:
+    if same_levels and old_decoder != new_decoder and not vae_trains:
         raise InvalidInput("decoder_steps", settings.decoder_steps,
                            f"must be > 0: a decoder of width {new_decoder} (the one started from has "
                            f"{old_decoder}) starts from scratch")  # fmt: skip
