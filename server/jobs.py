@@ -83,7 +83,7 @@ class Job:
         before the job ends still finds what it had done: a result stored, its metrics."""
         with self._changed:  # under the lock that ``end`` takes: never written over the final record
             if self._record is not None and not self.done:
-                self._record(pb.JobInfo.FromString(self.info.SerializeToString()))
+                self._record(self.snapshot())  # the condition's lock is reentrant
 
     def end(self, state: int, error: pb.JobError | None = None) -> bool:
         """Give the job its terminal ``state`` (and ``error`` event) in one step, so a follower
