@@ -78,6 +78,12 @@ class Job:
                     getattr(self.info, name).CopyFrom(value)
             self._changed.notify_all()
 
+    def keep_record(self, write: Callable[[pb.JobInfo], None]) -> None:
+        """Called by the queue that accepts the job: from now on ``checkpoint`` writes the job's
+        record through ``write``."""
+        with self._changed:
+            self._record = write
+
     def checkpoint(self) -> None:
         """Write the job's record as it stands now (state and fields so far) to disk, so a crash
         before the job ends still finds what it had done: a result stored, its metrics."""
@@ -189,7 +195,7 @@ class JobQueue:
             self._waiting.append(job)
             self._jobs[job.id] = job
             self._trim()
-            job._record = self._persist
+            job.keep_record(self._persist)
             self._persist(job.info)
             job.emit(accepted=job.snapshot())
             job.emit(queued=pb.Queued(position=position))
