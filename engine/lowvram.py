@@ -55,9 +55,12 @@ BYTES_PER_WEIGHT = {Quantize.NONE: None, Quantize.INT8: 1.0 + 4 / 4096, Quantize
 # --- quantisation ---------------------------------------------------------------------------
 
 
-def quantize_linears(module: torch.nn.Module, mode: Quantize, compute_dtype: torch.dtype, device) -> int:
+def quantize_linears(
+    module: torch.nn.Module, mode: Quantize, compute_dtype: torch.dtype, device, keep: frozenset[str] = frozenset()
+) -> int:
     """Replace every ``nn.Linear`` under ``module`` by a bitsandbytes layer holding the same
-    weights, quantised on ``device``. Returns how many were replaced."""
+    weights, quantised on ``device``; linears named in ``keep`` stay as they are. Returns how
+    many were replaced."""
     mode = Quantize(mode)
     if mode is Quantize.NONE:
         return 0
@@ -66,7 +69,7 @@ def quantize_linears(module: torch.nn.Module, mode: Quantize, compute_dtype: tor
     replaced = 0
     for parent in list(module.modules()):
         for name, child in list(parent.named_children()):
-            if type(child) is not torch.nn.Linear:
+            if type(child) is not torch.nn.Linear or name in keep:
                 continue
             # Quantised where the weight already lives: bitsandbytes quantises on the move to ``device``.
             weight = child.weight.data.to(torch.float16 if compute_dtype == torch.float16 else torch.bfloat16)
@@ -99,8 +102,13 @@ def quantize_pipeline(pipe, mode: Quantize, compute_dtype: torch.dtype, device) 
     if mode is Quantize.NONE:
         return {}
     counts = {"transformer": quantize_linears(pipe.transformer.blocks, mode, compute_dtype, device)}
-    if getattr(pipe, "text_encoder", None) is not None:
-        counts["text_encoder"] = quantize_linears(pipe.text_encoder.encoder, mode, compute_dtype, device)
+    text_encoder = getattr(pipe, "text_encoder", None)
+    if text_encoder is not None:
+        # transformers' "keep in full precision" layers stay unquantised: UMT5's FFN output
+        # projection ``wo`` casts its input to the weight's dtype, which for NF4 is the uint8
+        # storage, and would turn every prompt embedding into noise.
+        keep = frozenset(getattr(text_encoder, "_keep_in_fp32_modules", None) or ())
+        counts["text_encoder"] = quantize_linears(text_encoder.encoder, mode, compute_dtype, device, keep)
     log.info("quantised to %s: %s linears", mode.value, counts)
     return counts
 

@@ -67,6 +67,27 @@ def test_quantized_output_stays_close_to_full_precision(tiny_model_dir, tmp_path
     assert np.abs(full.astype(int) - int8.astype(int)).mean() < 8
 
 
+@pytest.mark.parametrize("quantize", ["nf4", "int8"])
+def test_quantized_text_encoder_keeps_the_prompt_embedding(quantize, tiny_model_dir):
+    """UMT5's FFN output projection casts its input to its weight's dtype: quantised to NF4 (uint8
+    storage) it turned every prompt embedding into noise (cosine 0.07 here). It stays unquantised."""
+    import torch
+
+    from framecast.engine.lowvram import quantize_pipeline
+    from framecast.engine.model import load_pipeline
+
+    pipe = load_pipeline(tiny_model_dir, torch.device("cpu"), torch.float32)
+    ids = pipe.tokenizer(["a red sprite moving over a striped floor"], return_tensors="pt").input_ids
+    with torch.no_grad():
+        full = pipe.text_encoder(ids).last_hidden_state
+        counts = quantize_pipeline(pipe, quantize, torch.float32, "cpu")
+        quantized = pipe.text_encoder(ids).last_hidden_state
+    assert counts["text_encoder"] > 0
+    assert all(type(block.layer[-1].DenseReluDense.wo) is torch.nn.Linear for block in pipe.text_encoder.encoder.block)
+    assert quantized.dtype == full.dtype
+    assert torch.nn.functional.cosine_similarity(full.flatten(), quantized.flatten(), dim=0) > 0.85
+
+
 def test_budget_picks_windows_or_refuses(tiny_model_dir, tmp_path):
     scene = make_scene(4, SceneConfig(frames=17, height=64, width=64, sprites=1))
     probe = Engine(EngineConfig(model_dir=str(tiny_model_dir)), tmp_path / "probe")
