@@ -6,9 +6,13 @@ over quantize x offload x window length, with a bf16 all-on-device baseline in t
 
 ``wan2.1-i2v-14b`` builds the Wan2.1-I2V-14B-480P architecture and component sizes (UMT5-XXL,
 CLIP ViT-H/14, the Wan VAE) with random weights directly on the device: timings and memory
-do not depend on weight values, and nothing is downloaded. Quantised rows quantise those
-weights in place. Each row is the median of ``--runs`` runs; rows are printed and appended
-to bench/results/clip.jsonl with the device, torch version and git sha.
+do not depend on weight values, and nothing is downloaded (``--layers N``: the same widths
+with N blocks in each encoder and the transformer, a smoke run for a small machine; rows
+say so). Quantised rows quantise those weights in place. Each row is the median of
+``--runs`` runs, printed and appended to bench/results/clip.jsonl (device, torch version,
+git sha) as soon as its configuration finishes, so a run cut short keeps what it measured.
+Rows also carry the ``--max-vram`` planner's estimates for the same clip
+(``estimate_peak_bytes``), next to the measured peaks they should bound.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import statistics
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import append_rows, device_name, print_table  # noqa: E402
 
 from framecast.engine.engine import Engine, EngineConfig, PropagateJob, TrainJob  # noqa: E402
-from framecast.engine.lowvram import module_bytes  # noqa: E402
+from framecast.engine.lowvram import estimate_peak_bytes, module_bytes  # noqa: E402
 from framecast.engine.toyworld import SceneConfig, make_scene  # noqa: E402
 from framecast.engine.training import TrainSettings  # noqa: E402
 
@@ -42,8 +47,9 @@ WAN_14B_TRANSFORMER = dict(
 )
 
 
-def build_14b_pipeline(device: torch.device, dtype: torch.dtype):
-    """Wan2.1-I2V-14B-480P's architecture with random weights, built on ``device``."""
+def build_14b_pipeline(device: torch.device, dtype: torch.dtype, layers: int | None = None):
+    """Wan2.1-I2V-14B-480P's architecture with random weights, built on ``device``; ``layers``
+    overrides the block count of the transformer and both encoders (their widths stay)."""
     from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanImageToVideoPipeline, WanTransformer3DModel
     from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel, UMT5Config, UMT5EncoderModel
 
@@ -53,13 +59,13 @@ def build_14b_pipeline(device: torch.device, dtype: torch.dtype):
     torch.set_default_dtype(dtype)
     try:
         with torch.device(device):
-            transformer = WanTransformer3DModel(**WAN_14B_TRANSFORMER)
+            transformer = WanTransformer3DModel(**{**WAN_14B_TRANSFORMER, "num_layers": layers or 40})
             text_encoder = UMT5EncoderModel(UMT5Config(
-                vocab_size=256384, d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64,
+                vocab_size=256384, d_model=4096, d_kv=64, d_ff=10240, num_layers=layers or 24, num_heads=64,
                 feed_forward_proj="gated-gelu", relative_attention_num_buckets=32, relative_attention_max_distance=128,
             ))
             image_encoder = CLIPVisionModel(CLIPVisionConfig(
-                hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=16,
+                hidden_size=1280, intermediate_size=5120, num_hidden_layers=layers or 32, num_attention_heads=16,
                 image_size=224, patch_size=14, projection_dim=1024, hidden_act="gelu",
             ))
         with torch.device(device):
@@ -67,6 +73,8 @@ def build_14b_pipeline(device: torch.device, dtype: torch.dtype):
             vae = AutoencoderKLWan()  # the released Wan VAE's defaults
     finally:
         torch.set_default_dtype(previous)
+    for module in (transformer, text_encoder, image_encoder, vae):
+        module.eval()  # as from_pretrained leaves them: no dropout
     return WanImageToVideoPipeline(
         tokenizer=_byte_level_tokenizer(), text_encoder=text_encoder, vae=vae,
         scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0), image_processor=CLIPImageProcessor(),
@@ -74,14 +82,27 @@ def build_14b_pipeline(device: torch.device, dtype: torch.dtype):
     )
 
 
-def build_pipeline(arch: str, tiny_dir: Path, device: torch.device, dtype: torch.dtype):
+def build_pipeline(arch: str, tiny_dir: Path, device: torch.device, dtype: torch.dtype, layers: int | None = None):
     from framecast.engine.model import load_pipeline, make_tiny_model
 
     if arch == "tiny":
         if not (tiny_dir / "model_index.json").exists():
             make_tiny_model(tiny_dir)
         return load_pipeline(tiny_dir, torch.device("cpu"), dtype)
-    return build_14b_pipeline(device, dtype)
+    return build_14b_pipeline(device, dtype, layers)
+
+
+def arch_label(args) -> str:
+    return args.arch if args.layers is None else f"{args.arch}-{args.layers}layers"
+
+
+def parse_config(text: str) -> tuple[str, str, int]:
+    """``QUANTIZE/OFFLOAD/WINDOW`` (window 0: the whole clip) -> (quantize, offload, window)."""
+    parts = text.split("/")
+    if len(parts) != 3 or parts[0] not in ("none", "int8", "nf4") or parts[1] not in ("none", "model", "group") \
+            or not parts[2].isdigit():
+        raise argparse.ArgumentTypeError(f"--config must be QUANTIZE/OFFLOAD/WINDOW like nf4/model/13, not {text!r}")
+    return parts[0], parts[1], int(parts[2])
 
 
 def transformer_flops(transformer, frames: int, height: int, width: int, text_tokens: int = 512) -> float:
@@ -139,7 +160,7 @@ def run_config(args, pipe_factory, quantize: str, offload: str, window: int, bas
     _reset_peak(device)
     engine = Engine(
         EngineConfig(model_dir=str(args.tiny_dir), device=args.device, dtype=str(dtype).removeprefix("torch."),
-                     quantize=quantize, offload=offload, window_frames=max(window, 5), max_frames=args.frames,
+                     quantize=quantize, offload=offload, window_frames=window, max_frames=args.frames,
                      max_pixels=args.width * args.height),
         data_dir, pipe=pipe_factory(),
     )
@@ -167,12 +188,21 @@ def run_config(args, pipe_factory, quantize: str, offload: str, window: int, bas
                      on_progress)
         train_peak = _peaks(device)
         step_times = np.diff([begin] + times)[1:]  # drop the first step (warm-up)
-    flops = transformer_flops(engine.pipe.transformer, min(window or args.frames, args.frames), args.height, args.width)
+    frames = min(window or args.frames, args.frames)
+    flops = transformer_flops(engine.pipe.transformer, frames, args.height, args.width)
+
+    def estimate(training: bool) -> float:  # what --max-vram plans with, for the measured window
+        plan = estimate_peak_bytes(engine.pipe.transformer, engine.quantize, engine.offload, frames, args.height,
+                                   args.width, training, dtype_bytes=torch.finfo(dtype).bits // 8,
+                                   vae_spatial=engine._vae_spatial)  # fmt: skip
+        return plan.peak_bytes / 2**30
+
     passes = args.steps * 2 * max(1, results[0][0].windows)
     denoise = statistics.median(r.timings["denoise_s"] for r, _, _ in results)
     row = {
-        "arch": args.arch, "config": f"{quantize}/{offload}/w{window or args.frames}" + (" (baseline)" if baseline else ""),
-        "frames": args.frames, "size": f"{args.width}x{args.height}", "steps": args.steps,
+        "arch": arch_label(args), "config": f"{quantize}/{offload}/w{window or args.frames}" + (" (baseline)" if baseline else ""),
+        "frames": args.frames, "windows": results[0][0].windows, "size": f"{args.width}x{args.height}",
+        "steps": args.steps,
         "encode_s": statistics.median(r.timings["encode_s"] for r, _, _ in results),
         "denoise_s": denoise,
         "decode_s": statistics.median(r.timings["decode_s"] for r, _, _ in results),
@@ -180,6 +210,7 @@ def run_config(args, pipe_factory, quantize: str, offload: str, window: int, bas
         "peak_alloc_gib": max(p for _, p, _ in results), "peak_reserved_gib": max(p for _, _, p in results),
         "train_step_s": float(np.median(step_times)) if len(step_times) else float("nan"),
         "train_peak_alloc_gib": train_peak[0], "train_peak_reserved_gib": train_peak[1],
+        "estimated_peak_gib": estimate(training=False), "estimated_train_peak_gib": estimate(training=True),
         "tflop_per_clip": flops * passes / 1e12,
         "achieved_tflops": flops * passes / denoise / 1e12,
         "weights_gib": module_bytes(engine.pipe.transformer) / 2**30,
@@ -202,6 +233,11 @@ def main(argv=None) -> int:
     parser.add_argument("--quantize", nargs="+", default=["none", "int8", "nf4"])
     parser.add_argument("--offload", nargs="+", default=["none", "model", "group"])
     parser.add_argument("--windows", nargs="+", type=int, default=None, help="window lengths; 0 = whole clip")
+    parser.add_argument("--config", dest="configs", type=parse_config, nargs="+", default=None, metavar="Q/O/W",
+                        help="run exactly these QUANTIZE/OFFLOAD/WINDOW configurations, in order, instead of the "
+                             "--quantize x --offload x --windows matrix (the baseline none/none/0 still runs first)")
+    parser.add_argument("--layers", type=int, default=None,
+                        help="14B widths with this many blocks per model (a smoke run; rows say so)")
     parser.add_argument("--tiny-dir", type=Path, default=Path("/tmp/framecast-bench-tiny"))
     parser.add_argument("--data-dir", type=Path, default=None, help="adapters trained here (default: a new temp dir)")
     parser.add_argument("--results", type=Path, default=RESULTS)
@@ -217,33 +253,40 @@ def main(argv=None) -> int:
     scene = make_scene(0, SceneConfig(frames=args.frames, height=args.height, width=args.width, sprites=2))
 
     def factory():
-        return build_pipeline(args.arch, args.tiny_dir, device, dtype)
+        return build_pipeline(args.arch, args.tiny_dir, device, dtype, args.layers)
 
     rate = matmul_tflops(device, dtype)
-    configs = [("none", "none", 0, True)] + [
-        (q, o, w, False) for q in args.quantize for o in args.offload for w in windows if (q, o, w) != ("none", "none", 0)
-    ]
+    baseline = ("none", "none", 0)
+    chosen = args.configs or [(q, o, w) for q in args.quantize for o in args.offload for w in windows]
+    configs = [baseline] + [c for c in chosen if c != baseline]
+    columns = ["config", "total_s", "denoise_s", "peak_alloc_gib", "estimated_peak_gib", "train_step_s",
+               "train_peak_alloc_gib", "estimated_train_peak_gib"]  # fmt: skip
     rows = []
-    for quantize, offload, window, baseline in configs:
+    for quantize, offload, window in configs:
+        started = time.perf_counter()
         try:
-            row = run_config(args, factory, quantize, offload, window, baseline, scene, args.data_dir / f"{quantize}-{offload}-{window}")
+            row = run_config(args, factory, quantize, offload, window, (quantize, offload, window) == baseline, scene,
+                             args.data_dir / f"{quantize}-{offload}-{window}")  # fmt: skip
         except Exception as exc:  # one failing configuration must not lose the others' rows
-            row = {"arch": args.arch, "config": f"{quantize}/{offload}/w{window}", "error": f"{type(exc).__name__}: {exc}"[:200]}
+            traceback.print_exc()
+            row = {"arch": arch_label(args), "config": f"{quantize}/{offload}/w{window}",
+                   "error": f"{type(exc).__name__}: {exc}"[:300]}  # fmt: skip
+            _reset_peak(device)
         row["matmul_tflops"] = rate
+        row["wall_s"] = time.perf_counter() - started
         if "achieved_tflops" in row:
             row["mfu"] = row["achieved_tflops"] / rate
-        rows.append(row)
-        print_table([row], ["config", "total_s", "denoise_s", "peak_alloc_gib", "train_step_s", "train_peak_alloc_gib"])
-    base = rows[0]
-    for row in rows:
+        base = rows[0] if rows else row
         if "total_s" in row and "total_s" in base:
             row["latency_vs_baseline"] = row["total_s"] / base["total_s"]
             row["train_vs_baseline"] = row["train_step_s"] / base["train_step_s"] if base["train_step_s"] else float("nan")
+        rows.append(row)
+        print_table([row], columns + ["error"])
+        append_rows(args.results, [row], device=device)  # now: a run cut short keeps the rows it finished
     print()
     print_table(rows, ["config", "encode_s", "denoise_s", "decode_s", "total_s", "latency_vs_baseline", "peak_alloc_gib",
-                       "peak_reserved_gib", "train_step_s", "train_vs_baseline", "train_peak_alloc_gib", "tflop_per_clip",
-                       "mfu", "error"])
-    append_rows(args.results, rows, device=device)
+                       "estimated_peak_gib", "peak_reserved_gib", "train_step_s", "train_vs_baseline",
+                       "train_peak_alloc_gib", "estimated_train_peak_gib", "tflop_per_clip", "mfu", "error"])  # fmt: skip
     print(f"\nappended {len(rows)} rows to {args.results} (device: {device_name(device)})")
     return 0
 

@@ -152,7 +152,8 @@ def blend_cases(cases, device, with_triton, with_compile):
             yield config, blend_bytes(windows, out_numel), impls
 
 
-def run(args) -> list[dict]:
+def run(args, on_case=None) -> list[dict]:
+    """Measure every case; ``on_case(rows)`` gets each case's rows as soon as it is done."""
     device = torch.device(args.device)
     probe = torch.zeros(1, device=device)
     with_triton = use_triton("auto", probe)
@@ -195,6 +196,8 @@ def run(args) -> list[dict]:
             for base in ("eager", "compile"):
                 if base in timed:
                     row[f"x_{base}"] = timed[base] / row["median_ms"]
+        if on_case is not None and timed:
+            on_case(rows[len(rows) - len(timed) :])
     return rows
 
 
@@ -211,11 +214,16 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda but no CUDA device is visible; use --device cpu --quick")
-    rows = run(args)
+    def keep(case_rows):  # appended case by case: a run cut short keeps what it measured
+        print_table(case_rows, COLUMNS, header=False)
+        if args.results:
+            append_rows(args.results, case_rows, device=args.device)
+
+    rows = run(args, keep)
+    print()
     print_table(rows, COLUMNS)
     if args.results:
-        count = append_rows(args.results, rows, device=args.device)
-        print(f"appended {count} rows to {args.results}")
+        print(f"appended {len(rows)} rows to {args.results}")
 
 
 if __name__ == "__main__":

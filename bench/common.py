@@ -126,12 +126,14 @@ def _cell(value) -> str:
     return str(value)
 
 
-def print_table(rows: Sequence[dict], columns: Sequence[str]) -> None:
-    """Print ``rows`` as an aligned text table of ``columns`` (missing values show as "-")."""
+def print_table(rows: Sequence[dict], columns: Sequence[str], header: bool = True) -> None:
+    """Print ``rows`` as an aligned text table of ``columns`` (missing values show as "-");
+    ``header=False`` prints the rows alone (progress lines while a benchmark runs)."""
     cells = [[_cell(row.get(c)) for c in columns] for row in rows]
     widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
-    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
-    print("  ".join("-" * w for w in widths))
+    if header:
+        print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
+        print("  ".join("-" * w for w in widths))
     for r in cells:
         print("  ".join(v.rjust(w) if v[:1].isdigit() or v[:1] == "-" else v.ljust(w) for v, w in zip(r, widths)))
 

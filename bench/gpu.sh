@@ -1,30 +1,45 @@
 #!/usr/bin/env bash
-# Run framecast's GPU benchmarks from a source checkout on a CUDA machine, without installing
-# the package (the framecast.* namespace is assembled from the source folders with links).
-#   bash bench/gpu.sh [kernels] [clip] [adapters] [quality]   # default: the first three
-#   quality: bench/quality.py on the GPU (the built-in toy model, or QUALITY_MODEL=DIR, e.g. one
-#   trained there with `python3 -m framecast.client.cli train-toy-model DIR --device cuda`)
+# Run framecast's GPU benchmarks and GPU-only tests from a source checkout on a CUDA machine,
+# without installing the package (the framecast.* namespace is assembled from the source
+# folders with links).
+#   bash bench/gpu.sh [tests] [kernels] [clip] [adapters] [quality]   # default: kernels clip adapters
+#   tests:    the compiled Triton kernels against their references, and toy-model training on CUDA
+#   quality:  bench/quality.py on the GPU (the built-in toy model, or QUALITY_MODEL=DIR, e.g. one
+#             trained there with `python3 -m framecast.client.cli train-toy-model DIR --device cuda`)
+# Environment:
+#   RESULTS_DIR=DIR   rows go to DIR/<bench>.jsonl instead of bench/results/
+#   CLIP_CONFIGS="Q/O/W ..."   bench_clip's configurations (QUANTIZE/OFFLOAD/WINDOW; window 0 = the
+#                     whole 49-frame clip), after its bf16 all-on-GPU baseline
+#   CLIP_STEPS, CLIP_RUNS, CLIP_TRAIN_STEPS, ADAPTER_ITERS   shorter runs when time is short
 # Missing wheels (diffusers, bitsandbytes, ftfy) are installed from .whl/ when it exists.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ -d .whl ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/framecast-site .whl/*.whl
-  export PYTHONPATH=/tmp/framecast-site${PYTHONPATH:+:$PYTHONPATH}
+site=/tmp/framecast-site
+if [ -d .whl ] && [ ! -e "$site/.installed" ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" .whl/*.whl
+  touch "$site/.installed"
 fi
+[ -d "$site" ] && export PYTHONPATH=$site${PYTHONPATH:+:$PYTHONPATH}
 stage=$(mktemp -d)
 mkdir -p "$stage/framecast"
 cp proto/framecast/__init__.py "$stage/framecast/"
 ln -s "$PWD/proto/framecast/v1" "$stage/framecast/v1"
 for part in engine server kernels client; do ln -s "$PWD/$part" "$stage/framecast/$part"; done
 export PYTHONPATH=$stage${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+results=${RESULTS_DIR:-bench/results}
+mkdir -p "$results"
 what=${*:-kernels clip adapters}
 for bench in $what; do
   case $bench in
-    kernels) python3 bench/bench_kernels.py --device cuda ;;
-    clip) python3 bench/bench_clip.py --arch wan2.1-i2v-14b --device cuda --steps 4 --runs 2 --train-steps 3 \
-            --quantize none nf4 --offload none model --windows 0 13 ;;
-    adapters) if [ -f bench/bench_adapters.py ]; then python3 bench/bench_adapters.py --arch wan2.1-i2v-14b --device cuda; fi ;;
-    quality) python3 bench/quality.py ${QUALITY_MODEL:+--model "$QUALITY_MODEL"} ;;
+    tests) TRITON_INTERPRET=0 python3 -m pytest -q -p no:cacheprovider -k cuda \
+             tests/kernels/test_kernels_cuda.py tests/engine/test_toymodel.py ;;
+    kernels) python3 bench/bench_kernels.py --device cuda --results "$results/kernels.jsonl" ;;
+    clip) python3 bench/bench_clip.py --arch wan2.1-i2v-14b --device cuda --steps "${CLIP_STEPS:-4}" \
+            --runs "${CLIP_RUNS:-2}" --train-steps "${CLIP_TRAIN_STEPS:-3}" --results "$results/clip.jsonl" \
+            --config ${CLIP_CONFIGS:-nf4/model/13 nf4/none/0 none/none/13 none/model/0 nf4/group/13} ;;
+    adapters) python3 bench/bench_adapters.py --arch wan2.1-i2v-14b --device cuda --iters "${ADAPTER_ITERS:-20}" \
+                --results "$results/adapters.jsonl" ;;
+    quality) python3 bench/quality.py ${QUALITY_MODEL:+--model "$QUALITY_MODEL"} --results "$results/quality.jsonl" ;;
     *) echo "unknown benchmark: $bench" >&2; exit 2 ;;
   esac
 done
