@@ -105,17 +105,21 @@ def parse_config(text: str) -> tuple[str, str, int]:
     return parts[0], parts[1], int(parts[2])
 
 
-def transformer_flops(transformer, frames: int, height: int, width: int, text_tokens: int = 512) -> float:
-    """Forward FLOPs of one transformer pass: 2 x MACs of the block linears per token, plus
-    self-attention (QK^T and AV: 4 L^2 d) and text/image cross-attention (4 L (T + 257) d)."""
+def transformer_flops(transformer, frames: int, height: int, width: int, text_tokens: int = 512,
+                      image_tokens: int = 257) -> float:
+    """Forward FLOPs of one transformer pass (2 per multiply-add): each block linear over the
+    tokens it sees (the cross-attention's key/value projections see the text's ``text_tokens``
+    and the image's ``image_tokens``, everything else the L video tokens), plus self-attention
+    (QK^T and AV: 4 L^2 d) and cross-attention (4 L (T + I) d)."""
     cfg = transformer.config
     hidden = cfg.num_attention_heads * cfg.attention_head_dim
     tokens = ((frames - 1) // 4 + 1) * (height // 16) * (width // 16)
-    block_linear = sum(m.in_features * m.out_features for m in transformer.blocks[0].modules()
-                       if hasattr(m, "in_features") and hasattr(m, "out_features"))
-    linear = 2 * tokens * block_linear * cfg.num_layers
-    attention = cfg.num_layers * (4 * tokens * tokens * hidden + 4 * tokens * (text_tokens + 257) * hidden)
-    return float(linear + attention)
+    seen_by = {"attn2.to_k": text_tokens, "attn2.to_v": text_tokens, "attn2.add_k_proj": image_tokens,
+               "attn2.add_v_proj": image_tokens}  # fmt: skip
+    linear = sum(2 * seen_by.get(name, tokens) * m.in_features * m.out_features
+                 for name, m in transformer.blocks[0].named_modules() if isinstance(m, torch.nn.Linear))  # fmt: skip
+    attention = 4 * tokens * tokens * hidden + 4 * tokens * (text_tokens + image_tokens) * hidden
+    return float(cfg.num_layers * (linear + attention))
 
 
 def matmul_tflops(device: torch.device, dtype: torch.dtype) -> float:

@@ -8,7 +8,6 @@ a latent ``keep_mask`` is 1 = known/keep, 0 = to be generated, as diffusers buil
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -78,29 +77,15 @@ def _any_within(mask: np.ndarray, radius: int, axis: int) -> np.ndarray:
     return np.take(counts, upper, axis=axis) > np.take(counts, lower, axis=axis)
 
 
-def _label_rounds(edit_mask: torch.Tensor) -> Iterator[torch.Tensor]:
-    """Label propagation on [F, H, W] bool by repeated 3x3 max-pooling, vectorised over frames:
-    yields the [F, 1, H, W] labels (0 = background) before the first round and after each round
-    that changes them. Pixels sharing a label are always part of one 8-connected component; the
-    last labels are the components, reached in as many rounds as a component's longest path."""
-    frames, height, width = edit_mask.shape
-    ids = torch.arange(1, frames * height * width + 1, dtype=torch.float64).view(frames, 1, height, width)
-    inside = edit_mask[:, None]
-    labels = torch.where(inside, ids, torch.zeros_like(ids))
-    yield labels
-    while True:
-        grown = torch.where(inside, F.max_pool2d(labels, 3, stride=1, padding=1), labels)
-        if torch.equal(grown, labels):
-            return
-        labels = grown
-        yield labels
+def _components(edit_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """8-connected components of each frame of [F, H, W] bool (never joined across frames):
+    (labels [F, H, W], 0 = background, 1..N; areas [N + 1], areas[0] the background's)."""
+    from scipy import ndimage
 
-
-def _label_components(edit_mask: torch.Tensor) -> torch.Tensor:
-    """8-connected component labels of [F, H, W] bool; 0 = background, else a positive id."""
-    for labels in _label_rounds(edit_mask):
-        pass
-    return labels[:, 0].long()
+    within_frame = np.zeros((3, 3, 3), dtype=bool)
+    within_frame[1] = True  # the 3x3 neighbourhood in the same frame
+    labels, count = ndimage.label(edit_mask, structure=within_frame)
+    return labels, np.bincount(labels.ravel(), minlength=count + 1)
 
 
 def bbox_min_area(height: int, width: int) -> int:
@@ -109,46 +94,32 @@ def bbox_min_area(height: int, width: int) -> int:
 
 
 def has_edit_region(edit_mask: np.ndarray, mode: MaskMode = MaskMode.BBOX) -> bool:
-    """Whether ``prepare_edit_mask(edit_mask, mode)`` marks any pixel, without preparing it all.
+    """Whether ``prepare_edit_mask(edit_mask, mode)`` marks any pixel, without preparing it.
 
     exact and dilate keep every pixel; bbox keeps a frame's pixels when one of its components
-    reaches ``bbox_min_area``. Labels are grown a round at a time and pixels sharing a label
-    are one component (or part of one), so a large component answers after a few rounds."""
+    reaches ``bbox_min_area``."""
     edit_mask = np.asarray(edit_mask, dtype=bool)
     if MaskMode(mode) is not MaskMode.BBOX:
         return bool(edit_mask.any())
-    frames, height, width = edit_mask.shape
-    min_area = bbox_min_area(height, width)
-    for frame in edit_mask:
-        if frame.sum() < min_area:
-            continue
-        inside = torch.from_numpy(frame)[None, None]
-        for labels in _label_rounds(torch.from_numpy(frame)[None]):
-            if torch.unique(labels[inside], return_counts=True)[1].max() >= min_area:
-                return True
-    return False
+    _, areas = _components(edit_mask)
+    return len(areas) > 1 and int(areas[1:].max()) >= bbox_min_area(*edit_mask.shape[1:])
 
 
 def _bounding_boxes(edit_mask: np.ndarray) -> np.ndarray:
     """Each component's bounding box (components >= 50 px at 832x480, scaled by area), grown by 10%, filled."""
+    from scipy import ndimage
+
     frames, height, width = edit_mask.shape
     min_area = bbox_min_area(height, width)
-    labels = _label_components(torch.from_numpy(edit_mask))
+    labels, areas = _components(edit_mask)
     out = np.zeros_like(edit_mask)
-    ys = torch.arange(height).view(1, height, 1).expand_as(labels)
-    xs = torch.arange(width).view(1, 1, width).expand_as(labels)
-    for f in range(frames):
-        frame_labels = labels[f]
-        present, areas = torch.unique(frame_labels[frame_labels > 0], return_counts=True)
-        for label, area in zip(present.tolist(), areas.tolist()):
-            if area < min_area:
-                continue
-            where = frame_labels == label
-            y0, y1 = int(ys[f][where].min()), int(ys[f][where].max()) + 1
-            x0, x1 = int(xs[f][where].min()), int(xs[f][where].max()) + 1
-            grow_y = round((y1 - y0) * BBOX_GROWTH / 2)
-            grow_x = round((x1 - x0) * BBOX_GROWTH / 2)
-            out[f, max(0, y0 - grow_y) : min(height, y1 + grow_y), max(0, x0 - grow_x) : min(width, x1 + grow_x)] = True
+    for label, (frame, rows, cols) in enumerate(ndimage.find_objects(labels), start=1):
+        if areas[label] < min_area:
+            continue
+        grow_y = round((rows.stop - rows.start) * BBOX_GROWTH / 2)
+        grow_x = round((cols.stop - cols.start) * BBOX_GROWTH / 2)
+        out[frame, max(0, rows.start - grow_y) : min(height, rows.stop + grow_y),
+            max(0, cols.start - grow_x) : min(width, cols.stop + grow_x)] = True  # fmt: skip
     return out
 
 

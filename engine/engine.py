@@ -581,7 +581,7 @@ class Engine:
             frames=frames,
             edit_mask=edit_mask,
             background_psnr=psnr(frames, job.source, ~edit_mask),
-            background_ssim=ssim(frames, job.source, ~edit_mask),
+            background_ssim=ssim(frames, job.source, ~edit_mask, device=self.device),
             first_frame_psnr=psnr(frames[0], job.edited_first_frame),
             temporal_change=temporal_change(frames, job.source, edit_mask),
             seam_score=seam_score(frames, plan.seam_boundaries()),

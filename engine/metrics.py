@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 PSNR_CAP_DB = 100.0  # identical pixels report this instead of infinity
+_SSIM_CHUNK_PIXELS = 1 << 22  # frame pixels per SSIM pass: bounds its buffers to ~100 MB each
 
 
 def psnr(a: np.ndarray, b: np.ndarray, where: np.ndarray | None = None) -> float:
@@ -15,13 +16,13 @@ def psnr(a: np.ndarray, b: np.ndarray, where: np.ndarray | None = None) -> float
     a, b: [..., H, W, 3] uint8; where: [..., H, W] bool or None for all pixels.
     Returns NaN when ``where`` selects nothing.
     """
-    diff = a.astype(np.float64) - b.astype(np.float64)
-    squared = (diff**2).mean(axis=-1)
+    if where is not None and not where.any():
+        return math.nan
+    diff = a.astype(np.int16) - b.astype(np.int16)
+    squared = np.einsum("...c,...c->...", diff, diff, dtype=np.int64)  # exact, per pixel over the channels
     if where is not None:
-        if not where.any():
-            return math.nan
         squared = squared[where]
-    mse = float(squared.mean())
+    mse = float(squared.sum()) / (squared.size * a.shape[-1])
     if mse == 0.0:
         return PSNR_CAP_DB
     return min(PSNR_CAP_DB, 10.0 * math.log10(255.0**2 / mse))
@@ -52,7 +53,21 @@ def _gaussian_window(size: int = 11, sigma: float = 1.5) -> np.ndarray:
     return weights / weights.sum()
 
 
-def ssim(a: np.ndarray, b: np.ndarray, where: np.ndarray | None = None) -> float:
+def _blur(v, taps: list[float]):
+    """Separable Gaussian of [N, C, H + k - 1, W + k - 1] -> [N, C, H, W], as k shifted weighted
+    sums per axis (elementwise work a CPU does far faster than a 1-channel convolution)."""
+    size = len(taps)
+    height, width = v.shape[-2] - size + 1, v.shape[-1] - size + 1
+    rows = v[..., :, :width] * taps[0]
+    for i, tap in enumerate(taps[1:], start=1):
+        rows.add_(v[..., :, i : i + width], alpha=tap)
+    out = rows[..., :height, :] * taps[0]
+    for i, tap in enumerate(taps[1:], start=1):
+        out.add_(rows[..., i : i + height, :], alpha=tap)
+    return out
+
+
+def ssim(a: np.ndarray, b: np.ndarray, where: np.ndarray | None = None, device=None) -> float:
     """Mean structural similarity of uint8 images/videos, over the pixels selected by ``where``.
 
     The SSIM map of Wang et al. (2004): 11-tap Gaussian window (sigma 1.5), K1 0.01, K2 0.03,
@@ -61,6 +76,7 @@ def ssim(a: np.ndarray, b: np.ndarray, where: np.ndarray | None = None) -> float
     windows that straddle the selection's edge compare only selected pixels: outputs that agree
     on the selection score 1.0 whatever differs elsewhere. a, b: [..., H, W, 3] uint8; where:
     [..., H, W] bool or None for all pixels. Returns NaN when ``where`` selects nothing.
+    Computed in float64 on ``device`` (default CPU), a few frames at a time.
     """
     import torch
 
@@ -69,25 +85,31 @@ def ssim(a: np.ndarray, b: np.ndarray, where: np.ndarray | None = None) -> float
             return math.nan
         a = np.where(where[..., None], a, b)
     height, width = a.shape[-3:-1]
-    x = torch.from_numpy(a.reshape(-1, height, width, 3)).permute(0, 3, 1, 2).double()
-    y = torch.from_numpy(b.reshape(-1, height, width, 3)).permute(0, 3, 1, 2).double()
-    taps = torch.from_numpy(_gaussian_window())
+    a, b = a.reshape(-1, height, width, 3), b.reshape(-1, height, width, 3)
+    selected = None if where is None else where.reshape(-1, height, width)
+    taps = _gaussian_window().tolist()
     pad = len(taps) // 2
-
-    def blur(v: torch.Tensor) -> torch.Tensor:  # separable Gaussian, per channel
-        v = torch.nn.functional.pad(v, (pad, pad, pad, pad), mode="reflect" if min(height, width) > pad else "replicate")
-        channels = v.shape[1]
-        v = torch.nn.functional.conv2d(v, taps.view(1, 1, 1, -1).repeat(channels, 1, 1, 1), groups=channels)
-        return torch.nn.functional.conv2d(v, taps.view(1, 1, -1, 1).repeat(channels, 1, 1, 1), groups=channels)
-
+    mode = "reflect" if min(height, width) > pad else "replicate"
     c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
-    mu_x, mu_y = blur(x), blur(y)
-    var_x = blur(x * x) - mu_x**2
-    var_y = blur(y * y) - mu_y**2
-    cov = blur(x * y) - mu_x * mu_y
-    index = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
-    per_pixel = index.mean(dim=1).numpy().reshape(a.shape[:-1])  # [..., H, W]
-    return float(per_pixel[where].mean() if where is not None else per_pixel.mean())
+    total, count = 0.0, 0
+    chunk = max(1, _SSIM_CHUNK_PIXELS // (height * width))
+    for start in range(0, len(a), chunk):
+        x, y = (torch.from_numpy(v[start : start + chunk]).to(device).permute(0, 3, 1, 2).double() for v in (a, b))
+
+        def blur(v):
+            return _blur(torch.nn.functional.pad(v, (pad, pad, pad, pad), mode=mode), taps)
+
+        mu_x, mu_y = blur(x), blur(y)
+        var_x = blur(x * x) - mu_x**2
+        var_y = blur(y * y) - mu_y**2
+        cov = blur(x * y) - mu_x * mu_y
+        index = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+        per_pixel = index.mean(dim=1)  # [n, H, W]
+        if selected is not None:
+            per_pixel = per_pixel[torch.from_numpy(selected[start : start + chunk]).to(per_pixel.device)]
+        total += float(per_pixel.sum())
+        count += per_pixel.numel()
+    return total / count
 
 
 def temporal_change(frames: np.ndarray, source: np.ndarray, where: np.ndarray) -> float:
