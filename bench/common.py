@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -31,7 +32,10 @@ def device_name(device: str | torch.device = "cuda") -> str:
 
 
 def git_sha() -> str:
-    """The checkout's commit, with "-dirty" when tracked files differ from it; "unknown" outside git."""
+    """The checkout's commit, with "-dirty" when tracked files differ from it; "unknown" outside git.
+    ``BENCH_GIT_SHA`` overrides it, for a copy of the tree whose .git is not the tree's own."""
+    if os.environ.get("BENCH_GIT_SHA"):
+        return os.environ["BENCH_GIT_SHA"]
     try:
         command = ["git", "describe", "--always", "--dirty", "--abbrev=12"]
         out = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=10)

@@ -8,9 +8,11 @@
 #             trained there with `python3 -m framecast.client.cli train-toy-model DIR --device cuda`)
 # Environment:
 #   RESULTS_DIR=DIR   rows go to DIR/<bench>.jsonl instead of bench/results/
+#   BENCH_GIT_SHA=SHA the commit rows name, where the tree was copied without its own .git
 #   CLIP_CONFIGS="Q/O/W ..."   bench_clip's configurations (QUANTIZE/OFFLOAD/WINDOW; window 0 = the
 #                     whole 49-frame clip), after its bf16 all-on-GPU baseline
 #   CLIP_STEPS, CLIP_RUNS, CLIP_TRAIN_STEPS, ADAPTER_ITERS   shorter runs when time is short
+#   KERNEL_ARGS="--no-compile"  extra bench_kernels.py options (--only loss|blend, --no-compile)
 # Missing wheels (diffusers, bitsandbytes, ftfy) are installed from .whl/ when it exists.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,7 +35,7 @@ for bench in $what; do
   case $bench in
     tests) TRITON_INTERPRET=0 python3 -m pytest -q -p no:cacheprovider -k cuda \
              tests/kernels/test_kernels_cuda.py tests/engine/test_toymodel.py ;;
-    kernels) python3 bench/bench_kernels.py --device cuda --results "$results/kernels.jsonl" ;;
+    kernels) python3 bench/bench_kernels.py --device cuda ${KERNEL_ARGS:-} --results "$results/kernels.jsonl" ;;
     clip) python3 bench/bench_clip.py --arch wan2.1-i2v-14b --device cuda --steps "${CLIP_STEPS:-4}" \
             --runs "${CLIP_RUNS:-2}" --train-steps "${CLIP_TRAIN_STEPS:-3}" --results "$results/clip.jsonl" \
             --config ${CLIP_CONFIGS:-nf4/model/13 nf4/none/0 none/none/13 none/model/0 nf4/group/13} ;;
