@@ -12,7 +12,7 @@ say so). Quantised rows quantise those weights in place. Each row is the median 
 ``--runs`` runs, printed and appended to bench/results/clip.jsonl (device, torch version,
 git sha) as soon as its configuration finishes, so a run cut short keeps what it measured.
 Rows also carry the ``--max-vram`` planner's estimates for the same clip
-(``estimate_peak_bytes``), next to the measured peaks they should bound.
+(``Engine.memory_plan``), next to the measured peaks they should bound.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import append_rows, device_name, print_table  # noqa: E402
 
 from framecast.engine.engine import Engine, EngineConfig, PropagateJob, TrainJob  # noqa: E402
-from framecast.engine.lowvram import estimate_peak_bytes, module_bytes  # noqa: E402
+from framecast.engine.lowvram import module_bytes  # noqa: E402
 from framecast.engine.toyworld import SceneConfig, make_scene  # noqa: E402
 from framecast.engine.training import TrainSettings  # noqa: E402
 
@@ -196,9 +196,7 @@ def run_config(args, pipe_factory, quantize: str, offload: str, window: int, bas
     flops = transformer_flops(engine.pipe.transformer, frames, args.height, args.width)
 
     def estimate(training: bool) -> float:  # what --max-vram plans with, for the measured window
-        plan = estimate_peak_bytes(engine.pipe.transformer, engine.quantize, engine.offload, frames, args.height,
-                                   args.width, training, dtype_bytes=torch.finfo(dtype).bits // 8,
-                                   vae_spatial=engine._vae_spatial)  # fmt: skip
+        plan = engine.memory_plan(engine.quantize, engine.offload, frames, args.height, args.width, training)
         return plan.peak_bytes / 2**30
 
     passes = args.steps * 2 * max(1, results[0][0].windows)

@@ -32,12 +32,15 @@ from framecast.engine.lowvram import (
     Attention,
     Offload,
     Quantize,
+    MemoryPlan,
     Placement,
+    component_bytes,
     estimate_peak_bytes,
     memory_size,
     module_bytes,
     quantize_pipeline,
     select_attention,
+    slot_bytes,
 )
 from framecast.engine.metrics import psnr, seam_score, ssim, temporal_change
 from framecast.engine.model import load_pipeline
@@ -227,11 +230,23 @@ class Engine:
         budget = config.max_vram_gb * GiB
         for offload in offloads:
             for quantize in quantizers:
-                plan = estimate_peak_bytes(self.pipe.transformer, quantize, offload, planning_frames(config),
-                                           height, width, training=True, vae_spatial=self._vae_spatial)
+                plan = self.memory_plan(quantize, offload, planning_frames(config), height, width, training=True)
                 if plan.peak_bytes <= budget:
                     return quantize, offload
         return quantizers[-1], offloads[-1]
+
+    def memory_plan(self, quantize, offload, frames: int, height: int, width: int, training: bool,
+                    rank: int = 16) -> MemoryPlan:
+        """The device memory a clip of ``frames`` at ``width`` x ``height`` needs under these memory
+        settings (``estimate_peak_bytes``): the transformer, the components beside it on the device,
+        the adapter slot and the activations."""
+        dtype_bytes = torch.finfo(self.dtype).bits // 8
+        resident, visiting = component_bytes(self.pipe, quantize, offload, dtype_bytes)
+        resident += slot_bytes(self.pipe.transformer, self.config.adapter_max_rank, dtype_bytes)
+        return estimate_peak_bytes(
+            self.pipe.transformer, quantize, offload, frames, height, width, training, rank, dtype_bytes=dtype_bytes,
+            vae_spatial=self._vae_spatial, resident_bytes=resident, visiting_bytes=visiting,
+        )  # fmt: skip
 
     # --- info ---------------------------------------------------------------------------
 
@@ -612,10 +627,7 @@ class Engine:
             return plan
 
         def need(window: int) -> int:
-            return estimate_peak_bytes(
-                self.pipe.transformer, self.quantize, self.offload, window, height, width, training, rank,
-                dtype_bytes=torch.finfo(self.dtype).bits // 8, vae_spatial=self._vae_spatial,
-            ).peak_bytes
+            return self.memory_plan(self.quantize, self.offload, window, height, width, training, rank).peak_bytes
 
         longest = max(plan.lengths)
         if need(longest) <= budget:

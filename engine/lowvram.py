@@ -196,9 +196,16 @@ class Placement:
 # --- memory planning --------------------------------------------------------------------------
 
 
+# Measured activations over the estimate below, from the Wan2.1-I2V-14B architecture at 49 frames
+# of 832x480 on an H200 (bench/results/clip.jsonl): 8.54 GiB generating against 3.37 estimated
+# (the VAE's decode at full resolution, which the per-token model leaves out, is most of it) and
+# 18.69 GiB training against 13.76. Rounded up: a budget is better refused than overrun.
+ACTIVATION_CALIBRATION = {False: 2.6, True: 1.4}  # {training: factor}
+
+
 @dataclass(frozen=True)
 class MemoryPlan:
-    weights_bytes: int  # resident on the device while the transformer runs
+    weights_bytes: int  # resident on the device while the transformer runs (the other components too, without offload)
     activation_bytes: int
     tokens: int
 
@@ -209,6 +216,41 @@ class MemoryPlan:
 
 def module_bytes(module: torch.nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in list(module.parameters()) + list(module.buffers()))
+
+
+def _quantized_bytes(module: torch.nn.Module, quantize: Quantize, dtype_bytes: int, keep=frozenset()) -> int:
+    """``module``'s bytes once ``quantize`` has replaced its linears (as stored if it already has)."""
+    quantize = Quantize(quantize)
+    stored = module_bytes(module)
+    if quantize is Quantize.NONE or _is_quantized(module):
+        return stored
+    linear = sum(m.weight.numel() for name, m in module.named_modules()
+                 if type(m) is torch.nn.Linear and name.rsplit(".", 1)[-1] not in keep)  # fmt: skip
+    return int(stored - linear * dtype_bytes + linear * BYTES_PER_WEIGHT[quantize])
+
+
+def component_bytes(pipe, quantize: Quantize, offload: Offload, dtype_bytes: int = 2) -> tuple[int, int]:
+    """(resident, visiting): device memory the pipeline's other components (text and image
+    encoders, VAE; the text encoder quantised with the transformer) hold while the transformer
+    runs, and the largest that visits the device alone. Without offloading all are resident;
+    under ``model`` or ``group`` offload none is, and each visits alone."""
+    sizes = []
+    for name in ("text_encoder", "image_encoder", "vae"):
+        module = getattr(pipe, name, None)
+        if module is None:
+            continue
+        keep = frozenset(getattr(module, "_keep_in_fp32_modules", None) or ()) if name == "text_encoder" else None
+        sizes.append(module_bytes(module) if keep is None else _quantized_bytes(module, quantize, dtype_bytes, keep))
+    if Offload(offload) is Offload.NONE:
+        return sum(sizes), 0
+    return 0, max(sizes, default=0)
+
+
+def slot_bytes(transformer, rank: int, dtype_bytes: int = 2) -> int:
+    """The adapter hot-swap slot's size: rank-``rank`` A and B matrices over every block linear."""
+    features = sum(m.in_features + m.out_features for name, m in transformer.blocks.named_modules()
+                   if "lora_" not in name and hasattr(m, "in_features") and not list(m.children()))  # fmt: skip
+    return features * rank * dtype_bytes
 
 
 def estimate_peak_bytes(
@@ -222,15 +264,19 @@ def estimate_peak_bytes(
     rank: int = 16,
     dtype_bytes: int = 2,
     vae_spatial: int = 8,
+    resident_bytes: int = 0,
+    visiting_bytes: int = 0,
 ) -> MemoryPlan:
     """Estimate the device memory a clip needs: a planning figure, not a measurement.
 
     Weights: the transformer as stored (already quantised, or in ``dtype_bytes`` if
-    ``quantize`` is still to be applied); under ``group`` offload only two blocks at a time.
-    Activations: per token, the hidden state in flight through one block (norms, q/k/v,
-    attention output, FFN intermediate) with memory-efficient attention; training keeps one
-    block input per layer (gradient checkpointing) plus one block's full activations for
-    the backward pass, and the LoRA optimiser state.
+    ``quantize`` is still to be applied); under ``group`` offload only two blocks at a time;
+    plus ``resident_bytes`` on the device beside it (``component_bytes``, the adapter slot),
+    or ``visiting_bytes``, a component on the device alone, when that is more. Activations:
+    per token, the hidden state in flight through one block (norms, q/k/v, attention output,
+    FFN intermediate) with memory-efficient attention; training keeps one block input per
+    layer (gradient checkpointing) plus one block's full activations for the backward pass,
+    and the LoRA optimiser state; each scaled by ``ACTIVATION_CALIBRATION``, measured on the 14B.
     """
     cfg = transformer.config
     hidden = cfg.num_attention_heads * cfg.attention_head_dim
@@ -253,6 +299,8 @@ def estimate_peak_bytes(
             + 3 * block_activation  # recomputed block forward + its backward
             + lora_params * 4 * 4  # fp32 weights, grads, two AdamW moments
         )
+    activation = int(activation * ACTIVATION_CALIBRATION[bool(training)])
+    weights = max(weights + resident_bytes, visiting_bytes)
     return MemoryPlan(weights_bytes=int(weights), activation_bytes=int(activation), tokens=tokens)
 
 

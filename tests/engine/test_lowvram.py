@@ -7,7 +7,7 @@ import pytest
 
 from framecast.engine.engine import Engine, EngineConfig, PropagateJob, TrainJob, planning_frames
 from framecast.engine.errors import InvalidInput, OutOfMemory
-from framecast.engine.lowvram import GiB, estimate_peak_bytes, memory_size
+from framecast.engine.lowvram import GiB, memory_size
 from framecast.engine.toyworld import SceneConfig, make_scene
 from framecast.engine.training import TrainSettings
 
@@ -91,7 +91,7 @@ def test_quantized_text_encoder_keeps_the_prompt_embedding(quantize, tiny_model_
 def test_budget_picks_windows_or_refuses(tiny_model_dir, tmp_path):
     scene = make_scene(4, SceneConfig(frames=17, height=64, width=64, sprites=1))
     probe = Engine(EngineConfig(model_dir=str(tiny_model_dir)), tmp_path / "probe")
-    need = {n: estimate_peak_bytes(probe.pipe.transformer, "none", "none", n, 64, 64, training=False, dtype_bytes=4).peak_bytes
+    need = {n: probe.memory_plan("none", "none", n, 64, 64, training=False).peak_bytes
             for n in (9, 17)}
     assert need[9] < need[17]
     budget_gb = (need[9] + need[17]) / 2 / GiB
@@ -112,7 +112,7 @@ def test_whole_clips_must_fit_the_budget(tiny_model_dir, tmp_path):
     clip over it is refused before it starts, naming its frames, size and the budget."""
     short, long = (make_scene(4, SceneConfig(frames=n, height=64, width=64, sprites=1)) for n in (9, 17))
     probe = Engine(EngineConfig(model_dir=str(tiny_model_dir)), tmp_path / "probe")
-    need = {n: estimate_peak_bytes(probe.pipe.transformer, "none", "none", n, 64, 64, training=False, dtype_bytes=4).peak_bytes
+    need = {n: probe.memory_plan("none", "none", n, 64, 64, training=False).peak_bytes
             for n in (9, 17)}
     budget_gb = (need[9] + need[17]) / 2 / GiB
     engine = Engine(EngineConfig(model_dir=str(tiny_model_dir), max_vram_gb=budget_gb, window_frames=0), tmp_path / "w0")
@@ -141,7 +141,7 @@ def test_auto_settings_are_planned_for_whole_clips_under_window_frames_0(tiny_mo
     assert [planning_frames(EngineConfig(model_dir=str(tiny_model_dir), window_frames=w, max_frames=33))
             for w in (81, 9, 0)] == [13, 9, 33]  # fmt: skip
     probe = Engine(EngineConfig(model_dir=str(tiny_model_dir)), tmp_path / "probe")
-    need = {(q, n): estimate_peak_bytes(probe.pipe.transformer, q, "none", n, 480, 832, training=True).peak_bytes
+    need = {(q, n): probe.memory_plan(q, "none", n, 480, 832, training=True).peak_bytes
             for q in ("none", "int8") for n in (13, 33)}  # fmt: skip
     assert need["none", 13] < need["int8", 33] < need["none", 33]
     budget_gb = (need["int8", 33] + need["none", 33]) / 2 / GiB
@@ -167,3 +167,29 @@ def test_auto_settings_follow_the_budget(tiny_model_dir, tmp_path):
 def test_xformers_refused_where_it_cannot_run(tiny_model_dir, tmp_path):
     with pytest.raises(InvalidInput, match="xformers"):
         Engine(EngineConfig(model_dir=str(tiny_model_dir), attention="xformers"), tmp_path)
+
+
+def test_the_planner_bounds_the_14b_peaks_measured_on_a_gpu():
+    """The --max-vram planner against the H200 measurement of the Wan2.1-I2V-14B architecture
+    at 49 frames of 832x480 in bf16, all on the device (bench/results/clip.jsonl): it must not
+    plan under what was measured (a budget it accepts would run out of memory), nor far over."""
+    import json
+    import sys
+    from pathlib import Path
+
+    import torch
+    from framecast.engine.lowvram import component_bytes, estimate_peak_bytes, slot_bytes
+
+    bench = Path(__file__).resolve().parents[2] / "bench"
+    rows = [json.loads(line) for line in (bench / "results" / "clip.jsonl").read_text().splitlines()]
+    (measured,) = [r for r in rows if r["device"] == "NVIDIA H200" and r["config"].startswith("none/none/w49")][-1:]
+    sys.path.insert(0, str(bench))
+    from bench_clip import build_14b_pipeline  # the benchmark's own 14B architecture
+
+    pipe = build_14b_pipeline(torch.device("meta"), torch.bfloat16)  # sizes only: no memory, no weights
+    resident, visiting = component_bytes(pipe, "none", "none")
+    resident += slot_bytes(pipe.transformer, 64)
+    for training, key in ((False, "peak_alloc_gib"), (True, "train_peak_alloc_gib")):
+        plan = estimate_peak_bytes(pipe.transformer, "none", "none", 49, 480, 832, training, resident_bytes=resident,
+                                   visiting_bytes=visiting)  # fmt: skip
+        assert measured[key] <= plan.peak_bytes / GiB <= 1.1 * measured[key], (training, plan, measured[key])

@@ -10,7 +10,7 @@ import torch
 
 from framecast.engine.engine import Engine, EngineConfig
 from framecast.engine.errors import Cancelled
-from framecast.engine.lowvram import GiB, estimate_peak_bytes, memory_size
+from framecast.engine.lowvram import GiB, memory_size
 from framecast.engine.toyworld import SceneConfig, make_scene
 from framecast.server.jobs import Job, JobQueue
 from framecast.v1 import framecast_pb2 as pb
@@ -40,7 +40,7 @@ def test_whole_clip_budget_refusal(start_server_at, tiny_model_dir, tmp_path, sc
     """serve --window-frames 0 --max-vram: a clip is never cut into windows, so one whose whole
     length is over the budget is refused before it starts; a shorter one runs."""
     probe = Engine(EngineConfig(model_dir=str(tiny_model_dir)), tmp_path / "probe")
-    need = {n: estimate_peak_bytes(probe.pipe.transformer, "none", "none", n, 64, 64, training=False, dtype_bytes=4).peak_bytes
+    need = {n: probe.memory_plan("none", "none", n, 64, 64, training=False).peak_bytes
             for n in (9, 17)}
     budget_gb = (need[9] + need[17]) / 2 / GiB
     server = start_server_at(tiny_model_dir, tmp_path / "data", window_frames=0, max_vram_gb=budget_gb)
