@@ -116,8 +116,9 @@ def transformer_flops(transformer, frames: int, height: int, width: int, text_to
     tokens = ((frames - 1) // 4 + 1) * (height // 16) * (width // 16)
     seen_by = {"attn2.to_k": text_tokens, "attn2.to_v": text_tokens, "attn2.add_k_proj": image_tokens,
                "attn2.add_v_proj": image_tokens}  # fmt: skip
-    linear = sum(2 * seen_by.get(name, tokens) * m.in_features * m.out_features
-                 for name, m in transformer.blocks[0].named_modules() if isinstance(m, torch.nn.Linear))  # fmt: skip
+    linear = sum(2 * seen_by.get(name.replace(".base_layer", ""), tokens) * m.in_features * m.out_features
+                 for name, m in transformer.blocks[0].named_modules()
+                 if isinstance(m, torch.nn.Linear) and "lora_" not in name)  # the base model's, adapters aside  # fmt: skip
     attention = 4 * tokens * tokens * hidden + 4 * tokens * (text_tokens + image_tokens) * hidden
     return float(cfg.num_layers * (linear + attention))
 
