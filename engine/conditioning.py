@@ -109,7 +109,7 @@ def _bounding_boxes(edit_mask: np.ndarray) -> np.ndarray:
     """Each component's bounding box (components >= 50 px at 832x480, scaled by area), grown by 10%, filled."""
     from scipy import ndimage
 
-    frames, height, width = edit_mask.shape
+    height, width = edit_mask.shape[1:]
     min_area = bbox_min_area(height, width)
     labels, areas = _components(edit_mask)
     out = np.zeros_like(edit_mask)
