@@ -126,6 +126,7 @@ def run_demo(args) -> int:
                 seed=args.seed,
                 colour_variants=args.colour_variants,
                 loss_weights=(1.0, args.w_keep),
+                references=[(0, edited)] if args.first_frame_reference else [],
             )
             adapter = follow_job(client, run_train, events, JobProgress("train"))
 

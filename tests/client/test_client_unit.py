@@ -207,6 +207,7 @@ def test_parse_export_info_demo():
     demo = parser.parse_args(["demo"])
     assert (demo.out, demo.model, demo.steps, demo.frames, demo.size, demo.seed) == ("demo-out", None, 200, 17, 64, 0)
     assert (demo.lr, demo.colour_variants, demo.guidance, demo.adapter_strength) == (1e-3, 7, 2.0, 0.6)
+    assert demo.first_frame_reference and not parser.parse_args(["demo", "--no-first-frame-reference"]).first_frame_reference
 
 
 def test_parse_requires_a_command():
