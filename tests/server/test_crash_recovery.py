@@ -48,6 +48,10 @@ class Served:
                 port = int(match.group(1))
             if "ready:" in line:
                 break
+            if "failed to load" in line:  # the server stays up, refusing jobs: no "ready" will come
+                self.process.kill()
+                self.process.wait()
+                pytest.fail(f"serve could not load the model: {''.join(log)}{self.process.stderr.read()}")
         else:
             self.process.wait()
             pytest.fail(f"serve exited with {self.process.returncode}: {''.join(log)}")
