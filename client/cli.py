@@ -794,19 +794,7 @@ def _run(argv: list[str] | None) -> int:
     return 2
 
 
-def _drop_checkout_root_from_path() -> None:
-    """``python -m`` puts the working directory first on sys.path. In a framecast source checkout
-    that is the project root, whose ``kernels/`` folder (framecast.kernels) would then shadow the
-    third-party ``kernels`` package that transformers imports when it is installed, and loading a
-    model would fail. framecast's own modules are found by their package name, not from there."""
-    def is_checkout_root(entry: str) -> bool:
-        return (Path(entry or ".") / "kernels" / "masked_loss.py").is_file() and (Path(entry or ".") / "engine").is_dir()
-
-    sys.path[:] = [entry for entry in sys.path if not is_checkout_root(entry)]
-
-
 if __name__ == "__main__":
-    _drop_checkout_root_from_path()
     # ``python -m framecast.client.cli``: run the module under its package name, as the ``framecast``
     # script does, so that CliError raised by modules that import it (demo) is the one main catches.
     from framecast.client.cli import main as package_main
