@@ -87,6 +87,7 @@ class QualityOptions:
     overlap_frames: int = 3
     windowed: bool = True  # run the windowed framecast variant (costs a third adapter per scene)
     composite: bool = True  # also run every model-based method with compositing on
+    methods: tuple[str, ...] = METHODS  # which of METHODS to run (framecast always among them)
 
 
 def held_out_scene(seed: int, frames: int = 17, size: int = 64) -> Scene:
@@ -122,8 +123,9 @@ def _measures(frames: np.ndarray, scene: Scene, method_mask: np.ndarray) -> dict
     }
 
 
-def evaluate_scene(engine, scene: Scene, options: QualityOptions, methods=METHODS) -> dict[str, dict]:
-    """Run every method in ``methods`` on ``scene``: {method: measures, plus "frames"}."""
+def evaluate_scene(engine, scene: Scene, options: QualityOptions, methods=None) -> dict[str, dict]:
+    """Run every method in ``methods`` (default: ``options.methods``) on ``scene``: {method: measures, plus "frames"}."""
+    methods = options.methods if methods is None else methods
     from framecast.engine.engine import PropagateJob, TrainJob
     from framecast.engine.training import TrainSettings
 
@@ -288,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-windowed", action="store_true", help="skip the windowed run (and its seam score)")
     parser.add_argument("--no-composite", action="store_true",
                         help="skip the second, composited, sampling of each model-based method (halves sampling)")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), metavar="METHOD",
+                        help="run only these (framecast among them; default: all of %(choices)s)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--workers", type=int, default=1,
                         help="scenes evaluated at once, each by its own process and engine (CPU; default: %(default)s)")
@@ -295,6 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grid", default=str(RESULTS / "quality_grid.png"))
     parser.add_argument("--grid-scenes", type=int, default=3, help="scenes shown in the grid")
     args = parser.parse_args(argv)
+    if "framecast" not in args.methods:
+        parser.error(f"--methods must include framecast (what the others are compared with) but is {args.methods}")
 
     import torch
 
@@ -305,8 +311,10 @@ def main(argv: list[str] | None = None) -> int:
     options = QualityOptions(
         steps=args.steps, appearance_steps=args.appearance_steps, learning_rate=args.lr, rank=args.rank,
         sample_steps=args.sample_steps, guidance_scale=args.guidance, reference_frame=args.reference_frame,
-        windowed=not args.no_windowed, first_frame_reference=not args.no_first_frame_reference, composite=not args.no_composite, colour_variants=args.colour_variants,
+        windowed=not args.no_windowed, first_frame_reference=not args.no_first_frame_reference,
+        composite=not args.no_composite, colour_variants=args.colour_variants,
         w_keep=args.w_keep, adapter_strength=args.adapter_strength,
+        methods=tuple(m for m in METHODS if m in args.methods),
     )  # fmt: skip
     model = Path(args.model) if args.model else builtin_model_dir()
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -346,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     for kind in sorted({scene.edit.value for scene in scenes}):
         kind_wins = [w for w, scene in zip(wins, scenes) if scene.edit.value == kind]
         beaten = {b: sum(s["framecast"]["masked_psnr"] > s[b]["masked_psnr"] for s, sc in zip(per_scene, scenes)
-                         if sc.edit.value == kind) for b in BASELINES}  # fmt: skip
+                         if sc.edit.value == kind) for b in BASELINES if b in options.methods}  # fmt: skip
         print(f"  {kind:<9} {sum(kind_wins)}/{len(kind_wins)} scenes; beats " + ", ".join(f"{b} {n}/{len(kind_wins)}" for b, n in beaten.items()))
     ceiling_below_copy = [s[CEILING]["masked_psnr"] <= s["(c) copy"]["masked_psnr"] for s in per_scene
                           if CEILING in s and "(c) copy" in s]  # fmt: skip
