@@ -107,10 +107,14 @@ def quantize_pipeline(pipe, mode: Quantize, compute_dtype: torch.dtype, device) 
         # transformers' "keep in full precision" layers stay unquantised: UMT5's FFN output
         # projection ``wo`` casts its input to the weight's dtype, which for NF4 is the uint8
         # storage, and would turn every prompt embedding into noise.
-        keep = frozenset(getattr(text_encoder, "_keep_in_fp32_modules", None) or ())
-        counts["text_encoder"] = quantize_linears(text_encoder.encoder, mode, compute_dtype, device, keep)
+        counts["text_encoder"] = quantize_linears(text_encoder.encoder, mode, compute_dtype, device, _kept(text_encoder))
     log.info("quantised to %s: %s linears", mode.value, counts)
     return counts
+
+
+def _kept(model: torch.nn.Module) -> frozenset[str]:
+    """Names of the linears a transformers model keeps in full precision (``_keep_in_fp32_modules``)."""
+    return frozenset(getattr(model, "_keep_in_fp32_modules", None) or ())
 
 
 # --- attention --------------------------------------------------------------------------------
@@ -234,13 +238,10 @@ def component_bytes(pipe, quantize: Quantize, offload: Offload, dtype_bytes: int
     encoders, VAE; the text encoder quantised with the transformer) hold while the transformer
     runs, and the largest that visits the device alone. Without offloading all are resident;
     under ``model`` or ``group`` offload none is, and each visits alone."""
-    sizes = []
-    for name in ("text_encoder", "image_encoder", "vae"):
-        module = getattr(pipe, name, None)
-        if module is None:
-            continue
-        keep = frozenset(getattr(module, "_keep_in_fp32_modules", None) or ()) if name == "text_encoder" else None
-        sizes.append(module_bytes(module) if keep is None else _quantized_bytes(module, quantize, dtype_bytes, keep))
+    text_encoder = getattr(pipe, "text_encoder", None)
+    sizes = [module_bytes(m) for m in (getattr(pipe, "image_encoder", None), pipe.vae) if m is not None]
+    if text_encoder is not None:
+        sizes.append(_quantized_bytes(text_encoder, quantize, dtype_bytes, _kept(text_encoder)))
     if Offload(offload) is Offload.NONE:
         return sum(sizes), 0
     return 0, max(sizes, default=0)

@@ -93,12 +93,12 @@ def ssim(a: np.ndarray, b: np.ndarray, where: np.ndarray | None = None, device=N
     c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
     total, count = 0.0, 0
     chunk = max(1, _SSIM_CHUNK_PIXELS // (height * width))
+
+    def blur(v):
+        return _blur(torch.nn.functional.pad(v, (pad, pad, pad, pad), mode=mode), taps)
+
     for start in range(0, len(a), chunk):
         x, y = (torch.from_numpy(v[start : start + chunk]).to(device).permute(0, 3, 1, 2).double() for v in (a, b))
-
-        def blur(v):
-            return _blur(torch.nn.functional.pad(v, (pad, pad, pad, pad), mode=mode), taps)
-
         mu_x, mu_y = blur(x), blur(y)
         var_x = blur(x * x) - mu_x**2
         var_y = blur(y * y) - mu_y**2
