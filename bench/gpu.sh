@@ -2,10 +2,13 @@
 # Run framecast's GPU benchmarks and GPU-only tests from a source checkout on a CUDA machine,
 # without installing the package (the framecast.* namespace is assembled from the source
 # folders with links).
-#   bash bench/gpu.sh [tests] [kernels] [clip] [adapters] [quality]   # default: kernels clip adapters
+#   bash bench/gpu.sh [tests] [kernels] [clip] [adapters] [quality] [toy]   # default: kernels clip adapters
 #   tests:    the compiled Triton kernels against their references, and toy-model training on CUDA
 #   quality:  bench/quality.py on the GPU (the built-in toy model, or QUALITY_MODEL=DIR, e.g. one
 #             trained there with `python3 -m framecast.client.cli train-toy-model DIR --device cuda`)
+#   toy:      train-toy-model --device cuda into TOY_OUT (default /tmp/toy-wan-i2v) with TOY_ARGS, e.g.
+#             TOY_ARGS="--init-from engine/assets/toy-wan-i2v --vae-steps 0 --vae-finetune-steps 0
+#             --transformer-steps 0 --vae-decoder-dim 20 --decoder-steps 20000 --minutes 12 --data-workers 12"
 # Environment:
 #   RESULTS_DIR=DIR   rows go to DIR/<bench>.jsonl instead of bench/results/
 #   BENCH_GIT_SHA=SHA the commit rows name, where the tree was copied without its own .git
@@ -41,6 +44,7 @@ for bench in $what; do
             --config ${CLIP_CONFIGS:-nf4/model/13 nf4/none/0 none/none/13 none/model/0 nf4/group/13} ;;
     adapters) python3 bench/bench_adapters.py --arch wan2.1-i2v-14b --device cuda --iters "${ADAPTER_ITERS:-20}" \
                 --results "$results/adapters.jsonl" ;;
+    toy) python3 -m framecast.client.cli train-toy-model "${TOY_OUT:-/tmp/toy-wan-i2v}" --device cuda ${TOY_ARGS:-} ;;
     quality) python3 bench/quality.py ${QUALITY_MODEL:+--model "$QUALITY_MODEL"} --results "$results/quality.jsonl" ;;
     *) echo "unknown benchmark: $bench" >&2; exit 2 ;;
   esac

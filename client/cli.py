@@ -258,7 +258,8 @@ def cmd_train_toy_model(args) -> int:
     logging.getLogger("framecast.engine.toymodel_train").setLevel(logging.INFO)
     schedule = {
         name: getattr(args, name)
-        for name in ("vae_steps", "vae_finetune_steps", "decoder_steps", "transformer_steps")
+        for name in ("vae_steps", "vae_finetune_steps", "decoder_steps", "transformer_steps", "vae_image_batch",
+                     "vae_clip_batch", "data_workers")
         if getattr(args, name) is not None
     }
     if args.init_from is not None:
@@ -548,7 +549,8 @@ def build_parser() -> argparse.ArgumentParser:
     toy.add_argument("--seed", type=whole_number(0, UINT32_MAX, "seed"), default=0,
                      help="seed of every draw (default: %(default)s)")
     toy.add_argument(
-        "--minutes", type=positive_float, default=None, metavar="N", help="wall-clock cap: the VAE stops at 40%% of it, the transformer at N (default: every step runs)"
+        "--minutes", type=positive_float, default=None, metavar="N", help="wall-clock cap: the VAE and decoder stop at 40%% of it, the transformer at N; the decoder's and "
+                                "transformer's learning rates anneal along it (default: every step runs)"
     )
     toy.add_argument("--threads", type=positive_int, default=1, metavar="N", help="CPU threads (default: %(default)s)")
     toy.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
@@ -576,6 +578,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="steps training the VAE decoder alone on the frozen encoder's latents (default: 0)")
     toy.add_argument("--transformer-steps", type=non_negative_int, default=None, metavar="N",
                      help="transformer steps (default: 2500; 0 keeps --init-from's)")
+    toy.add_argument("--vae-image-batch", type=positive_int, default=None, metavar="N",
+                     help="single frames per VAE and decoder step (default: 8)")
+    toy.add_argument("--vae-clip-batch", type=positive_int, default=None, metavar="N",
+                     help="clips per VAE and decoder step (default: 1)")
+    toy.add_argument("--data-workers", type=non_negative_int, default=None, metavar="N",
+                     help="processes drawing the VAE and decoder batches ahead, so a GPU does not wait "
+                          "(default: 0, drawn in the training loop)")  # fmt: skip
     toy.set_defaults(run=cmd_train_toy_model)
 
     train = commands.add_parser("train", parents=[client], help="train an adapter on a source video")

@@ -29,11 +29,15 @@ uninterrupted one would. Losses go to ``OUT/train_log.jsonl``.
 
 from __future__ import annotations
 
+import collections
 import copy
+import functools
 import hashlib
+import itertools
 import json
 import logging
 import math
+import multiprocessing
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -97,16 +101,20 @@ class ToyTrainSettings:
     ema_decay: float = 0.998
     warmup_steps: int = 50
     checkpoint_every_s: float = 120.0
-    max_minutes: float | None = None  # wall-clock cap (VAE stops at 40% of it); None: every step runs
+    # wall-clock cap (the VAE and decoder stop at 40% of it), along which the decoder's and the
+    # transformer's learning rates anneal where it comes before their last step; None: every step runs
+    max_minutes: float | None = None
+    data_workers: int = 0  # processes drawing the VAE stages' batches ahead (0: drawn in the training loop)
     threads: int = 1  # one thread: two threads on two shared cores stall whenever another process runs
     device: str = "cpu"  # or "cuda": every draw stays on the CPU, so a run's data is the same on both
 
 
-def _lr_factor(step: int, total: int, warmup: int) -> float:
-    """Linear warmup, then cosine down to 10%."""
+def _lr_factor(step: int, total: int, warmup: int, clock: float = 0.0) -> float:
+    """Linear warmup, then cosine down to 10%, along the steps or, where it is further on, the
+    share ``clock`` of the stage's wall-clock time already spent (so a capped run still anneals)."""
     if step < warmup:
         return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
+    progress = max(clock, (step - warmup) / max(1, total - warmup))
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
@@ -131,6 +139,14 @@ class _Run:
         """Past ``share`` of the wall-clock cap (no cap: never)."""
         cap = self.settings.max_minutes
         return cap is not None and time.monotonic() - self.started > share * cap * 60
+
+    def clock(self, since: float, share: float = 1.0) -> float:
+        """The share of the time from ``since`` (a ``time.monotonic()``) to the stage's cap
+        (``share`` of the run's) already spent; 0 without a cap."""
+        cap = self.settings.max_minutes
+        if cap is None:
+            return 0.0
+        return (time.monotonic() - since) / max(1e-9, self.started + share * cap * 60 - since)
 
     def save(self, name: str, state: dict) -> None:
         path = self.checkpoints / f"{name}.pt"
@@ -160,15 +176,46 @@ def _pooled_colour(x: torch.Tensor, spatial: int = C.VAE_SPATIAL) -> torch.Tenso
     return torch.nn.functional.avg_pool3d(per_latent_frame, (1, spatial, spatial))
 
 
-def _draw_clips(rng: np.random.Generator, spec: ToyModelSpec, settings: ToyTrainSettings, step: int,
-                clip_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Even steps a batch of single frames (they teach the spatial code fast: every layer but the
-    temporal ones sees them), odd steps clips of ``clip_frames`` (the causal 4-frame chunks).
-    Returns the pixels in [-1, 1] and the loss weight map of the fine-tune (edit target weighted up)."""
+def _vae_draw(stage: int, spec: ToyModelSpec, settings: ToyTrainSettings, step: int) -> tuple[np.ndarray, np.ndarray]:
+    """Step ``step``'s batch of VAE stage ``stage`` (a function of the seed, stage and step only):
+    even steps a batch of single frames (they teach the spatial code fast: every layer but the
+    temporal ones sees them), odd steps short clips, or whole ones in the fine-tune and on every
+    other odd step of the decoder stage (the later causal 4-frame chunks).
+    -> (clips [B, F, H, W, 3] uint8, the edit target's pixels [B, F, H, W] bool)."""
+    rng = np.random.default_rng([settings.seed, stage, step])
+    short_clips = min(settings.vae_clip_frames, spec.frames)
+    if stage == _DECODER_STAGE:
+        clip_frames = spec.frames if step % 4 == 3 else short_clips
+    else:
+        clip_frames = spec.frames if step >= settings.vae_steps else short_clips
     frames, batch = (1, settings.vae_image_batch) if step % 2 == 0 else (clip_frames, settings.vae_clip_batch)
     clips, targets = zip(*[vae_training_clip(rng, spec, frames) for _ in range(batch)])
-    weight = 1.0 + settings.vae_target_weight * torch.from_numpy(np.stack(targets)).float()[:, None]
-    return _to_unit(np.stack(clips)), weight
+    return np.stack(clips), np.stack(targets)
+
+
+def _vae_draws(stage: int, spec: ToyModelSpec, settings: ToyTrainSettings, steps: range):
+    """``_vae_draw`` of every step in ``steps``, in order; with ``settings.data_workers``, drawn
+    ahead in that many processes (a few batches at most), so a GPU does not wait on the CPU.
+    Yields (pixels in [-1, 1] [B, 3, F, H, W], the fine-tune's loss weight map: edit target up)."""
+    draw = functools.partial(_vae_draw, stage, spec, settings)
+    for clips, targets in _prefetched(draw, steps, settings.data_workers):
+        yield _to_unit(clips), 1.0 + settings.vae_target_weight * torch.from_numpy(targets).float()[:, None]
+
+
+def _prefetched(draw, steps: range, workers: int, ahead: int = 4):
+    """``map(draw, steps)``, computed up to ``ahead * workers`` items ahead in worker processes."""
+    if workers == 0:
+        yield from map(draw, steps)
+        return
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        upcoming = iter(steps)
+        pending = collections.deque(pool.apply_async(draw, (step,)) for step in itertools.islice(upcoming, ahead * workers))
+        while pending:
+            item = pending.popleft().get()
+            step = next(upcoming, None)
+            if step is not None:
+                pending.append(pool.apply_async(draw, (step,)))
+            yield item
 
 
 def _reconstruction_losses(error: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -223,15 +270,12 @@ def train_vae(vae, spec: ToyModelSpec, settings: ToyTrainSettings, run: _Run) ->
         with torch.no_grad():
             vae.quant_conv.bias[vae.config.z_dim :] = -10.0
     stage = _VaeStage("vae", vae, optimizer, spec, settings, run)
-    short_clips = min(settings.vae_clip_frames, spec.frames)
     vae.train()
     done = start
-    for step in range(start, total):
+    for step, (x, weight) in zip(range(start, total), _vae_draws(_VAE_STAGE, spec, settings, range(start, total))):
         if run.out_of_time(_VAE_SHARE_OF_CAP):
             break
-        rng = np.random.default_rng([settings.seed, _VAE_STAGE, step])
         finetune = step >= settings.vae_steps
-        x, weight = _draw_clips(rng, spec, settings, step, spec.frames if finetune else short_clips)
         x, weight = x.to(vae.device), weight.to(vae.device)
         if finetune:
             lr = settings.vae_finetune_lr * _lr_factor(step - settings.vae_steps, settings.vae_finetune_steps, 0)
@@ -269,20 +313,19 @@ def train_decoder(vae, spec: ToyModelSpec, settings: ToyTrainSettings, run: _Run
         if start >= settings.decoder_steps:
             return
     stage = _VaeStage("decoder", vae, optimizer, spec, settings, run)
-    short_clips = min(settings.vae_clip_frames, spec.frames)
     vae.requires_grad_(False)
     for param in decoding:
         param.requires_grad_(True)
     vae.train()
     done = start
-    for step in range(start, settings.decoder_steps):
+    steps, since = range(start, settings.decoder_steps), time.monotonic()
+    for step, (x, weight) in zip(steps, _vae_draws(_DECODER_STAGE, spec, settings, steps)):
         if run.out_of_time(_VAE_SHARE_OF_CAP):
             break
-        rng = np.random.default_rng([settings.seed, _DECODER_STAGE, step])
-        x, weight = _draw_clips(rng, spec, settings, step, spec.frames if step % 4 == 3 else short_clips)
         x, weight = x.to(vae.device), weight.to(vae.device)
+        clock = run.clock(since, _VAE_SHARE_OF_CAP)
         for group in optimizer.param_groups:
-            group["lr"] = settings.decoder_lr * _lr_factor(step, settings.decoder_steps, settings.warmup_steps)
+            group["lr"] = settings.decoder_lr * _lr_factor(step, settings.decoder_steps, settings.warmup_steps, clock)
         with torch.no_grad():
             generator = torch.Generator().manual_seed(settings.seed * 1_000_003 + step)
             latents = vae.encode(x).latent_dist.sample(generator)
@@ -652,7 +695,7 @@ def train_transformer(transformer, latents: LatentSet, spec: ToyModelSpec, setti
         optimizer.load_state_dict(state["optimizer"])
         start = state["step"]
     last_save, smoothed = time.monotonic(), None
-    done = start
+    since, done = time.monotonic(), start
     for step in range(start, settings.transformer_steps):
         if run.out_of_time():
             break
@@ -660,7 +703,9 @@ def train_transformer(transformer, latents: LatentSet, spec: ToyModelSpec, setti
         generator = torch.Generator().manual_seed(settings.seed * 1_000_003 + step)
         rows = rng.integers(0, train_rows, size=settings.transformer_batch)
         for group in optimizer.param_groups:
-            group["lr"] = settings.transformer_lr * _lr_factor(step, settings.transformer_steps, settings.warmup_steps)
+            group["lr"] = settings.transformer_lr * _lr_factor(
+                step, settings.transformer_steps, settings.warmup_steps, run.clock(since)
+            )
         loss = _flow_loss(transformer, *_draw_batch(latents, rows, rng, settings), generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from framecast.engine.toymodel import HELD_OUT_SEED_LIMIT, TRAIN_SCENE_SEEDS, ToyModelSpec, vae_training_clip
-from framecast.engine.toymodel_train import ToyTrainSettings, _pooled_colour, train_toy_model
+from framecast.engine.toymodel_train import ToyTrainSettings, _lr_factor, _pooled_colour, _vae_draws, train_toy_model
 
 TINY = ToyModelSpec(frames=5, vae_base_dim=4, layers=1, heads=2, head_dim=12, ffn_dim=32)
 QUICK = ToyTrainSettings(vae_steps=2, vae_finetune_steps=2, latent_scenes=3, transformer_steps=2,
@@ -27,6 +27,28 @@ def test_training_clips_are_reproducible():
     b = vae_training_clip(np.random.default_rng([0, 1, 7]), TINY, 5)
     assert a[0].shape == (5, 64, 64, 3) and a[1].shape == (5, 64, 64)
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+
+
+def test_batches_drawn_ahead_by_worker_processes_are_the_ones_drawn_in_the_loop():
+    settings = dataclasses.replace(QUICK, vae_image_batch=2, vae_clip_batch=2, vae_clip_frames=3, vae_steps=3)
+    steps = range(1, 7)  # frames, short clips, fine-tune's whole clips
+    inline = list(_vae_draws(1, TINY, settings, steps))
+    ahead = list(_vae_draws(1, TINY, dataclasses.replace(settings, data_workers=2), steps))
+    assert [x.shape[2] for x, _ in inline] == [3, 1, 5, 1, 5, 1]
+    for (x, weight), (y, other) in zip(inline, ahead, strict=True):
+        assert torch.equal(x, y) and torch.equal(weight, other)
+    # A loop that stops early closes the workers with it.
+    draws = _vae_draws(1, TINY, dataclasses.replace(settings, data_workers=2), range(1000))
+    next(draws)
+    draws.close()
+
+
+def test_the_learning_rate_anneals_along_the_steps_or_the_clock_whichever_is_further():
+    assert _lr_factor(0, 100, 10) == 0.1 and _lr_factor(10, 100, 10) == 1.0
+    assert _lr_factor(100, 100, 10) == pytest.approx(0.1)
+    assert _lr_factor(55, 100, 10, clock=0.0) == pytest.approx(0.55)  # halfway along the steps
+    assert _lr_factor(20, 100, 10, clock=0.5) == pytest.approx(0.55)  # halfway along the clock
+    assert _lr_factor(20, 100, 10, clock=2.0) == pytest.approx(0.1)  # past the cap: the floor
 
 
 def test_pooled_colour_follows_the_vae_chunks():
