@@ -5,10 +5,15 @@
 #   bash bench/gpu.sh [tests] [kernels] [clip] [adapters] [quality] [toy]   # default: kernels clip adapters
 #   tests:    the compiled Triton kernels against their references, and toy-model training on CUDA
 #   quality:  bench/quality.py on the GPU (the built-in toy model, or QUALITY_MODEL=DIR, e.g. one
-#             trained there with `python3 -m framecast.client.cli train-toy-model DIR --device cuda`)
-#   toy:      train-toy-model --device cuda into TOY_OUT (default /tmp/toy-wan-i2v) with TOY_ARGS, e.g.
-#             TOY_ARGS="--init-from engine/assets/toy-wan-i2v --vae-steps 0 --vae-finetune-steps 0
-#             --transformer-steps 0 --vae-decoder-dim 20 --decoder-steps 20000 --minutes 12 --data-workers 12"
+#             trained there with the toy target below)
+#   toy:      train the toy model on the GPU into TOY_OUT (default /tmp/toy-wan-i2v), as train-toy-model
+#             --device cuda would (the CLI needs grpcio, which GPU images may carry in another version):
+#             TOY_SETTINGS and TOY_SPEC are JSON objects of ToyTrainSettings and ToyModelSpec fields,
+#             TOY_INIT_FROM a model to start from. The built-in model's decoder was trained with
+#             TOY_INIT_FROM=engine/assets/toy-wan-i2v TOY_SPEC='{"vae_decoder_base_dim": 20}'
+#             TOY_SETTINGS='{"vae_steps": 0, "vae_finetune_steps": 0, "transformer_steps": 0,
+#             "decoder_steps": 100000, "vae_image_batch": 32, "vae_clip_batch": 4, "max_minutes": 12.5,
+#             "data_workers": 12}'
 # Environment:
 #   RESULTS_DIR=DIR   rows go to DIR/<bench>.jsonl instead of bench/results/
 #   BENCH_GIT_SHA=SHA the commit rows name, where the tree was copied without its own .git
@@ -44,7 +49,16 @@ for bench in $what; do
             --config ${CLIP_CONFIGS:-nf4/model/13 nf4/none/0 none/none/13 none/model/0 nf4/group/13} ;;
     adapters) python3 bench/bench_adapters.py --arch wan2.1-i2v-14b --device cuda --iters "${ADAPTER_ITERS:-20}" \
                 --results "$results/adapters.jsonl" ;;
-    toy) python3 -m framecast.client.cli train-toy-model "${TOY_OUT:-/tmp/toy-wan-i2v}" --device cuda ${TOY_ARGS:-} ;;
+    toy) python3 - "${TOY_OUT:-/tmp/toy-wan-i2v}" <<'EOF'
+import json, logging, os, sys
+from framecast.engine.toymodel import ToyModelSpec
+from framecast.engine.toymodel_train import ToyTrainSettings, train_toy_model
+logging.basicConfig(level=logging.INFO)
+spec = {k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(os.environ.get("TOY_SPEC") or "{}").items()}
+settings = ToyTrainSettings(**{"device": "cuda", **json.loads(os.environ.get("TOY_SETTINGS") or "{}")})
+print(train_toy_model(sys.argv[1], settings, ToyModelSpec(**spec), init_from=os.environ.get("TOY_INIT_FROM") or None))
+EOF
+      ;;
     quality) python3 bench/quality.py ${QUALITY_MODEL:+--model "$QUALITY_MODEL"} --results "$results/quality.jsonl" ;;
     *) echo "unknown benchmark: $bench" >&2; exit 2 ;;
   esac
