@@ -196,10 +196,10 @@ def _vae_draw(stage: int, spec: ToyModelSpec, settings: ToyTrainSettings, step: 
 def _vae_draws(stage: int, spec: ToyModelSpec, settings: ToyTrainSettings, steps: range):
     """``_vae_draw`` of every step in ``steps``, in order; with ``settings.data_workers``, drawn
     ahead in that many processes (a few batches at most), so a GPU does not wait on the CPU.
-    Yields (pixels in [-1, 1] [B, 3, F, H, W], the fine-tune's loss weight map: edit target up)."""
+    Yields (step, pixels in [-1, 1] [B, 3, F, H, W], the fine-tune's loss weight map: edit target up)."""
     draw = functools.partial(_vae_draw, stage, spec, settings)
-    for clips, targets in _prefetched(draw, steps, settings.data_workers):
-        yield _to_unit(clips), 1.0 + settings.vae_target_weight * torch.from_numpy(targets).float()[:, None]
+    for step, (clips, targets) in zip(steps, _prefetched(draw, steps, settings.data_workers)):
+        yield step, _to_unit(clips), 1.0 + settings.vae_target_weight * torch.from_numpy(targets).float()[:, None]
 
 
 def _prefetched(draw, steps: range, workers: int, ahead: int = 4):
@@ -272,7 +272,7 @@ def train_vae(vae, spec: ToyModelSpec, settings: ToyTrainSettings, run: _Run) ->
     stage = _VaeStage("vae", vae, optimizer, spec, settings, run)
     vae.train()
     done = start
-    for step, (x, weight) in zip(range(start, total), _vae_draws(_VAE_STAGE, spec, settings, range(start, total))):
+    for step, x, weight in _vae_draws(_VAE_STAGE, spec, settings, range(start, total)):
         if run.out_of_time(_VAE_SHARE_OF_CAP):
             break
         finetune = step >= settings.vae_steps
@@ -318,8 +318,8 @@ def train_decoder(vae, spec: ToyModelSpec, settings: ToyTrainSettings, run: _Run
         param.requires_grad_(True)
     vae.train()
     done = start
-    steps, since = range(start, settings.decoder_steps), time.monotonic()
-    for step, (x, weight) in zip(steps, _vae_draws(_DECODER_STAGE, spec, settings, steps)):
+    since = time.monotonic()
+    for step, x, weight in _vae_draws(_DECODER_STAGE, spec, settings, range(start, settings.decoder_steps)):
         if run.out_of_time(_VAE_SHARE_OF_CAP):
             break
         x, weight = x.to(vae.device), weight.to(vae.device)

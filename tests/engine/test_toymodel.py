@@ -34,9 +34,10 @@ def test_batches_drawn_ahead_by_worker_processes_are_the_ones_drawn_in_the_loop(
     steps = range(1, 7)  # frames, short clips, fine-tune's whole clips
     inline = list(_vae_draws(1, TINY, settings, steps))
     ahead = list(_vae_draws(1, TINY, dataclasses.replace(settings, data_workers=2), steps))
-    assert [x.shape[2] for x, _ in inline] == [3, 1, 5, 1, 5, 1]
-    for (x, weight), (y, other) in zip(inline, ahead, strict=True):
-        assert torch.equal(x, y) and torch.equal(weight, other)
+    assert [step for step, _, _ in inline] == list(steps)
+    assert [x.shape[2] for _, x, _ in inline] == [3, 1, 5, 1, 5, 1]
+    for (step, x, weight), (other_step, y, other) in zip(inline, ahead, strict=True):
+        assert step == other_step and torch.equal(x, y) and torch.equal(weight, other)
     # A loop that stops early closes the workers with it.
     draws = _vae_draws(1, TINY, dataclasses.replace(settings, data_workers=2), range(1000))
     next(draws)
