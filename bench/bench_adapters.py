@@ -61,7 +61,7 @@ def build_transformer(arch: str, device: torch.device, dtype: torch.dtype, layer
     from diffusers import WanTransformer3DModel
 
     if arch == "tiny":
-        from framecast.engine.model import WanSpec, build_tiny_pipeline
+        from framecast.engine.toy.architectures import WanSpec, build_tiny_pipeline
 
         transformer = build_tiny_pipeline(WanSpec()).transformer.to(device, dtype)
     else:

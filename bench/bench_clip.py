@@ -35,7 +35,7 @@ from common import append_rows, device_name, print_table  # noqa: E402
 
 from framecast.engine.engine import Engine, EngineConfig, PropagateJob, TrainJob  # noqa: E402
 from framecast.engine.lowvram import module_bytes  # noqa: E402
-from framecast.engine.toyworld import SceneConfig, make_scene  # noqa: E402
+from framecast.engine.toy.world import SceneConfig, make_scene  # noqa: E402
 from framecast.engine.training import TrainSettings  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "clip.jsonl"
@@ -53,7 +53,7 @@ def build_14b_pipeline(device: torch.device, dtype: torch.dtype, layers: int | N
     from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanImageToVideoPipeline, WanTransformer3DModel
     from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel, UMT5Config, UMT5EncoderModel
 
-    from framecast.engine.model import _byte_level_tokenizer
+    from framecast.engine.toy.architectures import _byte_level_tokenizer
 
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
@@ -83,7 +83,8 @@ def build_14b_pipeline(device: torch.device, dtype: torch.dtype, layers: int | N
 
 
 def build_pipeline(arch: str, tiny_dir: Path, device: torch.device, dtype: torch.dtype, layers: int | None = None):
-    from framecast.engine.model import load_pipeline, make_tiny_model
+    from framecast.engine.model import load_pipeline
+    from framecast.engine.toy.architectures import make_tiny_model
 
     if arch == "tiny":
         if not (tiny_dir / "model_index.json").exists():

@@ -51,8 +51,8 @@ for bench in $what; do
                 --results "$results/adapters.jsonl" ;;
     toy) python3 - "${TOY_OUT:-/tmp/toy-wan-i2v}" <<'EOF'
 import json, logging, os, sys
-from framecast.engine.toymodel import ToyModelSpec
-from framecast.engine.toymodel_train import ToyTrainSettings, train_toy_model
+from framecast.engine.toy.model import ToyModelSpec
+from framecast.engine.toy.train import ToyTrainSettings, train_toy_model
 logging.basicConfig(level=logging.INFO)
 spec = {k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(os.environ.get("TOY_SPEC") or "{}").items()}
 settings = ToyTrainSettings(**{"device": "cuda", **json.loads(os.environ.get("TOY_SETTINGS") or "{}")})

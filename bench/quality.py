@@ -5,7 +5,7 @@
     python3 bench/quality.py --workers 2             # two scenes at a time, a process each (CPU)
 
 Each scene (seeds FIRST_SEED.., all below 1,000,000 and so never used in training; see
-``framecast.engine.toymodel``) is a source video, an edit mask, an edited first frame and the
+``framecast.engine.toy.model``) is a source video, an edit mask, an edited first frame and the
 true edited video. On the built-in toy model (or ``--model``), per scene:
 
   framecast        adapter trained on what a user gives: a motion phase on the source (and
@@ -49,8 +49,8 @@ from common import append_rows, print_table  # noqa: E402
 
 from framecast.engine import conditioning as C  # noqa: E402
 from framecast.engine.metrics import psnr, ssim, temporal_change  # noqa: E402
-from framecast.engine.toymodel import HELD_OUT_SEED_LIMIT  # noqa: E402
-from framecast.engine.toyworld import Scene, SceneConfig, make_scene  # noqa: E402
+from framecast.engine.toy.model import HELD_OUT_SEED_LIMIT  # noqa: E402
+from framecast.engine.toy.world import Scene, SceneConfig, make_scene  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CEILING = "VAE ceiling"

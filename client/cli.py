@@ -240,7 +240,7 @@ def cmd_serve(args) -> int:
 def cmd_make_tiny_model(args) -> int:
     import transformers
 
-    from framecast.engine.model import make_tiny_model
+    from framecast.engine.toy.architectures import make_tiny_model
 
     transformers.utils.logging.disable_progress_bar()
     print(make_tiny_model(args.dir))
@@ -250,12 +250,13 @@ def cmd_make_tiny_model(args) -> int:
 def cmd_train_toy_model(args) -> int:
     import transformers
 
-    from framecast.engine.model import build_vae, check_model_dir
-    from framecast.engine.toymodel import ToyModelSpec
-    from framecast.engine.toymodel_train import ToyTrainSettings, train_toy_model
+    from framecast.engine.model import check_model_dir
+    from framecast.engine.toy.architectures import build_vae
+    from framecast.engine.toy.model import ToyModelSpec
+    from framecast.engine.toy.train import ToyTrainSettings, train_toy_model
 
     transformers.utils.logging.disable_progress_bar()
-    logging.getLogger("framecast.engine.toymodel_train").setLevel(logging.INFO)
+    logging.getLogger("framecast.engine.toy.train").setLevel(logging.INFO)
     schedule = {
         name: getattr(args, name)
         for name in ("vae_steps", "vae_finetune_steps", "decoder_steps", "transformer_steps", "vae_image_batch",

@@ -61,7 +61,7 @@ def _model_dir(args, out: Path) -> Path:
     if not (model / "model_index.json").is_file():
         import transformers
 
-        from framecast.engine.model import make_tiny_model
+        from framecast.engine.toy.architectures import make_tiny_model
 
         transformers.utils.logging.disable_progress_bar()
         print(f"no built-in toy model found; building the random tiny model into {model}", file=sys.stderr)
@@ -71,7 +71,7 @@ def _model_dir(args, out: Path) -> Path:
 
 def run_demo(args) -> int:
     _check(args)
-    from framecast.engine.toyworld import SceneConfig, make_scene
+    from framecast.engine.toy.world import SceneConfig, make_scene
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -10,13 +10,13 @@ import grpc
 import numpy as np
 import pytest
 
-from framecast.engine.toyworld import SceneConfig, make_scene
+from framecast.engine.toy.world import SceneConfig, make_scene
 
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """The small random-weight Wan I2V pipeline, saved with save_pretrained (loaded with from_pretrained)."""
-    from framecast.engine.model import make_tiny_model
+    from framecast.engine.toy.architectures import make_tiny_model
 
     return make_tiny_model(tmp_path_factory.mktemp("models") / "wan-tiny")
 

@@ -364,7 +364,7 @@ def test_a_vae_with_another_spatial_factor_trains_and_propagates(tmp_path, scene
     """The latent grid follows the loaded VAE's own spatial factor (here 4x, three levels), not Wan2.1's 8x."""
     from dataclasses import replace
 
-    from framecast.engine.model import WanSpec, make_tiny_model
+    from framecast.engine.toy.architectures import WanSpec, make_tiny_model
 
     model_dir = make_tiny_model(tmp_path / "wan-tiny-s4", replace(WanSpec(), vae_dim_mult=(1, 1, 1)))
     engine = Engine(EngineConfig(model_dir=str(model_dir)), tmp_path / "data")

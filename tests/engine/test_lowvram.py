@@ -8,7 +8,7 @@ import pytest
 from framecast.engine.engine import Engine, EngineConfig, PropagateJob, TrainJob, planning_frames
 from framecast.engine.errors import InvalidInput, OutOfMemory
 from framecast.engine.lowvram import GiB, memory_size
-from framecast.engine.toyworld import SceneConfig, make_scene
+from framecast.engine.toy.world import SceneConfig, make_scene
 from framecast.engine.training import TrainSettings
 
 

@@ -8,7 +8,7 @@ import pytest
 from framecast.engine.engine import Engine, EngineConfig, PropagateJob, TrainJob
 from framecast.engine.errors import InvalidInput
 from framecast.engine.metrics import seam_score
-from framecast.engine.toyworld import SceneConfig, make_scene
+from framecast.engine.toy.world import SceneConfig, make_scene
 from framecast.engine.training import TrainSettings
 from framecast.engine.windows import plan_windows
 

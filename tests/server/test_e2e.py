@@ -138,7 +138,7 @@ def test_health_info_and_reflection(grpc_server, stub):
 
 
 def test_windowed_propagation_reports_seams(stub):
-    from framecast.engine.toyworld import SceneConfig, make_scene
+    from framecast.engine.toy.world import SceneConfig, make_scene
 
     long_scene = make_scene(8, SceneConfig(frames=17, height=64, width=64, sprites=1))
     source, mask, edited = upload_scene(stub, long_scene)

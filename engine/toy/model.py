@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from framecast.engine import conditioning as C
-from framecast.engine.model import WanSpec
-from framecast.engine.toyworld import Scene, SceneConfig, make_scene
+from framecast.engine.toy.architectures import WanSpec
+from framecast.engine.toy.world import Scene, SceneConfig, make_scene
 
 TRAIN_SCENE_SEEDS = range(1_000_000, 2_000_000)
 VALIDATION_SCENE_SEEDS = range(2_000_000, 2_000_100)

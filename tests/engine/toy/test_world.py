@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from framecast.engine.toyworld import EditKind, Scene, SceneConfig, make_scene
+from framecast.engine.toy.world import EditKind, Scene, SceneConfig, make_scene
 
 SEEDS = range(6)
 

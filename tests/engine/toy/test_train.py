@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from framecast.engine.toymodel import HELD_OUT_SEED_LIMIT, TRAIN_SCENE_SEEDS, ToyModelSpec, vae_training_clip
-from framecast.engine.toymodel_train import ToyTrainSettings, _lr_factor, _pooled_colour, _vae_draws, train_toy_model
+from framecast.engine.toy.model import HELD_OUT_SEED_LIMIT, TRAIN_SCENE_SEEDS, ToyModelSpec, vae_training_clip
+from framecast.engine.toy.train import ToyTrainSettings, _lr_factor, _pooled_colour, _vae_draws, train_toy_model
 
 TINY = ToyModelSpec(frames=5, vae_base_dim=4, layers=1, heads=2, head_dim=12, ffn_dim=32)
 QUICK = ToyTrainSettings(vae_steps=2, vae_finetune_steps=2, latent_scenes=3, transformer_steps=2,
@@ -104,8 +104,8 @@ def test_train_toy_model_on_cuda_writes_the_same_kind_of_model(tmp_path):
 
 
 def test_widened_latents_decode_and_denoise_as_before():
-    from framecast.engine.model import wan_components
-    from framecast.engine.toymodel_train import widen_latent_channels
+    from framecast.engine.toy.architectures import wan_components
+    from framecast.engine.toy.train import widen_latent_channels
 
     old = wan_components(TINY)
     new = wan_components(dataclasses.replace(TINY, vae_z_dim=24, seed=1))

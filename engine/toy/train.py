@@ -48,8 +48,8 @@ import torch
 from framecast.engine import conditioning as C
 from framecast.engine.errors import InvalidInput
 from framecast.engine.metrics import psnr
-from framecast.engine.model import wan_components
-from framecast.engine.toymodel import (
+from framecast.engine.toy.architectures import wan_components
+from framecast.engine.toy.model import (
     VALIDATION_SCENE_SEEDS,
     LatentSet,
     ToyModelSpec,
@@ -57,7 +57,7 @@ from framecast.engine.toymodel import (
     random_scene,
     vae_training_clip,
 )
-from framecast.engine.toyworld import SceneConfig, make_scene
+from framecast.engine.toy.world import SceneConfig, make_scene
 
 log = logging.getLogger(__name__)
 
@@ -482,7 +482,7 @@ def check_schedule(settings: ToyTrainSettings, spec: ToyModelSpec, init_from: st
         return
     from diffusers import AutoencoderKLWan
 
-    from framecast.engine.model import build_vae
+    from framecast.engine.toy.architectures import build_vae
 
     old = AutoencoderKLWan.load_config(Path(init_from) / "vae")
     new = build_vae(spec).config
