@@ -17,7 +17,6 @@ import dataclasses
 import logging
 import os
 import sys
-import threading
 from pathlib import Path
 
 from framecast.client.client import MASK_MODES, OUTPUT_ENCODINGS, FramecastClient
@@ -36,6 +35,8 @@ from framecast.client.errors import FramecastError
 from framecast.client.jobs import collect_propagation, run_train
 from framecast.engine.errors import FramecastError as EngineError
 from framecast.engine.errors import InvalidInput
+from framecast.server import cli as server_cli
+from framecast.server.cli import cmd_serve  # noqa: F401 (framecast.client.cli.cmd_serve, as before)
 
 DEFAULT_SERVER = os.environ.get("FRAMECAST_SERVER", "127.0.0.1:50051")
 
@@ -196,45 +197,6 @@ def reference_spec(text: str) -> tuple[int, str]:
 
 
 # ---- subcommands ----------------------------------------------------------------------------
-
-
-# ServerConfig fields whose serve option is not named after them (adapter_slots -> --adapter-slots).
-_SERVE_OPTIONS = {"model_dir": "--model", "data_dir": "--data", "max_vram_gb": "--max-vram",
-                  "adapter_host_cache_gb": "--adapter-host-cache"}  # fmt: skip
-
-
-def cmd_serve(args) -> int:
-    from framecast.server.app import start_server
-    from framecast.server.config import ServerConfig
-
-    try:
-        config = ServerConfig(
-            model_dir=args.model, data_dir=args.data, host=args.host, port=args.port,
-            device=args.device, dtype=args.dtype, max_queue=args.max_queue, quantize=args.quantize,
-            attention=args.attention, offload=args.offload, max_vram_gb=args.max_vram or 0.0,
-            vae_tiling=args.vae_tiling, optimizer=args.optimizer, window_frames=args.window_frames,
-            adapter_slots=args.adapter_slots, adapter_host_cache_gb=args.adapter_host_cache,
-            adapter_max_rank=args.adapter_max_rank, media_retention_hours=args.media_retention_hours,
-        )  # fmt: skip
-        running = start_server(config, handle_signals=True)
-    except InvalidInput as error:  # a setting the server cannot start with: name its option
-        option = _SERVE_OPTIONS.get(error.field, "--" + error.field.replace("_", "-"))
-        raise CliError(f"{option}: {str(error).removeprefix(error.field + ' ')}") from None
-    print(f"framecast listening on {args.host}:{running.port}, loading {args.model}", flush=True)
-
-    def announce_ready():
-        if running.wait_ready(None):
-            print(f"framecast ready on {args.host}:{running.port}", flush=True)
-        elif running.load_error:
-            print(f"framecast: the model failed to load: {running.load_error}; jobs are refused until serve is restarted",
-                  file=sys.stderr, flush=True)  # fmt: skip
-
-    threading.Thread(target=announce_ready, name="framecast-announce", daemon=True).start()
-    try:
-        running.wait()
-    except KeyboardInterrupt:  # only when the signal handlers could not be installed
-        running.stop()
-    return 0
 
 
 def cmd_make_tiny_model(args) -> int:
@@ -505,39 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
     client = _client_options()
     client_after = _client_options(defaults=False)
 
-    serve = commands.add_parser("serve", help="run the gRPC server")
-    serve.add_argument("--model", required=True, metavar="DIR", help="diffusers directory of a WanImageToVideoPipeline")
-    serve.add_argument("--data", required=True, metavar="DIR", help="where adapters, media and job records are kept")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=50051, help="0 picks a free port")
-    serve.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    serve.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16 | float16")
-    serve.add_argument(
-        "--max-queue", type=int, default=16, metavar="N", help="queued jobs beyond which requests are refused"
-    )
-    serve.add_argument("--quantize", default="none", choices=["none", "int8", "nf4", "auto"],
-                       help="bitsandbytes quantisation of the transformer and text encoder (auto: by --max-vram)")
-    serve.add_argument("--attention", default="auto", choices=["auto", "sdpa", "xformers"],
-                       help="attention kernels (auto: xformers where it loads, else PyTorch SDPA)")
-    serve.add_argument("--offload", default="none", choices=["none", "model", "group", "auto"],
-                       help="keep components in host memory between uses (auto: by --max-vram)")
-    serve.add_argument("--max-vram", type=float, default=None, metavar="GB",
-                       help="device memory budget: settings and windows are chosen to fit; requests that cannot are refused")
-    serve.add_argument("--vae-tiling", action="store_true", help="decode in spatial tiles (less memory)")
-    serve.add_argument("--optimizer", default="adamw", choices=["adamw", "adamw8bit"], help="adapter optimiser")
-    serve.add_argument("--window-frames", type=int, default=81, metavar="N",
-                       help="clips longer than this (4N+1) are trained and generated in windows")
-    serve.add_argument("--adapter-slots", type=int, default=8, metavar="N",
-                       help="adapters kept in device memory, least recently used evicted (default: %(default)s)")
-    serve.add_argument("--adapter-host-cache", type=float, default=4.0, metavar="GB",
-                       help="host memory for adapters off the device (default: %(default)s)")
-    serve.add_argument("--adapter-max-rank", type=int, default=64, metavar="R",
-                       help="rank of the hot-swap LoRA slot adapters are zero-padded to; a larger adapter grows it once, "
-                       "with a recompile (default: %(default)s)")
-    serve.add_argument("--media-retention-hours", type=float, default=0.0, metavar="H",
-                       help="delete uploads and results H hours after they were stored or last uploaded again "
-                       "(default: 0, kept until deleted)")
-    serve.set_defaults(run=cmd_serve)
+    server_cli.add_parser(commands)
 
     tiny = commands.add_parser("make-tiny-model", help="write the small built-in random-weight model")
     tiny.add_argument("dir", metavar="DIR")
