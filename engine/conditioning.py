@@ -1,5 +1,5 @@
 """The method's conditioning: edit masks, the 4-channel spatiotemporal mask, the greyed
-condition video, and the latent-resolution loss weight (METHOD.md).
+condition video, and the latent-resolution loss weight (docs/method.md, "The four mask channels", "What the method changes").
 
 Conventions: a pixel ``edit_mask`` is ``[F, H, W] bool`` with True = the region to edit;
 a latent ``keep_mask`` is 1 = known/keep, 0 = to be generated, as diffusers builds it.

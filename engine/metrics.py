@@ -1,4 +1,4 @@
-"""Quality measures framecast reports (METHOD.md, "Quality measures")."""
+"""Quality measures framecast reports (docs/method.md, "Quality measures")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Training a mask-aware LoRA adapter on one source video (METHOD.md, "Training an adapter").
+"""Training a mask-aware LoRA adapter on one source video (docs/method.md, "Training").
 
 A sample is one clip with its conditioning and flow-matching target; the trainer draws
 ``t ~ U(0, 1)``, noises the target latents, and fits the transformer's velocity to

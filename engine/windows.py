@@ -1,4 +1,4 @@
-"""Planning windows along the frame axis (METHOD.md, "Low VRAM: windows and overlap blending").
+"""Planning windows along the frame axis (docs/method.md, "Windows").
 
 A clip longer than the window is cut into windows of ``window_frames`` (4N+1) frames that
 overlap by at least ``overlap_frames``. The last window is moved back until its length is

@@ -1,4 +1,4 @@
-"""The method's conditioning, pinned against hand-built examples (METHOD.md)."""
+"""The method's conditioning, pinned against hand-built examples (docs/method.md, "What the method changes")."""
 
 from __future__ import annotations
 
