@@ -52,8 +52,24 @@ def load_pipeline(model_dir: str | Path, device: str | torch.device = "cpu", dty
 
     The transformer and VAE weights stay frozen; adapters are added on top.
     """
+    import sys
+
     import diffusers
     import transformers
+    from transformers.utils import is_torchvision_available
+
+    # transformers 5 gave the name ``CLIPImageProcessor`` to its torchvision backend and named the
+    # PIL one ``CLIPImageProcessorPil``. diffusers' Wan pipeline module imports the old name, and a
+    # real Wan2.1 directory's model_index.json names it too; without torchvision (framecast does
+    # not need it) transformers then resolves the name to the PIL class with a warning that asks
+    # for torchvision. framecast means the PIL processor (the built-in model was made with it), so
+    # it binds the name to that class before diffusers imports it, as transformers' fallback
+    # would. Looking the class up imports transformers' processing_utils, which re-executes the
+    # package and puts a new module object in sys.modules: the name goes on that one, the one
+    # diffusers imports from. transformers 4 (no ``...Pil`` class) and hosts with torchvision are
+    # left alone.
+    if not is_torchvision_available() and hasattr(transformers, "CLIPImageProcessorPil"):
+        sys.modules["transformers"].CLIPImageProcessor = transformers.CLIPImageProcessorPil
     from diffusers import WanImageToVideoPipeline
 
     diffusers.utils.logging.disable_progress_bar()

@@ -92,7 +92,12 @@ def wan_components(spec: WanSpec) -> dict:
     """The seven WanImageToVideoPipeline components of the real classes at ``spec``'s sizes,
     freshly initialised from ``spec.seed``."""
     from diffusers import FlowMatchEulerDiscreteScheduler, WanTransformer3DModel
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel, UMT5Config, UMT5EncoderModel
+    from transformers import CLIPVisionConfig, CLIPVisionModel, UMT5Config, UMT5EncoderModel
+
+    try:  # the PIL processor by its own name (transformers 5 gave ``CLIPImageProcessor`` to torchvision)
+        from transformers import CLIPImageProcessorPil as CLIPImageProcessor
+    except ImportError:  # transformers 4, where ``CLIPImageProcessor`` is the PIL one
+        from transformers import CLIPImageProcessor
 
     torch.manual_seed(spec.seed)
     tokenizer = _byte_level_tokenizer()

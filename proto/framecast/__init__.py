@@ -1,5 +1,6 @@
 """framecast: first-frame edit propagation through video with mask-aware LoRA adapters."""
 
+import logging
 import sys
 from pathlib import Path
 
@@ -17,3 +18,26 @@ def _is_checkout_root(entry: str) -> bool:
 # loading a model would fail. framecast's modules are found by their package name, never from
 # the root, so the root comes off the path before anything imports transformers.
 sys.path[:] = [entry for entry in sys.path if not _is_checkout_root(entry)]
+
+
+class _BitsandbytesHubKernelNotice(logging.Filter):
+    """bitsandbytes, on a CPU with AVX512-BF16, tries at import to fetch an optional fused 4-bit
+    CPU kernel from the Hugging Face Hub (``kernels-community/quantization-bitsandbytes``) with the
+    ``kernels`` package, and when that fails (offline, the publisher check cannot reach the Hub,
+    no build for this torch: bitsandbytes issue #2064) it logs a warning and runs its own bundled
+    kernel. bitsandbytes has no setting to skip the attempt. framecast never loads code or weights
+    from a hub and has no use for that kernel, so exactly this record goes to framecast's debug log
+    instead of a newcomer's terminal; every other bitsandbytes message passes through."""
+
+    NOTICE = "Failed to load CPU gemm_4bit_forward from kernels-community"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and record.msg.startswith(self.NOTICE):
+            logging.getLogger(__name__).debug("bitsandbytes uses its bundled CPU 4-bit kernel: %s", record.getMessage())
+            return False
+        return True
+
+
+# Here, not where framecast imports bitsandbytes: diffusers imports it first, whenever it loads a
+# pipeline, and the record is logged once, at that import.
+logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_BitsandbytesHubKernelNotice())
