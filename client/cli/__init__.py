@@ -1,0 +1,96 @@
+"""The ``framecast`` command line: run a server, train adapters, propagate edits, run the demo.
+
+One module a command group, each registering its own subcommands: ``jobs`` (train, propagate),
+``adapters`` (adapters, import, export), ``media``, ``info``, ``demo``; ``args`` holds what
+they share. ``serve`` is the server's (``framecast.server.cli``), ``make-tiny-model`` and
+``train-toy-model`` the toy lab's (``framecast.engine.toy.cli``): they and ``demo`` import the
+server and engine (torch) lazily, inside the subcommand, so the client commands work on a
+client-only install.
+
+Exit codes: 0 ok, 2 a refused call (``error: <CODE>: <message>``), a bad local input or a
+passed ``--timeout`` (a running job is cancelled first: ``error: DEADLINE_EXCEEDED: timed out
+after N s; cancelled job <id>``), 130 interrupted (a running job is cancelled first), 141
+when whoever reads the output closed the pipe (``framecast adapters list | head -1``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from framecast.client.cli import adapters, demo, info, jobs, media
+from framecast.client.cli.adapters import cmd_adapters, cmd_export, cmd_import
+from framecast.client.cli.args import DEFAULT_SERVER, CliError, existing_file, output_path
+from framecast.client.cli.demo import cmd_demo
+from framecast.client.cli.info import cmd_info
+from framecast.client.cli.jobs import cmd_propagate, cmd_train, save_result
+from framecast.client.cli.media import cmd_media
+from framecast.client.errors import FramecastError
+from framecast.engine.errors import FramecastError as EngineError
+from framecast.engine.toy import cli as toy_cli
+from framecast.engine.toy.cli import cmd_make_tiny_model, cmd_train_toy_model
+from framecast.server import cli as server_cli
+from framecast.server.cli import cmd_serve
+
+__all__ = [
+    "DEFAULT_SERVER", "CliError", "build_parser", "cmd_adapters", "cmd_demo", "cmd_export", "cmd_import",
+    "cmd_info", "cmd_make_tiny_model", "cmd_media", "cmd_propagate", "cmd_serve", "cmd_train",
+    "cmd_train_toy_model", "existing_file", "main", "output_path", "save_result",
+]  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="framecast", description="Propagate a first-frame edit through a video with mask-aware LoRA adapters."
+    )
+    parser.add_argument(
+        "--log-level",
+        default=None,
+        choices=["debug", "info", "warning", "error"],
+        help="(default: info for serve, warning otherwise)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    server_cli.add_parser(commands)
+    toy_cli.add_parsers(commands)
+    jobs.add_parsers(commands)
+    adapters.add_parsers(commands)
+    media.add_parsers(commands)
+    info.add_parser(commands)
+    demo.add_parser(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``framecast`` command line; returns the exit code."""
+    try:
+        try:
+            return _run(argv)
+        finally:
+            sys.stdout.flush()  # a reader that went away shows here, not at interpreter exit
+    except BrokenPipeError:
+        # ``framecast adapters list | head -1``: the reader closed the pipe. Stop quietly with the
+        # status of a process SIGPIPE ended; stdout goes to devnull so that the flush at exit of
+        # what is still buffered does not fail again.
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 141
+
+
+def _run(argv: list[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    level = args.log_level or ("info" if args.command == "serve" else "warning")
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.run(args)
+    except FramecastError as error:
+        print(f"error: {error.code.name}: {error.message}", file=sys.stderr)
+    except (CliError, EngineError) as error:
+        print(f"error: {error}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 2
