@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from framecast.client.cli import CliError, output_path
+from framecast.client.cli.args import CliError, output_path
 from framecast.client.client import FramecastClient
 from framecast.client.display import JobProgress, follow_job, format_adapter, format_metrics
 from framecast.client.jobs import collect_propagation, run_train
