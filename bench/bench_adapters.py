@@ -40,6 +40,8 @@ from common import append_rows, device_name, print_table, synchronize  # noqa: E
 
 from framecast.engine.adapter_formats import BLOCK_MODULES  # noqa: E402
 from framecast.engine.adapters import AdapterRecord, AdapterSlots, AdapterState, AdapterStore  # noqa: E402
+from framecast.engine.toy import architectures  # noqa: E402
+from framecast.engine.toy.architectures import preset  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "adapters.jsonl"
 COLUMNS = ["arch", "rank", "path", "median_ms", "p20_ms", "p80_ms", "goal_ms", "adapter_MB", "host_MB", "file_MB",
@@ -47,32 +49,12 @@ COLUMNS = ["arch", "rank", "path", "median_ms", "p20_ms", "p80_ms", "goal_ms", "
 GOALS_MS = {("wan2.1-i2v-14b", 16, "device"): 20.0, ("wan2.1-i2v-14b", 16, "host"): 150.0}
 TRAINED_MODULES = [name for name in BLOCK_MODULES if "add_" not in name]  # what framecast trains
 
-WAN_14B_TRANSFORMER = {  # Wan2.1-I2V-14B-480P's transformer/config.json
-    "patch_size": (1, 2, 2), "num_attention_heads": 40, "attention_head_dim": 128, "in_channels": 36,
-    "out_channels": 16, "text_dim": 4096, "freq_dim": 256, "ffn_dim": 13824, "num_layers": 40, "cross_attn_norm": True,
-    "qk_norm": "rms_norm_across_heads", "eps": 1e-6, "image_dim": 1280, "added_kv_proj_dim": 5120,
-    "rope_max_seq_len": 1024,
-}  # fmt: skip
-
-
 def build_transformer(arch: str, device: torch.device, dtype: torch.dtype, layers: int | None = None):
-    """The transformer of ``arch`` with random weights, on ``device`` in ``dtype``, frozen;
-    ``layers`` overrides the block count (a smoke run of the 14B's widths on a small machine)."""
-    from diffusers import WanTransformer3DModel
-
-    if arch == "tiny":
-        from framecast.engine.toy.architectures import WanSpec, build_tiny_pipeline
-
-        transformer = build_tiny_pipeline(WanSpec()).transformer.to(device, dtype)
-    else:
-        previous = torch.get_default_dtype()
-        torch.set_default_dtype(dtype)  # built in bf16 directly: 28 GB, not 56 GB and a cast
-        try:
-            with torch.device(device):
-                transformer = WanTransformer3DModel(**{**WAN_14B_TRANSFORMER, "num_layers": layers or 40})
-        finally:
-            torch.set_default_dtype(previous)
-    return transformer.eval().requires_grad_(False)
+    """The transformer of the model preset ``arch`` with random weights, built on ``device`` in
+    ``dtype`` (the 14B's: 28 GB in bf16), frozen; ``layers`` overrides the block count (a smoke
+    run of the 14B's widths on a small machine)."""
+    spec = preset(arch) if layers is None else preset(arch, layers=layers)
+    return architectures.build_transformer(spec, device, dtype).eval().requires_grad_(False)
 
 
 def example_inputs(transformer, device: torch.device, dtype: torch.dtype) -> tuple:

@@ -35,56 +35,25 @@ from common import append_rows, device_name, print_table  # noqa: E402
 
 from framecast.engine.engine import Engine, EngineConfig, PropagateJob, TrainJob  # noqa: E402
 from framecast.engine.lowvram import module_bytes  # noqa: E402
+from framecast.engine.toy.architectures import build_pipeline, make_tiny_model, preset  # noqa: E402
 from framecast.engine.toy.world import SceneConfig, make_scene  # noqa: E402
 from framecast.engine.training import TrainSettings  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "clip.jsonl"
 
-WAN_14B_TRANSFORMER = dict(
-    patch_size=(1, 2, 2), num_attention_heads=40, attention_head_dim=128, in_channels=36, out_channels=16,
-    text_dim=4096, freq_dim=256, ffn_dim=13824, num_layers=40, cross_attn_norm=True,
-    qk_norm="rms_norm_across_heads", eps=1e-6, image_dim=1280, added_kv_proj_dim=5120, rope_max_seq_len=1024,
-)
-
 
 def build_14b_pipeline(device: torch.device, dtype: torch.dtype, layers: int | None = None):
-    """Wan2.1-I2V-14B-480P's architecture with random weights, built on ``device``; ``layers``
-    overrides the block count of the transformer and both encoders (their widths stay)."""
-    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanImageToVideoPipeline, WanTransformer3DModel
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel, UMT5Config, UMT5EncoderModel
-
-    from framecast.engine.toy.architectures import _byte_level_tokenizer
-
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        with torch.device(device):
-            transformer = WanTransformer3DModel(**{**WAN_14B_TRANSFORMER, "num_layers": layers or 40})
-            text_encoder = UMT5EncoderModel(UMT5Config(
-                vocab_size=256384, d_model=4096, d_kv=64, d_ff=10240, num_layers=layers or 24, num_heads=64,
-                feed_forward_proj="gated-gelu", relative_attention_num_buckets=32, relative_attention_max_distance=128,
-            ))
-            image_encoder = CLIPVisionModel(CLIPVisionConfig(
-                hidden_size=1280, intermediate_size=5120, num_hidden_layers=layers or 32, num_attention_heads=16,
-                image_size=224, patch_size=14, projection_dim=1024, hidden_act="gelu",
-            ))
-        with torch.device(device):
-            torch.set_default_dtype(torch.float32)
-            vae = AutoencoderKLWan()  # the released Wan VAE's defaults
-    finally:
-        torch.set_default_dtype(previous)
-    for module in (transformer, text_encoder, image_encoder, vae):
-        module.eval()  # as from_pretrained leaves them: no dropout
-    return WanImageToVideoPipeline(
-        tokenizer=_byte_level_tokenizer(), text_encoder=text_encoder, vae=vae,
-        scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0), image_processor=CLIPImageProcessor(),
-        image_encoder=image_encoder, transformer=transformer,
-    )
+    """Wan2.1-I2V-14B-480P's architecture with random weights, built on ``device`` in ``dtype``
+    (the VAE in fp32); ``layers`` overrides the block count of the transformer and both encoders
+    (their widths stay)."""
+    spec = preset("wan2.1-i2v-14b")
+    return build_pipeline(spec if layers is None else spec.with_layers(layers), device, dtype)
 
 
-def build_pipeline(arch: str, tiny_dir: Path, device: torch.device, dtype: torch.dtype, layers: int | None = None):
+def bench_pipeline(arch: str, tiny_dir: Path, device: torch.device, dtype: torch.dtype, layers: int | None = None):
+    """``tiny``: the tiny model through the real loading path (written once to ``tiny_dir``), on
+    the CPU; ``wan2.1-i2v-14b``: built on ``device``."""
     from framecast.engine.model import load_pipeline
-    from framecast.engine.toy.architectures import make_tiny_model
 
     if arch == "tiny":
         if not (tiny_dir / "model_index.json").exists():
@@ -257,7 +226,7 @@ def main(argv=None) -> int:
     scene = make_scene(0, SceneConfig(frames=args.frames, height=args.height, width=args.width, sprites=2))
 
     def factory():
-        return build_pipeline(args.arch, args.tiny_dir, device, dtype, args.layers)
+        return bench_pipeline(args.arch, args.tiny_dir, device, dtype, args.layers)
 
     rate = matmul_tflops(device, dtype)
     baseline = ("none", "none", 0)

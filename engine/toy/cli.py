@@ -97,8 +97,7 @@ def cmd_train_toy_model(args) -> int:
     import transformers
 
     from framecast.engine.model import check_model_dir
-    from framecast.engine.toy.architectures import build_vae
-    from framecast.engine.toy.model import ToyModelSpec
+    from framecast.engine.toy.architectures import build_vae, preset
     from framecast.engine.toy.train import ToyTrainSettings, train_toy_model
 
     transformers.utils.logging.disable_progress_bar()
@@ -121,7 +120,7 @@ def cmd_train_toy_model(args) -> int:
             raise InvalidInput("--device", args.device, "needs a CUDA GPU, and torch sees none")
     settings = ToyTrainSettings(seed=args.seed, max_minutes=args.minutes, threads=args.threads, device=args.device,
                                 **schedule)  # fmt: skip
-    spec = ToyModelSpec(vae_z_dim=args.vae_z_dim, vae_decoder_base_dim=args.vae_decoder_dim)
+    spec = preset("toy", vae_z_dim=args.vae_z_dim, vae_decoder_base_dim=args.vae_decoder_dim)
     if args.vae_dim_mult is not None:
         spec = dataclasses.replace(spec, vae_dim_mult=args.vae_dim_mult)
         try:

@@ -1,9 +1,10 @@
 """The built-in toy model: Wan2.1 image-to-video's own diffusers classes, shrunk and trained
-on the toy world (``toyworld.py``), so that quality can be measured against ground truth.
+on the toy world (``world``), so that quality can be measured against ground truth.
 
-This module holds what the model *is*: its sizes (``ToyModelSpec``; ``model.wan_components``
-builds them) and the training data drawn from the toy world. ``toymodel_train.py`` trains it;
-``framecast train-toy-model`` runs that; the result ships in ``engine/assets/toy-wan-i2v``.
+Its sizes are the ``"toy"`` preset of ``architectures`` (``preset("toy")``, whose ``frames``,
+``height`` and ``width`` are the clips it trains on); this module holds the training data drawn
+from the toy world. ``train`` trains it; ``framecast train-toy-model`` runs that; the result
+ships in ``engine/assets/toy-wan-i2v``.
 
 Scene seeds: training draws scenes only from ``TRAIN_SCENE_SEEDS`` and validates on
 ``VALIDATION_SCENE_SEEDS``. Every seed below 1,000,000 is held out: the demo (seed 0) and the
@@ -26,34 +27,16 @@ VALIDATION_SCENE_SEEDS = range(2_000_000, 2_000_100)
 HELD_OUT_SEED_LIMIT = 1_000_000  # scenes with a smaller seed are never used in training
 
 
-@dataclass(frozen=True)
-class ToyModelSpec(WanSpec):
-    """Sizes of the toy model: the tiny model's classes, wider, and the clips it is trained on."""
-
-    layers: int = 4
-    heads: int = 4
-    head_dim: int = 32
-    ffn_dim: int = 512
-    freq_dim: int = 64
-    # The residual VAE down/up blocks (the class's Wan2.2 option: parameter-free space-to-channel
-    # shortcuts around every resampling) train several times faster from scratch than Wan2.1's.
-    vae_base_dim: int = 12
-    vae_dim_mult: tuple[int, ...] = (1, 2, 4, 4)
-    vae_residual: bool = True
-    frames: int = 17  # clip length it is trained on (sub-clips of 1, 5, 9 and 13 frames too)
-    size: int = 64  # frame side in pixels
-
-
 # --- training data from the toy world ---------------------------------------------------------
 
 
-def random_scene(rng: np.random.Generator, spec: ToyModelSpec, seeds: range = TRAIN_SCENE_SEEDS) -> Scene:
+def random_scene(rng: np.random.Generator, spec: WanSpec, seeds: range = TRAIN_SCENE_SEEDS) -> Scene:
     """A training scene with a random layout: 1-3 sprites, panning or not, sometimes an occluder."""
     sprites = int(rng.integers(1, 4))
     config = SceneConfig(
         frames=spec.frames,
-        height=spec.size,
-        width=spec.size,
+        height=spec.height,
+        width=spec.width,
         sprites=sprites,
         pan=bool(rng.random() < 0.7),
         occlude=bool(sprites >= 2 and rng.random() < 0.25),
@@ -68,7 +51,7 @@ def random_edit_mask(rng: np.random.Generator, scene: Scene) -> np.ndarray:
     return C.prepare_edit_mask(exact, C.MaskMode(mode), dilate_px=int(rng.integers(1, 5)))
 
 
-def vae_training_clip(rng: np.random.Generator, spec: ToyModelSpec, frames: int) -> tuple[np.ndarray, np.ndarray]:
+def vae_training_clip(rng: np.random.Generator, spec: WanSpec, frames: int) -> tuple[np.ndarray, np.ndarray]:
     """A clip the VAE must reconstruct: a toy-world video, or a condition video made from one
     (edit region painted grey; or plain I2V's first frame + grey frames).
     -> (clip [frames, H, W, 3] uint8, the edit target's pixels [frames, H, W] bool)."""

@@ -1,4 +1,4 @@
-"""Training the toy model (``toymodel.py``) on a CPU, from a seed, in two stages.
+"""Training the toy model (``model``; its sizes: ``preset("toy")``) on a CPU, from a seed, in two stages.
 
 Stage A, the VAE: ``AutoencoderKLWan`` learns to reconstruct toy-world frames and clips (and
 the grey condition videos made from them) through its causal chunked encode/decode, with
@@ -48,11 +48,10 @@ import torch
 from framecast.engine import conditioning as C
 from framecast.engine.errors import InvalidInput
 from framecast.engine.metrics import psnr
-from framecast.engine.toy.architectures import wan_components
+from framecast.engine.toy.architectures import PRESETS, WanSpec, build_components, build_vae
 from framecast.engine.toy.model import (
     VALIDATION_SCENE_SEEDS,
     LatentSet,
-    ToyModelSpec,
     random_edit_mask,
     random_scene,
     vae_training_clip,
@@ -86,7 +85,7 @@ class ToyTrainSettings:
     # RMS norm keeps only the direction of features that all point alike at first).
     vae_align_weight: float = 1.0
     # then, optionally, the decoder alone on the frozen encoder's latents (a decoder of another
-    # width than the encoder's, ``ToyModelSpec.vae_decoder_base_dim``, starts here from scratch):
+    # width than the encoder's, ``WanSpec.vae_decoder_base_dim``, starts here from scratch):
     # the latents do not change, so a transformer trained on them stays valid
     decoder_steps: int = 0  # even steps: a batch of single frames; odd steps: clips (every other one 17 frames)
     decoder_lr: float = 1e-3
@@ -176,7 +175,7 @@ def _pooled_colour(x: torch.Tensor, spatial: int = C.VAE_SPATIAL) -> torch.Tenso
     return torch.nn.functional.avg_pool3d(per_latent_frame, (1, spatial, spatial))
 
 
-def _vae_draw(stage: int, spec: ToyModelSpec, settings: ToyTrainSettings, step: int) -> tuple[np.ndarray, np.ndarray]:
+def _vae_draw(stage: int, spec: WanSpec, settings: ToyTrainSettings, step: int) -> tuple[np.ndarray, np.ndarray]:
     """Step ``step``'s batch of VAE stage ``stage`` (a function of the seed, stage and step only):
     even steps a batch of single frames (they teach the spatial code fast: every layer but the
     temporal ones sees them), odd steps short clips, or whole ones in the fine-tune and on every
@@ -193,7 +192,7 @@ def _vae_draw(stage: int, spec: ToyModelSpec, settings: ToyTrainSettings, step: 
     return np.stack(clips), np.stack(targets)
 
 
-def _vae_draws(stage: int, spec: ToyModelSpec, settings: ToyTrainSettings, steps: range):
+def _vae_draws(stage: int, spec: WanSpec, settings: ToyTrainSettings, steps: range):
     """``_vae_draw`` of every step in ``steps``, in order; with ``settings.data_workers``, drawn
     ahead in that many processes (a few batches at most), so a GPU does not wait on the CPU.
     Yields (step, pixels in [-1, 1] [B, 3, F, H, W], the fine-tune's loss weight map: edit target up)."""
@@ -226,7 +225,7 @@ def _reconstruction_losses(error: torch.Tensor, weight: torch.Tensor) -> tuple[t
 class _VaeStage:
     """The log lines, validation and checkpoints a VAE stage ("vae" or "decoder") writes as it steps."""
 
-    def __init__(self, name: str, vae, optimizer, spec: ToyModelSpec, settings: ToyTrainSettings, run: _Run):
+    def __init__(self, name: str, vae, optimizer, spec: WanSpec, settings: ToyTrainSettings, run: _Run):
         self.name, self.vae, self.optimizer, self.settings, self.run = name, vae, optimizer, settings, run
         self.validation = _validation_videos(spec)
         self.last_save = time.monotonic()
@@ -251,7 +250,7 @@ class _VaeStage:
         self.run.save(self.name, state)
 
 
-def train_vae(vae, spec: ToyModelSpec, settings: ToyTrainSettings, run: _Run) -> None:
+def train_vae(vae, spec: WanSpec, settings: ToyTrainSettings, run: _Run) -> None:
     total = settings.vae_steps + settings.vae_finetune_steps
     if not total:  # kept as built or started from
         return
@@ -299,7 +298,7 @@ def train_vae(vae, spec: ToyModelSpec, settings: ToyTrainSettings, run: _Run) ->
     stage.finish(done, total)
 
 
-def train_decoder(vae, spec: ToyModelSpec, settings: ToyTrainSettings, run: _Run) -> None:
+def train_decoder(vae, spec: WanSpec, settings: ToyTrainSettings, run: _Run) -> None:
     """Train the decoder (and ``post_quant_conv``) on the frozen encoder's latents, with the
     fine-tune's loss: L1 + MSE, the edit target's pixels weighted up."""
     decoding = [*vae.post_quant_conv.parameters(), *vae.decoder.parameters()]
@@ -340,8 +339,8 @@ def train_decoder(vae, spec: ToyModelSpec, settings: ToyTrainSettings, run: _Run
     vae.requires_grad_(False)
 
 
-def _validation_videos(spec: ToyModelSpec, count: int = 6) -> np.ndarray:
-    config = SceneConfig(frames=spec.frames, height=spec.size, width=spec.size, sprites=2)
+def _validation_videos(spec: WanSpec, count: int = 6) -> np.ndarray:
+    config = SceneConfig(frames=spec.frames, height=spec.height, width=spec.width, sprites=2)
     return np.stack([make_scene(VALIDATION_SCENE_SEEDS[i], config).source for i in range(count)])
 
 
@@ -355,7 +354,7 @@ def _vae_psnr(vae, videos: np.ndarray) -> float:
 
 
 @torch.no_grad()
-def set_latent_statistics(vae, spec: ToyModelSpec, settings: ToyTrainSettings, clips: int = 64) -> None:
+def set_latent_statistics(vae, spec: WanSpec, settings: ToyTrainSettings, clips: int = 64) -> None:
     """Measure the per-channel mean/std of the VAE's latents (the mode) on training clips and
     write them into the VAE config, which the pipeline and the engine normalise with."""
     rng = np.random.default_rng([settings.seed, _VAE_STAGE, 2**31])  # apart from every step's draw
@@ -474,15 +473,13 @@ def _decoder_width(config) -> int:
     return config.get("decoder_base_dim") or config["base_dim"]
 
 
-def check_schedule(settings: ToyTrainSettings, spec: ToyModelSpec, init_from: str | Path | None) -> None:
+def check_schedule(settings: ToyTrainSettings, spec: WanSpec, init_from: str | Path | None) -> None:
     """Refuse a run from ``init_from`` that would leave a part of the model untrained: a VAE of
     other levels than ``init_from``'s starts from scratch and needs ``vae_steps``, a decoder of
     another width needs some VAE or ``decoder_steps``. Reads configs only."""
     if init_from is None:
         return
     from diffusers import AutoencoderKLWan
-
-    from framecast.engine.toy.architectures import build_vae
 
     old = AutoencoderKLWan.load_config(Path(init_from) / "vae")
     new = build_vae(spec).config
@@ -505,7 +502,7 @@ def check_schedule(settings: ToyTrainSettings, spec: ToyModelSpec, init_from: st
 def train_toy_model(
     out_dir: str | Path,
     settings: ToyTrainSettings = ToyTrainSettings(),
-    spec: ToyModelSpec = ToyModelSpec(),
+    spec: WanSpec = PRESETS["toy"],
     stop_after: str | None = None,
     init_from: str | Path | None = None,
 ) -> Path:
@@ -523,7 +520,7 @@ def train_toy_model(
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # fp32 weights, TF32 matmuls
         torch.backends.cudnn.allow_tf32 = True
-    components = wan_components(spec)
+    components = build_components(spec)
     origin = None
     if init_from is not None:
         from framecast.engine.model import load_pipeline
@@ -556,7 +553,7 @@ def train_toy_model(
 
 
 @torch.no_grad()
-def build_latent_set(pipe, spec: ToyModelSpec, settings: ToyTrainSettings, run: _Run, chunk: int = 8) -> LatentSet:
+def build_latent_set(pipe, spec: WanSpec, settings: ToyTrainSettings, run: _Run, chunk: int = 8) -> LatentSet:
     """Encode ``latent_scenes`` toy-world scenes (source and edited video of each) into the
     transformer's training samples, with the engine's own encoders. Cached in the checkpoints."""
     from framecast.engine.sampling import encode_clip_image, encode_prompts, encode_video
@@ -573,7 +570,7 @@ def build_latent_set(pipe, spec: ToyModelSpec, settings: ToyTrainSettings, run: 
             prompts[text] = encode_prompts(pipe, text, None, False, device)[0][0].half().cpu()
         return prompts[text]
 
-    every_frame = np.ones((spec.frames, spec.size, spec.size), dtype=bool)
+    every_frame = np.ones((spec.frames, spec.height, spec.width), dtype=bool)
     spatial = pipe.vae_scale_factor_spatial
     columns: dict[str, list[torch.Tensor]] = {name: [] for name in LatentSet.__dataclass_fields__ if name != "empty_prompt"}
     pending: list[tuple] = []
@@ -676,7 +673,7 @@ def _flow_loss(transformer, x0, condition, prompt, image, generator) -> torch.Te
     return (velocity.float() - (noise - x0)).pow(2).mean()
 
 
-def train_transformer(transformer, latents: LatentSet, spec: ToyModelSpec, settings: ToyTrainSettings, run: _Run) -> None:
+def train_transformer(transformer, latents: LatentSet, spec: WanSpec, settings: ToyTrainSettings, run: _Run) -> None:
     """Flow matching on ``latents``; the last 5% of samples are held out to watch overfitting.
     Leaves the EMA weights in ``transformer``."""
     count = len(latents)
@@ -746,7 +743,7 @@ def _held_out_loss(model, latents: LatentSet, first_row: int, settings: ToyTrain
     return losses
 
 
-def save_model(pipe, spec: ToyModelSpec, settings: ToyTrainSettings, out_dir: Path, origin: dict | None = None) -> Path:
+def save_model(pipe, spec: WanSpec, settings: ToyTrainSettings, out_dir: Path, origin: dict | None = None) -> Path:
     """Write the pipeline as a diffusers directory in fp16 (``load_pipeline`` reads it back)."""
     pipe.to(device="cpu", dtype=torch.float16)
     pipe.save_pretrained(out_dir, safe_serialization=True)

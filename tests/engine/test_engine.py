@@ -362,11 +362,9 @@ def test_prompt_tokens_count_what_the_pipeline_keeps_with_a_umt5_style_tokenizer
 
 def test_a_vae_with_another_spatial_factor_trains_and_propagates(tmp_path, scene):
     """The latent grid follows the loaded VAE's own spatial factor (here 4x, three levels), not Wan2.1's 8x."""
-    from dataclasses import replace
+    from framecast.engine.toy.architectures import make_tiny_model, preset
 
-    from framecast.engine.toy.architectures import WanSpec, make_tiny_model
-
-    model_dir = make_tiny_model(tmp_path / "wan-tiny-s4", replace(WanSpec(), vae_dim_mult=(1, 1, 1)))
+    model_dir = make_tiny_model(tmp_path / "wan-tiny-s4", preset("tiny", vae_dim_mult=(1, 1, 1)))
     engine = Engine(EngineConfig(model_dir=str(model_dir)), tmp_path / "data")
     assert engine.pipe.vae_scale_factor_spatial == 4
     seen = []

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from framecast.engine.toy.model import HELD_OUT_SEED_LIMIT, TRAIN_SCENE_SEEDS, ToyModelSpec, vae_training_clip
+from framecast.engine.toy.architectures import preset
+from framecast.engine.toy.model import HELD_OUT_SEED_LIMIT, TRAIN_SCENE_SEEDS, vae_training_clip
 from framecast.engine.toy.train import ToyTrainSettings, _lr_factor, _pooled_colour, _vae_draws, train_toy_model
 
-TINY = ToyModelSpec(frames=5, vae_base_dim=4, layers=1, heads=2, head_dim=12, ffn_dim=32)
+TINY = preset("toy", frames=5, vae_base_dim=4, layers=1, heads=2, head_dim=12, ffn_dim=32)
 QUICK = ToyTrainSettings(vae_steps=2, vae_finetune_steps=2, latent_scenes=3, transformer_steps=2,
                          transformer_batch=2, warmup_steps=1)  # fmt: skip
 
@@ -104,11 +105,11 @@ def test_train_toy_model_on_cuda_writes_the_same_kind_of_model(tmp_path):
 
 
 def test_widened_latents_decode_and_denoise_as_before():
-    from framecast.engine.toy.architectures import wan_components
+    from framecast.engine.toy.architectures import build_components
     from framecast.engine.toy.train import widen_latent_channels
 
-    old = wan_components(TINY)
-    new = wan_components(dataclasses.replace(TINY, vae_z_dim=24, seed=1))
+    old = build_components(TINY)
+    new = build_components(dataclasses.replace(TINY, vae_z_dim=24, seed=1))
     widen_latent_channels(old, new)
     assert new["transformer"].config.in_channels == 2 * 24 + 4
     video = torch.rand(1, 3, 5, 64, 64) * 2 - 1
@@ -155,10 +156,10 @@ def test_a_run_can_start_a_vae_of_other_levels_fresh_and_keep_the_transformer(tm
     for (key, a), b in zip(before.transformer.state_dict().items(), after.transformer.state_dict().values()):
         assert torch.equal(a, b), key
     assert after.vae.config.latents_std != before.vae.config.latents_std  # measured on the new VAE
-    clip = torch.rand(1, 3, TINY.frames, TINY.size, TINY.size, dtype=after.vae.dtype) * 2 - 1
+    clip = torch.rand(1, 3, TINY.frames, TINY.height, TINY.width, dtype=after.vae.dtype) * 2 - 1
     with torch.no_grad():
         latents = after.vae.encode(clip).latent_dist.mode()
-    assert latents.shape[-2:] == (TINY.size // 4, TINY.size // 4)
+    assert latents.shape[-2:] == (TINY.height // 4, TINY.width // 4)
 
 
 def test_a_run_that_would_leave_a_fresh_vae_or_decoder_untrained_is_refused_before_it_starts(tmp_path):
@@ -168,10 +169,10 @@ def test_a_run_that_would_leave_a_fresh_vae_or_decoder_untrained_is_refused_befo
     shipped = builtin_model_dir()  # dim_mult 1,2,4,4, decoder as wide as the encoder
     no_vae = dataclasses.replace(QUICK, vae_steps=0, vae_finetune_steps=0, decoder_steps=0)
     with pytest.raises(InvalidInput) as levels:
-        train_toy_model(tmp_path / "s4", no_vae, ToyModelSpec(vae_dim_mult=(1, 2, 2)), init_from=shipped)
+        train_toy_model(tmp_path / "s4", no_vae, preset("toy", vae_dim_mult=(1, 2, 2)), init_from=shipped)
     assert levels.value.field == "vae_steps" and "[1, 2, 2]" in levels.value.reason
     with pytest.raises(InvalidInput) as decoder:
-        train_toy_model(tmp_path / "d16", no_vae, ToyModelSpec(vae_decoder_base_dim=16), init_from=shipped)
+        train_toy_model(tmp_path / "d16", no_vae, preset("toy", vae_decoder_base_dim=16), init_from=shipped)
     assert decoder.value.field == "decoder_steps" and "16" in decoder.value.reason
     assert not (tmp_path / "s4").exists() and not (tmp_path / "d16").exists()
 
@@ -192,7 +193,7 @@ def test_a_run_can_train_a_wider_decoder_alone_and_keep_the_rest(tmp_path):
             assert torch.equal(a, b), key
     assert after.vae.config.latents_mean == before.vae.config.latents_mean
     assert after.vae.config.latents_std == before.vae.config.latents_std
-    clip = torch.rand(1, 3, TINY.frames, TINY.size, TINY.size, dtype=after.vae.dtype) * 2 - 1
+    clip = torch.rand(1, 3, TINY.frames, TINY.height, TINY.width, dtype=after.vae.dtype) * 2 - 1
     with torch.no_grad():
         decoded = after.vae.decode(after.vae.encode(clip).latent_dist.mode()).sample
     assert decoded.shape == clip.shape and torch.isfinite(decoded).all()
