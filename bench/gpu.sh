@@ -8,7 +8,7 @@
 #             trained there with the toy target below)
 #   toy:      train the toy model on the GPU into TOY_OUT (default /tmp/toy-wan-i2v), as train-toy-model
 #             --device cuda would (the CLI needs grpcio, which GPU images may carry in another version):
-#             TOY_SETTINGS and TOY_SPEC are JSON objects of ToyTrainSettings and ToyModelSpec fields,
+#             TOY_SETTINGS and TOY_SPEC are JSON objects of ToyTrainSettings fields and overrides of the "toy" WanSpec preset,
 #             TOY_INIT_FROM a model to start from. The built-in model's decoder was trained with
 #             TOY_INIT_FROM=engine/assets/toy-wan-i2v TOY_SPEC='{"vae_decoder_base_dim": 20}'
 #             TOY_SETTINGS='{"vae_steps": 0, "vae_finetune_steps": 0, "transformer_steps": 0,
@@ -42,7 +42,7 @@ what=${*:-kernels clip adapters}
 for bench in $what; do
   case $bench in
     tests) TRITON_INTERPRET=0 python3 -m pytest -q -p no:cacheprovider -k cuda \
-             tests/kernels/test_kernels_cuda.py tests/engine/test_toymodel.py ;;
+             tests/kernels/test_kernels_cuda.py tests/engine/toy/test_train.py ;;
     kernels) python3 bench/bench_kernels.py --device cuda ${KERNEL_ARGS:-} --results "$results/kernels.jsonl" ;;
     clip) python3 bench/bench_clip.py --arch wan2.1-i2v-14b --device cuda --steps "${CLIP_STEPS:-4}" \
             --runs "${CLIP_RUNS:-2}" --train-steps "${CLIP_TRAIN_STEPS:-3}" --results "$results/clip.jsonl" \
@@ -51,12 +51,12 @@ for bench in $what; do
                 --results "$results/adapters.jsonl" ;;
     toy) python3 - "${TOY_OUT:-/tmp/toy-wan-i2v}" <<'EOF'
 import json, logging, os, sys
-from framecast.engine.toy.model import ToyModelSpec
+from framecast.engine.toy.architectures import preset
 from framecast.engine.toy.train import ToyTrainSettings, train_toy_model
 logging.basicConfig(level=logging.INFO)
 spec = {k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(os.environ.get("TOY_SPEC") or "{}").items()}
 settings = ToyTrainSettings(**{"device": "cuda", **json.loads(os.environ.get("TOY_SETTINGS") or "{}")})
-print(train_toy_model(sys.argv[1], settings, ToyModelSpec(**spec), init_from=os.environ.get("TOY_INIT_FROM") or None))
+print(train_toy_model(sys.argv[1], settings, preset("toy", **spec), init_from=os.environ.get("TOY_INIT_FROM") or None))
 EOF
       ;;
     quality) python3 bench/quality.py ${QUALITY_MODEL:+--model "$QUALITY_MODEL"} --results "$results/quality.jsonl" ;;

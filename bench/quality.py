@@ -126,8 +126,7 @@ def _measures(frames: np.ndarray, scene: Scene, method_mask: np.ndarray) -> dict
 def evaluate_scene(engine, scene: Scene, options: QualityOptions, methods=None) -> dict[str, dict]:
     """Run every method in ``methods`` (default: ``options.methods``) on ``scene``: {method: measures, plus "frames"}."""
     methods = options.methods if methods is None else methods
-    from framecast.engine.engine import PropagateJob, TrainJob
-    from framecast.engine.training import TrainSettings
+    from framecast.engine.requests import PropagateJob, TrainJob, TrainSettings
 
     settings = TrainSettings(
         steps=options.steps, appearance_steps=options.appearance_steps, rank=options.rank,
@@ -192,8 +191,8 @@ def evaluate_scene(engine, scene: Scene, options: QualityOptions, methods=None) 
         frames = vae_ceiling(engine, scene)
         results[CEILING] = {**_measures(frames, scene, method_mask), "frames": frames}
     for adapter in (f"motion-{tag}", f"ref-{tag}", f"win-{tag}"):
-        if engine.store.exists(adapter):
-            engine.delete_adapter(adapter)
+        if engine.adapters.exists(adapter):
+            engine.adapters.delete(adapter)
     return results
 
 
@@ -248,7 +247,8 @@ def _start_worker(model: str, device: str, data_dir: str, threads: int | None) -
     global _worker_engine
     import torch
 
-    from framecast.engine.engine import Engine, EngineConfig
+    from framecast.engine.config import EngineConfig
+    from framecast.engine.engine import Engine
 
     if threads:
         torch.set_num_threads(threads)

@@ -23,6 +23,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from framecast.client.errors import FramecastError
 from framecast.engine import media
+from framecast.engine.config import field_default
+from framecast.engine.requests import PropagateJob
 from framecast.v1 import framecast_pb2 as pb
 from framecast.v1 import framecast_pb2_grpc as pb_grpc
 
@@ -389,11 +391,11 @@ class FramecastClient:
         prompt: str,
         *,
         negative_prompt: str = "",
-        steps: int = 30,
-        guidance_scale: float | None = 5.0,
+        steps: int = field_default(PropagateJob, "steps"),
+        guidance_scale: float | None = None,
         seed: int = 0,
         composite: bool = False,
-        feather_px: int | None = 3,
+        feather_px: int | None = None,
         mask_mode: str | int | None = None,
         dilate_px: int | None = None,
         output_encoding: str | int | None = None,
@@ -404,9 +406,9 @@ class FramecastClient:
         (PNG) per output frame as it is decoded, then ``result`` (or ``error``).
 
         ``adapter=""`` samples the base model alone; an adapter a queued or running training
-        creates may be named, and the job runs after that training. ``adapter_strength`` scales its
-        effect (0 to 2; None: the server's 1.0). ``guidance_scale``/``feather_px`` are sent
-        explicitly unless None (server default). ``output_encoding``: "mp4" (default),
+        creates may be named, and the job runs after that training. ``None`` leaves a setting to
+        the server's default: guidance_scale 5.0, feather_px 3, adapter_strength 1.0
+        (0 to 2: scales the adapter's effect), mask_mode "bbox". ``output_encoding``: "mp4" (default),
         "mp4-lossless" or "png-sequence". ``timeout`` bounds the whole stream. Raises ValueError
         for a bad mask_mode/output_encoding, or a count, pixel width or seed below 0 or beyond its
         field, at call time; FramecastError while iterating

@@ -99,7 +99,7 @@ def run_demo(args) -> int:
     from framecast.server.app import start_server
     from framecast.server.config import ServerConfig
 
-    config = ServerConfig(
+    config = ServerConfig.build(
         model_dir=str(model), data_dir=str(out / "data"), host="127.0.0.1", port=0, device=args.device, dtype=args.dtype
     )
     server = start_server(config)

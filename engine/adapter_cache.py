@@ -32,9 +32,8 @@ import torch
 
 from framecast.engine.adapter_formats import TargetShapes, check_fits, split_canonical
 from framecast.engine.adapter_store import AdapterRecord, AdapterStore
+from framecast.engine.config import GiB
 from framecast.engine.errors import FailedPrecondition, IncompatibleAdapter, OutOfMemory, public_message
-
-GiB = 1 << 30
 
 
 class AdapterState(str, Enum):
@@ -343,11 +342,6 @@ class AdapterCache:
             self._pinned.discard(name)
             self._failed.pop(name, None)
             self._last_used.pop(name, None)
-
-    def detach_later(self, name: str) -> None:
-        """Drop ``name`` from memory. The slot keeps a copy until the next activation, so this is
-        safe while a job runs: kept for callers from when adapters were detached between jobs."""
-        self.forget(name)
 
     # --- tiers ------------------------------------------------------------------------------
 

@@ -48,8 +48,17 @@ BLOCK_MODULES = {
 }
 _FROM_WAN = {wan: diffusers for diffusers, wan in BLOCK_MODULES.items()}
 _FROM_MUSUBI = {wan.replace(".", "_"): diffusers for diffusers, wan in BLOCK_MODULES.items()}
-# peft target_modules regex covering every module above, in any block.
-TARGET_PATTERN = r"blocks\.\d+\.(" + "|".join(re.escape(name) for name in BLOCK_MODULES) + ")"
+# The image cross-attention projections: a trained adapter leaves them alone (imports may carry them).
+IMAGE_MODULES = ("attn2.add_k_proj", "attn2.add_v_proj")
+
+
+def target_pattern(modules) -> str:
+    """The peft ``target_modules`` regex that matches these block modules in any block."""
+    return r"blocks\.\d+\.(" + "|".join(re.escape(name) for name in modules) + ")"
+
+
+TARGET_PATTERN = target_pattern(BLOCK_MODULES)  # every module above: the inference slot's
+TRAINING_PATTERN = target_pattern(m for m in BLOCK_MODULES if m not in IMAGE_MODULES)  # what training attaches
 
 _PARTS = {"lora_A": "A", "lora_down": "A", "lora_B": "B", "lora_up": "B"}
 _DOTTED_KEY = re.compile(

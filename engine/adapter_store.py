@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from framecast.engine.adapter_formats import KEY_PREFIX, split_canonical, to_comfyui
-from framecast.engine.errors import AdapterFailed, AdapterNotFound, AlreadyExists, IncompatibleAdapter, InvalidInput
+from framecast.engine.errors import AdapterExists, AdapterFailed, AdapterNotFound, IncompatibleAdapter, InvalidInput
 from framecast.engine.media import atomic_write, fsync_dir, remove_interrupted_writes
 
 WEIGHTS_FILE = "adapter.safetensors"
@@ -153,14 +153,14 @@ class AdapterStore:
     def save(self, state_dict: dict[str, torch.Tensor], record: AdapterRecord, replace: bool = True) -> AdapterRecord:
         """Store weights then record. ``state_dict`` keys carry the ``transformer.`` prefix; a
         uniform alpha other than the rank is folded into lora_B first (``canonicalise``).
-        With ``replace`` off, an existing adapter of that name raises AlreadyExists."""
+        With ``replace`` off, an existing adapter of that name raises AdapterExists."""
         directory = self._dir(record.name)
         state_dict = canonicalise(state_dict, record)
         blob = serialize_adapter(state_dict, record)
         record.size_bytes = len(blob)
         with self._lock:
             if not replace and (directory / RECORD_FILE).is_file():
-                raise AlreadyExists(f"adapter {record.name!r} already exists; delete it first or pick another name")
+                raise AdapterExists(record.name)
             # Remove a stale record first: until the new one lands the adapter does not exist.
             (directory / RECORD_FILE).unlink(missing_ok=True)
             try:
@@ -292,6 +292,3 @@ class AdapterStore:
             raise InvalidInput("format", layout, f"must be one of {', '.join(EXPORT_LAYOUTS)}")
         state_dict, record = self.load(name)
         return serialize_adapter(state_dict, record, layout)
-
-    def export_diffusers(self, name: str) -> bytes:
-        return self.export(name, "diffusers")

@@ -41,6 +41,7 @@ from framecast.engine.adapter_cache import (
 from framecast.engine.adapter_formats import (
     KEY_PREFIX,
     TARGET_PATTERN,
+    TRAINING_PATTERN,
     TargetShapes,
     normalise,
     read_safetensors,
@@ -55,7 +56,8 @@ from framecast.engine.adapter_store import (
     check_adapter_name,
     serialize_adapter,
 )
-from framecast.engine.errors import AlreadyExists, IncompatibleAdapter
+from framecast.engine.compat import reapply_group_offloading, reset_peft_loaded_flag
+from framecast.engine.errors import AdapterExists, IncompatibleAdapter
 
 __all__ = [
     "KEY_PREFIX",
@@ -137,14 +139,6 @@ class AdapterSlots(AdapterCache):
         from peft.tuners.lora import LoraLayer
 
         return (m for m in self.transformer.modules() if isinstance(m, LoraLayer))
-
-    def _reapply_offload_hooks(self) -> None:
-        # Group offloading keeps references to each block's tensors: re-hook after adding LoRA layers.
-        try:
-            from diffusers.hooks.group_offloading import _maybe_remove_and_reapply_group_offloading
-        except ImportError:
-            return
-        _maybe_remove_and_reapply_group_offloading(self.transformer)
 
     def prepare(self, rank: int | None = None) -> None:
         """Create the slot now (at ``max_rank``, or ``rank`` if larger): call before compiling the
@@ -260,11 +254,9 @@ class AdapterSlots(AdapterCache):
         starts as the identity and the same seed gives the same adapter."""
         from peft import LoraConfig
 
-        from framecast.engine.training import LORA_TARGET_PATTERN
-
         self.detach(name)
         internal = peft_name(name)
-        config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=LORA_TARGET_PATTERN)
+        config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=TRAINING_PATTERN)
         try:
             self._add_peft_adapter(config, internal, seed)
         except BaseException:
@@ -287,8 +279,7 @@ class AdapterSlots(AdapterCache):
             self._delete_peft_adapter(internal)
         except Exception:
             log.exception("could not remove the partly attached adapter %s", internal)
-        if not hasattr(self.transformer, "peft_config"):  # diffusers marks it loaded before peft injects
-            self.transformer._hf_peft_config_loaded = False
+        reset_peft_loaded_flag(self.transformer)
 
     def state_dict(self, name: str) -> dict[str, torch.Tensor]:
         from peft.utils import get_peft_model_state_dict
@@ -331,7 +322,7 @@ class AdapterSlots(AdapterCache):
             if seed is not None:
                 torch.manual_seed(seed)
             self.transformer.add_adapter(config, adapter_name=name)
-        self._reapply_offload_hooks()
+        reapply_group_offloading(self.transformer)
 
     def _delete_peft_adapter(self, name: str) -> None:
         with warnings.catch_warnings():  # "Adapter X was active which is now deleted": intended
@@ -350,7 +341,7 @@ def import_adapter(
     """Store a LoRA file (diffusers/peft, original Wan/ComfyUI or kohya/musubi safetensors) as
     adapter ``name`` in the canonical form. Never touches the transformer: safe from any thread.
 
-    Raises InvalidInput (bad name; not a safetensors file), AlreadyExists, IncompatibleAdapter
+    Raises InvalidInput (bad name; not a safetensors file), AdapterExists, IncompatibleAdapter
     (keys that match no target, shapes of another architecture, a framecast file made for
     another base model).
     """
@@ -358,7 +349,7 @@ def import_adapter(
 
     check_adapter_name(name, "name")
     if store.exists(name):
-        raise AlreadyExists(f"adapter {name!r} already exists; delete it first or pick another name")
+        raise AdapterExists(name)
     tensors, metadata = read_safetensors(data)
     lora = normalise(tensors, metadata, slots.shapes)
     origin = {}

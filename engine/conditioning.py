@@ -7,34 +7,18 @@ a latent ``keep_mask`` is 1 = known/keep, 0 = to be generated, as diffusers buil
 
 from __future__ import annotations
 
-import enum
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from framecast.engine.errors import InvalidInput
+from framecast.engine.requests import MaskMode
+from framecast.engine.windows import VAE_TEMPORAL, check_frame_count, latent_frames  # noqa: F401 (the conditioning's frame rules)
 
-VAE_TEMPORAL = 4  # latent frame j >= 1 encodes pixel frames 4j-3 .. 4j
 VAE_SPATIAL = 8  # Wan2.1's; a pipeline's own is pipe.vae_scale_factor_spatial
 BBOX_MIN_AREA = 50  # px at 832x480: smaller components are dropped, as the public preprocessing does
 BBOX_REFERENCE_PIXELS = 832 * 480  # the minimum area scales with the frame's area
 BBOX_GROWTH = 0.10  # each box grows by 10% of its size, half on each side
-
-
-class MaskMode(str, enum.Enum):
-    EXACT = "exact"
-    BBOX = "bbox"
-    DILATE = "dilate"
-
-
-def latent_frames(num_frames: int) -> int:
-    return (num_frames - 1) // VAE_TEMPORAL + 1
-
-
-def check_frame_count(num_frames: int, field: str = "num_frames") -> None:
-    if num_frames < 1 or (num_frames - 1) % VAE_TEMPORAL != 0:
-        raise InvalidInput(field, num_frames, "must be 4N+1 (1, 5, 9, 13, ..., 49, 81)")
 
 
 def check_frame_size(height: int, width: int, field: str = "video") -> None:
@@ -93,18 +77,6 @@ def bbox_min_area(height: int, width: int) -> int:
     return max(1, round(BBOX_MIN_AREA * height * width / BBOX_REFERENCE_PIXELS))
 
 
-def has_edit_region(edit_mask: np.ndarray, mode: MaskMode = MaskMode.BBOX) -> bool:
-    """Whether ``prepare_edit_mask(edit_mask, mode)`` marks any pixel, without preparing it.
-
-    exact and dilate keep every pixel; bbox keeps a frame's pixels when one of its components
-    reaches ``bbox_min_area``."""
-    edit_mask = np.asarray(edit_mask, dtype=bool)
-    if MaskMode(mode) is not MaskMode.BBOX:
-        return bool(edit_mask.any())
-    _, areas = _components(edit_mask)
-    return len(areas) > 1 and int(areas[1:].max()) >= bbox_min_area(*edit_mask.shape[1:])
-
-
 def _bounding_boxes(edit_mask: np.ndarray) -> np.ndarray:
     """Each component's bounding box (components >= 50 px at 832x480, scaled by area), grown by 10%, filled."""
     from scipy import ndimage
@@ -151,10 +123,10 @@ def condition_video(first_frame: np.ndarray | None, source: np.ndarray, edit_mas
     samples); source: [F, H, W, 3] uint8; edit_mask: [F, H, W] bool.
     Returns [1, 3, F, H, W] float32 in [-1, 1]; grey is exactly 0.0.
     """
-    video = torch.from_numpy(source).float().div(127.5).sub(1.0)  # [F, H, W, 3]
+    video = unit_range(source)  # [F, H, W, 3]
     video = video.masked_fill(torch.from_numpy(edit_mask)[..., None], 0.0)
     if first_frame is not None:
-        video[0] = torch.from_numpy(first_frame).float().div(127.5).sub(1.0)
+        video[0] = unit_range(first_frame)
     return video.permute(3, 0, 1, 2)[None].contiguous()
 
 
@@ -173,15 +145,21 @@ def loss_weight(
     return torch.where(edit > 0, torch.tensor(float(w_edit)), torch.tensor(float(w_keep)))
 
 
+def unit_range(pixels: np.ndarray) -> torch.Tensor:
+    """uint8 pixels -> float32 in [-1, 1], same layout; mid-grey 127.5 is 0.0 (the VAE's input range)."""
+    return torch.from_numpy(np.ascontiguousarray(pixels)).float().div(127.5).sub(1.0)
+
+
 def to_unit_range(frames: np.ndarray) -> torch.Tensor:
     """[F, H, W, 3] uint8 -> [1, 3, F, H, W] float32 in [-1, 1]."""
-    return torch.from_numpy(frames).float().div(127.5).sub(1.0).permute(3, 0, 1, 2)[None].contiguous()
+    return unit_range(frames).permute(3, 0, 1, 2)[None].contiguous()
 
 
-def from_unit_range(video: torch.Tensor) -> np.ndarray:
-    """[3, F, H, W] float in [-1, 1] -> [F, H, W, 3] uint8 (rounded, as diffusers' postprocessing)."""
-    frames = (video.float().clamp(-1, 1) + 1.0) / 2.0
-    return (frames.permute(1, 2, 3, 0) * 255.0).round().to(torch.uint8).cpu().numpy()
+def to_uint8(video: torch.Tensor) -> np.ndarray:
+    """[..., 3, F, H, W] in [-1, 1] -> [..., F, H, W, 3] uint8, rounding as diffusers' postprocessing
+    does (x/2 + 0.5, clamp to [0, 1], then x255 rounded)."""
+    frames = (video.float() / 2 + 0.5).clamp(0, 1)
+    return (frames.movedim(-4, -1) * 255).round().to(torch.uint8).cpu().numpy()
 
 
 # --- training-time colour variants --------------------------------------------------------

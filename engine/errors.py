@@ -57,6 +57,14 @@ class AlreadyExists(FramecastError):
     """A name the request wants to create is taken."""
 
 
+class AdapterExists(AlreadyExists):
+    """An adapter name a training or an import wants is taken."""
+
+    def __init__(self, name: str):
+        self.name = name
+        super().__init__(f"adapter {name!r} already exists; delete it first or pick another name")
+
+
 class AdapterFailed(FailedPrecondition):
     """An adapter whose training failed: only its error is kept, until it is trained again or deleted."""
 
@@ -75,8 +83,20 @@ class TrainingDiverged(FailedPrecondition):
     """The training loss became NaN or infinite; nothing was stored."""
 
 
-class OutOfMemory(FramecastError):
-    """The device or a configured limit ran out of memory, or the queue is full."""
+class ResourceExhausted(FramecastError):
+    """A limit of the server's resources was reached; the same request may succeed later."""
+
+
+class OutOfMemory(ResourceExhausted):
+    """The device, a configured memory budget or a memory cache cannot hold what the request needs."""
+
+
+class QueueFull(ResourceExhausted):
+    """The job queue holds as many waiting jobs as it may."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        super().__init__(f"queue is full ({limit} jobs waiting); try again later")
 
 
 class Unavailable(FramecastError):

@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import enum
 import logging
 import math
 import warnings
@@ -22,30 +21,13 @@ from dataclasses import dataclass
 
 import torch
 
+from framecast.engine.compat import keep_in_fp32_modules
+from framecast.engine.config import GiB, Attention, Offload, Quantize
 from framecast.engine.errors import InvalidInput
 
 log = logging.getLogger(__name__)
-GiB = 1 << 30
 # int8 layers on the CPU compute in fp16 and say so on every call.
 warnings.filterwarnings("ignore", message="MatMul8bitLt: inputs will be cast")
-
-
-class Quantize(str, enum.Enum):
-    NONE = "none"
-    INT8 = "int8"
-    NF4 = "nf4"
-
-
-class Offload(str, enum.Enum):
-    NONE = "none"
-    MODEL = "model"
-    GROUP = "group"
-
-
-class Attention(str, enum.Enum):
-    AUTO = "auto"
-    SDPA = "sdpa"
-    XFORMERS = "xformers"
 
 
 # Bytes per weight of a quantised linear, including its scales (NF4: 4 bits + one absmax per 64).
@@ -107,14 +89,9 @@ def quantize_pipeline(pipe, mode: Quantize, compute_dtype: torch.dtype, device) 
         # transformers' "keep in full precision" layers stay unquantised: UMT5's FFN output
         # projection ``wo`` casts its input to the weight's dtype, which for NF4 is the uint8
         # storage, and would turn every prompt embedding into noise.
-        counts["text_encoder"] = quantize_linears(text_encoder.encoder, mode, compute_dtype, device, _kept(text_encoder))
+        counts["text_encoder"] = quantize_linears(text_encoder.encoder, mode, compute_dtype, device, keep_in_fp32_modules(text_encoder))
     log.info("quantised to %s: %s linears", mode.value, counts)
     return counts
-
-
-def _kept(model: torch.nn.Module) -> frozenset[str]:
-    """Names of the linears a transformers model keeps in full precision (``_keep_in_fp32_modules``)."""
-    return frozenset(getattr(model, "_keep_in_fp32_modules", None) or ())
 
 
 # --- attention --------------------------------------------------------------------------------
@@ -241,7 +218,7 @@ def component_bytes(pipe, quantize: Quantize, offload: Offload, dtype_bytes: int
     text_encoder = getattr(pipe, "text_encoder", None)
     sizes = [module_bytes(m) for m in (getattr(pipe, "image_encoder", None), pipe.vae) if m is not None]
     if text_encoder is not None:
-        sizes.append(_quantized_bytes(text_encoder, quantize, dtype_bytes, _kept(text_encoder)))
+        sizes.append(_quantized_bytes(text_encoder, quantize, dtype_bytes, keep_in_fp32_modules(text_encoder)))
     if Offload(offload) is Offload.NONE:
         return sum(sizes), 0
     return 0, max(sizes, default=0)

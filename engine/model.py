@@ -11,8 +11,6 @@ import json
 import logging
 from pathlib import Path
 
-import torch
-
 from framecast.engine.errors import InvalidInput
 
 log = logging.getLogger(__name__)
@@ -47,36 +45,25 @@ def check_model_dir(model_dir: str | Path) -> dict:
     return index
 
 
-def load_pipeline(model_dir: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
+def load_pipeline(model_dir: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None):
     """Load a WanImageToVideoPipeline from a local diffusers directory (never from a hub).
 
     The transformer and VAE weights stay frozen; adapters are added on top.
     """
-    import sys
-
     import diffusers
+    import torch
     import transformers
-    from transformers.utils import is_torchvision_available
 
-    # transformers 5 gave the name ``CLIPImageProcessor`` to its torchvision backend and named the
-    # PIL one ``CLIPImageProcessorPil``. diffusers' Wan pipeline module imports the old name, and a
-    # real Wan2.1 directory's model_index.json names it too; without torchvision (framecast does
-    # not need it) transformers then resolves the name to the PIL class with a warning that asks
-    # for torchvision. framecast means the PIL processor (the built-in model was made with it), so
-    # it binds the name to that class before diffusers imports it, as transformers' fallback
-    # would. Looking the class up imports transformers' processing_utils, which re-executes the
-    # package and puts a new module object in sys.modules: the name goes on that one, the one
-    # diffusers imports from. transformers 4 (no ``...Pil`` class) and hosts with torchvision are
-    # left alone.
-    if not is_torchvision_available() and hasattr(transformers, "CLIPImageProcessorPil"):
-        sys.modules["transformers"].CLIPImageProcessor = transformers.CLIPImageProcessorPil
+    from framecast.engine.compat import use_pil_clip_processor
+
+    use_pil_clip_processor()  # before diffusers' Wan pipeline module imports the name
     from diffusers import WanImageToVideoPipeline
 
     diffusers.utils.logging.disable_progress_bar()
     transformers.utils.logging.disable_progress_bar()
     model_dir = Path(model_dir)
     check_model_dir(model_dir)
-    pipe = WanImageToVideoPipeline.from_pretrained(model_dir, dtype=dtype, local_files_only=True)
+    pipe = WanImageToVideoPipeline.from_pretrained(model_dir, dtype=dtype or torch.float32, local_files_only=True)
     # The VAE runs in fp32 even when the rest is bf16: it is small and its decode is sensitive.
     if pipe.vae.dtype != torch.float32:
         pipe.vae.to(torch.float32)

@@ -15,6 +15,8 @@ import numpy as np
 import PIL.Image
 import torch
 
+from framecast.engine.compat import decode_latent_frames, prompt_clean, vae_streams
+from framecast.engine.conditioning import to_uint8
 from framecast.engine.errors import Cancelled
 
 
@@ -54,25 +56,37 @@ MAX_PROMPT_TOKENS = 512  # the UMT5 sequence length the pipeline encodes prompts
 MAX_PROMPT_CHARS = 32 * MAX_PROMPT_TOKENS  # longer text is refused without being tokenized
 
 
-def prompt_tokens(tokenizer, prompt: str) -> int:
-    """How many tokens ``encode_prompts`` gives ``prompt`` before cutting it to MAX_PROMPT_TOKENS: the
-    pipeline's own clean-up, then its tokenizer with the end-of-sequence token."""
-    from diffusers.pipelines.wan.pipeline_wan_i2v import prompt_clean
-
-    return len(tokenizer(prompt_clean(prompt), add_special_tokens=True, truncation=False)["input_ids"])
+def tokenize_prompt(tokenizer, prompt: str) -> tuple[int, ...]:
+    """The token ids the pipeline's text encoder reads for ``prompt``, uncut: the pipeline's own
+    clean-up, then its tokenizer with the end-of-sequence token. Longer than MAX_PROMPT_TOKENS
+    means the pipeline would cut it."""
+    return tuple(tokenizer(prompt_clean(prompt), add_special_tokens=True, truncation=False)["input_ids"])
 
 
 @torch.no_grad()
-def encode_prompts(pipe, prompt: str, negative_prompt: str | None, guidance: bool, device) -> tuple:
-    positive, negative = pipe.encode_prompt(
-        prompt=prompt,
-        negative_prompt=negative_prompt,
-        do_classifier_free_guidance=guidance,
-        max_sequence_length=MAX_PROMPT_TOKENS,
-        device=device,
-    )
-    dtype = pipe.transformer.dtype
-    return positive.to(dtype), (negative.to(dtype) if negative is not None else None)
+def encode_prompt_ids(pipe, ids: tuple[int, ...], device) -> torch.Tensor:
+    """UMT5 embedding [1, MAX_PROMPT_TOKENS, text_dim] of tokenized text, as the pipeline's
+    ``encode_prompt`` computes it: the ids padded to MAX_PROMPT_TOKENS and masked, the hidden
+    states past the prompt's own tokens set to zero."""
+    if len(ids) > MAX_PROMPT_TOKENS:
+        raise ValueError(f"{len(ids)} prompt tokens, over the {MAX_PROMPT_TOKENS} the text encoder reads: count them first")
+    pad = pipe.tokenizer.pad_token_id or 0
+    input_ids = torch.tensor([list(ids) + [pad] * (MAX_PROMPT_TOKENS - len(ids))])
+    mask = torch.zeros_like(input_ids)
+    mask[:, : len(ids)] = 1
+    encoder = pipe.text_encoder
+    hidden = encoder(input_ids.to(encoder.device), mask.to(encoder.device)).last_hidden_state
+    hidden = hidden.to(device=device, dtype=pipe.transformer.dtype)
+    hidden[:, len(ids) :] = 0
+    return hidden
+
+
+def encode_prompts(pipe, prompt: str, negative_prompt: str | None, device) -> tuple:
+    """(prompt embedding, negative prompt embedding or None) of text: tokenized, then encoded."""
+    positive = encode_prompt_ids(pipe, tokenize_prompt(pipe.tokenizer, prompt), device)
+    if negative_prompt is None:
+        return positive, None
+    return positive, encode_prompt_ids(pipe, tokenize_prompt(pipe.tokenizer, negative_prompt), device)
 
 
 @torch.no_grad()
@@ -139,35 +153,12 @@ def decode_stream(pipe, latents: torch.Tensor) -> Iterator[np.ndarray]:
     mean, std = _latent_stats(vae, vae.device)
     z = latents.to(device=vae.device, dtype=torch.float32) * std + mean
     z = z.to(vae.dtype)
-    streamable = (
-        not getattr(vae, "use_tiling", False)
-        and getattr(vae.config, "patch_size", None) is None
-        and hasattr(vae, "_feat_map")
-        and hasattr(vae, "clear_cache")
-    )
-    if not streamable:
+    if not vae_streams(vae):
         video = vae.decode(z, return_dict=False)[0]
-        yield _to_uint8(video[0])
+        yield to_uint8(video[0])
         return
-    vae.clear_cache()
-    try:
-        hidden = vae.post_quant_conv(z)
-        for index in range(hidden.shape[2]):
-            vae._conv_idx = [0]
-            kwargs = {"first_chunk": True} if index == 0 else {}
-            chunk = vae.decoder(
-                hidden[:, :, index : index + 1], feat_cache=vae._feat_map, feat_idx=vae._conv_idx, **kwargs
-            )
-            yield _to_uint8(chunk.clamp(-1.0, 1.0)[0])
-    finally:
-        vae.clear_cache()
-
-
-def _to_uint8(video: torch.Tensor) -> np.ndarray:
-    """[3, n, H, W] in [-1, 1] -> [n, H, W, 3] uint8, rounding as diffusers' postprocessing does
-    (x/2 + 0.5, clamp to [0, 1], then x255 rounded)."""
-    frames = (video.float() / 2 + 0.5).clamp(0, 1)
-    return (frames.permute(1, 2, 3, 0) * 255).round().to(torch.uint8).cpu().numpy()
+    for chunk in decode_latent_frames(vae, z):
+        yield to_uint8(chunk[0])
 
 
 def feather_alpha(edit_mask: np.ndarray, feather_px: int) -> np.ndarray:

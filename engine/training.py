@@ -15,35 +15,8 @@ from dataclasses import dataclass, field
 import torch
 
 from framecast.engine.errors import Cancelled, TrainingDiverged
+from framecast.engine.requests import TrainSettings
 from framecast.engine.sampling import Conditioning
-
-# Every linear in every block except the image cross-attention projections (add_k/add_v).
-LORA_TARGET_PATTERN = r"blocks\.\d+\.(attn1\.(to_q|to_k|to_v|to_out\.0)|attn2\.(to_q|to_k|to_v|to_out\.0)|ffn\.net\.(0\.proj|2))"
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    rank: int = 16
-    alpha: float | None = None  # None: alpha = rank (scale 1)
-    steps: int = 100  # motion phase, per window when the clip is trained in windows
-    appearance_steps: int = 100  # only when reference frames are given
-    learning_rate: float = 1e-4
-    weight_decay: float = 0.01
-    betas: tuple[float, float] = (0.9, 0.99)
-    grad_clip: float = 1.0
-    w_edit: float = 1.0
-    w_keep: float = 1.0
-    seed: int = 0
-    gradient_checkpointing: bool = True
-    reference_repeats: int = 9  # reference samples per original-video sample in the appearance phase
-    # Motion-phase copies of the clip with the edit region recoloured (the same change in every
-    # frame, first frame included), trained alongside the clip itself: the adapter learns this
-    # video's motion but takes the region's colours from the first frame it is given.
-    colour_variants: int = 0
-
-    @property
-    def lora_alpha(self) -> float:
-        return float(self.rank if self.alpha is None else self.alpha)
 
 
 @dataclass

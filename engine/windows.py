@@ -10,8 +10,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from framecast.engine.conditioning import VAE_TEMPORAL, check_frame_count
 from framecast.engine.errors import InvalidInput
+
+VAE_TEMPORAL = 4  # latent frame j >= 1 encodes pixel frames 4j-3 .. 4j
+
+
+def latent_frames(num_frames: int) -> int:
+    return (num_frames - 1) // VAE_TEMPORAL + 1
+
+
+def is_frame_count(num_frames: int) -> bool:
+    """Whether a clip of ``num_frames`` frames is one the VAE encodes whole: 4N+1."""
+    return num_frames >= 1 and (num_frames - 1) % VAE_TEMPORAL == 0
+
+
+def check_frame_count(num_frames: int, field: str = "num_frames") -> None:
+    if not is_frame_count(num_frames):
+        raise InvalidInput(field, num_frames, "must be 4N+1 (1, 5, 9, 13, ..., 49, 81)")
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from framecast.engine.adapter_store import AdapterStore
-from framecast.engine.engine import Engine, EngineConfig
+from framecast.engine.engine import Engine
 from framecast.engine.errors import InvalidInput
 from framecast.server.adapter_rpcs import settle_interrupted_training
 from framecast.server.config import ServerConfig
@@ -50,7 +50,7 @@ class RunningServer:
         except BaseException:
             self._data_lock.close()
             raise
-        self.media = MediaStore(data / "media", max_pixels=config.max_pixels, max_frames=config.max_frames)
+        self.media = MediaStore(data / "media", max_pixels=config.engine.max_pixels, max_frames=config.engine.max_frames)
         adapters = AdapterStore(data / "adapters")
         adapters.remove_interrupted_writes()
 
@@ -102,7 +102,7 @@ class RunningServer:
 
     def start(self) -> "RunningServer":
         self._server.start()
-        log.info("listening on %s:%d; loading %s", self.config.host, self.port, self.config.model_dir)
+        log.info("listening on %s:%d; loading %s", self.config.host, self.port, self.config.engine.model_dir)
         self._loader = threading.Thread(target=self._load_engine, name="framecast-loader", daemon=True)
         self._loader.start()
         if self.config.media_retention_hours > 0:
@@ -125,17 +125,7 @@ class RunningServer:
     def _load_engine(self) -> None:
         config = self.config
         try:
-            engine = Engine(
-                EngineConfig(
-                    model_dir=config.model_dir, device=config.device, dtype=config.dtype, max_frames=config.max_frames,
-                    max_pixels=config.max_pixels, max_steps=config.max_steps, adapter_slots=config.adapter_slots,
-                    window_frames=config.window_frames, quantize=config.quantize, attention=config.attention,
-                    offload=config.offload, max_vram_gb=config.max_vram_gb, vae_tiling=config.vae_tiling,
-                    optimizer=config.optimizer, adapter_host_cache_gb=config.adapter_host_cache_gb,
-                    adapter_max_rank=config.adapter_max_rank,
-                ),
-                config.data_dir,
-            )
+            engine = Engine(config.engine, config.data_dir)
         except Exception as exc:
             log.exception("model failed to load")
             self.service.set_engine(None, f"{type(exc).__name__}: {exc}")

@@ -16,51 +16,70 @@ import logging
 import sys
 import threading
 
+from enum import Enum
+
+from framecast.engine.arguments import run_command
+from framecast.engine.config import Attention, Dtype, EngineConfig, Offload, Optimizer, Quantize, field_default
 from framecast.engine.errors import FramecastError, InvalidInput
+from framecast.server.config import ServerConfig
 
-# ServerConfig fields whose serve option is not named after them (adapter_slots -> --adapter-slots).
-_SERVE_OPTIONS = {"model_dir": "--model", "data_dir": "--data", "max_vram_gb": "--max-vram",
-                  "adapter_host_cache_gb": "--adapter-host-cache"}  # fmt: skip
+# Settings whose serve option is not named after them (adapter_slots is --adapter-slots).
+_OPTIONS = {"model_dir": "--model", "data_dir": "--data", "max_vram_gb": "--max-vram",
+            "adapter_host_cache_gb": "--adapter-host-cache"}  # fmt: skip
 
+
+def _option_of(field: str) -> str:
+    return _OPTIONS.get(field, "--" + field.replace("_", "-"))
 
 class ServeError(FramecastError):
     """A setting ``serve`` cannot start with, named by its option, or a server extra that is not
     installed; printed as ``error: <message>``, exit 2."""
 
 
+def _default(name: str):
+    """The default of a setting, from the config that owns it (the one place it is written)."""
+    config = EngineConfig if name in EngineConfig.field_names() else ServerConfig
+    value = field_default(config, name)
+    return value.value if isinstance(value, Enum) else value
+
+
 def add_options(parser: argparse.ArgumentParser) -> None:
-    """The serve options, on ``framecast serve`` or on ``python -m framecast.server`` itself."""
-    parser.add_argument("--model", required=True, metavar="DIR", help="diffusers directory of a WanImageToVideoPipeline")
-    parser.add_argument("--data", required=True, metavar="DIR", help="where adapters, media and job records are kept")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=50051, help="0 picks a free port")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    parser.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16 | float16")
-    parser.add_argument(
-        "--max-queue", type=int, default=16, metavar="N", help="queued jobs beyond which requests are refused"
-    )
-    parser.add_argument("--quantize", default="none", choices=["none", "int8", "nf4", "auto"],
-                        help="bitsandbytes quantisation of the transformer and text encoder (auto: by --max-vram)")
-    parser.add_argument("--attention", default="auto", choices=["auto", "sdpa", "xformers"],
-                        help="attention kernels (auto: xformers where it loads, else PyTorch SDPA)")
-    parser.add_argument("--offload", default="none", choices=["none", "model", "group", "auto"],
-                        help="keep components in host memory between uses (auto: by --max-vram)")
-    parser.add_argument("--max-vram", type=float, default=None, metavar="GB",
-                        help="device memory budget: settings and windows are chosen to fit; requests that cannot are refused")
-    parser.add_argument("--vae-tiling", action="store_true", help="decode in spatial tiles (less memory)")
-    parser.add_argument("--optimizer", default="adamw", choices=["adamw", "adamw8bit"], help="adapter optimiser")
-    parser.add_argument("--window-frames", type=int, default=81, metavar="N",
-                        help="clips longer than this (4N+1) are trained and generated in windows")
-    parser.add_argument("--adapter-slots", type=int, default=8, metavar="N",
-                        help="adapters kept in device memory, least recently used evicted (default: %(default)s)")
-    parser.add_argument("--adapter-host-cache", type=float, default=4.0, metavar="GB",
-                        help="host memory for adapters off the device (default: %(default)s)")
-    parser.add_argument("--adapter-max-rank", type=int, default=64, metavar="R",
-                        help="rank of the hot-swap LoRA slot adapters are zero-padded to; a larger adapter grows it once, "
-                        "with a recompile (default: %(default)s)")
-    parser.add_argument("--media-retention-hours", type=float, default=0.0, metavar="H",
-                        help="delete uploads and results H hours after they were stored or last uploaded again "
-                        "(default: 0, kept until deleted)")
+    """The serve options, on ``framecast serve`` or on ``python -m framecast.server`` itself. Each
+    option's ``dest`` is the config field it sets, and its default is that field's."""
+
+    def option(flag: str, dest: str, help: str = "", **kwargs) -> None:
+        shown = f" (default: {_default(dest)})" if help and "choices" not in kwargs else ""
+        parser.add_argument(flag, dest=dest, default=_default(dest), help=help + shown, **kwargs)
+
+    parser.add_argument("--model", dest="model_dir", required=True, metavar="DIR",
+                        help="diffusers directory of a WanImageToVideoPipeline")  # fmt: skip
+    parser.add_argument("--data", dest="data_dir", required=True, metavar="DIR",
+                        help="where adapters, media and job records are kept")  # fmt: skip
+    option("--host", "host")
+    option("--port", "port", "0 picks a free port", type=int)
+    option("--device", "device", "auto | cpu | cuda | cuda:N")
+    option("--dtype", "dtype", "", choices=[d.value for d in Dtype])
+    option("--max-queue", "max_queue", "queued jobs beyond which requests are refused", type=int, metavar="N")
+    option("--quantize", "quantize", "bitsandbytes quantisation of the transformer and text encoder (auto: by --max-vram)",
+           choices=[q.value for q in Quantize])  # fmt: skip
+    option("--attention", "attention", "attention kernels (auto: xformers where it loads, else PyTorch SDPA)",
+           choices=[a.value for a in Attention])  # fmt: skip
+    option("--offload", "offload", "keep components in host memory between uses (auto: by --max-vram)",
+           choices=[o.value for o in Offload])  # fmt: skip
+    option("--max-vram", "max_vram_gb", "device memory budget in GB: settings and windows are chosen to fit; requests "
+           "that cannot are refused; 0: none", type=float, metavar="GB")  # fmt: skip
+    parser.add_argument("--vae-tiling", dest="vae_tiling", action="store_true", help="decode in spatial tiles (less memory)")
+    option("--optimizer", "optimizer", "adapter optimiser", choices=[o.value for o in Optimizer])
+    option("--window-frames", "window_frames", "clips longer than this (4N+1) are trained and generated in windows",
+           type=int, metavar="N")  # fmt: skip
+    option("--adapter-slots", "adapter_slots", "adapters kept in device memory, least recently used evicted",
+           type=int, metavar="N")  # fmt: skip
+    option("--adapter-host-cache", "adapter_host_cache_gb", "host memory for adapters off the device, in GB",
+           type=float, metavar="GB")  # fmt: skip
+    option("--adapter-max-rank", "adapter_max_rank", "rank of the hot-swap LoRA slot adapters are zero-padded to; a "
+           "larger adapter grows it once, with a recompile", type=int, metavar="R")  # fmt: skip
+    option("--media-retention-hours", "media_retention_hours", "delete uploads and results H hours after they were "
+           "stored or last uploaded again; 0: kept until deleted", type=float, metavar="H")  # fmt: skip
     parser.set_defaults(run=cmd_serve)
 
 
@@ -71,18 +90,10 @@ def add_parser(commands) -> argparse.ArgumentParser:
     return serve
 
 
-def server_config(args):
+def server_config(args) -> ServerConfig:
     """The ServerConfig the parsed serve options describe (raises InvalidInput naming the field)."""
-    from framecast.server.config import ServerConfig
-
-    return ServerConfig(
-        model_dir=args.model, data_dir=args.data, host=args.host, port=args.port,
-        device=args.device, dtype=args.dtype, max_queue=args.max_queue, quantize=args.quantize,
-        attention=args.attention, offload=args.offload, max_vram_gb=args.max_vram or 0.0,
-        vae_tiling=args.vae_tiling, optimizer=args.optimizer, window_frames=args.window_frames,
-        adapter_slots=args.adapter_slots, adapter_host_cache_gb=args.adapter_host_cache,
-        adapter_max_rank=args.adapter_max_rank, media_retention_hours=args.media_retention_hours,
-    )  # fmt: skip
+    fields = EngineConfig.field_names() | ServerConfig.field_names()
+    return ServerConfig.build(**{name: value for name, value in vars(args).items() if name in fields})
 
 
 def cmd_serve(args) -> int:
@@ -99,9 +110,9 @@ def cmd_serve(args) -> int:
     try:
         running = start_server(server_config(args), handle_signals=True)
     except InvalidInput as error:  # a setting the server cannot start with: name its option
-        option = _SERVE_OPTIONS.get(error.field, "--" + error.field.replace("_", "-"))
+        option = _option_of(error.field)
         raise ServeError(f"{option}: {str(error).removeprefix(error.field + ' ')}") from None
-    print(f"framecast listening on {args.host}:{running.port}, loading {args.model}", flush=True)
+    print(f"framecast listening on {args.host}:{running.port}, loading {args.model_dir}", flush=True)
 
     def announce_ready():
         if running.wait_ready(None):
@@ -127,11 +138,4 @@ def main(argv: list[str] | None = None) -> int:
     add_options(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        return cmd_serve(args)
-    except FramecastError as error:
-        print(f"error: {error}", file=sys.stderr)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    return 2
+    return run_command(lambda: cmd_serve(args))

@@ -1,39 +1,23 @@
-"""Server configuration, checked once at start-up."""
+"""Server configuration, checked once at start-up: the engine's settings plus the server's own."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
+from framecast.engine.config import MiB, EngineConfig
 from framecast.engine.errors import InvalidInput
 from framecast.engine.model import check_model_dir
-
-MiB = 1 << 20
 
 
 @dataclass(frozen=True)
 class ServerConfig:
-    model_dir: str  # local diffusers directory of a WanImageToVideoPipeline
+    engine: EngineConfig  # the model and how it runs
     data_dir: str  # adapters, media, results and job records live here
     host: str = "127.0.0.1"
     port: int = 50051  # 0 = pick a free port (the chosen one is reported by the running server)
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    dtype: str = "auto"  # auto | float32 | bfloat16 | float16
     max_queue: int = 16  # queued jobs beyond which Train/Propagate get RESOURCE_EXHAUSTED
     max_upload_bytes: int = 512 * MiB
-    max_frames: int = 81
-    max_pixels: int = 832 * 480 * 2  # per frame
-    max_steps: int = 10_000
-    adapter_slots: int = 8  # adapters kept in device memory at once
-    adapter_host_cache_gb: float = 4.0  # host memory for adapters off the device
-    adapter_max_rank: int = 64  # rank every adapter is zero-padded to on the model
-    window_frames: int = 81  # clips longer than this are trained and generated in windows
-    quantize: str = "none"  # none | int8 | nf4 | auto
-    attention: str = "auto"  # auto | sdpa | xformers
-    offload: str = "none"  # none | model | group | auto
-    max_vram_gb: float = 0.0  # device memory budget; 0 = none
-    vae_tiling: bool = False
-    optimizer: str = "adamw"  # adamw | adamw8bit
     grace_s: float = 10.0  # on shutdown: time running jobs get to reach a step boundary
     media_retention_hours: float = 0.0  # uploads and results older than this are deleted; 0 = kept until deleted
     chunk_bytes: int = 1 * MiB  # download/export chunk size
@@ -46,19 +30,23 @@ class ServerConfig:
             raise InvalidInput("max_queue", self.max_queue, "must be >= 1")
         if self.max_upload_bytes < 1:
             raise InvalidInput("max_upload_bytes", self.max_upload_bytes, "must be >= 1")
-        if self.adapter_slots < 1:
-            raise InvalidInput("adapter_slots", self.adapter_slots, "must be >= 1")
-        if self.adapter_host_cache_gb < 0:
-            raise InvalidInput("adapter_host_cache_gb", self.adapter_host_cache_gb, "must be >= 0")
-        if not 1 <= self.adapter_max_rank <= 512:
-            raise InvalidInput("adapter_max_rank", self.adapter_max_rank, "must be between 1 and 512")
-        if self.window_frames and (self.window_frames < 5 or (self.window_frames - 1) % 4):
-            raise InvalidInput("window_frames", self.window_frames, "must be 0 (whole clips) or 4N+1 and at least 5")
         if not self.media_retention_hours >= 0:
             raise InvalidInput("media_retention_hours", self.media_retention_hours, "must be >= 0 (0 keeps media until deleted)")
-        if not Path(self.model_dir).is_dir():
-            raise InvalidInput("model", self.model_dir, "is not a directory")
-        check_model_dir(self.model_dir)  # here, not minutes later in the background load
+        if not Path(self.engine.model_dir).is_dir():
+            raise InvalidInput("model", self.engine.model_dir, "is not a directory")
+        check_model_dir(self.engine.model_dir)  # here, not minutes later in the background load
+
+    @classmethod
+    def build(cls, **settings) -> ServerConfig:
+        """A config from flat settings, each going where it belongs: the engine's fields (model_dir,
+        quantize, window_frames...) to its ``EngineConfig``, the rest to the server's."""
+        engine_fields = EngineConfig.field_names()
+        engine = EngineConfig(**{k: v for k, v in settings.items() if k in engine_fields})
+        return cls(engine=engine, **{k: v for k, v in settings.items() if k not in engine_fields})
+
+    @classmethod
+    def field_names(cls) -> frozenset[str]:
+        return frozenset(f.name for f in fields(cls))
 
     @property
     def address(self) -> str:

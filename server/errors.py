@@ -2,12 +2,16 @@
 
 ``ErrorInterceptor`` wraps every handler (unary and streaming): a ``FramecastError`` is
 sent with its status and message; anything else is logged with its traceback and sent as
-INTERNAL with a generic message, never the traceback.
+INTERNAL with a generic message, never the traceback. Handlers never abort a call
+themselves: they raise, and only this interceptor turns what they raise into a status. A
+job that failed carries its ``Status`` (mapped once, when it ended) to every stream
+following it as a ``JobFailed``.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import grpc
 
@@ -20,24 +24,41 @@ _CODES: list[tuple[type[BaseException], grpc.StatusCode]] = [
     (E.NotFound, grpc.StatusCode.NOT_FOUND),
     (E.AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
     (E.FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
-    (E.OutOfMemory, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (E.ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (E.Unavailable, grpc.StatusCode.UNAVAILABLE),
     (E.Cancelled, grpc.StatusCode.CANCELLED),
 ]
 
 
-def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
-    """Map an exception to (status code, message safe to send)."""
+@dataclass(frozen=True)
+class Status:
+    code: grpc.StatusCode
+    message: str  # safe to send: never a traceback
+
+
+class JobFailed(Exception):
+    """Raised by a stream that follows a job which ended FAILED or CANCELLED: the call ends with the
+    job's own status, mapped once when the job ended."""
+
+    def __init__(self, status: Status):
+        super().__init__(status.message)
+        self.status = status
+
+
+def status_for(exc: BaseException) -> Status:
+    """Map an exception to its status and a message safe to send."""
+    if isinstance(exc, JobFailed):
+        return exc.status
     for cls, code in _CODES:
         if isinstance(exc, cls):
-            return code, str(exc)
+            return Status(code, str(exc))
     if _is_out_of_memory(exc):
-        return grpc.StatusCode.RESOURCE_EXHAUSTED, f"out of device memory: {str(exc).splitlines()[0]}"
+        return Status(grpc.StatusCode.RESOURCE_EXHAUSTED, f"out of device memory: {str(exc).splitlines()[0]}")
     if (message := E.storage_full(exc)) is not None:
         log.error("out of storage space", exc_info=exc)
-        return grpc.StatusCode.RESOURCE_EXHAUSTED, message
+        return Status(grpc.StatusCode.RESOURCE_EXHAUSTED, message)
     log.error("internal error", exc_info=exc)
-    return grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__}); see the server log"
+    return Status(grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__}); see the server log")
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
@@ -52,8 +73,8 @@ def _is_out_of_memory(exc: BaseException) -> bool:
 
 
 def _abort(context: grpc.ServicerContext, exc: BaseException):
-    code, message = status_for(exc)
-    context.abort(code, message)
+    status = status_for(exc)
+    context.abort(status.code, status.message)
 
 
 def _wrap_unary(behavior):
@@ -61,8 +82,6 @@ def _wrap_unary(behavior):
         try:
             return behavior(request, context)
         except Exception as exc:
-            if _is_grpc_abort(exc):
-                raise
             _abort(context, exc)
 
     return handler
@@ -73,16 +92,9 @@ def _wrap_stream(behavior):
         try:
             yield from behavior(request, context)
         except Exception as exc:
-            if _is_grpc_abort(exc):
-                raise
             _abort(context, exc)
 
     return handler
-
-
-def _is_grpc_abort(exc: BaseException) -> bool:
-    # context.abort raises a plain Exception subclass that grpc recognises; let it through.
-    return type(exc) is Exception and not exc.args
 
 
 class ErrorInterceptor(grpc.ServerInterceptor):

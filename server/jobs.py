@@ -18,9 +18,9 @@ from pathlib import Path
 
 from google.protobuf import json_format
 
-from framecast.engine.errors import Cancelled, FailedPrecondition, JobNotFound, OutOfMemory, Unavailable
+from framecast.engine.errors import Cancelled, FailedPrecondition, JobNotFound, QueueFull, Unavailable
 from framecast.engine.media import atomic_write, remove_interrupted_writes
-from framecast.server.errors import status_for
+from framecast.server.errors import Status, status_for
 from framecast.v1 import framecast_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,7 @@ class Job:
         self._history: list[pb.JobEvent] = []
         self._changed = threading.Condition()
         self._record: Callable[[pb.JobInfo], None] | None = None  # the queue's durable record writer
+        self.status: Status | None = None  # how it failed or was cancelled, once it has
 
     @property
     def id(self) -> str:
@@ -91,16 +92,18 @@ class Job:
             if self._record is not None and not self.done:
                 self._record(self.snapshot())  # the condition's lock is reentrant
 
-    def end(self, state: int, error: pb.JobError | None = None) -> bool:
-        """Give the job its terminal ``state`` (and ``error`` event) in one step, so a follower
-        never sees the state without the event. False, changing nothing, when it had ended already
-        (a job abandoned at shutdown whose run returns later)."""
+    def end(self, state: int, status: Status | None = None) -> bool:
+        """Give the job its terminal ``state`` (and, failed or cancelled, its ``status`` as an ``error``
+        event) in one step, so a follower never sees the state without the event. False, changing
+        nothing, when it had ended already (a job abandoned at shutdown whose run returns later)."""
         with self._changed:
             if self.done:
                 return False
-            if error is None:
+            if status is None:
                 self.set_state(state, finished_at=time.time())
             else:
+                self.status = status
+                error = job_error(status)
                 self.set_state(state, finished_at=time.time(), error=error)
                 self.emit(error=error)
             return True
@@ -168,7 +171,7 @@ class JobQueue:
             if info.state not in TERMINAL:
                 info.state = pb.JOB_STATE_FAILED
                 info.finished_at = time.time()
-                info.error.CopyFrom(pb.JobError(code="UNAVAILABLE", message="interrupted by a server restart; submit it again"))
+                info.error.CopyFrom(job_error(status_for(Unavailable("interrupted by a server restart; submit it again"))))
                 if on_interrupted is not None:
                     on_interrupted(info)
                 self._persist(info)
@@ -181,7 +184,7 @@ class JobQueue:
     # --- submitting and inspecting --------------------------------------------------------
 
     def submit(self, job: Job) -> Job:
-        """Queue ``job``. Raises Unavailable while shutting down, OutOfMemory when the queue is full
+        """Queue ``job``. Raises Unavailable while shutting down, QueueFull when the queue is full
         and FailedPrecondition for a training of an adapter another queued or running job trains
         (checked under the queue's lock, so of two such requests at once exactly one is queued)."""
         with self._lock:
@@ -190,7 +193,7 @@ class JobQueue:
             if job.info.kind == pb.JOB_KIND_TRAIN and (other := self.training(job.info.adapter)) is not None:
                 raise FailedPrecondition(f"adapter {job.info.adapter!r} is already being trained by job {other.id}")
             if len(self._waiting) >= self.max_queue:
-                raise OutOfMemory(f"queue is full ({self.max_queue} jobs waiting); try again later")
+                raise QueueFull(self.max_queue)
             position = len(self._waiting) + (1 if self._running is not None else 0)
             self._waiting.append(job)
             self._jobs[job.id] = job
@@ -282,13 +285,13 @@ class JobQueue:
                 self._persist(job.snapshot())
 
     def _finish(self, job: Job, exc: BaseException) -> None:
-        code, message = status_for(exc)
+        status = status_for(exc)
         state = pb.JOB_STATE_CANCELLED if isinstance(exc, Cancelled) else pb.JOB_STATE_FAILED
-        if not job.end(state, pb.JobError(code=code.name, message=message)):
+        if not job.end(state, status):
             return
         self._persist(job.snapshot())
         if state == pb.JOB_STATE_FAILED:
-            log.warning("job %s failed: %s %s", job.id, code.name, message)
+            log.warning("job %s failed: %s %s", job.id, status.code.name, status.message)
 
     def _announce_positions(self) -> None:
         offset = 1 if self._running is not None else 0
@@ -322,11 +325,16 @@ class JobQueue:
             running.cancel_requested.set()
         self._worker.join(timeout=max(grace_s, 1.0))
         if running is not None and not running.done:
-            message = "the server shut down before the job reached a step where it could stop; submit it again"
-            if running.end(pb.JOB_STATE_FAILED, pb.JobError(code="UNAVAILABLE", message=message)):
+            abandoned = Unavailable("the server shut down before the job reached a step where it could stop; submit it again")
+            if running.end(pb.JOB_STATE_FAILED, status_for(abandoned)):
                 self._persist(running.snapshot())
                 log.warning("job %s abandoned at shutdown: still running %g s after it was cancelled", running.id,
                             max(grace_s, 1.0))
+
+
+def job_error(status: Status) -> pb.JobError:
+    """A status as a job record and an ``error`` event carry it (the code by name)."""
+    return pb.JobError(code=status.code.name, message=status.message)
 
 
 def ensure_not_in_use(queue: JobQueue, name: str) -> None:

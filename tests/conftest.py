@@ -31,7 +31,7 @@ def _start(model_dir, data_dir, **overrides):
     from framecast.server.app import start_server
     from framecast.server.config import ServerConfig
 
-    config = ServerConfig(model_dir=str(model_dir), data_dir=str(data_dir), host="127.0.0.1", port=0, **overrides)
+    config = ServerConfig.build(model_dir=str(model_dir), data_dir=str(data_dir), host="127.0.0.1", port=0, **overrides)
     server = start_server(config)
     assert server.wait_ready(timeout=120), "server did not become ready"
     return server

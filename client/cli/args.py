@@ -7,9 +7,7 @@ import argparse
 import os
 from pathlib import Path
 
-# The value types the toy lab's command line uses too live there (it cannot import the client);
-# the client's commands take them from here, with the rest.
-from framecast.engine.toy.cli import (  # noqa: F401
+from framecast.engine.arguments import (  # noqa: F401 (the client's commands take them from here, with the rest)
     UINT32_MAX,
     UINT64_MAX,
     non_negative_int,

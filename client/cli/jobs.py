@@ -23,6 +23,15 @@ from framecast.client.client import MASK_MODES, OUTPUT_ENCODINGS, FramecastClien
 from framecast.client.display import JobProgress, follow_job, format_adapter, format_metrics, upload_file
 from framecast.client.errors import FramecastError
 from framecast.client.jobs import collect_propagation, run_train
+from framecast.engine.config import field_default
+from framecast.engine.requests import PropagateJob, TrainSettings
+
+TRAIN = TrainSettings()  # the server's training defaults, which the options show and send
+
+
+def _propagate(name: str):
+    """The server's default of a propagation setting."""
+    return field_default(PropagateJob, name)
 
 
 def save_result(client: FramecastClient, media_id: str, output: Path, timeout: float | None) -> None:
@@ -96,7 +105,7 @@ def cmd_propagate(args) -> int:
 
 def _mask_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--mask-mode", choices=list(MASK_MODES), default=None, help="how the mask is loosened (server default: bbox)"
+        "--mask-mode", choices=list(MASK_MODES), default=None, help=f"how the mask is loosened (server default: {_propagate('mask_mode').value})"
     )
     parser.add_argument(
         "--dilate-px", type=non_negative_int, default=None, metavar="PX",
@@ -117,15 +126,15 @@ def add_parsers(commands) -> None:
     )
     train.add_argument("--mask", required=True, metavar="MASK", help="mask video/image, white = edit region")
     train.add_argument("--prompt", required=True, help="caption of the source video")
-    train.add_argument("--steps", type=positive_int, default=100, help="motion-phase steps, per window for a clip trained in windows (default: %(default)s)")
+    train.add_argument("--steps", type=positive_int, default=TRAIN.steps, help="motion-phase steps, per window for a clip trained in windows (default: %(default)s)")
     train.add_argument(
         "--appearance-steps",
         type=positive_int,
         default=None,
-        help="appearance-phase steps with --reference (server default: 100)",
+        help=f"appearance-phase steps with --reference (server default: {TRAIN.appearance_steps})",
     )
-    train.add_argument("--rank", type=positive_int, default=16, help="LoRA rank (default: %(default)s)")
-    train.add_argument("--lr", type=positive_float, default=1e-4, help="learning rate (default: %(default)s)")
+    train.add_argument("--rank", type=positive_int, default=TRAIN.rank, help="LoRA rank (default: %(default)s)")
+    train.add_argument("--lr", type=positive_float, default=TRAIN.learning_rate, help="learning rate (default: %(default)s)")
     train.add_argument("--seed", type=seed_int, default=0, help="0 to 2**64-1; the same seed gives the same result (default: %(default)s)")
     train.add_argument(
         "--colour-variants",
@@ -141,7 +150,7 @@ def add_parsers(commands) -> None:
         nargs=2,
         default=None,
         metavar=("EDIT", "KEEP"),
-        help="loss weight inside / outside the edit region (default: 1 1)",
+        help=f"loss weight inside / outside the edit region (default: {TRAIN.w_edit:g} {TRAIN.w_keep:g})",
     )
     train.add_argument(
         "--reference",
@@ -164,16 +173,16 @@ def add_parsers(commands) -> None:
     prop.add_argument("--edited-first-frame", required=True, metavar="IMAGE")
     prop.add_argument("--prompt", required=True, help="description of the edited video")
     prop.add_argument("--negative-prompt", default="")
-    prop.add_argument("--steps", type=positive_int, default=30, help="denoising steps (default: %(default)s)")
+    prop.add_argument("--steps", type=positive_int, default=_propagate("steps"), help="denoising steps (default: %(default)s)")
     prop.add_argument(
-        "--guidance", type=non_negative_float, default=5.0, help="classifier-free guidance; <= 1 disables it (default: %(default)s)"
+        "--guidance", type=non_negative_float, default=_propagate("guidance_scale"), help="classifier-free guidance; <= 1 disables it (default: %(default)s)"
     )
     prop.add_argument("--adapter-strength", type=non_negative_float, default=None, metavar="S",
-                      help="scale the adapter's effect, 0 (the base model) to 2 (default: the server's, 1.0)")
+                      help=f"scale the adapter's effect, 0 (the base model) to 2 (default: the server's, {_propagate('adapter_strength')})")
     prop.add_argument("--seed", type=seed_int, default=0, help="0 to 2**64-1; the same seed gives the same result (default: %(default)s)")
     prop.add_argument("--composite", action="store_true", help="keep source pixels outside the (feathered) mask")
     prop.add_argument(
-        "--feather-px", type=non_negative_int, default=3, metavar="PX", help="composite feather width (default: %(default)s)"
+        "--feather-px", type=non_negative_int, default=_propagate("feather_px"), metavar="PX", help="composite feather width (default: %(default)s)"
     )
     prop.add_argument("--output-encoding", choices=list(OUTPUT_ENCODINGS), default="mp4")
     prop.add_argument(

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from framecast.engine.conditioning import VAE_TEMPORAL
+from framecast.engine.windows import VAE_TEMPORAL
 
 # Byte-level vocabulary of the built-in models' tokenizer: every UTF-8 byte is a token, so any
 # prompt tokenizes without a trained vocabulary. Ids 0..2 follow T5's convention.
@@ -268,6 +268,9 @@ def build_components(spec: WanSpec, device=None, dtype=None) -> dict:
 def build_pipeline(spec: WanSpec, device=None, dtype=None):
     """A random-weight WanImageToVideoPipeline of ``build_components(spec, device, dtype)``, its
     modules in eval mode as ``from_pretrained`` leaves them (no dropout)."""
+    from framecast.engine.compat import use_pil_clip_processor
+
+    use_pil_clip_processor()  # before diffusers' Wan pipeline module imports the name
     from diffusers import WanImageToVideoPipeline
 
     components = build_components(spec, device, dtype)

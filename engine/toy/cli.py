@@ -2,8 +2,8 @@
 ``python -m framecast.engine.toy COMMAND ...``: the toy lab's command line.
 
 Importing this module is light (argparse and the engine's error classes): the client's
-``framecast`` command line imports it to list these commands, and takes its own options' value
-types from here. The toy model (torch, transformers, diffusers) is imported when a command runs.
+``framecast`` command line imports it to list these commands. The toy model (torch,
+transformers, diffusers) is imported when a command runs.
 Nothing here imports the client, so ``python -m framecast.engine.toy`` also runs where the
 client's gRPC code cannot load (a GPU image that carries another grpcio).
 """
@@ -13,52 +13,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import sys
 
-from framecast.engine.errors import FramecastError, InvalidInput
+from framecast.engine.arguments import (
+    UINT32_MAX,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    run_command,
+    whole_number,
+)
+from framecast.engine.errors import InvalidInput
 
-# ---- option value types (the client's command line uses them too) ---------------------------
-
-UINT32_MAX = 2**32 - 1  # the largest value of the API's uint32 fields (steps, rank, pixels, frame indices)
-UINT64_MAX = 2**64 - 1  # ... and of its uint64 fields (seeds)
-
-
-def whole_number(low: int, high: int, name: str = "whole_number"):
-    """An argparse type: a whole number in ``[low, high]``, written plainly (``7`` or ``+7``).
-    The bounds are those of the request field the option fills (uint32, uint64) or the option's
-    documented range, so a value the request cannot carry is an argparse error naming the
-    option (exit 2) before anything is uploaded."""
-    wire_limit = high in (UINT32_MAX, UINT64_MAX)
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = None
-        if value is not None and str(value) == text.strip().lstrip("+") and low <= value <= high:
-            return value
-        if not wire_limit:
-            bounds = f"from {low} to {high}"
-        elif value is not None and value > high:
-            bounds = f"of at most {high}"
-        else:
-            bounds = f"of at least {low}"
-        raise argparse.ArgumentTypeError(f"must be a whole number {bounds} but got {text!r}")
-
-    parse.__name__ = name
-    return parse
-
-
-_positive_uint32 = whole_number(1, UINT32_MAX, "positive_int")
-
-
-def positive_int(text: str) -> int:
-    """A count that must be at least 1 (and fit the API's uint32). The API reads 0 as "the
-    server's default", so a 0 typed on the command line is refused here rather than silently replaced."""
-    return _positive_uint32(text)
-
-
-non_negative_int = whole_number(0, UINT32_MAX, "non_negative_int")  # pixels (--dilate-px), steps (--vae-steps)
 _multiplier = whole_number(1, 64, "multiplier")
 
 
@@ -68,17 +33,6 @@ def dim_mult(text: str) -> tuple[int, ...]:
     if len(values) < 3:
         raise argparse.ArgumentTypeError(f"needs at least 3 comma-separated levels but got {text!r}")
     return values
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number above 0 but got {text!r}")
-    return value
-
 
 # ---- commands -------------------------------------------------------------------------------
 
@@ -202,11 +156,4 @@ def main(argv: list[str] | None = None) -> int:
     add_parsers(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        return args.run(args)
-    except FramecastError as error:
-        print(f"error: {error}", file=sys.stderr)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    return 2
+    return run_command(lambda: args.run(args))

@@ -162,7 +162,7 @@ class _Run:
 
 def _to_unit(clips: np.ndarray) -> torch.Tensor:
     """[B, F, H, W, 3] uint8 -> [B, 3, F, H, W] float32 in [-1, 1]."""
-    return torch.from_numpy(clips).float().div(127.5).sub(1.0).permute(0, 4, 1, 2, 3).contiguous()
+    return C.unit_range(clips).permute(0, 4, 1, 2, 3).contiguous()
 
 
 def _pooled_colour(x: torch.Tensor, spatial: int = C.VAE_SPATIAL) -> torch.Tensor:
@@ -349,7 +349,7 @@ def _vae_psnr(vae, videos: np.ndarray) -> float:
     """Mean PSNR (dB) of decode(encode(x).mode()) over [B, F, H, W, 3] uint8 videos."""
     vae.eval()
     recon = vae.decode(vae.encode(_to_unit(videos).to(vae.device)).latent_dist.mode()).sample
-    recon = ((recon.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 4, 1).cpu().numpy()
+    recon = C.to_uint8(recon)
     return float(np.mean([psnr(r, v) for r, v in zip(recon, videos)]))
 
 
@@ -540,6 +540,9 @@ def train_toy_model(
     run.log(stage="vae", latents_mean=vae.config.latents_mean, latents_std=vae.config.latents_std)
     if stop_after == "vae":
         return out_dir
+    from framecast.engine.compat import use_pil_clip_processor
+
+    use_pil_clip_processor()  # before diffusers' Wan pipeline module imports the name
     from diffusers import WanImageToVideoPipeline
 
     pipe = WanImageToVideoPipeline(**components)
@@ -567,7 +570,7 @@ def build_latent_set(pipe, spec: WanSpec, settings: ToyTrainSettings, run: _Run,
 
     def prompt_embeds(text: str) -> torch.Tensor:
         if text not in prompts:
-            prompts[text] = encode_prompts(pipe, text, None, False, device)[0][0].half().cpu()
+            prompts[text] = encode_prompts(pipe, text, None, device)[0][0].half().cpu()
         return prompts[text]
 
     every_frame = np.ones((spec.frames, spec.height, spec.width), dtype=bool)

@@ -31,7 +31,8 @@ METHODS = ("framecast", "(a) plain I2V")
 def toy_engine(tmp_path_factory):
     import torch
 
-    from framecast.engine.engine import Engine, EngineConfig
+    from framecast.engine.config import EngineConfig
+    from framecast.engine.engine import Engine
 
     model = builtin_model_dir()
     assert (model / "model_index.json").is_file(), f"the built-in toy model is missing: {model}"

@@ -44,7 +44,7 @@ def test_client_imports_neither_torch_nor_diffusers():
 
 def test_parse_serve():
     args = cli.build_parser().parse_args(["serve", "--model", "m", "--data", "d", "--port", "0", "--max-queue", "3"])
-    assert (args.model, args.data, args.host, args.port, args.device, args.dtype, args.max_queue) == (
+    assert (args.model_dir, args.data_dir, args.host, args.port, args.device, args.dtype, args.max_queue) == (
         "m",
         "d",
         "127.0.0.1",
@@ -680,4 +680,4 @@ def test_train_toy_model_refuses_a_fresh_vae_it_would_not_train(tmp_path, capsys
 def test_parse_serve_adapter_cache_flags():
     args = cli.build_parser().parse_args(["serve", "--model", "m", "--data", "d", "--adapter-slots", "3",
                                           "--adapter-host-cache", "0.5", "--adapter-max-rank", "32"])  # fmt: skip
-    assert (args.adapter_slots, args.adapter_host_cache, args.adapter_max_rank) == (3, 0.5, 32)
+    assert (args.adapter_slots, args.adapter_host_cache_gb, args.adapter_max_rank) == (3, 0.5, 32)

@@ -8,9 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from framecast.engine import checks
 from framecast.engine import conditioning as C
 from framecast.engine.adapters import AdapterState, AdapterStore
-from framecast.engine.engine import Engine, EngineConfig, PropagateJob, TrainJob
+from framecast.engine.config import EngineConfig
+from framecast.engine.engine import Engine
+from framecast.engine.requests import PropagateJob, TrainJob, TrainSettings
 from framecast.engine.errors import (
     AdapterFailed,
     AdapterNotFound,
@@ -21,7 +24,6 @@ from framecast.engine.errors import (
     TrainingDiverged,
 )
 from framecast.engine.sampling import decode_stream, feather_alpha
-from framecast.engine.training import TrainSettings
 
 
 @pytest.fixture(scope="module")
@@ -46,13 +48,13 @@ def test_training_lowers_the_loss_and_is_reproducible(engine, scene):
     first, last = np.mean(losses["fit-a"][:8]), np.mean(losses["fit-a"][-8:])
     assert last < 0.8 * first, (first, last)
     np.testing.assert_allclose(losses["fit-a"], losses["fit-b"], rtol=1e-5)
-    a, _ = engine.store.load("fit-a")
-    b, _ = engine.store.load("fit-b")
+    a, _ = engine.adapters.store.load("fit-a")
+    b, _ = engine.adapters.store.load("fit-b")
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
 
 def test_adapter_record_and_targets(engine):
-    record = engine.store.record("fit-a")
+    record = engine.adapters.store.record("fit-a")
     assert record.rank == 8 and record.alpha == 8.0 and record.base_model == engine.base_model
     assert record.target_modules and not any("add_k_proj" in t or "add_v_proj" in t for t in record.target_modules)
     kinds = {t.split(".", 2)[2] for t in record.target_modules}
@@ -75,7 +77,7 @@ def test_colour_variants_join_the_motion_phase(engine, scene):
     settings = TrainSettings(steps=4, rank=2, colour_variants=2, gradient_checkpointing=False)
     losses = []
     engine.train(TrainJob("variants", scene.source, scene.edit_mask, scene.prompt, settings), lambda p: losses.append(p.loss))
-    assert len(losses) == 4 and engine.store.record("variants").training["colour_variants"] == 2
+    assert len(losses) == 4 and engine.adapters.store.record("variants").training["colour_variants"] == 2
     # Steps cycle through the clip and its two recoloured copies: the third sample is not the first.
     assert len(set(losses)) == 4
     with pytest.raises(InvalidInput, match="colour_variants"):
@@ -92,8 +94,8 @@ def test_cancel_between_steps_leaves_nothing(engine, scene):
     with pytest.raises(Cancelled):
         engine.train(TrainJob("cancelled", scene.source, scene.edit_mask, "p", TrainSettings(steps=50, rank=2)),
                      should_cancel=cancel_after_two)
-    assert not engine.store.exists("cancelled") and "cancelled" not in engine.slots.attached
-    assert engine.slots.status("cancelled").state == AdapterState.READY  # a cancel is not a failure
+    assert not engine.adapters.store.exists("cancelled") and "cancelled" not in engine.adapters.slots.attached
+    assert engine.adapters.slots.status("cancelled").state == AdapterState.READY  # a cancel is not a failure
     # The model is usable afterwards, with and without adapters.
     engine.propagate(PropagateJob("", scene.source, scene.edit_mask, scene.edited_first_frame, "p", steps=1))
 
@@ -105,26 +107,26 @@ def test_a_failed_training_stays_failed_until_trained_again(engine, scene):
     job = TrainJob("crashes", scene.source, scene.edit_mask, "p", TrainSettings(steps=4, rank=2))
     with pytest.raises(RuntimeError):
         engine.train(job, on_progress=crash)
-    status = engine.slots.status("crashes")
+    status = engine.adapters.slots.status("crashes")
     # Clients read the error's type, never its text (that is for the server log).
     assert status.state == AdapterState.FAILED and status.error == "training failed: RuntimeError (see the server log)"
-    assert not engine.store.exists("crashes")
+    assert not engine.adapters.store.exists("crashes")
     # A refused request leaves the mark as it was: it never started.
     with pytest.raises(InvalidInput, match="rank"):
         engine.train(TrainJob("crashes", scene.source, scene.edit_mask, "p", TrainSettings(rank=0)))
-    assert engine.slots.status("crashes").state == AdapterState.FAILED
+    assert engine.adapters.slots.status("crashes").state == AdapterState.FAILED
     # The mark is on disk too, where a restarted engine finds it.
-    assert engine.store.failures() == {"crashes": status.error}
+    assert engine.adapters.store.failures() == {"crashes": status.error}
     # Using it says why it cannot be used, not that it does not exist.
     failed = r"adapter 'crashes' failed to train: RuntimeError \(see the server log\); train it again or delete it"
-    for use in (lambda: engine.validate_propagate(PropagateJob("crashes", scene.source, scene.edit_mask,
+    for use in (lambda: engine.prepare_propagate(PropagateJob("crashes", scene.source, scene.edit_mask,
                                                                scene.edited_first_frame, "p")),
-                lambda: engine.slots.load("crashes", engine.store), lambda: engine.store.export("crashes")):
+                lambda: engine.adapters.load("crashes"), lambda: engine.adapters.store.export("crashes")):
         with pytest.raises(AdapterFailed, match=failed):
             use()
     engine.train(job)
-    assert engine.slots.status("crashes").state != AdapterState.FAILED and engine.store.failures() == {}
-    engine.delete_adapter("crashes")
+    assert engine.adapters.slots.status("crashes").state != AdapterState.FAILED and engine.adapters.store.failures() == {}
+    engine.adapters.delete("crashes")
 
 
 def test_deleting_a_failed_training_clears_it_and_a_training_one_is_refused(engine, scene):
@@ -133,16 +135,16 @@ def test_deleting_a_failed_training_clears_it_and_a_training_one_is_refused(engi
 
     with pytest.raises(RuntimeError):
         engine.train(TrainJob("crashed", scene.source, scene.edit_mask, "p", TrainSettings(steps=2, rank=2)), crash)
-    engine.delete_adapter("crashed")
-    assert engine.slots.status("crashed").state == AdapterState.READY and "crashed" not in engine.store.failures()
+    engine.adapters.delete("crashed")
+    assert engine.adapters.slots.status("crashed").state == AdapterState.READY and "crashed" not in engine.adapters.store.failures()
     with pytest.raises(AdapterNotFound):
-        engine.delete_adapter("crashed")
+        engine.adapters.delete("crashed")
 
     refusals = []
 
     def use_while_training(progress):
         if progress.step == 1:
-            for use in (lambda: engine.delete_adapter("in-training"), lambda: engine.validate_propagate(
+            for use in (lambda: engine.adapters.delete("in-training"), lambda: engine.prepare_propagate(
                     PropagateJob("in-training", scene.source, scene.edit_mask, scene.edited_first_frame, "p"))):
                 with pytest.raises(FailedPrecondition) as caught:
                     use()
@@ -150,32 +152,35 @@ def test_deleting_a_failed_training_clears_it_and_a_training_one_is_refused(engi
 
     engine.train(TrainJob("in-training", scene.source, scene.edit_mask, "p", TrainSettings(steps=2, rank=2)), use_while_training)
     assert len(refusals) == 2 and all("'in-training' is being trained" in r for r in refusals), refusals
-    engine.delete_adapter("in-training")
+    engine.adapters.delete("in-training")
 
 
 def test_training_counts_as_a_use_that_a_restart_remembers(engine, scene):
     engine.train(TrainJob("just-trained", scene.source, scene.edit_mask, "p", TrainSettings(steps=1, rank=2)))
-    trained_at = engine.slots.status("just-trained").last_used_at
-    assert trained_at > 0 and engine.store.last_used()["just-trained"] == pytest.approx(trained_at, abs=1e-3)
-    restarted = Engine(engine.config, engine.store.root.parent)
-    assert restarted.slots.status("just-trained").last_used_at == pytest.approx(trained_at, abs=1e-3)
+    trained_at = engine.adapters.slots.status("just-trained").last_used_at
+    assert trained_at > 0 and engine.adapters.store.last_used()["just-trained"] == pytest.approx(trained_at, abs=1e-3)
+    restarted = Engine(engine.config, engine.adapters.store.root.parent)
+    assert restarted.adapters.slots.status("just-trained").last_used_at == pytest.approx(trained_at, abs=1e-3)
 
 
 def test_a_diverging_loss_stops_training_without_an_update(engine, scene):
     from framecast.engine.training import train_lora
 
     settings = TrainSettings(steps=3, rank=2, gradient_checkpointing=False)
-    sample = engine._motion_sample(scene.source, scene.edit_mask, "p", settings)
+    from framecast.engine.checks import PromptCounter
+
+    prompt = PromptCounter(engine.pipe.tokenizer).ids("prompt", "p")
+    sample = engine.encoders.motion_sample(scene.source, scene.edit_mask, prompt, settings)
     sample.target_latents = torch.full_like(sample.target_latents, float("inf"))
-    engine.slots.add_trainable("diverges", settings.rank, settings.lora_alpha, settings.seed)
-    before = {k: v.clone() for k, v in engine.slots.state_dict("diverges").items()}
+    engine.adapters.slots.add_trainable("diverges", settings.rank, settings.lora_alpha, settings.seed)
+    before = {k: v.clone() for k, v in engine.adapters.slots.state_dict("diverges").items()}
     try:
         with pytest.raises(TrainingDiverged, match=r"loss was nan at step 1 of 3 \(motion phase\).*learning_rate"):
             train_lora(engine.pipe.transformer, [("motion", [sample], 3)], settings)
-        after = engine.slots.state_dict("diverges")
+        after = engine.adapters.slots.state_dict("diverges")
         assert all(torch.equal(before[k], after[k]) for k in before)  # the bad step changed nothing
     finally:
-        engine.slots.detach("diverges")
+        engine.adapters.slots.detach("diverges")
         for param in engine.pipe.transformer.parameters():
             param.requires_grad_(False)
 
@@ -210,13 +215,13 @@ def test_decode_stream_equals_whole_decode(engine):
 def test_validation_names_fields(engine, scene):
     source, mask = scene.source, scene.edit_mask
     with pytest.raises(InvalidInput, match="mask.num_frames"):
-        engine.validate_propagate(PropagateJob("", source, mask[:3], scene.edited_first_frame, "p"))
+        engine.prepare_propagate(PropagateJob("", source, mask[:3], scene.edited_first_frame, "p"))
     with pytest.raises(InvalidInput, match="edited_first_frame"):
-        engine.validate_propagate(PropagateJob("", source, mask, scene.edited_first_frame[:32], "p"))
+        engine.prepare_propagate(PropagateJob("", source, mask, scene.edited_first_frame[:32], "p"))
     with pytest.raises(AdapterNotFound):
-        engine.validate_propagate(PropagateJob("ghost", source, mask, scene.edited_first_frame, "p"))
+        engine.prepare_propagate(PropagateJob("ghost", source, mask, scene.edited_first_frame, "p"))
     with pytest.raises(InvalidInput, match="references.frame_index"):
-        engine.validate_train(TrainJob("r", source, mask, "p", references=[(99, source[0])]))
+        engine.prepare_train(TrainJob("r", source, mask, "p", references=[(99, source[0])]))
 
 
 def test_mask_options_are_checked_before_training_starts(engine, scene):
@@ -227,12 +232,12 @@ def test_mask_options_are_checked_before_training_starts(engine, scene):
         engine.train(huge)
     with pytest.raises(InvalidInput, match="mask_mode"):
         engine.train(TrainJob("huge-dilation", scene.source, scene.edit_mask, "p", mask_mode="blur"))
-    assert engine.slots.status("huge-dilation").state == AdapterState.READY
-    assert "huge-dilation" not in engine.store.failures()
+    assert engine.adapters.slots.status("huge-dilation").state == AdapterState.READY
+    assert "huge-dilation" not in engine.adapters.store.failures()
     job = PropagateJob("", scene.source, scene.edit_mask, scene.edited_first_frame, "p", steps=1,
                        mask_mode="dilate", dilate_px=65)
     with pytest.raises(InvalidInput, match="dilate_px"):
-        engine.validate_propagate(job)
+        engine.prepare_propagate(job)
     job.dilate_px = 64  # the whole frame, whatever the mask
     assert engine.propagate(job).edit_mask[1:].all()
 
@@ -242,7 +247,7 @@ def test_loss_weights_must_be_finite_and_not_negative(engine, scene, weights):
     settings = TrainSettings(steps=1, rank=2, w_edit=weights[0], w_keep=weights[1])
     with pytest.raises(InvalidInput, match="loss_weights must be finite, >= 0 and not both 0"):
         engine.train(TrainJob("bad-weights", scene.source, scene.edit_mask, "p", settings))
-    assert engine.slots.status("bad-weights").state == AdapterState.READY
+    assert engine.adapters.slots.status("bad-weights").state == AdapterState.READY
 
 
 @pytest.mark.parametrize("field, value", [("learning_rate", float("nan")), ("guidance_scale", float("nan")),
@@ -251,9 +256,9 @@ def test_loss_weights_must_be_finite_and_not_negative(engine, scene, weights):
 def test_other_float_settings_refuse_nan_and_inf(engine, scene, field, value):
     with pytest.raises(InvalidInput, match=field):
         if field == "learning_rate":
-            engine.validate_train(TrainJob("x", scene.source, scene.edit_mask, "p", TrainSettings(learning_rate=value)))
+            engine.prepare_train(TrainJob("x", scene.source, scene.edit_mask, "p", TrainSettings(learning_rate=value)))
         else:
-            engine.validate_propagate(PropagateJob("", scene.source, scene.edit_mask, scene.edited_first_frame, "p",
+            engine.prepare_propagate(PropagateJob("", scene.source, scene.edit_mask, scene.edited_first_frame, "p",
                                                    **{field: value}))
 
 
@@ -295,7 +300,7 @@ def test_store_ignores_half_written_adapters(tmp_path):
 def test_exported_file_carries_diffusers_metadata(engine):
     from safetensors import safe_open
 
-    path = engine.store.weights_path("fit-a")
+    path = engine.adapters.store.weights_path("fit-a")
     with safe_open(path, "pt") as f:
         metadata = f.metadata()
         keys = list(f.keys())
@@ -310,14 +315,14 @@ def test_a_mask_bbox_mode_empties_is_refused():
     speck = np.zeros((5, 480, 832), bool)
     speck[:, 100:105, 200:205] = True  # 25 px
     with pytest.raises(InvalidInput, match="mask leaves no edit region.*50 px at 832x480.*mask_mode bbox"):
-        Engine._check_edit_region(speck, C.MaskMode.BBOX, 0)
-    Engine._check_edit_region(speck, C.MaskMode.EXACT, 0)
-    Engine._check_edit_region(speck, C.MaskMode.DILATE, 4)
+        checks.edit_mask(speck, C.MaskMode.BBOX, 0)
+    checks.edit_mask(speck, C.MaskMode.EXACT, 0)
+    checks.edit_mask(speck, C.MaskMode.DILATE, 4)
     # One frame with a region bbox keeps is enough; the others may have none.
     speck[3, 300:320, 400:420] = True
-    Engine._check_edit_region(speck, C.MaskMode.BBOX, 0)
+    checks.edit_mask(speck, C.MaskMode.BBOX, 0)
     with pytest.raises(InvalidInput, match="mask_mode must be exact, bbox or dilate"):
-        Engine._check_edit_region(speck, "blur", 0)
+        checks.edit_mask(speck, "blur", 0)
 
 
 def _sentencepiece_style_tokenizer():
@@ -344,7 +349,10 @@ def test_prompt_tokens_count_what_the_pipeline_keeps_with_a_umt5_style_tokenizer
     the real model's kind, words that are one piece, words spelt out, and unknown characters."""
     import copy
 
-    from framecast.engine.sampling import MAX_PROMPT_TOKENS, prompt_tokens
+    from framecast.engine.sampling import MAX_PROMPT_TOKENS, encode_prompt_ids, tokenize_prompt
+
+    def prompt_tokens(tokenizer, prompt):
+        return len(tokenize_prompt(tokenizer, prompt))
 
     pipe = copy.copy(engine.pipe)
     pipe.tokenizer = _sentencepiece_style_tokenizer()
@@ -356,6 +364,9 @@ def test_prompt_tokens_count_what_the_pipeline_keeps_with_a_umt5_style_tokenizer
                                        device=torch.device("cpu"))  # fmt: skip
         kept = int(embeds[0].abs().sum(dim=-1).gt(0).sum())  # the pipeline zeroes the rows past the prompt
         assert kept == min(counted, MAX_PROMPT_TOKENS), prompt
+        if counted <= MAX_PROMPT_TOKENS:  # what the engine encodes from the ids it counted: the pipeline's own
+            ids = tokenize_prompt(pipe.tokenizer, prompt)
+            torch.testing.assert_close(encode_prompt_ids(pipe, ids, torch.device("cpu")), embeds, rtol=0, atol=0)
     assert prompt_tokens(pipe.tokenizer, "the cat " * 200) == 401  # one piece per word, then </s>
     assert prompt_tokens(pipe.tokenizer, "zebra " * 100 + "a") > MAX_PROMPT_TOKENS  # spelt out: 6 pieces a word
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from framecast.engine.engine import Engine, EngineConfig, PropagateJob, TrainJob, planning_frames
+from framecast.engine.config import EngineConfig
+from framecast.engine.engine import Engine
+from framecast.engine.requests import PropagateJob, TrainJob, TrainSettings
 from framecast.engine.errors import InvalidInput, OutOfMemory
 from framecast.engine.lowvram import GiB, memory_size
 from framecast.engine.toy.world import SceneConfig, make_scene
-from framecast.engine.training import TrainSettings
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +39,9 @@ def _bnb_weights(transformer) -> dict[str, bytes]:
 def test_memory_options_train_and_propagate(options, linear_type, tiny_model_dir, tmp_path, clip):
     engine = Engine(EngineConfig(model_dir=str(tiny_model_dir), **options), tmp_path)
     info = engine.info()
-    assert info["quantization"] == options.get("quantize", "none")
-    assert info["offload"] == options.get("offload", "none")
-    assert info["attention_backend"] == "sdpa"  # no xformers kernels on a CPU
+    assert info.quantization == options.get("quantize", "none")
+    assert info.offload == options.get("offload", "none")
+    assert info.attention_backend == "sdpa"  # no xformers kernels on a CPU
     query = engine.pipe.transformer.blocks[0].attn1.to_q
     assert type(query).__name__ == linear_type
     quantized_before = _bnb_weights(engine.pipe.transformer)
@@ -100,11 +101,11 @@ def test_budget_picks_windows_or_refuses(tiny_model_dir, tmp_path):
     assert engine.propagate(job).windows > 1  # the whole clip would not fit; windows of 13 or fewer do
 
     with pytest.raises(OutOfMemory, match="window_frames"):
-        engine.validate_propagate(PropagateJob("", scene.source, scene.edit_mask, scene.edited_first_frame, "p",
+        engine.prepare_propagate(PropagateJob("", scene.source, scene.edit_mask, scene.edited_first_frame, "p",
                                                window_frames=17))
     starved = Engine(EngineConfig(model_dir=str(tiny_model_dir), max_vram_gb=1e-6), tmp_path / "starved")
     with pytest.raises(OutOfMemory, match="over the budget"):
-        starved.validate_propagate(job)
+        starved.prepare_propagate(job)
 
 
 def test_whole_clips_must_fit_the_budget(tiny_model_dir, tmp_path):
@@ -117,20 +118,20 @@ def test_whole_clips_must_fit_the_budget(tiny_model_dir, tmp_path):
     budget_gb = (need[9] + need[17]) / 2 / GiB
     engine = Engine(EngineConfig(model_dir=str(tiny_model_dir), max_vram_gb=budget_gb, window_frames=0), tmp_path / "w0")
 
-    engine.validate_propagate(PropagateJob("", short.source, short.edit_mask, short.edited_first_frame, "p"))
-    assert engine._plan(short.source, 0, None, training=False).count == 1
+    engine.prepare_propagate(PropagateJob("", short.source, short.edit_mask, short.edited_first_frame, "p"))
+    assert engine.plan_windows(*short.source.shape[:3], 0, None, training=False).count == 1
     job = PropagateJob("", long.source, long.edit_mask, long.edited_first_frame, "p", steps=1)
     with pytest.raises(OutOfMemory) as refused:
-        engine.validate_propagate(job)
+        engine.prepare_propagate(job)
     assert str(refused.value) == (
         f"generating 64x64 as one clip of 17 frames needs ~{memory_size(need[17])} of device memory, over the budget "
         f"of {memory_size(budget_gb * GiB)}; this server does not cut clips into windows (window_frames 0): ask for "
         "a window_frames"
     )
     with pytest.raises(OutOfMemory, match="^training 64x64 as one clip of 17 frames needs .* over the budget of "):
-        engine.validate_train(TrainJob("a", long.source, long.edit_mask, "p", TrainSettings(steps=1, rank=4)))
+        engine.prepare_train(TrainJob("a", long.source, long.edit_mask, "p", TrainSettings(steps=1, rank=4)))
     # A request may still ask for windows: then each window must fit.
-    assert engine._plan(long.source, 9, None, training=False).count == 3
+    assert engine.plan_windows(*long.source.shape[:3], 9, None, training=False).count == 3
     assert engine.propagate(PropagateJob("", long.source, long.edit_mask, long.edited_first_frame, "p", steps=1,
                                          window_frames=9)).windows == 3  # fmt: skip
 
@@ -138,7 +139,7 @@ def test_whole_clips_must_fit_the_budget(tiny_model_dir, tmp_path):
 def test_auto_settings_are_planned_for_whole_clips_under_window_frames_0(tiny_model_dir, tmp_path):
     """The auto settings fit a window of at most 13 frames, or, when clips are never cut, the
     longest clip the server accepts (not 0 frames, which would fit any budget the weights fit)."""
-    assert [planning_frames(EngineConfig(model_dir=str(tiny_model_dir), window_frames=w, max_frames=33))
+    assert [EngineConfig(model_dir=str(tiny_model_dir), window_frames=w, max_frames=33).planning_frames
             for w in (81, 9, 0)] == [13, 9, 33]  # fmt: skip
     probe = Engine(EngineConfig(model_dir=str(tiny_model_dir)), tmp_path / "probe")
     need = {(q, n): probe.memory_plan(q, "none", n, 480, 832, training=True).peak_bytes

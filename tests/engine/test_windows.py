@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from framecast.engine.engine import Engine, EngineConfig, PropagateJob, TrainJob
+from framecast.engine.config import EngineConfig
+from framecast.engine.engine import Engine
+from framecast.engine.requests import PropagateJob, TrainJob, TrainSettings
 from framecast.engine.errors import InvalidInput
 from framecast.engine.metrics import seam_score
 from framecast.engine.toy.world import SceneConfig, make_scene
-from framecast.engine.training import TrainSettings
 from framecast.engine.windows import plan_windows
 
 
@@ -92,15 +93,17 @@ def test_windowed_propagation_streams_every_frame_once(engine, long_scene):
 
 def test_later_windows_start_from_the_known_background(engine, long_scene, monkeypatch):
     """Window k >= 1 starts from window k-1's frame inside the edit mask and the source outside it."""
-    firsts, outputs = {}, {}
-    generate = engine._generate
+    from framecast.engine.propagation import Propagation
 
-    def recording(job, first_frame, start, *args, **kwargs):
+    firsts, outputs = {}, {}
+    generate = Propagation.generate
+
+    def recording(self, first_frame, start, *args, **kwargs):
         firsts[start] = first_frame.copy()
-        outputs[start] = generate(job, first_frame, start, *args, **kwargs)
+        outputs[start] = generate(self, first_frame, start, *args, **kwargs)
         return outputs[start]
 
-    monkeypatch.setattr(engine, "_generate", recording)
+    monkeypatch.setattr(Propagation, "generate", recording)
     job = PropagateJob("", long_scene.source, long_scene.edit_mask, long_scene.edited_first_frame, "p",
                        steps=1, seed=3, overlap_frames=3, composite=False)  # fmt: skip
     mask = engine.propagate(job).edit_mask

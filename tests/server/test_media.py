@@ -104,7 +104,7 @@ def test_cli_downloads_media_by_prefix(start_server_at, tiny_model_dir, scene, t
 
 def test_retention_deletes_media_older_than_the_period(start_server_at, tiny_model_dir, scene, tmp_path):
     with pytest.raises(InvalidInput, match="media_retention_hours.*-1"):
-        ServerConfig(model_dir=str(tiny_model_dir), data_dir=str(tmp_path), media_retention_hours=-1)
+        ServerConfig.build(model_dir=str(tiny_model_dir), data_dir=str(tmp_path), media_retention_hours=-1)
 
     data_dir = tmp_path / "data"
     store = MediaStore(data_dir / "media", max_pixels=1 << 20, max_frames=33)

@@ -8,7 +8,8 @@ import grpc
 import pytest
 import torch
 
-from framecast.engine.engine import Engine, EngineConfig
+from framecast.engine.config import EngineConfig
+from framecast.engine.engine import Engine
 from framecast.engine.errors import Cancelled
 from framecast.engine.lowvram import GiB, memory_size
 from framecast.engine.toy.world import SceneConfig, make_scene

@@ -22,7 +22,7 @@ from framecast.server.config import ServerConfig
 from framecast.server.jobs import Job
 from framecast.v1 import framecast_pb2 as pb
 
-config = ServerConfig(model_dir=sys.argv[1], data_dir=sys.argv[2], port=0, grace_s=0.5)
+config = ServerConfig.build(model_dir=sys.argv[1], data_dir=sys.argv[2], port=0, grace_s=0.5)
 server = start_server(config, handle_signals=True)
 assert server.wait_ready(120)
 stuck = server.queue.submit(Job(pb.JOB_KIND_TRAIN, "stuck", lambda job: threading.Event().wait()))

@@ -39,7 +39,7 @@ def hollow_model(tiny_model_dir: Path, path: Path) -> Path:
 
 def test_unloadable_model_keeps_serving_errors(tiny_model_dir, tmp_path, capsys):
     model = hollow_model(tiny_model_dir, tmp_path / "hollow")
-    server = start_server(ServerConfig(model_dir=str(model), data_dir=str(tmp_path / "data"), port=0))
+    server = start_server(ServerConfig.build(model_dir=str(model), data_dir=str(tmp_path / "data"), port=0))
     try:
         assert not server.wait_ready(timeout=120)  # False as soon as the load failed
         with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
@@ -76,7 +76,7 @@ def test_config_refuses_a_directory_that_is_not_a_wan_i2v_model(tmp_path, files,
     for name, text in files.items():
         (model / name).write_text(text)
     with pytest.raises(InvalidInput) as caught:
-        ServerConfig(model_dir=str(model), data_dir=str(tmp_path / "data"))
+        ServerConfig.build(model_dir=str(model), data_dir=str(tmp_path / "data"))
     assert str(caught.value).startswith(f"model {reason}") and str(caught.value).endswith(f"(got {str(model)!r})")
 
 
@@ -92,7 +92,7 @@ def test_config_refuses_a_missing_model_dir(tmp_path):
     from framecast.engine.errors import InvalidInput
 
     with pytest.raises(InvalidInput, match="model"):
-        ServerConfig(model_dir=str(tmp_path / "nowhere"), data_dir=str(tmp_path))
+        ServerConfig.build(model_dir=str(tmp_path / "nowhere"), data_dir=str(tmp_path))
 
 
 @pytest.mark.parametrize(
@@ -102,7 +102,7 @@ def test_config_refuses_bad_adapter_cache_sizes(tmp_path, field, value):
     from framecast.engine.errors import InvalidInput
 
     with pytest.raises(InvalidInput, match=f"{field}.*{value}"):
-        ServerConfig(model_dir=str(tmp_path), data_dir=str(tmp_path), **{field: value})
+        ServerConfig.build(model_dir=str(tmp_path), data_dir=str(tmp_path), **{field: value})
 
 
 @pytest.mark.parametrize("window", [6, 3, -5])
@@ -110,7 +110,7 @@ def test_config_refuses_a_window_that_is_not_4n_plus_1(tmp_path, window):
     from framecast.engine.errors import InvalidInput
 
     with pytest.raises(InvalidInput, match=f"window_frames.*{window}"):
-        ServerConfig(model_dir=str(tmp_path), data_dir=str(tmp_path), window_frames=window)
+        ServerConfig.build(model_dir=str(tmp_path), data_dir=str(tmp_path), window_frames=window)
 
 
 def serve(*options, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -126,7 +126,7 @@ def serve(*options, timeout: float = 60) -> subprocess.CompletedProcess:
 def test_a_port_in_use_is_refused(grpc_server, tmp_path, tiny_model_dir):
     """gRPC would share a port through SO_REUSEPORT; two servers answering on one port must not happen."""
     port = grpc_server.port
-    config = ServerConfig(model_dir=str(tiny_model_dir), data_dir=str(tmp_path / "second"), port=port)
+    config = ServerConfig.build(model_dir=str(tiny_model_dir), data_dir=str(tmp_path / "second"), port=port)
     with pytest.raises(InvalidInput) as caught:
         start_server(config).stop(grace=0)
     assert str(caught.value) == f"port cannot be opened on 127.0.0.1: Address already in use (got {port})"
@@ -152,7 +152,7 @@ def test_a_data_dir_in_use_is_refused(start_server_at, tiny_model_dir, tmp_path)
     record = data_dir / "jobs" / f"{busy.id}.json"
     assert json.loads(record.read_text())["state"] == "JOB_STATE_RUNNING"
     held = f"another framecast server (pid {os.getpid()} holds {data_dir / 'server.lock'})"
-    config = ServerConfig(model_dir=str(tiny_model_dir), data_dir=str(data_dir), port=0)
+    config = ServerConfig.build(model_dir=str(tiny_model_dir), data_dir=str(data_dir), port=0)
     try:
         with pytest.raises(InvalidInput) as caught:
             start_server(config).stop(grace=0)

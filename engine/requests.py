@@ -1,0 +1,137 @@
+"""What a caller asks the engine for, with every default in one place.
+
+``TrainJob`` and ``PropagateJob`` are requests as given (decoded media, settings); the
+engine checks and plans each once (``Engine.prepare_train`` / ``prepare_propagate``) into a
+``PreparedTrain`` / ``PreparedPropagate`` that the run consumes. The server fills these
+dataclasses from protobuf only with the fields a request set, so an unset field takes the
+default written here and nowhere else. Torch-free: the CLI reads the defaults for its help.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from framecast.engine.windows import WindowPlan
+
+
+class MaskMode(str, enum.Enum):
+    """How the user's mask becomes the method's (docs/method.md, "What the method changes")."""
+
+    EXACT = "exact"
+    BBOX = "bbox"  # each component's bounding box grown by 10%, filled (the paper's default)
+    DILATE = "dilate"  # grown by ``dilate_px``
+
+
+class BlendRamp(str, enum.Enum):
+    """Weights across the frames two windows share."""
+
+    LINEAR = "linear"
+    COSINE = "cosine"
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    rank: int = 16
+    alpha: float | None = None  # None: alpha = rank (scale 1)
+    steps: int = 100  # motion phase, per window when the clip is trained in windows
+    appearance_steps: int = 100  # only when reference frames are given
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.99)
+    grad_clip: float = 1.0
+    w_edit: float = 1.0
+    w_keep: float = 1.0
+    seed: int = 0
+    gradient_checkpointing: bool = True
+    reference_repeats: int = 9  # reference samples per original-video sample in the appearance phase
+    # Motion-phase copies of the clip with the edit region recoloured (the same change in every
+    # frame, first frame included), trained alongside the clip itself: the adapter learns this
+    # video's motion but takes the region's colours from the first frame it is given.
+    colour_variants: int = 0
+
+    @property
+    def lora_alpha(self) -> float:
+        return float(self.rank if self.alpha is None else self.alpha)
+
+
+@dataclass
+class TrainJob:
+    adapter: str
+    source: np.ndarray  # [F, H, W, 3] uint8
+    mask: np.ndarray  # [F, H, W] or [1, H, W] bool, True = edit region
+    prompt: str
+    settings: TrainSettings = TrainSettings()
+    references: list[tuple[int, np.ndarray]] = field(default_factory=list)  # (frame index, edited [H, W, 3])
+    mask_mode: MaskMode = MaskMode.BBOX
+    dilate_px: int = 0
+    source_media_id: str = ""
+    window_frames: int = 0  # 0: the server's window (the whole clip when it fits)
+    overlap_frames: int | None = None  # None: windows.default_overlap of the window used
+
+
+@dataclass
+class PropagateJob:
+    adapter: str  # "" = the base model alone
+    source: np.ndarray  # [F, H, W, 3] uint8
+    mask: np.ndarray  # [F, H, W] or [1, H, W] bool
+    edited_first_frame: np.ndarray  # [H, W, 3] uint8
+    prompt: str
+    negative_prompt: str = ""
+    steps: int = 30
+    guidance_scale: float = 5.0  # <= 1 disables classifier-free guidance
+    seed: int = 0
+    composite: bool = False
+    feather_px: int = 3
+    mask_mode: MaskMode = MaskMode.BBOX
+    dilate_px: int = 0
+    window_frames: int = 0  # 0: the server's window (one window when the clip fits)
+    overlap_frames: int | None = None  # None: windows.default_overlap of the window used
+    blend_ramp: BlendRamp = BlendRamp.LINEAR
+    adapter_strength: float = 1.0  # the adapter's delta scaled by this (0 = the base model); ignored without one
+
+
+@dataclass(frozen=True)
+class PromptIds:
+    """A prompt as the text encoder reads it: its token ids, counted and checked once."""
+
+    text: str
+    ids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class PreparedTrain:
+    """A training request checked and planned: what ``Engine.train`` runs."""
+
+    job: TrainJob
+    region: np.ndarray  # [F, H, W] bool: the user's mask on every frame
+    edit_mask: np.ndarray  # [F, H, W] bool: the method's mask (mask_mode applied)
+    prompt: PromptIds
+    plan: WindowPlan
+
+
+@dataclass(frozen=True)
+class PreparedPropagate:
+    """A propagation request checked and planned: what ``Engine.propagate`` runs."""
+
+    job: PropagateJob
+    edit_mask: np.ndarray  # [F, H, W] bool: the method's mask (mask_mode applied)
+    prompt: PromptIds
+    negative_prompt: PromptIds | None  # None without guidance
+    plan: WindowPlan
+
+
+@dataclass
+class PropagateResult:
+    frames: np.ndarray  # [F, H, W, 3] uint8
+    edit_mask: np.ndarray  # [F, H, W] bool, the mask actually used
+    background_psnr: float  # output vs source outside the edit mask, dB
+    background_ssim: float  # the same pixels' mean SSIM (1.0 = identical)
+    first_frame_psnr: float  # output frame 0 vs the edited first frame, dB
+    temporal_change: float  # frame-to-frame change inside the mask over the source's; 1.0 = as smooth
+    seam_score: float  # frame change at window seams / elsewhere; 1.0 = invisible (or one window)
+    windows: int
+    elapsed_s: float
+    timings: dict[str, float] = field(default_factory=dict)  # encode_s, denoise_s, decode_s
