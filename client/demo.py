@@ -10,7 +10,6 @@ download. Writes the inputs, the output video and a ``strip.png`` contact sheet 
 
 from __future__ import annotations
 
-import math
 import sys
 from pathlib import Path
 
@@ -22,21 +21,14 @@ from framecast.client.display import JobProgress, follow_job, format_adapter, fo
 from framecast.client.jobs import collect_propagation, run_train
 from framecast.client.strip import write_strip
 from framecast.engine import media
+from framecast.engine.metrics import psnr
+from framecast.engine.windows import is_frame_count
 
 ADAPTER = "demo"
 
 
-def masked_psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
-    """PSNR in dB of ``a`` vs ``b`` ([F, H, W, 3] uint8) over the pixels where ``mask`` ([F, H, W]) is True."""
-    if not mask.any():
-        return float("nan")
-    diff = a.astype(np.float64)[mask] - b.astype(np.float64)[mask]
-    mse = float(np.mean(diff**2))
-    return 100.0 if mse == 0 else 10 * math.log10(255.0**2 / mse)
-
-
 def _check(args) -> None:
-    if args.frames < 1 or (args.frames - 1) % 4:
+    if not is_frame_count(args.frames):
         raise CliError(f"--frames must be 4N+1 (5, 9, 17, 33, ...) but is {args.frames}")
     if args.size < 16 or args.size % 16:
         raise CliError(f"--size must be a multiple of 16 but is {args.size}")
@@ -155,5 +147,5 @@ def run_demo(args) -> int:
         print(f"{name:<19} {path}")
     print(format_metrics(result))
     if output.shape == scene.edited.shape:
-        print(f"edit PSNR vs truth  {masked_psnr(output, scene.edited, scene.edit_mask):.2f} dB (inside the mask)")
+        print(f"edit PSNR vs truth  {psnr(output, scene.edited, scene.edit_mask):.2f} dB (inside the mask)")
     return 0

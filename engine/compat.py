@@ -79,8 +79,9 @@ def vae_streams(vae) -> bool:
     return (
         not getattr(vae, "use_tiling", False)
         and getattr(vae.config, "patch_size", None) is None
-        and hasattr(vae, "_feat_map")
-        and hasattr(vae, "clear_cache")
+        and callable(getattr(vae, "clear_cache", None))  # which (re)creates the decoder's feature cache
+        and hasattr(vae, "decoder")
+        and hasattr(vae, "post_quant_conv")
     )
 
 
