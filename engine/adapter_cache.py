@@ -196,6 +196,14 @@ class AdapterCache:
                 "host_bytes": sum(w.nbytes for w in self._host.values()),
             }
 
+    def mark_training(self, name: str, rank: int | None) -> None:
+        """``name`` reads TRAINING at ``rank`` (a job is preparing to train it); None: no longer."""
+        with self._lock:
+            if rank is None:
+                self._training.pop(name, None)
+            else:
+                self._training[name] = rank
+
     def mark_failed(self, name: str, message: str) -> None:
         with self._lock:
             self._failed[name] = message

@@ -16,7 +16,7 @@ import numpy as np
 
 from framecast.engine import conditioning as C
 from framecast.engine.config import EngineConfig, choice
-from framecast.engine.errors import InvalidInput
+from framecast.engine.errors import InvalidInput, Problems
 from framecast.engine.requests import BlendRamp, MaskMode, PromptIds, PropagateJob, TrainSettings
 from framecast.engine.sampling import MAX_PROMPT_CHARS, MAX_PROMPT_TOKENS, tokenize_prompt
 
@@ -39,13 +39,17 @@ def check_clip(source: np.ndarray, mask: np.ndarray, limits: EngineConfig) -> np
     return np.broadcast_to(mask, (frames, height, width)).copy()
 
 
+def check_dilate(mode: MaskMode, dilate_px: int, height: int, width: int) -> None:
+    if choice(MaskMode, mode, "mask_mode") is MaskMode.DILATE and not 0 <= dilate_px <= max(height, width):
+        raise InvalidInput("dilate_px", dilate_px, f"must be between 0 and {max(height, width)} (the frame's longer side)")
+
+
 def edit_mask(region: np.ndarray, mode: MaskMode, dilate_px: int) -> np.ndarray:
     """The method's mask of the user's ``region`` [F, H, W] bool under ``mode``; refuses a region
     that leaves nothing to edit once ``mode`` has shaped it."""
     mode = choice(MaskMode, mode, "mask_mode")
     height, width = region.shape[1:]
-    if mode is MaskMode.DILATE and not 0 <= dilate_px <= max(height, width):
-        raise InvalidInput("dilate_px", dilate_px, f"must be between 0 and {max(height, width)} (the frame's longer side)")
+    check_dilate(mode, dilate_px, height, width)
     if not region.any():
         raise InvalidInput("mask", "all black", "has no edit region: mark the region to change in white")
     prepared = C.prepare_edit_mask(region, mode, dilate_px)
@@ -61,19 +65,22 @@ def check_steps(field_name: str, steps: int, limits: EngineConfig) -> None:
         raise InvalidInput(field_name, steps, f"must be between 1 and {limits.max_steps}")
 
 
-def check_train_settings(settings: TrainSettings, references: bool, limits: EngineConfig) -> None:
-    check_steps("steps", settings.steps, limits)
+def check_train_settings(settings: TrainSettings, references: bool, limits: EngineConfig, problems: Problems) -> None:
+    """Every problem of a training's settings."""
+    with problems.check():
+        check_steps("steps", settings.steps, limits)
     if references:
-        check_steps("appearance_steps", settings.appearance_steps, limits)
+        with problems.check():
+            check_steps("appearance_steps", settings.appearance_steps, limits)
     if not 1 <= settings.rank <= 512:
-        raise InvalidInput("rank", settings.rank, "must be between 1 and 512")
+        problems.add(InvalidInput("rank", settings.rank, "must be between 1 and 512"))
     if not 0 < settings.learning_rate < 1:
-        raise InvalidInput("learning_rate", settings.learning_rate, "must be in (0, 1)")
+        problems.add(InvalidInput("learning_rate", settings.learning_rate, "must be in (0, 1)"))
     weights = (settings.w_edit, settings.w_keep)
     if not all(math.isfinite(w) and w >= 0 for w in weights) or sum(weights) == 0:
-        raise InvalidInput("loss_weights", weights, "must be finite, >= 0 and not both 0")
+        problems.add(InvalidInput("loss_weights", weights, "must be finite, >= 0 and not both 0"))
     if not 0 <= settings.colour_variants <= 16:
-        raise InvalidInput("colour_variants", settings.colour_variants, "must be between 0 and 16")
+        problems.add(InvalidInput("colour_variants", settings.colour_variants, "must be between 0 and 16"))
 
 
 def check_references(references: list[tuple[int, np.ndarray]], source: np.ndarray) -> None:
@@ -84,19 +91,20 @@ def check_references(references: list[tuple[int, np.ndarray]], source: np.ndarra
             raise InvalidInput("references.image", f"{frame.shape[1]}x{frame.shape[0]}", "must match the source size")
 
 
-def check_propagate_settings(job: PropagateJob, limits: EngineConfig) -> None:
-    check_steps("steps", job.steps, limits)
-    choice(BlendRamp, job.blend_ramp, "blend_ramp")
+def check_propagate_settings(job: PropagateJob, limits: EngineConfig, problems: Problems, longer_side: int | None) -> None:
+    """Every problem of a propagation's settings; ``longer_side``: the frame's, in the pixels
+    ``feather_px`` counts (None: unknown, the source could not be read)."""
+    with problems.check():
+        check_steps("steps", job.steps, limits)
+    with problems.check():
+        choice(BlendRamp, job.blend_ramp, "blend_ramp")
     if not 0 <= job.guidance_scale <= 50:
-        raise InvalidInput("guidance_scale", job.guidance_scale, "must be between 0 and 50")
+        problems.add(InvalidInput("guidance_scale", job.guidance_scale, "must be between 0 and 50"))
     if not 0 <= job.adapter_strength <= 2:
-        raise InvalidInput("adapter_strength", job.adapter_strength, "must be between 0 and 2")
-    longer_side = max(job.source.shape[1:3])
-    if not 0 <= job.feather_px <= longer_side:
-        raise InvalidInput("feather_px", job.feather_px, f"must be between 0 and {longer_side} (the frame's longer side)")
-    if job.edited_first_frame.shape != job.source.shape[1:]:
-        h, w = job.edited_first_frame.shape[:2]
-        raise InvalidInput("edited_first_frame", f"{w}x{h}", "must match the source size")
+        problems.add(InvalidInput("adapter_strength", job.adapter_strength, "must be between 0 and 2"))
+    if longer_side is not None and not 0 <= job.feather_px <= longer_side:
+        problems.add(InvalidInput("feather_px", job.feather_px,
+                                  f"must be between 0 and {longer_side} (the frame's longer side)"))  # fmt: skip
 
 
 class PromptCounter:

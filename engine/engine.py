@@ -26,7 +26,8 @@ from framecast.engine.adapter_manager import AdapterManager
 from framecast.engine.adapters import AdapterRecord, AdapterSlots, AdapterStore, check_adapter_name
 from framecast.engine.config import GiB, EngineConfig, EngineInfo, Offload, Quantize, concrete
 from framecast.engine.encoding import Encoders
-from framecast.engine.errors import AlreadyExists, Cancelled, OutOfMemory, public_message
+from framecast.engine.clip import ClipData, OnRead
+from framecast.engine.errors import AlreadyExists, Cancelled, InvalidInput, OutOfMemory, Problems, public_message
 from framecast.engine.lowvram import (
     MemoryPlan,
     Placement,
@@ -38,8 +39,9 @@ from framecast.engine.lowvram import (
     select_attention,
     slot_bytes,
 )
-from framecast.engine.model import load_pipeline
+from framecast.engine.model import load_pipeline, model_limits
 from framecast.engine.propagation import OnFrames, OnStep, Propagation
+from framecast.engine.speed import Speed
 from framecast.engine.requests import (
     MaskMode,
     PreparedPropagate,
@@ -81,6 +83,8 @@ class Engine:
         )  # fmt: skip
         self.adapters = AdapterManager(AdapterStore(Path(data_dir) / "adapters"), slots, self.base_model)
         self.encoders = Encoders(pipe, self.placement, self.device)
+        self.limits = model_limits(pipe, config.model_dir)
+        self.speed = Speed()
         self._prompts = checks.PromptCounter(pipe.tokenizer)
         log.info(
             "loaded %s on %s (%s, quantize=%s, offload=%s, attention=%s) in %.1fs", self.base_model, self.device,
@@ -125,7 +129,14 @@ class Engine:
         Under a memory budget the configured window shrinks to the largest that fits; a requested
         window, or the whole clip under ``window_frames`` 0, must fit as it is. OutOfMemory when
         nothing does."""
-        window = requested or self.config.window_frames
+        limit = min(self.config.max_frames, self.limits.max_window_frames)
+        if requested > limit:
+            raise InvalidInput("window_frames", requested, f"must be at most {limit} (the longest window this server runs)")
+        window = min(requested or self.config.window_frames, limit)
+        if not window and frames > limit:
+            raise InvalidInput("source", f"{frames} working frames", f"is longer than the {limit} frames one window holds, and "
+                               "this server does not cut clips into windows (window_frames 0): edit a shorter part "
+                               "(shot.start_s, shot.end_s) or ask for a window_frames")  # fmt: skip
         plan = plan_windows(frames, window, overlap)
         budget = self.config.max_vram_gb * GiB
         if not budget:
@@ -176,67 +187,90 @@ class Engine:
             window_frames=config.window_frames, adapters_loaded=tuple(slots.attached),
             adapters_cached=tuple(slots.cached), adapters_pinned=tuple(slots.pinned),
             adapter_device_slots=slots.capacity, adapter_host_cache_bytes=slots.host_bytes,
-            adapter_slot_rank=slots.max_rank,
+            adapter_slot_rank=slots.max_rank, native_width=self.limits.native_width,
+            native_height=self.limits.native_height, max_side=self.limits.max_side,
+            max_window_frames=min(config.max_frames, self.limits.max_window_frames), size_factor=self.limits.factor,
         )  # fmt: skip
 
     # --- training -------------------------------------------------------------------------------
 
-    def prepare_train(self, job: TrainJob) -> PreparedTrain:
-        """Check a training request and plan it, without running it (a request thread may call this)."""
+    def prepare_train(self, job: TrainJob, problems: Problems | None = None) -> PreparedTrain:
+        """Check a training request and plan it, without running it (a request thread may call this):
+        every problem of its fields, with those already in ``problems``, is reported at once
+        (``InvalidRequest``)."""
         self.adapters.check_new(job.adapter)
-        prompt = self._prompts.ids("prompt", job.prompt)
-        checks.check_train_settings(job.settings, bool(job.references), self.config)
-        region = checks.check_clip(job.source, job.mask, self.config)
-        edit_mask = checks.edit_mask(region, job.mask_mode, job.dilate_px)
-        checks.check_references(job.references, job.source)
-        frames, height, width = job.source.shape[:3]
-        plan = self.plan_windows(frames, height, width, job.window_frames, job.overlap_frames, True, job.settings.rank)
-        return PreparedTrain(job, region, edit_mask, prompt, plan)
+        problems = problems or Problems()
+        with problems.check():
+            prompt = self._prompts.ids("prompt", job.prompt)
+        checks.check_train_settings(job.settings, bool(job.references) or bool(job.clip and job.clip.has_references),
+                                    self.config, problems)  # fmt: skip
+        clip = job.the_clip()
+        if clip is not None:  # None: its footage could not be planned (the problems say why)
+            clip.check(problems, self.config, self.limits, job.mask_mode, job.dilate_px)
+            with problems.check():
+                plan = self.plan_windows(clip.frames, clip.height, clip.width, job.window_frames, job.overlap_frames,
+                                         True, job.settings.rank)  # fmt: skip
+        problems.raise_if_any()
+        return PreparedTrain(job, clip, prompt, plan)
 
     def train(
         self,
         request: TrainJob | PreparedTrain,
         on_progress: Callable[[Progress], None] | None = None,
         should_cancel: Callable[[], bool] | None = None,
+        on_read: OnRead | None = None,
     ) -> AdapterRecord:
         """Train ``job.adapter`` and store it. A request ``prepare_train`` refuses, a cancel, or a
-        name taken meanwhile leaves no trace; any other failure leaves the name FAILED with its error."""
+        name taken meanwhile leaves no trace; any other failure leaves the name FAILED with its error.
+        ``on_read(done, total)`` follows the reading of a clip of stored footage."""
         prepared = request if isinstance(request, PreparedTrain) else self.prepare_train(request)
-        self.adapters.check_new(prepared.job.adapter)  # another training may have taken it meanwhile
+        job = prepared.job
+        self.adapters.check_new(job.adapter)  # another training may have taken it meanwhile
+        started = time.perf_counter()
         try:
-            return self._train(prepared, on_progress, should_cancel)
-        except (Cancelled, AlreadyExists):  # cancelled by its owner; the name taken meanwhile
+            record, data = self._train(prepared, on_progress, should_cancel, on_read)
+        except (Cancelled, AlreadyExists, InvalidInput):  # cancelled; the name taken meanwhile; a bad mask read
             raise
         except Exception as exc:
-            self.adapters.mark_training_failed(prepared.job.adapter, f"training failed: {public_message(exc)}")
+            self.adapters.mark_training_failed(job.adapter, f"training failed: {public_message(exc)}")
             raise
+        plan, clip = prepared.plan, prepared.clip
+        steps = job.settings.steps * plan.count + (job.settings.appearance_steps if data.references else 0)
+        self.speed.record("train", time.perf_counter() - started, steps, max(plan.lengths), clip.height, clip.width)
+        return record
 
-    def _train(self, prepared: PreparedTrain, on_progress, should_cancel) -> AdapterRecord:
-        job, plan, edit_mask, settings = prepared.job, prepared.plan, prepared.edit_mask, prepared.job.settings
-        encoders = self.encoders
-        # Each window is its own motion sample: a long clip trains with one window's memory.
-        clips = [job.source]
-        variant_rng = np.random.default_rng([settings.seed, 0xC010])
-        clips += [C.colour_variant(job.source, prepared.region, variant_rng) for _ in range(settings.colour_variants)]
-        motion = [
-            encoders.motion_sample(clip[s : s + n], edit_mask[s : s + n], prepared.prompt, settings)
-            for clip in clips
-            for s, n in zip(plan.starts, plan.lengths)
-        ]
-        # ``steps`` per window, as if each window were trained on its own (the public code's
-        # scheme): every stretch of the clip gets the passes a one-window clip gets.
-        phases = [("motion", motion, settings.steps * plan.count)]
-        if job.references:
-            refs = [encoders.reference_sample(job.source, edit_mask, i, f, prepared.prompt, settings)
-                    for i, f in job.references]  # fmt: skip
-            # Mixed with the source clip itself as in the paper (not its colour variants).
-            mixed = refs * settings.reference_repeats + motion[: len(plan.starts)]
-            phases.append(("appearance", mixed, settings.appearance_steps))
-
-        slots = self.adapters.slots
+    def _train(self, prepared: PreparedTrain, on_progress, should_cancel, on_read) -> tuple[AdapterRecord, ClipData]:
+        job, plan, settings = prepared.job, prepared.plan, prepared.job.settings
+        slots, encoders = self.adapters.slots, self.encoders
+        slots.mark_training(job.adapter, settings.rank)  # TRAINING while its clip is read
+        try:
+            data = prepared.clip.read(job.mask_mode, job.dilate_px, on_read)
+        except BaseException:
+            slots.mark_training(job.adapter, None)  # a problem of the request (its mask): no trace
+            raise
         self.adapters.store.clear_failure(job.adapter)  # as add_trainable clears the in-memory mark
         slots.add_trainable(job.adapter, settings.rank, settings.lora_alpha, settings.seed)
+        phases = []
         try:
+            edit_mask = data.edit_mask
+            # Each window is its own motion sample: a long clip trains with one window's memory.
+            clips = [data.frames]
+            variant_rng = np.random.default_rng([settings.seed, 0xC010])
+            clips += [C.colour_variant(data.frames, data.region, variant_rng) for _ in range(settings.colour_variants)]
+            motion = [
+                encoders.motion_sample(clip[s : s + n], edit_mask[s : s + n], prepared.prompt, settings)
+                for clip in clips
+                for s, n in zip(plan.starts, plan.lengths)
+            ]
+            # ``steps`` per window, as if each window were trained on its own (the public code's
+            # scheme): every stretch of the clip gets the passes a one-window clip gets.
+            phases.append(("motion", motion, settings.steps * plan.count))
+            if data.references:
+                refs = [encoders.reference_sample(data.frames, edit_mask, i, f, prepared.prompt, settings)
+                        for i, f in data.references]  # fmt: skip
+                # Mixed with the source clip itself as in the paper (not its colour variants).
+                mixed = refs * settings.reference_repeats + motion[: len(plan.starts)]
+                phases.append(("appearance", mixed, settings.appearance_steps))
             with self.placement.using("transformer"):
                 outcome = train_lora(
                     self.pipe.transformer, phases, settings, on_progress, should_cancel, optimizer=self.config.optimizer
@@ -257,30 +291,40 @@ class Engine:
             alpha=settings.lora_alpha,
             target_modules=sorted({k[len("transformer.") :].rsplit(".lora_", 1)[0] for k in state_dict}),
             training={**asdict(settings), "alpha": settings.lora_alpha, "mask_mode": MaskMode(job.mask_mode).value,
-                      "dilate_px": job.dilate_px, "references": [i for i, _ in job.references], "prompt": job.prompt,
+                      "dilate_px": job.dilate_px, "references": [i for i, _ in data.references], "prompt": job.prompt,
                       "window_starts": list(plan.starts), "window_lengths": list(plan.lengths)},  # fmt: skip
             source_media_id=job.source_media_id,
             final_loss=outcome.final_loss,
         )
-        return self.adapters.store_trained(state_dict, record)
+        return self.adapters.store_trained(state_dict, record), data
 
     # --- propagation ----------------------------------------------------------------------------
 
-    def prepare_propagate(self, job: PropagateJob, adapter_pending: bool = False) -> PreparedPropagate:
-        """Check a propagation request and plan it, without running it (a request thread may call this).
-        ``adapter_pending``: a job that runs first trains ``job.adapter``; it is checked when this one runs."""
-        prompt = self._prompts.ids("prompt", job.prompt)
-        negative = self._prompts.ids("negative_prompt", job.negative_prompt)
-        checks.check_propagate_settings(job, self.config)
-        region = checks.check_clip(job.source, job.mask, self.config)
-        edit_mask = checks.edit_mask(region, job.mask_mode, job.dilate_px)
-        frames, height, width = job.source.shape[:3]
-        plan = self.plan_windows(frames, height, width, job.window_frames, job.overlap_frames, training=False)
+    def prepare_propagate(self, job: PropagateJob, adapter_pending: bool = False,
+                          problems: Problems | None = None) -> PreparedPropagate:  # fmt: skip
+        """Check a propagation request and plan it, without running it (a request thread may call this):
+        every problem of its fields, with those already in ``problems``, is reported at once
+        (``InvalidRequest``). ``adapter_pending``: a job that runs first trains ``job.adapter``; it is
+        checked when this one runs."""
+        problems = problems or Problems()
+        with problems.check():
+            prompt = self._prompts.ids("prompt", job.prompt)
+        with problems.check():
+            negative = self._prompts.ids("negative_prompt", job.negative_prompt)
+        clip = job.the_clip()
+        checks.check_propagate_settings(job, self.config, problems, clip.feather_side if clip else None)
+        if clip is not None:  # None: its footage could not be planned (the problems say why)
+            clip.check(problems, self.config, self.limits, job.mask_mode, job.dilate_px)
+            with problems.check():
+                plan = self.plan_windows(clip.frames, clip.height, clip.width, job.window_frames, job.overlap_frames,
+                                         False)  # fmt: skip
         if job.adapter and adapter_pending:
-            check_adapter_name(job.adapter)
-        elif job.adapter:
+            with problems.check():
+                check_adapter_name(job.adapter)
+        problems.raise_if_any()
+        if job.adapter and not adapter_pending:
             self.adapters.usable(job.adapter)
-        return PreparedPropagate(job, edit_mask, prompt, negative if job.guidance_scale > 1.0 else None, plan)
+        return PreparedPropagate(job, clip, prompt, negative if job.guidance_scale > 1.0 else None, plan)
 
     def propagate(
         self,
@@ -288,20 +332,27 @@ class Engine:
         on_step: OnStep | None = None,
         on_frames: OnFrames | None = None,
         should_cancel: Callable[[], bool] | None = None,
+        on_read: OnRead | None = None,
     ) -> PropagateResult:
         """Generate the edited video (``Propagation``), holding its adapter for the whole run: it is
         never evicted or deleted meanwhile. ``on_frames(first_index, frames [n, H, W, 3])`` is called
-        as soon as frames are final; ``on_step(step, total)`` after each denoising step."""
+        as soon as frames are final; ``on_step(step, total)`` after each denoising step; ``on_read``
+        follows the reading of a clip of stored footage."""
         prepared = request if isinstance(request, PreparedPropagate) else self.prepare_propagate(request)
         job = prepared.job
         with self.adapters.using(job.adapter):
+            data = prepared.clip.read(job.mask_mode, job.dilate_px, on_read)
             if job.adapter:
                 self.adapters.usable(job.adapter)  # a training it waited for has stored it by now
             self.adapters.activate(job.adapter, job.adapter_strength)
             try:
-                return Propagation(self.pipe, self.encoders, prepared, should_cancel).run(on_step, on_frames)
+                result = Propagation(self.pipe, self.encoders, prepared, data, should_cancel).run(on_step, on_frames)
             finally:
                 self.release_memory()
+        plan, clip = prepared.plan, prepared.clip
+        self.speed.record("propagate", result.elapsed_s, job.steps * plan.count, max(plan.lengths), clip.height,
+                          clip.width)  # fmt: skip
+        return result
 
 
 def base_model_id(model_dir: str | Path, transformer_config) -> str:

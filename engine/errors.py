@@ -7,6 +7,7 @@ place (``framecast.server.errors``); nothing here knows about gRPC.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 
 
@@ -25,6 +26,44 @@ class InvalidInput(FramecastError):
         if len(shown) > 120:
             shown = shown[:117] + "..."
         super().__init__(f"{field} {reason} (got {shown})")
+
+
+class InvalidRequest(InvalidInput):
+    """Several fields of one request are wrong: every problem is reported at once."""
+
+    def __init__(self, problems: list[InvalidInput]):
+        self.problems = list(problems)
+        first = self.problems[0]
+        self.field, self.value, self.reason = first.field, first.value, first.reason
+        if len(self.problems) == 1:
+            FramecastError.__init__(self, str(first))
+        else:
+            FramecastError.__init__(self, f"{len(self.problems)} problems: " + "; ".join(str(p) for p in self.problems))
+
+
+class Problems:
+    """Collects the InvalidInput of several checks, so a request hears of all its problems at once:
+    ``with problems.check(): ...`` around each check, then ``raise_if_any()``. Other errors (a
+    missing media, a taken name) are not collected: they end the request at once."""
+
+    def __init__(self):
+        self.found: list[InvalidInput] = []
+
+    @contextlib.contextmanager
+    def check(self):
+        try:
+            yield
+        except InvalidRequest as exc:
+            self.found.extend(exc.problems)
+        except InvalidInput as exc:
+            self.found.append(exc)
+
+    def add(self, problem: InvalidInput) -> None:
+        self.found.append(problem)
+
+    def raise_if_any(self) -> None:
+        if self.found:
+            raise InvalidRequest(self.found)
 
 
 class NotFound(FramecastError):

@@ -22,6 +22,44 @@ def builtin_model_dir() -> Path:
     return Path(__file__).resolve().parent / "assets" / "toy-wan-i2v"
 
 
+WAN_480P_SIZE = (480, 832)  # (height, width) Wan2.1-I2V-14B-480P works at, the pipeline's default size
+SPEC_FILES = ("framecast_toy.json", "framecast_tiny.json")  # the sizes framecast's own models were made for
+
+
+def native_size(model_dir: str | Path) -> tuple[int, int]:
+    """(height, width) the model was made for: what framecast's own models record, else the
+    480P size Wan2.1's pipeline works at."""
+    for name in SPEC_FILES:
+        path = Path(model_dir) / name
+        if not path.is_file():
+            continue
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        spec = data.get("spec", data) if isinstance(data, dict) else {}
+        if "height" in spec and "width" in spec:
+            return int(spec["height"]), int(spec["width"])
+        if "size" in spec:
+            return int(spec["size"]), int(spec["size"])
+    return WAN_480P_SIZE
+
+
+def model_limits(pipe, model_dir: str | Path):
+    """The working grid's limits for a loaded pipeline (``framecast.engine.grid.ModelLimits``): its
+    native size, its spatial factor (the VAE's times the patch), and how far its rotary position
+    embeddings reach in space and time."""
+    from framecast.engine.grid import ModelLimits
+    from framecast.engine.windows import VAE_TEMPORAL
+
+    config = pipe.transformer.config
+    patch = int(config.patch_size[1])
+    factor = int(pipe.vae_scale_factor_spatial) * patch
+    positions = int(getattr(config, "rope_max_seq_len", 1024))
+    height, width = native_size(model_dir)
+    return ModelLimits(width, height, factor, positions * factor, (positions - 1) * VAE_TEMPORAL + 1)
+
+
 def check_model_dir(model_dir: str | Path) -> dict:
     """The ``model_index.json`` of a diffusers WanImageToVideoPipeline directory, read without
     loading a weight: InvalidInput naming ``model`` when the directory is not one or lacks a

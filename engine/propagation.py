@@ -15,6 +15,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
+from framecast.engine.clip import ClipData
 from framecast.engine.encoding import Encoders
 from framecast.engine.errors import Cancelled
 from framecast.engine.metrics import psnr, seam_score, ssim, temporal_change
@@ -29,18 +30,21 @@ OnFrames = Callable[[int, np.ndarray], None]  # (first index, frames [n, H, W, 3
 class Propagation:
     """One propagation run of a prepared request, on the engine's pipeline."""
 
-    def __init__(self, pipe, encoders: Encoders, prepared: PreparedPropagate, should_cancel=None):
+    def __init__(self, pipe, encoders: Encoders, prepared: PreparedPropagate, data: ClipData, should_cancel=None):
         self.pipe = pipe
         self.encoders = encoders
         self.prepared = prepared
         self.job = prepared.job
+        self.data = data
+        self.source, self.edit_mask = data.frames, data.edit_mask
+        self.edited_first_frame = data.edited_first_frame
         self.should_cancel = should_cancel
         self.timings: dict[str, float] = {}
-        self.alpha = feather_alpha(prepared.edit_mask, self.job.feather_px) if self.job.composite else None
+        self.alpha = feather_alpha(data.edit_mask, self.job.feather_px) if self.job.composite else None
 
     def run(self, on_step: OnStep | None = None, on_frames: OnFrames | None = None) -> PropagateResult:
         started = time.perf_counter()
-        job, plan, edit_mask = self.job, self.prepared.plan, self.prepared.edit_mask
+        job, plan, edit_mask, source = self.job, self.prepared.plan, self.edit_mask, self.source
         emitted = 0
 
         def emit(first: int, frames: np.ndarray) -> None:
@@ -53,7 +57,7 @@ class Propagation:
         total_steps = job.steps * plan.count
         windows: list[np.ndarray] = []
         for k, (start, length) in enumerate(zip(plan.starts, plan.lengths)):
-            first = job.edited_first_frame if k == 0 else self.window_first_frame(windows, plan, k)
+            first = self.edited_first_frame if k == 0 else self.window_first_frame(windows, plan, k)
             window_steps = None if on_step is None else (lambda i, n, base=k * job.steps: on_step(base + i, total_steps))
             stream = None if plan.count > 1 else emit
             windows.append(self.generate(first, start, length, window_steps, stream, seed=job.seed + k))
@@ -64,10 +68,10 @@ class Propagation:
         return PropagateResult(
             frames=frames,
             edit_mask=edit_mask,
-            background_psnr=psnr(frames, job.source, ~edit_mask),
-            background_ssim=ssim(frames, job.source, ~edit_mask, device=self.encoders.device),
-            first_frame_psnr=psnr(frames[0], job.edited_first_frame),
-            temporal_change=temporal_change(frames, job.source, edit_mask),
+            background_psnr=psnr(frames, source, ~edit_mask),
+            background_ssim=ssim(frames, source, ~edit_mask, device=self.encoders.device),
+            first_frame_psnr=psnr(frames[0], self.edited_first_frame),
+            temporal_change=temporal_change(frames, source, edit_mask),
             seam_score=seam_score(frames, plan.seam_boundaries()),
             windows=plan.count,
             elapsed_s=time.perf_counter() - started,
@@ -79,10 +83,10 @@ class Propagation:
         the edited first frame itself, which the user gave exactly."""
         if self.alpha is None:
             return frames
-        job, edit_mask = self.job, self.prepared.edit_mask
-        frames = composite(frames, job.source[first : first + len(frames)], self.alpha[first : first + len(frames)])
+        source, edit_mask = self.source, self.edit_mask
+        frames = composite(frames, source[first : first + len(frames)], self.alpha[first : first + len(frames)])
         if first == 0:
-            frames[0] = np.where(edit_mask[0][..., None], job.edited_first_frame, job.source[0])
+            frames[0] = np.where(edit_mask[0][..., None], self.edited_first_frame, source[0])
         return frames
 
     def window_first_frame(self, windows: list[np.ndarray], plan: WindowPlan, k: int) -> np.ndarray:
@@ -91,7 +95,7 @@ class Propagation:
         window starts from a source frame)."""
         start = plan.starts[k]
         generated = windows[k - 1][start - plan.starts[k - 1]]
-        return np.where(self.prepared.edit_mask[start][..., None], generated, self.job.source[start])
+        return np.where(self.edit_mask[start][..., None], generated, self.source[start])
 
     def generate(self, first_frame, start: int, length: int, on_step: OnStep | None, on_frames: OnFrames | None,
                  seed: int) -> np.ndarray:  # fmt: skip
@@ -99,8 +103,8 @@ class Propagation:
         job, prepared = self.job, self.prepared
         with self.timed("encode_s"):
             cond = self.encoders.conditioning(
-                first_frame, job.source[start : start + length], prepared.edit_mask[start : start + length],
-                prepared.prompt, prepared.negative_prompt, job.edited_first_frame,
+                first_frame, self.source[start : start + length], self.edit_mask[start : start + length],
+                prepared.prompt, prepared.negative_prompt, self.edited_first_frame,
             )  # fmt: skip
         with self.timed("denoise_s"), self.encoders.placement.using("transformer"):
             latents = denoise(self.pipe, cond, seed, job.steps, job.guidance_scale, on_step, self.should_cancel)

@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from framecast.engine.windows import WindowPlan
+
+if TYPE_CHECKING:
+    from framecast.engine.clip import Clip
 
 
 class MaskMode(str, enum.Enum):
@@ -59,9 +63,12 @@ class TrainSettings:
 
 @dataclass
 class TrainJob:
+    """Train an adapter on a clip: ``source`` and ``mask`` arrays shaped for the model, or a ``clip``
+    (``framecast.engine.clip``: stored footage of any shape, read onto the working grid)."""
+
     adapter: str
-    source: np.ndarray  # [F, H, W, 3] uint8
-    mask: np.ndarray  # [F, H, W] or [1, H, W] bool, True = edit region
+    source: np.ndarray | None  # [F, H, W, 3] uint8; None with a clip
+    mask: np.ndarray | None  # [F, H, W] or [1, H, W] bool, True = edit region; None with a clip
     prompt: str
     settings: TrainSettings = TrainSettings()
     references: list[tuple[int, np.ndarray]] = field(default_factory=list)  # (frame index, edited [H, W, 3])
@@ -70,14 +77,25 @@ class TrainJob:
     source_media_id: str = ""
     window_frames: int = 0  # 0: the server's window (the whole clip when it fits)
     overlap_frames: int | None = None  # None: windows.default_overlap of the window used
+    clip: Clip | None = None  # instead of the arrays
+
+    def the_clip(self) -> Clip | None:
+        """The clip it works on (arrays wrapped); None when it has neither (footage that could not be planned)."""
+        from framecast.engine.clip import ArrayClip
+
+        if self.clip is not None or self.source is None:
+            return self.clip
+        return ArrayClip(self.source, self.mask, None, self.references)
 
 
 @dataclass
 class PropagateJob:
+    """Propagate an edited first frame through a clip (arrays shaped for the model, or a ``clip``)."""
+
     adapter: str  # "" = the base model alone
-    source: np.ndarray  # [F, H, W, 3] uint8
-    mask: np.ndarray  # [F, H, W] or [1, H, W] bool
-    edited_first_frame: np.ndarray  # [H, W, 3] uint8
+    source: np.ndarray | None  # [F, H, W, 3] uint8; None with a clip
+    mask: np.ndarray | None  # [F, H, W] or [1, H, W] bool; None with a clip
+    edited_first_frame: np.ndarray | None  # [H, W, 3] uint8; None with a clip
     prompt: str
     negative_prompt: str = ""
     steps: int = 30
@@ -91,6 +109,15 @@ class PropagateJob:
     overlap_frames: int | None = None  # None: windows.default_overlap of the window used
     blend_ramp: BlendRamp = BlendRamp.LINEAR
     adapter_strength: float = 1.0  # the adapter's delta scaled by this (0 = the base model); ignored without one
+    clip: Clip | None = None  # instead of the arrays
+
+    def the_clip(self) -> Clip | None:
+        """The clip it works on (arrays wrapped); None when it has neither (footage that could not be planned)."""
+        from framecast.engine.clip import ArrayClip
+
+        if self.clip is not None or self.source is None:
+            return self.clip
+        return ArrayClip(self.source, self.mask, self.edited_first_frame)
 
 
 @dataclass(frozen=True)
@@ -106,8 +133,7 @@ class PreparedTrain:
     """A training request checked and planned: what ``Engine.train`` runs."""
 
     job: TrainJob
-    region: np.ndarray  # [F, H, W] bool: the user's mask on every frame
-    edit_mask: np.ndarray  # [F, H, W] bool: the method's mask (mask_mode applied)
+    clip: Clip
     prompt: PromptIds
     plan: WindowPlan
 
@@ -117,7 +143,7 @@ class PreparedPropagate:
     """A propagation request checked and planned: what ``Engine.propagate`` runs."""
 
     job: PropagateJob
-    edit_mask: np.ndarray  # [F, H, W] bool: the method's mask (mask_mode applied)
+    clip: Clip
     prompt: PromptIds
     negative_prompt: PromptIds | None  # None without guidance
     plan: WindowPlan
@@ -125,7 +151,7 @@ class PreparedPropagate:
 
 @dataclass
 class PropagateResult:
-    frames: np.ndarray  # [F, H, W, 3] uint8
+    frames: np.ndarray  # [F, H, W, 3] uint8, on the working grid
     edit_mask: np.ndarray  # [F, H, W] bool, the mask actually used
     background_psnr: float  # output vs source outside the edit mask, dB
     background_ssim: float  # the same pixels' mean SSIM (1.0 = identical)

@@ -24,6 +24,7 @@ from grpc_reflection.v1alpha import reflection
 
 from framecast.engine.adapter_store import AdapterStore
 from framecast.engine.engine import Engine
+from framecast.engine.grid import WAN_FPS
 from framecast.engine.errors import InvalidInput
 from framecast.server.adapter_rpcs import settle_interrupted_training
 from framecast.server.config import ServerConfig
@@ -50,7 +51,8 @@ class RunningServer:
         except BaseException:
             self._data_lock.close()
             raise
-        self.media = MediaStore(data / "media", max_pixels=config.engine.max_pixels, max_frames=config.engine.max_frames)
+        self.media = MediaStore(data / "media", max_pixels=config.max_source_pixels, max_duration_s=config.max_duration_s,
+                                max_frames=int(config.max_duration_s * WAN_FPS))  # fmt: skip
         adapters = AdapterStore(data / "adapters")
         adapters.remove_interrupted_writes()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -18,6 +19,8 @@ class ServerConfig:
     port: int = 50051  # 0 = pick a free port (the chosen one is reported by the running server)
     max_queue: int = 16  # queued jobs beyond which Train/Propagate get RESOURCE_EXHAUSTED
     max_upload_bytes: int = 512 * MiB
+    max_source_pixels: int = 7680 * 4320  # per frame of an upload (8K UHD); the working grid is the model's
+    max_duration_s: float = 600.0  # longest video accepted; a job edits all of it or a part (ShotOptions)
     grace_s: float = 10.0  # on shutdown: time running jobs get to reach a step boundary
     media_retention_hours: float = 0.0  # uploads and results older than this are deleted; 0 = kept until deleted
     chunk_bytes: int = 1 * MiB  # download/export chunk size
@@ -30,6 +33,10 @@ class ServerConfig:
             raise InvalidInput("max_queue", self.max_queue, "must be >= 1")
         if self.max_upload_bytes < 1:
             raise InvalidInput("max_upload_bytes", self.max_upload_bytes, "must be >= 1")
+        if not self.max_source_pixels >= 1:
+            raise InvalidInput("max_source_pixels", self.max_source_pixels, "must be >= 1")
+        if not (self.max_duration_s > 0 and math.isfinite(self.max_duration_s)):
+            raise InvalidInput("max_duration_s", self.max_duration_s, "must be a finite number of seconds above 0")
         if not self.media_retention_hours >= 0:
             raise InvalidInput("media_retention_hours", self.media_retention_hours, "must be >= 0 (0 keeps media until deleted)")
         if not Path(self.engine.model_dir).is_dir():

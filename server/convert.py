@@ -11,16 +11,17 @@ from __future__ import annotations
 import dataclasses
 import json
 
-import numpy as np
-
 import framecast
 from framecast.engine.adapter_cache import AdapterChange, AdapterState, AdapterStatus
 from framecast.engine.adapter_manager import AdapterView
 from framecast.engine.adapter_store import AdapterRecord
-from framecast.engine.config import EngineInfo
-from framecast.engine.errors import InvalidInput
-from framecast.engine.media import mask_from_frames
+from framecast.engine.config import EngineInfo, field_default
+from framecast.engine.engine import Engine
+from framecast.engine.errors import InvalidInput, Problems
+from framecast.engine.grid import Fit
 from framecast.engine.requests import BlendRamp, MaskMode, PropagateJob, PropagateResult, TrainJob, TrainSettings
+from framecast.engine.restore import Encoding, Interpolation, OutputOptions, check_output
+from framecast.engine.shots import ReferenceInput, Shot, ShotClip, ShotOptions, StoredMedia, plan_shot
 from framecast.engine.training import Progress
 from framecast.server.config import ServerConfig
 from framecast.server.media_store import MediaInfo, MediaStore
@@ -28,7 +29,17 @@ from framecast.v1 import framecast_pb2 as pb
 
 MASK_MODES = {pb.MASK_MODE_EXACT: MaskMode.EXACT, pb.MASK_MODE_BBOX: MaskMode.BBOX, pb.MASK_MODE_DILATE: MaskMode.DILATE}
 BLEND_RAMPS = {pb.BLEND_RAMP_LINEAR: BlendRamp.LINEAR, pb.BLEND_RAMP_COSINE: BlendRamp.COSINE}
-OUTPUT_ENCODINGS = (pb.OUTPUT_ENCODING_MP4_H264, pb.OUTPUT_ENCODING_MP4_H264_LOSSLESS, pb.OUTPUT_ENCODING_PNG_SEQUENCE)
+ENCODINGS = {
+    pb.OUTPUT_ENCODING_MP4_H264: Encoding.MP4,
+    pb.OUTPUT_ENCODING_MP4_H264_LOSSLESS: Encoding.MP4_LOSSLESS,
+    pb.OUTPUT_ENCODING_PNG_SEQUENCE: Encoding.PNG_SEQUENCE,
+}
+FITS = {pb.FIT_MODE_FIT: Fit.FIT, pb.FIT_MODE_CROP: Fit.CROP, pb.FIT_MODE_PAD: Fit.PAD}
+INTERPOLATIONS = {
+    pb.INTERPOLATION_NEAREST: Interpolation.NEAREST,
+    pb.INTERPOLATION_BLEND: Interpolation.BLEND,
+    pb.INTERPOLATION_FLOW: Interpolation.FLOW,
+}
 MEDIA_KINDS = {"video": pb.MEDIA_KIND_VIDEO, "image": pb.MEDIA_KIND_IMAGE, "image_sequence": pb.MEDIA_KIND_IMAGE_SEQUENCE}
 ADAPTER_STATES = {
     AdapterState.TRAINING: pb.ADAPTER_STATE_TRAINING,
@@ -71,21 +82,58 @@ def _present(message, field: str):
 
 
 def media_ref(info: MediaInfo) -> pb.MediaRef:
+    footage = info.footage or {}
     return pb.MediaRef(
         id=info.id, kind=MEDIA_KINDS[info.kind], num_frames=info.num_frames, width=info.width,
         height=info.height, fps=info.fps, size_bytes=info.size_bytes, filename=info.filename,
-        created_at=info.created_at,
+        created_at=info.created_at, duration_s=info.duration_s, has_audio=bool(footage.get("audio")),
+        rotation=int(footage.get("rotation", 0)), codec=footage.get("codec", ""),
     )  # fmt: skip
 
 
-def _mask(media: MediaStore, mask_id: str) -> np.ndarray:
-    return mask_from_frames(media.frames(mask_id, "mask_id"))
+def shot_options(message) -> ShotOptions:
+    """The ``shot`` of a Train or Propagate request."""
+    if not message.HasField("shot"):
+        return ShotOptions()
+    shot = message.shot
+    return ShotOptions(**_set(
+        start_s=shot.start_s, end_s=_present(shot, "end_s"), fps=shot.fps, source_fps=shot.source_fps,
+        fit=_choice(FITS, shot.fit, "shot.fit", "FitMode"),
+    ))  # fmt: skip
+
+
+def _stored(media: MediaStore, media_id: str, field: str, problems: Problems) -> StoredMedia | None:
+    """A stored media a request names; a missing or malformed id is a problem, an unknown one NotFound."""
+    with problems.check():
+        path, info = media.footage(media_id, field)
+        return StoredMedia(path, info, field, media_id)
+    return None
+
+
+def _shot(request, media: MediaStore, engine: Engine, problems: Problems, edited_field: str | None) -> Shot | None:
+    """The shot a request's media and options make (planned from their probes), or None."""
+    source = _stored(media, request.source_id, "source_id", problems)
+    mask = _stored(media, request.mask_id, "mask_id", problems)
+    edited = _stored(media, request.edited_first_frame_id, edited_field, problems) if edited_field else None
+    references = []
+    for number, ref in enumerate(getattr(request, "references", ())):  # Propagate has none
+        image = _stored(media, ref.image_id, f"references[{number}].image_id", problems)
+        if image is not None:
+            timed = ref.HasField("time_s")
+            references.append(ReferenceInput(image, None if timed else ref.frame_index, ref.time_s if timed else None))
+    with problems.check():
+        options = shot_options(request)
+        if source is not None:
+            return plan_shot(source, options, engine.limits, engine.config, problems, mask, edited, tuple(references))
+    return None
 
 
 # --- jobs ----------------------------------------------------------------------------------------
 
 
-def train_job(request: pb.TrainRequest, media: MediaStore) -> TrainJob:
+def train_job(request: pb.TrainRequest, media: MediaStore, engine: Engine, problems: Problems) -> TrainJob:
+    """The engine's training of a request, its footage planned onto the working grid; the problems
+    of its inputs go to ``problems`` (the engine adds its own and reports them all)."""
     if not request.adapter:
         raise InvalidInput("adapter", "", "is required: name the adapter to create")
     weights = _present(request, "loss_weights")
@@ -101,30 +149,29 @@ def train_job(request: pb.TrainRequest, media: MediaStore) -> TrainJob:
         gradient_checkpointing=False if request.gradient_checkpointing_off else None,
         colour_variants=request.colour_variants,
     ))  # fmt: skip
+    shot = _shot(request, media, engine, problems, edited_field=None)
+    mask_mode = None
+    with problems.check():
+        mask_mode = _choice(MASK_MODES, request.mask_mode, "mask_mode", "MaskMode")
     return TrainJob(
-        adapter=request.adapter,
-        source=media.frames(request.source_id, "source_id"),
-        mask=_mask(media, request.mask_id),
-        prompt=request.prompt,
-        settings=settings,
-        references=[(ref.frame_index, media.image(ref.image_id, "references.image_id")) for ref in request.references],
-        source_media_id=request.source_id,
-        **_set(
-            mask_mode=_choice(MASK_MODES, request.mask_mode, "mask_mode", "MaskMode"),
-            dilate_px=request.dilate_px,
-            window_frames=request.window_frames,
-            overlap_frames=_present(request, "overlap_frames"),
-        ),
-    )
+        adapter=request.adapter, source=None, mask=None, prompt=request.prompt, settings=settings,
+        source_media_id=request.source_id, clip=None if shot is None else ShotClip(shot),
+        **_set(mask_mode=mask_mode, dilate_px=request.dilate_px,
+               window_frames=request.window_frames, overlap_frames=_present(request, "overlap_frames")),
+    )  # fmt: skip
 
 
-def propagate_job(request: pb.PropagateRequest, media: MediaStore) -> PropagateJob:
+def propagate_job(request: pb.PropagateRequest, media: MediaStore, engine: Engine, problems: Problems) -> PropagateJob:
+    """The engine's propagation of a request (as ``train_job``)."""
+    shot = _shot(request, media, engine, problems, edited_field="edited_first_frame_id")
+    choices = {}
+    for name, table, kind in (("mask_mode", MASK_MODES, "MaskMode"), ("blend_ramp", BLEND_RAMPS, "BlendRamp")):
+        with problems.check():
+            choices[name] = _choice(table, getattr(request, name), name, kind)
+    choices = {name: value for name, value in choices.items() if value is not None}
     return PropagateJob(
-        adapter=request.adapter,
-        source=media.frames(request.source_id, "source_id"),
-        mask=_mask(media, request.mask_id),
-        edited_first_frame=media.image(request.edited_first_frame_id, "edited_first_frame_id"),
-        prompt=request.prompt,
+        adapter=request.adapter, source=None, mask=None, edited_first_frame=None, prompt=request.prompt,
+        clip=None if shot is None else ShotClip(shot),
         **_set(
             negative_prompt=request.negative_prompt,
             steps=request.steps or None,
@@ -132,21 +179,31 @@ def propagate_job(request: pb.PropagateRequest, media: MediaStore) -> PropagateJ
             seed=request.seed,
             composite=request.composite,
             feather_px=_present(request, "feather_px"),
-            mask_mode=_choice(MASK_MODES, request.mask_mode, "mask_mode", "MaskMode"),
             dilate_px=request.dilate_px,
             window_frames=request.window_frames,
             overlap_frames=_present(request, "overlap_frames"),
-            blend_ramp=_choice(BLEND_RAMPS, request.blend_ramp, "blend_ramp", "BlendRamp"),
             adapter_strength=_present(request, "adapter_strength"),
         ),
-    )
+        **choices,
+    )  # fmt: skip
 
 
-def output_encoding(request: pb.PropagateRequest) -> int:
+def output_options(request: pb.PropagateRequest, problems: Problems) -> OutputOptions:
+    """How a propagation's result is written: encoding, quality, composite, interpolation."""
     encoding = request.output_encoding or pb.OUTPUT_ENCODING_MP4_H264
-    if encoding not in OUTPUT_ENCODINGS:
-        raise InvalidInput("output_encoding", encoding, "is not a known OutputEncoding")
-    return encoding
+    if encoding not in ENCODINGS:
+        problems.add(InvalidInput("output_encoding", encoding, "is not a known OutputEncoding"))
+        encoding = pb.OUTPUT_ENCODING_MP4_H264
+    interpolation = None
+    with problems.check():
+        interpolation = _choice(INTERPOLATIONS, request.interpolation, "interpolation", "Interpolation")
+    options = OutputOptions(**_set(
+        encoding=ENCODINGS[encoding], quality=_present(request, "quality"), composite=request.composite,
+        feather_px=_present(request, "feather_px"), interpolation=interpolation,
+    ))  # fmt: skip
+    with problems.check():
+        check_output(options)
+    return options
 
 
 def training_progress(progress: Progress) -> pb.Progress:
@@ -154,15 +211,17 @@ def training_progress(progress: Progress) -> pb.Progress:
                        elapsed_s=progress.elapsed_s, eta_s=progress.eta_s)  # fmt: skip
 
 
-def propagate_result(result: PropagateResult, stored: MediaInfo) -> pb.PropagateResult:
+def propagate_result(result: PropagateResult, stored: MediaInfo, shot: Shot) -> pb.PropagateResult:
+    grid = shot.grid
     return pb.PropagateResult(
-        video=media_ref(stored),
+        video=media_ref(stored), working_width=grid.width, working_height=grid.height, working_frames=grid.frames,
+        working_fps=grid.fps,
         metrics=pb.QualityMetrics(
             background_psnr_db=result.background_psnr, first_frame_psnr_db=result.first_frame_psnr,
             seam_score=result.seam_score, windows=result.windows, background_ssim=result.background_ssim,
             temporal_change=result.temporal_change,
         ),  # fmt: skip
-        num_frames=len(result.frames),
+        num_frames=stored.num_frames,
         elapsed_s=result.elapsed_s,
     )
 
@@ -223,7 +282,43 @@ def server_info(config: ServerConfig, queue_length: int, engine: EngineInfo | No
         queue_length=queue_length, ready=engine is not None, max_frames=config.engine.max_frames,
         max_pixels=config.engine.max_pixels, model_dir=config.engine.model_dir,
         window_frames=config.engine.window_frames, load_error=load_error or "",
+        max_duration_s=config.max_duration_s, max_source_pixels=config.max_source_pixels,
+        interpolation=field_default(OutputOptions, "interpolation").value,
     )  # fmt: skip
     if engine is not None:
         info.MergeFrom(pb.ServerInfo(**dataclasses.asdict(engine)))
     return info
+
+
+def plan(engine: Engine, kind: str, clip, prepared, problems: Problems) -> pb.PlanResponse:
+    """A Plan reply: the shot's grid and windows (what could be planned), the memory and time the
+    job needs, and every problem."""
+    reply = pb.PlanResponse(ok=not problems.found and prepared is not None)
+    reply.problems.extend(pb.Problem(field=p.field, message=str(p)) for p in problems.found)
+    shot = getattr(clip, "shot", None)
+    if shot is not None:
+        grid, info = shot.grid, shot.source.info
+        first, last = shot.range_indices
+        times = info.frame_times
+        reply.MergeFrom(pb.PlanResponse(
+            width=grid.width, height=grid.height, fps=grid.fps, num_frames=grid.frames, padded_frames=shot.padded_frames,
+            output_frames=last - first + 1,
+            output_duration_s=(times[last] - times[first] + 1 / info.fps) if times else (last - first + 1) / grid.fps,
+        ))  # fmt: skip
+    if prepared is not None:
+        windows = prepared.plan
+        reply.windows.extend(pb.Window(start=start, frames=length) for start, length in zip(windows.starts, windows.lengths))
+        training = kind == "train"
+        if training:
+            settings = prepared.job.settings
+            steps = settings.steps * windows.count + (settings.appearance_steps if prepared.clip.has_references else 0)
+        else:
+            steps = prepared.job.steps * windows.count
+        reply.steps = steps
+        reply.estimated_device_bytes = engine.memory_plan(
+            engine.quantize, engine.offload, max(windows.lengths), prepared.clip.height, prepared.clip.width, training,
+            prepared.job.settings.rank if training else 16,
+        ).peak_bytes  # fmt: skip
+        reply.estimated_seconds = engine.speed.estimate(kind, steps, max(windows.lengths), prepared.clip.height,
+                                                        prepared.clip.width)  # fmt: skip
+    return reply

@@ -1,7 +1,8 @@
 """Content-addressed media store: ``<root>/<sha256>/{data,meta.json}``.
 
-Uploads are decoded once on arrival, so corrupt or oversized media is refused before it is
-stored; the decoded frames of recently used media stay in a small in-memory cache. A delete
+Uploads are probed on arrival (headers, packet timestamps and the first frame: never every
+frame), so corrupt, oversized or too long media is refused before it is stored; jobs read the
+stored file itself, streaming (``framecast.engine.footage``). A delete
 renames the directory out of the way first (one atomic step) and then removes it, so a crash
 never leaves half a media file under its id. Leftovers of interrupted deletes and uploads
 (an upload is committed by its meta.json, written last) are removed at start-up. ``expire``
@@ -18,14 +19,14 @@ import secrets
 import shutil
 import threading
 import time
-from collections import OrderedDict
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from framecast.engine.errors import InvalidInput, MediaNotFound
-from framecast.engine.media import Media, MediaKind, atomic_write, decode_media, fsync_dir, remove_interrupted_writes
+from framecast.engine.footage import FootageInfo, Limits, decode_all, probe
+from framecast.engine.media import MediaKind, atomic_write, fsync_dir, remove_interrupted_writes
 
 ID_PREFIX = "sha256:"
 _TRASH_PREFIX = ".deleted-"
@@ -37,22 +38,27 @@ class MediaInfo:
     id: str
     kind: str  # MediaKind value
     num_frames: int
-    width: int
+    width: int  # as displayed
     height: int
     fps: float
     size_bytes: int
     filename: str = ""
     created_at: float = 0.0  # unix seconds; the commit time of meta.json, not stored in it
+    footage: dict | None = None  # FootageInfo.to_json(); None in records older than it (probed when read)
+
+    @property
+    def duration_s(self) -> float:
+        return FootageInfo.from_json(self.footage).duration_s if self.footage else 0.0
 
 
 class MediaStore:
-    def __init__(self, root: str | Path, max_pixels: int, max_frames: int, cache_items: int = 8):
+    def __init__(self, root: str | Path, max_pixels: int | None = None, max_duration_s: float | None = None,
+                 max_frames: int | None = None):  # fmt: skip
+        """``max_pixels`` per frame, ``max_duration_s`` for videos, ``max_frames`` for image sequences:
+        uploads beyond them are refused (results are stored whatever they are)."""
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
-        self.max_pixels = max_pixels
-        self.max_frames = max_frames
-        self._cache: OrderedDict[str, Media] = OrderedDict()
-        self._cache_items = cache_items
+        self.limits = Limits(max_pixels, max_duration_s, max_frames)
         self._lock = threading.Lock()
         self._remove_interrupted_writes()
 
@@ -74,38 +80,71 @@ class MediaStore:
         return self.root / digest
 
     def put(self, data: bytes, filename: str = "", field: str = "data") -> MediaInfo:
-        """Decode, validate and store ``data``; the same bytes always give the same id."""
+        """Probe, validate and store ``data``; the same bytes always give the same id."""
         media_id = ID_PREFIX + hashlib.sha256(data).hexdigest()
-        existing = self._info_or_none(media_id)
+        existing = self._again(media_id)
         if existing is not None:
-            try:  # uploaded again: the retention clock restarts
-                os.utime(self._dir(media_id) / "meta.json")
-            except FileNotFoundError:  # deleted meanwhile: store it again
-                pass
-            else:
-                return self._info_or_none(media_id) or existing
-        media = decode_media(data, field=field, max_pixels=self.max_pixels, max_frames=self.max_frames)
+            return existing
+        footage = probe(data, field, self.limits)
+        return self._commit(media_id, footage, len(data), filename, lambda path: atomic_write(path, data))
+
+    def put_file(self, path: str | Path, filename: str = "") -> MediaInfo:
+        """Store the file at ``path`` (a job's result, not an upload: no limits apply), moving it
+        into the store; the same bytes always give the same id."""
+        path = Path(path)
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        media_id = ID_PREFIX + digest.hexdigest()
+        existing = self._again(media_id)
+        if existing is not None:
+            path.unlink(missing_ok=True)
+            return existing
+        footage = probe(path, "result")
+
+        def move(target: Path) -> None:
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(path, target)  # same file system: the data dir's temporary folder
+            fsync_dir(target.parent)
+
+        return self._commit(media_id, footage, path.stat().st_size, filename, move)
+
+    def scratch_dir(self) -> Path:
+        """A fresh directory on the store's file system for a job to write a result into (removed at
+        start-up if a crash leaves it)."""
+        scratch = self.root / f"{_TRASH_PREFIX}scratch-{secrets.token_hex(6)}"
+        scratch.mkdir(parents=True)
+        return scratch
+
+    def _again(self, media_id: str) -> MediaInfo | None:
+        existing = self._info_or_none(media_id)
+        if existing is None:
+            return None
+        try:  # uploaded again: the retention clock restarts
+            os.utime(self._dir(media_id) / "meta.json")
+        except FileNotFoundError:  # deleted meanwhile: store it again
+            return None
+        return self._info_or_none(media_id) or existing
+
+    def _commit(self, media_id: str, footage: FootageInfo, size: int, filename: str, write_data) -> MediaInfo:
         info = MediaInfo(
-            id=media_id,
-            kind=media.kind.value,
-            num_frames=media.num_frames,
-            width=media.width,
-            height=media.height,
-            fps=media.fps,
-            size_bytes=len(data),
-            filename=Path(filename).name if filename else "",
-        )
+            id=media_id, kind=footage.kind.value, num_frames=footage.num_frames, width=footage.width,
+            height=footage.height, fps=footage.fps, size_bytes=size, filename=Path(filename).name if filename else "",
+            footage=footage.to_json(),
+        )  # fmt: skip
         directory = self._dir(media_id)
         meta = {key: value for key, value in asdict(info).items() if key != "created_at"}
         with self._lock:
             try:
-                atomic_write(directory / "data", data)
+                directory.mkdir(parents=True, exist_ok=True)
+                write_data(directory / "data")
                 atomic_write(directory / "meta.json", json.dumps(meta).encode())  # written last: the commit
             except BaseException:
                 if not (directory / "meta.json").is_file():  # not stored (a full disk): leave no trace
                     shutil.rmtree(directory, ignore_errors=True)
                 raise
-            self._remember(media_id, media)
         return replace(info, created_at=(directory / "meta.json").stat().st_mtime)
 
     def _info_or_none(self, media_id: str) -> MediaInfo | None:
@@ -136,7 +175,6 @@ class MediaStore:
         directory = self._dir(media_id)
         trash = self.root / f"{_TRASH_PREFIX}{directory.name}-{secrets.token_hex(4)}"
         with self._lock:
-            self._cache.pop(media_id, None)
             try:
                 directory.rename(trash)
             except FileNotFoundError:  # deleted meanwhile
@@ -180,30 +218,18 @@ class MediaStore:
         except FileNotFoundError:  # deleted since info() found it
             raise MediaNotFound(media_id) from None
 
+    def footage(self, media_id: str, field: str = "media id") -> tuple[Path, FootageInfo]:
+        """The stored file of ``media_id`` and what it is; NotFound, or InvalidInput naming ``field``."""
+        info = self.info(media_id, field)
+        path = self._dir(media_id) / "data"
+        if info.footage is None:  # stored before probes were kept: probe it now
+            return path, probe(path, field)
+        return path, FootageInfo.from_json(info.footage)
+
     def frames(self, media_id: str, field: str = "media id") -> np.ndarray:
-        """Decoded frames [F, H, W, 3] uint8 of stored media."""
-        self.info(media_id, field)
-        with self._lock:
-            if media_id in self._cache:
-                self._cache.move_to_end(media_id)
-                return self._cache[media_id].frames
-        media = decode_media(self.read_bytes(media_id), field=field)
-        with self._lock:
-            self._remember(media_id, media)
-        return media.frames
-
-    def image(self, media_id: str, field: str) -> np.ndarray:
-        """One image [H, W, 3] uint8; refuses media with more than one frame."""
-        frames = self.frames(media_id, field)
-        if len(frames) != 1:
-            raise InvalidInput(field, media_id, f"must be a single image, but has {len(frames)} frames")
-        return frames[0]
-
-    def _remember(self, media_id: str, media: Media) -> None:
-        self._cache[media_id] = media
-        self._cache.move_to_end(media_id)
-        while len(self._cache) > self._cache_items:
-            self._cache.popitem(last=False)
+        """Every decoded frame [F, H, W, 3] uint8 of stored media, as displayed (small media only)."""
+        path, _ = self.footage(media_id, field)
+        return decode_all(path, field).frames
 
 
 def kind_of(info: MediaInfo) -> MediaKind:

@@ -8,14 +8,26 @@ what was planned; a job's own failure ends its stream with an error event and th
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from collections.abc import Iterator
 
 import numpy as np
 
 from framecast.engine.engine import Engine
-from framecast.engine.errors import FailedPrecondition, InvalidInput, MediaNotFound, Unavailable
-from framecast.engine.media import encode_png, encode_png_sequence, encode_video
+from framecast.engine.errors import (
+    AdapterNotFound,
+    AlreadyExists,
+    FailedPrecondition,
+    FramecastError,
+    InvalidInput,
+    InvalidRequest,
+    MediaNotFound,
+    Problems,
+    Unavailable,
+)
+from framecast.engine.restore import restore
+from framecast.engine.media import encode_png
 from framecast.engine.training import Progress
 from framecast.server import convert
 from framecast.server.adapter_rpcs import AdapterRpcs
@@ -27,11 +39,6 @@ from framecast.v1 import framecast_pb2 as pb
 from framecast.v1 import framecast_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
-
-
-def result_filename(job_id: str, encoding: int) -> str:
-    """The filename a Propagate job's result is stored under: how a restart finds it again."""
-    return f"{job_id}.{'zip' if encoding == pb.OUTPUT_ENCODING_PNG_SEQUENCE else 'mp4'}"
 
 
 def settle_interrupted_propagation(media: MediaStore, info: pb.JobInfo) -> None:
@@ -50,7 +57,7 @@ def settle_interrupted_propagation(media: MediaStore, info: pb.JobInfo) -> None:
             info.ClearField("propagate_result")
             return
     else:
-        names = {result_filename(info.job_id, e) for e in (pb.OUTPUT_ENCODING_MP4_H264, pb.OUTPUT_ENCODING_PNG_SEQUENCE)}
+        names = {f"{info.job_id}{suffix}" for suffix in (".mp4", ".mkv", ".zip")}
         stored = [m for m in media.list() if m.filename in names and m.created_at >= info.started_at]
         if not stored:
             return
@@ -121,13 +128,14 @@ class FramecastService(AdapterRpcs, pb_grpc.FramecastServicer):
 
     def Train(self, request: pb.TrainRequest, context) -> Iterator[pb.JobEvent]:
         engine = self.engine
-        prepared = engine.prepare_train(convert.train_job(request, self.media))
+        problems = Problems()
+        prepared = engine.prepare_train(convert.train_job(request, self.media, engine, problems), problems)
 
         def run(handle: Job) -> None:
             def on_progress(progress: Progress) -> None:
                 handle.emit(progress=convert.training_progress(progress))
 
-            record = engine.train(prepared, on_progress, handle.should_cancel)
+            record = engine.train(prepared, on_progress, handle.should_cancel, on_read=_phase(handle, "decode"))
             info = convert.adapter_info(engine.adapters.view(record.name))
             handle.set_state(handle.info.state, adapter_result=info)
             handle.emit(adapter=info)
@@ -137,13 +145,13 @@ class FramecastService(AdapterRpcs, pb_grpc.FramecastServicer):
 
     def Propagate(self, request: pb.PropagateRequest, context) -> Iterator[pb.JobEvent]:
         engine = self.engine
-        source_info = self.media.info(request.source_id, "source_id")
-        job = convert.propagate_job(request, self.media)
+        problems = Problems()
+        job = convert.propagate_job(request, self.media, engine, problems)
+        output = convert.output_options(request, problems)
         # An adapter a queued or running Train job creates: the job runs first (one FIFO queue).
         training = self.queue.training(request.adapter) if request.adapter else None
-        prepared = engine.prepare_propagate(job, adapter_pending=training is not None)
-        encoding = convert.output_encoding(request)
-        fps = source_info.fps or 16.0
+        prepared = engine.prepare_propagate(job, adapter_pending=training is not None, problems=problems)
+        shot = prepared.clip.shot
 
         def run(handle: Job) -> None:
             def on_step(step: int, total: int) -> None:
@@ -153,16 +161,20 @@ class FramecastService(AdapterRpcs, pb_grpc.FramecastServicer):
 
             def on_frames(first: int, frames: np.ndarray) -> None:
                 for offset, frame in enumerate(frames):
-                    handle.emit(frame=pb.Frame(index=first + offset, png=encode_png(frame)))
+                    index = first + offset
+                    if index < shot.grid.frames:  # not the frames padding the shot to 4N+1
+                        handle.emit(frame=pb.Frame(index=index, png=encode_png(frame), time_s=shot.grid.time(index)))
 
             if training is not None:
                 _check_trained(training)
-            result = engine.propagate(prepared, on_step, on_frames, handle.should_cancel)
-            if encoding == pb.OUTPUT_ENCODING_PNG_SEQUENCE:
-                data = encode_png_sequence(result.frames)
-            else:
-                data = encode_video(result.frames, fps, lossless=encoding == pb.OUTPUT_ENCODING_MP4_H264_LOSSLESS)
-            message = convert.propagate_result(result, self.media.put(data, filename=result_filename(handle.id, encoding)))
+            result = engine.propagate(prepared, on_step, on_frames, handle.should_cancel, on_read=_phase(handle, "decode"))
+            scratch = self.media.scratch_dir()
+            try:
+                restored = restore(shot, result.frames, result.edit_mask, output, scratch, _phase(handle, "encode"))
+                stored = self.media.put_file(restored.path, filename=f"{handle.id}{restored.suffix}")
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+            message = convert.propagate_result(result, stored, shot)
             handle.set_state(handle.info.state, propagate_result=message)
             handle.checkpoint()  # a crash from here on still finds the result, metrics and all
             handle.emit(result=message)
@@ -170,6 +182,31 @@ class FramecastService(AdapterRpcs, pb_grpc.FramecastServicer):
         adapters = (request.adapter,) if request.adapter else ()
         handle = self.queue.submit(Job(pb.JOB_KIND_PROPAGATE, request.adapter, run, adapters))
         yield from self._stream(handle)
+
+    def Plan(self, request: pb.PlanRequest, context) -> pb.PlanResponse:
+        engine = self.engine
+        kind = request.WhichOneof("request")
+        if kind is None:
+            raise InvalidInput("request", "", "is required: a train or a propagate request to plan")
+        problems, prepared, job = Problems(), None, None
+        try:
+            if kind == "train":
+                job = convert.train_job(request.train, self.media, engine, problems)
+                prepared = engine.prepare_train(job, problems)
+            else:
+                job = convert.propagate_job(request.propagate, self.media, engine, problems)
+                convert.output_options(request.propagate, problems)
+                training = self.queue.training(request.propagate.adapter) if request.propagate.adapter else None
+                prepared = engine.prepare_propagate(job, adapter_pending=training is not None, problems=problems)
+        except InvalidRequest as refused:
+            problems.found = refused.problems
+        except FramecastError as refused:  # an unknown media or adapter, a taken name: one more problem
+            problems.add(InvalidInput(_field_of(refused), "", str(refused)))
+        reply = convert.plan(engine, kind, job.clip if job is not None else None, prepared, problems)
+        shot = getattr(job.clip, "shot", None) if job is not None else None
+        if shot is not None:
+            reply.source.CopyFrom(convert.media_ref(self.media.info(shot.source.media_id)))
+        return reply
 
     @staticmethod
     def _stream(job: Job, replay_progress: bool = True) -> Iterator[pb.JobEvent]:
@@ -216,3 +253,27 @@ def _check_trained(training: Job) -> None:
 
 def _elapsed(job: Job) -> float:
     return time.time() - job.info.started_at if job.info.started_at else 0.0
+
+
+def _phase(job: Job, phase: str):
+    """A progress callback ``(done, total)`` emitting ``phase`` events with the phase's own ETA,
+    at most about 20 times a phase (a long clip has thousands of frames)."""
+    started = time.time()
+    last = [-1]
+
+    def on_progress(done: int, total: int) -> None:
+        if done != total and done * 20 // max(total, 1) == last[0]:
+            return
+        last[0] = done * 20 // max(total, 1)
+        elapsed = time.time() - started
+        job.emit(progress=pb.Progress(phase=phase, step=done, total=total, elapsed_s=_elapsed(job),
+                                      eta_s=elapsed / done * (total - done) if done else 0.0))  # fmt: skip
+
+    return on_progress
+
+
+def _field_of(error: Exception) -> str:
+    """The request field an error is about, for a Plan's problem list."""
+    if isinstance(error, AdapterNotFound | AlreadyExists | FailedPrecondition):
+        return "adapter"
+    return ""

@@ -40,7 +40,8 @@ def _start(model_dir, data_dir, **overrides):
 @pytest.fixture(scope="session")
 def grpc_server(tiny_model_dir, tmp_path_factory):
     """The real framecast server on 127.0.0.1:<free port>, shared by the server tests."""
-    server = _start(tiny_model_dir, tmp_path_factory.mktemp("server-data"), max_frames=33, max_pixels=128 * 128)
+    server = _start(tiny_model_dir, tmp_path_factory.mktemp("server-data"), max_frames=33, max_pixels=128 * 128,
+                    max_source_pixels=3840 * 2160)
     yield server
     server.stop(grace=5)
 

@@ -50,6 +50,9 @@ def test_train_then_propagate_over_the_wire(stub, scene):
     kinds = [e.WhichOneof("event") for e in events]
     assert kinds[0] == "accepted" and "queued" in kinds and kinds[-1] == "adapter"
     progress = [e.progress for e in events if e.WhichOneof("event") == "progress"]
+    decoded = [p for p in progress if p.phase == "decode"]  # the source read onto the working grid first
+    assert decoded and decoded[-1].step == decoded[-1].total
+    progress = [p for p in progress if p.phase != "decode"]
     assert [p.step for p in progress] == list(range(1, 7)) and all(p.total == 6 for p in progress)
     assert all(np.isfinite(p.loss) and p.loss > 0 for p in progress)
     adapter = events[-1].adapter
@@ -150,12 +153,13 @@ def test_windowed_propagation_reports_seams(stub):
     assert sorted(e.frame.index for e in events if e.WhichOneof("event") == "frame") == list(range(17))
     metrics = events[-1].result.metrics
     assert metrics.windows == 3 and metrics.seam_score > 0
-    progress = [e.progress for e in events if e.WhichOneof("event") == "progress"]
+    progress = [e.progress for e in events if e.WhichOneof("event") == "progress" and e.progress.phase == "denoise"]
     assert progress[-1].step == progress[-1].total == 3
     # No overlap named: the default 4 shrinks to the 3 that 9-frame windows allow, for training too.
     train = pb.TrainRequest(adapter="win-default", source_id=source.id, mask_id=mask.id, prompt="p", steps=1, rank=2,
                             window_frames=9)
-    progress = [e.progress for e in stub.Train(train, timeout=300) if e.WhichOneof("event") == "progress"]
+    progress = [e.progress for e in stub.Train(train, timeout=300) if e.WhichOneof("event") == "progress"
+                and e.progress.phase == "motion"]
     assert progress[-1].step == progress[-1].total == 3  # 1 step in each of 3 windows
     request = pb.PropagateRequest(adapter="win-default", source_id=source.id, mask_id=mask.id,
                                   edited_first_frame_id=edited.id, prompt="p", steps=1, window_frames=9)
@@ -178,7 +182,8 @@ def test_serve_window_frames_5_takes_clips_that_name_no_window(start_server_at, 
         stub = framecast_pb2_grpc.FramecastStub(channel)
         source, mask, edited = upload_scene(stub, scene)
         train = pb.TrainRequest(adapter="w5", source_id=source.id, mask_id=mask.id, prompt="p", steps=1, rank=2)
-        progress = [e.progress for e in stub.Train(train, timeout=300) if e.WhichOneof("event") == "progress"]
+        progress = [e.progress for e in stub.Train(train, timeout=300) if e.WhichOneof("event") == "progress"
+                and e.progress.phase == "motion"]
         assert progress[-1].step == progress[-1].total == 2  # 1 step in each of 2 windows
         request = pb.PropagateRequest(adapter="w5", source_id=source.id, mask_id=mask.id,
                                       edited_first_frame_id=edited.id, prompt="p", steps=1)  # fmt: skip

@@ -21,6 +21,13 @@ class MaskMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MASK_MODE_BBOX: _ClassVar[MaskMode]
     MASK_MODE_DILATE: _ClassVar[MaskMode]
 
+class FitMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FIT_MODE_UNSPECIFIED: _ClassVar[FitMode]
+    FIT_MODE_FIT: _ClassVar[FitMode]
+    FIT_MODE_CROP: _ClassVar[FitMode]
+    FIT_MODE_PAD: _ClassVar[FitMode]
+
 class BlendRamp(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     BLEND_RAMP_UNSPECIFIED: _ClassVar[BlendRamp]
@@ -33,6 +40,13 @@ class OutputEncoding(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     OUTPUT_ENCODING_MP4_H264: _ClassVar[OutputEncoding]
     OUTPUT_ENCODING_MP4_H264_LOSSLESS: _ClassVar[OutputEncoding]
     OUTPUT_ENCODING_PNG_SEQUENCE: _ClassVar[OutputEncoding]
+
+class Interpolation(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    INTERPOLATION_UNSPECIFIED: _ClassVar[Interpolation]
+    INTERPOLATION_NEAREST: _ClassVar[Interpolation]
+    INTERPOLATION_BLEND: _ClassVar[Interpolation]
+    INTERPOLATION_FLOW: _ClassVar[Interpolation]
 
 class JobKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -81,6 +95,10 @@ MASK_MODE_UNSPECIFIED: MaskMode
 MASK_MODE_EXACT: MaskMode
 MASK_MODE_BBOX: MaskMode
 MASK_MODE_DILATE: MaskMode
+FIT_MODE_UNSPECIFIED: FitMode
+FIT_MODE_FIT: FitMode
+FIT_MODE_CROP: FitMode
+FIT_MODE_PAD: FitMode
 BLEND_RAMP_UNSPECIFIED: BlendRamp
 BLEND_RAMP_LINEAR: BlendRamp
 BLEND_RAMP_COSINE: BlendRamp
@@ -88,6 +106,10 @@ OUTPUT_ENCODING_UNSPECIFIED: OutputEncoding
 OUTPUT_ENCODING_MP4_H264: OutputEncoding
 OUTPUT_ENCODING_MP4_H264_LOSSLESS: OutputEncoding
 OUTPUT_ENCODING_PNG_SEQUENCE: OutputEncoding
+INTERPOLATION_UNSPECIFIED: Interpolation
+INTERPOLATION_NEAREST: Interpolation
+INTERPOLATION_BLEND: Interpolation
+INTERPOLATION_FLOW: Interpolation
 JOB_KIND_UNSPECIFIED: JobKind
 JOB_KIND_TRAIN: JobKind
 JOB_KIND_PROPAGATE: JobKind
@@ -115,7 +137,7 @@ EXPORT_FORMAT_DIFFUSERS: ExportFormat
 EXPORT_FORMAT_COMFYUI: ExportFormat
 
 class MediaRef(_message.Message):
-    __slots__ = ("id", "kind", "num_frames", "width", "height", "fps", "size_bytes", "filename", "created_at")
+    __slots__ = ("id", "kind", "num_frames", "width", "height", "fps", "size_bytes", "filename", "created_at", "duration_s", "has_audio", "rotation", "codec")
     ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     NUM_FRAMES_FIELD_NUMBER: _ClassVar[int]
@@ -125,6 +147,10 @@ class MediaRef(_message.Message):
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     FILENAME_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    DURATION_S_FIELD_NUMBER: _ClassVar[int]
+    HAS_AUDIO_FIELD_NUMBER: _ClassVar[int]
+    ROTATION_FIELD_NUMBER: _ClassVar[int]
+    CODEC_FIELD_NUMBER: _ClassVar[int]
     id: str
     kind: MediaKind
     num_frames: int
@@ -134,7 +160,11 @@ class MediaRef(_message.Message):
     size_bytes: int
     filename: str
     created_at: float
-    def __init__(self, id: _Optional[str] = ..., kind: _Optional[_Union[MediaKind, str]] = ..., num_frames: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., fps: _Optional[float] = ..., size_bytes: _Optional[int] = ..., filename: _Optional[str] = ..., created_at: _Optional[float] = ...) -> None: ...
+    duration_s: float
+    has_audio: bool
+    rotation: int
+    codec: str
+    def __init__(self, id: _Optional[str] = ..., kind: _Optional[_Union[MediaKind, str]] = ..., num_frames: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., fps: _Optional[float] = ..., size_bytes: _Optional[int] = ..., filename: _Optional[str] = ..., created_at: _Optional[float] = ..., duration_s: _Optional[float] = ..., has_audio: _Optional[bool] = ..., rotation: _Optional[int] = ..., codec: _Optional[str] = ...) -> None: ...
 
 class ListMediaRequest(_message.Message):
     __slots__ = ()
@@ -171,15 +201,31 @@ class LossWeights(_message.Message):
     def __init__(self, edit: _Optional[float] = ..., keep: _Optional[float] = ...) -> None: ...
 
 class ReferenceFrame(_message.Message):
-    __slots__ = ("frame_index", "image_id")
+    __slots__ = ("frame_index", "image_id", "time_s")
     FRAME_INDEX_FIELD_NUMBER: _ClassVar[int]
     IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    TIME_S_FIELD_NUMBER: _ClassVar[int]
     frame_index: int
     image_id: str
-    def __init__(self, frame_index: _Optional[int] = ..., image_id: _Optional[str] = ...) -> None: ...
+    time_s: float
+    def __init__(self, frame_index: _Optional[int] = ..., image_id: _Optional[str] = ..., time_s: _Optional[float] = ...) -> None: ...
+
+class ShotOptions(_message.Message):
+    __slots__ = ("start_s", "end_s", "fps", "source_fps", "fit")
+    START_S_FIELD_NUMBER: _ClassVar[int]
+    END_S_FIELD_NUMBER: _ClassVar[int]
+    FPS_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FPS_FIELD_NUMBER: _ClassVar[int]
+    FIT_FIELD_NUMBER: _ClassVar[int]
+    start_s: float
+    end_s: float
+    fps: float
+    source_fps: bool
+    fit: FitMode
+    def __init__(self, start_s: _Optional[float] = ..., end_s: _Optional[float] = ..., fps: _Optional[float] = ..., source_fps: _Optional[bool] = ..., fit: _Optional[_Union[FitMode, str]] = ...) -> None: ...
 
 class TrainRequest(_message.Message):
-    __slots__ = ("adapter", "source_id", "mask_id", "references", "prompt", "rank", "steps", "appearance_steps", "learning_rate", "mask_mode", "dilate_px", "loss_weights", "seed", "gradient_checkpointing_off", "window_frames", "overlap_frames", "colour_variants")
+    __slots__ = ("adapter", "source_id", "mask_id", "references", "prompt", "rank", "steps", "appearance_steps", "learning_rate", "mask_mode", "dilate_px", "loss_weights", "seed", "gradient_checkpointing_off", "window_frames", "overlap_frames", "colour_variants", "shot")
     ADAPTER_FIELD_NUMBER: _ClassVar[int]
     SOURCE_ID_FIELD_NUMBER: _ClassVar[int]
     MASK_ID_FIELD_NUMBER: _ClassVar[int]
@@ -197,6 +243,7 @@ class TrainRequest(_message.Message):
     WINDOW_FRAMES_FIELD_NUMBER: _ClassVar[int]
     OVERLAP_FRAMES_FIELD_NUMBER: _ClassVar[int]
     COLOUR_VARIANTS_FIELD_NUMBER: _ClassVar[int]
+    SHOT_FIELD_NUMBER: _ClassVar[int]
     adapter: str
     source_id: str
     mask_id: str
@@ -214,10 +261,11 @@ class TrainRequest(_message.Message):
     window_frames: int
     overlap_frames: int
     colour_variants: int
-    def __init__(self, adapter: _Optional[str] = ..., source_id: _Optional[str] = ..., mask_id: _Optional[str] = ..., references: _Optional[_Iterable[_Union[ReferenceFrame, _Mapping]]] = ..., prompt: _Optional[str] = ..., rank: _Optional[int] = ..., steps: _Optional[int] = ..., appearance_steps: _Optional[int] = ..., learning_rate: _Optional[float] = ..., mask_mode: _Optional[_Union[MaskMode, str]] = ..., dilate_px: _Optional[int] = ..., loss_weights: _Optional[_Union[LossWeights, _Mapping]] = ..., seed: _Optional[int] = ..., gradient_checkpointing_off: _Optional[bool] = ..., window_frames: _Optional[int] = ..., overlap_frames: _Optional[int] = ..., colour_variants: _Optional[int] = ...) -> None: ...
+    shot: ShotOptions
+    def __init__(self, adapter: _Optional[str] = ..., source_id: _Optional[str] = ..., mask_id: _Optional[str] = ..., references: _Optional[_Iterable[_Union[ReferenceFrame, _Mapping]]] = ..., prompt: _Optional[str] = ..., rank: _Optional[int] = ..., steps: _Optional[int] = ..., appearance_steps: _Optional[int] = ..., learning_rate: _Optional[float] = ..., mask_mode: _Optional[_Union[MaskMode, str]] = ..., dilate_px: _Optional[int] = ..., loss_weights: _Optional[_Union[LossWeights, _Mapping]] = ..., seed: _Optional[int] = ..., gradient_checkpointing_off: _Optional[bool] = ..., window_frames: _Optional[int] = ..., overlap_frames: _Optional[int] = ..., colour_variants: _Optional[int] = ..., shot: _Optional[_Union[ShotOptions, _Mapping]] = ...) -> None: ...
 
 class PropagateRequest(_message.Message):
-    __slots__ = ("adapter", "source_id", "mask_id", "edited_first_frame_id", "prompt", "negative_prompt", "steps", "guidance_scale", "seed", "composite", "feather_px", "mask_mode", "dilate_px", "output_encoding", "window_frames", "overlap_frames", "blend_ramp", "adapter_strength")
+    __slots__ = ("adapter", "source_id", "mask_id", "edited_first_frame_id", "prompt", "negative_prompt", "steps", "guidance_scale", "seed", "composite", "feather_px", "mask_mode", "dilate_px", "output_encoding", "window_frames", "overlap_frames", "blend_ramp", "adapter_strength", "shot", "quality", "interpolation")
     ADAPTER_FIELD_NUMBER: _ClassVar[int]
     SOURCE_ID_FIELD_NUMBER: _ClassVar[int]
     MASK_ID_FIELD_NUMBER: _ClassVar[int]
@@ -236,6 +284,9 @@ class PropagateRequest(_message.Message):
     OVERLAP_FRAMES_FIELD_NUMBER: _ClassVar[int]
     BLEND_RAMP_FIELD_NUMBER: _ClassVar[int]
     ADAPTER_STRENGTH_FIELD_NUMBER: _ClassVar[int]
+    SHOT_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_FIELD_NUMBER: _ClassVar[int]
+    INTERPOLATION_FIELD_NUMBER: _ClassVar[int]
     adapter: str
     source_id: str
     mask_id: str
@@ -254,7 +305,10 @@ class PropagateRequest(_message.Message):
     overlap_frames: int
     blend_ramp: BlendRamp
     adapter_strength: float
-    def __init__(self, adapter: _Optional[str] = ..., source_id: _Optional[str] = ..., mask_id: _Optional[str] = ..., edited_first_frame_id: _Optional[str] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., seed: _Optional[int] = ..., composite: _Optional[bool] = ..., feather_px: _Optional[int] = ..., mask_mode: _Optional[_Union[MaskMode, str]] = ..., dilate_px: _Optional[int] = ..., output_encoding: _Optional[_Union[OutputEncoding, str]] = ..., window_frames: _Optional[int] = ..., overlap_frames: _Optional[int] = ..., blend_ramp: _Optional[_Union[BlendRamp, str]] = ..., adapter_strength: _Optional[float] = ...) -> None: ...
+    shot: ShotOptions
+    quality: int
+    interpolation: Interpolation
+    def __init__(self, adapter: _Optional[str] = ..., source_id: _Optional[str] = ..., mask_id: _Optional[str] = ..., edited_first_frame_id: _Optional[str] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., seed: _Optional[int] = ..., composite: _Optional[bool] = ..., feather_px: _Optional[int] = ..., mask_mode: _Optional[_Union[MaskMode, str]] = ..., dilate_px: _Optional[int] = ..., output_encoding: _Optional[_Union[OutputEncoding, str]] = ..., window_frames: _Optional[int] = ..., overlap_frames: _Optional[int] = ..., blend_ramp: _Optional[_Union[BlendRamp, str]] = ..., adapter_strength: _Optional[float] = ..., shot: _Optional[_Union[ShotOptions, _Mapping]] = ..., quality: _Optional[int] = ..., interpolation: _Optional[_Union[Interpolation, str]] = ...) -> None: ...
 
 class JobRef(_message.Message):
     __slots__ = ("job_id",)
@@ -285,12 +339,14 @@ class Progress(_message.Message):
     def __init__(self, phase: _Optional[str] = ..., step: _Optional[int] = ..., total: _Optional[int] = ..., loss: _Optional[float] = ..., elapsed_s: _Optional[float] = ..., eta_s: _Optional[float] = ...) -> None: ...
 
 class Frame(_message.Message):
-    __slots__ = ("index", "png")
+    __slots__ = ("index", "png", "time_s")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     PNG_FIELD_NUMBER: _ClassVar[int]
+    TIME_S_FIELD_NUMBER: _ClassVar[int]
     index: int
     png: bytes
-    def __init__(self, index: _Optional[int] = ..., png: _Optional[bytes] = ...) -> None: ...
+    time_s: float
+    def __init__(self, index: _Optional[int] = ..., png: _Optional[bytes] = ..., time_s: _Optional[float] = ...) -> None: ...
 
 class QualityMetrics(_message.Message):
     __slots__ = ("background_psnr_db", "first_frame_psnr_db", "seam_score", "windows", "background_ssim", "temporal_change")
@@ -309,16 +365,24 @@ class QualityMetrics(_message.Message):
     def __init__(self, background_psnr_db: _Optional[float] = ..., first_frame_psnr_db: _Optional[float] = ..., seam_score: _Optional[float] = ..., windows: _Optional[int] = ..., background_ssim: _Optional[float] = ..., temporal_change: _Optional[float] = ...) -> None: ...
 
 class PropagateResult(_message.Message):
-    __slots__ = ("video", "metrics", "num_frames", "elapsed_s")
+    __slots__ = ("video", "metrics", "num_frames", "elapsed_s", "working_width", "working_height", "working_frames", "working_fps")
     VIDEO_FIELD_NUMBER: _ClassVar[int]
     METRICS_FIELD_NUMBER: _ClassVar[int]
     NUM_FRAMES_FIELD_NUMBER: _ClassVar[int]
     ELAPSED_S_FIELD_NUMBER: _ClassVar[int]
+    WORKING_WIDTH_FIELD_NUMBER: _ClassVar[int]
+    WORKING_HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    WORKING_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    WORKING_FPS_FIELD_NUMBER: _ClassVar[int]
     video: MediaRef
     metrics: QualityMetrics
     num_frames: int
     elapsed_s: float
-    def __init__(self, video: _Optional[_Union[MediaRef, _Mapping]] = ..., metrics: _Optional[_Union[QualityMetrics, _Mapping]] = ..., num_frames: _Optional[int] = ..., elapsed_s: _Optional[float] = ...) -> None: ...
+    working_width: int
+    working_height: int
+    working_frames: int
+    working_fps: float
+    def __init__(self, video: _Optional[_Union[MediaRef, _Mapping]] = ..., metrics: _Optional[_Union[QualityMetrics, _Mapping]] = ..., num_frames: _Optional[int] = ..., elapsed_s: _Optional[float] = ..., working_width: _Optional[int] = ..., working_height: _Optional[int] = ..., working_frames: _Optional[int] = ..., working_fps: _Optional[float] = ...) -> None: ...
 
 class JobError(_message.Message):
     __slots__ = ("code", "message")
@@ -528,8 +592,64 @@ class GetServerInfoRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class PlanRequest(_message.Message):
+    __slots__ = ("train", "propagate")
+    TRAIN_FIELD_NUMBER: _ClassVar[int]
+    PROPAGATE_FIELD_NUMBER: _ClassVar[int]
+    train: TrainRequest
+    propagate: PropagateRequest
+    def __init__(self, train: _Optional[_Union[TrainRequest, _Mapping]] = ..., propagate: _Optional[_Union[PropagateRequest, _Mapping]] = ...) -> None: ...
+
+class Problem(_message.Message):
+    __slots__ = ("field", "message")
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    field: str
+    message: str
+    def __init__(self, field: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
+class Window(_message.Message):
+    __slots__ = ("start", "frames")
+    START_FIELD_NUMBER: _ClassVar[int]
+    FRAMES_FIELD_NUMBER: _ClassVar[int]
+    start: int
+    frames: int
+    def __init__(self, start: _Optional[int] = ..., frames: _Optional[int] = ...) -> None: ...
+
+class PlanResponse(_message.Message):
+    __slots__ = ("ok", "problems", "width", "height", "fps", "num_frames", "padded_frames", "windows", "estimated_device_bytes", "estimated_seconds", "source", "output_frames", "output_duration_s", "steps")
+    OK_FIELD_NUMBER: _ClassVar[int]
+    PROBLEMS_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    FPS_FIELD_NUMBER: _ClassVar[int]
+    NUM_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    PADDED_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    WINDOWS_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_DEVICE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_DURATION_S_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    ok: bool
+    problems: _containers.RepeatedCompositeFieldContainer[Problem]
+    width: int
+    height: int
+    fps: float
+    num_frames: int
+    padded_frames: int
+    windows: _containers.RepeatedCompositeFieldContainer[Window]
+    estimated_device_bytes: int
+    estimated_seconds: float
+    source: MediaRef
+    output_frames: int
+    output_duration_s: float
+    steps: int
+    def __init__(self, ok: _Optional[bool] = ..., problems: _Optional[_Iterable[_Union[Problem, _Mapping]]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., fps: _Optional[float] = ..., num_frames: _Optional[int] = ..., padded_frames: _Optional[int] = ..., windows: _Optional[_Iterable[_Union[Window, _Mapping]]] = ..., estimated_device_bytes: _Optional[int] = ..., estimated_seconds: _Optional[float] = ..., source: _Optional[_Union[MediaRef, _Mapping]] = ..., output_frames: _Optional[int] = ..., output_duration_s: _Optional[float] = ..., steps: _Optional[int] = ...) -> None: ...
+
 class ServerInfo(_message.Message):
-    __slots__ = ("version", "model", "model_dir", "dtype", "device", "quantization", "attention_backend", "memory_bytes", "max_frames", "max_pixels", "max_upload_bytes", "max_queue", "queue_length", "ready", "adapters_loaded", "window_frames", "offload", "max_vram_bytes", "vae_tiling", "gradient_checkpointing", "optimizer", "load_error", "adapters_cached", "adapters_pinned", "adapter_device_slots", "adapter_host_cache_bytes", "adapter_slot_rank")
+    __slots__ = ("version", "model", "model_dir", "dtype", "device", "quantization", "attention_backend", "memory_bytes", "max_frames", "max_pixels", "max_upload_bytes", "max_queue", "queue_length", "ready", "adapters_loaded", "window_frames", "offload", "max_vram_bytes", "vae_tiling", "gradient_checkpointing", "optimizer", "load_error", "adapters_cached", "adapters_pinned", "adapter_device_slots", "adapter_host_cache_bytes", "adapter_slot_rank", "native_width", "native_height", "max_side", "max_window_frames", "size_factor", "max_duration_s", "max_source_pixels", "interpolation")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MODEL_DIR_FIELD_NUMBER: _ClassVar[int]
@@ -557,6 +677,14 @@ class ServerInfo(_message.Message):
     ADAPTER_DEVICE_SLOTS_FIELD_NUMBER: _ClassVar[int]
     ADAPTER_HOST_CACHE_BYTES_FIELD_NUMBER: _ClassVar[int]
     ADAPTER_SLOT_RANK_FIELD_NUMBER: _ClassVar[int]
+    NATIVE_WIDTH_FIELD_NUMBER: _ClassVar[int]
+    NATIVE_HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    MAX_SIDE_FIELD_NUMBER: _ClassVar[int]
+    MAX_WINDOW_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FACTOR_FIELD_NUMBER: _ClassVar[int]
+    MAX_DURATION_S_FIELD_NUMBER: _ClassVar[int]
+    MAX_SOURCE_PIXELS_FIELD_NUMBER: _ClassVar[int]
+    INTERPOLATION_FIELD_NUMBER: _ClassVar[int]
     version: str
     model: str
     model_dir: str
@@ -584,4 +712,12 @@ class ServerInfo(_message.Message):
     adapter_device_slots: int
     adapter_host_cache_bytes: int
     adapter_slot_rank: int
-    def __init__(self, version: _Optional[str] = ..., model: _Optional[str] = ..., model_dir: _Optional[str] = ..., dtype: _Optional[str] = ..., device: _Optional[str] = ..., quantization: _Optional[str] = ..., attention_backend: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., max_frames: _Optional[int] = ..., max_pixels: _Optional[int] = ..., max_upload_bytes: _Optional[int] = ..., max_queue: _Optional[int] = ..., queue_length: _Optional[int] = ..., ready: _Optional[bool] = ..., adapters_loaded: _Optional[_Iterable[str]] = ..., window_frames: _Optional[int] = ..., offload: _Optional[str] = ..., max_vram_bytes: _Optional[int] = ..., vae_tiling: _Optional[bool] = ..., gradient_checkpointing: _Optional[bool] = ..., optimizer: _Optional[str] = ..., load_error: _Optional[str] = ..., adapters_cached: _Optional[_Iterable[str]] = ..., adapters_pinned: _Optional[_Iterable[str]] = ..., adapter_device_slots: _Optional[int] = ..., adapter_host_cache_bytes: _Optional[int] = ..., adapter_slot_rank: _Optional[int] = ...) -> None: ...
+    native_width: int
+    native_height: int
+    max_side: int
+    max_window_frames: int
+    size_factor: int
+    max_duration_s: float
+    max_source_pixels: int
+    interpolation: str
+    def __init__(self, version: _Optional[str] = ..., model: _Optional[str] = ..., model_dir: _Optional[str] = ..., dtype: _Optional[str] = ..., device: _Optional[str] = ..., quantization: _Optional[str] = ..., attention_backend: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., max_frames: _Optional[int] = ..., max_pixels: _Optional[int] = ..., max_upload_bytes: _Optional[int] = ..., max_queue: _Optional[int] = ..., queue_length: _Optional[int] = ..., ready: _Optional[bool] = ..., adapters_loaded: _Optional[_Iterable[str]] = ..., window_frames: _Optional[int] = ..., offload: _Optional[str] = ..., max_vram_bytes: _Optional[int] = ..., vae_tiling: _Optional[bool] = ..., gradient_checkpointing: _Optional[bool] = ..., optimizer: _Optional[str] = ..., load_error: _Optional[str] = ..., adapters_cached: _Optional[_Iterable[str]] = ..., adapters_pinned: _Optional[_Iterable[str]] = ..., adapter_device_slots: _Optional[int] = ..., adapter_host_cache_bytes: _Optional[int] = ..., adapter_slot_rank: _Optional[int] = ..., native_width: _Optional[int] = ..., native_height: _Optional[int] = ..., max_side: _Optional[int] = ..., max_window_frames: _Optional[int] = ..., size_factor: _Optional[int] = ..., max_duration_s: _Optional[float] = ..., max_source_pixels: _Optional[int] = ..., interpolation: _Optional[str] = ...) -> None: ...

@@ -129,6 +129,11 @@ class FramecastStub:
                 request_serializer=framecast_dot_v1_dot_framecast__pb2.GetServerInfoRequest.SerializeToString,
                 response_deserializer=framecast_dot_v1_dot_framecast__pb2.ServerInfo.FromString,
                 _registered_method=True)
+        self.Plan = channel.unary_unary(
+                '/framecast.v1.Framecast/Plan',
+                request_serializer=framecast_dot_v1_dot_framecast__pb2.PlanRequest.SerializeToString,
+                response_deserializer=framecast_dot_v1_dot_framecast__pb2.PlanResponse.FromString,
+                _registered_method=True)
 
 
 class FramecastServicer:
@@ -275,6 +280,16 @@ class FramecastServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Plan(self, request, context):
+        """What a Train or Propagate request would do, without queueing it: the working grid its
+        source maps onto, the windows, the estimated memory and time, and every problem of the
+        request at once (problems are answered here, not as an error status). Train and Propagate
+        check the same plan and refuse a request with problems with INVALID_ARGUMENT.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FramecastServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -372,6 +387,11 @@ def add_FramecastServicer_to_server(servicer, server):
                     servicer.GetServerInfo,
                     request_deserializer=framecast_dot_v1_dot_framecast__pb2.GetServerInfoRequest.FromString,
                     response_serializer=framecast_dot_v1_dot_framecast__pb2.ServerInfo.SerializeToString,
+            ),
+            'Plan': grpc.unary_unary_rpc_method_handler(
+                    servicer.Plan,
+                    request_deserializer=framecast_dot_v1_dot_framecast__pb2.PlanRequest.FromString,
+                    response_serializer=framecast_dot_v1_dot_framecast__pb2.PlanResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -887,6 +907,33 @@ class Framecast:
             '/framecast.v1.Framecast/GetServerInfo',
             framecast_dot_v1_dot_framecast__pb2.GetServerInfoRequest.SerializeToString,
             framecast_dot_v1_dot_framecast__pb2.ServerInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Plan(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/framecast.v1.Framecast/Plan',
+            framecast_dot_v1_dot_framecast__pb2.PlanRequest.SerializeToString,
+            framecast_dot_v1_dot_framecast__pb2.PlanResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,293 @@
+"""A shot: stored footage on the working grid, with its mask, edited first frame and references.
+
+``plan_shot`` works from the media's probes alone (``framecast.engine.footage``), so a request is
+checked and planned without decoding its frames, and every problem of its inputs is reported at
+once. ``ShotClip`` is the job's clip: it decodes only the source frames the grid shows, one at a
+time, when the job runs. ``framecast.engine.restore`` takes what was generated back to the
+source's size, frame rate and timestamps.
+
+Inputs other than the source may come at any size of the source's aspect; a mask is one image
+for every frame, one frame per source frame, or a video of the source's duration.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from framecast.engine import checks
+from framecast.engine.clip import Clip, ClipData, OnRead
+from framecast.engine.config import EngineConfig
+from framecast.engine.errors import InvalidInput, Problems
+from framecast.engine.footage import TIME_EPSILON, FootageInfo, iter_frames, read_image
+from framecast.engine.grid import Fit, Grid, ModelLimits, boxes, plan_size, working_fps, working_frames
+from framecast.engine.media import MediaKind, mask_from_frames
+from framecast.engine.requests import MaskMode
+from framecast.engine.windows import VAE_TEMPORAL
+
+ASPECT_TOLERANCE = 0.02  # another input's aspect may differ from the source's by this share (rounding of sizes)
+EARLY_MASK_PIXELS = 64 << 20  # a mask of up to this many pixels in all is decoded and checked before queueing
+
+
+@dataclass(frozen=True)
+class StoredMedia:
+    """A stored media file a request names, and the request field that names it."""
+
+    path: Path
+    info: FootageInfo
+    field: str
+    media_id: str = ""
+
+
+@dataclass(frozen=True)
+class ShotOptions:
+    start_s: float = 0.0  # seconds from the source's first frame
+    end_s: float | None = None  # None: the source's end
+    fps: float = 0.0  # working frame rate; 0: 16 (Wan's), never above the source's
+    source_fps: bool = False  # work at the source's own frame rate
+    fit: Fit = Fit.FIT
+
+
+@dataclass(frozen=True)
+class ReferenceInput:
+    media: StoredMedia
+    frame_index: int | None = None  # the source frame it shows, or
+    time_s: float | None = None  # the source time it shows
+
+
+@dataclass(frozen=True)
+class Shot:
+    source: StoredMedia
+    grid: Grid
+    source_indices: tuple[int, ...]  # for each working frame, the source frame it shows
+    mask: StoredMedia | None = None
+    mask_indices: tuple[int, ...] | None = None  # for each working frame, its mask frame; None: one mask for all
+    edited_first_frame: StoredMedia | None = None
+    references: tuple[tuple[int, StoredMedia], ...] = ()  # (working frame, image)
+
+    @property
+    def padded_frames(self) -> int:
+        """The working frames rounded up to 4N+1 (the last frame repeated), what the model runs on."""
+        return -(-(self.grid.frames - 1) // VAE_TEMPORAL) * VAE_TEMPORAL + 1
+
+    @property
+    def range_indices(self) -> tuple[int, int]:
+        """The source frames [first, last] the shot covers: what its output holds."""
+        return self.source_indices[0], self._last_source_index
+
+    @property
+    def _last_source_index(self) -> int:
+        info, grid = self.source.info, self.grid
+        if not info.frame_times:
+            return self.source_indices[-1]
+        end = grid.time(grid.frames)  # working frames cover [start, start + frames / fps)
+        return max(self.source_indices[-1], int(np.searchsorted(info.frame_times, end - TIME_EPSILON)) - 1)
+
+
+def _same_aspect(info: FootageInfo, source: FootageInfo) -> bool:
+    return abs(info.aspect - source.aspect) <= ASPECT_TOLERANCE * source.aspect
+
+
+def _aspect_problem(media: StoredMedia, source: FootageInfo) -> InvalidInput:
+    return InvalidInput(media.field, f"{media.info.width}x{media.info.height}",
+                        f"must have the source's aspect ({source.width}x{source.height}, {source.aspect:.3f}); it has "
+                        f"{media.info.aspect:.3f}: any size of the same aspect works")  # fmt: skip
+
+
+def plan_grid(source: FootageInfo, options: ShotOptions, limits: ModelLimits, max_pixels: int | None,
+              field: str = "source_id") -> Grid:  # fmt: skip
+    """The working grid of a source under ``options``; InvalidRequest naming ``shot.*`` fields."""
+    problems = Problems()
+    with problems.check():
+        fps = working_fps(source.fps, options.fps, options.source_fps)
+    timed = bool(source.frame_times)
+    duration = source.duration_s if timed else source.num_frames / (fps if math.isfinite(fps) else 16.0)
+    end = duration if options.end_s is None else options.end_s
+    if not (math.isfinite(options.start_s) and 0 <= options.start_s < duration):
+        problems.add(InvalidInput("shot.start_s", options.start_s, f"must be in [0, {duration:.3f}) s (the source lasts "
+                                  f"{duration:.3f} s)"))  # fmt: skip
+    if problems.found == [] and not (math.isfinite(end) and end > options.start_s):
+        problems.add(InvalidInput("shot.end_s", options.end_s, f"must be after shot.start_s ({options.start_s:g} s)"))
+    problems.raise_if_any()
+    frames = working_frames(duration, options.start_s, end, fps, source.num_frames, timed)
+    if frames < 1:
+        raise InvalidInput("shot", f"{options.start_s:g}-{end:g} s", "holds no frame of the source")
+    width, height = plan_size(source.width, source.height, limits, max_pixels)
+    source_box, content_box = boxes(source.width, source.height, width, height, Fit(options.fit))
+    return Grid(width, height, fps, options.start_s, frames, Fit(options.fit), source_box, content_box)
+
+
+def plan_shot(
+    source: StoredMedia,
+    options: ShotOptions,
+    limits: ModelLimits,
+    config: EngineConfig,
+    problems: Problems,
+    mask: StoredMedia | None = None,
+    edited_first_frame: StoredMedia | None = None,
+    references: tuple[ReferenceInput, ...] = (),
+) -> Shot | None:
+    """Map a source and its inputs onto the working grid from their probes alone. Every problem
+    goes to ``problems``; None when the grid itself cannot be planned."""
+    info = source.info
+    if info.kind is MediaKind.IMAGE:
+        problems.add(InvalidInput(source.field, "an image", "must be a video or an image sequence (a zip of frames)"))
+        return None
+    grid = None
+    with problems.check():
+        grid = plan_grid(info, options, limits, config.max_pixels, source.field)
+    if mask is not None:  # its aspect and length need no grid
+        with problems.check():
+            _check_mask(mask, info)
+    if edited_first_frame is not None:
+        if edited_first_frame.info.num_frames != 1:
+            problems.add(InvalidInput(edited_first_frame.field, edited_first_frame.media_id,
+                                      f"must be a single image, but has {edited_first_frame.info.num_frames} frames"))  # fmt: skip
+        elif not _same_aspect(edited_first_frame.info, info):
+            problems.add(_aspect_problem(edited_first_frame, info))
+    if grid is None:
+        return None
+    indices = tuple(grid.source_indices(info.frame_times, info.num_frames))
+    placed = []
+    for number, reference in enumerate(references):
+        with problems.check():
+            placed.append((_reference_index(reference, number, info, grid), reference.media))
+    mask_ok = mask is not None and not any(p.field == mask.field for p in problems.found)
+    return Shot(source, grid, indices, mask if mask_ok else None, _mask_indices(mask, info, indices) if mask_ok else None,
+                edited_first_frame, tuple(placed))  # fmt: skip
+
+
+def _check_mask(mask: StoredMedia, source: FootageInfo) -> None:
+    """A mask is one image for every frame, one frame per source frame, or a video as long as the
+    source; any size of the source's aspect."""
+    info = mask.info
+    if not _same_aspect(info, source):
+        raise _aspect_problem(mask, source)
+    if info.num_frames in (1, source.num_frames):
+        return
+    if info.frame_times and source.frame_times:  # another frame rate: aligned by time
+        slack = max(0.05 * source.duration_s, 2.0 / max(source.fps, 1.0))
+        if abs(info.duration_s - source.duration_s) <= slack:
+            return
+    raise InvalidInput(mask.field, f"{info.num_frames} frames, {info.duration_s:.2f} s",
+                       f"must be one image for every frame, have the source's {source.num_frames} frames, or last as "
+                       f"long as the source ({source.duration_s:.2f} s)")  # fmt: skip
+
+
+def _mask_indices(mask: StoredMedia, source: FootageInfo, indices: tuple[int, ...]) -> tuple[int, ...] | None:
+    """Which mask frame each working frame takes (``_check_mask`` passed): None for one mask for all."""
+    info = mask.info
+    if info.num_frames == 1:
+        return None
+    if info.num_frames == source.num_frames:
+        return indices
+    times = info.frame_times
+    return tuple(max(0, int(np.searchsorted(times, source.frame_times[i] + TIME_EPSILON, "right")) - 1) for i in indices)
+
+
+def _reference_index(reference: ReferenceInput, number: int, source: FootageInfo, grid: Grid) -> int:
+    field = f"references[{number}]"
+    media = reference.media
+    if media.info.num_frames != 1:
+        raise InvalidInput(f"{field}.image_id", media.media_id, f"must be a single image, but has {media.info.num_frames} frames")
+    if not _same_aspect(media.info, source):
+        raise _aspect_problem(StoredMedia(media.path, media.info, f"{field}.image_id"), source)
+    if reference.time_s is not None:
+        time, shown = reference.time_s, f"{reference.time_s:g} s"
+    else:
+        index = reference.frame_index or 0
+        if not 0 <= index < source.num_frames:
+            raise InvalidInput(f"{field}.frame_index", index, f"must be in [0, {source.num_frames - 1}]")
+        time = source.frame_times[index] if source.frame_times else index / grid.fps
+        shown = f"frame {index}"
+    position = round(grid.position(time))
+    if not (math.isfinite(time) and 0 <= position < grid.frames):
+        raise InvalidInput(field, shown, f"is outside the shot ({grid.start_s:g} to {grid.time(grid.frames):g} s)")
+    return position
+
+
+class ShotClip(Clip):
+    """A shot as a job's clip: decoded onto the working grid when the job runs."""
+
+    def __init__(self, shot: Shot):
+        self.shot = shot
+        self.frames, self.height, self.width = shot.padded_frames, shot.grid.height, shot.grid.width
+        self.has_references = bool(shot.references)
+        self._mask: np.ndarray | None = None
+
+    @property
+    def feather_side(self) -> int:
+        """``feather_px`` counts source pixels: the composite is made at the source's size."""
+        info = self.shot.source.info
+        return max(info.width, info.height)
+
+    def check(self, problems: Problems, config: EngineConfig, limits: ModelLimits, mask_mode: MaskMode,
+              dilate_px: int) -> None:  # fmt: skip
+        """The mask's problems: ``dilate_px`` against the working frame; and whether anything is left
+        to edit, up front when the mask is small to decode (one image, or frames of up to
+        ``EARLY_MASK_PIXELS`` in all), else when the job reads it."""
+        shot = self.shot
+        if shot.mask is None:  # it had a problem of its own, already reported
+            return
+        with problems.check():
+            checks.check_dilate(mask_mode, dilate_px, self.height, self.width)
+        mask = shot.mask.info
+        frames = 1 if shot.mask_indices is None else len(set(shot.mask_indices))
+        if frames * mask.width * mask.height <= EARLY_MASK_PIXELS and not problems.found:
+            with problems.check():
+                region = self._region()
+                checks.edit_mask(region[: shot.grid.frames], mask_mode, dilate_px)
+
+    def _region(self, on_read: OnRead | None = None, done: int = 0, total: int = 0) -> np.ndarray:
+        """The user's mask on the working grid, [frames, h, w] bool; decoded once."""
+        if self._mask is not None:
+            return self._mask
+        shot, grid = self.shot, self.shot.grid
+        if shot.mask is None:
+            raise InvalidInput("mask_id", "", "is required: mark the region to edit")
+        if shot.mask_indices is None:
+            still = mask_from_frames(grid.to_grid(read_image(shot.mask.path, shot.mask.field), mask=True)[None])[0]
+            self._mask = np.broadcast_to(still, (self.frames, grid.height, grid.width)).copy()
+            return self._mask
+        region = np.empty((self.frames, grid.height, grid.width), bool)
+        positions: dict[int, list[int]] = {}
+        for k, index in enumerate(shot.mask_indices):
+            positions.setdefault(index, []).append(k)
+        wanted = sorted(positions)
+        for index, frame in iter_frames(shot.mask.path, shot.mask.info, set(wanted), wanted[0]):
+            region[positions[index]] = mask_from_frames(grid.to_grid(frame, mask=True)[None])[0]
+            done += 1
+            if on_read is not None:
+                on_read(done, total)
+        region[grid.frames :] = region[grid.frames - 1]
+        self._mask = region
+        return region
+
+    def read(self, mask_mode: MaskMode, dilate_px: int, on_read: OnRead | None = None) -> ClipData:
+        shot, grid = self.shot, self.shot.grid
+        positions: dict[int, list[int]] = {}
+        for k, index in enumerate(shot.source_indices):
+            positions.setdefault(index, []).append(k)
+        wanted = sorted(positions)
+        mask_frames = 0 if self._mask is not None or shot.mask_indices is None else len(set(shot.mask_indices))
+        total, done = len(wanted) + mask_frames, 0
+        frames = np.empty((self.frames, grid.height, grid.width, 3), np.uint8)
+        for index, frame in iter_frames(shot.source.path, shot.source.info, set(wanted), wanted[0]):
+            frames[positions[index]] = grid.to_grid(frame)
+            done += 1
+            if on_read is not None:
+                on_read(done, total)
+        frames[grid.frames :] = frames[grid.frames - 1]  # padding to 4N+1
+        region = self._region(on_read, done, total)
+        edited = shot.edited_first_frame
+        return ClipData(
+            frames=frames,
+            region=region,
+            edit_mask=checks.edit_mask(region, mask_mode, dilate_px),
+            edited_first_frame=None if edited is None else grid.to_grid(read_image(edited.path, edited.field)),
+            references=[(k, grid.to_grid(read_image(m.path, m.field))) for k, m in shot.references],
+            shot_frames=grid.frames,
+        )
