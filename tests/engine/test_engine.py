@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -31,44 +32,70 @@ def engine(tiny_model_dir, tmp_path_factory):
     return Engine(EngineConfig(model_dir=str(tiny_model_dir)), tmp_path_factory.mktemp("engine-data"))
 
 
-def test_loads_the_saved_pipeline(engine):
+@dataclass
+class Trained:
+    """An adapter a fixture trained on the module's engine: its name and the progress its training reported."""
+
+    name: str
+    progress: list
+
+
+FIT = TrainSettings(steps=40, rank=8, learning_rate=2e-3, seed=4, gradient_checkpointing=False)
+
+
+@pytest.fixture(scope="module")
+def fit_a(engine, scene):
+    """`fit-a`: 40 motion steps at rank 8 on the scene, trained once for the tests that read it."""
+    seen = []
+    engine.train(TrainJob("fit-a", scene.source, scene.edit_mask, scene.prompt, FIT), seen.append)
+    return Trained("fit-a", seen)
+
+
+@pytest.fixture(scope="module")
+def with_ref(engine, scene):
+    """`with-ref`: 3 motion steps, then 4 appearance steps on the edited frame 4 as a reference."""
+    settings = TrainSettings(steps=3, appearance_steps=4, rank=4, gradient_checkpointing=True)
+    seen = []
+    engine.train(TrainJob("with-ref", scene.source, scene.edit_mask, scene.prompt, settings,
+                          references=[(4, scene.edited[4])]), seen.append)
+    return Trained("with-ref", seen)
+
+
+def test_loads_the_saved_pipeline(tiny_model_dir, tmp_path):
+    engine = Engine(EngineConfig(model_dir=str(tiny_model_dir)), tmp_path)  # as loaded: no training has touched it
     assert type(engine.pipe).__name__ == "WanImageToVideoPipeline"
     assert engine.pipe.transformer.config.in_channels == 36
     assert not any(p.requires_grad for p in engine.pipe.transformer.parameters())
 
 
-def test_training_lowers_the_loss_and_is_reproducible(engine, scene):
-    settings = TrainSettings(steps=40, rank=8, learning_rate=2e-3, seed=4, gradient_checkpointing=False)
+def test_training_lowers_the_loss_and_is_reproducible(engine, scene, fit_a):
+    fit_b = []  # the same settings again, under another name
+    engine.train(TrainJob("fit-b", scene.source, scene.edit_mask, scene.prompt, FIT), fit_b.append)
     losses = {}
-    for name in ("fit-a", "fit-b"):
-        seen = []
-        engine.train(TrainJob(name, scene.source, scene.edit_mask, scene.prompt, settings), seen.append)
+    for name, seen in ((fit_a.name, fit_a.progress), ("fit-b", fit_b)):
         losses[name] = [p.loss for p in seen]
         assert [p.step for p in seen] == list(range(1, 41)) and seen[-1].phase == "motion"
     first, last = np.mean(losses["fit-a"][:8]), np.mean(losses["fit-a"][-8:])
     assert last < 0.8 * first, (first, last)
     np.testing.assert_allclose(losses["fit-a"], losses["fit-b"], rtol=1e-5)
-    a, _ = engine.adapters.store.load("fit-a")
+    a, _ = engine.adapters.store.load(fit_a.name)
     b, _ = engine.adapters.store.load("fit-b")
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
 
-def test_adapter_record_and_targets(engine):
-    record = engine.adapters.store.record("fit-a")
+def test_adapter_record_and_targets(engine, fit_a):
+    record = engine.adapters.store.record(fit_a.name)
     assert record.rank == 8 and record.alpha == 8.0 and record.base_model == engine.base_model
     assert record.target_modules and not any("add_k_proj" in t or "add_v_proj" in t for t in record.target_modules)
     kinds = {t.split(".", 2)[2] for t in record.target_modules}
     assert kinds == {"attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0",
                      "attn2.to_q", "attn2.to_k", "attn2.to_v", "attn2.to_out.0", "ffn.net.0.proj", "ffn.net.2"}
     with pytest.raises(AlreadyExists):
-        engine.train(TrainJob("fit-a", np.zeros((1, 64, 64, 3), np.uint8), np.zeros((1, 64, 64), bool), "p"))
+        engine.train(TrainJob(fit_a.name, np.zeros((1, 64, 64, 3), np.uint8), np.zeros((1, 64, 64), bool), "p"))
 
 
-def test_appearance_phase_with_a_reference_frame(engine, scene):
-    settings = TrainSettings(steps=3, appearance_steps=4, rank=4, gradient_checkpointing=True)
-    seen = []
-    engine.train(TrainJob("with-ref", scene.source, scene.edit_mask, scene.prompt, settings,
-                          references=[(4, scene.edited[4])]), seen.append)
+def test_appearance_phase_with_a_reference_frame(with_ref):
+    seen = with_ref.progress
     assert [p.phase for p in seen] == ["motion"] * 3 + ["appearance"] * 4
     assert seen[-1].total == 7
 
@@ -185,14 +212,14 @@ def test_a_diverging_loss_stops_training_without_an_update(engine, scene):
             param.requires_grad_(False)
 
 
-def test_propagation_streams_frames_and_switches_adapters_without_reload(engine, scene):
-    job = PropagateJob("fit-a", scene.source, scene.edit_mask, scene.edited_first_frame, scene.edited_prompt,
+def test_propagation_streams_frames_and_switches_adapters_without_reload(engine, scene, fit_a, with_ref):
+    job = PropagateJob(fit_a.name, scene.source, scene.edit_mask, scene.edited_first_frame, scene.edited_prompt,
                        steps=2, seed=9)
     chunks = []
     transformer = engine.pipe.transformer
     a1 = engine.propagate(job, on_frames=lambda first, frames: chunks.append((first, len(frames))))
     assert chunks == [(0, 1), (1, 4), (5, 4)]  # one latent frame at a time
-    job_b = PropagateJob("with-ref", **{k: v for k, v in vars(job).items() if k != "adapter"})
+    job_b = PropagateJob(with_ref.name, **{k: v for k, v in vars(job).items() if k != "adapter"})
     b = engine.propagate(job_b)
     a2 = engine.propagate(job)
     assert engine.pipe.transformer is transformer
@@ -297,10 +324,10 @@ def test_store_ignores_half_written_adapters(tmp_path):
         store.record("../escape")
 
 
-def test_exported_file_carries_diffusers_metadata(engine):
+def test_exported_file_carries_diffusers_metadata(engine, fit_a):
     from safetensors import safe_open
 
-    path = engine.adapters.store.weights_path("fit-a")
+    path = engine.adapters.store.weights_path(fit_a.name)
     with safe_open(path, "pt") as f:
         metadata = f.metadata()
         keys = list(f.keys())
