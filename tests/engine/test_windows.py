@@ -63,19 +63,27 @@ def long_scene():
     return make_scene(5, SceneConfig(frames=17, height=64, width=64, sprites=1))
 
 
-def test_windowed_training_uses_one_sample_per_window(engine, long_scene):
+@pytest.fixture(scope="module")
+def win(engine, long_scene):
+    """`win`, trained once on the long scene in 9-frame windows overlapping by 3: (its record, its progress)."""
     settings = TrainSettings(steps=4, rank=2, gradient_checkpointing=False)
     progress = []
     record = engine.train(TrainJob("win", long_scene.source, long_scene.edit_mask, "p", settings, overlap_frames=3),
                           on_progress=progress.append)
+    return record, progress
+
+
+def test_windowed_training_uses_one_sample_per_window(win):
+    record, progress = win
     assert record.training["window_starts"] == [0, 6, 12]
     assert record.training["window_lengths"] == [9, 9, 5]
     # ``steps`` is per window: each of the 3 windows gets the 4 steps a one-window clip gets.
     assert [p.step for p in progress] == list(range(1, 13)) and {p.total for p in progress} == {12}
 
 
-def test_windowed_propagation_streams_every_frame_once(engine, long_scene):
-    job = PropagateJob("win", long_scene.source, long_scene.edit_mask, long_scene.edited_first_frame, "p",
+def test_windowed_propagation_streams_every_frame_once(engine, long_scene, win):
+    record, _ = win
+    job = PropagateJob(record.name, long_scene.source, long_scene.edit_mask, long_scene.edited_first_frame, "p",
                        steps=2, seed=3, overlap_frames=3, composite=True, blend_ramp="cosine")
     streamed, steps = {}, []
     result = engine.propagate(job, on_step=lambda s, n: steps.append((s, n)),
