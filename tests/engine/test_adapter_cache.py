@@ -233,10 +233,11 @@ def test_training_adapter_joins_the_device_cache_with_alpha_folded(transformer, 
     slots = make_slots(transformer)
     slots.add_trainable("trained", rank=4, alpha=8.0, seed=0)
     assert slots.status("trained").state is AdapterState.TRAINING
+    generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for name, param in transformer.named_parameters():
             if f".{peft_name('trained')}." in name and "lora_B" in name:
-                param.copy_(torch.randn_like(param) * 0.1)
+                param.copy_(torch.randn(param.shape, generator=generator, dtype=param.dtype) * 0.1)
     trained = forward(transformer)
     assert not torch.equal(trained, forward_without_lora(transformer))
     record = AdapterRecord(name="trained", base_model=BASE, rank=4, alpha=8.0, target_modules=[], training={},

@@ -112,7 +112,8 @@ def test_widened_latents_decode_and_denoise_as_before():
     new = build_components(dataclasses.replace(TINY, vae_z_dim=24, seed=1))
     widen_latent_channels(old, new)
     assert new["transformer"].config.in_channels == 2 * 24 + 4
-    video = torch.rand(1, 3, 5, 64, 64) * 2 - 1
+    generator = torch.Generator().manual_seed(0)  # its own: the global generator's state depends on the tests before
+    video = torch.rand(1, 3, 5, 64, 64, generator=generator) * 2 - 1
     with torch.no_grad():
         before = old["vae"].encode(video).latent_dist
         after = new["vae"].encode(video).latent_dist
@@ -120,12 +121,12 @@ def test_widened_latents_decode_and_denoise_as_before():
         assert after.std[:, 16:].max() < 0.01  # the new channels' posterior starts narrow
         assert torch.allclose(new["vae"].decode(after.mode()).sample, old["vae"].decode(before.mode()).sample)
 
-        noisy, extra = torch.randn(1, 16, 2, 8, 8), torch.randn(1, 8, 2, 8, 8)
-        condition = torch.randn(1, 4 + 16, 2, 8, 8)
-        inputs = {"timestep": torch.tensor([500.0]), "encoder_hidden_states": torch.randn(1, 8, TINY.text_dim),
-                  "encoder_hidden_states_image": torch.randn(1, 5, TINY.image_dim), "return_dict": False}  # fmt: skip
+        noisy, extra = torch.randn(1, 16, 2, 8, 8, generator=generator), torch.randn(1, 8, 2, 8, 8, generator=generator)
+        condition = torch.randn(1, 4 + 16, 2, 8, 8, generator=generator)
+        inputs = {"timestep": torch.tensor([500.0]), "encoder_hidden_states": torch.randn(1, 8, TINY.text_dim, generator=generator),
+                  "encoder_hidden_states_image": torch.randn(1, 5, TINY.image_dim, generator=generator), "return_dict": False}  # fmt: skip
         velocity = old["transformer"](hidden_states=torch.cat([noisy, condition], 1), **inputs)[0]
-        widened = torch.cat([noisy, extra, condition, torch.randn(1, 8, 2, 8, 8)], 1)
+        widened = torch.cat([noisy, extra, condition, torch.randn(1, 8, 2, 8, 8, generator=generator)], 1)
         wide_velocity = new["transformer"](hidden_states=widened, **inputs)[0]
     assert torch.allclose(wide_velocity[:, :16], velocity, atol=1e-5)
     assert not wide_velocity[:, 16:].any()
@@ -156,7 +157,8 @@ def test_a_run_can_start_a_vae_of_other_levels_fresh_and_keep_the_transformer(tm
     for (key, a), b in zip(before.transformer.state_dict().items(), after.transformer.state_dict().values()):
         assert torch.equal(a, b), key
     assert after.vae.config.latents_std != before.vae.config.latents_std  # measured on the new VAE
-    clip = torch.rand(1, 3, TINY.frames, TINY.height, TINY.width, dtype=after.vae.dtype) * 2 - 1
+    generator = torch.Generator().manual_seed(0)
+    clip = torch.rand(1, 3, TINY.frames, TINY.height, TINY.width, dtype=after.vae.dtype, generator=generator) * 2 - 1
     with torch.no_grad():
         latents = after.vae.encode(clip).latent_dist.mode()
     assert latents.shape[-2:] == (TINY.height // 4, TINY.width // 4)
@@ -193,7 +195,8 @@ def test_a_run_can_train_a_wider_decoder_alone_and_keep_the_rest(tmp_path):
             assert torch.equal(a, b), key
     assert after.vae.config.latents_mean == before.vae.config.latents_mean
     assert after.vae.config.latents_std == before.vae.config.latents_std
-    clip = torch.rand(1, 3, TINY.frames, TINY.height, TINY.width, dtype=after.vae.dtype) * 2 - 1
+    generator = torch.Generator().manual_seed(0)
+    clip = torch.rand(1, 3, TINY.frames, TINY.height, TINY.width, dtype=after.vae.dtype, generator=generator) * 2 - 1
     with torch.no_grad():
         decoded = after.vae.decode(after.vae.encode(clip).latent_dist.mode()).sample
     assert decoded.shape == clip.shape and torch.isfinite(decoded).all()
