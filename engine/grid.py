@@ -134,9 +134,22 @@ def boxes(width: int, height: int, grid_w: int, grid_h: int, fit: Fit) -> tuple[
     return (0.0, 0.0, 1.0, 1.0), (left, 0, left + inner, grid_h)
 
 
+def source_rate(frame_times: tuple[float, ...], average: float) -> float:
+    """The rate a source shows new frames at: its average for a constant rate; for a variable rate,
+    the rate of its faster stretches (the tenth-shortest share of its frame intervals), so a clip
+    that is mostly still but moves in bursts keeps the bursts' motion."""
+    if len(frame_times) < 3:
+        return average
+    intervals = np.diff(np.asarray(frame_times))
+    intervals = intervals[intervals > TIME_EPSILON]
+    if not len(intervals):
+        return average
+    return max(average, 1.0 / float(np.percentile(intervals, 10)))
+
+
 def working_fps(source_fps: float, requested: float = 0.0, use_source: bool = False) -> float:
     """The working frame rate: the source's when asked (or it has none of its own, for sequences),
-    else the requested one (0: Wan's 16), never above the source's."""
+    else the requested one (0: Wan's 16), never above the source's (``source_rate``)."""
     if use_source and source_fps > 0:
         return source_fps
     wanted = requested or WAN_FPS

@@ -29,7 +29,9 @@ from framecast.engine.media import encode_png
 from framecast.engine.shots import Shot
 
 OnWrite = Callable[[int, int], None]  # (frames written, frames to write)
-MP4_AUDIO = {"aac", "mp3", "ac3", "eac3", "opus", "flac", "alac"}  # audio codecs an mp4 carries
+# Audio codecs an mp4 carries packet for packet, decoding to the same samples; any other (Opus and
+# Vorbis from webm, whose codec delay mp4 records differently) goes into Matroska instead.
+MP4_AUDIO = {"aac", "mp3", "ac3", "eac3", "alac"}
 
 
 class Encoding(str, enum.Enum):

@@ -23,7 +23,7 @@ from framecast.engine.clip import Clip, ClipData, OnRead
 from framecast.engine.config import EngineConfig
 from framecast.engine.errors import InvalidInput, Problems
 from framecast.engine.footage import TIME_EPSILON, FootageInfo, iter_frames, read_image
-from framecast.engine.grid import Fit, Grid, ModelLimits, boxes, plan_size, working_fps, working_frames
+from framecast.engine.grid import Fit, Grid, ModelLimits, boxes, plan_size, source_rate, working_fps, working_frames
 from framecast.engine.media import MediaKind, mask_from_frames
 from framecast.engine.requests import MaskMode
 from framecast.engine.windows import VAE_TEMPORAL
@@ -102,7 +102,7 @@ def plan_grid(source: FootageInfo, options: ShotOptions, limits: ModelLimits, ma
     """The working grid of a source under ``options``; InvalidRequest naming ``shot.*`` fields."""
     problems = Problems()
     with problems.check():
-        fps = working_fps(source.fps, options.fps, options.source_fps)
+        fps = working_fps(source_rate(source.frame_times, source.fps), options.fps, options.source_fps)
     timed = bool(source.frame_times)
     duration = source.duration_s if timed else source.num_frames / (fps if math.isfinite(fps) else 16.0)
     end = duration if options.end_s is None else options.end_s
