@@ -89,15 +89,21 @@ class SceneConfig:
     pan: bool = True  # the background drifts by a sub-pixel shift every frame
     occlude: bool = False  # another sprite passes in front of the target mid-clip; needs sprites >= 2
     edit: EditKind | None = None  # None: drawn from the seed
+    # Frames per frame of the motion: the clip moves as one of (frames - 1) / fps_multiple + 1 frames
+    # does, shown at fps_multiple times its frame rate, so every fps_multiple-th frame is that clip's
+    # frame exactly (a source at twice Wan's 16 fps, say, whose ground truth has every frame).
+    fps_multiple: int = 1
 
     def __post_init__(self):
-        for name, least in (("frames", 1), ("height", 16), ("width", 16), ("sprites", 1)):
+        for name, least in (("frames", 1), ("height", 16), ("width", 16), ("sprites", 1), ("fps_multiple", 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
                 raise ValueError(f"{name} must be an int but is {value!r}")
             if value < least:
                 raise ValueError(f"{name} must be >= {least} but is {value}")
             object.__setattr__(self, name, int(value))
+        if (self.frames - 1) % self.fps_multiple:
+            raise ValueError(f"frames - 1 must be a multiple of fps_multiple ({self.fps_multiple}) but frames is {self.frames}")
         if self.sprites > 3:
             raise ValueError(f"sprites must be <= 3 but is {self.sprites}")
         for name in ("pan", "occlude"):
@@ -226,7 +232,8 @@ def _plan_background(rng: np.random.Generator, noise_rng: np.random.Generator, c
     pan_angle, pan_speed = rng.uniform(0, 2 * math.pi), size * rng.uniform(0.003, 0.008)
     pan = (pan_speed * math.cos(pan_angle), pan_speed * math.sin(pan_angle)) if config.pan else (0.0, 0.0)
     # The lattices cover every world position any frame shows.
-    travel = (pan[0] * (config.frames - 1), pan[1] * (config.frames - 1))
+    steps = (config.frames - 1) / config.fps_multiple  # frames of motion the clip spans
+    travel = (pan[0] * steps, pan[1] * steps)
     x_range = (min(0.0, travel[0]), config.width + max(0.0, travel[0]))
     y_range = (min(0.0, travel[1]), config.height + max(0.0, travel[1]))
     coarse = _make_noise(noise_rng, size / noise_rng.uniform(2.5, 4.5), x_range, y_range)
@@ -414,7 +421,7 @@ def _wave(xs: np.ndarray, ys: np.ndarray, kx: float, ky: float) -> np.ndarray:
     return np.outer(cy, sx) + np.outer(sy, cx)
 
 
-def _render_background(bg: _Background, frame: int, height: int, width: int) -> np.ndarray:
+def _render_background(bg: _Background, frame: float, height: int, width: int) -> np.ndarray:
     # -> [H, W, 3] uint8; the camera has moved by pan * frame, so the world slides the other way
     xs = np.arange(width) + 0.5 + bg.pan[0] * frame
     ys = np.arange(height) + 0.5 + bg.pan[1] * frame
@@ -555,7 +562,7 @@ def make_scene(seed: int, config: SceneConfig = SceneConfig()) -> Scene:
     source, edited = np.empty(shape + (3,), np.uint8), np.empty(shape + (3,), np.uint8)
     target_mask, edited_visible, amodal = np.zeros(shape, bool), np.zeros(shape, bool), np.zeros(shape, bool)
     for f in range(config.frames):
-        source[f] = edited[f] = _render_background(background, f, config.height, config.width)
+        source[f] = edited[f] = _render_background(background, f / config.fps_multiple, config.height, config.width)
         owner_source, owner_edited = np.full(shape[1:], -1, np.int8), np.full(shape[1:], -1, np.int8)
         for k in order:
             _paint(source[f], owner_source, layers[k][f], k)

@@ -159,3 +159,17 @@ def test_config_rejects_bad_values(field, value, extra):
 def test_make_scene_rejects_bad_seed(seed):
     with pytest.raises(ValueError, match="seed"):
         make_scene(seed)
+
+
+@pytest.mark.parametrize("seed", [0, 3, 7])
+@pytest.mark.parametrize("occlude", [False, True])
+def test_a_higher_frame_rate_shows_the_same_motion_with_frames_in_between(seed, occlude):
+    """fps_multiple 2: 33 frames of the motion 17 frames show, every second frame that clip's exactly
+    (what a 32 fps source worked at 16 fps is compared with)."""
+    slow = make_scene(seed, SceneConfig(frames=17, sprites=2, occlude=occlude))
+    fast = make_scene(seed, SceneConfig(frames=33, sprites=2, occlude=occlude, fps_multiple=2))
+    for name in ("source", "edited", "edit_mask", "target_mask"):
+        np.testing.assert_array_equal(getattr(fast, name)[::2], getattr(slow, name), err_msg=name)
+    assert not np.array_equal(fast.source[1], fast.source[0])  # the frames in between are new ones
+    with pytest.raises(ValueError, match="multiple of fps_multiple"):
+        SceneConfig(frames=18, fps_multiple=2)
