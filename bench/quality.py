@@ -88,12 +88,21 @@ class QualityOptions:
     windowed: bool = True  # run the windowed framecast variant (costs a third adapter per scene)
     composite: bool = True  # also run every model-based method with compositing on
     methods: tuple[str, ...] = METHODS  # which of METHODS to run (framecast always among them)
+    # Real footage: scenes rendered at this size (0: the model's own, 64) and this multiple of 16 fps,
+    # written to video files and run as a server runs real footage (the working grid, then the
+    # output restored at the source's size and frame rate, composited), scored at the source's size.
+    source_size: int = 0
+    fps_multiple: int = 1
+    interpolations: tuple[str, ...] = ("flow",)  # footage: the framecast output restored each way (rows "framecast [way]")
 
 
-def held_out_scene(seed: int, frames: int = 17, size: int = 64) -> Scene:
+def held_out_scene(seed: int, frames: int = 17, size: int = 64, fps_multiple: int = 1) -> Scene:
+    """A scene of ``frames`` frames of motion at ``size`` pixels, shown at ``fps_multiple`` times the frame rate."""
     if not 0 <= seed < HELD_OUT_SEED_LIMIT:
         raise ValueError(f"seed must be in [0, {HELD_OUT_SEED_LIMIT}) (held out from training) but is {seed}")
-    return make_scene(seed, SceneConfig(frames=frames, height=size, width=size, sprites=2, pan=True))
+    config = SceneConfig(frames=(frames - 1) * fps_multiple + 1, height=size, width=size, sprites=2, pan=True,
+                         fps_multiple=fps_multiple)  # fmt: skip
+    return make_scene(seed, config)
 
 
 def copy_first_frame(scene: Scene) -> np.ndarray:
@@ -196,6 +205,101 @@ def evaluate_scene(engine, scene: Scene, options: QualityOptions, methods=None) 
     return results
 
 
+def _write_lossless(path: Path, frames: np.ndarray, fps: float) -> Path:
+    """Frames as an RGB-lossless H.264 file: it decodes to exactly these frames."""
+    import av
+
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264rgb", rate=round(fps))
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "rgb24"
+        stream.options = {"qp": "0", "preset": "ultrafast"}
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def evaluate_footage_scene(engine, scene: Scene, options: QualityOptions, methods=None) -> dict[str, dict]:
+    """As ``evaluate_scene``, with the scene as real footage: video files at its own size and frame
+    rate, mapped onto the model's working grid, the output restored at the source's and scored there."""
+    from framecast.engine.errors import Problems
+    from framecast.engine.footage import decode_all, probe
+    from framecast.engine.media import encode_png, mask_to_frames
+    from framecast.engine.requests import PropagateJob, TrainJob, TrainSettings
+    from framecast.engine.restore import Encoding, OutputOptions, restore
+    from framecast.engine.shots import ReferenceInput, ShotClip, ShotOptions, StoredMedia, plan_shot
+
+    methods = options.methods if methods is None else methods
+    settings = TrainSettings(
+        steps=options.steps, appearance_steps=options.appearance_steps, rank=options.rank,
+        learning_rate=options.learning_rate, seed=scene.seed, gradient_checkpointing=False,
+        colour_variants=options.colour_variants, w_keep=options.w_keep,
+    )  # fmt: skip
+    method_mask = C.prepare_edit_mask(scene.edit_mask, C.MaskMode.BBOX)
+    tag = f"s{scene.seed}-{time.monotonic_ns()}"
+    results: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="framecast-footage-") as folder:
+        folder = Path(folder)
+        fps = 16.0 * options.fps_multiple
+
+        def stored(name: str, path: Path) -> StoredMedia:
+            return StoredMedia(path, probe(path), name)
+
+        source = stored("source_id", _write_lossless(folder / "source.mp4", scene.source, fps))
+        mask = stored("mask_id", _write_lossless(folder / "mask.mp4", mask_to_frames(scene.edit_mask), fps))
+        white = folder / "white.png"
+        white.write_bytes(encode_png(np.full(scene.source.shape[1:], 255, np.uint8)))
+        edited_path = folder / "edited.png"
+        edited_path.write_bytes(encode_png(scene.edited_first_frame))
+        edited = stored("edited_first_frame_id", edited_path)
+
+        def shot(mask_media: StoredMedia, references=()):
+            problems = Problems()
+            planned = plan_shot(source, ShotOptions(), engine.limits, engine.config, problems, mask_media, edited,
+                                tuple(references))  # fmt: skip
+            problems.raise_if_any()
+            return planned
+
+        def propagate(adapter: str, mask_media: StoredMedia, mode: C.MaskMode, ways=("flow",)) -> dict[str, dict]:
+            planned = shot(mask_media)
+            job = PropagateJob(adapter, None, None, None, scene.edited_prompt, steps=options.sample_steps,
+                               guidance_scale=options.guidance_scale, seed=scene.seed, composite=True, mask_mode=mode,
+                               adapter_strength=options.adapter_strength, clip=ShotClip(planned))  # fmt: skip
+            result = engine.propagate(job)
+            rows = {}
+            for way in ways:
+                out = Path(tempfile.mkdtemp(dir=folder, prefix=f"out-{way}-"))
+                written = restore(planned, result.frames, result.edit_mask,
+                                  OutputOptions(encoding=Encoding.PNG_SEQUENCE, interpolation=way), out)  # fmt: skip
+                frames = decode_all(written.path).frames
+                rows[way] = {**_measures(frames, scene, method_mask), "masked_psnr_composite": None,
+                             "frames": frames, "working": f"{planned.grid.width}x{planned.grid.height}@{planned.grid.fps:g}"}  # fmt: skip
+            return rows
+
+        if "framecast" in methods:
+            started = time.perf_counter()
+            first = [ReferenceInput(edited, frame_index=0)] if options.first_frame_reference else []
+            engine.train(TrainJob(f"motion-{tag}", None, None, scene.prompt, settings,
+                                  clip=ShotClip(shot(mask, first))))  # fmt: skip
+            seconds = time.perf_counter() - started
+            ways = options.interpolations
+            rows = propagate(f"motion-{tag}", mask, C.MaskMode.BBOX, ways)
+            results["framecast"] = {**rows[ways[0]], "train_s": seconds, "interpolation": ways[0]}
+            for way in ways[1:]:
+                results[f"framecast [{way}]"] = {**rows[way], "interpolation": way}
+            engine.adapters.delete(f"motion-{tag}")
+        if "(a) plain I2V" in methods:
+            results["(a) plain I2V"] = propagate("", stored("mask_id", white), C.MaskMode.EXACT)["flow"]
+        if "(b) mask only" in methods:
+            results["(b) mask only"] = propagate("", mask, C.MaskMode.BBOX)["flow"]
+        if "(c) copy" in methods:
+            frames = copy_first_frame(scene)
+            results["(c) copy"] = {**_measures(frames, scene, method_mask), "frames": frames}
+    return results
+
+
 def _mean(values) -> float | None:
     finite = [v for v in values if v is not None and math.isfinite(v)]
     return statistics.fmean(finite) if finite else None
@@ -204,7 +308,8 @@ def _mean(values) -> float | None:
 def summarise(per_scene: list[dict[str, dict]]) -> list[dict]:
     """One row per method: means over scenes, and how often framecast beats it on masked PSNR."""
     rows = []
-    for method in METHODS:
+    extra = sorted({m for s in per_scene for m in s if m not in METHODS})  # "framecast [blend]", ...
+    for method in (*METHODS, *extra):
         scenes = [s for s in per_scene if method in s]
         if not scenes:
             continue
@@ -257,9 +362,11 @@ def _start_worker(model: str, device: str, data_dir: str, threads: int | None) -
 
 def _worker_scene(seed: int, options: QualityOptions) -> tuple[Scene, dict[str, dict], str]:
     """-> (the scene, its results, the model's id); prints the scene's line."""
-    scene = held_out_scene(seed)
+    footage = options.source_size or options.fps_multiple > 1
+    scene = held_out_scene(seed, size=options.source_size or 64, fps_multiple=options.fps_multiple)
     started = time.perf_counter()
-    results = evaluate_scene(_worker_engine, scene, options)
+    evaluate = evaluate_footage_scene if footage else evaluate_scene
+    results = evaluate(_worker_engine, scene, options)
     fc = results["framecast"]["masked_psnr"]
     others = "  ".join(f"{m} {r['masked_psnr']:.2f}" for m, r in results.items() if m != "framecast")
     print(f"scene {seed} ({scene.edit.value}): framecast {fc:.2f} dB | {others}  "
@@ -292,6 +399,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="skip the second, composited, sampling of each model-based method (halves sampling)")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), metavar="METHOD",
                         help="run only these (framecast among them; default: all of %(choices)s)")
+    parser.add_argument("--source-size", type=int, default=0, metavar="PX",
+                        help="real footage: render the scenes at PX x PX (the model works on its own grid; scored at PX)")
+    parser.add_argument("--fps-multiple", type=int, default=1, metavar="M",
+                        help="real footage: render the scenes at M x 16 fps (worked at 16, restored at M x 16)")
+    parser.add_argument("--interpolations", nargs="+", choices=("nearest", "blend", "flow"), default=["flow"],
+                        help="real footage: restore framecast's output each way (the first is 'framecast')")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--workers", type=int, default=1,
                         help="scenes evaluated at once, each by its own process and engine (CPU; default: %(default)s)")
@@ -314,7 +427,8 @@ def main(argv: list[str] | None = None) -> int:
         windowed=not args.no_windowed, first_frame_reference=not args.no_first_frame_reference,
         composite=not args.no_composite, colour_variants=args.colour_variants,
         w_keep=args.w_keep, adapter_strength=args.adapter_strength,
-        methods=tuple(m for m in METHODS if m in args.methods),
+        methods=tuple(m for m in METHODS if m in args.methods), source_size=args.source_size,
+        fps_multiple=args.fps_multiple, interpolations=tuple(args.interpolations),
     )  # fmt: skip
     model = Path(args.model) if args.model else builtin_model_dir()
     device = "cuda" if torch.cuda.is_available() else "cpu"

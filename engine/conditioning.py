@@ -147,7 +147,7 @@ def loss_weight(
 
 def unit_range(pixels: np.ndarray) -> torch.Tensor:
     """uint8 pixels -> float32 in [-1, 1], same layout; mid-grey 127.5 is 0.0 (the VAE's input range)."""
-    return torch.from_numpy(np.ascontiguousarray(pixels)).float().div(127.5).sub(1.0)
+    return torch.from_numpy(np.require(pixels, requirements=("C", "W"))).float().div(127.5).sub(1.0)
 
 
 def to_unit_range(frames: np.ndarray) -> torch.Tensor:
