@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import threading
-
 from enum import Enum
+from pathlib import Path
 
 from framecast.engine.arguments import run_command
 from framecast.engine.config import Attention, Dtype, EngineConfig, Offload, Optimizer, Quantize, field_default
@@ -51,10 +52,12 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         shown = f" (default: {_default(dest)})" if help and "choices" not in kwargs else ""
         parser.add_argument(flag, dest=dest, default=_default(dest), help=help + shown, **kwargs)
 
-    parser.add_argument("--model", dest="model_dir", required=True, metavar="DIR",
-                        help="diffusers directory of a WanImageToVideoPipeline")  # fmt: skip
-    parser.add_argument("--data", dest="data_dir", required=True, metavar="DIR",
-                        help="where adapters, media and job records are kept")  # fmt: skip
+    parser.add_argument("--model", dest="model_dir", default=None, metavar="DIR",
+                        help="diffusers directory of a WanImageToVideoPipeline (default: the built-in toy "
+                        "model)")  # fmt: skip
+    parser.add_argument("--data", dest="data_dir", default=None, metavar="DIR",
+                        help="where adapters, media and job records are kept (default: $XDG_DATA_HOME/framecast, "
+                        "or ~/.local/share/framecast)")  # fmt: skip
     option("--host", "host")
     option("--port", "port", "0 picks a free port", type=int)
     option("--device", "device", "auto | cpu | cuda | cuda:N")
@@ -90,29 +93,57 @@ def add_parser(commands) -> argparse.ArgumentParser:
     return serve
 
 
+def default_data_dir() -> Path:
+    """Where ``serve`` keeps its data without ``--data``: the user's data directory
+    (``$XDG_DATA_HOME/framecast``, or ``~/.local/share/framecast``)."""
+    base = os.environ.get("XDG_DATA_HOME") or ""
+    return (Path(base) if Path(base).is_absolute() else Path.home() / ".local" / "share") / "framecast"
+
+
 def server_config(args) -> ServerConfig:
-    """The ServerConfig the parsed serve options describe (raises InvalidInput naming the field)."""
+    """The ServerConfig the parsed serve options describe (raises InvalidInput naming the field):
+    without ``--model`` the built-in model, without ``--data`` ``default_data_dir()``."""
     fields = EngineConfig.field_names() | ServerConfig.field_names()
-    return ServerConfig.build(**{name: value for name, value in vars(args).items() if name in fields})
+    settings = {name: value for name, value in vars(args).items() if name in fields}
+    if settings.get("model_dir") is None:
+        from framecast.engine.model import builtin_model_dir
+
+        settings["model_dir"] = str(builtin_model_dir())
+    if settings.get("data_dir") is None:
+        settings["data_dir"] = str(default_data_dir())
+    return ServerConfig.build(**settings)
 
 
-def cmd_serve(args) -> int:
-    """Start the server and serve until a signal stops it."""
+def require_server(command: str) -> None:
+    """Import the server (torch, diffusers...) for ``command`` (serve, demo): on a client-only install
+    raise ServeError saying which extra to install, instead of an ImportError's traceback."""
     try:
-        from framecast.server.app import start_server
+        import framecast.server.app  # noqa: F401
     except ImportError as error:
         missing = (error.name or "framecast").partition(".")[0]
         if missing == "framecast":
             raise  # a broken install or a bug, not a missing dependency
         raise ServeError(
-            f"serve needs {missing}, which is not installed (a client-only install?): pip install 'framecast[server]'"
+            f"{command} needs {missing}, which is not installed (a client-only install?): pip install 'framecast[server]'"
         ) from None
+
+
+def cmd_serve(args) -> int:
+    """Start the server and serve until a signal stops it."""
+    require_server("serve")
+    from framecast.server.app import start_server
+
     try:
-        running = start_server(server_config(args), handle_signals=True)
+        config = server_config(args)
+        running = start_server(config, handle_signals=True)
     except InvalidInput as error:  # a setting the server cannot start with: name its option
         option = _option_of(error.field)
         raise ServeError(f"{option}: {str(error).removeprefix(error.field + ' ')}") from None
-    print(f"framecast listening on {args.host}:{running.port}, loading {args.model_dir}", flush=True)
+    if args.model_dir is None:
+        print(f"framecast serves the built-in model ({config.engine.model_dir}); --model DIR serves another", flush=True)
+    if args.data_dir is None:
+        print(f"framecast keeps its data in {config.data_dir}; --data DIR keeps it elsewhere", flush=True)
+    print(f"framecast listening on {args.host}:{running.port}, loading {config.engine.model_dir}", flush=True)
 
     def announce_ready():
         if running.wait_ready(None):
@@ -130,7 +161,7 @@ def cmd_serve(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m framecast.server --model DIR --data DIR ...``: ``framecast serve`` without the
+    """``python -m framecast.server [--model DIR] [--data DIR] ...``: ``framecast serve`` without the
     client's command line. Returns the exit code."""
     parser = argparse.ArgumentParser(prog="python -m framecast.server", description="Run the framecast gRPC server.")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
