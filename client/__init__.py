@@ -3,7 +3,7 @@
 Imports neither torch nor diffusers (grpcio, protobuf, numpy, Pillow, PyAV, tqdm only).
 """
 
-from framecast.client.client import FramecastClient, mask_mode_value, media_chunks
+from framecast.client.client import FramecastClient, mask_mode_value, media_chunks, server_address
 from framecast.client.errors import FramecastError
 from framecast.client.jobs import collect_propagation, run_train, wait_for_result
 
@@ -14,5 +14,6 @@ __all__ = [
     "mask_mode_value",
     "media_chunks",
     "run_train",
+    "server_address",
     "wait_for_result",
 ]

@@ -4,38 +4,40 @@ One class, one channel. Every method takes ``timeout=`` (seconds; ``None`` = the
 client's default, itself ``None`` = no deadline) and raises ``FramecastError`` for any
 failed call, streams included. Streaming jobs (``train``, ``propagate``, ``watch_job``)
 yield the raw ``framecast_pb2.JobEvent`` messages; ``framecast.client.jobs`` (``wait_for_result``,
-``run_train``, ``collect_propagation``) consumes such a stream and returns its outcome.
+``run_train``, ``collect_propagation``) consumes such a stream and returns its outcome. ``plan``
+answers what a job would do, and every problem of its request, without queueing it.
 
 Imports neither torch nor diffusers: a client-only install stays small.
 """
 
 from __future__ import annotations
 
-import operator
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from framecast.client.chunks import MiB, OnBytes, adapter_chunks, encode_array, media_chunks, reporting
 from framecast.client.errors import FramecastError
+from framecast.client.requests import (  # noqa: F401 (part of this module's API since before requests.py)
+    MASK_MODES,
+    OUTPUT_ENCODINGS,
+    enum_value,
+    mask_mode_value,
+    plan_request,
+    propagate_request,
+    train_request,
+    uint_value,
+)
+from framecast.client.requests import media_id as media_id_of
 from framecast.engine import media
-from framecast.engine.config import field_default
-from framecast.engine.requests import PropagateJob
 from framecast.v1 import framecast_pb2 as pb
 from framecast.v1 import framecast_pb2_grpc as pb_grpc
 
-MiB = 1 << 20
-
-MASK_MODES = {"exact": pb.MASK_MODE_EXACT, "bbox": pb.MASK_MODE_BBOX, "dilate": pb.MASK_MODE_DILATE}
-OUTPUT_ENCODINGS = {
-    "mp4": pb.OUTPUT_ENCODING_MP4_H264,
-    "mp4-lossless": pb.OUTPUT_ENCODING_MP4_H264_LOSSLESS,
-    "png-sequence": pb.OUTPUT_ENCODING_PNG_SEQUENCE,
-}
 JOB_STATES = {
     "queued": pb.JOB_STATE_QUEUED,
     "running": pb.JOB_STATE_RUNNING,
@@ -49,121 +51,39 @@ UNLOAD_TARGETS = {"disk": pb.ADAPTER_STATE_READY, "host": pb.ADAPTER_STATE_CACHE
 
 # Health statuses that mean "not yet": the server may still be starting or loading its model.
 _RETRY_HEALTH = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.NOT_FOUND)
+DEFAULT_PORT = 50051
+# gRPC target schemes (unix:/path, dns:///host:port, ipv6:[::1]:50051 ...): taken as they are.
+_SCHEMES = ("unix:", "unix-abstract:", "vsock:", "dns:", "ipv4:", "ipv6:", "xds:")
 
 
-def enum_value(value: str | int | None, choices: dict[str, int], argument: str) -> int:
-    """Map a choice name (``"bbox"``, case and ``_``/``-`` insensitive) or a proto enum number to
-    the number; ``None`` -> 0 (UNSPECIFIED, the server's default). Raises ValueError naming ``argument``."""
-    if value is None:
-        return 0
-    if isinstance(value, str):
-        key = value.strip().lower().replace("_", "-")
-        if key in choices:
-            return choices[key]
-    elif isinstance(value, (int, np.integer)) and not isinstance(value, bool) and int(value) in (0, *choices.values()):
-        return int(value)
-    raise ValueError(f"{argument} must be one of {', '.join(choices)} but is {value!r}")
-
-
-def mask_mode_value(mask_mode: str | int | None) -> int:
-    """``"exact" | "bbox" | "dilate"`` (or ``None`` = server default, bbox) -> ``framecast_pb2.MaskMode``."""
-    return enum_value(mask_mode, MASK_MODES, "mask_mode")
-
-
-def media_chunks(
-    source: str | os.PathLike | bytes, filename: str | None = None, chunk_bytes: int = MiB
-) -> Iterator[pb.MediaChunk]:
-    """The ``MediaChunk`` stream of an upload: the header (filename, size) rides on the first
-    chunk only; an empty payload is still one chunk. Raises FileNotFoundError for a missing
-    path and ValueError for ``chunk_bytes < 1`` at call time, not mid-stream."""
-    if chunk_bytes < 1:
-        raise ValueError(f"chunk_bytes must be >= 1 but is {chunk_bytes}")
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        data = memoryview(source).cast("B")
-        header = pb.MediaRef(filename=filename or "", size_bytes=len(data))
-        return _chunks_of_bytes(data, header, chunk_bytes)
-    path = Path(source)
-    size = path.stat().st_size  # FileNotFoundError here, before any RPC starts
-    if not path.is_file():
-        raise IsADirectoryError(f"{path} is not a file")
-    header = pb.MediaRef(filename=filename or path.name, size_bytes=size)
-    return _chunks_of_file(path, header, chunk_bytes)
-
-
-def adapter_chunks(
-    name: str, source: str | os.PathLike | bytes, filename: str | None = None, chunk_bytes: int = MiB
-) -> Iterator[pb.ImportAdapterChunk]:
-    """The ``ImportAdapterChunk`` stream of an adapter import: the header (name, filename) on the
-    first chunk only. Raises FileNotFoundError / ValueError at call time, as ``media_chunks``."""
-    media = media_chunks(source, filename, chunk_bytes)  # validates now
-    header = pb.ImportAdapterHeader(name=name, filename=filename or ("" if isinstance(source, (bytes, bytearray, memoryview)) else Path(source).name))
-
-    def chunks() -> Iterator[pb.ImportAdapterChunk]:
-        for index, chunk in enumerate(media):
-            yield pb.ImportAdapterChunk(header=header if index == 0 else None, data=chunk.data)
-
-    return chunks()
-
-
-def _chunks_of_bytes(data: memoryview, header: pb.MediaRef, chunk_bytes: int) -> Iterator[pb.MediaChunk]:
-    yield pb.MediaChunk(header=header, data=bytes(data[:chunk_bytes]))
-    for start in range(chunk_bytes, len(data), chunk_bytes):
-        yield pb.MediaChunk(data=bytes(data[start : start + chunk_bytes]))
-
-
-def _chunks_of_file(path: Path, header: pb.MediaRef, chunk_bytes: int) -> Iterator[pb.MediaChunk]:
-    with open(path, "rb") as f:
-        yield pb.MediaChunk(header=header, data=f.read(chunk_bytes))
-        while piece := f.read(chunk_bytes):
-            yield pb.MediaChunk(data=piece)
-
-
-def encode_array(frames: np.ndarray, fps: float = 16, lossless: bool = True) -> tuple[bytes, str]:
-    """Frames or a mask as uploadable bytes and a file name.
-
-    ``[H, W, 3]`` uint8 or ``[H, W]`` bool -> PNG; ``[F, H, W, 3]`` uint8 or ``[F, H, W]`` bool
-    -> H.264 mp4 (lossless: yuv444p CRF 0). Bool arrays are masks (True = edit region, white).
-    Raises ValueError for any other shape or dtype.
-    """
-    frames = np.asarray(frames)
-    if frames.dtype == bool:
-        if frames.ndim not in (2, 3):
-            raise ValueError(f"a mask must be [H, W] or [F, H, W] bool but has shape {frames.shape}")
-        image = frames.ndim == 2
-        frames = media.mask_to_frames(frames[None] if image else frames)
-        frames = frames[0] if image else frames
-    if frames.dtype != np.uint8:
-        raise ValueError(f"frames must be uint8 (or bool for a mask) but are {frames.dtype}")
-    if frames.ndim == 3 and frames.shape[-1] == 3:
-        return media.encode_png(frames), "image.png"
-    if frames.ndim == 4 and frames.shape[-1] == 3:
-        return media.encode_video(frames, fps, lossless=lossless), "video.mp4"
-    raise ValueError(f"frames must be [H, W, 3] or [F, H, W, 3] but have shape {frames.shape}")
-
-
-def uint_value(value, argument: str, bits: int = 32) -> int:
-    """``value`` as an int for a ``uint32`` (or ``bits=64``) request field. Raises ValueError naming
-    ``argument`` for a value out of the field's range (protobuf's own says only "Value out of
-    range: -1"), TypeError for a value that is not a whole number."""
-    try:
-        number = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{argument} must be a whole number but is {value!r}") from None
-    if not 0 <= number < 1 << bits:
-        raise ValueError(f"{argument} must be between 0 and {(1 << bits) - 1} but is {value!r}")
-    return number
-
-
-def _media_id(value: str | pb.MediaRef, argument: str) -> str:
-    if isinstance(value, pb.MediaRef):
-        return value.id
-    if isinstance(value, str):
-        return value
-    raise TypeError(f"{argument} must be a media id (str) or a MediaRef but is {type(value).__name__}")
+def server_address(address: str) -> str:
+    """``host[:port]`` with the default port when it has none: ``myhost`` -> ``myhost:50051``,
+    ``[::1]`` -> ``[::1]:50051`` (a bare IPv6 address ``::1`` too); a gRPC target with a scheme
+    (``unix:/run/framecast.sock``, ``dns:///host:443``) is taken as it is. Raises ValueError for an
+    empty address or one with a bad port."""
+    address = address.strip()
+    if address.startswith(_SCHEMES) or "/" in address:
+        return address
+    if address.startswith("["):
+        host, bracket, port = address[1:].partition("]")
+        if not bracket or not host or (port and not port.startswith(":")):
+            raise ValueError(f"server address must be host, host:port, [IPv6] or [IPv6]:port but is {address!r}")
+        host, port = f"[{host}]", port[1:]
+    elif address.count(":") > 1:  # a bare IPv6 address: it has no port
+        host, port = f"[{address}]", ""
+    else:
+        host, _, port = address.partition(":")
+    if not host:
+        raise ValueError(f"server address must name a host but is {address!r}")
+    if port and not (port.isdigit() and 0 < int(port) < 65536):
+        raise ValueError(f"server address {address!r} has a bad port: {port!r}")
+    return f"{host}:{port or DEFAULT_PORT}"
 
 
 class FramecastClient:
     """A connection to a framecast server.
+
+    ``address`` is ``host:port``; a host alone means port 50051 (``server_address``).
 
     >>> with FramecastClient("127.0.0.1:50051", timeout=60) as client:
     ...     client.wait_ready(30)
@@ -171,11 +91,13 @@ class FramecastClient:
     """
 
     def __init__(self, address: str = "127.0.0.1:50051", timeout: float | None = None, max_message_mb: int = 64):
-        self.address = address
+        """Open the channel (lazily: nothing is dialled before the first call). Raises ValueError
+        for an address ``server_address`` refuses."""
+        self.address = server_address(address)
         self.timeout = timeout
         limit = int(max_message_mb * MiB)
         self._channel = grpc.insecure_channel(
-            address, options=[("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", limit)]
+            self.address, options=[("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", limit)]
         )
         self._stub = pb_grpc.FramecastStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
@@ -254,15 +176,20 @@ class FramecastClient:
         filename: str | None = None,
         chunk_bytes: int = MiB,
         timeout: float | None = None,
+        on_progress: OnBytes | None = None,
     ) -> pb.MediaRef:
         """Upload a file (path) or bytes: a video, a PNG/JPEG image or a zip of frames.
 
-        Streamed in ``chunk_bytes`` pieces. Returns the stored ``MediaRef`` (id ``sha256:<hex>``,
-        kind, frames, size); the same bytes give the same id. Raises FileNotFoundError for a
-        missing path, FramecastError (INVALID_ARGUMENT for unreadable media, RESOURCE_EXHAUSTED
-        above the server's upload limit).
+        Streamed in ``chunk_bytes`` pieces; ``on_progress(sent, total)`` is called (from gRPC's
+        thread) as each piece is handed to the channel. Returns the stored ``MediaRef`` (id
+        ``sha256:<hex>``, kind, frames, size, duration, audio, rotation); the same bytes give the
+        same id. Raises FileNotFoundError for a missing path, FramecastError (INVALID_ARGUMENT for
+        unreadable media or a source beyond the server's size or duration limits,
+        RESOURCE_EXHAUSTED above its upload limit).
         """
         chunks = media_chunks(path_or_bytes, filename, chunk_bytes)
+        if on_progress is not None:
+            chunks = reporting(chunks, on_progress)
         return self._unary(self._stub.UploadMedia, chunks, timeout)
 
     def upload_array(
@@ -283,7 +210,7 @@ class FramecastClient:
 
     def _download(self, media_id: str | pb.MediaRef, timeout: float | None) -> tuple[pb.MediaRef, bytes]:
         call = self._stub.DownloadMedia(
-            pb.MediaRef(id=_media_id(media_id, "media_id")), timeout=self._deadline(timeout)
+            pb.MediaRef(id=media_id_of(media_id, "media_id")), timeout=self._deadline(timeout)
         )
         header, parts = pb.MediaRef(), []
         for index, chunk in enumerate(self._stream(call)):
@@ -316,127 +243,76 @@ class FramecastClient:
     def delete_media(self, media_id: str | pb.MediaRef, timeout: float | None = None) -> bool:
         """Delete stored media; returns whether it was deleted. Raises FramecastError (NOT_FOUND
         for an unknown id, INVALID_ARGUMENT for a malformed one)."""
-        request = pb.MediaRef(id=_media_id(media_id, "media_id"))
+        request = pb.MediaRef(id=media_id_of(media_id, "media_id"))
         return self._unary(self._stub.DeleteMedia, request, timeout).deleted
 
     # ---- jobs ---------------------------------------------------------------------------
 
     def train(
-        self,
-        adapter: str,
-        source_id: str | pb.MediaRef,
-        mask_id: str | pb.MediaRef,
-        prompt: str,
-        *,
-        steps: int | None = None,
-        rank: int | None = None,
-        learning_rate: float | None = None,
-        mask_mode: str | int | None = None,
-        dilate_px: int | None = None,
-        references: Iterable[tuple[int, str | pb.MediaRef]] = (),
-        seed: int = 0,
-        loss_weights: tuple[float, float] | None = None,
-        appearance_steps: int | None = None,
-        gradient_checkpointing: bool = True,
-        colour_variants: int = 0,
-        timeout: float | None = None,
-    ) -> Iterator[pb.JobEvent]:
+        self, adapter: str, source_id: str | pb.MediaRef, mask_id: str | pb.MediaRef, prompt: str, *,
+        timeout: float | None = None, **options,
+    ) -> Iterator[pb.JobEvent]:  # fmt: skip
         """Train adapter ``adapter`` on a source video; yields the job's ``JobEvent``s: ``accepted``,
-        ``queued``, ``progress`` (with loss), then ``adapter`` (or ``error``).
+        ``queued``, ``progress`` (phases "decode", "motion", "appearance"; with loss and the server's
+        ETA), then ``adapter`` (or ``error``).
 
-        ``None`` leaves a setting to the server's default: steps 100, rank 16, learning_rate 1e-4,
-        mask_mode "bbox", appearance_steps 100, loss_weights (edit 1.0, keep 1.0).
-        ``colour_variants``: recoloured copies of the source trained alongside it (0: none).
-        ``references``: ``(frame_index, image_id)`` pairs of edited frames (appearance phase).
-        ``timeout`` bounds the whole stream. Raises ValueError for a bad mask_mode or
-        loss_weights, or a count, pixel width or seed below 0 or beyond its field, at call
-        time; FramecastError while iterating (INVALID_ARGUMENT, ALREADY_EXISTS for a taken
-        name, NOT_FOUND for unknown media, RESOURCE_EXHAUSTED for a full queue). A failed job
-        ends with an ``error`` event; ``run_train`` turns it into a FramecastError. Abandoning
-        the iterator closes the stream; the job keeps running (``watch_job`` re-attaches,
-        ``cancel_job`` stops it).
+        ``options`` are ``framecast.client.requests.train_request``'s: steps, rank, learning_rate,
+        mask_mode, dilate_px, references (``(frame_index, image_id)`` or ``(time_s, image_id)``),
+        seed, loss_weights, appearance_steps, gradient_checkpointing, colour_variants, and the shot:
+        start_s, end_s, fps, source_fps, fit ("fit", "crop", "pad"); None leaves a setting to the
+        server. ``timeout`` bounds the whole stream. Raises ValueError for a bad choice or
+        loss_weights, or a count, pixel width, seed or time below 0 or beyond its field, TypeError
+        for an unknown option, at call time; FramecastError while iterating (INVALID_ARGUMENT with
+        every problem of the request, ALREADY_EXISTS for a taken name, NOT_FOUND for unknown media,
+        RESOURCE_EXHAUSTED for a full queue). A failed job ends with an ``error`` event;
+        ``run_train`` turns it into a FramecastError. Abandoning the iterator closes the stream;
+        the job keeps running (``watch_job`` re-attaches, ``cancel_job`` stops it).
         """
-        request = pb.TrainRequest(
-            adapter=adapter,
-            source_id=_media_id(source_id, "source_id"),
-            mask_id=_media_id(mask_id, "mask_id"),
-            prompt=prompt,
-            rank=uint_value(rank or 0, "rank"),
-            steps=uint_value(steps or 0, "steps"),
-            appearance_steps=uint_value(appearance_steps or 0, "appearance_steps"),
-            learning_rate=learning_rate or 0.0,
-            mask_mode=mask_mode_value(mask_mode),
-            dilate_px=uint_value(dilate_px or 0, "dilate_px"),
-            seed=uint_value(seed, "seed", bits=64),
-            gradient_checkpointing_off=not gradient_checkpointing,
-            colour_variants=uint_value(colour_variants, "colour_variants"),
-        )
-        for frame_index, image_id in references:
-            index = uint_value(int(frame_index), "references frame_index")
-            request.references.add(frame_index=index, image_id=_media_id(image_id, "references"))
-        if loss_weights is not None:
-            try:
-                edit, keep = (float(w) for w in loss_weights)
-            except (TypeError, ValueError):
-                raise ValueError(f"loss_weights must be (edit, keep) floats but is {loss_weights!r}") from None
-            request.loss_weights.CopyFrom(pb.LossWeights(edit=edit, keep=keep))
+        request = train_request(adapter, source_id, mask_id, prompt, **options)
         return self._stream(self._stub.Train(request, timeout=self._deadline(timeout)))
 
     def propagate(
-        self,
-        adapter: str,
-        source_id: str | pb.MediaRef,
-        mask_id: str | pb.MediaRef,
-        edited_first_frame_id: str | pb.MediaRef,
-        prompt: str,
-        *,
-        negative_prompt: str = "",
-        steps: int = field_default(PropagateJob, "steps"),
-        guidance_scale: float | None = None,
-        seed: int = 0,
-        composite: bool = False,
-        feather_px: int | None = None,
-        mask_mode: str | int | None = None,
-        dilate_px: int | None = None,
-        output_encoding: str | int | None = None,
-        adapter_strength: float | None = None,
-        timeout: float | None = None,
-    ) -> Iterator[pb.JobEvent]:
-        """Generate the edited video; yields ``accepted``, ``queued``, ``progress``, one ``frame``
-        (PNG) per output frame as it is decoded, then ``result`` (or ``error``).
+        self, adapter: str, source_id: str | pb.MediaRef, mask_id: str | pb.MediaRef,
+        edited_first_frame_id: str | pb.MediaRef, prompt: str, *, timeout: float | None = None, **options,
+    ) -> Iterator[pb.JobEvent]:  # fmt: skip
+        """Generate the edited video; yields ``accepted``, ``queued``, ``progress`` (phases "decode",
+        "denoise", "encode", with the server's ETA), one ``frame`` (PNG, on the working grid) per
+        working frame as it is decoded, then ``result`` (or ``error``): the stored video at the
+        source's size, frame rate and frame count, with its audio.
 
         ``adapter=""`` samples the base model alone; an adapter a queued or running training
-        creates may be named, and the job runs after that training. ``None`` leaves a setting to
-        the server's default: guidance_scale 5.0, feather_px 3, adapter_strength 1.0
-        (0 to 2: scales the adapter's effect), mask_mode "bbox". ``output_encoding``: "mp4" (default),
-        "mp4-lossless" or "png-sequence". ``timeout`` bounds the whole stream. Raises ValueError
-        for a bad mask_mode/output_encoding, or a count, pixel width or seed below 0 or beyond its
-        field, at call time; FramecastError while iterating
-        (INVALID_ARGUMENT, NOT_FOUND for an unknown adapter or media, FAILED_PRECONDITION for an
-        adapter that does not fit the model or whose training failed, RESOURCE_EXHAUSTED). ``collect_propagation``
-        consumes the stream and turns an ``error`` event into a FramecastError.
+        creates may be named, and the job runs after that training. ``options`` are
+        ``framecast.client.requests.propagate_request``'s: negative_prompt, steps (default 30),
+        guidance_scale, seed, composite, feather_px, mask_mode, dilate_px, output_encoding ("mp4",
+        "mp4-lossless", "png-sequence"), adapter_strength, quality (H.264 CRF 0-51), interpolation
+        ("nearest", "blend", "flow"), and the shot: start_s, end_s, fps, source_fps, fit; None
+        leaves a setting to the server. ``timeout`` bounds the whole stream. Raises ValueError for
+        a bad choice, or a count, pixel width, seed, quality or time below 0 or beyond its field,
+        TypeError for an unknown option, at call time; FramecastError while iterating
+        (INVALID_ARGUMENT with every problem of the request, NOT_FOUND for an unknown adapter or
+        media, FAILED_PRECONDITION for an adapter that does not fit the model or whose training
+        failed, RESOURCE_EXHAUSTED). ``collect_propagation`` consumes the stream and turns an
+        ``error`` event into a FramecastError.
         """
-        request = pb.PropagateRequest(
-            adapter=adapter,
-            source_id=_media_id(source_id, "source_id"),
-            mask_id=_media_id(mask_id, "mask_id"),
-            edited_first_frame_id=_media_id(edited_first_frame_id, "edited_first_frame_id"),
-            prompt=prompt,
-            negative_prompt=negative_prompt,
-            steps=uint_value(steps or 0, "steps"),
-            seed=uint_value(seed, "seed", bits=64),
-            composite=composite,
-            mask_mode=mask_mode_value(mask_mode),
-            dilate_px=uint_value(dilate_px or 0, "dilate_px"),
-            output_encoding=enum_value(output_encoding, OUTPUT_ENCODINGS, "output_encoding"),
-        )
-        if guidance_scale is not None:
-            request.guidance_scale = float(guidance_scale)
-        if feather_px is not None:
-            request.feather_px = uint_value(int(feather_px), "feather_px")
-        if adapter_strength is not None:
-            request.adapter_strength = float(adapter_strength)
+        request = propagate_request(adapter, source_id, mask_id, edited_first_frame_id, prompt, **options)
         return self._stream(self._stub.Propagate(request, timeout=self._deadline(timeout)))
+
+    def plan(self, kind: str, *args, timeout: float | None = None, **options) -> pb.PlanResponse:
+        """What ``train`` (``kind="train"``) or ``propagate`` (``kind="propagate"``) with the same
+        arguments would do, without queueing it: the working grid (``width``, ``height``, ``fps``,
+        ``num_frames``), the ``windows``, the estimated peak device memory and seconds, the output's
+        frames, and every problem of the request at once (``ok`` is False when there are any; they
+        are answered here, not raised). Raises ValueError/TypeError as the job's call, and for
+        another ``kind``; FramecastError for a failed call (UNAVAILABLE while the model loads)."""
+        return self._unary(self._stub.Plan, plan_request(kind, *args, **options), timeout)
+
+    def plan_train(self, *args, timeout: float | None = None, **options) -> pb.PlanResponse:
+        """``plan("train", ...)``: the plan of ``train`` with these arguments. Raises as ``plan``."""
+        return self.plan("train", *args, timeout=timeout, **options)
+
+    def plan_propagate(self, *args, timeout: float | None = None, **options) -> pb.PlanResponse:
+        """``plan("propagate", ...)``: the plan of ``propagate`` with these arguments. Raises as ``plan``."""
+        return self.plan("propagate", *args, timeout=timeout, **options)
 
     def watch_job(self, job_id: str, timeout: float | None = None) -> Iterator[pb.JobEvent]:
         """Re-attach to a job: yields its current state (``accepted``), then its events to the end.
