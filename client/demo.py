@@ -17,8 +17,9 @@ import numpy as np
 
 from framecast.client.cli.args import CliError, output_path
 from framecast.client.client import FramecastClient
-from framecast.client.display import JobProgress, follow_job, format_adapter, format_metrics
+from framecast.client.display import format_adapter, format_metrics
 from framecast.client.jobs import collect_propagation, run_train
+from framecast.client.progress import JobProgress, follow_job
 from framecast.client.strip import write_strip
 from framecast.engine import media
 from framecast.engine.metrics import psnr

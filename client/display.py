@@ -1,121 +1,11 @@
-"""What the command line shows: progress bars for a job's event stream, and result summaries."""
+"""What the command line shows: adapters, media, jobs, plans and results as text
+(progress is ``framecast.client.progress``'s)."""
 
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
 
-import grpc
-
-from framecast.client.client import FramecastClient
-from framecast.client.errors import FramecastError
-from framecast.engine import media
 from framecast.v1 import framecast_pb2 as pb
-
-# ---- progress -------------------------------------------------------------------------------
-
-
-class JobProgress:
-    """``on_event`` callback that draws tqdm bars for a job's steps and streamed frames.
-
-    Remembers the job id (for cancelling on Ctrl-C) and, with ``frames_dir``, writes every
-    streamed frame there as ``frame_00000.png`` (the server's PNG bytes, untouched).
-    """
-
-    def __init__(
-        self, label: str, frames_total: int | None = None, frames_dir: Path | None = None, disable: bool | None = None
-    ):
-        from tqdm import tqdm
-
-        self.label, self.job_id, self.frames_dir = label, "", frames_dir
-        self.steps = tqdm(desc=label, unit="step", position=0, leave=True, disable=disable, dynamic_ncols=True)
-        self.frames = None
-        if frames_total is not None:
-            self.frames = tqdm(
-                total=frames_total,
-                desc="frames",
-                unit="frame",
-                position=1,
-                leave=True,
-                disable=disable,
-                dynamic_ncols=True,
-            )
-
-    def __call__(self, event) -> None:
-        kind = event.WhichOneof("event")
-        if kind == "accepted":
-            self.job_id = event.job_id
-        elif kind == "queued":
-            self.steps.set_description(f"{self.label} (queued, {event.queued.position} ahead)")
-        elif kind == "progress":
-            progress = event.progress
-            if self.steps.total != progress.total:
-                self.steps.total = progress.total
-            self.steps.n = progress.step
-            self.steps.set_description(f"{self.label} {progress.phase}", refresh=False)
-            if progress.phase in ("motion", "appearance"):
-                self.steps.set_postfix(loss=f"{progress.loss:.4f}", refresh=False)
-            self.steps.refresh()
-        elif kind == "frame":
-            if self.frames_dir is not None:
-                media.atomic_write(self.frames_dir / f"frame_{event.frame.index:05d}.png", event.frame.png)
-            if self.frames is not None:
-                self.frames.update(1)
-
-    def close(self) -> None:
-        self.steps.close()
-        if self.frames is not None:
-            self.frames.close()
-
-    def __enter__(self) -> JobProgress:
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.close()
-
-
-def follow_job(client: FramecastClient, consume, events, progress: JobProgress, timeout: float | None = None):
-    """Run ``consume(events, progress)``. On Ctrl-C cancel the job on the server, say so, then
-    re-raise. When the stream's deadline passes (``timeout``, default the client's) cancel the job
-    too, so that it does not run on unwatched, and raise FramecastError(DEADLINE_EXCEEDED, "timed
-    out after N s; cancelled job <id>"). Cancelling is best effort: the message says what became
-    of the job when it could not be cancelled or had already ended."""
-    try:
-        with progress:
-            return consume(events, progress)
-    except KeyboardInterrupt:
-        events.close()
-        if progress.job_id:
-            print(cancel_job(client, progress.job_id), file=sys.stderr)
-        raise
-    except FramecastError as error:
-        if error.code is not grpc.StatusCode.DEADLINE_EXCEEDED:
-            raise
-        events.close()
-        limit = client.timeout if timeout is None else timeout
-        timed_out = f"timed out after {limit:g} s" if limit is not None else "timed out"
-        if not progress.job_id:
-            raise FramecastError(error.code, f"{timed_out}, before the server named the job") from None
-        raise FramecastError(error.code, f"{timed_out}; {cancel_job(client, progress.job_id)}") from None
-
-
-def cancel_job(client: FramecastClient, job_id: str) -> str:
-    """Cancel a job (best effort, 10 s); returns a line saying what became of it."""
-    try:
-        info = client.cancel_job(job_id, timeout=10)
-    except FramecastError as error:
-        return f"could not cancel job {job_id}: {error}"
-    if info.state == pb.JOB_STATE_SUCCEEDED:
-        if info.HasField("propagate_result"):
-            return f"job {job_id} had already finished: its result is stored as {info.propagate_result.video.id}"
-        if info.HasField("adapter_result"):
-            return f"job {job_id} had already finished: adapter {info.adapter_result.name} is stored"
-        return f"job {job_id} had already finished"
-    if info.state == pb.JOB_STATE_FAILED:
-        return f"job {job_id} had already failed: {info.error.code}: {info.error.message}"
-    return f"cancelled job {job_id}"
-
 
 # ---- formatting -------------------------------------------------------------------------
 
@@ -233,8 +123,11 @@ def format_change(change) -> str:
 
 def format_metrics(result) -> str:
     metrics = result.metrics
-    lines = [
-        f"frames              {result.num_frames}",
+    lines = [f"frames              {result.num_frames}"]
+    if result.working_width:
+        lines.append(f"working grid        {result.working_width}x{result.working_height}, {result.working_frames} frames "
+                     f"at {result.working_fps:g} fps")  # fmt: skip
+    lines += [
         f"background PSNR     {metrics.background_psnr_db:.2f} dB",
         f"background SSIM     {metrics.background_ssim:.4f}",
         f"first-frame PSNR    {metrics.first_frame_psnr_db:.2f} dB",
@@ -246,7 +139,60 @@ def format_metrics(result) -> str:
     return "\n".join(lines)
 
 
-def upload_file(client: FramecastClient, path: Path, timeout: float | None):
-    ref = client.upload(path, timeout=timeout)
-    print(f"uploaded {path.name}: {short_media_id(ref.id)} {ref.num_frames} frame(s) {ref.width}x{ref.height}", file=sys.stderr)
-    return ref
+def job_kind(value: int) -> str:
+    return pb.JobKind.Name(value).removeprefix("JOB_KIND_").lower()
+
+
+def job_state(value: int) -> str:
+    return pb.JobState.Name(value).removeprefix("JOB_STATE_").lower()
+
+
+def format_job_table(jobs) -> str:
+    """``framecast jobs list``: one line a job, newest first: its id, kind, state, adapter, when it
+    was created, and where it is (the phase and step, its place in the queue, or its error)."""
+    if not jobs:
+        return "no jobs"
+    lines = [f"{'id':<16}  {'kind':<9} {'state':<9} {'adapter':<20} {'created':<19}  progress"]
+    for info in jobs:
+        if info.state == pb.JOB_STATE_QUEUED:
+            where = f"{info.queue_position} ahead"
+        elif info.error.code:
+            where = f"{info.error.code}: {info.error.message}"
+        elif info.progress.total:
+            where = f"{info.progress.phase} {info.progress.step}/{info.progress.total}"
+        else:
+            where = "-"
+        lines.append(f"{info.job_id:<16}  {job_kind(info.kind):<9} {job_state(info.state):<9} {info.adapter or '-':<20} "
+                     f"{_when(info.created_at):<19}  {where}")  # fmt: skip
+    return "\n".join(lines)
+
+
+def format_plan(kind: str, plan) -> str:
+    """``framecast plan``: what a train or propagate job would do, then every problem of its request."""
+    rows = []
+    if plan.width:
+        rows.append(("working grid", f"{plan.width}x{plan.height} at {plan.fps:g} fps"))
+        padded = f" (run as {plan.padded_frames}, 4N+1)" if plan.padded_frames != plan.num_frames else ""
+        rows.append(("working frames", f"{plan.num_frames}{padded}"))
+    if plan.source.id:
+        source = plan.source
+        rate = f" at {source.fps:.3g} fps" if source.fps else ""
+        rows.append(("source", f"{source.width}x{source.height}, {source.num_frames} frames{rate}, {source.duration_s:.2f} s"
+                     + (", audio" if source.has_audio else "")))  # fmt: skip
+    if plan.output_frames:
+        rows.append(("output", f"{plan.output_frames} frames, {plan.output_duration_s:.2f} s"))
+    if plan.windows:
+        spans = ", ".join(f"{w.start}-{w.start + w.frames - 1}" for w in plan.windows)
+        rows.append(("windows", f"{len(plan.windows)} ({spans})"))
+    if plan.steps:
+        rows.append(("steps", plan.steps))
+    if plan.estimated_device_bytes:
+        rows.append(("memory", f"{format_bytes(plan.estimated_device_bytes)} (estimated peak on the device)"))
+    if plan.windows:
+        unknown = f"no estimate until the server has run a {kind} job"
+        estimate = f"~{plan.estimated_seconds:.0f} s" if plan.estimated_seconds else unknown
+        rows.append(("time", estimate))
+    rows.append(("problems", "none" if not plan.problems else len(plan.problems)))
+    lines = [kind] + [f"  {key:<15} {value}" for key, value in rows]
+    lines += [f"  - {problem.message.strip()}" for problem in plan.problems]  # each message names its field
+    return "\n".join(lines)

@@ -1,14 +1,16 @@
-"""The ``framecast`` command line: run a server, train adapters, propagate edits, run the demo.
+"""The ``framecast`` command line: run a server, edit videos, train adapters, propagate edits,
+follow jobs, run the demo.
 
 One module a command group, each registering its own subcommands: ``jobs`` (train, propagate),
-``adapters`` (adapters, import, export), ``media``, ``info``, ``demo``; ``args`` holds what
-they share. ``serve`` is the server's (``framecast.server.cli``), ``make-tiny-model`` and
+``edit`` (edit, plan), ``queue`` (jobs list, watch, cancel), ``adapters`` (adapters, import,
+export), ``media``, ``info``, ``demo``; ``args`` holds what they share, ``inputs`` the uploads
+of local files and folders of frames. ``serve`` is the server's (``framecast.server.cli``), ``make-tiny-model`` and
 ``train-toy-model`` the toy lab's (``framecast.engine.toy.cli``): they and ``demo`` import the
 server and engine (torch) lazily, inside the subcommand, so the client commands work on a
 client-only install.
 
-Exit codes: 0 ok, 2 a refused call (``error: <CODE>: <message>``), a bad local input or a
-passed ``--timeout`` (a running job is cancelled first: ``error: DEADLINE_EXCEEDED: timed out
+Exit codes: 0 ok, 2 a refused call (``error: <CODE>: <message>``), a bad local input, a plan
+with problems or a passed ``--timeout`` (a running job is cancelled first: ``error: DEADLINE_EXCEEDED: timed out
 after N s; cancelled job <id>``), 130 interrupted (a running job is cancelled first), 141
 when whoever reads the output closed the pipe (``framecast adapters list | head -1``).
 """
@@ -20,13 +22,15 @@ import logging
 import os
 import sys
 
-from framecast.client.cli import adapters, demo, info, jobs, media
+from framecast.client.cli import adapters, demo, edit, info, jobs, media, queue
 from framecast.client.cli.adapters import cmd_adapters, cmd_export, cmd_import
 from framecast.client.cli.args import DEFAULT_SERVER, CliError, existing_file, output_path
 from framecast.client.cli.demo import cmd_demo
+from framecast.client.cli.edit import cmd_edit, cmd_plan
 from framecast.client.cli.info import cmd_info
 from framecast.client.cli.jobs import cmd_propagate, cmd_train, save_result
 from framecast.client.cli.media import cmd_media
+from framecast.client.cli.queue import cmd_jobs
 from framecast.client.errors import FramecastError
 from framecast.engine.errors import FramecastError as EngineError
 from framecast.engine.toy import cli as toy_cli
@@ -35,8 +39,8 @@ from framecast.server import cli as server_cli
 from framecast.server.cli import cmd_serve
 
 __all__ = [
-    "DEFAULT_SERVER", "CliError", "build_parser", "cmd_adapters", "cmd_demo", "cmd_export", "cmd_import",
-    "cmd_info", "cmd_make_tiny_model", "cmd_media", "cmd_propagate", "cmd_serve", "cmd_train",
+    "DEFAULT_SERVER", "CliError", "build_parser", "cmd_adapters", "cmd_demo", "cmd_edit", "cmd_export", "cmd_import",
+    "cmd_info", "cmd_jobs", "cmd_make_tiny_model", "cmd_media", "cmd_plan", "cmd_propagate", "cmd_serve", "cmd_train",
     "cmd_train_toy_model", "existing_file", "main", "output_path", "save_result",
 ]  # fmt: skip
 
@@ -53,12 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     server_cli.add_parser(commands)
-    toy_cli.add_parsers(commands)
+    edit.add_parsers(commands)
     jobs.add_parsers(commands)
+    queue.add_parsers(commands)
     adapters.add_parsers(commands)
     media.add_parsers(commands)
     info.add_parser(commands)
     demo.add_parser(commands)
+    toy_cli.add_parsers(commands)
     return parser
 
 

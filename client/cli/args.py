@@ -1,12 +1,15 @@
 """What the client's commands share: option value types, the checks of local files, CliError,
-and the --server and --timeout options."""
+the --server and --timeout options, and the shot options of train, propagate, edit and plan."""
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from pathlib import Path
 
+from framecast.client.client import server_address
+from framecast.client.requests import FIT_MODES
 from framecast.engine.arguments import (  # noqa: F401 (the client's commands take them from here, with the rest)
     UINT32_MAX,
     UINT64_MAX,
@@ -31,6 +34,14 @@ def existing_file(path: str, flag: str) -> Path:
         raise CliError(f"{flag}: no such file: {path}")
     if not resolved.is_file():
         raise CliError(f"{flag}: not a file: {path}")
+    return resolved
+
+
+def existing_input(path: str, flag: str) -> Path:
+    """``path`` as a Path to an existing file, or to a folder (of frames); raises CliError naming ``flag``."""
+    resolved = Path(path).expanduser()
+    if not resolved.exists():
+        raise CliError(f"{flag}: no such file or folder: {path}")
     return resolved
 
 
@@ -88,16 +99,43 @@ def timeout_seconds(text: str) -> float:
     return value
 
 
-def reference_spec(text: str) -> tuple[int, str]:
-    """``IDX:path`` (``--reference``) -> (frame index, path)."""
-    index, sep, path = text.partition(":")
+def seconds(text: str) -> float:
+    """A time in the source: seconds (``12.5``) or ``[H:]M:S`` (``1:02.5``), at least 0."""
     try:
-        frame_index = int(index)
+        parts = [float(part) for part in text.strip().split(":")]
     except ValueError:
-        frame_index = -1
-    if not sep or not path or not 0 <= frame_index <= UINT32_MAX:
-        raise argparse.ArgumentTypeError(f"expected FRAME_INDEX:IMAGE (e.g. 8:edited_8.png) but got {text!r}")
-    return frame_index, path
+        parts = []
+    if not 1 <= len(parts) <= 3 or not all(math.isfinite(part) and part >= 0 for part in parts) or any(
+        part >= 60 for part in parts[1:]
+    ):
+        raise argparse.ArgumentTypeError(f"must be seconds (12.5) or [H:]M:S (1:02.5) of at least 0 but got {text!r}")
+    return sum(part * 60**power for power, part in enumerate(reversed(parts)))
+
+
+def reference_spec(text: str) -> tuple[int | float, str]:
+    """``IDX:path`` or ``SECONDSs:path`` (``--reference``) -> (frame index, path) or (time in
+    seconds as a float, path): the source frame the edited image shows, by index or by time."""
+    where, sep, path = text.partition(":")
+    position: int | float | None = None
+    try:
+        position = float(where[:-1]) if where.endswith("s") else int(where)
+    except ValueError:
+        pass
+    if isinstance(position, float) and not (math.isfinite(position) and position >= 0):
+        position = None
+    if not sep or not path or position is None or (isinstance(position, int) and not 0 <= position <= UINT32_MAX):
+        raise argparse.ArgumentTypeError(
+            f"expected FRAME_INDEX:IMAGE or SECONDSs:IMAGE (e.g. 8:edited_8.png, 0.5s:edited.png) but got {text!r}"
+        )
+    return position, path
+
+
+def server_arg(text: str) -> str:
+    """``--server``: host:port, a host alone meaning port 50051."""
+    try:
+        return server_address(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 # ---- shared options -------------------------------------------------------------------------
@@ -111,9 +149,10 @@ def client_options(defaults: bool = True) -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     parent.add_argument(
         "--server",
+        type=server_arg,
         default=DEFAULT_SERVER if defaults else argparse.SUPPRESS,
         metavar="ADDR",
-        help="host:port of the server (default: %(default)s, or $FRAMECAST_SERVER)"
+        help="host[:port] of the server, port 50051 unless given (default: %(default)s, or $FRAMECAST_SERVER)"
         if defaults
         else "as before the action",
     )
@@ -142,3 +181,34 @@ def command_with_actions(commands, name: str, help: str):
         return actions.add_parser(action, parents=[after], help=help)
 
     return command, add_action
+
+
+def add_shot_options(parser: argparse.ArgumentParser) -> None:
+    """--start, --end, --fps / --source-fps and --fit: the part of the source a job works on and
+    the working grid it maps onto (the output is restored to the source's size and frame rate)."""
+    shot = parser.add_argument_group("shot", "the part of the source and the working grid it maps onto")
+    shot.add_argument("--start", type=seconds, default=None, metavar="T",
+                      help="edit from this source time, seconds or [H:]M:S (default: its start)")  # fmt: skip
+    shot.add_argument("--end", type=seconds, default=None, metavar="T", help="... to this one (default: its end)")
+    rate = shot.add_mutually_exclusive_group()
+    rate.add_argument("--fps", type=positive_float, default=None, metavar="F",
+                      help="working frame rate, never above the source's (default: 16, Wan's)")  # fmt: skip
+    rate.add_argument("--source-fps", action="store_true", help="work at the source's own frame rate")
+    shot.add_argument("--fit", choices=list(FIT_MODES), default=None,
+                      help="fit: the whole frame, scaled; crop: a centred part with the aspect kept; pad: the whole "
+                      "frame, padded (default: fit)")  # fmt: skip
+
+
+def shot_kwargs(args) -> dict:
+    """The shot options of a parsed command as ``FramecastClient`` keyword arguments."""
+    return {"start_s": args.start, "end_s": args.end, "fps": args.fps, "source_fps": args.source_fps, "fit": args.fit}
+
+
+def resolve_prefix(prefix: str, stored: list[str], what: str, flag: str) -> str:
+    """The one of ``stored`` that ``prefix`` names (an id, or its start as listings show it, ``...``
+    and all); raises CliError naming ``flag`` when none or several match."""
+    matches = [item for item in stored if item.startswith(prefix.removesuffix("..."))]
+    if len(matches) != 1 or not prefix.removesuffix("..."):
+        problem = f"matches no stored {what}" if not matches else f"matches {len(matches)} {what}; give more digits"
+        raise CliError(f"{flag} {prefix!r} {problem}")
+    return matches[0]

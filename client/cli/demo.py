@@ -7,8 +7,11 @@ from framecast.client.cli.args import colour_variants_int, non_negative_float, p
 
 
 def cmd_demo(args) -> int:
+    """Run the demo; on a client-only install, say which extra it needs (as ``serve`` does)."""
     from framecast.client.demo import run_demo
+    from framecast.server.cli import require_server
 
+    require_server("demo")  # before anything is written
     return run_demo(args)
 
 

@@ -13,6 +13,24 @@ def _readiness(info) -> str:
     return f"no (the model failed to load: {info.load_error})" if info.load_error else "no (loading)"
 
 
+def _side_by_side(pixels: int) -> str:
+    """The 16:9 frame of about ``pixels`` pixels: ``8294400`` -> ``3840x2160``."""
+    height = int((pixels * 9 / 16) ** 0.5)
+    return f"about {height * 16 // 9}x{height} at 16:9"
+
+
+def _model_limits(info) -> list[tuple[str, str]]:
+    """The loaded model's limits (the working grid), known once it is loaded."""
+    if not info.native_width:
+        return [("model limits", "- (known once the model is loaded)")]
+    return [
+        ("native size", f"{info.native_width}x{info.native_height} (the working grid's pixel budget)"),
+        ("max side", f"{info.max_side} px (of the working grid)"),
+        ("size factor", f"{info.size_factor} (working sides are multiples of it)"),
+        ("max window", f"{info.max_window_frames} frames"),
+    ]
+
+
 def cmd_info(args) -> int:
     with FramecastClient(args.server, timeout=args.timeout) as client:
         info = client.server_info()
@@ -22,8 +40,13 @@ def cmd_info(args) -> int:
         ("quantization", info.quantization), ("attention", info.attention_backend), ("offload", info.offload),
         ("memory budget", format_bytes(info.max_vram_bytes) if info.max_vram_bytes else "-"),
         ("optimizer", info.optimizer), ("window frames", info.window_frames),
-        ("memory", format_bytes(info.memory_bytes)), ("max frames", info.max_frames),
-        ("max pixels", info.max_pixels), ("max upload", format_bytes(info.max_upload_bytes)),
+        ("memory", format_bytes(info.memory_bytes)),
+        *_model_limits(info),
+        ("max duration", f"{info.max_duration_s:g} s (source)"),
+        ("max source", f"{info.max_source_pixels} pixels a frame ({_side_by_side(info.max_source_pixels)})"),
+        ("interpolation", f"{info.interpolation} (default)"),
+        ("max frames", info.max_frames), ("max pixels", info.max_pixels),
+        ("max upload", format_bytes(info.max_upload_bytes)),
         ("queue", f"{info.queue_length} waiting (max {info.max_queue})"),
         ("adapters loaded", ", ".join(info.adapters_loaded) or "-"),
         ("adapters cached", ", ".join(info.adapters_cached) or "-"),

@@ -1,16 +1,20 @@
 """``framecast train`` and ``framecast propagate``: upload the inputs, run a job on the server
-with a progress bar, and show (propagate: download) what it made."""
+with progress, and show (propagate: download) what it made; and what they share with ``edit``
+and ``plan``: their options, the requests those options make, starting a job and saving a result."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from framecast.client.cli.args import (
     CliError,
+    add_shot_options,
     client_options,
     colour_variants_int,
     existing_file,
+    existing_input,
     non_negative_float,
     non_negative_int,
     output_path,
@@ -18,15 +22,21 @@ from framecast.client.cli.args import (
     positive_int,
     reference_spec,
     seed_int,
+    shot_kwargs,
+    whole_number,
 )
-from framecast.client.client import MASK_MODES, OUTPUT_ENCODINGS, FramecastClient
-from framecast.client.display import JobProgress, follow_job, format_adapter, format_metrics, upload_file
+from framecast.client.cli.inputs import Uploads
+from framecast.client.client import FramecastClient
+from framecast.client.display import format_adapter, format_metrics
 from framecast.client.errors import FramecastError
-from framecast.client.jobs import collect_propagation, run_train
+from framecast.client.jobs import accepted, collect_propagation, run_train
+from framecast.client.progress import JobProgress, follow_job, jobs_command
+from framecast.client.requests import INTERPOLATIONS, MASK_MODES, MAX_QUALITY, OUTPUT_ENCODINGS
 from framecast.engine.config import field_default
 from framecast.engine.requests import PropagateJob, TrainSettings
 
 TRAIN = TrainSettings()  # the server's training defaults, which the options show and send
+quality_int = whole_number(0, MAX_QUALITY, "quality_int")
 
 
 def _propagate(name: str):
@@ -34,9 +44,74 @@ def _propagate(name: str):
     return field_default(PropagateJob, name)
 
 
-def save_result(client: FramecastClient, media_id: str, output: Path, timeout: float | None) -> None:
-    """Download a finished job's stored result into ``output``. When that fails the result is
-    still on the server: raises CliError naming its id and how to fetch it."""
+# ---- requests from options ------------------------------------------------------------------
+
+
+def local_references(args) -> list[tuple[int | float, Path]]:
+    """The ``--reference`` images, checked before anything is uploaded."""
+    return [(where, existing_file(path, "--reference")) for where, path in args.reference]
+
+
+def train_kwargs(args, references: list) -> dict:
+    """``FramecastClient.train`` keyword arguments of train's (or edit's) options."""
+    return dict(
+        steps=args.train_steps, rank=args.rank, learning_rate=args.lr, mask_mode=args.mask_mode,
+        dilate_px=args.dilate_px, references=references, seed=args.seed, loss_weights=args.loss_weights,
+        appearance_steps=args.appearance_steps, gradient_checkpointing=not args.no_gradient_checkpointing,
+        colour_variants=args.colour_variants, **shot_kwargs(args),
+    )  # fmt: skip
+
+
+def propagate_kwargs(args) -> dict:
+    """``FramecastClient.propagate`` keyword arguments of propagate's (or edit's) options."""
+    return dict(
+        negative_prompt=args.negative_prompt, steps=args.steps, guidance_scale=args.guidance, seed=args.seed,
+        composite=args.composite, feather_px=args.feather_px, mask_mode=args.mask_mode, dilate_px=args.dilate_px,
+        output_encoding=args.output_encoding, adapter_strength=args.adapter_strength, quality=args.quality,
+        interpolation=args.interpolation, **shot_kwargs(args),
+    )  # fmt: skip
+
+
+# ---- running jobs ---------------------------------------------------------------------------
+
+
+def start_job(label: str, events) -> str:
+    """Read a job stream's ``accepted`` event, say so on stderr, and return the job id. Raises
+    FramecastError for a refused request."""
+    job_id = accepted(events).job_id
+    print(f"{label} job {job_id} accepted", file=sys.stderr)
+    return job_id
+
+
+def detached(client: FramecastClient, started: list[tuple[str, str]], streams) -> int:
+    """``--detach``: the jobs run on; close their streams, print their ids (stdout, one a line) and
+    how to follow them (stderr)."""
+    for events in streams:
+        events.close()
+    for _, job_id in started:
+        print(job_id)
+    hints = "; ".join(f"{jobs_command(client, 'watch', job_id)} follows the {label}" for label, job_id in started)
+    print(f"detached: {hints}", file=sys.stderr)
+    return 0
+
+
+def output_file(args) -> Path:
+    """``--output``, or ``output.mp4`` (``output.zip`` for png-sequence), checked before any upload."""
+    default = "output.zip" if args.output_encoding == "png-sequence" else "output.mp4"
+    return output_path(args.output or default, "--output")
+
+
+def save_result(client: FramecastClient, result, output: Path, timeout: float | None, named: bool = True) -> Path:
+    """Download a finished propagation's stored result into ``output`` and return where it went.
+    Unless the user ``named`` the file, its suffix is the result's (``.mkv`` for a source whose audio
+    an mp4 cannot carry). When the download fails the result is still on the server: raises CliError
+    naming its id and how to fetch it."""
+    media_id, suffix = result.video.id, Path(result.video.filename).suffix
+    if suffix and output.suffix != suffix:
+        if named:
+            print(f"note: the result is a {suffix} file (written to {output} as asked)", file=sys.stderr)
+        else:
+            output = output.with_suffix(suffix)
     try:
         client.download_to(media_id, output, timeout=timeout)
     except FramecastError as error:
@@ -44,66 +119,77 @@ def save_result(client: FramecastClient, media_id: str, output: Path, timeout: f
     except OSError as error:
         problem = f"could not write --output {output}: {error.strerror or error}"
     else:
-        return
+        return output
     raise CliError(
         f"{problem}. The job finished; its result is stored on the server as {media_id}: fetch it with "
         f"framecast media --server {client.address} download {media_id} --output FILE"
     )
 
 
+def print_result(client: FramecastClient, result, output: Path | None, frames_dir: Path | None, args) -> None:
+    """Save a propagation's result into ``output`` (when given; named by the user when ``args.output``
+    is) and print where it went, and its measures."""
+    try:
+        if output is not None:
+            output = save_result(client, result, output, args.timeout, named=args.output is not None)
+    except CliError:
+        print(format_metrics(result))
+        raise
+    if output is not None:
+        print(f"output              {output}")
+    if frames_dir is not None:
+        print(f"frames              {frames_dir}/frame_*.png")
+    print(format_metrics(result))
+
+
+# ---- commands -------------------------------------------------------------------------------
+
+
 def cmd_train(args) -> int:
-    source = existing_file(args.source, "--source")
-    mask = existing_file(args.mask, "--mask")
-    references = [(index, existing_file(path, "--reference")) for index, path in args.reference]
-    with FramecastClient(args.server, timeout=args.timeout) as client:
-        source_ref = upload_file(client, source, args.timeout)
-        mask_ref = upload_file(client, mask, args.timeout)
-        reference_ids = [(index, upload_file(client, path, args.timeout).id) for index, path in references]
-        events = client.train(
-            args.adapter, source_ref.id, mask_ref.id, args.prompt,
-            steps=args.steps, rank=args.rank, learning_rate=args.lr, mask_mode=args.mask_mode,
-            dilate_px=args.dilate_px, references=reference_ids, seed=args.seed,
-            loss_weights=args.loss_weights, appearance_steps=args.appearance_steps,
-            gradient_checkpointing=not args.no_gradient_checkpointing, colour_variants=args.colour_variants,
-        )  # fmt: skip
-        adapter = follow_job(client, run_train, events, JobProgress("train"))
+    source = existing_input(args.source, "--source")
+    mask = existing_input(args.mask, "--mask")
+    references = local_references(args)
+    with FramecastClient(args.server, timeout=args.timeout) as client, Uploads(client, args.timeout) as upload:
+        source_ref, mask_ref = upload(source, "--source"), upload(mask, "--mask")
+        reference_ids = [(where, upload(path, "--reference").id) for where, path in references]
+        events = client.train(args.adapter, source_ref.id, mask_ref.id, args.prompt, **train_kwargs(args, reference_ids))
+        job_id = start_job("train", events)
+        if args.detach:
+            return detached(client, [("training", job_id)], [events])
+        progress = JobProgress("train")
+        progress.job_id = job_id
+        adapter = follow_job(client, run_train, events, progress)
     print(format_adapter(adapter))
     return 0
 
 
 def cmd_propagate(args) -> int:
-    source = existing_file(args.source, "--source")
-    mask = existing_file(args.mask, "--mask")
+    source = existing_input(args.source, "--source")
+    mask = existing_input(args.mask, "--mask")
     edited = existing_file(args.edited_first_frame, "--edited-first-frame")
-    output = output_path(args.output or ("output.zip" if args.output_encoding == "png-sequence" else "output.mp4"),
-                         "--output")  # fmt: skip
+    output = output_file(args)
     frames_dir = output_path(args.frames_dir, "--frames-dir", directory=True) if args.frames_dir else None
-    with FramecastClient(args.server, timeout=args.timeout) as client:
-        source_ref = upload_file(client, source, args.timeout)
-        mask_ref = upload_file(client, mask, args.timeout)
-        edited_ref = upload_file(client, edited, args.timeout)
-        events = client.propagate(
-            args.adapter, source_ref.id, mask_ref.id, edited_ref.id, args.prompt,
-            negative_prompt=args.negative_prompt, steps=args.steps, guidance_scale=args.guidance,
-            seed=args.seed, composite=args.composite, feather_px=args.feather_px,
-            mask_mode=args.mask_mode, dilate_px=args.dilate_px, output_encoding=args.output_encoding,
-            adapter_strength=args.adapter_strength,
-        )  # fmt: skip
-        progress = JobProgress("propagate", frames_total=source_ref.num_frames, frames_dir=frames_dir)
+    with FramecastClient(args.server, timeout=args.timeout) as client, Uploads(client, args.timeout) as upload:
+        source_ref, mask_ref = upload(source, "--source"), upload(mask, "--mask")
+        edited_ref = upload(edited, "--edited-first-frame")
+        events = client.propagate(args.adapter, source_ref.id, mask_ref.id, edited_ref.id, args.prompt,
+                                  **propagate_kwargs(args))  # fmt: skip
+        job_id = start_job("propagate", events)
+        if args.detach:
+            return detached(client, [("propagation", job_id)], [events])
+        progress = JobProgress("propagate", frames_dir=frames_dir)
+        progress.job_id = job_id
         _, result = follow_job(client, collect_propagation, events, progress)
-        try:
-            save_result(client, result.video.id, output, args.timeout)
-        except CliError:
-            print(format_metrics(result))
-            raise
-    print(f"output              {output}")
-    if frames_dir is not None:
-        print(f"frames              {frames_dir}/frame_*.png")
-    print(format_metrics(result))
+        print_result(client, result, output, frames_dir, args)
     return 0
 
 
-def _mask_options(parser: argparse.ArgumentParser) -> None:
+# ---- options --------------------------------------------------------------------------------
+
+
+def add_common_options(parser: argparse.ArgumentParser, detach: bool = True) -> None:
+    """--seed, the mask options, the shot options and (``detach``) --detach."""
+    parser.add_argument("--seed", type=seed_int, default=0, help="0 to 2**64-1; the same seed gives the same result (default: %(default)s)")
     parser.add_argument(
         "--mask-mode", choices=list(MASK_MODES), default=None, help=f"how the mask is loosened (server default: {_propagate('mask_mode').value})"
     )
@@ -111,6 +197,91 @@ def _mask_options(parser: argparse.ArgumentParser) -> None:
         "--dilate-px", type=non_negative_int, default=None, metavar="PX",
         help="pixels to grow the mask by, with --mask-mode dilate",
     )  # fmt: skip
+    add_shot_options(parser)
+    if detach:
+        parser.add_argument("--detach", action="store_true",
+                            help="print the job id(s) and return once the server accepted the job(s); "
+                            "framecast jobs watch ID follows one again")  # fmt: skip
+
+
+def add_train_options(parser: argparse.ArgumentParser, steps_flag: str) -> None:
+    """The training's own options; its motion steps are ``steps_flag`` (train's --steps, edit's --train-steps)."""
+    parser.add_argument(steps_flag, dest="train_steps", type=positive_int, default=TRAIN.steps,
+                        help="motion-phase steps of the adapter, per window for a clip trained in windows (default: %(default)s)")  # fmt: skip
+    parser.add_argument(
+        "--appearance-steps",
+        type=positive_int,
+        default=None,
+        help=f"appearance-phase steps with --reference (server default: {TRAIN.appearance_steps})",
+    )
+    parser.add_argument("--rank", type=positive_int, default=TRAIN.rank, help="LoRA rank (default: %(default)s)")
+    parser.add_argument("--lr", type=positive_float, default=TRAIN.learning_rate, help="learning rate (default: %(default)s)")
+    parser.add_argument(
+        "--colour-variants",
+        type=colour_variants_int,
+        default=0,
+        metavar="N",
+        help="also train on N copies of the source with the edit region recoloured, so the adapter "
+        "takes the region's colours from the edited first frame (0-16; default: %(default)s)",
+    )
+    parser.add_argument(
+        "--loss-weights",
+        type=non_negative_float,
+        nargs=2,
+        default=None,
+        metavar=("EDIT", "KEEP"),
+        help=f"loss weight inside / outside the edit region (default: {TRAIN.w_edit:g} {TRAIN.w_keep:g})",
+    )
+    parser.add_argument(
+        "--reference",
+        type=reference_spec,
+        action="append",
+        default=[],
+        metavar="IDX:IMAGE",
+        help="an edited frame showing source frame IDX, or source time SECONDS with SECONDSs:IMAGE (0.5s:e.png); "
+        "any size of the source's aspect (repeatable)",
+    )
+    parser.add_argument("--no-gradient-checkpointing", action="store_true", help="faster, more memory")
+
+
+def add_propagate_options(parser: argparse.ArgumentParser, composite_by_default: bool, files: bool = True) -> None:
+    """The propagation's own options. Its output is composited over the source with --composite,
+    or (``composite_by_default``, edit) unless --no-composite. ``files``: --output and --frames-dir
+    (a plan writes none)."""
+    parser.add_argument("--negative-prompt", default="")
+    parser.add_argument("--steps", type=positive_int, default=_propagate("steps"), help="denoising steps (default: %(default)s)")
+    parser.add_argument(
+        "--guidance", type=non_negative_float, default=_propagate("guidance_scale"), help="classifier-free guidance; <= 1 disables it (default: %(default)s)"
+    )
+    parser.add_argument("--adapter-strength", type=non_negative_float, default=None, metavar="S",
+                        help=f"scale the adapter's effect, 0 (the base model) to 2 (default: the server's, {_propagate('adapter_strength')})")  # fmt: skip
+    if composite_by_default:
+        parser.add_argument("--no-composite", dest="composite", action="store_false",
+                            help="the whole generated frame, scaled up, instead of the generated region over the "
+                            "untouched source")  # fmt: skip
+    else:
+        parser.add_argument("--composite", action="store_true", help="keep source pixels outside the (feathered) mask")
+    parser.add_argument(
+        "--feather-px", type=non_negative_int, default=_propagate("feather_px"), metavar="PX", help="composite feather width (default: %(default)s)"
+    )
+    parser.add_argument("--output-encoding", choices=list(OUTPUT_ENCODINGS), default="mp4",
+                        help="mp4: H.264 at --quality; mp4-lossless: decodes to exactly the pixels written; png-sequence: "
+                        "a zip of PNG frames (default: %(default)s)")  # fmt: skip
+    parser.add_argument("--quality", type=quality_int, default=None, metavar="CRF",
+                        help="H.264 CRF of the output, 0 (best) to 51 (default: the server's, 18)")  # fmt: skip
+    parser.add_argument("--interpolation", choices=list(INTERPOLATIONS), default=None,
+                        help="how source frames between two working frames get the edit (default: the server's, "
+                        "framecast info shows it)")  # fmt: skip
+    if not files:
+        return
+    parser.add_argument(
+        "-o", "--output",
+        default=None,
+        metavar="FILE",
+        help="output video (default: output.mp4, or output.zip for png-sequence; .mkv when the source's audio needs it)",
+    )  # fmt: skip
+    parser.add_argument("--frames-dir", default=None, metavar="DIR",
+                        help="also write every frame the server streams (the working grid's) as a PNG here")  # fmt: skip
 
 
 def add_parsers(commands) -> None:
@@ -121,76 +292,23 @@ def add_parsers(commands) -> None:
     train.add_argument(
         "--adapter", required=True, metavar="NAME", help="name of the new adapter: 1-64 of [A-Za-z0-9_-]"
     )
-    train.add_argument(
-        "--source", required=True, metavar="VIDEO", help="source video (4N+1 frames, sides multiple of 16)"
-    )
-    train.add_argument("--mask", required=True, metavar="MASK", help="mask video/image, white = edit region")
+    train.add_argument("--source", required=True, metavar="VIDEO",
+                       help="source video (any size and frame rate), or a folder of PNG/JPEG frames")  # fmt: skip
+    train.add_argument("--mask", required=True, metavar="MASK",
+                       help="mask video, image or folder of frames, white = edit region")  # fmt: skip
     train.add_argument("--prompt", required=True, help="caption of the source video")
-    train.add_argument("--steps", type=positive_int, default=TRAIN.steps, help="motion-phase steps, per window for a clip trained in windows (default: %(default)s)")
-    train.add_argument(
-        "--appearance-steps",
-        type=positive_int,
-        default=None,
-        help=f"appearance-phase steps with --reference (server default: {TRAIN.appearance_steps})",
-    )
-    train.add_argument("--rank", type=positive_int, default=TRAIN.rank, help="LoRA rank (default: %(default)s)")
-    train.add_argument("--lr", type=positive_float, default=TRAIN.learning_rate, help="learning rate (default: %(default)s)")
-    train.add_argument("--seed", type=seed_int, default=0, help="0 to 2**64-1; the same seed gives the same result (default: %(default)s)")
-    train.add_argument(
-        "--colour-variants",
-        type=colour_variants_int,
-        default=0,
-        metavar="N",
-        help="also train on N copies of the source with the edit region recoloured, so the adapter "
-        "takes the region's colours from the edited first frame (0-16; default: %(default)s)",
-    )
-    train.add_argument(
-        "--loss-weights",
-        type=non_negative_float,
-        nargs=2,
-        default=None,
-        metavar=("EDIT", "KEEP"),
-        help=f"loss weight inside / outside the edit region (default: {TRAIN.w_edit:g} {TRAIN.w_keep:g})",
-    )
-    train.add_argument(
-        "--reference",
-        type=reference_spec,
-        action="append",
-        default=[],
-        metavar="IDX:IMAGE",
-        help="an edited frame at source frame IDX (repeatable)",
-    )
-    train.add_argument("--no-gradient-checkpointing", action="store_true", help="faster, more memory")
-    _mask_options(train)
+    add_train_options(train, "--steps")
+    add_common_options(train)
     train.set_defaults(run=cmd_train)
 
     prop = commands.add_parser("propagate", parents=[client], help="propagate an edited first frame through the video")
     prop.add_argument(
         "--adapter", default="", metavar="NAME", help="adapter trained on this source (default: none, the base model)"
     )
-    prop.add_argument("--source", required=True, metavar="VIDEO")
-    prop.add_argument("--mask", required=True, metavar="MASK")
+    prop.add_argument("--source", required=True, metavar="VIDEO", help="source video, or a folder of PNG/JPEG frames")
+    prop.add_argument("--mask", required=True, metavar="MASK", help="mask video, image or folder of frames")
     prop.add_argument("--edited-first-frame", required=True, metavar="IMAGE")
     prop.add_argument("--prompt", required=True, help="description of the edited video")
-    prop.add_argument("--negative-prompt", default="")
-    prop.add_argument("--steps", type=positive_int, default=_propagate("steps"), help="denoising steps (default: %(default)s)")
-    prop.add_argument(
-        "--guidance", type=non_negative_float, default=_propagate("guidance_scale"), help="classifier-free guidance; <= 1 disables it (default: %(default)s)"
-    )
-    prop.add_argument("--adapter-strength", type=non_negative_float, default=None, metavar="S",
-                      help=f"scale the adapter's effect, 0 (the base model) to 2 (default: the server's, {_propagate('adapter_strength')})")
-    prop.add_argument("--seed", type=seed_int, default=0, help="0 to 2**64-1; the same seed gives the same result (default: %(default)s)")
-    prop.add_argument("--composite", action="store_true", help="keep source pixels outside the (feathered) mask")
-    prop.add_argument(
-        "--feather-px", type=non_negative_int, default=_propagate("feather_px"), metavar="PX", help="composite feather width (default: %(default)s)"
-    )
-    prop.add_argument("--output-encoding", choices=list(OUTPUT_ENCODINGS), default="mp4")
-    prop.add_argument(
-        "--output",
-        default=None,
-        metavar="FILE",
-        help="output video (default: output.mp4, or output.zip for png-sequence)",
-    )
-    prop.add_argument("--frames-dir", default=None, metavar="DIR", help="also write every streamed frame as a PNG here")
-    _mask_options(prop)
+    add_propagate_options(prop, composite_by_default=False)
+    add_common_options(prop)
     prop.set_defaults(run=cmd_propagate)

@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-from framecast.client.cli.args import CliError, command_with_actions, output_path
+from framecast.client.cli.args import CliError, command_with_actions, output_path, resolve_prefix
 from framecast.client.client import FramecastClient
 from framecast.client.display import format_media_table
 
 
 def resolve_media_ids(prefixes: list[str], stored: list[str]) -> list[str]:
     """Full ids for ids or unique id prefixes (``sha256:4335614be1e6`` as listings show them)."""
-    resolved = []
-    for prefix in prefixes:
-        matches = [media_id for media_id in stored if media_id.startswith(prefix.removesuffix("..."))]
-        if len(matches) != 1:
-            problem = "matches no stored media" if not matches else f"matches {len(matches)} media; give more digits"
-            raise CliError(f"ID {prefix!r} {problem}")
-        resolved.append(matches[0])
-    return resolved
+    return [resolve_prefix(prefix, stored, "media", "ID") for prefix in prefixes]
 
 
 def cmd_media(args) -> int:

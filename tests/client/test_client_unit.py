@@ -21,7 +21,7 @@ from framecast.client import (
     wait_for_result,
 )
 from framecast.client.client import OUTPUT_ENCODINGS, MiB, encode_array, enum_value, mask_mode_value
-from framecast.client.display import JobProgress, follow_job
+from framecast.client.progress import JobProgress, follow_job
 from framecast.client.strip import GAP, HEADER_HEIGHT, LABEL_WIDTH, build_strip, frame_indices
 from framecast.engine import media
 from framecast.v1 import framecast_pb2 as pb
@@ -70,7 +70,7 @@ def test_parse_train_with_references_and_defaults():
     assert args.server == "h:1" and args.adapter == "a" and args.prompt == "p"
     assert args.reference == [(8, "e8.png"), (16, "e16.png")]
     assert args.loss_weights == [2.0, 0.5] and args.mask_mode == "dilate" and args.dilate_px == 4
-    assert (args.steps, args.rank, args.lr, args.seed) == (100, 16, 1e-4, 0)
+    assert (args.train_steps, args.rank, args.lr, args.seed) == (100, 16, 1e-4, 0)
     assert args.timeout is None and args.run is cli.cmd_train
 
 
@@ -103,7 +103,7 @@ def test_parse_counts_accept_positive_values(capsys):
     args = cli.build_parser().parse_args(
         ["train", "--adapter", "a", "--source", "s", "--mask", "m", "--prompt", "p", "--steps", "+7", "--lr", "3e-4"]
     )
-    assert (args.steps, args.lr) == (7, 3e-4)
+    assert (args.train_steps, args.lr) == (7, 3e-4)
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args(["propagate", "--adapter", "a", "--source", "s", "--mask", "m",
                                        "--edited-first-frame", "e", "--prompt", "p", "--steps", "0"])  # fmt: skip
@@ -152,7 +152,7 @@ def test_parse_accepts_the_edges_of_the_api_ranges():
     parser = cli.build_parser()
     train = parser.parse_args([*TRAIN, "--seed", str(2**64 - 1), "--dilate-px", "0", "--colour-variants", "16",
                                "--steps", str(2**32 - 1), "--loss-weights", "0", "1", "--timeout", "0.5"])  # fmt: skip
-    assert (train.seed, train.dilate_px, train.colour_variants, train.steps) == (2**64 - 1, 0, 16, 2**32 - 1)
+    assert (train.seed, train.dilate_px, train.colour_variants, train.train_steps) == (2**64 - 1, 0, 16, 2**32 - 1)
     assert train.loss_weights == [0.0, 1.0] and train.timeout == 0.5
     prop = parser.parse_args([*PROPAGATE, "--feather-px", "0", "--seed", "+5", "--guidance", "0"])
     assert (prop.feather_px, prop.seed, prop.guidance) == (0, 5, 0.0)
@@ -276,15 +276,16 @@ def test_a_result_that_cannot_be_saved_is_named_by_its_id(client, fake_stub, ser
     else:
         fake_stub(DownloadMedia=server_stream([], rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")))
         output = tmp_path / "out.mp4"
+    result = pb.PropagateResult(video=pb.MediaRef(id="sha256:0123abcd"))
     with pytest.raises(cli.CliError) as info:
-        cli.save_result(client, "sha256:0123abcd", output, timeout=None)
+        cli.save_result(client, result, output, timeout=None)
     message = str(info.value)
     expected = "could not write --output" if failure == "write" else "could not download the result into"
     assert message.startswith(f"{expected} {output}: ")
     assert "stored on the server as sha256:0123abcd" in message
     assert "framecast media --server 127.0.0.1:1 download sha256:0123abcd --output FILE" in message
     fake_stub(DownloadMedia=server_stream(chunks))
-    cli.save_result(client, "sha256:0123abcd", tmp_path / "new" / "out.mp4", timeout=None)  # parents are created
+    cli.save_result(client, result, tmp_path / "new" / "out.mp4", timeout=None)  # parents are created
     assert (tmp_path / "new" / "out.mp4").read_bytes() == b"abc"
 
 

@@ -1,0 +1,186 @@
+"""``framecast edit``: train an adapter on a source and propagate an edited first frame through the
+source with it, in one command; ``framecast plan``: what an edit (or a training, or a propagation)
+would do, and every problem of its requests, without queueing anything.
+
+An edit uploads each input once, plans both jobs (refusing, with every problem of both, before
+anything is queued), then submits the training and at once the propagation that uses its adapter:
+the server runs them in order, so a detached edit (``--detach``) finishes on its own.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from framecast.client.cli.args import CliError, client_options, existing_file, existing_input, output_path
+from framecast.client.cli.inputs import Uploads
+from framecast.client.cli.jobs import (
+    add_common_options,
+    add_propagate_options,
+    add_train_options,
+    detached,
+    local_references,
+    output_file,
+    print_result,
+    propagate_kwargs,
+    start_job,
+    train_kwargs,
+)
+from framecast.client.client import FramecastClient
+from framecast.client.display import format_plan
+from framecast.client.errors import FramecastError
+from framecast.client.jobs import collect_propagation, run_train
+from framecast.client.progress import JobProgress, cancel_job, follow_job
+
+
+@dataclass
+class EditInputs:
+    """An edit's inputs: local paths until uploaded, then media ids."""
+
+    source: Path | str
+    mask: Path | str
+    edited_first_frame: Path | str | None
+    references: list[tuple[int | float, Path | str]]
+
+    @classmethod
+    def local(cls, args, edited: bool = True) -> EditInputs:
+        """The command's input paths, checked before anything is uploaded (``edited``: the edited
+        first frame is required)."""
+        if edited and args.edited_first_frame is None:
+            raise CliError("--edited-first-frame is required to plan a propagation")
+        return cls(
+            existing_input(args.source, "SOURCE"), existing_input(args.mask, "--mask"),
+            existing_file(args.edited_first_frame, "--edited-first-frame") if args.edited_first_frame else None,
+            local_references(args),
+        )  # fmt: skip
+
+    def uploaded(self, upload: Uploads) -> EditInputs:
+        source, mask = upload(self.source, "SOURCE").id, upload(self.mask, "--mask").id
+        edited = upload(self.edited_first_frame, "--edited-first-frame").id if self.edited_first_frame else None
+        return EditInputs(source, mask, edited, [(where, upload(path, "--reference").id) for where, path in self.references])
+
+
+def default_adapter_name() -> str:
+    """``edit-`` and 8 hex digits: a fresh adapter name for an edit that names none."""
+    return f"edit-{secrets.token_hex(4)}"
+
+
+def plans(client: FramecastClient, args, media: EditInputs, jobs: tuple[str, ...], adapter: str) -> list:
+    """``(kind, PlanResponse)`` of each of ``jobs`` ("train", "propagate") with the command's options.
+    An edit's propagation is planned on the base model: its adapter does not exist before its training."""
+    planned = []
+    for kind in jobs:
+        if kind == "train":
+            prompt = args.source_prompt or args.prompt
+            plan = client.plan_train(adapter, media.source, media.mask, prompt, **train_kwargs(args, media.references))
+        else:
+            plan = client.plan_propagate(adapter if args.job == "propagate" else "", media.source, media.mask,
+                                         media.edited_first_frame, args.prompt, **propagate_kwargs(args))  # fmt: skip
+        planned.append((kind, plan))
+    return planned
+
+
+def problems_of(planned: list) -> int:
+    return sum(len(plan.problems) for _, plan in planned)
+
+
+def cmd_plan(args) -> int:
+    jobs = {"edit": ("train", "propagate"), "train": ("train",), "propagate": ("propagate",)}[args.job]
+    inputs = EditInputs.local(args, edited="propagate" in jobs)
+    adapter = args.adapter or (default_adapter_name() if "train" in jobs else "")
+    with FramecastClient(args.server, timeout=args.timeout) as client, Uploads(client, args.timeout) as upload:
+        planned = plans(client, args, inputs.uploaded(upload), jobs, adapter)
+    print("\n".join(format_plan(kind, plan) for kind, plan in planned))
+    if count := problems_of(planned):
+        print(f"error: {count} problem{'s' if count > 1 else ''}; framecast {args.job} would be refused", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_edit(args) -> int:
+    inputs = EditInputs.local(args)
+    output = output_file(args)
+    frames_dir = output_path(args.frames_dir, "--frames-dir", directory=True) if args.frames_dir else None
+    adapter = args.adapter or default_adapter_name()
+    with FramecastClient(args.server, timeout=args.timeout) as client, Uploads(client, args.timeout) as upload:
+        media = inputs.uploaded(upload)
+        planned = plans(client, args, media, ("train", "propagate"), adapter)
+        if count := problems_of(planned):
+            print("\n".join(format_plan(kind, plan) for kind, plan in planned if plan.problems), file=sys.stderr)
+            raise CliError(f"{count} problem{'s' if count > 1 else ''} (above); nothing was queued")
+        grid = planned[1][1]  # the propagation's plan
+        windows = len(grid.windows)
+        print(f"working grid {grid.width}x{grid.height} at {grid.fps:g} fps, {grid.num_frames} frames in {windows} "
+              f"window{'s' if windows > 1 else ''}; adapter {adapter}", file=sys.stderr)  # fmt: skip
+
+        train = client.train(adapter, media.source, media.mask, args.source_prompt or args.prompt,
+                             **train_kwargs(args, media.references))  # fmt: skip
+        train_id = start_job("train", train)
+        try:
+            propagate = client.propagate(adapter, media.source, media.mask, media.edited_first_frame, args.prompt,
+                                         **propagate_kwargs(args))  # fmt: skip
+            propagate_id = start_job("propagate", propagate)
+        except (FramecastError, KeyboardInterrupt):  # no training left to run for nothing
+            train.close()
+            print(cancel_job(client, train_id), file=sys.stderr)
+            raise
+        if args.detach:
+            return detached(client, [("training", train_id), ("propagation", propagate_id)], [train, propagate])
+
+        progress = JobProgress("train")
+        progress.job_id = train_id
+        try:
+            trained = follow_job(client, run_train, train, progress, dependents=(propagate_id,))
+        except FramecastError:
+            propagate.close()  # it fails on its own: its adapter was not trained
+            raise
+        print(f"adapter {trained.name} trained (final loss {trained.final_loss:.5f})", file=sys.stderr)
+        progress = JobProgress("propagate", frames_total=grid.num_frames, frames_dir=frames_dir, show_queue=False)
+        progress.job_id = propagate_id
+        _, result = follow_job(client, collect_propagation, propagate, progress)
+        print(f"adapter             {trained.name}")
+        print_result(client, result, output, frames_dir, args)
+    return 0
+
+
+# ---- options --------------------------------------------------------------------------------
+
+
+def _edit_options(parser, planning: bool) -> None:
+    parser.add_argument("source", metavar="SOURCE", help="source video (any size and frame rate), or a folder of "
+                        "PNG/JPEG frames")  # fmt: skip
+    parser.add_argument("--mask", required=True, metavar="MASK",
+                        help="mask video, image or folder of frames, white = edit region; any size of the "
+                        "source's aspect")  # fmt: skip
+    parser.add_argument("--edited-first-frame", required=not planning, default=None, metavar="IMAGE",
+                        help="the source's first frame, edited; any size of the source's aspect")  # fmt: skip
+    parser.add_argument("--prompt", required=True, help="description of the edited video")
+    parser.add_argument("--source-prompt", default=None, metavar="TEXT",
+                        help="caption of the source video, for the training (default: --prompt)")  # fmt: skip
+    parser.add_argument("--adapter", default=None, metavar="NAME",
+                        help="name of the adapter the edit trains (default: edit-<8 hex digits>)")  # fmt: skip
+    add_train_options(parser, "--train-steps")
+    add_propagate_options(parser, composite_by_default=True, files=not planning)
+    add_common_options(parser, detach=not planning)
+
+
+def add_parsers(commands) -> None:
+    """Register ``edit`` and ``plan``."""
+    edit = commands.add_parser(
+        "edit", parents=[client_options()],
+        help="train an adapter on a source, then propagate an edited first frame through it, in one command",
+    )  # fmt: skip
+    _edit_options(edit, planning=False)
+    edit.set_defaults(run=cmd_edit, job="edit")
+
+    plan = commands.add_parser(
+        "plan", parents=[client_options()],
+        help="what an edit (or a train or propagate) would do: working grid, windows, memory, time, every problem",
+    )  # fmt: skip
+    _edit_options(plan, planning=True)
+    plan.add_argument("--job", choices=["edit", "train", "propagate"], default="edit",
+                      help="the command to plan: edit (its training and its propagation), train or propagate "
+                      "(with --adapter, or the base model) (default: %(default)s)")  # fmt: skip
+    plan.set_defaults(run=cmd_plan)
