@@ -23,6 +23,15 @@ from framecast.engine.requests import MaskMode
 OnRead = Callable[[int, int], None]  # (frames read, frames to read)
 
 
+@dataclass(frozen=True)
+class Notice:
+    """Something a job's owner should know about its inputs, with the working frames it concerns."""
+
+    code: str  # "region_lost", "region_moves"
+    message: str
+    frames: tuple[int, ...] = ()
+
+
 @dataclass
 class ClipData:
     frames: np.ndarray  # [F, H, W, 3] uint8, F = 4N+1
@@ -31,6 +40,8 @@ class ClipData:
     edited_first_frame: np.ndarray | None = None  # [H, W, 3] uint8
     references: list[tuple[int, np.ndarray]] = field(default_factory=list)  # (working frame index, [H, W, 3])
     shot_frames: int | None = None  # frames of the shot itself; the rest pad it to 4N+1 (None: all)
+    notices: list[Notice] = field(default_factory=list)
+    tracked: np.ndarray | None = None  # [frames, h, w] bool: a tracked region at the tracker's resolution
 
 
 class Clip:

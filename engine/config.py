@@ -97,6 +97,7 @@ class EngineConfig:
     optimizer: Optimizer = Optimizer.ADAMW
     max_vram_gb: float = 0.0  # memory budget for planning; 0 = none
     reference_size: tuple[int, int] = field(default=(480, 832))  # (height, width) ``auto`` is planned for
+    sam2_checkpoint: str = ""  # a local SAM2 video model directory (transformers' Sam2VideoModel); "": none
 
     def __post_init__(self):
         for name, kind in (("dtype", Dtype), ("quantize", Quantize), ("attention", Attention),

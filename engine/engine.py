@@ -42,6 +42,7 @@ from framecast.engine.lowvram import (
 from framecast.engine.model import load_pipeline, model_limits
 from framecast.engine.propagation import OnFrames, OnStep, Propagation
 from framecast.engine.speed import Speed
+from framecast.engine.tracking import Tracker, TrackerKind, tracker
 from framecast.engine.requests import (
     MaskMode,
     PreparedPropagate,
@@ -54,6 +55,7 @@ from framecast.engine.training import Progress, train_lora
 from framecast.engine.windows import WindowPlan, plan_windows
 
 log = logging.getLogger(__name__)
+OnClip = Callable[[ClipData], None]  # what a job read: its notices, a tracked region
 
 
 class Engine:
@@ -85,11 +87,32 @@ class Engine:
         self.encoders = Encoders(pipe, self.placement, self.device)
         self.limits = model_limits(pipe, config.model_dir)
         self.speed = Speed()
+        self._sam2 = None
         self._prompts = checks.PromptCounter(pipe.tokenizer)
         log.info(
             "loaded %s on %s (%s, quantize=%s, offload=%s, attention=%s) in %.1fs", self.base_model, self.device,
             self.dtype, self.quantize.value, self.offload.value, self.attention, self.load_seconds,
         )  # fmt: skip
+
+    # --- trackers ---------------------------------------------------------------------------
+
+    @property
+    def tracker_kinds(self) -> tuple[TrackerKind, ...]:
+        """The trackers a mask prompt may name here: SAM2 only with a checkpoint."""
+        kinds = (TrackerKind.CSRT, TrackerKind.FLOW)
+        return (*kinds, TrackerKind.SAM2) if self.config.sam2_checkpoint else kinds
+
+    def trackers(self, kind: TrackerKind) -> Tracker:
+        """The tracker of ``kind``; SAM2's model is loaded once, on first use, on the engine's device."""
+        if TrackerKind(kind) is not TrackerKind.SAM2:
+            return tracker(kind)
+        if not self.config.sam2_checkpoint:
+            raise InvalidInput("mask_prompt.tracker", "sam2", "needs a SAM2 checkpoint: serve --sam2-checkpoint DIR")
+        if self._sam2 is None:
+            from framecast.engine.sam2 import Sam2Tracker
+
+            self._sam2 = Sam2Tracker.load(self.config.sam2_checkpoint, self.device)
+        return self._sam2
 
     # --- memory -------------------------------------------------------------------------------
 
@@ -219,16 +242,18 @@ class Engine:
         on_progress: Callable[[Progress], None] | None = None,
         should_cancel: Callable[[], bool] | None = None,
         on_read: OnRead | None = None,
+        on_clip: OnClip | None = None,
     ) -> AdapterRecord:
         """Train ``job.adapter`` and store it. A request ``prepare_train`` refuses, a cancel, or a
         name taken meanwhile leaves no trace; any other failure leaves the name FAILED with its error.
-        ``on_read(done, total)`` follows the reading of a clip of stored footage."""
+        ``on_read(done, total)`` follows the reading of a clip of stored footage; ``on_clip`` sees what
+        was read (its notices, a tracked region)."""
         prepared = request if isinstance(request, PreparedTrain) else self.prepare_train(request)
         job = prepared.job
         self.adapters.check_new(job.adapter)  # another training may have taken it meanwhile
         started = time.perf_counter()
         try:
-            record, data = self._train(prepared, on_progress, should_cancel, on_read)
+            record, data = self._train(prepared, on_progress, should_cancel, on_read, on_clip)
         except (Cancelled, AlreadyExists, InvalidInput):  # cancelled; the name taken meanwhile; a bad mask read
             raise
         except Exception as exc:
@@ -239,12 +264,14 @@ class Engine:
         self.speed.record("train", time.perf_counter() - started, steps, max(plan.lengths), clip.height, clip.width)
         return record
 
-    def _train(self, prepared: PreparedTrain, on_progress, should_cancel, on_read) -> tuple[AdapterRecord, ClipData]:
+    def _train(self, prepared: PreparedTrain, on_progress, should_cancel, on_read, on_clip) -> tuple[AdapterRecord, ClipData]:
         job, plan, settings = prepared.job, prepared.plan, prepared.job.settings
         slots, encoders = self.adapters.slots, self.encoders
         slots.mark_training(job.adapter, settings.rank)  # TRAINING while its clip is read
         try:
             data = prepared.clip.read(job.mask_mode, job.dilate_px, on_read)
+            if on_clip is not None:
+                on_clip(data)
         except BaseException:
             slots.mark_training(job.adapter, None)  # a problem of the request (its mask): no trace
             raise
@@ -333,6 +360,7 @@ class Engine:
         on_frames: OnFrames | None = None,
         should_cancel: Callable[[], bool] | None = None,
         on_read: OnRead | None = None,
+        on_clip: OnClip | None = None,
     ) -> PropagateResult:
         """Generate the edited video (``Propagation``), holding its adapter for the whole run: it is
         never evicted or deleted meanwhile. ``on_frames(first_index, frames [n, H, W, 3])`` is called
@@ -342,6 +370,8 @@ class Engine:
         job = prepared.job
         with self.adapters.using(job.adapter):
             data = prepared.clip.read(job.mask_mode, job.dilate_px, on_read)
+            if on_clip is not None:
+                on_clip(data)
             if job.adapter:
                 self.adapters.usable(job.adapter)  # a training it waited for has stored it by now
             self.adapters.activate(job.adapter, job.adapter_strength)

@@ -13,19 +13,22 @@ for every frame, one frame per source frame, or a video of the source's duration
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from framecast.engine import checks
-from framecast.engine.clip import Clip, ClipData, OnRead
+from framecast.engine.clip import Clip, ClipData, Notice, OnRead
 from framecast.engine.config import EngineConfig
 from framecast.engine.errors import InvalidInput, Problems
 from framecast.engine.footage import TIME_EPSILON, FootageInfo, iter_frames, read_image
 from framecast.engine.grid import Fit, Grid, ModelLimits, boxes, plan_size, source_rate, working_fps, working_frames
-from framecast.engine.media import MediaKind, mask_from_frames
+from framecast.engine.media import MediaKind, mask_from_frames, mask_to_frames
 from framecast.engine.requests import MaskMode
+from framecast.engine.tracking import Box, CsrtTracker, Point, Track, Tracker, TrackerKind, region_from_points, tracker
 from framecast.engine.windows import VAE_TEMPORAL
 
 ASPECT_TOLERANCE = 0.02  # another input's aspect may differ from the source's by this share (rounding of sizes)
@@ -59,6 +62,22 @@ class ReferenceInput:
 
 
 @dataclass(frozen=True)
+class MaskPrompt:
+    """A region given on the shot's first frame, tracked through the shot on the server: a box, a
+    few points (positive and negative), or one mask image; in source pixels (the mask: any size of
+    the source's aspect)."""
+
+    box: Box | None = None
+    points: tuple[Point, ...] = ()
+    frame0_mask: StoredMedia | None = None
+    tracker: TrackerKind | None = None  # None: SAM2 for points when the server has it, else CSRT
+
+    def key(self) -> tuple:
+        mask = self.frame0_mask.media_id if self.frame0_mask is not None else ""
+        return (self.box, self.points, mask, self.tracker)
+
+
+@dataclass(frozen=True)
 class Shot:
     source: StoredMedia
     grid: Grid
@@ -67,6 +86,7 @@ class Shot:
     mask_indices: tuple[int, ...] | None = None  # for each working frame, its mask frame; None: one mask for all
     edited_first_frame: StoredMedia | None = None
     references: tuple[tuple[int, StoredMedia], ...] = ()  # (working frame, image)
+    mask_prompt: MaskPrompt | None = None  # instead of a mask: the region tracked from the first frame
 
     @property
     def padded_frames(self) -> int:
@@ -129,6 +149,7 @@ def plan_shot(
     mask: StoredMedia | None = None,
     edited_first_frame: StoredMedia | None = None,
     references: tuple[ReferenceInput, ...] = (),
+    mask_prompt: MaskPrompt | None = None,
 ) -> Shot | None:
     """Map a source and its inputs onto the working grid from their probes alone. Every problem
     goes to ``problems``; None when the grid itself cannot be planned."""
@@ -139,9 +160,14 @@ def plan_shot(
     grid = None
     with problems.check():
         grid = plan_grid(info, options, limits, config.max_pixels, source.field)
+    if mask is not None and mask_prompt is not None:
+        problems.add(InvalidInput("mask_prompt", "a box, points or a frame-0 mask", "cannot come with mask_id: give one"))
     if mask is not None:  # its aspect and length need no grid
         with problems.check():
             _check_mask(mask, info)
+    if mask_prompt is not None:
+        with problems.check():
+            _check_prompt(mask_prompt, info)
     if edited_first_frame is not None:
         if edited_first_frame.info.num_frames != 1:
             problems.add(InvalidInput(edited_first_frame.field, edited_first_frame.media_id,
@@ -156,8 +182,9 @@ def plan_shot(
         with problems.check():
             placed.append((_reference_index(reference, number, info, grid), reference.media))
     mask_ok = mask is not None and not any(p.field == mask.field for p in problems.found)
+    prompt_ok = mask_prompt is not None and not any(p.field.startswith("mask_prompt") for p in problems.found)
     return Shot(source, grid, indices, mask if mask_ok else None, _mask_indices(mask, info, indices) if mask_ok else None,
-                edited_first_frame, tuple(placed))  # fmt: skip
+                edited_first_frame, tuple(placed), mask_prompt if prompt_ok else None)  # fmt: skip
 
 
 def _check_mask(mask: StoredMedia, source: FootageInfo) -> None:
@@ -175,6 +202,34 @@ def _check_mask(mask: StoredMedia, source: FootageInfo) -> None:
     raise InvalidInput(mask.field, f"{info.num_frames} frames, {info.duration_s:.2f} s",
                        f"must be one image for every frame, have the source's {source.num_frames} frames, or last as "
                        f"long as the source ({source.duration_s:.2f} s)")  # fmt: skip
+
+
+def _check_prompt(prompt: MaskPrompt, source: FootageInfo) -> None:
+    """A box or points inside the first frame; a frame-0 mask of the source's aspect; only one of them."""
+    given = [name for name, value in (("box", prompt.box), ("points", prompt.points), ("frame0_mask_id", prompt.frame0_mask))
+             if value]  # fmt: skip
+    if len(given) != 1:
+        raise InvalidInput("mask_prompt", ", ".join(given) or "nothing", "must be one of box, points or frame0_mask_id")
+    width, height = source.width, source.height
+    if prompt.box is not None:
+        box = prompt.box
+        if not (box.width > 0 and box.height > 0 and box.x < width and box.y < height and box.x + box.width > 0
+                and box.y + box.height > 0):  # fmt: skip
+            raise InvalidInput("mask_prompt.box", f"{box.x:g},{box.y:g},{box.width:g},{box.height:g}",
+                               f"must be a box of positive size overlapping the {width}x{height} first frame (x, y, "
+                               "width, height in source pixels)")  # fmt: skip
+    for number, point in enumerate(prompt.points):
+        if not (0 <= point.x < width and 0 <= point.y < height):
+            raise InvalidInput(f"mask_prompt.points[{number}]", f"{point.x:g},{point.y:g}",
+                               f"must be inside the {width}x{height} first frame (source pixels)")  # fmt: skip
+    if prompt.points and all(p.negative for p in prompt.points):
+        raise InvalidInput("mask_prompt.points", len(prompt.points), "must hold a point on the region (not only negative ones)")
+    if prompt.frame0_mask is not None:
+        mask = prompt.frame0_mask
+        if mask.info.num_frames != 1:
+            raise InvalidInput(mask.field, mask.media_id, f"must be one image, but has {mask.info.num_frames} frames")
+        if not _same_aspect(mask.info, source):
+            raise _aspect_problem(mask, source)
 
 
 def _mask_indices(mask: StoredMedia, source: FootageInfo, indices: tuple[int, ...]) -> tuple[int, ...] | None:
@@ -209,13 +264,25 @@ def _reference_index(reference: ReferenceInput, number: int, source: FootageInfo
     return position
 
 
-class ShotClip(Clip):
-    """A shot as a job's clip: decoded onto the working grid when the job runs."""
+TRACKING_SIDE = 512  # the longest side trackers see (never above the source's)
+_TRACKS: OrderedDict[tuple, Track] = OrderedDict()  # tracked regions by shot and prompt: a training and
+_TRACKS_KEPT = 8  # the propagations that follow it track once
 
-    def __init__(self, shot: Shot):
+
+def tracking_size(width: int, height: int) -> tuple[int, int]:
+    scale = min(1.0, TRACKING_SIDE / max(width, height))
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+class ShotClip(Clip):
+    """A shot as a job's clip: decoded onto the working grid when the job runs; a region given on
+    the first frame (``Shot.mask_prompt``) is tracked through it then."""
+
+    def __init__(self, shot: Shot, trackers: Callable[[TrackerKind], Tracker] | None = None):
         self.shot = shot
         self.frames, self.height, self.width = shot.padded_frames, shot.grid.height, shot.grid.width
         self.has_references = bool(shot.references)
+        self.trackers = trackers or tracker
         self._mask: np.ndarray | None = None
 
     @property
@@ -228,18 +295,24 @@ class ShotClip(Clip):
               dilate_px: int) -> None:  # fmt: skip
         """The mask's problems: ``dilate_px`` against the working frame; and whether anything is left
         to edit, up front when the mask is small to decode (one image, or frames of up to
-        ``EARLY_MASK_PIXELS`` in all), else when the job reads it."""
+        ``EARLY_MASK_PIXELS`` in all), else when the job reads it. A tracked region is made then."""
         shot = self.shot
-        if shot.mask is None:  # it had a problem of its own, already reported
+        if shot.mask is None and shot.mask_prompt is None:  # it had a problem of its own, already reported
             return
         with problems.check():
             checks.check_dilate(mask_mode, dilate_px, self.height, self.width)
+        if shot.mask is None:
+            return
         mask = shot.mask.info
         frames = 1 if shot.mask_indices is None else len(set(shot.mask_indices))
         if frames * mask.width * mask.height <= EARLY_MASK_PIXELS and not problems.found:
             with problems.check():
                 region = self._region()
                 checks.edit_mask(region[: shot.grid.frames], mask_mode, dilate_px)
+
+    def _on_grid(self, mask: np.ndarray) -> np.ndarray:
+        """A mask of the source's aspect, any size, on the working grid: [h, w] bool."""
+        return mask_from_frames(self.shot.grid.to_grid(mask_to_frames(mask[None])[0], mask=True)[None])[0]
 
     def _region(self, on_read: OnRead | None = None, done: int = 0, total: int = 0) -> np.ndarray:
         """The user's mask on the working grid, [frames, h, w] bool; decoded once."""
@@ -268,20 +341,44 @@ class ShotClip(Clip):
 
     def read(self, mask_mode: MaskMode, dilate_px: int, on_read: OnRead | None = None) -> ClipData:
         shot, grid = self.shot, self.shot.grid
+        info = shot.source.info
         positions: dict[int, list[int]] = {}
         for k, index in enumerate(shot.source_indices):
             positions.setdefault(index, []).append(k)
         wanted = sorted(positions)
         mask_frames = 0 if self._mask is not None or shot.mask_indices is None else len(set(shot.mask_indices))
         total, done = len(wanted) + mask_frames, 0
+        # What trackers see: the working frames' times at up to TRACKING_SIDE pixels, not the grid's.
+        watch = shot.mask_prompt is not None or (shot.mask is not None and shot.mask_indices is None)
+        track_w, track_h = tracking_size(info.width, info.height)
+        seen = np.empty((grid.frames, track_h, track_w, 3), np.uint8) if watch else None
         frames = np.empty((self.frames, grid.height, grid.width, 3), np.uint8)
-        for index, frame in iter_frames(shot.source.path, shot.source.info, set(wanted), wanted[0]):
+        for index, frame in iter_frames(shot.source.path, info, set(wanted), wanted[0]):
             frames[positions[index]] = grid.to_grid(frame)
+            if seen is not None:
+                from PIL import Image
+
+                small = np.asarray(Image.fromarray(frame).resize((track_w, track_h), Image.Resampling.BOX))
+                seen[[k for k in positions[index] if k < grid.frames]] = small
             done += 1
             if on_read is not None:
                 on_read(done, total)
         frames[grid.frames :] = frames[grid.frames - 1]  # padding to 4N+1
-        region = self._region(on_read, done, total)
+        notices, tracked = [], None
+        if shot.mask_prompt is not None:
+            track = self._track(seen)
+            tracked = track.masks
+            region = np.empty((self.frames, grid.height, grid.width), bool)
+            region[: grid.frames] = [self._on_grid(mask) for mask in track.masks]
+            region[grid.frames :] = region[grid.frames - 1]
+            if track.lost:
+                notices.append(Notice("region_lost", f"the region was lost or left the frame in {len(track.lost)} of "
+                                      f"{grid.frames} working frames ({_spans(track.lost)}): they are left unedited; "
+                                      "check the tracked mask, or send a mask video", tuple(track.lost)))  # fmt: skip
+        else:
+            region = self._region(on_read, done, total)
+            if seen is not None:
+                notices += _moving_out_of(region[0], seen, self._on_grid)
         edited = shot.edited_first_frame
         return ClipData(
             frames=frames,
@@ -290,4 +387,76 @@ class ShotClip(Clip):
             edited_first_frame=None if edited is None else grid.to_grid(read_image(edited.path, edited.field)),
             references=[(k, grid.to_grid(read_image(m.path, m.field))) for k, m in shot.references],
             shot_frames=grid.frames,
+            notices=notices,
+            tracked=tracked,
         )
+
+    def _track(self, seen: np.ndarray) -> Track:
+        """The prompt's region tracked through the frames trackers see (once per shot and prompt)."""
+        shot, prompt = self.shot, self.shot.mask_prompt
+        kind = prompt.tracker or TrackerKind.CSRT
+        key = (shot.source.media_id, shot.grid, prompt.key(), kind)
+        if key in _TRACKS:
+            _TRACKS.move_to_end(key)
+            return _TRACKS[key]
+        info = shot.source.info
+        height, width = seen.shape[1:3]
+        scale_x, scale_y = width / info.width, height / info.height
+        if prompt.box is not None:
+            box = prompt.box
+            first = Box(box.x * scale_x, box.y * scale_y, box.width * scale_x, box.height * scale_y).mask(height, width)
+        elif prompt.points:
+            points = [Point(p.x * scale_x, p.y * scale_y, p.negative) for p in prompt.points]
+            first = region_from_points(seen[0], points) if kind is not TrackerKind.SAM2 else None
+        else:
+            from PIL import Image
+
+            image = read_image(prompt.frame0_mask.path, prompt.frame0_mask.field)
+            first = mask_from_frames(np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.BOX))[None])[0]
+        tracker_ = self.trackers(kind)
+        if kind is TrackerKind.SAM2:
+            track = tracker_.track_prompt(seen, first, [Point(p.x * scale_x, p.y * scale_y, p.negative) for p in prompt.points])
+        else:
+            if not first.any():
+                raise InvalidInput("mask_prompt", "an empty region", "marks nothing on the first frame: give a box, "
+                                   "more points, or a frame-0 mask")  # fmt: skip
+            track = tracker_.track(seen, first)
+        _TRACKS[key] = track
+        while len(_TRACKS) > _TRACKS_KEPT:
+            _TRACKS.popitem(last=False)
+        return track
+
+
+MOVED_SHARE = 0.8  # a region is said to move out of a single mask when less than this share of it stays inside
+
+
+def _moving_out_of(still: np.ndarray, seen: np.ndarray, on_grid) -> list[Notice]:
+    """A notice when the region a single mask marks on the first frame moves out of it: the mask
+    stays where it is and the edit stays behind. The region is followed with the box tracker."""
+    height, width = seen.shape[1:3]
+    from PIL import Image
+
+    first = mask_from_frames(np.asarray(Image.fromarray(mask_to_frames(still[None])[0]).resize((width, height),
+                                                                                          Image.Resampling.NEAREST))[None])[0]  # fmt: skip
+    if not first.any():
+        return []
+    track = CsrtTracker().track(seen, first)
+    outside = [k for k in range(1, len(seen)) if k not in track.lost and track.masks[k].any()
+               and (track.masks[k] & first).sum() < MOVED_SHARE * track.masks[k].sum()]  # fmt: skip
+    if not outside:
+        return []
+    return [Notice("region_moves", f"the region moves out of the single mask in {len(outside)} of {len(seen)} working "
+                   f"frames ({_spans(outside)}): the mask stays where it is and the edit stays behind; give a box, "
+                   "points or a frame-0 mask (mask_prompt) to track it, or a mask video", tuple(outside))]  # fmt: skip
+
+
+def _spans(frames: list[int]) -> str:
+    """Frame indices as ranges: "3-7, 12"."""
+    spans, start = [], None
+    for index, frame in enumerate(frames):
+        if start is None:
+            start = frame
+        if index + 1 == len(frames) or frames[index + 1] != frame + 1:
+            spans.append(f"{start}-{frame}" if frame != start else f"{frame}")
+            start = None
+    return ", ".join(spans)

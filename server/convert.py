@@ -21,7 +21,8 @@ from framecast.engine.errors import InvalidInput, Problems
 from framecast.engine.grid import Fit
 from framecast.engine.requests import BlendRamp, MaskMode, PropagateJob, PropagateResult, TrainJob, TrainSettings
 from framecast.engine.restore import Encoding, Interpolation, OutputOptions, check_output
-from framecast.engine.shots import ReferenceInput, Shot, ShotClip, ShotOptions, StoredMedia, plan_shot
+from framecast.engine.shots import MaskPrompt, ReferenceInput, Shot, ShotClip, ShotOptions, StoredMedia, plan_shot
+from framecast.engine.tracking import Box, Point, TrackerKind
 from framecast.engine.training import Progress
 from framecast.server.config import ServerConfig
 from framecast.server.media_store import MediaInfo, MediaStore
@@ -35,6 +36,7 @@ ENCODINGS = {
     pb.OUTPUT_ENCODING_PNG_SEQUENCE: Encoding.PNG_SEQUENCE,
 }
 FITS = {pb.FIT_MODE_FIT: Fit.FIT, pb.FIT_MODE_CROP: Fit.CROP, pb.FIT_MODE_PAD: Fit.PAD}
+TRACKERS = {pb.TRACKER_CSRT: TrackerKind.CSRT, pb.TRACKER_FLOW: TrackerKind.FLOW, pb.TRACKER_SAM2: TrackerKind.SAM2}
 INTERPOLATIONS = {
     pb.INTERPOLATION_NEAREST: Interpolation.NEAREST,
     pb.INTERPOLATION_BLEND: Interpolation.BLEND,
@@ -110,10 +112,32 @@ def _stored(media: MediaStore, media_id: str, field: str, problems: Problems) ->
     return None
 
 
+def mask_prompt(request, media: MediaStore, problems: Problems, trackers=(TrackerKind.CSRT,)) -> MaskPrompt | None:
+    """A request's ``mask_prompt``: the region on the first frame the server tracks (with one of
+    ``trackers``, what this server has); None without one. Unset, the tracker is SAM2 for points
+    where the server has it, else CSRT."""
+    if not request.HasField("mask_prompt"):
+        return None
+    prompt = request.mask_prompt
+    box = Box(prompt.box.x, prompt.box.y, prompt.box.width, prompt.box.height) if prompt.HasField("box") else None
+    points = tuple(Point(p.x, p.y, p.negative) for p in prompt.points)
+    frame0 = _stored(media, prompt.frame0_mask_id, "mask_prompt.frame0_mask_id", problems) if prompt.frame0_mask_id else None
+    tracker = None
+    with problems.check():
+        tracker = _choice(TRACKERS, prompt.tracker, "mask_prompt.tracker", "Tracker")
+    if tracker is None:
+        tracker = TrackerKind.SAM2 if points and TrackerKind.SAM2 in trackers else TrackerKind.CSRT
+    if tracker not in trackers:
+        problems.add(InvalidInput("mask_prompt.tracker", tracker.value, "needs a SAM2 checkpoint, which this server was "
+                                  "not given (serve --sam2-checkpoint DIR); use csrt or flow"))  # fmt: skip
+    return MaskPrompt(box, points, frame0, tracker)
+
+
 def _shot(request, media: MediaStore, engine: Engine, problems: Problems, edited_field: str | None) -> Shot | None:
     """The shot a request's media and options make (planned from their probes), or None."""
     source = _stored(media, request.source_id, "source_id", problems)
-    mask = _stored(media, request.mask_id, "mask_id", problems)
+    prompt = mask_prompt(request, media, problems, engine.tracker_kinds)
+    mask = _stored(media, request.mask_id, "mask_id", problems) if request.mask_id or prompt is None else None
     edited = _stored(media, request.edited_first_frame_id, edited_field, problems) if edited_field else None
     references = []
     for number, ref in enumerate(getattr(request, "references", ())):  # Propagate has none
@@ -124,7 +148,8 @@ def _shot(request, media: MediaStore, engine: Engine, problems: Problems, edited
     with problems.check():
         options = shot_options(request)
         if source is not None:
-            return plan_shot(source, options, engine.limits, engine.config, problems, mask, edited, tuple(references))
+            return plan_shot(source, options, engine.limits, engine.config, problems, mask, edited, tuple(references),
+                             prompt)  # fmt: skip
     return None
 
 
@@ -155,7 +180,7 @@ def train_job(request: pb.TrainRequest, media: MediaStore, engine: Engine, probl
         mask_mode = _choice(MASK_MODES, request.mask_mode, "mask_mode", "MaskMode")
     return TrainJob(
         adapter=request.adapter, source=None, mask=None, prompt=request.prompt, settings=settings,
-        source_media_id=request.source_id, clip=None if shot is None else ShotClip(shot),
+        source_media_id=request.source_id, clip=None if shot is None else ShotClip(shot, engine.trackers),
         **_set(mask_mode=mask_mode, dilate_px=request.dilate_px,
                window_frames=request.window_frames, overlap_frames=_present(request, "overlap_frames")),
     )  # fmt: skip
@@ -171,7 +196,7 @@ def propagate_job(request: pb.PropagateRequest, media: MediaStore, engine: Engin
     choices = {name: value for name, value in choices.items() if value is not None}
     return PropagateJob(
         adapter=request.adapter, source=None, mask=None, edited_first_frame=None, prompt=request.prompt,
-        clip=None if shot is None else ShotClip(shot),
+        clip=None if shot is None else ShotClip(shot, engine.trackers),
         **_set(
             negative_prompt=request.negative_prompt,
             steps=request.steps or None,
@@ -275,7 +300,8 @@ def export_layout(value: int) -> str:
 # --- the server ----------------------------------------------------------------------------------
 
 
-def server_info(config: ServerConfig, queue_length: int, engine: EngineInfo | None, load_error: str | None) -> pb.ServerInfo:
+def server_info(config: ServerConfig, queue_length: int, engine: EngineInfo | None, load_error: str | None,
+                engine_trackers=None) -> pb.ServerInfo:  # fmt: skip
     """What the server is: its limits always, the loaded engine's details once it is ready."""
     info = pb.ServerInfo(
         version=framecast.__version__, max_upload_bytes=config.max_upload_bytes, max_queue=config.max_queue,
@@ -285,9 +311,14 @@ def server_info(config: ServerConfig, queue_length: int, engine: EngineInfo | No
         max_duration_s=config.max_duration_s, max_source_pixels=config.max_source_pixels,
         interpolation=field_default(OutputOptions, "interpolation").value,
     )  # fmt: skip
+    info.trackers.extend(kind.value for kind in (engine_trackers or ()))
     if engine is not None:
         info.MergeFrom(pb.ServerInfo(**dataclasses.asdict(engine)))
     return info
+
+
+def notice(notice) -> pb.Notice:
+    return pb.Notice(code=notice.code, message=notice.message, frames=list(notice.frames))
 
 
 def plan(engine: Engine, kind: str, clip, prepared, problems: Problems) -> pb.PlanResponse:

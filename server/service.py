@@ -27,7 +27,7 @@ from framecast.engine.errors import (
     Unavailable,
 )
 from framecast.engine.restore import restore
-from framecast.engine.media import encode_png
+from framecast.engine.media import encode_png, encode_video, mask_to_frames
 from framecast.engine.training import Progress
 from framecast.server import convert
 from framecast.server.adapter_rpcs import AdapterRpcs
@@ -135,7 +135,8 @@ class FramecastService(AdapterRpcs, pb_grpc.FramecastServicer):
             def on_progress(progress: Progress) -> None:
                 handle.emit(progress=convert.training_progress(progress))
 
-            record = engine.train(prepared, on_progress, handle.should_cancel, on_read=_phase(handle, "decode"))
+            record = engine.train(prepared, on_progress, handle.should_cancel, on_read=_phase(handle, "decode"),
+                                  on_clip=self._reporter(handle, prepared.clip))  # fmt: skip
             info = convert.adapter_info(engine.adapters.view(record.name))
             handle.set_state(handle.info.state, adapter_result=info)
             handle.emit(adapter=info)
@@ -167,7 +168,8 @@ class FramecastService(AdapterRpcs, pb_grpc.FramecastServicer):
 
             if training is not None:
                 _check_trained(training)
-            result = engine.propagate(prepared, on_step, on_frames, handle.should_cancel, on_read=_phase(handle, "decode"))
+            result = engine.propagate(prepared, on_step, on_frames, handle.should_cancel, on_read=_phase(handle, "decode"),
+                                      on_clip=self._reporter(handle, prepared.clip))  # fmt: skip
             scratch = self.media.scratch_dir()
             try:
                 restored = restore(shot, result.frames, result.edit_mask, output, scratch, _phase(handle, "encode"))
@@ -208,6 +210,23 @@ class FramecastService(AdapterRpcs, pb_grpc.FramecastServicer):
             reply.source.CopyFrom(convert.media_ref(self.media.info(shot.source.media_id)))
         return reply
 
+    def _reporter(self, handle: Job, clip):
+        """What a job tells its owner once its clip is read: notices (a region lost, a single mask
+        the region moves out of), and a tracked region, stored as a mask video it can fetch."""
+
+        def report(data) -> None:
+            for notice in data.notices:
+                handle.emit(notice=convert.notice(notice))
+            if data.tracked is not None:
+                grid = clip.shot.grid
+                video = encode_video(mask_to_frames(data.tracked), grid.fps, lossless=True)
+                stored = self.media.put(video, filename=f"{handle.id}-tracked-mask.mp4")
+                lost = next((n.frames for n in data.notices if n.code == "region_lost"), ())
+                handle.emit(tracked=pb.TrackedMask(mask=convert.media_ref(stored), lost_frames=list(lost),
+                                                   tracker=clip.shot.mask_prompt.tracker.value))  # fmt: skip
+
+        return report
+
     @staticmethod
     def _stream(job: Job, replay_progress: bool = True) -> Iterator[pb.JobEvent]:
         """Follow a job; a failed or cancelled job ends the RPC with its own status after its error event."""
@@ -239,7 +258,8 @@ class FramecastService(AdapterRpcs, pb_grpc.FramecastServicer):
 
     def GetServerInfo(self, request, context):
         engine = self._engine
-        return convert.server_info(self.config, self.queue.waiting, engine.info() if engine else None, self._engine_error)
+        return convert.server_info(self.config, self.queue.waiting, engine.info() if engine else None, self._engine_error,
+                                   engine.tracker_kinds if engine else None)  # fmt: skip
 
 
 def _check_trained(training: Job) -> None:

@@ -28,6 +28,13 @@ class FitMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FIT_MODE_CROP: _ClassVar[FitMode]
     FIT_MODE_PAD: _ClassVar[FitMode]
 
+class Tracker(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TRACKER_UNSPECIFIED: _ClassVar[Tracker]
+    TRACKER_CSRT: _ClassVar[Tracker]
+    TRACKER_FLOW: _ClassVar[Tracker]
+    TRACKER_SAM2: _ClassVar[Tracker]
+
 class BlendRamp(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     BLEND_RAMP_UNSPECIFIED: _ClassVar[BlendRamp]
@@ -99,6 +106,10 @@ FIT_MODE_UNSPECIFIED: FitMode
 FIT_MODE_FIT: FitMode
 FIT_MODE_CROP: FitMode
 FIT_MODE_PAD: FitMode
+TRACKER_UNSPECIFIED: Tracker
+TRACKER_CSRT: Tracker
+TRACKER_FLOW: Tracker
+TRACKER_SAM2: Tracker
 BLEND_RAMP_UNSPECIFIED: BlendRamp
 BLEND_RAMP_LINEAR: BlendRamp
 BLEND_RAMP_COSINE: BlendRamp
@@ -210,6 +221,40 @@ class ReferenceFrame(_message.Message):
     time_s: float
     def __init__(self, frame_index: _Optional[int] = ..., image_id: _Optional[str] = ..., time_s: _Optional[float] = ...) -> None: ...
 
+class Box(_message.Message):
+    __slots__ = ("x", "y", "width", "height")
+    X_FIELD_NUMBER: _ClassVar[int]
+    Y_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    x: float
+    y: float
+    width: float
+    height: float
+    def __init__(self, x: _Optional[float] = ..., y: _Optional[float] = ..., width: _Optional[float] = ..., height: _Optional[float] = ...) -> None: ...
+
+class Point(_message.Message):
+    __slots__ = ("x", "y", "negative")
+    X_FIELD_NUMBER: _ClassVar[int]
+    Y_FIELD_NUMBER: _ClassVar[int]
+    NEGATIVE_FIELD_NUMBER: _ClassVar[int]
+    x: float
+    y: float
+    negative: bool
+    def __init__(self, x: _Optional[float] = ..., y: _Optional[float] = ..., negative: _Optional[bool] = ...) -> None: ...
+
+class MaskPrompt(_message.Message):
+    __slots__ = ("box", "points", "frame0_mask_id", "tracker")
+    BOX_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    FRAME0_MASK_ID_FIELD_NUMBER: _ClassVar[int]
+    TRACKER_FIELD_NUMBER: _ClassVar[int]
+    box: Box
+    points: _containers.RepeatedCompositeFieldContainer[Point]
+    frame0_mask_id: str
+    tracker: Tracker
+    def __init__(self, box: _Optional[_Union[Box, _Mapping]] = ..., points: _Optional[_Iterable[_Union[Point, _Mapping]]] = ..., frame0_mask_id: _Optional[str] = ..., tracker: _Optional[_Union[Tracker, str]] = ...) -> None: ...
+
 class ShotOptions(_message.Message):
     __slots__ = ("start_s", "end_s", "fps", "source_fps", "fit")
     START_S_FIELD_NUMBER: _ClassVar[int]
@@ -225,7 +270,7 @@ class ShotOptions(_message.Message):
     def __init__(self, start_s: _Optional[float] = ..., end_s: _Optional[float] = ..., fps: _Optional[float] = ..., source_fps: _Optional[bool] = ..., fit: _Optional[_Union[FitMode, str]] = ...) -> None: ...
 
 class TrainRequest(_message.Message):
-    __slots__ = ("adapter", "source_id", "mask_id", "references", "prompt", "rank", "steps", "appearance_steps", "learning_rate", "mask_mode", "dilate_px", "loss_weights", "seed", "gradient_checkpointing_off", "window_frames", "overlap_frames", "colour_variants", "shot")
+    __slots__ = ("adapter", "source_id", "mask_id", "references", "prompt", "rank", "steps", "appearance_steps", "learning_rate", "mask_mode", "dilate_px", "loss_weights", "seed", "gradient_checkpointing_off", "window_frames", "overlap_frames", "colour_variants", "shot", "mask_prompt")
     ADAPTER_FIELD_NUMBER: _ClassVar[int]
     SOURCE_ID_FIELD_NUMBER: _ClassVar[int]
     MASK_ID_FIELD_NUMBER: _ClassVar[int]
@@ -244,6 +289,7 @@ class TrainRequest(_message.Message):
     OVERLAP_FRAMES_FIELD_NUMBER: _ClassVar[int]
     COLOUR_VARIANTS_FIELD_NUMBER: _ClassVar[int]
     SHOT_FIELD_NUMBER: _ClassVar[int]
+    MASK_PROMPT_FIELD_NUMBER: _ClassVar[int]
     adapter: str
     source_id: str
     mask_id: str
@@ -262,10 +308,11 @@ class TrainRequest(_message.Message):
     overlap_frames: int
     colour_variants: int
     shot: ShotOptions
-    def __init__(self, adapter: _Optional[str] = ..., source_id: _Optional[str] = ..., mask_id: _Optional[str] = ..., references: _Optional[_Iterable[_Union[ReferenceFrame, _Mapping]]] = ..., prompt: _Optional[str] = ..., rank: _Optional[int] = ..., steps: _Optional[int] = ..., appearance_steps: _Optional[int] = ..., learning_rate: _Optional[float] = ..., mask_mode: _Optional[_Union[MaskMode, str]] = ..., dilate_px: _Optional[int] = ..., loss_weights: _Optional[_Union[LossWeights, _Mapping]] = ..., seed: _Optional[int] = ..., gradient_checkpointing_off: _Optional[bool] = ..., window_frames: _Optional[int] = ..., overlap_frames: _Optional[int] = ..., colour_variants: _Optional[int] = ..., shot: _Optional[_Union[ShotOptions, _Mapping]] = ...) -> None: ...
+    mask_prompt: MaskPrompt
+    def __init__(self, adapter: _Optional[str] = ..., source_id: _Optional[str] = ..., mask_id: _Optional[str] = ..., references: _Optional[_Iterable[_Union[ReferenceFrame, _Mapping]]] = ..., prompt: _Optional[str] = ..., rank: _Optional[int] = ..., steps: _Optional[int] = ..., appearance_steps: _Optional[int] = ..., learning_rate: _Optional[float] = ..., mask_mode: _Optional[_Union[MaskMode, str]] = ..., dilate_px: _Optional[int] = ..., loss_weights: _Optional[_Union[LossWeights, _Mapping]] = ..., seed: _Optional[int] = ..., gradient_checkpointing_off: _Optional[bool] = ..., window_frames: _Optional[int] = ..., overlap_frames: _Optional[int] = ..., colour_variants: _Optional[int] = ..., shot: _Optional[_Union[ShotOptions, _Mapping]] = ..., mask_prompt: _Optional[_Union[MaskPrompt, _Mapping]] = ...) -> None: ...
 
 class PropagateRequest(_message.Message):
-    __slots__ = ("adapter", "source_id", "mask_id", "edited_first_frame_id", "prompt", "negative_prompt", "steps", "guidance_scale", "seed", "composite", "feather_px", "mask_mode", "dilate_px", "output_encoding", "window_frames", "overlap_frames", "blend_ramp", "adapter_strength", "shot", "quality", "interpolation")
+    __slots__ = ("adapter", "source_id", "mask_id", "edited_first_frame_id", "prompt", "negative_prompt", "steps", "guidance_scale", "seed", "composite", "feather_px", "mask_mode", "dilate_px", "output_encoding", "window_frames", "overlap_frames", "blend_ramp", "adapter_strength", "shot", "quality", "interpolation", "mask_prompt")
     ADAPTER_FIELD_NUMBER: _ClassVar[int]
     SOURCE_ID_FIELD_NUMBER: _ClassVar[int]
     MASK_ID_FIELD_NUMBER: _ClassVar[int]
@@ -287,6 +334,7 @@ class PropagateRequest(_message.Message):
     SHOT_FIELD_NUMBER: _ClassVar[int]
     QUALITY_FIELD_NUMBER: _ClassVar[int]
     INTERPOLATION_FIELD_NUMBER: _ClassVar[int]
+    MASK_PROMPT_FIELD_NUMBER: _ClassVar[int]
     adapter: str
     source_id: str
     mask_id: str
@@ -308,7 +356,8 @@ class PropagateRequest(_message.Message):
     shot: ShotOptions
     quality: int
     interpolation: Interpolation
-    def __init__(self, adapter: _Optional[str] = ..., source_id: _Optional[str] = ..., mask_id: _Optional[str] = ..., edited_first_frame_id: _Optional[str] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., seed: _Optional[int] = ..., composite: _Optional[bool] = ..., feather_px: _Optional[int] = ..., mask_mode: _Optional[_Union[MaskMode, str]] = ..., dilate_px: _Optional[int] = ..., output_encoding: _Optional[_Union[OutputEncoding, str]] = ..., window_frames: _Optional[int] = ..., overlap_frames: _Optional[int] = ..., blend_ramp: _Optional[_Union[BlendRamp, str]] = ..., adapter_strength: _Optional[float] = ..., shot: _Optional[_Union[ShotOptions, _Mapping]] = ..., quality: _Optional[int] = ..., interpolation: _Optional[_Union[Interpolation, str]] = ...) -> None: ...
+    mask_prompt: MaskPrompt
+    def __init__(self, adapter: _Optional[str] = ..., source_id: _Optional[str] = ..., mask_id: _Optional[str] = ..., edited_first_frame_id: _Optional[str] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., seed: _Optional[int] = ..., composite: _Optional[bool] = ..., feather_px: _Optional[int] = ..., mask_mode: _Optional[_Union[MaskMode, str]] = ..., dilate_px: _Optional[int] = ..., output_encoding: _Optional[_Union[OutputEncoding, str]] = ..., window_frames: _Optional[int] = ..., overlap_frames: _Optional[int] = ..., blend_ramp: _Optional[_Union[BlendRamp, str]] = ..., adapter_strength: _Optional[float] = ..., shot: _Optional[_Union[ShotOptions, _Mapping]] = ..., quality: _Optional[int] = ..., interpolation: _Optional[_Union[Interpolation, str]] = ..., mask_prompt: _Optional[_Union[MaskPrompt, _Mapping]] = ...) -> None: ...
 
 class JobRef(_message.Message):
     __slots__ = ("job_id",)
@@ -384,6 +433,26 @@ class PropagateResult(_message.Message):
     working_fps: float
     def __init__(self, video: _Optional[_Union[MediaRef, _Mapping]] = ..., metrics: _Optional[_Union[QualityMetrics, _Mapping]] = ..., num_frames: _Optional[int] = ..., elapsed_s: _Optional[float] = ..., working_width: _Optional[int] = ..., working_height: _Optional[int] = ..., working_frames: _Optional[int] = ..., working_fps: _Optional[float] = ...) -> None: ...
 
+class Notice(_message.Message):
+    __slots__ = ("code", "message", "frames")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    FRAMES_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    message: str
+    frames: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ..., frames: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class TrackedMask(_message.Message):
+    __slots__ = ("mask", "lost_frames", "tracker")
+    MASK_FIELD_NUMBER: _ClassVar[int]
+    LOST_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    TRACKER_FIELD_NUMBER: _ClassVar[int]
+    mask: MediaRef
+    lost_frames: _containers.RepeatedScalarFieldContainer[int]
+    tracker: str
+    def __init__(self, mask: _Optional[_Union[MediaRef, _Mapping]] = ..., lost_frames: _Optional[_Iterable[int]] = ..., tracker: _Optional[str] = ...) -> None: ...
+
 class JobError(_message.Message):
     __slots__ = ("code", "message")
     CODE_FIELD_NUMBER: _ClassVar[int]
@@ -421,7 +490,7 @@ class JobInfo(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., kind: _Optional[_Union[JobKind, str]] = ..., state: _Optional[_Union[JobState, str]] = ..., adapter: _Optional[str] = ..., created_at: _Optional[float] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., queue_position: _Optional[int] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., adapter_result: _Optional[_Union[AdapterInfo, _Mapping]] = ..., propagate_result: _Optional[_Union[PropagateResult, _Mapping]] = ...) -> None: ...
 
 class JobEvent(_message.Message):
-    __slots__ = ("job_id", "accepted", "queued", "progress", "frame", "adapter", "result", "error")
+    __slots__ = ("job_id", "accepted", "queued", "progress", "frame", "adapter", "result", "error", "notice", "tracked")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     QUEUED_FIELD_NUMBER: _ClassVar[int]
@@ -430,6 +499,8 @@ class JobEvent(_message.Message):
     ADAPTER_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    NOTICE_FIELD_NUMBER: _ClassVar[int]
+    TRACKED_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     accepted: JobInfo
     queued: Queued
@@ -438,7 +509,9 @@ class JobEvent(_message.Message):
     adapter: AdapterInfo
     result: PropagateResult
     error: JobError
-    def __init__(self, job_id: _Optional[str] = ..., accepted: _Optional[_Union[JobInfo, _Mapping]] = ..., queued: _Optional[_Union[Queued, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., frame: _Optional[_Union[Frame, _Mapping]] = ..., adapter: _Optional[_Union[AdapterInfo, _Mapping]] = ..., result: _Optional[_Union[PropagateResult, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ...) -> None: ...
+    notice: Notice
+    tracked: TrackedMask
+    def __init__(self, job_id: _Optional[str] = ..., accepted: _Optional[_Union[JobInfo, _Mapping]] = ..., queued: _Optional[_Union[Queued, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., frame: _Optional[_Union[Frame, _Mapping]] = ..., adapter: _Optional[_Union[AdapterInfo, _Mapping]] = ..., result: _Optional[_Union[PropagateResult, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., notice: _Optional[_Union[Notice, _Mapping]] = ..., tracked: _Optional[_Union[TrackedMask, _Mapping]] = ...) -> None: ...
 
 class ListJobsRequest(_message.Message):
     __slots__ = ("state", "limit")
@@ -649,7 +722,7 @@ class PlanResponse(_message.Message):
     def __init__(self, ok: _Optional[bool] = ..., problems: _Optional[_Iterable[_Union[Problem, _Mapping]]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., fps: _Optional[float] = ..., num_frames: _Optional[int] = ..., padded_frames: _Optional[int] = ..., windows: _Optional[_Iterable[_Union[Window, _Mapping]]] = ..., estimated_device_bytes: _Optional[int] = ..., estimated_seconds: _Optional[float] = ..., source: _Optional[_Union[MediaRef, _Mapping]] = ..., output_frames: _Optional[int] = ..., output_duration_s: _Optional[float] = ..., steps: _Optional[int] = ...) -> None: ...
 
 class ServerInfo(_message.Message):
-    __slots__ = ("version", "model", "model_dir", "dtype", "device", "quantization", "attention_backend", "memory_bytes", "max_frames", "max_pixels", "max_upload_bytes", "max_queue", "queue_length", "ready", "adapters_loaded", "window_frames", "offload", "max_vram_bytes", "vae_tiling", "gradient_checkpointing", "optimizer", "load_error", "adapters_cached", "adapters_pinned", "adapter_device_slots", "adapter_host_cache_bytes", "adapter_slot_rank", "native_width", "native_height", "max_side", "max_window_frames", "size_factor", "max_duration_s", "max_source_pixels", "interpolation")
+    __slots__ = ("version", "model", "model_dir", "dtype", "device", "quantization", "attention_backend", "memory_bytes", "max_frames", "max_pixels", "max_upload_bytes", "max_queue", "queue_length", "ready", "adapters_loaded", "window_frames", "offload", "max_vram_bytes", "vae_tiling", "gradient_checkpointing", "optimizer", "load_error", "adapters_cached", "adapters_pinned", "adapter_device_slots", "adapter_host_cache_bytes", "adapter_slot_rank", "native_width", "native_height", "max_side", "max_window_frames", "size_factor", "max_duration_s", "max_source_pixels", "interpolation", "trackers")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MODEL_DIR_FIELD_NUMBER: _ClassVar[int]
@@ -685,6 +758,7 @@ class ServerInfo(_message.Message):
     MAX_DURATION_S_FIELD_NUMBER: _ClassVar[int]
     MAX_SOURCE_PIXELS_FIELD_NUMBER: _ClassVar[int]
     INTERPOLATION_FIELD_NUMBER: _ClassVar[int]
+    TRACKERS_FIELD_NUMBER: _ClassVar[int]
     version: str
     model: str
     model_dir: str
@@ -720,4 +794,5 @@ class ServerInfo(_message.Message):
     max_duration_s: float
     max_source_pixels: int
     interpolation: str
-    def __init__(self, version: _Optional[str] = ..., model: _Optional[str] = ..., model_dir: _Optional[str] = ..., dtype: _Optional[str] = ..., device: _Optional[str] = ..., quantization: _Optional[str] = ..., attention_backend: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., max_frames: _Optional[int] = ..., max_pixels: _Optional[int] = ..., max_upload_bytes: _Optional[int] = ..., max_queue: _Optional[int] = ..., queue_length: _Optional[int] = ..., ready: _Optional[bool] = ..., adapters_loaded: _Optional[_Iterable[str]] = ..., window_frames: _Optional[int] = ..., offload: _Optional[str] = ..., max_vram_bytes: _Optional[int] = ..., vae_tiling: _Optional[bool] = ..., gradient_checkpointing: _Optional[bool] = ..., optimizer: _Optional[str] = ..., load_error: _Optional[str] = ..., adapters_cached: _Optional[_Iterable[str]] = ..., adapters_pinned: _Optional[_Iterable[str]] = ..., adapter_device_slots: _Optional[int] = ..., adapter_host_cache_bytes: _Optional[int] = ..., adapter_slot_rank: _Optional[int] = ..., native_width: _Optional[int] = ..., native_height: _Optional[int] = ..., max_side: _Optional[int] = ..., max_window_frames: _Optional[int] = ..., size_factor: _Optional[int] = ..., max_duration_s: _Optional[float] = ..., max_source_pixels: _Optional[int] = ..., interpolation: _Optional[str] = ...) -> None: ...
+    trackers: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, version: _Optional[str] = ..., model: _Optional[str] = ..., model_dir: _Optional[str] = ..., dtype: _Optional[str] = ..., device: _Optional[str] = ..., quantization: _Optional[str] = ..., attention_backend: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., max_frames: _Optional[int] = ..., max_pixels: _Optional[int] = ..., max_upload_bytes: _Optional[int] = ..., max_queue: _Optional[int] = ..., queue_length: _Optional[int] = ..., ready: _Optional[bool] = ..., adapters_loaded: _Optional[_Iterable[str]] = ..., window_frames: _Optional[int] = ..., offload: _Optional[str] = ..., max_vram_bytes: _Optional[int] = ..., vae_tiling: _Optional[bool] = ..., gradient_checkpointing: _Optional[bool] = ..., optimizer: _Optional[str] = ..., load_error: _Optional[str] = ..., adapters_cached: _Optional[_Iterable[str]] = ..., adapters_pinned: _Optional[_Iterable[str]] = ..., adapter_device_slots: _Optional[int] = ..., adapter_host_cache_bytes: _Optional[int] = ..., adapter_slot_rank: _Optional[int] = ..., native_width: _Optional[int] = ..., native_height: _Optional[int] = ..., max_side: _Optional[int] = ..., max_window_frames: _Optional[int] = ..., size_factor: _Optional[int] = ..., max_duration_s: _Optional[float] = ..., max_source_pixels: _Optional[int] = ..., interpolation: _Optional[str] = ..., trackers: _Optional[_Iterable[str]] = ...) -> None: ...
