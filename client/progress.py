@@ -67,18 +67,24 @@ class Throttle:
 
 
 class _Lines:
-    """Plain progress lines: one per ``update`` that is due, with ``detail`` (eta, loss)."""
+    """Plain progress lines: one per ``update`` that is due, with ``detail`` (eta, loss). A phase that
+    gives way to the next before its last step (a training's steps count on across its phases)
+    still says where it ended."""
 
     def __init__(self, stream, clock: Callable[[], float] | None = None):
         self.stream, self.clock = stream, clock or time.monotonic
-        self.title, self.throttle = None, Throttle(clock=clock)
+        self.title, self.throttle, self.unsaid = None, Throttle(clock=clock), None
 
     def update(self, title: str, done: int, total: int, detail: str = "", amount: str = "") -> None:
         if title != self.title:
+            if self.unsaid is not None:
+                self.note(self.unsaid)
             self.title, self.throttle = title, Throttle(clock=self.clock)
-        if self.throttle.due(done, total):
-            amount = amount or (f"{done}/{total}" if total else f"{done}")
-            self.note(" ".join(part for part in (title, amount, detail) if part))
+        amount = amount or (f"{done}/{total}" if total else f"{done}")
+        line = " ".join(part for part in (title, amount, detail) if part)
+        self.unsaid = None if self.throttle.due(done, total) else line
+        if self.unsaid is None:
+            self.note(line)
 
     def note(self, text: str) -> None:
         print(text, file=self.stream, flush=True)

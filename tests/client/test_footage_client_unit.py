@@ -264,6 +264,16 @@ def test_plain_progress_lines(monkeypatch):
     assert len(lines) == 13 and progress.job_id == "j"
 
 
+def test_a_phase_that_ends_before_its_last_step_says_where_it_ended():
+    stream = io.StringIO()
+    progress = JobProgress("train", plain=True, stream=stream)
+    for step in (1, 2, 3):  # a training's steps count on from its motion phase into its appearance phase
+        progress(_progress("motion", step, 8, loss=0.25, eta=1))
+    progress(_progress("appearance", 4, 8, loss=0.5, eta=1))
+    assert stream.getvalue().splitlines() == ["train motion 1/8 loss 0.2500 eta 1s", "train motion 3/8 loss 0.2500 eta 1s",
+                                              "train appearance 4/8 loss 0.5000 eta 1s"]  # fmt: skip
+
+
 def test_throttle(monkeypatch):
     clock = [0.0]
     throttle = Throttle(heartbeat_s=10, min_gap_s=2, clock=lambda: clock[0])
