@@ -134,7 +134,9 @@ class CsrtTracker(Tracker):
 
 
 class FlowTracker(Tracker):
-    """The frame-0 mask moved frame to frame along the dense optical flow between the frames."""
+    """The frame-0 mask carried along the dense optical flow between consecutive frames. Each
+    frame's pixels are traced back to frame 0 through the chain of flows (the maps composed, not
+    the mask re-sampled every frame, which would blur and shrink it), then read from its mask."""
 
     kind = TrackerKind.FLOW
 
@@ -146,17 +148,19 @@ class FlowTracker(Tracker):
         area = max(int(first.sum()), 1)
         height, width = first.shape
         xs, ys = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
-        current = first.astype(np.float32)
+        origin_x, origin_y = xs.copy(), ys.copy()  # where each pixel of the current frame was in frame 0
+        source = first.astype(np.uint8)
         previous = cv2.cvtColor(frames[0], cv2.COLOR_RGB2GRAY)
         lost = []
         for index in range(1, len(frames)):
             gray = cv2.cvtColor(frames[index], cv2.COLOR_RGB2GRAY)
-            # Where each pixel of this frame came from in the previous one: sample the mask there.
             back = cv2.calcOpticalFlowFarneback(gray, previous, None, 0.5, 3, 15, 3, 5, 1.2, 0)
-            current = cv2.remap(current, xs + back[..., 0], ys + back[..., 1], cv2.INTER_LINEAR,
-                                borderMode=cv2.BORDER_CONSTANT, borderValue=0)  # fmt: skip
+            # A pixel here came from (x, y) + back in the previous frame, which came from origin there.
+            origin_x, origin_y = (cv2.remap(origin, xs + back[..., 0], ys + back[..., 1], cv2.INTER_LINEAR,
+                                            borderMode=cv2.BORDER_REPLICATE) for origin in (origin_x, origin_y))  # fmt: skip
             previous = gray
-            region = current >= 0.5
+            region = cv2.remap(source, origin_x, origin_y, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
+                               borderValue=0) > 0  # fmt: skip
             if region.sum() < MIN_AREA_SHARE * area:
                 lost.append(index)
                 continue

@@ -13,28 +13,11 @@ import pytest
 
 from framecast.engine.media import encode_png, encode_video, mask_to_frames
 from framecast.v1 import framecast_pb2 as pb
-from framecast.v1 import framecast_pb2_grpc
 
 from .footage import make_footage, read_audio, read_video
 from .test_e2e import upload
 
 SPRITE_FILL = 0.5  # the mask boxes below are drawn generously around the sprite's path
-
-
-@pytest.fixture(scope="module")
-def toy(tmp_path_factory):
-    """The real server on the built-in (trained toy) model: its native size is 64x64."""
-    from framecast.engine.model import builtin_model_dir
-    from framecast.server.app import start_server
-    from framecast.server.config import ServerConfig
-
-    config = ServerConfig.build(model_dir=str(builtin_model_dir()), data_dir=str(tmp_path_factory.mktemp("toy-data")),
-                                port=0, max_source_pixels=3840 * 2160)  # fmt: skip
-    server = start_server(config)
-    assert server.wait_ready(timeout=120), server.load_error
-    with grpc.insecure_channel(f"127.0.0.1:{server.port}", options=[("grpc.max_receive_message_length", 64 << 20)]) as channel:
-        yield framecast_pb2_grpc.FramecastStub(channel)
-    server.stop(grace=5)
 
 
 def box_mask(footage, margin: float = 0.1) -> np.ndarray:
