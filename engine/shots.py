@@ -415,7 +415,7 @@ class ShotClip(Clip):
             first = mask_from_frames(np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.BOX))[None])[0]
         tracker_ = self.trackers(kind)
         if kind is TrackerKind.SAM2:
-            track = tracker_.track_prompt(seen, first, [Point(p.x * scale_x, p.y * scale_y, p.negative) for p in prompt.points])
+            track = tracker_.track(seen, first, [Point(p.x * scale_x, p.y * scale_y, p.negative) for p in prompt.points])
         else:
             if not first.any():
                 raise InvalidInput("mask_prompt", "an empty region", "marks nothing on the first frame: give a box, "

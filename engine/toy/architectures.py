@@ -289,3 +289,34 @@ def make_tiny_model(directory: str | Path, spec: WanSpec = PRESETS["tiny"], dtyp
     pipe.save_pretrained(directory, safe_serialization=True)
     (directory / "framecast_tiny.json").write_text(json.dumps(asdict(spec), indent=2))
     return directory
+
+
+def make_tiny_sam2(directory: str | Path, seed: int = 0) -> Path:
+    """A SAM2 video model of transformers' classes at a tiny size (1.2 M parameters, 128 px input,
+    random weights), written with ``save_pretrained``: what the tests load as a SAM2 checkpoint."""
+    from transformers import Sam2VideoConfig, Sam2VideoModel
+
+    size, hidden = 128, 128  # SAM2's memory is 64 channels wide, and its hidden size a multiple of that
+    config = Sam2VideoConfig(
+        vision_config=dict(
+            backbone_config=dict(
+                model_type="sam2_hiera_det_model", hidden_size=16, num_attention_heads=1, image_size=[size, size],
+                blocks_per_stage=[1, 1, 2, 1], embed_dim_per_stage=[16, 32, 64, 128],
+                num_attention_heads_per_stage=[1, 1, 1, 1], window_size_per_stage=[4, 4, 4, 4],
+                global_attention_blocks=[3], window_positional_embedding_background_size=[4, 4],
+            ),
+            backbone_channel_list=[128, 64, 32, 16], fpn_hidden_size=hidden,
+            backbone_feature_sizes=[[size // 4, size // 4], [size // 8, size // 8], [size // 16, size // 16]],
+        ),
+        prompt_encoder_config=dict(hidden_size=hidden, image_size=size, patch_size=16, mask_input_channels=4),
+        mask_decoder_config=dict(hidden_size=hidden, mlp_dim=64, num_hidden_layers=1, num_attention_heads=1,
+                                 iou_head_hidden_dim=32),
+        image_size=size, memory_attention_hidden_size=hidden, memory_attention_num_layers=1,
+        memory_attention_feed_forward_hidden_size=64, memory_attention_rope_feat_sizes=[size // 16, size // 16],
+        memory_encoder_hidden_size=hidden, memory_encoder_output_channels=64, mask_downsampler_embed_dim=hidden,
+        memory_fuser_embed_dim=hidden, memory_fuser_intermediate_dim=64,
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    directory = Path(directory)
+    Sam2VideoModel(config).eval().save_pretrained(directory)
+    return directory

@@ -153,3 +153,32 @@ def test_bad_mask_prompts_are_refused_up_front_naming_the_field(toy, moving):
         with pytest.raises(grpc.RpcError) as caught:
             list(toy.Propagate(pb.PropagateRequest(**base, mask_prompt=prompt), timeout=60))
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and words in caught.value.details(), caught.value.details()
+
+
+def test_sam2_from_a_local_checkpoint_runs_through_the_server(start_server_at, moving, tmp_path):
+    """serve with a SAM2 checkpoint (a small random-weight one): ServerInfo lists the tracker, and a
+    frame-0 mask or points tracked by it give an output, the frames where its (random) masks are
+    empty reported lost. Points are the default tracker's input there: SAM2 when the server has it."""
+    import grpc
+
+    from framecast.engine.model import builtin_model_dir
+    from framecast.engine.toy.architectures import make_tiny_sam2
+    from framecast.v1 import framecast_pb2_grpc
+
+    path, regions, edited = moving
+    server = start_server_at(builtin_model_dir(), tmp_path / "data", sam2_checkpoint=str(make_tiny_sam2(tmp_path / "sam2")))
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}", options=[("grpc.max_receive_message_length", 64 << 20)]) as channel:
+        stub = framecast_pb2_grpc.FramecastStub(channel)
+        assert list(stub.GetServerInfo(pb.GetServerInfoRequest(), timeout=10).trackers) == ["csrt", "flow", "sam2"]
+        frame0 = upload(stub, encode_png(mask_to_frames(regions[:1])[0]))
+        events, data = propagate(stub, path, edited, pb.MaskPrompt(frame0_mask_id=frame0.id, tracker=pb.TRACKER_SAM2))
+        (tracked,) = [e.tracked for e in events if e.WhichOneof("event") == "tracked"]
+        assert tracked.tracker == "sam2" and tracked.mask.num_frames == 25
+        mask = tracked_mask(stub, events)
+        assert mask[0].any() and sorted(tracked.lost_frames) == [k for k in range(25) if not mask[k].any()]
+        assert read_video(data)[0].shape == (25, 256, 256, 3)
+        ys, xs = np.nonzero(regions[0])
+        events, _ = propagate(stub, path, edited, pb.MaskPrompt(points=[pb.Point(x=float(xs.mean()), y=float(ys.mean()))]))
+        (tracked,) = [e.tracked for e in events if e.WhichOneof("event") == "tracked"]
+        mask = tracked_mask(stub, events)
+        assert tracked.tracker == "sam2" and sorted(tracked.lost_frames) == [k for k in range(25) if not mask[k].any()]
