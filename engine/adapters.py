@@ -234,9 +234,7 @@ class AdapterSlots(AdapterCache):
             weights = self._device_weights(name, store, [])
         self._copy_into_slot(weights, strength)
         self._select(SLOT_ADAPTER)
-        for slot_a, slot_b in self._slot.params.values():  # peft's set_adapter marks them trainable
-            slot_a.requires_grad_(False)
-            slot_b.requires_grad_(False)
+        self._freeze_slot()  # peft's set_adapter marks them trainable
         with self._lock:
             self._touch(name, store)
         return record
@@ -330,6 +328,14 @@ class AdapterSlots(AdapterCache):
             self.transformer.delete_adapters(name)
         if name == SLOT_ADAPTER:
             self._slot, self._in_slot = None, None
+        else:  # peft makes the adapter left active trainable: the slot, after a training adapter goes
+            self._freeze_slot()
+
+    def _freeze_slot(self) -> None:
+        """The slot's weights are written in place, never trained."""
+        for slot_a, slot_b in (self._slot.params.values() if self._slot is not None else ()):
+            slot_a.requires_grad_(False)
+            slot_b.requires_grad_(False)
 
 
 # --- import ---------------------------------------------------------------------------------------

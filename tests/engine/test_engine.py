@@ -100,6 +100,16 @@ def test_appearance_phase_with_a_reference_frame(with_ref):
     assert seen[-1].total == 7
 
 
+def test_nothing_needs_gradients_after_a_training(engine, scene):
+    """The hot-swap slot's weights are written in place, never trained: a training adapter leaving
+    the transformer (peft then makes the slot, the adapter left, trainable) leaves them frozen."""
+    engine.propagate(PropagateJob("", scene.source, scene.edit_mask, scene.edited_first_frame, "p", steps=1))  # a slot
+    settings = TrainSettings(steps=1, appearance_steps=1, rank=2, gradient_checkpointing=False)
+    engine.train(TrainJob("frozen-after", scene.source, scene.edit_mask, scene.prompt, settings,
+                          references=[(0, scene.edited[0])]))  # fmt: skip
+    assert [n for n, p in engine.pipe.transformer.named_parameters() if p.requires_grad] == []
+
+
 def test_colour_variants_join_the_motion_phase(engine, scene):
     settings = TrainSettings(steps=4, rank=2, colour_variants=2, gradient_checkpointing=False)
     losses = []
