@@ -100,10 +100,10 @@ def test_appearance_phase_with_a_reference_frame(with_ref):
     assert seen[-1].total == 7
 
 
-def test_nothing_needs_gradients_after_a_training(engine, scene):
+def test_nothing_needs_gradients_after_a_training(engine, scene, fit_a):
     """The hot-swap slot's weights are written in place, never trained: a training adapter leaving
     the transformer (peft then makes the slot, the adapter left, trainable) leaves them frozen."""
-    engine.propagate(PropagateJob("", scene.source, scene.edit_mask, scene.edited_first_frame, "p", steps=1))  # a slot
+    engine.propagate(PropagateJob(fit_a.name, scene.source, scene.edit_mask, scene.edited_first_frame, "p", steps=1))
     settings = TrainSettings(steps=1, appearance_steps=1, rank=2, gradient_checkpointing=False)
     engine.train(TrainJob("frozen-after", scene.source, scene.edit_mask, scene.prompt, settings,
                           references=[(0, scene.edited[0])]))  # fmt: skip
