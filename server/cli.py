@@ -26,7 +26,7 @@ from framecast.server.config import ServerConfig
 
 # Settings whose serve option is not named after them (adapter_slots is --adapter-slots).
 _OPTIONS = {"model_dir": "--model", "data_dir": "--data", "max_vram_gb": "--max-vram",
-            "adapter_host_cache_gb": "--adapter-host-cache"}  # fmt: skip
+            "adapter_host_cache_gb": "--adapter-host-cache", "max_duration_s": "--max-duration"}  # fmt: skip
 
 
 def _option_of(field: str) -> str:
@@ -81,6 +81,12 @@ def add_options(parser: argparse.ArgumentParser) -> None:
            type=float, metavar="GB")  # fmt: skip
     option("--adapter-max-rank", "adapter_max_rank", "rank of the hot-swap LoRA slot adapters are zero-padded to; a "
            "larger adapter grows it once, with a recompile", type=int, metavar="R")  # fmt: skip
+    option("--max-source-pixels", "max_source_pixels", "largest source frame accepted, width x height (8K UHD); the "
+           "model works on its own grid whatever the source's size", type=int, metavar="N")  # fmt: skip
+    option("--max-duration", "max_duration_s", "longest source video accepted, in seconds", type=float, metavar="S")
+    option("--sam2-checkpoint", "sam2_checkpoint", "a local SAM2 video model directory (transformers' Sam2VideoModel, "
+           "save_pretrained): exact masks from points, a box or a frame-0 mask; empty: CSRT and flow trackers only",
+           metavar="DIR")  # fmt: skip
     option("--media-retention-hours", "media_retention_hours", "delete uploads and results H hours after they were "
            "stored or last uploaded again; 0: kept until deleted", type=float, metavar="H")  # fmt: skip
     parser.set_defaults(run=cmd_serve)

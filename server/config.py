@@ -42,6 +42,10 @@ class ServerConfig:
         if not Path(self.engine.model_dir).is_dir():
             raise InvalidInput("model", self.engine.model_dir, "is not a directory")
         check_model_dir(self.engine.model_dir)  # here, not minutes later in the background load
+        sam2 = self.engine.sam2_checkpoint
+        if sam2 and not (Path(sam2) / "config.json").is_file():
+            raise InvalidInput("sam2_checkpoint", sam2, "is not a SAM2 video model directory (no config.json): save one "
+                               "with transformers' Sam2VideoModel.save_pretrained (docs/masks.md)")  # fmt: skip
 
     @classmethod
     def build(cls, **settings) -> ServerConfig:

@@ -168,3 +168,8 @@ def test_a_data_dir_in_use_is_refused(start_server_at, tiny_model_dir, tmp_path)
     assert busy.info.state == pb.JOB_STATE_SUCCEEDED
     first.stop(grace=1)  # a stopped server leaves the data dir to the next one
     start_server_at(tiny_model_dir, data_dir)
+
+
+def test_serve_refuses_a_sam2_checkpoint_that_is_not_one(tiny_model_dir, tmp_path):
+    out = serve("--model", tiny_model_dir, "--data", tmp_path / "data", "--sam2-checkpoint", tmp_path)
+    assert out.returncode == 2 and "--sam2-checkpoint" in out.stderr and "no config.json" in out.stderr, out.stderr
