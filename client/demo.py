@@ -1,11 +1,14 @@
-"""``framecast demo``: the whole method end to end on the built-in small model.
+"""``framecast demo``: the whole method end to end on the built-in small model, on a clip that
+is not shaped for it.
 
 Uses the shipped toy model (Wan2.1 I2V's classes, shrunk and trained on the toy world, so the
 edit visibly propagates; ``--model`` picks another), starts a server in this process on a
-free port, renders a toyworld scene the model never saw (textured sprites moving over a
-textured background, the edit target's mask and its edited first frame), then drives the
-server through a real ``FramecastClient``: upload, train, propagate with compositing,
-download. Writes the inputs, the output video and a ``strip.png`` contact sheet to OUT.
+free port, and renders a toy-world scene the model never saw (textured sprites moving over a
+textured background) as a user's clip would come: 128x128 pixels at 24 fps with a sound track,
+not the model's 64x64 at 16 fps; with the edit target's mask and its edited first frame. Then it
+drives the server through a real ``FramecastClient``: upload, train, propagate with compositing,
+download. The output has the source's size, frame count, timestamps and sound. Writes the
+inputs, the output video and a ``strip.png`` contact sheet to OUT.
 """
 
 from __future__ import annotations
@@ -23,19 +26,54 @@ from framecast.client.progress import JobProgress, follow_job
 from framecast.client.strip import write_strip
 from framecast.engine import media
 from framecast.engine.metrics import psnr
-from framecast.engine.windows import is_frame_count
 
 ADAPTER = "demo"
 
 
 def _check(args) -> None:
-    if not is_frame_count(args.frames):
-        raise CliError(f"--frames must be 4N+1 (5, 9, 17, 33, ...) but is {args.frames}")
-    if args.size < 16 or args.size % 16:
-        raise CliError(f"--size must be a multiple of 16 but is {args.size}")
+    if args.frames < 5:
+        raise CliError(f"--frames must be at least 5 but is {args.frames}")
+    for name in ("width", "height"):
+        if getattr(args, name) < 32:
+            raise CliError(f"--{name} must be at least 32 pixels but is {getattr(args, name)}")
+    if not 1 <= args.fps <= 120:
+        raise CliError(f"--fps must be between 1 and 120 but is {args.fps:g}")
     if args.steps < 1 or args.sample_steps < 1:
         raise CliError("--steps and --sample-steps must be >= 1")
     output_path(args.out, "--out", directory=True)
+
+
+def write_clip(path: Path, frames: np.ndarray, fps: float, sound: bool = True) -> None:
+    """A clip as a camera writes one: H.264 at ``fps`` (lossless, so the demo's own frames are what
+    the server reads) with a tone as its AAC sound track."""
+    from fractions import Fraction
+
+    import av
+
+    with av.open(str(path), mode="w") as container:
+        video = container.add_stream("libx264rgb", rate=Fraction(fps).limit_denominator(1001))
+        video.width, video.height, video.pix_fmt = frames.shape[2], frames.shape[1], "rgb24"
+        video.options = {"qp": "0", "preset": "ultrafast"}
+        audio = None
+        if sound:
+            audio = container.add_stream("aac", rate=48000)
+            audio.layout = "stereo"
+        for frame in frames:
+            for packet in video.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
+                container.mux(packet)
+        for packet in video.encode():
+            container.mux(packet)
+        if audio is not None:
+            seconds = len(frames) / fps
+            samples = np.arange(int(48000 * seconds)) / 48000
+            tone = (0.15 * np.sin(2 * np.pi * 330 * samples) * np.minimum(1, 4 * samples)).astype(np.float32)
+            for start in range(0, len(tone) - 1024 + 1, 1024):
+                chunk = av.AudioFrame.from_ndarray(np.stack([tone[start : start + 1024]] * 2), format="fltp", layout="stereo")
+                chunk.sample_rate, chunk.pts = 48000, start
+                for packet in audio.encode(chunk):
+                    container.mux(packet)
+            for packet in audio.encode():
+                container.mux(packet)
 
 
 def _model_dir(args, out: Path) -> Path:
@@ -70,10 +108,11 @@ def run_demo(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     model = _model_dir(args, out)
 
-    # The sample: source video, edit mask, edited first frame, and the ground-truth edit.
+    # The sample: a user's clip (another size and frame rate than the model's, with sound), the
+    # edit target's mask, the edited first frame, and the ground-truth edit.
     scene = make_scene(
         args.seed,
-        SceneConfig(frames=args.frames, height=args.size, width=args.size, sprites=2, pan=True, edit=args.edit),
+        SceneConfig(frames=args.frames, height=args.height, width=args.width, sprites=2, pan=True, edit=args.edit),
     )
     paths = {
         "source": out / "source.mp4",
@@ -83,11 +122,12 @@ def run_demo(args) -> int:
         "output": out / "output.mp4",
         "strip": out / "strip.png",
     }
-    media.atomic_write(paths["source"], media.encode_video(scene.source, 16, lossless=True))
-    media.atomic_write(paths["mask"], media.encode_video(media.mask_to_frames(scene.edit_mask), 16, lossless=True))
+    write_clip(paths["source"], scene.source, args.fps)
+    write_clip(paths["mask"], media.mask_to_frames(scene.edit_mask), args.fps, sound=False)
     media.atomic_write(paths["edited_first_frame"], media.encode_png(scene.edited_first_frame))
-    media.atomic_write(paths["ground_truth"], media.encode_video(scene.edited, 16, lossless=True))
+    write_clip(paths["ground_truth"], scene.edited, args.fps, sound=False)
     print(f"scene: {scene.prompt}  ->  {scene.edited_prompt}", file=sys.stderr)
+    print(f"source: {args.width}x{args.height} at {args.fps:g} fps, {args.frames} frames, with sound", file=sys.stderr)
 
     from framecast.server.app import start_server
     from framecast.server.config import ServerConfig
@@ -128,16 +168,21 @@ def run_demo(args) -> int:
                 steps=args.sample_steps, seed=args.seed, composite=True, guidance_scale=args.guidance,
                 adapter_strength=args.adapter_strength,
             )  # fmt: skip
-            progress = JobProgress("propagate", frames_total=source.num_frames)
-            frames, result = follow_job(client, collect_propagation, events, progress)
+            progress = JobProgress("propagate")
+            _, result = follow_job(client, collect_propagation, events, progress)
+            paths["output"] = paths["output"].with_suffix(Path(result.video.filename).suffix or ".mp4")
             client.download_to(result.video.id, paths["output"], timeout=60)
     finally:
         server.stop(grace=5)
 
-    if len(frames) == scene.source.shape[0]:
-        output = np.stack([frames[i] for i in sorted(frames)])
-    else:  # frames missing from the stream: fall back to the stored video
-        output = media.decode_media(paths["output"].read_bytes(), "output").frames
+    from framecast.engine.footage import decode_all
+
+    output = decode_all(paths["output"], "output").frames  # the output file as a player shows it
+    video = result.video
+    print(f"worked on {result.working_width}x{result.working_height} at {result.working_fps:g} fps "
+          f"({result.working_frames} frames); output {video.width}x{video.height}, {video.num_frames} frames at "
+          f"{video.fps:g} fps, {video.duration_s:.2f} s, {'with' if video.has_audio else 'without'} sound",
+          file=sys.stderr)  # fmt: skip
     write_strip(
         paths["strip"],
         [("source", scene.source), ("mask", scene.edit_mask), ("output", output), ("ground truth", scene.edited)],

@@ -26,10 +26,12 @@ def add_parser(commands) -> None:
     )
     demo.add_argument("--steps", type=positive_int, default=200, help="training steps (default: %(default)s)")
     demo.add_argument("--sample-steps", type=positive_int, default=30, help="denoising steps (default: %(default)s)")
-    demo.add_argument("--frames", type=int, default=17, help="video length, 4N+1 (default: %(default)s)")
-    demo.add_argument(
-        "--size", type=int, default=64, help="frame side in pixels, a multiple of 16 (default: %(default)s)"
-    )
+    # A user's clip, not one shaped for the model (64x64 at 16 fps): it is mapped onto the model's
+    # grid and the output restored at this size and frame rate.
+    demo.add_argument("--frames", type=int, default=25, help="the clip's frames (default: %(default)s)")
+    demo.add_argument("--width", type=int, default=128, help="the clip's width in pixels (default: %(default)s)")
+    demo.add_argument("--height", type=int, default=128, help="the clip's height in pixels (default: %(default)s)")
+    demo.add_argument("--fps", type=float, default=24.0, help="the clip's frame rate (default: %(default)s)")
     demo.add_argument("--seed", type=seed_int, default=0, help="scene, training and sampling seed (default: %(default)s)")
     demo.add_argument(
         "--edit", choices=["recolor", "retexture", "reshape"], default="recolor", help="the edit to propagate"

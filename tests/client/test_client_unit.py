@@ -205,7 +205,8 @@ def test_parse_export_info_demo():
     info = parser.parse_args(["info", "--server", "h:4", "--timeout", "2.5"])
     assert info.server == "h:4" and info.timeout == 2.5 and info.run is cli.cmd_info
     demo = parser.parse_args(["demo"])
-    assert (demo.out, demo.model, demo.steps, demo.frames, demo.size, demo.seed) == ("demo-out", None, 200, 17, 64, 0)
+    assert (demo.out, demo.model, demo.steps, demo.frames, demo.seed) == ("demo-out", None, 200, 25, 0)
+    assert (demo.width, demo.height, demo.fps) == (128, 128, 24.0)  # a user's clip, not the model's 64x64 at 16 fps
     assert (demo.lr, demo.colour_variants, demo.guidance, demo.adapter_strength) == (1e-3, 7, 2.0, 0.6)
     assert demo.first_frame_reference and not parser.parse_args(["demo", "--no-first-frame-reference"]).first_frame_reference
 
@@ -303,15 +304,15 @@ def test_media_download_names_an_output_it_could_not_write(monkeypatch, tmp_path
 
 
 def test_demo_rejects_bad_frame_count(tmp_path, capsys):
-    assert cli.main(["demo", "--out", str(tmp_path), "--frames", "16"]) == 2
-    assert "--frames must be 4N+1" in capsys.readouterr().err
+    assert cli.main(["demo", "--out", str(tmp_path), "--frames", "3"]) == 2
+    assert "--frames must be at least 5" in capsys.readouterr().err
 
 
 def test_python_dash_m_reports_errors_of_the_modules_it_runs(tmp_path):
     """``python -m framecast.client.cli``: a CliError raised in demo.py is printed, not a traceback."""
     done = subprocess.run([sys.executable, "-m", "framecast.client.cli", "demo", "--out", str(tmp_path), "--frames",
-                           "16"], capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert (done.returncode, done.stderr) == (2, "error: --frames must be 4N+1 (5, 9, 17, 33, ...) but is 16\n")
+                           "3"], capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert (done.returncode, done.stderr) == (2, "error: --frames must be at least 5 but is 3\n")
 
 
 # ---- enums ------------------------------------------------------------------------------
