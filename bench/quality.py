@@ -132,18 +132,25 @@ def _measures(frames: np.ndarray, scene: Scene, method_mask: np.ndarray) -> dict
     }
 
 
-def evaluate_scene(engine, scene: Scene, options: QualityOptions, methods=None) -> dict[str, dict]:
-    """Run every method in ``methods`` (default: ``options.methods``) on ``scene``: {method: measures, plus "frames"}."""
-    methods = options.methods if methods is None else methods
-    from framecast.engine.requests import PropagateJob, TrainJob, TrainSettings
+def _settings(options: QualityOptions, scene: Scene):
+    """Every adapter's training settings on ``scene``, and the mask its background is measured
+    outside: the one the method works with (bbox, the default)."""
+    from framecast.engine.requests import TrainSettings
 
     settings = TrainSettings(
         steps=options.steps, appearance_steps=options.appearance_steps, rank=options.rank,
         learning_rate=options.learning_rate, seed=scene.seed, gradient_checkpointing=False,
         colour_variants=options.colour_variants, w_keep=options.w_keep,
     )  # fmt: skip
-    # The background is measured outside the mask the method works with (bbox, the default).
-    method_mask = C.prepare_edit_mask(scene.edit_mask, C.MaskMode.BBOX)
+    return settings, C.prepare_edit_mask(scene.edit_mask, C.MaskMode.BBOX)
+
+
+def evaluate_scene(engine, scene: Scene, options: QualityOptions, methods=None) -> dict[str, dict]:
+    """Run every method in ``methods`` (default: ``options.methods``) on ``scene``: {method: measures, plus "frames"}."""
+    methods = options.methods if methods is None else methods
+    from framecast.engine.requests import PropagateJob, TrainJob
+
+    settings, method_mask = _settings(options, scene)
     every_pixel = np.ones_like(scene.edit_mask)
     tag = f"s{scene.seed}-{time.monotonic_ns()}"
     results: dict[str, dict] = {}
@@ -227,17 +234,12 @@ def evaluate_footage_scene(engine, scene: Scene, options: QualityOptions, method
     from framecast.engine.errors import Problems
     from framecast.engine.footage import decode_all, probe
     from framecast.engine.media import encode_png, mask_to_frames
-    from framecast.engine.requests import PropagateJob, TrainJob, TrainSettings
+    from framecast.engine.requests import PropagateJob, TrainJob
     from framecast.engine.restore import Encoding, OutputOptions, restore
     from framecast.engine.shots import ReferenceInput, ShotClip, ShotOptions, StoredMedia, plan_shot
 
     methods = options.methods if methods is None else methods
-    settings = TrainSettings(
-        steps=options.steps, appearance_steps=options.appearance_steps, rank=options.rank,
-        learning_rate=options.learning_rate, seed=scene.seed, gradient_checkpointing=False,
-        colour_variants=options.colour_variants, w_keep=options.w_keep,
-    )  # fmt: skip
-    method_mask = C.prepare_edit_mask(scene.edit_mask, C.MaskMode.BBOX)
+    settings, method_mask = _settings(options, scene)
     tag = f"s{scene.seed}-{time.monotonic_ns()}"
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="framecast-footage-") as folder:
