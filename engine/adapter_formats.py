@@ -193,9 +193,41 @@ def _peft_settings(metadata: dict[str, str]) -> dict:
     return {key.removeprefix(KEY_PREFIX): value for key, value in config.items() if key.startswith(KEY_PREFIX)}
 
 
-def _pattern_value(patterns: dict, module: str, default):
-    for pattern, value in (patterns or {}).items():
-        if re.fullmatch(rf"(?:.*\.)?(?:{pattern})", module):
+_MODULE_NAME = re.compile(r"[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)*")
+
+
+def _number(value, field: str) -> float:
+    """A finite number from a file's metadata; InvalidInput naming where it was otherwise."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if isinstance(value, bool) or not math.isfinite(number):
+        raise InvalidInput(field, value, "must be a finite number")
+    return number
+
+
+def _alpha_patterns(patterns) -> dict[str, float]:
+    """A peft ``alpha_pattern`` as module names (or dotted suffixes of them) -> alpha. Its keys are
+    matched as names, never compiled as regular expressions (a file's regex could be invalid or
+    take exponential time): a key that is not a plain module name is refused, naming it."""
+    field = "lora_adapter_metadata.alpha_pattern"
+    if patterns is None:
+        return {}
+    if not isinstance(patterns, dict):
+        raise InvalidInput(field, patterns, "must be an object of module names to alphas")
+    names = {}
+    for key, value in patterns.items():
+        if not isinstance(key, str) or not _MODULE_NAME.fullmatch(key):
+            raise InvalidInput(field, key, "is not a module name (framecast matches names and dotted suffixes of "
+                               "them, never regular expressions)")  # fmt: skip
+        names[key] = _number(value, f"{field}[{key!r}]")
+    return names
+
+
+def _pattern_value(patterns: dict[str, float], module: str, default: float) -> float:
+    for name, value in patterns.items():
+        if module == name or module.endswith("." + name):
             return value
     return default
 
@@ -231,6 +263,8 @@ def normalise(tensors: dict[str, torch.Tensor], metadata: dict[str, str], shapes
         raise IncompatibleAdapter("the file holds no LoRA weights")
 
     settings = _peft_settings(metadata) if layouts["diffusers"] else {}
+    alpha_patterns = _alpha_patterns(settings.get("alpha_pattern"))
+    default_alpha = _number(settings["lora_alpha"], "lora_adapter_metadata.lora_alpha") if "lora_alpha" in settings else None
     if settings.get("use_dora"):
         raise IncompatibleAdapter("DoRA adapters are not supported (lora_adapter_metadata has use_dora)")
     rslora = bool(settings.get("use_rslora"))
@@ -259,7 +293,7 @@ def normalise(tensors: dict[str, torch.Tensor], metadata: dict[str, str], shapes
                 continue
             alpha = float(parts["alpha"].reshape(()).float())
         else:
-            alpha = float(_pattern_value(settings.get("alpha_pattern"), module, settings.get("lora_alpha", rank)))
+            alpha = _pattern_value(alpha_patterns, module, rank if default_alpha is None else default_alpha)
         scale = alpha / (math.sqrt(rank) if rslora else rank)
         weight_a = lora_a.to(torch.float32).contiguous()
         weight_b = lora_b.to(torch.float32)

@@ -33,14 +33,14 @@ FAILURE_FILE = "failure.txt"
 USED_FILE = "last_used"  # empty; its mtime is when the adapter was last used or loaded
 PINNED_FILE = "pinned"  # empty; present while the adapter is pinned, so a pin outlives a restart
 MAX_NAME_LENGTH = 64
-_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 EXPORT_LAYOUTS = ("diffusers", "comfyui")
 
 
 def check_adapter_name(name: str, field_name: str = "adapter") -> str:
     """Adapter names become directory names (and, prefixed, peft adapter names): letters, digits, '_' and '-',
     1-64 chars, starting with a letter or digit (so no path separator, no '..', no hidden file)."""
-    if not isinstance(name, str) or not _NAME_PATTERN.match(name):
+    if not isinstance(name, str) or not _NAME_PATTERN.fullmatch(name):  # fullmatch: "$" lets a final newline through
         raise InvalidInput(field_name, name, "must be 1-64 letters, digits, '_' or '-', starting with a letter or digit")
     return name
 

@@ -57,7 +57,7 @@ from framecast.engine.adapter_store import (
     serialize_adapter,
 )
 from framecast.engine.compat import reapply_group_offloading, reset_peft_loaded_flag
-from framecast.engine.errors import AdapterExists, IncompatibleAdapter
+from framecast.engine.errors import AdapterExists, IncompatibleAdapter, InvalidInput
 
 __all__ = [
     "KEY_PREFIX",
@@ -341,6 +341,24 @@ class AdapterSlots(AdapterCache):
 # --- import ---------------------------------------------------------------------------------------
 
 
+def _object(value, field: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidInput(field, value, "must be a JSON object")
+    return value
+
+
+def _loss(value) -> float:
+    """A recorded final loss: a number, or NaN when the file has none."""
+    if value is None:
+        return float("nan")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise InvalidInput("framecast.adapter.final_loss", value, "must be a number") from None
+
+
 def import_adapter(
     store: AdapterStore, slots: AdapterSlots, base_model: str, name: str, data: bytes, filename: str = ""
 ) -> AdapterRecord:
@@ -364,6 +382,9 @@ def import_adapter(
             origin = json.loads(metadata["framecast.adapter"])
         except ValueError:
             origin = {}
+        if not isinstance(origin, dict):
+            raise InvalidInput("framecast.adapter", metadata["framecast.adapter"], "must be a JSON object (a framecast "
+                               "export's record of the adapter)")  # fmt: skip
     theirs = str(origin.get("base_model", ""))
     if "@" in theirs and theirs.rsplit("@", 1)[1] != base_model.rsplit("@", 1)[1]:
         raise IncompatibleAdapter(f"the file was made for base model {theirs}, the server runs {base_model}")
@@ -373,9 +394,10 @@ def import_adapter(
         rank=lora.rank,
         alpha=float(lora.rank),
         target_modules=lora.target_modules,
-        training=dict(origin.get("training") or {}, imported_from=filename, imported_layout=lora.layout),
+        training=dict(_object(origin.get("training"), "framecast.adapter.training"), imported_from=filename,
+                      imported_layout=lora.layout),  # fmt: skip
         source_media_id=str(origin.get("source_media_id", "")),
-        final_loss=float(origin.get("final_loss", float("nan"))),
+        final_loss=_loss(origin.get("final_loss")),
         rank_pattern=lora.rank_pattern,
         origin=f"imported from {lora.layout}",
     )

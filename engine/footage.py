@@ -162,9 +162,20 @@ def _sequence_names(archive: zipfile.ZipFile) -> list[str]:
     return sorted(images if images or not names else names)
 
 
+def entry_limit(limits: Limits) -> int:
+    """Bytes one image of a sequence may inflate to: an uncompressed RGBA frame of the largest size
+    allowed, and a margin (a PNG or JPEG is smaller than that)."""
+    return 4 * (limits.max_pixels or 7680 * 4320) + (1 << 20)
+
+
 def _probe_sequence(source, field: str, limits: Limits) -> FootageInfo:
     with zipfile.ZipFile(_binary(source)) as archive:
         names = _sequence_names(archive)
+        largest = entry_limit(limits)
+        for entry in archive.infolist():  # sizes as the archive declares them, before anything is inflated
+            if entry.file_size > largest:
+                raise InvalidInput(field, f"{entry.filename}: {entry.file_size} bytes", f"inflates beyond {largest} "
+                                   "bytes, more than any allowed frame needs")  # fmt: skip
         if len(names) > MAX_SEQUENCE_ENTRIES:
             raise InvalidInput(field, f"{len(names)} entries", f"has more than {MAX_SEQUENCE_ENTRIES} frames")
         if limits.max_frames is not None and len(names) > limits.max_frames:

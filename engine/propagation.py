@@ -60,7 +60,8 @@ class Propagation:
             first = self.edited_first_frame if k == 0 else self.window_first_frame(windows, plan, k)
             window_steps = None if on_step is None else (lambda i, n, base=k * job.steps: on_step(base + i, total_steps))
             stream = None if plan.count > 1 else emit
-            windows.append(self.generate(first, start, length, window_steps, stream, seed=job.seed + k))
+            # Window k's noise from seed + k, wrapped within the 64 bits a seed has.
+            windows.append(self.generate(first, start, length, window_steps, stream, seed=(job.seed + k) % 2**64))
             if plan.count > 1:
                 blended = blend(windows, plan, k, job.blend_ramp)
                 emit(emitted, blended[emitted : plan.final_before(k)])
