@@ -7,6 +7,11 @@ yield the raw ``framecast_pb2.JobEvent`` messages; ``framecast.client.jobs`` (``
 ``run_train``, ``collect_propagation``) consumes such a stream and returns its outcome. ``plan``
 answers what a job would do, and every problem of its request, without queueing it.
 
+A job's edit region is a mask (``mask_id``: a mask video, image sequence or one image) or a region
+on the shot's first frame that the server tracks (``box=(x, y, w, h)``, ``points=[(x, y), (x, y,
+False)]`` or ``mask_frame0``, with ``tracker=``): the job then streams a ``tracked`` event with the
+tracked mask (a stored mask video), and ``notice`` events for frames where the region was lost.
+
 Imports neither torch nor diffusers: a client-only install stays small.
 """
 
@@ -26,6 +31,7 @@ from framecast.client.errors import FramecastError
 from framecast.client.requests import (  # noqa: F401 (part of this module's API since before requests.py)
     MASK_MODES,
     OUTPUT_ENCODINGS,
+    TRACKERS,
     enum_value,
     mask_mode_value,
     plan_request,
@@ -249,20 +255,30 @@ class FramecastClient:
     # ---- jobs ---------------------------------------------------------------------------
 
     def train(
-        self, adapter: str, source_id: str | pb.MediaRef, mask_id: str | pb.MediaRef, prompt: str, *,
-        timeout: float | None = None, **options,
+        self, adapter: str, source_id: str | pb.MediaRef, mask_id: str | pb.MediaRef | None = None,
+        prompt: str | None = None, *, timeout: float | None = None, **options,
     ) -> Iterator[pb.JobEvent]:  # fmt: skip
         """Train adapter ``adapter`` on a source video; yields the job's ``JobEvent``s: ``accepted``,
         ``queued``, ``progress`` (phases "decode", "motion", "appearance"; with loss and the server's
-        ETA), then ``adapter`` (or ``error``).
+        ETA), then ``adapter`` (or ``error``); with a mask prompt also ``tracked`` (the tracked mask)
+        and ``notice`` events (``region_lost``; ``region_moves`` for one mask image whose region
+        moves out of it).
+
+        The edit region is ``mask_id`` or one of the mask prompt's options: ``box=(x, y, width,
+        height)``, ``points=[(x, y), (x, y, False), ...]`` (source pixels of the first frame; a third
+        element False marks a point off the region) or ``mask_frame0`` (the media id of a mask image
+        for the first frame), tracked by ``tracker`` ("csrt", "flow", "sam2"; ``server_info().trackers``
+        lists a server's). ``prompt``, the source's caption, is required (by keyword when ``mask_id``
+        is left out: ``client.train("car", source, prompt="a car", box=(40, 30, 64, 48))``).
 
         ``options`` are ``framecast.client.requests.train_request``'s: steps, rank, learning_rate,
         mask_mode, dilate_px, references (``(frame_index, image_id)`` or ``(time_s, image_id)``),
         seed, loss_weights, appearance_steps, gradient_checkpointing, colour_variants, and the shot:
         start_s, end_s, fps, source_fps, fit ("fit", "crop", "pad"); None leaves a setting to the
-        server. ``timeout`` bounds the whole stream. Raises ValueError for a bad choice or
-        loss_weights, or a count, pixel width, seed or time below 0 or beyond its field, TypeError
-        for an unknown option, at call time; FramecastError while iterating (INVALID_ARGUMENT with
+        server. ``timeout`` bounds the whole stream. Raises ValueError for no edit region or two
+        (naming the arguments), a bad choice or loss_weights, or a count, pixel width, coordinate,
+        seed or time below 0 or beyond its field, TypeError for an unknown option or no prompt, at
+        call time; FramecastError while iterating (INVALID_ARGUMENT with
         every problem of the request, ALREADY_EXISTS for a taken name, NOT_FOUND for unknown media,
         RESOURCE_EXHAUSTED for a full queue). A failed job ends with an ``error`` event;
         ``run_train`` turns it into a FramecastError. Abandoning the iterator closes the stream;
@@ -272,13 +288,19 @@ class FramecastClient:
         return self._stream(self._stub.Train(request, timeout=self._deadline(timeout)))
 
     def propagate(
-        self, adapter: str, source_id: str | pb.MediaRef, mask_id: str | pb.MediaRef,
-        edited_first_frame_id: str | pb.MediaRef, prompt: str, *, timeout: float | None = None, **options,
+        self, adapter: str, source_id: str | pb.MediaRef, mask_id: str | pb.MediaRef | None = None,
+        edited_first_frame_id: str | pb.MediaRef | None = None, prompt: str | None = None, *,
+        timeout: float | None = None, **options,
     ) -> Iterator[pb.JobEvent]:  # fmt: skip
         """Generate the edited video; yields ``accepted``, ``queued``, ``progress`` (phases "decode",
         "denoise", "encode", with the server's ETA), one ``frame`` (PNG, on the working grid) per
         working frame as it is decoded, then ``result`` (or ``error``): the stored video at the
-        source's size, frame rate and frame count, with its audio.
+        source's size, frame rate and frame count, with its audio. ``notice`` and ``tracked``
+        events come as in ``train``.
+
+        The edit region is ``mask_id`` or a mask prompt (``box``, ``points`` or ``mask_frame0``, with
+        ``tracker``), as in ``train``; ``edited_first_frame_id`` and ``prompt`` are required (by
+        keyword when ``mask_id`` is left out).
 
         ``adapter=""`` samples the base model alone; an adapter a queued or running training
         creates may be named, and the job runs after that training. ``options`` are
@@ -287,8 +309,9 @@ class FramecastClient:
         "mp4-lossless", "png-sequence"), adapter_strength, quality (H.264 CRF 0-51), interpolation
         ("nearest", "blend", "flow"), and the shot: start_s, end_s, fps, source_fps, fit; None
         leaves a setting to the server. ``timeout`` bounds the whole stream. Raises ValueError for
-        a bad choice, or a count, pixel width, seed, quality or time below 0 or beyond its field,
-        TypeError for an unknown option, at call time; FramecastError while iterating
+        no edit region or two (naming the arguments), a bad choice, or a count, pixel width,
+        coordinate, seed, quality or time below 0 or beyond its field, TypeError for an unknown
+        option or no edited first frame or prompt, at call time; FramecastError while iterating
         (INVALID_ARGUMENT with every problem of the request, NOT_FOUND for an unknown adapter or
         media, FAILED_PRECONDITION for an adapter that does not fit the model or whose training
         failed, RESOURCE_EXHAUSTED). ``collect_propagation`` consumes the stream and turns an

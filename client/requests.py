@@ -5,6 +5,9 @@ same ``TrainRequest``). A value the wire cannot carry (a negative count, an unkn
 refused here, at call time, with a ValueError naming the argument; everything the server can judge
 (a time range past the source's end, a mask of another aspect) is left to it, so that Plan
 reports every problem of a request at once.
+
+The edit region is a mask (``mask_id``) or a region on the first frame that the server tracks
+through the shot (``box``, ``points`` or ``mask_frame0``, with a ``tracker``): exactly one.
 """
 
 from __future__ import annotations
@@ -28,9 +31,14 @@ OUTPUT_ENCODINGS = {
 }
 FIT_MODES = {"fit": pb.FIT_MODE_FIT, "crop": pb.FIT_MODE_CROP, "pad": pb.FIT_MODE_PAD}
 INTERPOLATIONS = {"nearest": pb.INTERPOLATION_NEAREST, "blend": pb.INTERPOLATION_BLEND, "flow": pb.INTERPOLATION_FLOW}
+TRACKERS = {"csrt": pb.TRACKER_CSRT, "flow": pb.TRACKER_FLOW, "sam2": pb.TRACKER_SAM2}
 MAX_QUALITY = 51  # PropagateRequest.quality: an H.264 CRF, 0 (best) to 51
 
 Reference = tuple[int | float, "str | pb.MediaRef"]  # (source frame index, or source time in seconds; image)
+BoxSpec = "tuple[float, float, float, float] | pb.Box"  # (x, y, width, height): source pixels of the first frame
+# (x, y) a point on the region; (x, y, False) a point on what is not the region (SAM's label 0)
+PointSpec = "tuple[float, float] | tuple[float, float, bool] | pb.Point"
+MASK_PROMPTS = ("box", "points", "mask_frame0")
 
 
 def enum_value(value: str | int | None, choices: dict[str, int], argument: str) -> int:
@@ -66,9 +74,10 @@ def uint_value(value, argument: str, bits: int = 32, high: int | None = None) ->
     return number
 
 
-def seconds_value(value, argument: str) -> float:
-    """A time or rate in seconds (``start_s``, ``fps``, a reference's time): a finite number >= 0.
-    Raises TypeError for a value that is not a number, ValueError naming ``argument`` otherwise."""
+def non_negative_number(value, argument: str) -> float:
+    """A finite number >= 0: a time or rate in seconds (``start_s``, ``fps``, a reference's time), a
+    coordinate in pixels. Raises TypeError for a value that is not a number, ValueError naming
+    ``argument`` otherwise."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{argument} must be a number but is {value!r}")
     if not (math.isfinite(value) and value >= 0):
@@ -98,13 +107,13 @@ def shot_options(
     "pad"; None = fit). None when every option is left to the server. Raises ValueError/TypeError
     naming the argument for a value the request cannot carry."""
     shot = pb.ShotOptions(
-        start_s=seconds_value(start_s or 0.0, "start_s"),
-        fps=seconds_value(fps or 0.0, "fps"),
+        start_s=non_negative_number(start_s or 0.0, "start_s"),
+        fps=non_negative_number(fps or 0.0, "fps"),
         source_fps=bool(source_fps),
         fit=enum_value(fit, FIT_MODES, "fit"),
     )
     if end_s is not None:
-        shot.end_s = seconds_value(end_s, "end_s")
+        shot.end_s = non_negative_number(end_s, "end_s")
     return shot if shot.ListFields() else None
 
 
@@ -114,9 +123,91 @@ def add_references(request: pb.TrainRequest, references: Iterable[Reference]) ->
     for number, (where, image) in enumerate(references):
         reference = request.references.add(image_id=media_id(image, f"references[{number}] image"))
         if isinstance(where, (float, np.floating)):
-            reference.time_s = seconds_value(float(where), f"references[{number}] time_s")
+            reference.time_s = non_negative_number(float(where), f"references[{number}] time_s")
         else:
             reference.frame_index = uint_value(where, "references frame_index")
+
+
+def box_message(box: BoxSpec) -> pb.Box:
+    """``(x, y, width, height)`` in source pixels of the first frame (or a ``pb.Box``) as the
+    request's box: coordinates at least 0, sides above 0. Raises ValueError/TypeError naming ``box``."""
+    if isinstance(box, pb.Box):
+        box = (box.x, box.y, box.width, box.height)
+    if isinstance(box, (str, bytes)) or not isinstance(box, Iterable) or len(values := tuple(box)) != 4:
+        raise ValueError(f"box must be (x, y, width, height) in source pixels but is {box!r}")
+    names = ("x", "y", "width", "height")
+    x, y, width, height = (non_negative_number(value, f"box {name}") for value, name in zip(values, names))
+    if not (width > 0 and height > 0):
+        raise ValueError(f"box width and height must be above 0 but are {width:g} and {height:g}")
+    return pb.Box(x=x, y=y, width=width, height=height)
+
+
+def point_message(point: PointSpec, number: int) -> pb.Point:
+    """A point of ``points``: ``(x, y)`` on the region, or ``(x, y, on_region)`` with ``on_region``
+    False (or 0, SAM's label) for a point on what is not the region; a ``pb.Point`` as it is.
+    Raises ValueError/TypeError naming ``points[number]``."""
+    if isinstance(point, pb.Point):
+        return pb.Point(x=point.x, y=point.y, negative=point.negative)
+    values = tuple(point) if isinstance(point, Iterable) and not isinstance(point, (str, bytes)) else ()
+    on_region = values[2] if len(values) == 3 else True
+    if len(values) not in (2, 3) or on_region not in (True, False):
+        raise ValueError(f"points[{number}] must be (x, y), or (x, y, False) for a point off the region, "
+                         f"but is {point!r}")
+    x, y = (non_negative_number(value, f"points[{number}] {name}") for value, name in zip(values, "xy"))
+    return pb.Point(x=x, y=y, negative=not on_region)
+
+
+def mask_prompt(
+    box: BoxSpec | None = None,
+    points: Iterable[PointSpec] | None = None,
+    mask_frame0: str | pb.MediaRef | None = None,
+    tracker: str | int | None = None,
+) -> pb.MaskPrompt | None:
+    """The region on the first frame that the server tracks through the shot: one of ``box``
+    (``(x, y, width, height)``), ``points`` (``[(x, y), (x, y, False), ...]``: at least one on the
+    region; ``False`` marks one off it) or ``mask_frame0`` (the media id of a mask image for the
+    first frame), and the ``tracker`` ("csrt", "flow" or "sam2"; None: the server's, CSRT, or SAM2
+    for points where it has it). None when none is given. Raises ValueError naming the arguments
+    for several, or a tracker without one; ValueError/TypeError for a value the request cannot carry."""
+    given = [name for name, value in zip(MASK_PROMPTS, (box, points, mask_frame0)) if value is not None]
+    if len(given) > 1:
+        raise ValueError(f"give one of box, points or mask_frame0, not {' and '.join(given)}")
+    if not given:
+        if tracker is not None:
+            raise ValueError(f"tracker ({tracker!r}) tracks a box, points or mask_frame0, and none is given")
+        return None
+    prompt = pb.MaskPrompt(tracker=enum_value(tracker, TRACKERS, "tracker"))
+    if box is not None:
+        prompt.box.CopyFrom(box_message(box))
+    elif points is not None:
+        prompt.points.extend(point_message(point, number) for number, point in enumerate(points))
+        if not prompt.points:
+            raise ValueError("points must hold at least one point on the region but is empty")
+    else:
+        prompt.frame0_mask_id = media_id(mask_frame0, "mask_frame0")
+    return prompt
+
+
+def mask_fields(mask_id: str | pb.MediaRef | None, **prompt) -> dict:
+    """The request fields of its edit region: ``{"mask_id": ...}`` or ``{"mask_prompt": ...}`` from
+    ``mask_id`` or ``mask_prompt(**prompt)``, exactly one of them. Raises ValueError naming the
+    arguments when neither or both are given, and as ``mask_prompt``."""
+    tracked = mask_prompt(**prompt)
+    if mask_id is None and tracked is None:
+        raise ValueError("give mask_id, or one of box, points or mask_frame0 (the region on the first frame, tracked "
+                         "on the server)")  # fmt: skip
+    if mask_id is not None and tracked is not None:
+        given = next(name for name in MASK_PROMPTS if prompt.get(name) is not None)
+        raise ValueError(f"give mask_id or {given}, not both: {given} is tracked into a mask")
+    return {"mask_prompt": tracked} if tracked is not None else {"mask_id": media_id(mask_id, "mask_id")}
+
+
+def required(value, argument: str, call: str):
+    """``value``, or TypeError when it is None: ``prompt`` and ``edited_first_frame_id`` take None
+    as a default only so that ``mask_id`` before them may be left out."""
+    if value is None:
+        raise TypeError(f"{call}() needs {argument}")
+    return value
 
 
 def loss_weights_message(loss_weights: tuple[float, float]) -> pb.LossWeights:
@@ -130,9 +221,13 @@ def loss_weights_message(loss_weights: tuple[float, float]) -> pb.LossWeights:
 def train_request(
     adapter: str,
     source_id: str | pb.MediaRef,
-    mask_id: str | pb.MediaRef,
-    prompt: str,
+    mask_id: str | pb.MediaRef | None = None,
+    prompt: str | None = None,
     *,
+    box: BoxSpec | None = None,
+    points: Iterable[PointSpec] | None = None,
+    mask_frame0: str | pb.MediaRef | None = None,
+    tracker: str | int | None = None,
     steps: int | None = None,
     rank: int | None = None,
     learning_rate: float | None = None,
@@ -152,20 +247,24 @@ def train_request(
 ) -> pb.TrainRequest:
     """The ``TrainRequest`` of ``FramecastClient.train`` and ``plan_train``.
 
+    The edit region: ``mask_id`` (a mask video, image sequence or image), or a region on the first
+    frame tracked on the server, ``box``, ``points`` or ``mask_frame0`` with ``tracker`` (as
+    ``mask_prompt``); exactly one. ``prompt`` (the source's caption) is required.
     ``None`` leaves a setting to the server's default: steps 100 (motion phase, per window),
     rank 16, learning_rate 1e-4, mask_mode "bbox", appearance_steps 100, loss_weights (edit 1.0,
     keep 1.0). ``colour_variants``: recoloured copies of the source trained alongside it (0: none).
     ``references``: edited frames for the appearance phase, ``(frame_index, image_id)`` or
     ``(time_s, image_id)`` (an int is a source frame index, a float a source time in seconds).
     The shot (``start_s``, ``end_s``, ``fps``, ``source_fps``, ``fit``) as ``shot_options``.
-    Raises ValueError for a bad choice or loss_weights, or a count, pixel width, seed or time
-    below 0 or beyond its field; TypeError for a value of the wrong type.
+    Raises ValueError for no edit region or two, a bad choice or loss_weights, or a count, pixel
+    width, coordinate, seed or time below 0 or beyond its field; TypeError for a value of the wrong
+    type or no prompt.
     """
     request = pb.TrainRequest(
         adapter=adapter,
         source_id=media_id(source_id, "source_id"),
-        mask_id=media_id(mask_id, "mask_id"),
-        prompt=prompt,
+        **mask_fields(mask_id, box=box, points=points, mask_frame0=mask_frame0, tracker=tracker),
+        prompt=required(prompt, "prompt", "train"),
         rank=uint_value(rank or 0, "rank"),
         steps=uint_value(steps or 0, "steps"),
         appearance_steps=uint_value(appearance_steps or 0, "appearance_steps"),
@@ -186,10 +285,14 @@ def train_request(
 def propagate_request(
     adapter: str,
     source_id: str | pb.MediaRef,
-    mask_id: str | pb.MediaRef,
-    edited_first_frame_id: str | pb.MediaRef,
-    prompt: str,
+    mask_id: str | pb.MediaRef | None = None,
+    edited_first_frame_id: str | pb.MediaRef | None = None,
+    prompt: str | None = None,
     *,
+    box: BoxSpec | None = None,
+    points: Iterable[PointSpec] | None = None,
+    mask_frame0: str | pb.MediaRef | None = None,
+    tracker: str | int | None = None,
     negative_prompt: str = "",
     steps: int = field_default(PropagateJob, "steps"),
     guidance_scale: float | None = None,
@@ -210,21 +313,25 @@ def propagate_request(
 ) -> pb.PropagateRequest:
     """The ``PropagateRequest`` of ``FramecastClient.propagate`` and ``plan_propagate``.
 
-    ``adapter=""`` samples the base model alone. ``None`` leaves a setting to the server's default:
+    ``adapter=""`` samples the base model alone. The edit region as in ``train_request``: ``mask_id``,
+    or ``box``, ``points`` or ``mask_frame0`` with ``tracker``. ``edited_first_frame_id`` and
+    ``prompt`` (of the edited video) are required. ``None`` leaves a setting to the server's default:
     guidance_scale 5.0, feather_px 3, adapter_strength 1.0 (0 to 2: scales the adapter's effect),
     mask_mode "bbox", quality 18 (the output's H.264 CRF, 0 best to 51), interpolation the server's
     (``ServerInfo.interpolation``; "nearest", "blend" or "flow": how source frames between two
     working frames get their edit). ``output_encoding``: "mp4" (default), "mp4-lossless" or
     "png-sequence". The shot (``start_s``, ``end_s``, ``fps``, ``source_fps``, ``fit``) as
-    ``shot_options``. Raises ValueError for a bad choice, or a count, pixel width, seed, quality or
-    time below 0 or beyond its field; TypeError for a value of the wrong type.
+    ``shot_options``. Raises ValueError for no edit region or two, a bad choice, or a count, pixel
+    width, coordinate, seed, quality or time below 0 or beyond its field; TypeError for a value of
+    the wrong type, or no edited first frame or prompt.
     """
     request = pb.PropagateRequest(
         adapter=adapter,
         source_id=media_id(source_id, "source_id"),
-        mask_id=media_id(mask_id, "mask_id"),
-        edited_first_frame_id=media_id(edited_first_frame_id, "edited_first_frame_id"),
-        prompt=prompt,
+        **mask_fields(mask_id, box=box, points=points, mask_frame0=mask_frame0, tracker=tracker),
+        edited_first_frame_id=media_id(required(edited_first_frame_id, "edited_first_frame_id", "propagate"),
+                                       "edited_first_frame_id"),
+        prompt=required(prompt, "prompt", "propagate"),
         negative_prompt=negative_prompt,
         steps=uint_value(steps or 0, "steps"),
         seed=uint_value(seed, "seed", bits=64),
