@@ -4,7 +4,9 @@ uploads, with the server's ETA; following a job to its end and cancelling it whe
 On a terminal (stderr) each phase and upload gets a tqdm bar; otherwise (a log file, CI, a pipe)
 plain lines such as ``train motion 20/100 loss 0.1234 eta 12s``: one when a phase starts and one
 when it ends, and between those one at each tenth done or after ``HEARTBEAT_S`` without one, but
-never two within ``MIN_GAP_S`` (a phase of a second says just its start and its end).
+never two within ``MIN_GAP_S`` (a phase of a second says just its start and its end). What a job
+says about its inputs comes as lines between them: ``warning: region_lost: ...`` for a notice, and
+where the tracked mask of a region given on the first frame is stored.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from framecast.engine import media
 from framecast.v1 import framecast_pb2 as pb
 
 TRAINING_PHASES = ("motion", "appearance")
+# What a notice asks of the user, said in the command line's terms (the server's message says it in the API's).
+NOTICE_HINTS = {"region_moves": "on the command line: --box, --points or --mask-frame0 instead of --mask"}
 HEARTBEAT_S = 10.0  # plain lines: at most this long without one while a phase runs
 MIN_GAP_S = 2.0  # ... and at least this long between two, but for a phase's first and last
 
@@ -156,14 +160,20 @@ class JobProgress:
     streamed frame there as ``frame_00000.png`` (the server's PNG bytes, untouched).
     ``plain``: plain lines instead of bars (None: when stderr is not a terminal); ``disable``: nothing;
     ``show_queue=False``: not its place in the queue (an edit's propagation waits for its training).
+
+    A ``notice`` is shown as ``warning: <code>: <message>`` and a ``tracked`` event as where the
+    tracked mask is stored (its media id), kept as ``tracked``; ``said`` holds what was shown, and
+    is not shown again (an edit's propagation is given its training's).
     """
 
     def __init__(
         self, label: str, frames_total: int | None = None, frames_dir: Path | None = None, disable: bool | None = None,
-        plain: bool | None = None, stream=None, show_queue: bool = True,
+        plain: bool | None = None, stream=None, show_queue: bool = True, said: set[str] | None = None,
     ):  # fmt: skip
         self.label, self.job_id, self.frames_dir, self.frames_total = label, "", frames_dir, frames_total
         self.show_queue = show_queue
+        self.tracked: pb.TrackedMask | None = None
+        self.said = set() if said is None else said
         self.steps = _display(disable, plain, stream)
         self.frames = self.steps if isinstance(self.steps, _Silent) else _display(disable, plain, stream)
         self.frames_seen, self.queued_at = 0, None
@@ -185,6 +195,20 @@ class JobProgress:
             self.frames_seen += 1
             if isinstance(self.frames, _Bars):  # plain lines: the denoise phase says as much
                 self.frames.update(f"{self.label} frames", self.frames_seen, self.frames_total or 0)
+        elif kind == "notice":
+            hint = f" ({NOTICE_HINTS[event.notice.code]})" if event.notice.code in NOTICE_HINTS else ""
+            self._say(f"warning: {event.notice.code}: {event.notice.message}{hint}")
+        elif kind == "tracked":
+            self.tracked = tracked = event.tracked
+            lost = f", {len(tracked.lost_frames)} lost" if tracked.lost_frames else ""
+            self._say(f"tracked mask {tracked.mask.id} ({tracked.tracker}, {tracked.mask.num_frames} working "
+                      f"frames{lost})", key=tracked.mask.id)  # fmt: skip
+
+    def _say(self, line: str, key: str | None = None) -> None:
+        """Show ``line`` between the progress lines, unless it (or ``key``) was said already."""
+        if (key or line) not in self.said:
+            self.said.add(key or line)
+            self.steps.note(line)
 
     def _progress(self, progress: pb.Progress) -> None:
         detail = [f"eta {format_duration(progress.eta_s)}"] if progress.step < progress.total else []

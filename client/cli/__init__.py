@@ -4,8 +4,9 @@ follow jobs, run the demo.
 One module a command group, each registering its own subcommands: ``jobs`` (train, propagate),
 ``edit`` (edit, plan), ``queue`` (jobs list, watch, cancel), ``adapters`` (adapters, import,
 export), ``media``, ``info``, ``demo``; ``args`` holds what they share, ``inputs`` the uploads
-of local files and folders of frames. ``serve`` is the server's (``framecast.server.cli``), ``make-tiny-model`` and
-``train-toy-model`` the toy lab's (``framecast.engine.toy.cli``): they and ``demo`` import the
+of local files and folders of frames, ``masks`` the edit region's options (``--mask``, or ``--box``,
+``--points`` or ``--mask-frame0`` tracked on the server). ``serve`` is the server's
+(``framecast.server.cli``), ``make-tiny-model`` and ``train-toy-model`` the toy lab's (``framecast.engine.toy.cli``): they and ``demo`` import the
 server and engine (torch) lazily, inside the subcommand, so the client commands work on a
 client-only install.
 

@@ -25,9 +25,11 @@ from framecast.client.cli.jobs import (
     output_file,
     print_result,
     propagate_kwargs,
+    save_tracked_mask,
     start_job,
     train_kwargs,
 )
+from framecast.client.cli.masks import MaskInput, add_mask_options, tracked_mask_path
 from framecast.client.client import FramecastClient
 from framecast.client.display import format_plan
 from framecast.client.errors import FramecastError
@@ -40,7 +42,7 @@ class EditInputs:
     """An edit's inputs: local paths until uploaded, then media ids."""
 
     source: Path | str
-    mask: Path | str
+    mask: MaskInput
     edited_first_frame: Path | str | None
     references: list[tuple[int | float, Path | str]]
 
@@ -51,13 +53,13 @@ class EditInputs:
         if edited and args.edited_first_frame is None:
             raise CliError("--edited-first-frame is required to plan a propagation")
         return cls(
-            existing_input(args.source, "SOURCE"), existing_input(args.mask, "--mask"),
+            existing_input(args.source, "SOURCE"), MaskInput.local(args),
             existing_file(args.edited_first_frame, "--edited-first-frame") if args.edited_first_frame else None,
             local_references(args),
         )  # fmt: skip
 
     def uploaded(self, upload: Uploads) -> EditInputs:
-        source, mask = upload(self.source, "SOURCE").id, upload(self.mask, "--mask").id
+        source, mask = upload(self.source, "SOURCE").id, self.mask.uploaded(upload)
         edited = upload(self.edited_first_frame, "--edited-first-frame").id if self.edited_first_frame else None
         return EditInputs(source, mask, edited, [(where, upload(path, "--reference").id) for where, path in self.references])
 
@@ -74,10 +76,12 @@ def plans(client: FramecastClient, args, media: EditInputs, jobs: tuple[str, ...
     for kind in jobs:
         if kind == "train":
             prompt = args.source_prompt or args.prompt
-            plan = client.plan_train(adapter, media.source, media.mask, prompt, **train_kwargs(args, media.references))
+            plan = client.plan_train(adapter, media.source, prompt=prompt, **media.mask.kwargs(),
+                                     **train_kwargs(args, media.references))  # fmt: skip
         else:
-            plan = client.plan_propagate(adapter if args.job == "propagate" else "", media.source, media.mask,
-                                         media.edited_first_frame, args.prompt, **propagate_kwargs(args))  # fmt: skip
+            plan = client.plan_propagate(adapter if args.job == "propagate" else "", media.source,
+                                         edited_first_frame_id=media.edited_first_frame, prompt=args.prompt,
+                                         **media.mask.kwargs(), **propagate_kwargs(args))  # fmt: skip
         planned.append((kind, plan))
     return planned
 
@@ -103,6 +107,7 @@ def cmd_edit(args) -> int:
     inputs = EditInputs.local(args)
     output = output_file(args)
     frames_dir = output_path(args.frames_dir, "--frames-dir", directory=True) if args.frames_dir else None
+    tracked_mask = tracked_mask_path(args)
     adapter = args.adapter or default_adapter_name()
     with FramecastClient(args.server, timeout=args.timeout) as client, Uploads(client, args.timeout) as upload:
         media = inputs.uploaded(upload)
@@ -115,12 +120,12 @@ def cmd_edit(args) -> int:
         print(f"working grid {grid.width}x{grid.height} at {grid.fps:g} fps, {grid.num_frames} frames in {windows} "
               f"window{'s' if windows > 1 else ''}; adapter {adapter}", file=sys.stderr)  # fmt: skip
 
-        train = client.train(adapter, media.source, media.mask, args.source_prompt or args.prompt,
+        train = client.train(adapter, media.source, prompt=args.source_prompt or args.prompt, **media.mask.kwargs(),
                              **train_kwargs(args, media.references))  # fmt: skip
         train_id = start_job("train", train)
         try:
-            propagate = client.propagate(adapter, media.source, media.mask, media.edited_first_frame, args.prompt,
-                                         **propagate_kwargs(args))  # fmt: skip
+            propagate = client.propagate(adapter, media.source, edited_first_frame_id=media.edited_first_frame,
+                                         prompt=args.prompt, **media.mask.kwargs(), **propagate_kwargs(args))  # fmt: skip
             propagate_id = start_job("propagate", propagate)
         except (FramecastError, KeyboardInterrupt):  # no training left to run for nothing
             train.close()
@@ -129,19 +134,22 @@ def cmd_edit(args) -> int:
         if args.detach:
             return detached(client, [("training", train_id), ("propagation", propagate_id)], [train, propagate])
 
-        progress = JobProgress("train")
-        progress.job_id = train_id
+        training = JobProgress("train")
+        training.job_id = train_id
         try:
-            trained = follow_job(client, run_train, train, progress, dependents=(propagate_id,))
+            trained = follow_job(client, run_train, train, training, dependents=(propagate_id,))
         except FramecastError:
             propagate.close()  # it fails on its own: its adapter was not trained
             raise
         print(f"adapter {trained.name} trained (final loss {trained.final_loss:.5f})", file=sys.stderr)
-        progress = JobProgress("propagate", frames_total=grid.num_frames, frames_dir=frames_dir, show_queue=False)
+        # Both jobs track the region (the server tracks it once): what the training said is not said again.
+        progress = JobProgress("propagate", frames_total=grid.num_frames, frames_dir=frames_dir, show_queue=False,
+                               said=training.said)  # fmt: skip
         progress.job_id = propagate_id
         _, result = follow_job(client, collect_propagation, propagate, progress)
         print(f"adapter             {trained.name}")
         print_result(client, result, output, frames_dir, args)
+        save_tracked_mask(client, progress.tracked or training.tracked, tracked_mask, args.timeout)
     return 0
 
 
@@ -151,9 +159,6 @@ def cmd_edit(args) -> int:
 def _edit_options(parser, planning: bool) -> None:
     parser.add_argument("source", metavar="SOURCE", help="source video (any size and frame rate), or a folder of "
                         "PNG/JPEG frames")  # fmt: skip
-    parser.add_argument("--mask", required=True, metavar="MASK",
-                        help="mask video, image or folder of frames, white = edit region; any size of the "
-                        "source's aspect")  # fmt: skip
     parser.add_argument("--edited-first-frame", required=not planning, default=None, metavar="IMAGE",
                         help="the source's first frame, edited; any size of the source's aspect")  # fmt: skip
     parser.add_argument("--prompt", required=True, help="description of the edited video")
@@ -161,6 +166,7 @@ def _edit_options(parser, planning: bool) -> None:
                         help="caption of the source video, for the training (default: --prompt)")  # fmt: skip
     parser.add_argument("--adapter", default=None, metavar="NAME",
                         help="name of the adapter the edit trains (default: edit-<8 hex digits>)")  # fmt: skip
+    add_mask_options(parser, tracked_mask=not planning)
     add_train_options(parser, "--train-steps")
     add_propagate_options(parser, composite_by_default=True, files=not planning)
     add_common_options(parser, detach=not planning)

@@ -31,6 +31,13 @@ def _model_limits(info) -> list[tuple[str, str]]:
     ]
 
 
+def _trackers(info) -> str:
+    """What may track a region given on the first frame (``--tracker``)."""
+    if info.trackers:
+        return f"{', '.join(info.trackers)} (for --box, --points, --mask-frame0)"
+    return "- (known once the model is loaded)" if not info.ready else "- (none: this server takes masks only)"
+
+
 def cmd_info(args) -> int:
     with FramecastClient(args.server, timeout=args.timeout) as client:
         info = client.server_info()
@@ -45,6 +52,7 @@ def cmd_info(args) -> int:
         ("max duration", f"{info.max_duration_s:g} s (source)"),
         ("max source", f"{info.max_source_pixels} pixels a frame ({_side_by_side(info.max_source_pixels)})"),
         ("interpolation", f"{info.interpolation} (default)"),
+        ("trackers", _trackers(info)),
         ("max frames", info.max_frames), ("max pixels", info.max_pixels),
         ("max upload", format_bytes(info.max_upload_bytes)),
         ("queue", f"{info.queue_length} waiting (max {info.max_queue})"),

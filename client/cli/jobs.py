@@ -26,6 +26,7 @@ from framecast.client.cli.args import (
     whole_number,
 )
 from framecast.client.cli.inputs import Uploads
+from framecast.client.cli.masks import MaskInput, add_mask_options, tracked_mask_path
 from framecast.client.client import FramecastClient
 from framecast.client.display import format_adapter, format_metrics
 from framecast.client.errors import FramecastError
@@ -34,6 +35,7 @@ from framecast.client.progress import JobProgress, follow_job, jobs_command
 from framecast.client.requests import INTERPOLATIONS, MASK_MODES, MAX_QUALITY, OUTPUT_ENCODINGS
 from framecast.engine.config import field_default
 from framecast.engine.requests import PropagateJob, TrainSettings
+from framecast.v1 import framecast_pb2 as pb
 
 TRAIN = TrainSettings()  # the server's training defaults, which the options show and send
 quality_int = whole_number(0, MAX_QUALITY, "quality_int")
@@ -104,26 +106,47 @@ def output_file(args) -> Path:
 def save_result(client: FramecastClient, result, output: Path, timeout: float | None, named: bool = True) -> Path:
     """Download a finished propagation's stored result into ``output`` and return where it went.
     Unless the user ``named`` the file, its suffix is the result's (``.mkv`` for a source whose audio
-    an mp4 cannot carry). When the download fails the result is still on the server: raises CliError
+    an mp4 cannot carry). Raises CliError as ``save_media``."""
+    return save_media(client, result.video, output, timeout, named=named)
+
+
+def save_media(client: FramecastClient, ref, output: Path, timeout: float | None, named: bool = True,
+               what: str = "result", flag: str = "--output") -> Path:  # fmt: skip
+    """Download what a finished job stored (``ref``: its MediaRef) into ``output``, the file of
+    ``flag``, and return where it went; a file the user ``named`` keeps its suffix, said when it is
+    not the stored one's. When the download fails, ``what`` is still on the server: raises CliError
     naming its id and how to fetch it."""
-    media_id, suffix = result.video.id, Path(result.video.filename).suffix
+    media_id, suffix = ref.id, Path(ref.filename).suffix
     if suffix and output.suffix != suffix:
         if named:
-            print(f"note: the result is a {suffix} file (written to {output} as asked)", file=sys.stderr)
+            print(f"note: the {what} is a {suffix} file (written to {output} as asked)", file=sys.stderr)
         else:
             output = output.with_suffix(suffix)
     try:
         client.download_to(media_id, output, timeout=timeout)
     except FramecastError as error:
-        problem = f"could not download the result into {output}: {error}"
+        problem = f"could not download the {what} into {output}: {error}"
     except OSError as error:
-        problem = f"could not write --output {output}: {error.strerror or error}"
+        problem = f"could not write {flag} {output}: {error.strerror or error}"
     else:
         return output
     raise CliError(
-        f"{problem}. The job finished; its result is stored on the server as {media_id}: fetch it with "
+        f"{problem}. The job finished; its {what} is stored on the server as {media_id}: fetch it with "
         f"framecast media --server {client.address} download {media_id} --output FILE"
     )
+
+
+def save_tracked_mask(client: FramecastClient, tracked: pb.TrackedMask | None, path: Path | None,
+                      timeout: float | None) -> None:  # fmt: skip
+    """``--tracked-mask``: download the tracked mask a job reported into ``path`` and say where it
+    went (stdout), or (stderr) that the job reported none. Raises CliError as ``save_media``."""
+    if path is None:
+        return
+    if tracked is None:
+        print(f"note: the job reported no tracked mask; --tracked-mask {path} was not written", file=sys.stderr)
+        return
+    saved = save_media(client, tracked.mask, path, timeout, what="tracked mask", flag="--tracked-mask")
+    print(f"tracked mask        {saved}")
 
 
 def print_result(client: FramecastClient, result, output: Path | None, frames_dir: Path | None, args) -> None:
@@ -147,33 +170,37 @@ def print_result(client: FramecastClient, result, output: Path | None, frames_di
 
 def cmd_train(args) -> int:
     source = existing_input(args.source, "--source")
-    mask = existing_input(args.mask, "--mask")
+    mask = MaskInput.local(args)
     references = local_references(args)
+    tracked_mask = tracked_mask_path(args)
     with FramecastClient(args.server, timeout=args.timeout) as client, Uploads(client, args.timeout) as upload:
-        source_ref, mask_ref = upload(source, "--source"), upload(mask, "--mask")
+        source_ref, mask = upload(source, "--source"), mask.uploaded(upload)
         reference_ids = [(where, upload(path, "--reference").id) for where, path in references]
-        events = client.train(args.adapter, source_ref.id, mask_ref.id, args.prompt, **train_kwargs(args, reference_ids))
+        events = client.train(args.adapter, source_ref.id, prompt=args.prompt, **mask.kwargs(),
+                              **train_kwargs(args, reference_ids))  # fmt: skip
         job_id = start_job("train", events)
         if args.detach:
             return detached(client, [("training", job_id)], [events])
         progress = JobProgress("train")
         progress.job_id = job_id
         adapter = follow_job(client, run_train, events, progress)
-    print(format_adapter(adapter))
+        print(format_adapter(adapter))
+        save_tracked_mask(client, progress.tracked, tracked_mask, args.timeout)
     return 0
 
 
 def cmd_propagate(args) -> int:
     source = existing_input(args.source, "--source")
-    mask = existing_input(args.mask, "--mask")
+    mask = MaskInput.local(args)
     edited = existing_file(args.edited_first_frame, "--edited-first-frame")
     output = output_file(args)
     frames_dir = output_path(args.frames_dir, "--frames-dir", directory=True) if args.frames_dir else None
+    tracked_mask = tracked_mask_path(args)
     with FramecastClient(args.server, timeout=args.timeout) as client, Uploads(client, args.timeout) as upload:
-        source_ref, mask_ref = upload(source, "--source"), upload(mask, "--mask")
+        source_ref, mask = upload(source, "--source"), mask.uploaded(upload)
         edited_ref = upload(edited, "--edited-first-frame")
-        events = client.propagate(args.adapter, source_ref.id, mask_ref.id, edited_ref.id, args.prompt,
-                                  **propagate_kwargs(args))  # fmt: skip
+        events = client.propagate(args.adapter, source_ref.id, edited_first_frame_id=edited_ref.id, prompt=args.prompt,
+                                  **mask.kwargs(), **propagate_kwargs(args))  # fmt: skip
         job_id = start_job("propagate", events)
         if args.detach:
             return detached(client, [("propagation", job_id)], [events])
@@ -181,6 +208,7 @@ def cmd_propagate(args) -> int:
         progress.job_id = job_id
         _, result = follow_job(client, collect_propagation, events, progress)
         print_result(client, result, output, frames_dir, args)
+        save_tracked_mask(client, progress.tracked, tracked_mask, args.timeout)
     return 0
 
 
@@ -294,9 +322,8 @@ def add_parsers(commands) -> None:
     )
     train.add_argument("--source", required=True, metavar="VIDEO",
                        help="source video (any size and frame rate), or a folder of PNG/JPEG frames")  # fmt: skip
-    train.add_argument("--mask", required=True, metavar="MASK",
-                       help="mask video, image or folder of frames, white = edit region")  # fmt: skip
     train.add_argument("--prompt", required=True, help="caption of the source video")
+    add_mask_options(train)
     add_train_options(train, "--steps")
     add_common_options(train)
     train.set_defaults(run=cmd_train)
@@ -306,9 +333,9 @@ def add_parsers(commands) -> None:
         "--adapter", default="", metavar="NAME", help="adapter trained on this source (default: none, the base model)"
     )
     prop.add_argument("--source", required=True, metavar="VIDEO", help="source video, or a folder of PNG/JPEG frames")
-    prop.add_argument("--mask", required=True, metavar="MASK", help="mask video, image or folder of frames")
     prop.add_argument("--edited-first-frame", required=True, metavar="IMAGE")
     prop.add_argument("--prompt", required=True, help="description of the edited video")
+    add_mask_options(prop)
     add_propagate_options(prop, composite_by_default=False)
     add_common_options(prop)
     prop.set_defaults(run=cmd_propagate)

@@ -2,7 +2,8 @@
 
 ``watch`` re-attaches to a job (one started with ``--detach``, or whose command was stopped)
 with the same progress as the command that started it; a propagation's result is downloaded
-with ``--output``. Stopping a watch (Ctrl-C, ``--timeout``) leaves the job running.
+with ``--output``, the tracked mask of a region given on the first frame with ``--tracked-mask``.
+Stopping a watch (Ctrl-C, ``--timeout``) leaves the job running.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import sys
 import grpc
 
 from framecast.client.cli.args import command_with_actions, output_path, positive_int, resolve_prefix
-from framecast.client.cli.jobs import print_result
+from framecast.client.cli.jobs import print_result, save_tracked_mask
+from framecast.client.cli.masks import tracked_mask_path
 from framecast.client.client import JOB_STATES, FramecastClient
 from framecast.client.display import format_adapter, format_job_table, job_kind, job_state
 from framecast.client.errors import FramecastError
@@ -38,17 +40,18 @@ def cmd_jobs(args) -> int:
     watching = action == "watch"
     output = output_path(args.output, "--output") if watching and args.output else None
     frames_dir = output_path(args.frames_dir, "--frames-dir", directory=True) if watching and args.frames_dir else None
+    tracked_mask = tracked_mask_path(args) if watching else None
     with FramecastClient(args.server, timeout=args.timeout) as client:
         if action == "list":
             print(format_job_table(client.list_jobs(getattr(args, "state", None), getattr(args, "limit", None))))
         elif action == "cancel":
             print(cancel_job(client, resolve_job_id(client, args.job_id)))
         else:
-            return _watch(client, resolve_job_id(client, args.job_id), output, frames_dir, args)
+            return _watch(client, resolve_job_id(client, args.job_id), output, frames_dir, tracked_mask, args)
     return 0
 
 
-def _watch(client: FramecastClient, job_id: str, output, frames_dir, args) -> int:
+def _watch(client: FramecastClient, job_id: str, output, frames_dir, tracked_mask, args) -> int:
     events = client.watch_job(job_id)
     info = accepted(events).accepted
     kind = job_kind(info.kind)
@@ -59,9 +62,10 @@ def _watch(client: FramecastClient, job_id: str, output, frames_dir, args) -> in
     remaining = _and_record(events, info)
     if info.kind == pb.JOB_KIND_TRAIN:
         print(format_adapter(follow_job(client, run_train, remaining, progress, owned=False)))
-        return 0
-    _, result = follow_job(client, collect_propagation, remaining, progress, owned=False)
-    print_result(client, result, output, frames_dir, args)
+    else:
+        _, result = follow_job(client, collect_propagation, remaining, progress, owned=False)
+        print_result(client, result, output, frames_dir, args)
+    save_tracked_mask(client, progress.tracked, tracked_mask, args.timeout)
     return 0
 
 
@@ -91,6 +95,8 @@ def add_parsers(commands) -> None:
     watch.add_argument("-o", "--output", default=None, metavar="FILE", help="a propagation's result: download it here")
     watch.add_argument("--frames-dir", default=None, metavar="DIR",
                        help="a propagation: write every frame the server streams as a PNG here")  # fmt: skip
+    watch.add_argument("--tracked-mask", default=None, metavar="FILE",
+                       help="a job given a region on the first frame: download its tracked mask here")  # fmt: skip
     cancel = add_action("cancel", "stop a job (at its next step) or take it off the queue")
     cancel.add_argument("job_id", metavar="JOB_ID", help="a job id, or a unique start of one")
     jobs.set_defaults(run=cmd_jobs)
