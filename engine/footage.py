@@ -113,8 +113,8 @@ def probe(source: str | Path | bytes, field: str = "data", limits: Limits = Limi
     try:
         if kind is MediaKind.IMAGE:
             with _open_image(source) as image:
+                limits.check_size(field, *image.size)  # before any pixel is decoded (a PNG's EXIF may come after them)
                 width, height = _upright_size(image)
-                limits.check_size(field, width, height)
                 image.load()
             info = FootageInfo(kind, width, height, 1)
         elif kind is MediaKind.IMAGE_SEQUENCE:
@@ -125,7 +125,8 @@ def probe(source: str | Path | bytes, field: str = "data", limits: Limits = Limi
         raise
     except Exception as exc:  # PyAV, Pillow and zipfile raise many types for broken input
         size = len(data) if data is not None else Path(source).stat().st_size
-        raise InvalidInput(field, f"<{size} bytes>", f"is not a readable {kind.value}: {exc}") from None
+        reason = str(exc) if data is not None else str(exc).replace(str(source), "<file>")  # no server path in replies
+        raise InvalidInput(field, f"<{size} bytes>", f"is not a readable {kind.value}: {reason}") from None
     limits.check_length(field, info)
     return info
 
@@ -186,7 +187,10 @@ def _probe_sequence(source, field: str, limits: Limits) -> FootageInfo:
 
         sizes = set()
         for name in names:
-            with Image.open(io.BytesIO(archive.read(name))) as image:  # header only: no pixel is decoded
+            # Streamed from the archive, never inflated whole; its size is checked from its header
+            # before a PNG without early EXIF is decoded to find its orientation.
+            with archive.open(name) as entry, Image.open(entry) as image:
+                limits.check_size(field, *image.size)
                 sizes.add(_upright_size(image))
     if len(sizes) != 1:
         raise InvalidInput(field, sorted(sizes), "holds frames of different sizes")

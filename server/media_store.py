@@ -19,6 +19,7 @@ import secrets
 import shutil
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -87,6 +88,38 @@ class MediaStore:
             return existing
         footage = probe(data, field, self.limits)
         return self._commit(media_id, footage, len(data), filename, lambda path: atomic_write(path, data))
+
+    def put_stream(self, chunks: Iterable[bytes], filename: str = "", field: str = "data",
+                   max_bytes: int | None = None) -> MediaInfo:  # fmt: skip
+        """Probe, validate and store an upload arriving in ``chunks``: spooled to a file beside the
+        store as it arrives, hashed on the way, so its memory is a chunk's whatever its size (a refused
+        upload never sits in memory whole). InvalidInput naming ``field`` beyond ``max_bytes`` or for
+        media ``put`` refuses; the spooled file is removed whatever happens."""
+        spool = self.root / f"{_TRASH_PREFIX}upload-{secrets.token_hex(6)}"
+        try:
+            digest, size = hashlib.sha256(), 0
+            with open(spool, "wb") as f:
+                for chunk in chunks:
+                    size += len(chunk)
+                    if max_bytes is not None and size > max_bytes:
+                        raise InvalidInput(field, f"> {max_bytes} bytes", "exceeds the upload limit")
+                    digest.update(chunk)
+                    f.write(chunk)
+            media_id = ID_PREFIX + digest.hexdigest()
+            existing = self._again(media_id)
+            if existing is not None:
+                return existing
+            footage = probe(spool, field, self.limits)
+
+            def move(target: Path) -> None:
+                with open(spool, "rb") as f:
+                    os.fsync(f.fileno())
+                os.replace(spool, target)
+                fsync_dir(target.parent)
+
+            return self._commit(media_id, footage, size, filename, move)
+        finally:
+            spool.unlink(missing_ok=True)
 
     def put_file(self, path: str | Path, filename: str = "") -> MediaInfo:
         """Store the file at ``path`` (a job's result, not an upload: no limits apply), moving it

@@ -7,6 +7,7 @@ what was planned; a job's own failure ends its stream with an error event and th
 
 from __future__ import annotations
 
+import itertools
 import logging
 import shutil
 import time
@@ -96,16 +97,10 @@ class FramecastService(AdapterRpcs, pb_grpc.FramecastServicer):
     # --- media ------------------------------------------------------------------------------
 
     def UploadMedia(self, request_iterator, context):
-        header, parts, size = None, [], 0
-        for chunk in request_iterator:
-            if header is None:
-                header = chunk.header
-            size += len(chunk.data)
-            if size > self.config.max_upload_bytes:
-                raise InvalidInput("data", f"> {self.config.max_upload_bytes} bytes", "exceeds the upload limit")
-            parts.append(chunk.data)
-        header = header or pb.MediaRef()
-        info = self.media.put(b"".join(parts), filename=header.filename, field="data")
+        first = next(request_iterator, None)
+        header = first.header if first is not None else pb.MediaRef()
+        data = itertools.chain([first.data] if first is not None else [], (chunk.data for chunk in request_iterator))
+        info = self.media.put_stream(data, filename=header.filename, field="data", max_bytes=self.config.max_upload_bytes)
         return convert.media_ref(info)
 
     def DownloadMedia(self, request, context):
