@@ -6,6 +6,12 @@ INTERNAL with a generic message, never the traceback. Handlers never abort a cal
 themselves: they raise, and only this interceptor turns what they raise into a status. A
 job that failed carries its ``Status`` (mapped once, when it ended) to every stream
 following it as a ``JobFailed``.
+
+Request bytes that do not decode as the method's message are INVALID_ARGUMENT naming the
+message, for every service, health and reflection included (grpcio's own answer is INTERNAL,
+"Exception deserializing request!", with a traceback in the log). A request stream the
+transport ended (a message over the receive limit, which gRPC answers RESOURCE_EXHAUSTED
+itself, or a client that went away) is logged as that, not as an internal error.
 """
 
 from __future__ import annotations
@@ -49,6 +55,10 @@ def status_for(exc: BaseException) -> Status:
     """Map an exception to its status and a message safe to send."""
     if isinstance(exc, JobFailed):
         return exc.status
+    if type(exc) is grpc.RpcError:  # what a request iterator raises once the transport ended the call
+        log.info("the request stream was ended by the transport: the client cancelled, or a message was over the "
+                 "server's receive limit (answered RESOURCE_EXHAUSTED by gRPC)")  # fmt: skip
+        return Status(grpc.StatusCode.CANCELLED, "the request stream was ended by the transport")
     for cls, code in _CODES:
         if isinstance(exc, cls):
             return Status(code, str(exc))
@@ -97,17 +107,96 @@ def _wrap_stream(behavior):
     return handler
 
 
+class _Undecodable:
+    """What request bytes that do not decode as the method's message become, in place of the
+    message: the handler refuses it (``_checked_unary``, ``_checked_stream``) instead of gRPC
+    answering INTERNAL."""
+
+    def __init__(self, size: int, message: str, reason: str):
+        self.size, self.message, self.reason = size, message, reason
+
+
+def _tolerant(deserializer):
+    """``deserializer`` that returns an ``_Undecodable`` for bytes it cannot decode instead of raising."""
+    message = getattr(getattr(getattr(deserializer, "__self__", None), "DESCRIPTOR", None), "full_name", "its message")
+
+    def deserialize(data: bytes):
+        try:
+            return deserializer(data)
+        except Exception as error:
+            reason = str(error).rpartition(": ")[2] or type(error).__name__  # protobuf: "Error parsing message ...: why"
+            return _Undecodable(len(data), message, reason)
+
+    return deserialize
+
+
+def _refusal(request: _Undecodable) -> E.InvalidInput:
+    return E.InvalidInput("request", f"<{request.size} bytes>", f"does not decode as {request.message}: "
+                          f"{request.reason}; send a serialized {request.message}")  # fmt: skip
+
+
+def _checked_unary(behavior):
+    def handler(request, context):
+        if isinstance(request, _Undecodable):
+            log.info("refused a request that does not decode: %s", _refusal(request))
+            _abort(context, _refusal(request))
+        return behavior(request, context)
+
+    return handler
+
+
+def _checked_stream(behavior, raising: bool):
+    """A stream of requests whose undecodable one raises InvalidInput where ``raising`` (framecast's
+    handlers, inside ``_wrap_*``), else aborts the call itself (reflection's)."""
+
+    def handler(request_iterator, context):
+        def decoded():
+            for request in request_iterator:
+                if isinstance(request, _Undecodable):
+                    log.info("refused a request that does not decode: %s", _refusal(request))
+                    if raising:
+                        raise _refusal(request)
+                    _abort(context, _refusal(request))
+                yield request
+
+        return behavior(decoded(), context)
+
+    return handler
+
+
+def _refusing_undecodable(handler: grpc.RpcMethodHandler, raising: bool) -> grpc.RpcMethodHandler:
+    """``handler`` with its request deserializer made tolerant, and what did not decode refused with
+    INVALID_ARGUMENT before the behaviour sees it."""
+    if handler.request_deserializer is None:
+        return handler
+    handler = handler._replace(request_deserializer=_tolerant(handler.request_deserializer))
+    if handler.unary_unary:
+        return handler._replace(unary_unary=_checked_unary(handler.unary_unary))
+    if handler.unary_stream:
+        return handler._replace(unary_stream=_checked_unary(handler.unary_stream))
+    if handler.stream_unary:
+        return handler._replace(stream_unary=_checked_stream(handler.stream_unary, raising))
+    return handler._replace(stream_stream=_checked_stream(handler.stream_stream, raising))
+
+
 class ErrorInterceptor(grpc.ServerInterceptor):
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
-        if handler is None or not handler_call_details.method.startswith("/framecast."):
+        if handler is None:
             return handler
-        if handler.unary_unary:
-            return handler._replace(unary_unary=_wrap_unary(handler.unary_unary))
-        if handler.stream_unary:
-            return handler._replace(stream_unary=_wrap_unary(handler.stream_unary))
-        if handler.unary_stream:
-            return handler._replace(unary_stream=_wrap_stream(handler.unary_stream))
-        if handler.stream_stream:
-            return handler._replace(stream_stream=_wrap_stream(handler.stream_stream))
-        return handler
+        ours = handler_call_details.method.startswith("/framecast.")
+        if ours:
+            handler = _mapping_errors(handler)
+        return _refusing_undecodable(handler, raising=ours)
+
+
+def _mapping_errors(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    if handler.unary_unary:
+        return handler._replace(unary_unary=_wrap_unary(handler.unary_unary))
+    if handler.stream_unary:
+        return handler._replace(stream_unary=_wrap_unary(handler.stream_unary))
+    if handler.unary_stream:
+        return handler._replace(unary_stream=_wrap_stream(handler.unary_stream))
+    if handler.stream_stream:
+        return handler._replace(stream_stream=_wrap_stream(handler.stream_stream))
+    return handler
