@@ -12,6 +12,12 @@ each evicts least recently used first, the device tier a tier down into host mem
 adapters never leave the device, and an adapter a running job uses (``using``) is never
 evicted, unloaded or deleted under it.
 
+Counting: ``observe(callback)`` has ``callback(event, tier)`` called for each lookup and eviction,
+``event`` one of "hit", "miss", "eviction" and ``tier`` "device" or "host": a job or a load that
+needs an adapter on the device counts a device hit, or a device miss and then a host hit, or a
+host miss (read from disk). It is a plain callable, so whoever counts (the server's metrics)
+stays outside the engine; it runs under the cache's lock and must be quick.
+
 Threads: nothing here touches the transformer (``AdapterSlots`` adds that), so every method is
 safe from any thread: RPC threads load, unload, pin and read states while the job thread runs.
 One lock guards the bookkeeping and is held briefly; a second serialises disk reads and
@@ -25,6 +31,7 @@ import itertools
 import threading
 import time
 from collections import Counter, OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -64,6 +71,13 @@ class AdapterChange:
     previous: AdapterState
     status: AdapterStatus
     evicted: tuple[str, ...] = ()  # adapters moved down a tier to make room
+
+
+CacheObserver = Callable[[str, str], None]  # (event: hit | miss | eviction, tier: device | host)
+
+
+def _ignore(event: str, tier: str) -> None:
+    pass
 
 
 class PackedWeights:
@@ -138,6 +152,11 @@ class AdapterCache:
         self._serials = itertools.count(1)
         self._lock = threading.RLock()  # bookkeeping; held briefly
         self._load_lock = threading.RLock()  # serialises disk reads and copies between tiers; taken before _lock
+        self._observe: CacheObserver = _ignore
+
+    def observe(self, callback: CacheObserver | None) -> None:
+        """Have ``callback(event, tier)`` called for every hit, miss and eviction (None: stop)."""
+        self._observe = callback or _ignore
 
     # --- state ------------------------------------------------------------------------------
 
@@ -395,6 +414,7 @@ class AdapterCache:
             while held + need > self.host_bytes and candidates:
                 victim = candidates.pop(0)
                 held -= self._host.pop(victim).nbytes
+                self._observe("eviction", "host")
                 if victim not in self._device:
                     evicted.append(victim)
             if held + need > self.host_bytes:
@@ -407,7 +427,9 @@ class AdapterCache:
         with self._lock:
             if name in self._host:
                 self._host.move_to_end(name)
+                self._observe("hit", "host")
                 return self._host[name]
+            self._observe("miss", "host")
         try:
             state_dict, _ = store.load(name)
             modules = split_canonical(state_dict)
@@ -431,7 +453,9 @@ class AdapterCache:
             with self._lock:
                 if name in self._device:
                     self._device.move_to_end(name)
+                    self._observe("hit", "device")
                     return self._device[name]
+                self._observe("miss", "device")
                 room = len(self._device) < self.capacity or bool(self._evictable(self._device, keep=name))
             if required and not room:
                 raise OutOfMemory(
@@ -451,6 +475,7 @@ class AdapterCache:
             while len(self._device) >= self.capacity and candidates:
                 victim = candidates.pop(0)
                 dropped = self._device.pop(victim)
+                self._observe("eviction", "device")
                 if victim not in self._host:  # keep it a tier down when host memory allows
                     self._insert_host(victim, self._to_host(dropped), evicted)
                 evicted.append(victim)

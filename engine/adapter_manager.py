@@ -12,7 +12,7 @@ import contextlib
 import logging
 from dataclasses import dataclass
 
-from framecast.engine.adapter_cache import AdapterChange, AdapterState, AdapterStatus
+from framecast.engine.adapter_cache import AdapterChange, AdapterState, AdapterStatus, CacheObserver
 from framecast.engine.adapter_store import AdapterRecord, AdapterStore, check_adapter_name
 from framecast.engine.adapters import AdapterSlots, import_adapter
 from framecast.engine.errors import AdapterExists, AdapterNotFound, IncompatibleAdapter
@@ -107,6 +107,11 @@ class AdapterManager:
     @property
     def pinned(self) -> list[str]:
         return self.slots.pinned
+
+    def observe(self, callback: CacheObserver | None) -> None:
+        """Have ``callback(event, tier)`` called for each cache hit, miss and eviction
+        (``AdapterCache.observe``); None stops it."""
+        self.slots.observe(callback)
 
     # --- changing (any thread) --------------------------------------------------------------
 

@@ -215,6 +215,13 @@ class Engine:
             max_window_frames=min(config.max_frames, self.limits.max_window_frames), size_factor=self.limits.factor,
         )  # fmt: skip
 
+    def device_memory(self) -> tuple[int, int] | None:
+        """(bytes torch has allocated on the device now, the most it has had allocated at once since the
+        process started or its peak was last reset) on a CUDA device; None elsewhere (no such counts)."""
+        if self.device.type != "cuda":
+            return None
+        return torch.cuda.memory_allocated(self.device), torch.cuda.max_memory_allocated(self.device)
+
     # --- training -------------------------------------------------------------------------------
 
     def prepare_train(self, job: TrainJob, problems: Problems | None = None) -> PreparedTrain:

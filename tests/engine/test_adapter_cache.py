@@ -423,3 +423,32 @@ def test_a_strength_scales_the_adapters_delta_and_zero_is_the_base_model(transfo
     slots.activate("a", store)  # back to full strength: copied again from the cache, not re-scaled
     assert torch.equal(forward(transformer), full)
     assert not torch.allclose(half, full) and not torch.allclose(half, base)
+
+
+def test_an_observer_sees_each_hit_miss_and_eviction_by_tier(transformer, store):
+    """What the server's metrics count, through the manager the engine uses: one device slot, a host
+    cache of two and a half adapters, three adapters."""
+    from framecast.engine.adapter_manager import AdapterManager
+
+    probe = make_slots(transformer)
+    for name in "abc":
+        put(store, probe, name, seed=ord(name))
+    one = probe.load("a", store, CACHED).status.host_bytes
+    manager = AdapterManager(store, make_slots(transformer, capacity=1, host_bytes=int(one * 2.5)), BASE)
+    events = []
+    manager.observe(lambda event, tier: events.append((event, tier)))
+
+    def activate(name):
+        events.clear()
+        manager.activate(name)
+        return events
+
+    assert activate("a") == [("miss", "device"), ("miss", "host")]  # read from disk
+    assert activate("a") == [("hit", "device")]
+    assert activate("b") == [("miss", "device"), ("miss", "host"), ("eviction", "device")]  # a stays in host memory
+    assert activate("a") == [("miss", "device"), ("hit", "host"), ("eviction", "device")]
+    # c: host memory holds a and b, b least recently used; the device slot gives a back to host memory.
+    assert activate("c") == [("miss", "device"), ("miss", "host"), ("eviction", "host"), ("eviction", "device")]
+    assert manager.cached == ["a"] and manager.loaded == ["c"]
+    manager.observe(None)
+    assert activate("a") == []
