@@ -14,24 +14,25 @@ import os
 import signal
 import socket
 import threading
-from concurrent import futures
 from pathlib import Path
 from typing import TextIO
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from framecast.engine.adapter_store import AdapterStore
 from framecast.engine.engine import Engine
 from framecast.engine.grid import WAN_FPS
-from framecast.engine.errors import InvalidInput
+from framecast.engine.errors import InvalidInput, Unavailable
 from framecast.server.adapter_rpcs import settle_interrupted_training
-from framecast.server.config import ServerConfig
+from framecast.server.config import MAX_MESSAGE_BYTES, ServerConfig
 from framecast.server.errors import ErrorInterceptor
+from framecast.server.health import Health, device_problem
 from framecast.server.jobs import JobQueue
 from framecast.server.media_store import MediaStore
 from framecast.server.service import FramecastService, settle_interrupted_propagation
+from framecast.server.streams import HealthLane, StreamCap, rpc_pool
 from framecast.v1 import framecast_pb2, framecast_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -61,15 +62,14 @@ class RunningServer:
             settle_interrupted_propagation(self.media, info)
 
         self.queue = JobQueue(data / "jobs", config.max_queue, on_interrupted=settle_interrupted)
-        self.service = FramecastService(config, self.media, self.queue)
-        self.health = health.HealthServicer()
+        self.service = FramecastService(config, self.media, self.queue, open_streams=lambda: self.streams.open_streams)
+        self.health = Health(loaded=("", SERVICE_NAME), why_not_ready=self._why_not_ready)
         framecast_pb2_grpc.add_FramecastServicer_to_server(self.service, self._server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, self._server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
             self._server,
         )
-        self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         self._stopped = threading.Event()
         self._stopping = threading.Lock()
         self._ready = threading.Event()
@@ -80,15 +80,15 @@ class RunningServer:
         """A gRPC server bound to the configured address; ``self.port`` is the port it got."""
         config = self.config
         options = [
-            ("grpc.max_receive_message_length", 64 << 20),
-            ("grpc.max_send_message_length", 64 << 20),
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.so_reuseport", 0),  # a second server on a port in use fails to bind instead of sharing it
         ]
-        server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="framecast-rpc"),
-            interceptors=[ErrorInterceptor()],
-            options=options,
-        )
+        self.streams = StreamCap(config.max_streams)
+        self._health_lane = HealthLane()
+        # Outermost first: health's pool, the stream cap, then the error mapping.
+        interceptors = [self._health_lane, self.streams, ErrorInterceptor()]
+        server = grpc.server(rpc_pool(config.max_workers, config.max_streams), interceptors=interceptors, options=options)
         try:
             self.port = server.add_insecure_port(config.address)
         except RuntimeError:  # what grpcio raises for an address in use
@@ -98,12 +98,19 @@ class RunningServer:
             raise InvalidInput("port", config.port, f"cannot be opened on {config.host}: {why}")
         return server
 
-    def _set_health(self, status) -> None:
-        for name in ("", SERVICE_NAME):
-            self.health.set(name, status)
+    def _why_not_ready(self) -> str | None:
+        """Why jobs cannot run now (the readiness health name's NOT_SERVING); None when they can."""
+        try:
+            engine = self.service.engine
+        except Unavailable as why:
+            return str(why)
+        if not self.queue.worker_alive:
+            return "the job worker thread has stopped; restart the server"
+        return device_problem(engine.device)
 
     def start(self) -> "RunningServer":
         self._server.start()
+        self.health.start()
         log.info("listening on %s:%d; loading %s", self.config.host, self.port, self.config.engine.model_dir)
         self._loader = threading.Thread(target=self._load_engine, name="framecast-loader", daemon=True)
         self._loader.start()
@@ -134,7 +141,7 @@ class RunningServer:
             self._load_ended.set()
             return
         self.service.set_engine(engine)
-        self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        self.health.set_loaded(True)
         self._ready.set()
         self._load_ended.set()
         log.info("ready: %s on %s", engine.base_model, engine.device)
@@ -161,11 +168,12 @@ class RunningServer:
             if self._stopped.is_set():
                 return
             grace = self.config.grace_s if grace is None else grace
-            self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+            self.health.stopping()
             try:
                 self.queue.shutdown(grace)
             finally:
                 self._server.stop(grace).wait()
+                self._health_lane.close()
                 self._data_lock.close()  # another server may use the data dir now
                 self._stopped.set()
                 log.info("stopped")

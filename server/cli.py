@@ -63,6 +63,9 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     option("--device", "device", "auto | cpu | cuda | cuda:N")
     option("--dtype", "dtype", "", choices=[d.value for d in Dtype])
     option("--max-queue", "max_queue", "queued jobs beyond which requests are refused", type=int, metavar="N")
+    option("--max-streams", "max_streams", "streaming calls open at once (Train, Propagate, WatchJob, uploads and "
+           "downloads); one more is refused with RESOURCE_EXHAUSTED. Each holds a thread; unary calls and health "
+           "probes have threads of their own", type=int, metavar="N")  # fmt: skip
     option("--quantize", "quantize", "bitsandbytes quantisation of the transformer and text encoder (auto: by --max-vram)",
            choices=[q.value for q in Quantize])  # fmt: skip
     option("--attention", "attention", "attention kernels (auto: xformers where it loads, else PyTorch SDPA)",
@@ -137,6 +140,9 @@ def require_server(command: str) -> None:
 def cmd_serve(args) -> int:
     """Start the server and serve until a signal stops it."""
     require_server("serve")
+    # Hand the interpreter lock on after 1 ms instead of 5: with hundreds of stream threads a health
+    # probe or a unary call waits for fewer turns (p99 with 256 watchers of a training: 63 -> 33 ms).
+    sys.setswitchinterval(0.001)
     from framecast.server.app import start_server
 
     try:

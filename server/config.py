@@ -11,6 +11,9 @@ from framecast.engine.errors import InvalidInput
 from framecast.engine.model import check_model_dir
 
 
+MAX_MESSAGE_BYTES = 64 * MiB  # the largest gRPC message the server receives or sends
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     engine: EngineConfig  # the model and how it runs
@@ -24,13 +27,18 @@ class ServerConfig:
     grace_s: float = 10.0  # on shutdown: time running jobs get to reach a step boundary
     media_retention_hours: float = 0.0  # uploads and results older than this are deleted; 0 = kept until deleted
     chunk_bytes: int = 1 * MiB  # download/export chunk size
-    max_workers: int = 16  # gRPC handler threads (streams in flight)
+    max_workers: int = 16  # gRPC threads for unary calls, besides one per stream the cap allows (health has its own)
+    max_streams: int = 512  # streaming calls open at once (Train, Propagate, WatchJob, transfers); more: RESOURCE_EXHAUSTED
 
     def __post_init__(self):
         if not 0 <= self.port <= 65535:
             raise InvalidInput("port", self.port, "must be in [0, 65535]")
         if self.max_queue < 1:
             raise InvalidInput("max_queue", self.max_queue, "must be >= 1")
+        if not 1 <= self.max_streams <= 100_000:
+            raise InvalidInput("max_streams", self.max_streams, "must be in [1, 100000] (each open stream holds a thread)")
+        if self.max_workers < 1:
+            raise InvalidInput("max_workers", self.max_workers, "must be >= 1")
         if self.max_upload_bytes < 1:
             raise InvalidInput("max_upload_bytes", self.max_upload_bytes, "must be >= 1")
         if not self.max_source_pixels >= 1:

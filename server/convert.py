@@ -24,7 +24,7 @@ from framecast.engine.restore import Encoding, Interpolation, OutputOptions, che
 from framecast.engine.shots import MaskPrompt, ReferenceInput, Shot, ShotClip, ShotOptions, StoredMedia, plan_shot
 from framecast.engine.tracking import Box, Point, TrackerKind
 from framecast.engine.training import Progress
-from framecast.server.config import ServerConfig
+from framecast.server.config import MAX_MESSAGE_BYTES, ServerConfig
 from framecast.server.media_store import MediaInfo, MediaStore
 from framecast.v1 import framecast_pb2 as pb
 
@@ -301,7 +301,7 @@ def export_layout(value: int) -> str:
 
 
 def server_info(config: ServerConfig, queue_length: int, engine: EngineInfo | None, load_error: str | None,
-                engine_trackers=None) -> pb.ServerInfo:  # fmt: skip
+                engine_trackers=None, open_streams: int = 0) -> pb.ServerInfo:  # fmt: skip
     """What the server is: its limits always, the loaded engine's details once it is ready."""
     info = pb.ServerInfo(
         version=framecast.__version__, max_upload_bytes=config.max_upload_bytes, max_queue=config.max_queue,
@@ -310,6 +310,8 @@ def server_info(config: ServerConfig, queue_length: int, engine: EngineInfo | No
         window_frames=config.engine.window_frames, load_error=load_error or "",
         max_duration_s=config.max_duration_s, max_source_pixels=config.max_source_pixels,
         interpolation=field_default(OutputOptions, "interpolation").value,
+        max_streams=config.max_streams, open_streams=open_streams, unary_workers=config.max_workers,
+        max_message_bytes=MAX_MESSAGE_BYTES,
     )  # fmt: skip
     info.trackers.extend(kind.value for kind in (engine_trackers or ()))
     if engine is not None:

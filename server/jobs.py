@@ -26,6 +26,7 @@ from framecast.v1 import framecast_pb2 as pb
 log = logging.getLogger(__name__)
 
 TERMINAL = (pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED)
+WATCH_PROGRESS_EVERY_S = 0.25  # a watcher's progress at most four times a second (``Job.follow``)
 
 
 class Job:
@@ -40,6 +41,11 @@ class Job:
         self.cancel_requested = threading.Event()
         self._history: list[pb.JobEvent] = []
         self._changed = threading.Condition()
+        # Watchers (``follow(coalesce_progress=True)``) wait here: woken by every event but progress,
+        # and by progress at most every WATCH_PROGRESS_EVERY_S, so a fast job does not wake hundreds
+        # of them at each step. It shares ``_changed``'s lock.
+        self._watched = threading.Condition(self._changed._lock)
+        self._watchers_woken_at = float("-inf")
         self._record: Callable[[pb.JobInfo], None] | None = None  # the queue's durable record writer
         self.status: Status | None = None  # how it failed or was cancelled, once it has
 
@@ -68,6 +74,10 @@ class Job:
                 self.info.queue_position = event["queued"].position
             self._history.append(message)
             self._changed.notify_all()
+            now = time.monotonic()
+            if "progress" not in event or now - self._watchers_woken_at >= WATCH_PROGRESS_EVERY_S:
+                self._watchers_woken_at = now
+                self._watched.notify_all()
 
     def set_state(self, state: int, **fields) -> None:
         with self._changed:
@@ -78,6 +88,7 @@ class Job:
                 else:
                     getattr(self.info, name).CopyFrom(value)
             self._changed.notify_all()
+            self._watched.notify_all()
 
     def keep_record(self, write: Callable[[pb.JobInfo], None]) -> None:
         """Called by the queue that accepts the job: from now on ``checkpoint`` writes the job's
@@ -108,27 +119,56 @@ class Job:
                 self.emit(error=error)
             return True
 
-    def follow(self, replay_progress: bool = True) -> Iterator[pb.JobEvent]:
+    def follow(self, replay_progress: bool = True, alive: Callable[[], bool] | None = None,
+               coalesce_progress: bool = False) -> Iterator[pb.JobEvent]:  # fmt: skip
         """Yield this job's events from the start, then live ones until the job ends.
 
         With ``replay_progress`` off, past progress events are skipped (frames and final
         events are always replayed): a re-attaching client gets the state, not the log.
+        ``alive`` (an RPC's ``context.is_active``) is asked about once a second while no event
+        comes: once it says False the follow ends, so a stream whose client went away gives its
+        thread back without waiting for the job's next event. With ``coalesce_progress``,
+        progress comes at most every WATCH_PROGRESS_EVERY_S: a progress event a later one
+        supersedes within the interval is skipped, and the latest always goes out before any
+        other event (a phase's last step included; in a pause between events, within a second),
+        so hundreds of watchers of a fast job cost the server a few messages a second each.
         """
         index = 0
+        progress_every_s = WATCH_PROGRESS_EVERY_S if coalesce_progress else 0.0
+        changed = self._watched if coalesce_progress else self._changed
         with self._changed:
             skip_before = 0 if replay_progress else len(self._history)
+        held, sent_at = None, float("-inf")  # the latest progress not yet sent; when progress last went out
         while True:
             with self._changed:
                 while index >= len(self._history) and not self.done:
-                    self._changed.wait(timeout=1.0)
+                    if alive is not None and not alive():
+                        return
+                    due = 1.0 if held is None else sent_at + progress_every_s - time.monotonic()
+                    if due <= 0:
+                        break
+                    changed.wait(timeout=min(due, 1.0))
                 pending = self._history[index:]
                 index += len(pending)
                 finished = self.done and index >= len(self._history)
             for offset, event in enumerate(pending):
                 position = index - len(pending) + offset
-                if position < skip_before and event.WhichOneof("event") in ("progress", "queued"):
+                kind = event.WhichOneof("event")
+                if position < skip_before and kind in ("progress", "queued"):
                     continue
+                if progress_every_s and kind == "progress":
+                    if held is not None and held.progress.phase != event.progress.phase:  # a phase's last step
+                        sent_at = time.monotonic()
+                        yield held
+                    held = event
+                    continue
+                if held is not None:
+                    progress, held, sent_at = held, None, time.monotonic()
+                    yield progress
                 yield event
+            if held is not None and (finished or time.monotonic() - sent_at >= progress_every_s):
+                progress, held, sent_at = held, None, time.monotonic()
+                yield progress
             if finished:
                 return
 
@@ -226,6 +266,11 @@ class JobQueue:
     def waiting(self) -> int:
         with self._lock:
             return len(self._waiting)
+
+    @property
+    def worker_alive(self) -> bool:
+        """Whether the thread that runs the jobs is running (readiness reports it)."""
+        return self._worker.is_alive()
 
     def _live(self) -> list[Job]:
         """The queued and running jobs. A finished job stays _running for a moment after its last

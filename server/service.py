@@ -70,10 +70,12 @@ def settle_interrupted_propagation(media: MediaStore, info: pb.JobInfo) -> None:
 
 
 class FramecastService(AdapterRpcs, pb_grpc.FramecastServicer):
-    def __init__(self, config: ServerConfig, media: MediaStore, queue: JobQueue):
+    def __init__(self, config: ServerConfig, media: MediaStore, queue: JobQueue, open_streams=lambda: 0):
+        """``open_streams()``: how many streaming calls are open now (for GetServerInfo)."""
         self.config = config
         self.media = media
         self.queue = queue
+        self._open_streams = open_streams
         self._engine: Engine | None = None
         self._engine_error: str | None = None
 
@@ -137,7 +139,7 @@ class FramecastService(AdapterRpcs, pb_grpc.FramecastServicer):
             handle.emit(adapter=info)
 
         handle = self.queue.submit(Job(pb.JOB_KIND_TRAIN, request.adapter, run, (request.adapter,)))
-        yield from self._stream(handle)
+        yield from self._stream(handle, alive=context.is_active)
 
     def Propagate(self, request: pb.PropagateRequest, context) -> Iterator[pb.JobEvent]:
         engine = self.engine
@@ -178,7 +180,7 @@ class FramecastService(AdapterRpcs, pb_grpc.FramecastServicer):
 
         adapters = (request.adapter,) if request.adapter else ()
         handle = self.queue.submit(Job(pb.JOB_KIND_PROPAGATE, request.adapter, run, adapters))
-        yield from self._stream(handle)
+        yield from self._stream(handle, alive=context.is_active)
 
     def Plan(self, request: pb.PlanRequest, context) -> pb.PlanResponse:
         engine = self.engine
@@ -223,9 +225,10 @@ class FramecastService(AdapterRpcs, pb_grpc.FramecastServicer):
         return report
 
     @staticmethod
-    def _stream(job: Job, replay_progress: bool = True) -> Iterator[pb.JobEvent]:
-        """Follow a job; a failed or cancelled job ends the RPC with its own status after its error event."""
-        for event in job.follow(replay_progress):
+    def _stream(job: Job, replay_progress: bool = True, alive=None, coalesce_progress: bool = False) -> Iterator[pb.JobEvent]:
+        """Follow a job; a failed or cancelled job ends the RPC with its own status after its error event.
+        The follow ends early once ``alive()`` is False: the client went away (the job runs on)."""
+        for event in job.follow(replay_progress, alive, coalesce_progress):
             yield event
         if job.status is not None:
             raise JobFailed(job.status)
@@ -236,7 +239,10 @@ class FramecastService(AdapterRpcs, pb_grpc.FramecastServicer):
             yield pb.JobEvent(job_id=job.job_id, accepted=job)
             return
         yield pb.JobEvent(job_id=job.id, accepted=job.snapshot())
-        yield from (e for e in self._stream(job, replay_progress=False) if e.WhichOneof("event") != "accepted")
+        # A watcher gets the state, not the log: progress at most four times a second, so hundreds
+        # of watchers of a fast job leave the server time for everything else.
+        events = self._stream(job, replay_progress=False, alive=context.is_active, coalesce_progress=True)
+        yield from (e for e in events if e.WhichOneof("event") != "accepted")
 
     def GetJob(self, request, context):
         return self.queue.info(request.job_id)
@@ -254,7 +260,7 @@ class FramecastService(AdapterRpcs, pb_grpc.FramecastServicer):
     def GetServerInfo(self, request, context):
         engine = self._engine
         return convert.server_info(self.config, self.queue.waiting, engine.info() if engine else None, self._engine_error,
-                                   engine.tracker_kinds if engine else None)  # fmt: skip
+                                   engine.tracker_kinds if engine else None, self._open_streams())  # fmt: skip
 
 
 def _check_trained(training: Job) -> None:

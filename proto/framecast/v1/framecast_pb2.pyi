@@ -722,7 +722,7 @@ class PlanResponse(_message.Message):
     def __init__(self, ok: _Optional[bool] = ..., problems: _Optional[_Iterable[_Union[Problem, _Mapping]]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., fps: _Optional[float] = ..., num_frames: _Optional[int] = ..., padded_frames: _Optional[int] = ..., windows: _Optional[_Iterable[_Union[Window, _Mapping]]] = ..., estimated_device_bytes: _Optional[int] = ..., estimated_seconds: _Optional[float] = ..., source: _Optional[_Union[MediaRef, _Mapping]] = ..., output_frames: _Optional[int] = ..., output_duration_s: _Optional[float] = ..., steps: _Optional[int] = ...) -> None: ...
 
 class ServerInfo(_message.Message):
-    __slots__ = ("version", "model", "model_dir", "dtype", "device", "quantization", "attention_backend", "memory_bytes", "max_frames", "max_pixels", "max_upload_bytes", "max_queue", "queue_length", "ready", "adapters_loaded", "window_frames", "offload", "max_vram_bytes", "vae_tiling", "gradient_checkpointing", "optimizer", "load_error", "adapters_cached", "adapters_pinned", "adapter_device_slots", "adapter_host_cache_bytes", "adapter_slot_rank", "native_width", "native_height", "max_side", "max_window_frames", "size_factor", "max_duration_s", "max_source_pixels", "interpolation", "trackers")
+    __slots__ = ("version", "model", "model_dir", "dtype", "device", "quantization", "attention_backend", "memory_bytes", "max_frames", "max_pixels", "max_upload_bytes", "max_queue", "queue_length", "ready", "adapters_loaded", "window_frames", "offload", "max_vram_bytes", "vae_tiling", "gradient_checkpointing", "optimizer", "load_error", "adapters_cached", "adapters_pinned", "adapter_device_slots", "adapter_host_cache_bytes", "adapter_slot_rank", "native_width", "native_height", "max_side", "max_window_frames", "size_factor", "max_duration_s", "max_source_pixels", "interpolation", "trackers", "max_streams", "open_streams", "unary_workers", "max_message_bytes")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MODEL_DIR_FIELD_NUMBER: _ClassVar[int]
@@ -759,6 +759,10 @@ class ServerInfo(_message.Message):
     MAX_SOURCE_PIXELS_FIELD_NUMBER: _ClassVar[int]
     INTERPOLATION_FIELD_NUMBER: _ClassVar[int]
     TRACKERS_FIELD_NUMBER: _ClassVar[int]
+    MAX_STREAMS_FIELD_NUMBER: _ClassVar[int]
+    OPEN_STREAMS_FIELD_NUMBER: _ClassVar[int]
+    UNARY_WORKERS_FIELD_NUMBER: _ClassVar[int]
+    MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     version: str
     model: str
     model_dir: str
@@ -795,4 +799,8 @@ class ServerInfo(_message.Message):
     max_source_pixels: int
     interpolation: str
     trackers: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, version: _Optional[str] = ..., model: _Optional[str] = ..., model_dir: _Optional[str] = ..., dtype: _Optional[str] = ..., device: _Optional[str] = ..., quantization: _Optional[str] = ..., attention_backend: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., max_frames: _Optional[int] = ..., max_pixels: _Optional[int] = ..., max_upload_bytes: _Optional[int] = ..., max_queue: _Optional[int] = ..., queue_length: _Optional[int] = ..., ready: _Optional[bool] = ..., adapters_loaded: _Optional[_Iterable[str]] = ..., window_frames: _Optional[int] = ..., offload: _Optional[str] = ..., max_vram_bytes: _Optional[int] = ..., vae_tiling: _Optional[bool] = ..., gradient_checkpointing: _Optional[bool] = ..., optimizer: _Optional[str] = ..., load_error: _Optional[str] = ..., adapters_cached: _Optional[_Iterable[str]] = ..., adapters_pinned: _Optional[_Iterable[str]] = ..., adapter_device_slots: _Optional[int] = ..., adapter_host_cache_bytes: _Optional[int] = ..., adapter_slot_rank: _Optional[int] = ..., native_width: _Optional[int] = ..., native_height: _Optional[int] = ..., max_side: _Optional[int] = ..., max_window_frames: _Optional[int] = ..., size_factor: _Optional[int] = ..., max_duration_s: _Optional[float] = ..., max_source_pixels: _Optional[int] = ..., interpolation: _Optional[str] = ..., trackers: _Optional[_Iterable[str]] = ...) -> None: ...
+    max_streams: int
+    open_streams: int
+    unary_workers: int
+    max_message_bytes: int
+    def __init__(self, version: _Optional[str] = ..., model: _Optional[str] = ..., model_dir: _Optional[str] = ..., dtype: _Optional[str] = ..., device: _Optional[str] = ..., quantization: _Optional[str] = ..., attention_backend: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., max_frames: _Optional[int] = ..., max_pixels: _Optional[int] = ..., max_upload_bytes: _Optional[int] = ..., max_queue: _Optional[int] = ..., queue_length: _Optional[int] = ..., ready: _Optional[bool] = ..., adapters_loaded: _Optional[_Iterable[str]] = ..., window_frames: _Optional[int] = ..., offload: _Optional[str] = ..., max_vram_bytes: _Optional[int] = ..., vae_tiling: _Optional[bool] = ..., gradient_checkpointing: _Optional[bool] = ..., optimizer: _Optional[str] = ..., load_error: _Optional[str] = ..., adapters_cached: _Optional[_Iterable[str]] = ..., adapters_pinned: _Optional[_Iterable[str]] = ..., adapter_device_slots: _Optional[int] = ..., adapter_host_cache_bytes: _Optional[int] = ..., adapter_slot_rank: _Optional[int] = ..., native_width: _Optional[int] = ..., native_height: _Optional[int] = ..., max_side: _Optional[int] = ..., max_window_frames: _Optional[int] = ..., size_factor: _Optional[int] = ..., max_duration_s: _Optional[float] = ..., max_source_pixels: _Optional[int] = ..., interpolation: _Optional[str] = ..., trackers: _Optional[_Iterable[str]] = ..., max_streams: _Optional[int] = ..., open_streams: _Optional[int] = ..., unary_workers: _Optional[int] = ..., max_message_bytes: _Optional[int] = ...) -> None: ...
