@@ -26,6 +26,7 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from framecast.client.channel import open_channel
 from framecast.client.chunks import MiB, OnBytes, adapter_chunks, encode_array, media_chunks, reporting
 from framecast.client.errors import FramecastError
 from framecast.client.requests import (  # noqa: F401 (part of this module's API since before requests.py)
@@ -94,17 +95,31 @@ class FramecastClient:
     >>> with FramecastClient("127.0.0.1:50051", timeout=60) as client:
     ...     client.wait_ready(30)
     ...     source = client.upload("source.mp4")
+
+    A server on a network (docs/serving.md#on-a-network) takes a token and TLS:
+
+    >>> FramecastClient("gpu-1.example.com", token=os.environ["FRAMECAST_TOKEN"], tls_ca="ca.pem")
     """
 
-    def __init__(self, address: str = "127.0.0.1:50051", timeout: float | None = None, max_message_mb: int = 64):
-        """Open the channel (lazily: nothing is dialled before the first call). Raises ValueError
-        for an address ``server_address`` refuses."""
+    def __init__(
+        self, address: str = "127.0.0.1:50051", timeout: float | None = None, max_message_mb: int = 64, *,
+        token: str | None = None, tls: bool = False, tls_ca: str | os.PathLike | None = None,
+        tls_cert: str | os.PathLike | None = None, tls_key: str | os.PathLike | None = None,
+    ):  # fmt: skip
+        """Open the channel (lazily: nothing is dialled before the first call).
+
+        ``token``: a bearer token the server accepts (``serve --auth-tokens``), sent with every call.
+        ``tls=True``: connect over TLS, the server's certificate verified against the system's roots,
+        or against ``tls_ca`` (a PEM bundle; giving it implies TLS). ``tls_cert`` and ``tls_key``: a
+        client certificate and its key, for a server that asks for one (``--tls-client-ca``).
+
+        Raises ValueError for an address ``server_address`` refuses, a certificate without its key
+        (or the reverse), an unreadable certificate file or a token with spaces."""
         self.address = server_address(address)
         self.timeout = timeout
         limit = int(max_message_mb * MiB)
-        self._channel = grpc.insecure_channel(
-            self.address, options=[("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", limit)]
-        )
+        options = [("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", limit)]
+        self._channel = open_channel(self.address, options, token, tls, tls_ca, tls_cert, tls_key)
         self._stub = pb_grpc.FramecastStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 

@@ -31,6 +31,7 @@ from framecast.server.errors import ErrorInterceptor
 from framecast.server.health import Health, device_problem
 from framecast.server.jobs import JobQueue
 from framecast.server.media_store import MediaStore
+from framecast.server.security import AuthInterceptor, TokenFile, describe_access, server_credentials
 from framecast.server.service import FramecastService, settle_interrupted_propagation
 from framecast.server.streams import HealthLane, StreamCap, rpc_pool
 from framecast.v1 import framecast_pb2, framecast_pb2_grpc
@@ -62,7 +63,8 @@ class RunningServer:
             settle_interrupted_propagation(self.media, info)
 
         self.queue = JobQueue(data / "jobs", config.max_queue, on_interrupted=settle_interrupted)
-        self.service = FramecastService(config, self.media, self.queue, open_streams=lambda: self.streams.open_streams)
+        self.service = FramecastService(config, self.media, self.queue, open_streams=lambda: self.streams.open_streams,
+                                        authenticated=self.auth.authenticated)  # fmt: skip
         self.health = Health(loaded=("", SERVICE_NAME), why_not_ready=self._why_not_ready)
         framecast_pb2_grpc.add_FramecastServicer_to_server(self.service, self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, self._server)
@@ -86,11 +88,16 @@ class RunningServer:
         ]
         self.streams = StreamCap(config.max_streams)
         self._health_lane = HealthLane()
-        # Outermost first: health's pool, the stream cap, then the error mapping.
-        interceptors = [self._health_lane, self.streams, ErrorInterceptor()]
+        self.auth = AuthInterceptor(TokenFile(config.auth_tokens) if config.auth_tokens else None, bool(config.tls_client_ca))
+        credentials = server_credentials(config.tls_cert, config.tls_key, config.tls_client_ca) if config.tls_cert else None
+        # Outermost first: health's pool, tokens, the stream cap, then the error mapping.
+        interceptors = [self._health_lane, self.auth, self.streams, ErrorInterceptor()]
         server = grpc.server(rpc_pool(config.max_workers, config.max_streams), interceptors=interceptors, options=options)
         try:
-            self.port = server.add_insecure_port(config.address)
+            if credentials is None:
+                self.port = server.add_insecure_port(config.address)
+            else:
+                self.port = server.add_secure_port(config.address, credentials)
         except RuntimeError:  # what grpcio raises for an address in use
             self.port = 0
         if self.port == 0:
@@ -111,7 +118,9 @@ class RunningServer:
     def start(self) -> "RunningServer":
         self._server.start()
         self.health.start()
-        log.info("listening on %s:%d; loading %s", self.config.host, self.port, self.config.engine.model_dir)
+        config = self.config
+        access = describe_access(bool(config.tls_cert), bool(config.tls_client_ca), bool(config.auth_tokens))
+        log.info("listening on %s:%d (%s); loading %s", config.host, self.port, access, config.engine.model_dir)
         self._loader = threading.Thread(target=self._load_engine, name="framecast-loader", daemon=True)
         self._loader.start()
         if self.config.media_retention_hours > 0:

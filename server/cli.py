@@ -92,6 +92,17 @@ def add_options(parser: argparse.ArgumentParser) -> None:
            metavar="DIR")  # fmt: skip
     option("--media-retention-hours", "media_retention_hours", "delete uploads and results H hours after they were "
            "stored or last uploaded again; 0: kept until deleted", type=float, metavar="H")  # fmt: skip
+    network = parser.add_argument_group("on a network", "who may call the server (docs/serving.md#on-a-network); a --host "
+                                        "other than loopback needs TLS and tokens or client certificates, or --insecure")
+    network.add_argument("--auth-tokens", dest="auth_tokens", default="", metavar="FILE",
+                         help="bearer tokens, one a line ('#' comments; 'read:TOKEN' for a read-only one), read again "
+                         "when the file changes; every call but health's needs one")  # fmt: skip
+    network.add_argument("--tls-cert", dest="tls_cert", default="", metavar="FILE", help="PEM certificate chain: serve TLS")
+    network.add_argument("--tls-key", dest="tls_key", default="", metavar="FILE", help="PEM private key of --tls-cert")
+    network.add_argument("--tls-client-ca", dest="tls_client_ca", default="", metavar="FILE",
+                         help="PEM CA bundle: callers must present a certificate it signed (mutual TLS)")  # fmt: skip
+    network.add_argument("--insecure", dest="insecure", action="store_true",
+                         help="serve a non-loopback --host without TLS or caller authentication (a network you trust)")
     parser.set_defaults(run=cmd_serve)
 
 

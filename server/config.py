@@ -29,6 +29,13 @@ class ServerConfig:
     chunk_bytes: int = 1 * MiB  # download/export chunk size
     max_workers: int = 16  # gRPC threads for unary calls, besides one per stream the cap allows (health has its own)
     max_streams: int = 512  # streaming calls open at once (Train, Propagate, WatchJob, transfers); more: RESOURCE_EXHAUSTED
+    # Who may call (server/security.py). A host other than loopback needs TLS and a way to know the
+    # caller (tokens, or client certificates), or ``insecure``.
+    auth_tokens: str = ""  # file of bearer tokens, one a line ('read:TOKEN' read-only); "" = no tokens needed
+    tls_cert: str = ""  # PEM certificate chain the server presents; "" = plaintext
+    tls_key: str = ""  # its PEM private key
+    tls_client_ca: str = ""  # PEM CA bundle callers' certificates must chain to (mutual TLS); "" = none asked for
+    insecure: bool = False  # allow a non-loopback host without TLS and caller authentication
 
     def __post_init__(self):
         if not 0 <= self.port <= 65535:
@@ -39,6 +46,7 @@ class ServerConfig:
             raise InvalidInput("max_streams", self.max_streams, "must be in [1, 100000] (each open stream holds a thread)")
         if self.max_workers < 1:
             raise InvalidInput("max_workers", self.max_workers, "must be >= 1")
+        self._check_security()
         if self.max_upload_bytes < 1:
             raise InvalidInput("max_upload_bytes", self.max_upload_bytes, "must be >= 1")
         if not self.max_source_pixels >= 1:
@@ -54,6 +62,30 @@ class ServerConfig:
         if sam2 and not (Path(sam2) / "config.json").is_file():
             raise InvalidInput("sam2_checkpoint", sam2, "is not a SAM2 video model directory (no config.json): save one "
                                "with transformers' Sam2VideoModel.save_pretrained (docs/masks.md)")  # fmt: skip
+
+    def _check_security(self) -> None:
+        for name in ("auth_tokens", "tls_cert", "tls_key", "tls_client_ca"):
+            path = getattr(self, name)
+            if path and not Path(path).is_file():
+                raise InvalidInput(name, path, "is not a file")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            given, missing = ("tls_cert", "tls_key") if self.tls_cert else ("tls_key", "tls_cert")
+            raise InvalidInput(missing, "", f"is required with --{given.replace('_', '-')}: TLS needs the certificate "
+                               "and its private key")  # fmt: skip
+        if self.tls_client_ca and not self.tls_cert:
+            raise InvalidInput("tls_client_ca", self.tls_client_ca, "needs --tls-cert and --tls-key: client "
+                               "certificates are asked for over TLS")  # fmt: skip
+        from framecast.server.security import is_loopback
+
+        if self.insecure or is_loopback(self.host):
+            return
+        missing = [what for what, there in (("TLS (--tls-cert and --tls-key)", self.tls_cert),
+                   ("caller authentication (--auth-tokens, or --tls-client-ca)", self.auth_tokens or self.tls_client_ca))
+                   if not there]  # fmt: skip
+        if missing:
+            raise InvalidInput("host", self.host, f"is reachable from other machines, and this server has no "
+                               f"{' and no '.join(missing)}: anyone who reaches the port could read, train and delete "
+                               "everything. Give them, or --insecure to serve this way on a network you trust")  # fmt: skip
 
     @classmethod
     def build(cls, **settings) -> ServerConfig:

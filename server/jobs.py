@@ -40,11 +40,12 @@ class Job:
         self.uses_adapters = uses_adapters
         self.cancel_requested = threading.Event()
         self._history: list[pb.JobEvent] = []
-        self._changed = threading.Condition()
+        lock = threading.RLock()
+        self._changed = threading.Condition(lock)
         # Watchers (``follow(coalesce_progress=True)``) wait here: woken by every event but progress,
         # and by progress at most every WATCH_PROGRESS_EVERY_S, so a fast job does not wake hundreds
         # of them at each step. It shares ``_changed``'s lock.
-        self._watched = threading.Condition(self._changed._lock)
+        self._watched = threading.Condition(lock)
         self._watchers_woken_at = float("-inf")
         self._record: Callable[[pb.JobInfo], None] | None = None  # the queue's durable record writer
         self.status: Status | None = None  # how it failed or was cancelled, once it has

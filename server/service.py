@@ -70,12 +70,15 @@ def settle_interrupted_propagation(media: MediaStore, info: pb.JobInfo) -> None:
 
 
 class FramecastService(AdapterRpcs, pb_grpc.FramecastServicer):
-    def __init__(self, config: ServerConfig, media: MediaStore, queue: JobQueue, open_streams=lambda: 0):
-        """``open_streams()``: how many streaming calls are open now (for GetServerInfo)."""
+    def __init__(self, config: ServerConfig, media: MediaStore, queue: JobQueue, open_streams=lambda: 0,
+                 authenticated=lambda context: False):  # fmt: skip
+        """``open_streams()``: how many streaming calls are open now; ``authenticated(context)``: whether
+        a caller proved who it is (a token or a client certificate). Both for GetServerInfo."""
         self.config = config
         self.media = media
         self.queue = queue
         self._open_streams = open_streams
+        self._authenticated = authenticated
         self._engine: Engine | None = None
         self._engine_error: str | None = None
 

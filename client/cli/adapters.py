@@ -3,13 +3,12 @@ and ``framecast export``: the adapters a server stores."""
 
 from __future__ import annotations
 
-from framecast.client.cli.args import CliError, client_options, command_with_actions, existing_file, output_path
-from framecast.client.client import FramecastClient
+from framecast.client.cli.args import CliError, client_options, command_with_actions, connect, existing_file, output_path
 from framecast.client.display import format_adapter, format_adapter_table, format_bytes, format_change
 
 
 def cmd_adapters(args) -> int:
-    with FramecastClient(args.server, timeout=args.timeout) as client:
+    with connect(args) as client:
         action = args.action or "list"
         if action == "show":
             print(format_adapter(client.get_adapter(args.name)))
@@ -31,7 +30,7 @@ def cmd_adapters(args) -> int:
 def cmd_import(args) -> int:
     path = existing_file(args.file, "FILE")
     name = args.name or path.name.split(".")[0]
-    with FramecastClient(args.server, timeout=args.timeout) as client:
+    with connect(args) as client:
         info = client.import_adapter(name, path)
     print(format_adapter(info))
     return 0
@@ -40,7 +39,7 @@ def cmd_import(args) -> int:
 def cmd_export(args) -> int:
     suffix = ".safetensors" if args.format == "diffusers" else f".{args.format}.safetensors"
     output = output_path(args.output or f"{args.name}{suffix}", "--output")
-    with FramecastClient(args.server, timeout=args.timeout) as client:
+    with connect(args) as client:
         try:
             data = client.export_adapter(args.name, output, format=args.format)
         except OSError as error:  # the write; a refused call is a FramecastError

@@ -1,5 +1,6 @@
 """What the client's commands share: option value types, the checks of local files, CliError,
-the --server and --timeout options, and the shot options of train, propagate, edit and plan."""
+the --server, --timeout, token and TLS options (``connect``: the client they name), and the shot
+options of train, propagate, edit and plan."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import math
 import os
 from pathlib import Path
 
-from framecast.client.client import server_address
+from framecast.client.client import FramecastClient, server_address
 from framecast.client.requests import FIT_MODES
 from framecast.engine.arguments import (  # noqa: F401 (the client's commands take them from here, with the rest)
     UINT32_MAX,
@@ -20,6 +21,8 @@ from framecast.engine.arguments import (  # noqa: F401 (the client's commands ta
 )
 
 DEFAULT_SERVER = os.environ.get("FRAMECAST_SERVER", "127.0.0.1:50051")
+TOKEN_ENV, TLS_ENV, TLS_CA_ENV = "FRAMECAST_TOKEN", "FRAMECAST_TLS", "FRAMECAST_TLS_CA"
+TLS_CERT_ENV, TLS_KEY_ENV = "FRAMECAST_TLS_CERT", "FRAMECAST_TLS_KEY"
 MAX_TIMEOUT_S = 1e9  # gRPC reads a deadline much further away (~7e9 s) as one already past
 
 
@@ -142,7 +145,7 @@ def server_arg(text: str) -> str:
 
 
 def client_options(defaults: bool = True) -> argparse.ArgumentParser:
-    """--server and --timeout, as a parent parser for the commands that call a server.
+    """--server, --timeout, --token and the TLS options, as a parent parser for the commands that call a server.
     ``defaults=False`` is for the actions under a command that has them already (``adapters
     show``, ``media delete``): the options may follow the action too, and an action's absent
     option must not overwrite one given before it."""
@@ -166,7 +169,43 @@ def client_options(defaults: bool = True) -> argparse.ArgumentParser:
         if defaults
         else "as before the action",
     )
+    security = parent.add_argument_group("a server on a network (docs/serving.md#on-a-network)")
+    unset = None if defaults else argparse.SUPPRESS
+
+    def option(flag: str, help: str, **kwargs) -> None:
+        security.add_argument(flag, default=unset, help=help if defaults else "as before the action", **kwargs)
+
+    option("--token", f"bearer token the server accepts (default: ${TOKEN_ENV}; the environment keeps it out of "
+           "the process list)", metavar="TOKEN")  # fmt: skip
+    option("--tls", "connect over TLS, the server verified against the system's CA roots (default: on when "
+           f"${TLS_ENV} is 1)", action="store_const", const=True)  # fmt: skip
+    option("--tls-ca", f"PEM CA bundle to verify the server with; implies --tls (default: ${TLS_CA_ENV})", metavar="FILE")
+    option("--tls-cert", f"PEM client certificate, for a server that asks for one (default: ${TLS_CERT_ENV})",
+           metavar="FILE")  # fmt: skip
+    option("--tls-key", f"PEM private key of --tls-cert (default: ${TLS_KEY_ENV})", metavar="FILE")
     return parent
+
+
+def connect(args) -> FramecastClient:
+    """The client a parsed command line names: --server, --timeout, and the token and TLS options,
+    each falling back to its environment variable. Raises CliError naming the option of an
+    unreadable file or a certificate without its key."""
+    def given(name: str, env: str) -> str | None:
+        return getattr(args, name, None) or os.environ.get(env) or None
+
+    tls_ca, tls_cert, tls_key = given("tls_ca", TLS_CA_ENV), given("tls_cert", TLS_CERT_ENV), given("tls_key", TLS_KEY_ENV)
+    for path, flag in ((tls_ca, "--tls-ca"), (tls_cert, "--tls-cert"), (tls_key, "--tls-key")):
+        if path:
+            existing_file(path, flag)
+    if bool(tls_cert) != bool(tls_key):
+        raise CliError(f"{'--tls-key' if tls_cert else '--tls-cert'} is required with "
+                       f"{'--tls-cert' if tls_cert else '--tls-key'}: a client certificate needs its private key")  # fmt: skip
+    tls = bool(getattr(args, "tls", None)) or os.environ.get(TLS_ENV, "").strip().lower() in ("1", "true", "yes")
+    token = given("token", TOKEN_ENV)
+    if token is not None and any(c.isspace() for c in token):
+        raise CliError(f"--token (or ${TOKEN_ENV}) must not hold spaces or line breaks")
+    return FramecastClient(args.server, timeout=args.timeout, token=token, tls=tls, tls_ca=tls_ca, tls_cert=tls_cert,
+                           tls_key=tls_key)  # fmt: skip
 
 
 def command_with_actions(commands, name: str, help: str):

@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from framecast.client.cli.args import CliError, client_options, existing_file, existing_input, output_path
+from framecast.client.cli.args import CliError, client_options, connect, existing_file, existing_input, output_path
 from framecast.client.cli.inputs import Uploads
 from framecast.client.cli.jobs import (
     add_common_options,
@@ -94,7 +94,7 @@ def cmd_plan(args) -> int:
     jobs = {"edit": ("train", "propagate"), "train": ("train",), "propagate": ("propagate",)}[args.job]
     inputs = EditInputs.local(args, edited="propagate" in jobs)
     adapter = args.adapter or (default_adapter_name() if "train" in jobs else "")
-    with FramecastClient(args.server, timeout=args.timeout) as client, Uploads(client, args.timeout) as upload:
+    with connect(args) as client, Uploads(client, args.timeout) as upload:
         planned = plans(client, args, inputs.uploaded(upload), jobs, adapter)
     print("\n".join(format_plan(kind, plan) for kind, plan in planned))
     if count := problems_of(planned):
@@ -109,7 +109,7 @@ def cmd_edit(args) -> int:
     frames_dir = output_path(args.frames_dir, "--frames-dir", directory=True) if args.frames_dir else None
     tracked_mask = tracked_mask_path(args)
     adapter = args.adapter or default_adapter_name()
-    with FramecastClient(args.server, timeout=args.timeout) as client, Uploads(client, args.timeout) as upload:
+    with connect(args) as client, Uploads(client, args.timeout) as upload:
         media = inputs.uploaded(upload)
         planned = plans(client, args, media, ("train", "propagate"), adapter)
         if count := problems_of(planned):

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from framecast.client.cli.args import client_options
-from framecast.client.client import FramecastClient
+from framecast.client.cli.args import client_options, connect
 from framecast.client.display import format_bytes
 
 
@@ -39,7 +38,7 @@ def _trackers(info) -> str:
 
 
 def cmd_info(args) -> int:
-    with FramecastClient(args.server, timeout=args.timeout) as client:
+    with connect(args) as client:
         info = client.server_info()
     rows = [
         ("server", args.server), ("version", info.version), ("ready", _readiness(info)),

@@ -13,6 +13,7 @@ from framecast.client.cli.args import (
     add_shot_options,
     client_options,
     colour_variants_int,
+    connect,
     existing_file,
     existing_input,
     non_negative_float,
@@ -173,7 +174,7 @@ def cmd_train(args) -> int:
     mask = MaskInput.local(args)
     references = local_references(args)
     tracked_mask = tracked_mask_path(args)
-    with FramecastClient(args.server, timeout=args.timeout) as client, Uploads(client, args.timeout) as upload:
+    with connect(args) as client, Uploads(client, args.timeout) as upload:
         source_ref, mask = upload(source, "--source"), mask.uploaded(upload)
         reference_ids = [(where, upload(path, "--reference").id) for where, path in references]
         events = client.train(args.adapter, source_ref.id, prompt=args.prompt, **mask.kwargs(),
@@ -196,7 +197,7 @@ def cmd_propagate(args) -> int:
     output = output_file(args)
     frames_dir = output_path(args.frames_dir, "--frames-dir", directory=True) if args.frames_dir else None
     tracked_mask = tracked_mask_path(args)
-    with FramecastClient(args.server, timeout=args.timeout) as client, Uploads(client, args.timeout) as upload:
+    with connect(args) as client, Uploads(client, args.timeout) as upload:
         source_ref, mask = upload(source, "--source"), mask.uploaded(upload)
         edited_ref = upload(edited, "--edited-first-frame")
         events = client.propagate(args.adapter, source_ref.id, edited_first_frame_id=edited_ref.id, prompt=args.prompt,

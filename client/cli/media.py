@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from framecast.client.cli.args import CliError, command_with_actions, output_path, resolve_prefix
-from framecast.client.client import FramecastClient
+from framecast.client.cli.args import CliError, command_with_actions, connect, output_path, resolve_prefix
 from framecast.client.display import format_media_table
 
 
@@ -14,7 +13,7 @@ def resolve_media_ids(prefixes: list[str], stored: list[str]) -> list[str]:
 
 def cmd_media(args) -> int:
     output = output_path(args.output, "--output") if args.action == "download" else None
-    with FramecastClient(args.server, timeout=args.timeout) as client:
+    with connect(args) as client:
         listing = client.list_media()
         if output is not None:
             (media_id,) = resolve_media_ids([args.id], [ref.id for ref in listing.media])

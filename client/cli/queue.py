@@ -12,7 +12,7 @@ import sys
 
 import grpc
 
-from framecast.client.cli.args import command_with_actions, output_path, positive_int, resolve_prefix
+from framecast.client.cli.args import command_with_actions, connect, output_path, positive_int, resolve_prefix
 from framecast.client.cli.jobs import print_result, save_tracked_mask
 from framecast.client.cli.masks import tracked_mask_path
 from framecast.client.client import JOB_STATES, FramecastClient
@@ -41,7 +41,7 @@ def cmd_jobs(args) -> int:
     output = output_path(args.output, "--output") if watching and args.output else None
     frames_dir = output_path(args.frames_dir, "--frames-dir", directory=True) if watching and args.frames_dir else None
     tracked_mask = tracked_mask_path(args) if watching else None
-    with FramecastClient(args.server, timeout=args.timeout) as client:
+    with connect(args) as client:
         if action == "list":
             print(format_job_table(client.list_jobs(getattr(args, "state", None), getattr(args, "limit", None))))
         elif action == "cancel":
