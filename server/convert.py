@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import framecast
 from framecast.engine.adapter_cache import AdapterChange, AdapterState, AdapterStatus
@@ -317,6 +318,15 @@ def server_info(config: ServerConfig, queue_length: int, engine: EngineInfo | No
     if engine is not None:
         info.MergeFrom(pb.ServerInfo(**dataclasses.asdict(engine)))
     return info
+
+
+def hide_paths(info: pb.ServerInfo, config: ServerConfig) -> None:
+    """Leave no absolute server path in ``info``, for a caller that did not authenticate: the model
+    directory by its name only, the model and data directories in a load error by their names."""
+    info.model_dir = Path(info.model_dir).name
+    for directory in sorted((config.engine.model_dir, config.data_dir), key=len, reverse=True):
+        info.load_error = info.load_error.replace(str(Path(directory).resolve()), Path(directory).name)
+        info.load_error = info.load_error.replace(str(directory), Path(directory).name)
 
 
 def notice(notice) -> pb.Notice:

@@ -262,8 +262,11 @@ class FramecastService(AdapterRpcs, pb_grpc.FramecastServicer):
 
     def GetServerInfo(self, request, context):
         engine = self._engine
-        return convert.server_info(self.config, self.queue.waiting, engine.info() if engine else None, self._engine_error,
+        info = convert.server_info(self.config, self.queue.waiting, engine.info() if engine else None, self._engine_error,
                                    engine.tracker_kinds if engine else None, self._open_streams())  # fmt: skip
+        if not self._authenticated(context):  # a caller nobody vouches for learns no path on the server
+            convert.hide_paths(info, self.config)
+        return info
 
 
 def _check_trained(training: Job) -> None:

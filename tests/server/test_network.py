@@ -400,3 +400,35 @@ def test_a_tokens_file_without_a_token_or_with_a_bad_one_is_refused(tiny_model_d
     err = capsys.readouterr().err
     assert "error: --auth-tokens: must hold one token of at least 16 characters" in err and "line 3" in err
     assert "tiny" not in err.replace("--auth-tokens", "")
+
+
+# ---- no server paths to callers nobody vouches for ---------------------------------------------
+
+
+def test_server_info_shows_no_absolute_path_to_an_unauthenticated_caller(grpc_server, secured, certificates):
+    """Without tokens or client certificates nobody is authenticated: the model directory by its name
+    only. A caller with a token (or a client certificate, above) sees the path."""
+    with grpc.insecure_channel(f"127.0.0.1:{grpc_server.port}") as channel:
+        info = framecast_pb2_grpc.FramecastStub(channel).GetServerInfo(pb.GetServerInfoRequest(), timeout=10)
+    model_dir = grpc_server.config.engine.model_dir
+    assert info.model_dir == os.path.basename(model_dir) and "/" not in info.model_dir
+    with tls_channel(secured, certificates) as channel:
+        stub = framecast_pb2_grpc.FramecastStub(channel)
+        assert stub.GetServerInfo(pb.GetServerInfoRequest(), timeout=10, metadata=bearer(READ_TOKEN)).model_dir == model_dir
+
+
+def test_a_load_error_names_no_server_path_to_an_unauthenticated_caller(tiny_model_dir, tmp_path):
+    from framecast.server.app import start_server
+    from framecast.server.config import ServerConfig
+
+    from .test_startup import hollow_model
+
+    model = hollow_model(tiny_model_dir, tmp_path / "hollow")
+    server = start_server(ServerConfig.build(model_dir=str(model), data_dir=str(tmp_path / "data"), port=0))
+    try:
+        assert not server.wait_ready(120)
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            info = framecast_pb2_grpc.FramecastStub(channel).GetServerInfo(pb.GetServerInfoRequest(), timeout=10)
+        assert info.load_error and str(tmp_path) not in info.load_error and info.model_dir == "hollow"
+    finally:
+        server.stop(grace=1)
