@@ -26,11 +26,14 @@ from framecast.engine.engine import Engine
 from framecast.engine.grid import WAN_FPS
 from framecast.engine.errors import InvalidInput, Unavailable
 from framecast.server.adapter_rpcs import settle_interrupted_training
+from framecast.server.calls import CallInterceptor
 from framecast.server.config import MAX_MESSAGE_BYTES, ServerConfig
 from framecast.server.errors import ErrorInterceptor
 from framecast.server.health import Health, device_problem
 from framecast.server.jobs import JobQueue
 from framecast.server.media_store import MediaStore
+from framecast.server.metrics import Metrics
+from framecast.server.request_ids import install_log_records
 from framecast.server.security import AuthInterceptor, TokenFile, describe_access, server_credentials
 from framecast.server.service import FramecastService, settle_interrupted_propagation
 from framecast.server.streams import HealthLane, StreamCap, rpc_pool
@@ -48,6 +51,10 @@ class RunningServer:
         # Before the stores read the data dir: a second server on it would take the first one's
         # running jobs for ones a crash interrupted and mark them failed.
         self._data_lock = lock_data_dir(data)
+        install_log_records()  # every log record carries the request id it was made for
+        self.metrics = Metrics()  # this server's own registry, served by start() with --metrics-port
+        self.metrics_port: int | None = None  # the port /metrics is served on, once started; None: off
+        self.engine: Engine | None = None  # once loaded
         try:
             self._server = self._open_port()
         except BaseException:
@@ -62,7 +69,8 @@ class RunningServer:
             settle_interrupted_training(adapters, info)
             settle_interrupted_propagation(self.media, info)
 
-        self.queue = JobQueue(data / "jobs", config.max_queue, on_interrupted=settle_interrupted)
+        self.queue = JobQueue(data / "jobs", config.max_queue, on_interrupted=settle_interrupted, observer=self.metrics)
+        self.metrics.watch(self.queue, self.media, lambda: self.engine)
         self.service = FramecastService(config, self.media, self.queue, open_streams=lambda: self.streams.open_streams,
                                         authenticated=self.auth.authenticated)  # fmt: skip
         self.health = Health(loaded=("", SERVICE_NAME), why_not_ready=self._why_not_ready)
@@ -90,8 +98,8 @@ class RunningServer:
         self._health_lane = HealthLane()
         self.auth = AuthInterceptor(TokenFile(config.auth_tokens) if config.auth_tokens else None, bool(config.tls_client_ca))
         credentials = server_credentials(config.tls_cert, config.tls_key, config.tls_client_ca) if config.tls_cert else None
-        # Outermost first: health's pool, tokens, the stream cap, then the error mapping.
-        interceptors = [self._health_lane, self.auth, self.streams, ErrorInterceptor()]
+        # Outermost first: health's pool, request ids and metrics, tokens, the stream cap, then the error mapping.
+        interceptors = [self._health_lane, CallInterceptor(self.metrics), self.auth, self.streams, ErrorInterceptor()]
         server = grpc.server(rpc_pool(config.max_workers, config.max_streams), interceptors=interceptors, options=options)
         try:
             if credentials is None:
@@ -116,6 +124,16 @@ class RunningServer:
         return device_problem(engine.device)
 
     def start(self) -> "RunningServer":
+        if self.config.metrics_port is not None:
+            try:
+                self.metrics_port = self.metrics.serve_http(self.config.host, self.config.metrics_port)
+            except OSError as error:  # nothing started yet: leave nothing behind
+                self.queue.shutdown(0)
+                self._server.stop(None)
+                self._data_lock.close()
+                raise InvalidInput("metrics_port", self.config.metrics_port,
+                                   f"cannot be opened on {self.config.host}: {error.strerror or error}") from None  # fmt: skip
+            log.info("metrics on http://%s:%d/metrics", self.config.host, self.metrics_port)
         self._server.start()
         self.health.start()
         config = self.config
@@ -149,6 +167,8 @@ class RunningServer:
             self.service.set_engine(None, f"{type(exc).__name__}: {exc}")
             self._load_ended.set()
             return
+        engine.adapters.observe(self.metrics.adapter_cache_event)
+        self.engine = engine
         self.service.set_engine(engine)
         self.health.set_loaded(True)
         self._ready.set()
@@ -184,6 +204,7 @@ class RunningServer:
                 self._server.stop(grace).wait()
                 self._health_lane.close()
                 self._data_lock.close()  # another server may use the data dir now
+                self.metrics.close()
                 self._stopped.set()
                 log.info("stopped")
 

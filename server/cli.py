@@ -90,6 +90,8 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     option("--sam2-checkpoint", "sam2_checkpoint", "a local SAM2 video model directory (transformers' Sam2VideoModel, "
            "save_pretrained): exact masks from points, a box or a frame-0 mask; empty: CSRT and flow trackers only",
            metavar="DIR")  # fmt: skip
+    option("--metrics-port", "metrics_port", "serve Prometheus metrics over HTTP at http://HOST:PORT/metrics (0 picks a "
+           "free port); off unless given", type=int, metavar="PORT")  # fmt: skip
     option("--media-retention-hours", "media_retention_hours", "delete uploads and results H hours after they were "
            "stored or last uploaded again; 0: kept until deleted", type=float, metavar="H")  # fmt: skip
     network = parser.add_argument_group("on a network", "who may call the server (docs/serving.md#on-a-network); a --host "
@@ -155,6 +157,9 @@ def cmd_serve(args) -> int:
     # probe or a unary call waits for fewer turns (p99 with 256 watchers of a training: 63 -> 33 ms).
     sys.setswitchinterval(0.001)
     from framecast.server.app import start_server
+    from framecast.server.request_ids import show_request_ids
+
+    show_request_ids()  # each log line names the request it was made for, [-] outside any
 
     try:
         config = server_config(args)
@@ -167,6 +172,8 @@ def cmd_serve(args) -> int:
     if args.data_dir is None:
         print(f"framecast keeps its data in {config.data_dir}; --data DIR keeps it elsewhere", flush=True)
     print(f"framecast listening on {args.host}:{running.port}, loading {config.engine.model_dir}", flush=True)
+    if running.metrics_port is not None:
+        print(f"framecast metrics on http://{args.host}:{running.metrics_port}/metrics", flush=True)
 
     def announce_ready():
         if running.wait_ready(None):

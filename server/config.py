@@ -36,10 +36,15 @@ class ServerConfig:
     tls_key: str = ""  # its PEM private key
     tls_client_ca: str = ""  # PEM CA bundle callers' certificates must chain to (mutual TLS); "" = none asked for
     insecure: bool = False  # allow a non-loopback host without TLS and caller authentication
+    metrics_port: int | None = None  # Prometheus metrics over HTTP on host:this port; 0 = a free port; None = off
 
     def __post_init__(self):
         if not 0 <= self.port <= 65535:
             raise InvalidInput("port", self.port, "must be in [0, 65535]")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise InvalidInput("metrics_port", self.metrics_port, "must be in [0, 65535]")
+        if self.metrics_port and self.metrics_port == self.port:
+            raise InvalidInput("metrics_port", self.metrics_port, "must differ from the gRPC port")
         if self.max_queue < 1:
             raise InvalidInput("max_queue", self.max_queue, "must be >= 1")
         if not 1 <= self.max_streams <= 100_000:

@@ -4,6 +4,10 @@ A job's events (protobuf ``JobEvent``s) are kept in an append-only history that 
 of streams follow, so a client that lost its stream re-attaches and misses nothing. Job
 records are persisted as JSON on every state change; jobs a crash or restart interrupted
 are marked failed when the server comes back.
+
+A job carries the request id of the RPC that created it, and runs with it as the current one
+(``request_ids``), so its log lines say which request they belong to. A ``JobObserver`` (the
+server's metrics) is told when each job starts, reports progress and ends.
 """
 
 from __future__ import annotations
@@ -15,12 +19,14 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Protocol
 
 from google.protobuf import json_format
 
 from framecast.engine.errors import Cancelled, FailedPrecondition, JobNotFound, QueueFull, Unavailable
 from framecast.engine.media import atomic_write, remove_interrupted_writes
 from framecast.server.errors import Status, status_for
+from framecast.server.request_ids import current_request_id, request_scope
 from framecast.v1 import framecast_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -29,12 +35,34 @@ TERMINAL = (pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED)
 WATCH_PROGRESS_EVERY_S = 0.25  # a watcher's progress at most four times a second (``Job.follow``)
 
 
+class JobObserver(Protocol):
+    """Told about jobs as they run; each call must be quick (it runs on the job's thread)."""
+
+    def job_started(self, job: "Job") -> None: ...
+    def job_progress(self, job: "Job", progress: pb.Progress) -> None: ...
+    def job_ended(self, job: "Job") -> None: ...  # once, in its terminal state, whether it ran or not
+
+
+class _Unobserved:
+    def job_started(self, job: "Job") -> None:
+        pass
+
+    def job_progress(self, job: "Job", progress: pb.Progress) -> None:
+        pass
+
+    def job_ended(self, job: "Job") -> None:
+        pass
+
+
 class Job:
     """One unit of work. ``run(job)`` does it, emitting events; its return value is ignored."""
 
-    def __init__(self, kind: int, adapter: str, run: Callable[["Job"], None], uses_adapters: tuple[str, ...] = ()):
+    def __init__(self, kind: int, adapter: str, run: Callable[["Job"], None], uses_adapters: tuple[str, ...] = (),
+                 request_id: str | None = None):  # fmt: skip
+        """``request_id``: the RPC's that creates it; None takes the current one (``request_ids``)."""
         self.info = pb.JobInfo(
-            job_id=uuid.uuid4().hex[:16], kind=kind, state=pb.JOB_STATE_QUEUED, adapter=adapter, created_at=time.time()
+            job_id=uuid.uuid4().hex[:16], kind=kind, state=pb.JOB_STATE_QUEUED, adapter=adapter, created_at=time.time(),
+            request_id=current_request_id() if request_id is None else request_id,
         )
         self.run = run
         self.uses_adapters = uses_adapters
@@ -48,6 +76,7 @@ class Job:
         self._watched = threading.Condition(lock)
         self._watchers_woken_at = float("-inf")
         self._record: Callable[[pb.JobInfo], None] | None = None  # the queue's durable record writer
+        self.observer: JobObserver = _Unobserved()  # the queue's, once it accepts the job
         self.status: Status | None = None  # how it failed or was cancelled, once it has
 
     @property
@@ -79,6 +108,8 @@ class Job:
             if "progress" not in event or now - self._watchers_woken_at >= WATCH_PROGRESS_EVERY_S:
                 self._watchers_woken_at = now
                 self._watched.notify_all()
+        if "progress" in event:
+            self.observer.job_progress(self, event["progress"])
 
     def set_state(self, state: int, **fields) -> None:
         with self._changed:
@@ -118,7 +149,8 @@ class Job:
                 error = job_error(status)
                 self.set_state(state, finished_at=time.time(), error=error)
                 self.emit(error=error)
-            return True
+        self.observer.job_ended(self)
+        return True
 
     def follow(self, replay_progress: bool = True, alive: Callable[[], bool] | None = None,
                coalesce_progress: bool = False) -> Iterator[pb.JobEvent]:  # fmt: skip
@@ -183,13 +215,16 @@ class JobQueue:
         max_queue: int,
         keep_finished: int = 500,
         on_interrupted: Callable[[pb.JobInfo], None] | None = None,
+        observer: JobObserver | None = None,
     ):
         """``on_interrupted`` sees each job a crash or restart interrupted, marked failed, before
-        its record is rewritten: it may settle what the job left (and change the record)."""
+        its record is rewritten: it may settle what the job left (and change the record).
+        ``observer`` is told about every job this queue accepts (``JobObserver``)."""
         self.records_dir = Path(records_dir)
         self.records_dir.mkdir(parents=True, exist_ok=True)
         self.max_queue = max_queue
         self.keep_finished = keep_finished
+        self.observer: JobObserver = observer or _Unobserved()
         self._jobs: collections.OrderedDict[str, Job | pb.JobInfo] = collections.OrderedDict()
         self._waiting: collections.deque[Job] = collections.deque()
         self._running: Job | None = None
@@ -240,6 +275,7 @@ class JobQueue:
             self._jobs[job.id] = job
             self._trim()
             job.keep_record(self._persist)
+            job.observer = self.observer
             self._persist(job.info)
             job.emit(accepted=job.snapshot())
             job.emit(queued=pb.Queued(position=position))
@@ -272,6 +308,12 @@ class JobQueue:
     def worker_alive(self) -> bool:
         """Whether the thread that runs the jobs is running (readiness reports it)."""
         return self._worker.is_alive()
+
+    @property
+    def running(self) -> int:
+        """Jobs running now: 0 or 1 (one worker)."""
+        with self._lock:
+            return int(self._running is not None and not self._running.done)
 
     def _live(self) -> list[Job]:
         """The queued and running jobs. A finished job stays _running for a moment after its last
@@ -318,8 +360,13 @@ class JobQueue:
                 self._lock.notify_all()
 
     def _run(self, job: Job) -> None:
+        with request_scope(job.info.request_id):  # its log lines name the request that made it
+            self._run_job(job)
+
+    def _run_job(self, job: Job) -> None:
         job.set_state(pb.JOB_STATE_RUNNING, started_at=time.time())
         self._persist(job.snapshot())
+        job.observer.job_started(job)
         try:
             job.run(job)
             if job.should_cancel():
