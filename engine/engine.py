@@ -28,17 +28,8 @@ from framecast.engine.config import GiB, EngineConfig, EngineInfo, Offload, Quan
 from framecast.engine.encoding import Encoders
 from framecast.engine.clip import ClipData, OnRead
 from framecast.engine.errors import AlreadyExists, Cancelled, InvalidInput, OutOfMemory, Problems, public_message
-from framecast.engine.lowvram import (
-    MemoryPlan,
-    Placement,
-    component_bytes,
-    estimate_peak_bytes,
-    memory_size,
-    module_bytes,
-    quantize_pipeline,
-    select_attention,
-    slot_bytes,
-)
+from framecast.engine.lowvram import Placement, memory_size, module_bytes, quantize_pipeline, select_attention
+from framecast.engine.memory_model import MemoryModel, MemoryPlan, Workload
 from framecast.engine.model import load_pipeline, model_limits
 from framecast.engine.propagation import OnFrames, OnStep, Propagation
 from framecast.engine.speed import Speed
@@ -134,17 +125,25 @@ class Engine:
 
     def memory_plan(self, quantize: Quantize, offload: Offload, frames: int, height: int, width: int, training: bool,
                     rank: int = 16) -> MemoryPlan:  # fmt: skip
-        """The device memory a clip of ``frames`` at ``width`` x ``height`` needs under these memory
-        settings (``estimate_peak_bytes``): the transformer, the components beside it on the device,
-        the adapter slot and the activations."""
-        quantize, offload = Quantize(quantize), Offload(offload)
-        dtype_bytes = torch.finfo(self.dtype).bits // 8
-        resident, visiting = component_bytes(self.pipe, quantize, offload, dtype_bytes)
-        resident += slot_bytes(self.pipe.transformer, self.config.adapter_max_rank, dtype_bytes)
-        return estimate_peak_bytes(
-            self.pipe.transformer, quantize, offload, frames, height, width, training, rank, dtype_bytes=dtype_bytes,
-            vae_spatial=self.pipe.vae_scale_factor_spatial, resident_bytes=resident, visiting_bytes=visiting,
+        """The memory a window of ``frames`` at ``width`` x ``height`` needs under these memory settings
+        (``framecast.engine.memory_model``): its peak on the device, ``peak_bytes`` what a budget must
+        hold, with the adapter slot at the server's slot rank (a server has one from its first adapter
+        on), the adapters now in the device and host tiers, sampling with guidance or training at
+        ``rank`` with this server's checkpointing and optimiser. The first plan of a setting traces
+        the model's components on fake tensors (seconds for the 14B); later ones take microseconds."""
+        if getattr(self, "_memory_model", None) is None:
+            self._memory_model = MemoryModel(self.pipe, self.dtype)
+        config = self.config
+        slots = getattr(getattr(self, "adapters", None), "slots", None)
+        tiers = slots.memory() if slots is not None else {}
+        work = Workload(
+            frames=frames, height=height, width=width, training=training, quantize=quantize, offload=offload,
+            rank=rank, slot_rank=max(config.adapter_max_rank, slots.max_rank if slots is not None else 0),
+            gradient_checkpointing=config.gradient_checkpointing, optimizer=config.optimizer,
+            vae_tiling=config.vae_tiling, adapter_cache_bytes=tiers.get("device_bytes", 0) - tiers.get("slot_bytes", 0),
+            adapter_host_bytes=tiers.get("host_bytes", 0),
         )  # fmt: skip
+        return self._memory_model.predict(work)
 
     def plan_windows(self, frames: int, height: int, width: int, requested: int, overlap: int | None, training: bool,
                      rank: int = 16) -> WindowPlan:  # fmt: skip

@@ -6,8 +6,8 @@
 - Offloading keeps components in host memory until they run: ``model`` moves whole
   components (encoders run once per job and leave the device), ``group`` streams the
   transformer's blocks through the device (diffusers' group offloading, CUDA streams).
-- ``estimate_peak_bytes`` is the planner behind ``--max-vram``: weights resident on the
-  device plus activations for the request's tokens, so a request that cannot fit is refused
+- ``weight_bytes`` counts weights as quantisation leaves them, for the memory model behind
+  ``--max-vram`` (``framecast.engine.memory_model``), so a request that cannot fit is refused
   before it starts.
 """
 
@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import torch
 
@@ -26,12 +26,11 @@ from framecast.engine.config import GiB, Attention, Offload, Quantize
 from framecast.engine.errors import InvalidInput
 
 log = logging.getLogger(__name__)
-# int8 layers on the CPU compute in fp16 and say so on every call.
+# int8 layers compute in fp16 and say so on every call (a warning, or bitsandbytes' log since 0.45).
 warnings.filterwarnings("ignore", message="MatMul8bitLt: inputs will be cast")
-
-
-# Bytes per weight of a quantised linear, including its scales (NF4: 4 bits + one absmax per 64).
-BYTES_PER_WEIGHT = {Quantize.NONE: None, Quantize.INT8: 1.0 + 4 / 4096, Quantize.NF4: 0.5 + 4 / 64}
+logging.getLogger("bitsandbytes.autograd._functions").addFilter(
+    lambda record: not record.getMessage().startswith("MatMul8bitLt: inputs will be cast")
+)
 
 
 # --- quantisation ---------------------------------------------------------------------------
@@ -174,116 +173,77 @@ class Placement:
                 torch.cuda.empty_cache()
 
 
-# --- memory planning --------------------------------------------------------------------------
-
-
-# Measured activations over the estimate below, from the Wan2.1-I2V-14B architecture at 49 frames
-# of 832x480 on an H200 (bench/results/clip.jsonl): 8.54 GiB generating against 3.37 estimated
-# (the VAE's decode at full resolution, which the per-token model leaves out, is most of it) and
-# 18.69 GiB training against 13.76. Rounded up: a budget is better refused than overrun.
-ACTIVATION_CALIBRATION = {False: 2.6, True: 1.4}  # {training: factor}
-
-
-@dataclass(frozen=True)
-class MemoryPlan:
-    weights_bytes: int  # resident on the device while the transformer runs (the other components too, without offload)
-    activation_bytes: int
-    tokens: int
-
-    @property
-    def peak_bytes(self) -> int:
-        return self.weights_bytes + self.activation_bytes
+# --- weight bytes -----------------------------------------------------------------------------
 
 
 def module_bytes(module: torch.nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in list(module.parameters()) + list(module.buffers()))
 
 
-def _quantized_bytes(module: torch.nn.Module, quantize: Quantize, dtype_bytes: int, keep=frozenset()) -> int:
-    """``module``'s bytes once ``quantize`` has replaced its linears (as stored if it already has)."""
+def quantized_linear_bytes(out_features: int, in_features: int, quantize: Quantize) -> int:
+    """Device bytes of a linear's weight as bitsandbytes stores it after ``quantize_linears``:
+    int8 one byte a weight and a float32 scale per output row; NF4 two weights a byte, a uint8
+    absmax per 64 weights, double-quantised with a float32 absmax per 256 of those, and the two
+    code books (16 and 256 float32) and offset."""
+    n = out_features * in_features
+    if Quantize(quantize) is Quantize.INT8:
+        return n + 4 * out_features
+    blocks = -(-n // 64)
+    return -(-n // 2) + blocks + 4 * -(-blocks // 256) + 4 * (16 + 256 + 1)
+
+
+def _is_linear(module: torch.nn.Module) -> bool:
+    return isinstance(module, torch.nn.Linear) and hasattr(module, "in_features")
+
+
+def weight_bytes(module: torch.nn.Module, quantize: Quantize = Quantize.NONE, compute_dtype: torch.dtype = torch.bfloat16,
+                 quantized: str | None = None, keep: frozenset[str] = frozenset(), rounding=None) -> int:  # fmt: skip
+    """Bytes of ``module``'s weights (parameters and buffers) with the linears under the submodule
+    ``quantized`` ("" for all, None for none) stored as ``quantize`` leaves them, those named in
+    ``keep`` excepted; linears already quantised count as ``quantize`` says, at ``compute_dtype``
+    unquantised. LoRA layers are left out (``lora_bytes``). ``rounding(nbytes)``: applied per tensor."""
     quantize = Quantize(quantize)
-    stored = module_bytes(module)
-    if quantize is Quantize.NONE or _is_quantized(module):
-        return stored
-    linear = sum(m.weight.numel() for name, m in module.named_modules()
-                 if type(m) is torch.nn.Linear and name.rsplit(".", 1)[-1] not in keep)  # fmt: skip
-    return int(stored - linear * dtype_bytes + linear * BYTES_PER_WEIGHT[quantize])
+    rounding = rounding or (lambda n: n)
+    total, seen = 0, set()  # tied weights (UMT5's shared embedding) count once
+    for name, sub in module.named_modules():
+        parts = name.split(".")
+        if any(part.startswith("lora_") for part in parts):
+            continue
+        tensors = [t for t in (*sub.parameters(recurse=False), *sub.buffers(recurse=False)) if id(t) not in seen]
+        seen.update(id(t) for t in tensors)
+        if not _is_linear(sub):
+            total += sum(rounding(t.numel() * t.element_size()) for t in tensors)
+            continue
+        if not tensors:
+            continue
+        inside = quantized is not None and (quantized == "" or name == quantized or name.startswith(quantized + "."))
+        weight = getattr(sub, "weight", None)
+        width = weight.element_size() if weight is not None and weight.dtype.is_floating_point else compute_dtype.itemsize
+        if inside and quantize is not Quantize.NONE and parts[-1] not in keep:
+            total += rounding(quantized_linear_bytes(sub.out_features, sub.in_features, quantize))
+            width = compute_dtype.itemsize  # the bias, cast to the compute dtype
+        else:
+            total += rounding(sub.out_features * sub.in_features * width)
+        if getattr(sub, "bias", None) is not None:
+            total += rounding(sub.out_features * width)
+    return total
 
 
-def component_bytes(pipe, quantize: Quantize, offload: Offload, dtype_bytes: int = 2) -> tuple[int, int]:
-    """(resident, visiting): device memory the pipeline's other components (text and image
-    encoders, VAE; the text encoder quantised with the transformer) hold while the transformer
-    runs, and the largest that visits the device alone. Without offloading all are resident;
-    under ``model`` or ``group`` offload none is, and each visits alone."""
-    text_encoder = getattr(pipe, "text_encoder", None)
-    sizes = [module_bytes(m) for m in (getattr(pipe, "image_encoder", None), pipe.vae) if m is not None]
-    if text_encoder is not None:
-        sizes.append(_quantized_bytes(text_encoder, quantize, dtype_bytes, keep_in_fp32_modules(text_encoder)))
-    if Offload(offload) is Offload.NONE:
-        return sum(sizes), 0
-    return 0, max(sizes, default=0)
+def lora_bytes(transformer, rank: int, slot: bool = True) -> int:
+    """Values of a rank-``rank`` adapter on ``transformer``: lora_A [rank, in] and lora_B [out, rank]
+    over the inference slot's targets (``slot``) or a training adapter's (multiply by the width)."""
+    from framecast.engine.adapter_formats import TARGET_PATTERN, TRAINING_PATTERN
+
+    pattern = re.compile(TARGET_PATTERN if slot else TRAINING_PATTERN)
+    features = sum(m.in_features + m.out_features for name, m in transformer.named_modules()
+                   if _is_linear(m) and "lora_" not in name
+                   and pattern.fullmatch(name.replace("_orig_mod.", "").replace(".base_layer", "")))  # fmt: skip
+    return features * rank
 
 
 def slot_bytes(transformer, rank: int, dtype_bytes: int = 2) -> int:
-    """The adapter hot-swap slot's size: rank-``rank`` A and B matrices over every block linear."""
-    features = sum(m.in_features + m.out_features for name, m in transformer.blocks.named_modules()
-                   if "lora_" not in name and hasattr(m, "in_features") and not list(m.children()))  # fmt: skip
-    return features * rank * dtype_bytes
-
-
-def estimate_peak_bytes(
-    transformer,
-    quantize: Quantize,
-    offload: Offload,
-    frames: int,
-    height: int,
-    width: int,
-    training: bool,
-    rank: int = 16,
-    dtype_bytes: int = 2,
-    vae_spatial: int = 8,
-    resident_bytes: int = 0,
-    visiting_bytes: int = 0,
-) -> MemoryPlan:
-    """Estimate the device memory a clip needs: a planning figure, not a measurement.
-
-    Weights: the transformer as stored (already quantised, or in ``dtype_bytes`` if
-    ``quantize`` is still to be applied); under ``group`` offload only two blocks at a time;
-    plus ``resident_bytes`` on the device beside it (``component_bytes``, the adapter slot),
-    or ``visiting_bytes``, a component on the device alone, when that is more. Activations:
-    per token, the hidden state in flight through one block (norms, q/k/v, attention output,
-    FFN intermediate) with memory-efficient attention; training keeps one block input per
-    layer (gradient checkpointing) plus one block's full activations for the backward pass,
-    and the LoRA optimiser state; each scaled by ``ACTIVATION_CALIBRATION``, measured on the 14B.
-    """
-    cfg = transformer.config
-    hidden = cfg.num_attention_heads * cfg.attention_head_dim
-    patch = cfg.patch_size
-    latent_frames = (frames - 1) // 4 + 1
-    tokens = latent_frames * (height // vae_spatial // patch[1]) * (width // vae_spatial // patch[2])
-    params = sum(p.numel() for p in transformer.parameters())
-    per_weight = BYTES_PER_WEIGHT[Quantize(quantize)] or dtype_bytes
-    stored = module_bytes(transformer)
-    weights = stored if Quantize(quantize) is Quantize.NONE or _is_quantized(transformer) else int(params * per_weight)
-    if Offload(offload) is Offload.GROUP:
-        weights = int(weights * min(1.0, 2 / max(1, cfg.num_layers)))
-    # One block in flight: ~6 hidden-sized tensors plus the FFN intermediate, in dtype_bytes.
-    block_activation = tokens * (6 * hidden + cfg.ffn_dim) * dtype_bytes
-    activation = 2 * block_activation  # cond + uncond passes run one after the other; allocator slack
-    if training:
-        lora_params = cfg.num_layers * 10 * rank * 2 * hidden  # ~10 targeted linears per block
-        activation = (
-            cfg.num_layers * tokens * hidden * dtype_bytes  # checkpointed block inputs
-            + 3 * block_activation  # recomputed block forward + its backward
-            + lora_params * 4 * 4  # fp32 weights, grads, two AdamW moments
-        )
-    activation = int(activation * ACTIVATION_CALIBRATION[bool(training)])
-    weights = max(weights + resident_bytes, visiting_bytes)
-    return MemoryPlan(weights_bytes=int(weights), activation_bytes=int(activation), tokens=tokens)
-
-
-def _is_quantized(module: torch.nn.Module) -> bool:
-    return any(type(m).__module__.startswith("bitsandbytes") for m in module.modules())
+    """The adapter hot-swap slot's size: rank-``rank`` A and B matrices over every adapter target."""
+    return lora_bytes(transformer, rank, slot=True) * dtype_bytes
 
 
 def memory_size(n: float) -> str:

@@ -115,7 +115,11 @@ def test_whole_clips_must_fit_the_budget(tiny_model_dir, tmp_path):
     probe = Engine(EngineConfig(model_dir=str(tiny_model_dir)), tmp_path / "probe")
     need = {n: probe.memory_plan("none", "none", n, 64, 64, training=False).peak_bytes
             for n in (9, 17)}
-    budget_gb = (need[9] + need[17]) / 2 / GiB
+    # A training decodes nothing and computes no SSIM: on the tiny model its peak is the text
+    # encoder's, as the 9-frame generation's, a little over it for its longer clip.
+    need_train = probe.memory_plan("none", "none", 17, 64, 64, training=True).peak_bytes
+    assert need[9] < need_train
+    budget_gb = (need[9] + min(need[17], need_train)) / 2 / GiB
     engine = Engine(EngineConfig(model_dir=str(tiny_model_dir), max_vram_gb=budget_gb, window_frames=0), tmp_path / "w0")
 
     engine.prepare_propagate(PropagateJob("", short.source, short.edit_mask, short.edited_first_frame, "p"))
@@ -168,29 +172,3 @@ def test_auto_settings_follow_the_budget(tiny_model_dir, tmp_path):
 def test_xformers_refused_where_it_cannot_run(tiny_model_dir, tmp_path):
     with pytest.raises(InvalidInput, match="xformers"):
         Engine(EngineConfig(model_dir=str(tiny_model_dir), attention="xformers"), tmp_path)
-
-
-def test_the_planner_bounds_the_14b_peaks_measured_on_a_gpu():
-    """The --max-vram planner against the H200 measurement of the Wan2.1-I2V-14B architecture
-    at 49 frames of 832x480 in bf16, all on the device (bench/results/clip.jsonl): it must not
-    plan under what was measured (a budget it accepts would run out of memory), nor far over."""
-    import json
-    import sys
-    from pathlib import Path
-
-    import torch
-    from framecast.engine.lowvram import component_bytes, estimate_peak_bytes, slot_bytes
-
-    bench = Path(__file__).resolve().parents[2] / "bench"
-    rows = [json.loads(line) for line in (bench / "results" / "clip.jsonl").read_text().splitlines()]
-    (measured,) = [r for r in rows if r["device"] == "NVIDIA H200" and r["config"].startswith("none/none/w49")][-1:]
-    sys.path.insert(0, str(bench))
-    from bench_clip import build_14b_pipeline  # the benchmark's own 14B architecture
-
-    pipe = build_14b_pipeline(torch.device("meta"), torch.bfloat16)  # sizes only: no memory, no weights
-    resident, visiting = component_bytes(pipe, "none", "none")
-    resident += slot_bytes(pipe.transformer, 64)
-    for training, key in ((False, "peak_alloc_gib"), (True, "train_peak_alloc_gib")):
-        plan = estimate_peak_bytes(pipe.transformer, "none", "none", 49, 480, 832, training, resident_bytes=resident,
-                                   visiting_bytes=visiting)  # fmt: skip
-        assert measured[key] <= plan.peak_bytes / GiB <= 1.1 * measured[key], (training, plan, measured[key])

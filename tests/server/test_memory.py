@@ -108,3 +108,21 @@ def test_shutdown_cancels_waiting_jobs_and_stops_the_running_one(tmp_path):
     reloaded = JobQueue(tmp_path, max_queue=4)
     assert {reloaded.info(running.id).state, reloaded.info(waiting.id).state} == {pb.JOB_STATE_CANCELLED}
     reloaded.shutdown(grace_s=0.1)
+
+
+def test_plan_reports_the_memory_model_estimate(start_server_at, tiny_model_dir, tmp_path, scene):
+    """Plan's estimated_device_bytes is Engine.memory_plan's planning figure for the window the job
+    would run: sampling, or training at the request's rank."""
+    probe = Engine(EngineConfig(model_dir=str(tiny_model_dir)), tmp_path / "probe")
+    server = start_server_at(tiny_model_dir, tmp_path / "data")
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        stub = framecast_pb2_grpc.FramecastStub(channel)
+        source, mask, edited = upload_scene(stub, scene)
+        propagate = pb.PropagateRequest(source_id=source.id, mask_id=mask.id, edited_first_frame_id=edited.id, prompt="p")
+        train = pb.TrainRequest(adapter="planned", source_id=source.id, mask_id=mask.id, prompt="p", rank=8)
+        for request, training, rank in ((pb.PlanRequest(propagate=propagate), False, 16),
+                                        (pb.PlanRequest(train=train), True, 8)):  # fmt: skip
+            plan = stub.Plan(request, timeout=60)
+            assert plan.ok and [(w.start, w.frames) for w in plan.windows] == [(0, 9)]
+            expected = probe.memory_plan("none", "none", 9, 64, 64, training=training, rank=rank)
+            assert plan.estimated_device_bytes == expected.peak_bytes > expected.allocated_bytes
