@@ -12,20 +12,35 @@ say so). Quantised rows quantise those weights in place. Each row is the median 
 ``--runs`` runs, printed and appended to bench/results/clip.jsonl (device, torch version,
 git sha) as soon as its configuration finishes, so a run cut short keeps what it measured.
 Rows also carry the ``--max-vram`` planner's estimates for the same clip
-(``Engine.memory_plan``), next to the measured peaks they should bound.
+(``Engine.memory_plan``, the memory model), next to the measured peaks they should bound.
+
+``--caps 8 12 16 24`` emulates smaller cards on a large one: for each cap (GiB) the settings
+``serve --quantize auto --offload auto --max-vram CAP`` picks (the engine's own choice, asked of
+the architecture on the meta device, so quantisation runs on the GPU before any offloading),
+then the allocator capped with ``torch.cuda.set_per_process_memory_fraction`` and one propagation
+(``--steps``) and ``--train-steps`` training steps, in the windows the planner cuts; each row has
+peak allocated and reserved, seconds per denoising step and per training step against the
+uncapped bf16 run, the process's peak resident host memory (sampled) and the planner's device
+and host estimates. ``--deadline-s`` skips caps that would not finish in time:
+
+    python bench/bench_clip.py --arch wan2.1-i2v-14b --device cuda --caps 8 12 16 24 --steps 4 --train-steps 3
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import gc
 import resource
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import traceback
+from contextlib import contextmanager
 from pathlib import Path
+from types import MethodType, SimpleNamespace
 
 import numpy as np
 import torch
@@ -36,7 +51,7 @@ from common import append_rows, device_name, print_table  # noqa: E402
 from framecast.engine.config import EngineConfig  # noqa: E402
 from framecast.engine.engine import Engine  # noqa: E402
 from framecast.engine.requests import PropagateJob, TrainJob, TrainSettings  # noqa: E402
-from framecast.engine.lowvram import module_bytes  # noqa: E402
+from framecast.engine.lowvram import module_bytes, quantize_pipeline  # noqa: E402
 from framecast.engine.toy.architectures import build_pipeline, make_tiny_model, preset  # noqa: E402
 from framecast.engine.toy.world import SceneConfig, make_scene  # noqa: E402
 
@@ -167,7 +182,7 @@ def run_config(args, pipe_factory, quantize: str, offload: str, window: int, bas
     frames = min(window or args.frames, args.frames)
     flops = transformer_flops(engine.pipe.transformer, frames, args.height, args.width)
 
-    def estimate(training: bool) -> float:  # what --max-vram plans with, for the measured window
+    def estimate(training: bool) -> float:  # what --max-vram plans with (reserved), for the measured window
         plan = engine.memory_plan(engine.quantize, engine.offload, frames, args.height, args.width, training)
         return plan.peak_bytes / 2**30
 
@@ -194,6 +209,163 @@ def run_config(args, pipe_factory, quantize: str, offload: str, window: int, bas
     return row
 
 
+# --- emulated smaller cards ------------------------------------------------------------------
+
+
+@contextmanager
+def host_rss_peak():
+    """Yields a dict whose "gib" becomes the process's peak resident memory over the block
+    (sampled every 20 ms from /proc; ru_maxrss only ever grows over the whole process)."""
+    out, done = {"gib": 0.0}, threading.Event()
+
+    def rss() -> float:
+        try:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * resource.getpagesize() / 2**30
+        except OSError:
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+    def sample():
+        while not done.is_set():
+            out["gib"] = max(out["gib"], rss())
+            done.wait(0.02)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield out
+    finally:
+        done.set()
+        thread.join()
+        out["gib"] = max(out["gib"], rss())
+
+
+def _release_host_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        empty_pinned = getattr(torch._C, "_host_emptyCache", None)  # freed pinned blocks stay cached otherwise
+        if empty_pinned is not None:
+            empty_pinned()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
+
+
+def chosen_settings(args, cap_gb: float, dtype: torch.dtype) -> tuple[str, str]:
+    """What ``serve --quantize auto --offload auto --max-vram cap_gb`` picks: the engine's own choice
+    (``Engine._choose_memory_settings`` over ``Engine.memory_plan``), asked of the architecture on
+    the meta device (the tiny model: on the CPU), before anything is built on the GPU."""
+    device = torch.device("meta") if args.arch != "tiny" else torch.device("cpu")
+    probe = SimpleNamespace(config=engine_config(args, "auto", "auto", cap_gb, dtype), dtype=dtype, _memory_model=None,
+                            pipe=bench_pipeline(args.arch, args.tiny_dir, device, dtype, args.layers))  # fmt: skip
+    probe.memory_plan = MethodType(Engine.memory_plan, probe)
+    quantize, offload = Engine._choose_memory_settings(probe)
+    return quantize.value, offload.value
+
+
+def engine_config(args, quantize: str, offload: str, cap_gb: float, dtype: torch.dtype) -> EngineConfig:
+    return EngineConfig(model_dir=str(args.tiny_dir), device=args.device, dtype=str(dtype).removeprefix("torch."),
+                        quantize=quantize, offload=offload, max_vram_gb=cap_gb, max_frames=args.frames,
+                        max_pixels=args.width * args.height)  # fmt: skip
+
+
+def run_capped(args, cap_gb: float | None, scene, data_dir, uncapped: dict | None) -> dict:
+    """One emulated card (``cap_gb`` GiB; None: the uncapped bf16 all-on-device run)."""
+    device = torch.device(args.device)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    row = {"arch": arch_label(args), "frames": args.frames, "size": f"{args.width}x{args.height}", "steps": args.steps,
+           "cap_gib": cap_gb}  # fmt: skip
+    quantize, offload = chosen_settings(args, cap_gb, dtype) if cap_gb else ("none", "none")
+    row.update(config=f"cap {cap_gb:g} GiB: {quantize}/{offload}" if cap_gb else "uncapped: none/none",
+               quantize=quantize, offload=offload)  # fmt: skip
+    row["host_rss_base_gib"] = host_rss_peak_now()  # the interpreter, torch and CUDA's own: outside the planner's figure
+    started, engine, pipe = time.perf_counter(), None, None
+    try:
+        pipe = bench_pipeline(args.arch, args.tiny_dir, device, dtype, args.layers)
+        if quantize != "none" and device.type == "cuda":  # on the GPU, in seconds (offloaded, the engine would on the CPU)
+            quantize_pipeline(pipe, quantize, dtype, device)
+        engine = Engine(engine_config(args, quantize, offload, cap_gb or 0.0, dtype), data_dir, pipe=pipe)
+        pipe = None
+        row["setup_s"] = time.perf_counter() - started
+        _release_host_memory()
+        if cap_gb and device.type == "cuda":
+            total = torch.cuda.get_device_properties(device).total_memory
+            torch.cuda.set_per_process_memory_fraction(min(1.0, cap_gb * 2**30 / total), device)
+        job = PropagateJob("", scene.source, scene.edit_mask, scene.edited_first_frame, "a sprite moving",
+                           steps=args.steps, guidance_scale=5.0)  # fmt: skip
+        prepared = engine.prepare_propagate(job)  # the windows the planner cuts under the cap
+        window = max(prepared.plan.lengths)
+        plan = engine.memory_plan(engine.quantize, engine.offload, window, args.height, args.width, training=False)
+        train_plan = engine.memory_plan(engine.quantize, engine.offload, window, args.height, args.width, training=True)
+        row.update(windows=prepared.plan.count, window_frames=window, estimated_peak_gib=plan.peak_bytes / 2**30,
+                   estimated_alloc_gib=plan.allocated_bytes / 2**30, estimated_phase=plan.phase,
+                   estimated_host_gib=plan.host_bytes / 2**30, estimated_train_peak_gib=train_plan.peak_bytes / 2**30,
+                   estimated_train_alloc_gib=train_plan.allocated_bytes / 2**30,
+                   estimated_train_phase=train_plan.phase, estimated_train_host_gib=train_plan.host_bytes / 2**30)  # fmt: skip
+        _reset_peak(device)
+        with host_rss_peak() as rss:
+            result = engine.propagate(prepared)
+        row["peak_alloc_gib"], row["peak_reserved_gib"] = _peaks(device)
+        row.update(host_rss_peak_gib=rss["gib"], encode_s=result.timings["encode_s"], decode_s=result.timings["decode_s"],
+                   denoise_step_s=result.timings["denoise_s"] / (args.steps * prepared.plan.count))  # fmt: skip
+        if args.train_steps:
+            _reset_peak(device)
+            times = []
+            settings = TrainSettings(steps=args.train_steps + 1, rank=16, gradient_checkpointing=True)
+            begin = time.perf_counter()
+            with host_rss_peak() as rss:
+                engine.train(TrainJob(f"cap-{cap_gb or 0:g}".replace(".", "-"), scene.source, scene.edit_mask, "a sprite", settings),
+                             lambda progress: times.append(time.perf_counter()))  # fmt: skip
+            row["train_peak_alloc_gib"], row["train_peak_reserved_gib"] = _peaks(device)
+            row["train_host_rss_peak_gib"] = rss["gib"]
+            row["train_step_s"] = float(np.median(np.diff([begin] + times)[1:]))  # the first step warms up
+    except Exception as exc:  # an out-of-memory under the cap is a result: the planner said it would fit
+        traceback.print_exc()
+        row["error"] = f"{type(exc).__name__}: {exc}"[:300]
+    finally:
+        if cap_gb and device.type == "cuda":
+            torch.cuda.set_per_process_memory_fraction(1.0, device)
+        engine = pipe = None
+        _reset_peak(device)
+        _release_host_memory()
+    if uncapped is not None:
+        for key, ratio in (("denoise_step_s", "denoise_step_vs_uncapped"), ("train_step_s", "train_step_vs_uncapped")):
+            if key in row and uncapped.get(key):
+                row[ratio] = row[key] / uncapped[key]
+    row["wall_s"] = time.perf_counter() - started
+    return row
+
+
+def host_rss_peak_now() -> float:
+    with host_rss_peak() as rss:
+        pass
+    return rss["gib"]
+
+
+def run_caps(args, scene) -> list[dict]:
+    """The uncapped run, then each cap in turn, as long as the deadline leaves time for one more."""
+    columns = ["config", "windows", "window_frames", "peak_alloc_gib", "peak_reserved_gib", "estimated_peak_gib",
+               "denoise_step_s", "denoise_step_vs_uncapped", "train_peak_reserved_gib", "estimated_train_peak_gib",
+               "train_step_s", "train_step_vs_uncapped", "host_rss_peak_gib", "estimated_host_gib", "error"]  # fmt: skip
+    started, rows, uncapped, longest = time.perf_counter(), [], None, 0.0
+    for cap in [None] + args.caps:
+        elapsed = time.perf_counter() - started
+        if cap is not None and elapsed + longest > args.deadline_s:
+            row = {"arch": arch_label(args), "config": f"cap {cap:g} GiB", "cap_gib": cap,
+                   "error": f"skipped: {elapsed:.0f} s gone, a cap takes up to {longest:.0f} s, deadline {args.deadline_s} s"}  # fmt: skip
+        else:
+            row = run_capped(args, cap, scene, args.data_dir / f"cap-{cap}", uncapped)
+            longest = max(longest, row["wall_s"])
+            if cap is None:
+                uncapped = row
+        rows.append(row)
+        print_table([row], columns, header=len(rows) == 1)
+        append_rows(args.results, [row], device=torch.device(args.device))
+    return rows
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", choices=["tiny", "wan2.1-i2v-14b"], default="tiny")
@@ -215,6 +387,10 @@ def main(argv=None) -> int:
     parser.add_argument("--tiny-dir", type=Path, default=Path("/tmp/framecast-bench-tiny"))
     parser.add_argument("--data-dir", type=Path, default=None, help="adapters trained here (default: a new temp dir)")
     parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--caps", type=float, nargs="+", default=None, metavar="GIB",
+                        help="emulate cards of these sizes (allocator capped) with the settings --max-vram picks, "
+                             "instead of the --config / matrix runs")
+    parser.add_argument("--deadline-s", type=float, default=450.0, help="--caps: skip caps that would end past this")
     args = parser.parse_args(argv)
     args.data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="framecast-bench-"))
     big = args.arch != "tiny"
@@ -229,6 +405,10 @@ def main(argv=None) -> int:
     def factory():
         return bench_pipeline(args.arch, args.tiny_dir, device, dtype, args.layers)
 
+    if args.caps:
+        run_caps(args, scene)
+        print(f"\nappended {len(args.caps) + 1} rows to {args.results} (device: {device_name(device)})")
+        return 0
     rate = matmul_tflops(device, dtype)
     baseline = ("none", "none", 0)
     chosen = args.configs or [(q, o, w) for q in args.quantize for o in args.offload for w in windows]

@@ -2,8 +2,12 @@
 # Run framecast's GPU benchmarks and GPU-only tests from a source checkout on a CUDA machine,
 # without installing the package (the framecast.* namespace is assembled from the source
 # folders with links).
-#   bash bench/gpu.sh [tests] [kernels] [clip] [adapters] [quality] [toy]   # default: kernels clip adapters
+#   bash bench/gpu.sh [tests] [kernels] [clip] [caps] [adapters] [quality] [toy]   # default: kernels clip adapters
 #   tests:    the compiled Triton kernels against their references, and toy-model training on CUDA
+#   caps:     the 14B on emulated 8, 12, 16 and 24 GiB cards (the allocator capped): for each, the settings
+#             --max-vram picks, a propagation and training steps with peak allocated/reserved, seconds per
+#             step against the uncapped bf16 run, peak host RSS and the memory model's estimates (~7 minutes;
+#             caps that would end past CLIP_DEADLINE_S, default 450 s, are skipped and say so)
 #   quality:  bench/quality.py on the GPU (the built-in toy model, or QUALITY_MODEL=DIR, e.g. one
 #             trained there with the toy target below)
 #   toy:      train the toy model on the GPU into TOY_OUT (default /tmp/toy-wan-i2v), as train-toy-model
@@ -19,7 +23,8 @@
 #   BENCH_GIT_SHA=SHA the commit rows name, where the tree was copied without its own .git
 #   CLIP_CONFIGS="Q/O/W ..."   bench_clip's configurations (QUANTIZE/OFFLOAD/WINDOW; window 0 = the
 #                     whole 49-frame clip), after its bf16 all-on-GPU baseline
-#   CLIP_STEPS, CLIP_RUNS, CLIP_TRAIN_STEPS, ADAPTER_ITERS   shorter runs when time is short
+#   CLIP_CAPS="8 12 16 24"     the emulated cards' sizes in GiB (caps)
+#   CLIP_STEPS, CLIP_RUNS, CLIP_TRAIN_STEPS, CLIP_DEADLINE_S, ADAPTER_ITERS   shorter runs when time is short
 #   KERNEL_ARGS="--no-compile"  extra bench_kernels.py options (--only loss|blend, --no-compile)
 # Missing wheels (diffusers, bitsandbytes, ftfy) are installed from .whl/ when it exists.
 set -euo pipefail
@@ -47,6 +52,9 @@ for bench in $what; do
     clip) python3 bench/bench_clip.py --arch wan2.1-i2v-14b --device cuda --steps "${CLIP_STEPS:-4}" \
             --runs "${CLIP_RUNS:-2}" --train-steps "${CLIP_TRAIN_STEPS:-3}" --results "$results/clip.jsonl" \
             --config ${CLIP_CONFIGS:-nf4/model/13 nf4/none/0 none/none/13 none/model/0 nf4/group/13} ;;
+    caps) python3 bench/bench_clip.py --arch wan2.1-i2v-14b --device cuda --caps ${CLIP_CAPS:-8 12 16 24} \
+            --steps "${CLIP_STEPS:-4}" --train-steps "${CLIP_TRAIN_STEPS:-3}" --deadline-s "${CLIP_DEADLINE_S:-450}" \
+            --results "$results/clip.jsonl" ;;
     adapters) python3 bench/bench_adapters.py --arch wan2.1-i2v-14b --device cuda --iters "${ADAPTER_ITERS:-20}" \
                 --results "$results/adapters.jsonl" ;;
     toy) python3 - "${TOY_OUT:-/tmp/toy-wan-i2v}" <<'EOF'
