@@ -7,15 +7,16 @@ sampling or training, without a GPU:
 - Weights are counted from the modules' parameters (the meta device will do), with the linears
   ``quantize_pipeline`` quantises at bitsandbytes' exact storage (``lowvram.weight_bytes``); the
   adapter slot and the training adapter from the layers they target.
-- Activations are traced (``memory_trace``): each phase of a job (text and image encoders, VAE
-  encode, a denoising step with both guidance passes, a training step with its LoRA, gradient
-  checkpointing and optimiser, the streamed VAE decode, the device-side SSIM) runs on the real
-  architecture with fake tensors, counting live tensor bytes. The transformer is traced at two
-  depths and two token counts: a step's peak grows by a fixed amount per block (nothing, when
-  sampling; the checkpointed block input and the adapter's state, when training) and linearly
-  in tokens (flash attention: no T x T matrix), so peaks at the real depth and any token count
-  follow exactly from four traces. The VAE's peaks are traced at two frame counts and two sizes
-  and are affine in frames x pixels and pixels; SSIM's in the frames of one chunk.
+- Activations are traced (``memory_phases``, counted by ``memory_trace``): each phase of a job
+  (text and image encoders, VAE encode, a denoising step with both guidance passes, a training
+  step with its LoRA, gradient checkpointing and optimiser, the streamed VAE decode, the
+  device-side SSIM) runs on the real architecture with fake tensors, counting live tensor
+  bytes. The transformer is traced at two depths and two token counts: a step's peak grows by a
+  fixed amount per block (nothing, when sampling; the checkpointed block input and the
+  adapter's state, when training) and linearly in tokens (flash attention: no T x T matrix), so
+  peaks at the real depth and any token count follow from four traces. The VAE's working set is
+  traced at two sizes (affine in pixels) for clips of up to 4 latent frames (past them its
+  causal cache is full), its input added; SSIM's is per frame of one chunk.
 - A phase's peak is its trace plus what is on the device meanwhile: the resident weights under
   the offload policy (none: every component; model: the component that runs; group: the
   transformer's non-block weights and two blocks, the next one prefetched), the adapters'
@@ -35,10 +36,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from framecast.engine import memory_trace as trace
+from framecast.engine import memory_phases as phases
 from framecast.engine.compat import keep_in_fp32_modules
 from framecast.engine.config import Offload, Optimizer, Quantize
 from framecast.engine.lowvram import lora_bytes, weight_bytes
+from framecast.engine.memory_trace import granules
 from framecast.engine.windows import latent_frames
 
 # The CUDA caching allocator's peak reserved over peak allocated memory in the two H200 rows
@@ -133,12 +135,12 @@ class MemoryModel:
         transformer = pipe.transformer
         self.dtype = compute_dtype or next(p.dtype for p in transformer.parameters() if p.dtype.is_floating_point)
         self.components = {
-            "transformer": trace.Component.of("transformer", transformer, "num_layers", self.dtype),
-            "vae": trace.Component.of("vae", pipe.vae, None, torch.float32),
+            "transformer": phases.Component.of("transformer", transformer, "num_layers", self.dtype),
+            "vae": phases.Component.of("vae", pipe.vae, None, torch.float32),
         }
         for name, depth in (("text_encoder", "num_layers"), ("image_encoder", "num_hidden_layers")):
             if getattr(pipe, name, None) is not None:
-                self.components[name] = trace.Component.of(name, getattr(pipe, name), depth, self.dtype)
+                self.components[name] = phases.Component.of(name, getattr(pipe, name), depth, self.dtype)
         items = tuple(c.digest_items() for c in self.components.values())
         self.digest = hashlib.sha256(repr((items, str(self.dtype))).encode()).hexdigest()[:16]
         config = transformer.config
@@ -205,12 +207,12 @@ class MemoryModel:
         h, w = height // self.vae_spatial, width // self.vae_spatial
         return -(-latent_frames(frames) // patch_t) * (h // patch_h) * (w // patch_w)
 
-    def transformer_peaks(self, settings: trace.TransformerTrace, tokens: int) -> dict[str, float]:
+    def transformer_peaks(self, settings: phases.TransformerTrace, tokens: int) -> dict[str, float]:
         """Peak per segment of a denoising or training step at the model's depth and ``tokens``."""
         depths, knots = self._depths(), self._knots()
         def at(depth, grid):
             def run():
-                return trace.trace_transformer(self.components["transformer"], settings, depth, grid,
+                return phases.trace_transformer(self.components["transformer"], settings, depth, grid,
                                                self.image_tokens, self.image_dim)  # fmt: skip
 
             return _cached((self.digest, "transformer", settings, depth, grid), run)
@@ -239,12 +241,12 @@ class MemoryModel:
 
         def held(f, h, w):  # the traced step's input, counted in its peak
             if kind == "encode":
-                return trace.granules(3 * f * h * w * 4)
-            return trace.granules(z_dim * latent_frames(f) * (h // spatial) * (w // spatial) * 4)
+                return granules(3 * f * h * w * 4)
+            return granules(z_dim * latent_frames(f) * (h // spatial) * (w // spatial) * 4)
 
         def work(f, h, w):
             traced = _cached((self.digest, "vae", kind, tiling, f, h, w),
-                             lambda: trace.trace_vae(vae, kind, f, h, w, tiling))  # fmt: skip
+                             lambda: phases.trace_vae(vae, kind, f, h, w, tiling))  # fmt: skip
             return max(traced.values()) - held(f, h, w)
 
         first = (min(latent_frames(frames), 4) - 1) * 4 + 1
@@ -261,7 +263,7 @@ class MemoryModel:
         """``metrics.ssim`` on the device: its float64 buffers for one chunk of frames, affine in pixels
         (traced for one frame of 256x256 and 128x256) times the chunk's frames."""
         chunk = min(frames, max(1, SSIM_CHUNK_PIXELS // (height * width)))
-        big, small = (_cached((self.digest, "ssim", h), lambda h=h: {"ssim": trace.trace_ssim(1, h, 256)})["ssim"]
+        big, small = (_cached((self.digest, "ssim", h), lambda h=h: {"ssim": phases.trace_ssim(1, h, 256)})["ssim"]
                       for h in (256, 128))  # fmt: skip
         return chunk * (small + (big - small) / (128 * 256) * (height * width - 128 * 256))
 
@@ -274,8 +276,10 @@ class MemoryModel:
 
         def at(depth):
             if name == "text_encoder":
-                return _cached((self.digest, name, quantize, depth), lambda: trace.trace_text_encoder(component, quantize, depth))
-            return _cached((self.digest, name, depth), lambda: trace.trace_image_encoder(component, depth, self.image_size))
+                return _cached((self.digest, name, quantize, depth),
+                               lambda: phases.trace_text_encoder(component, quantize, depth))  # fmt: skip
+            return _cached((self.digest, name, depth),
+                           lambda: phases.trace_image_encoder(component, depth, self.image_size))  # fmt: skip
 
         lo, hi = at(depths[0]), at(depths[1])
         return _line(depths[0], max(lo.values()), depths[1], max(hi.values()), component.depth)
@@ -291,11 +295,11 @@ class MemoryModel:
         # Always on the device during a job: the adapters' device tier, the embedding caches (at
         # most CACHED_EMBEDDINGS of each), the window's conditioning (float32 latents, keep mask,
         # training target and loss weight).
-        caches = CACHED_EMBEDDINGS * (trace.TEXT_TOKENS * self.text_dim + self.image_tokens * self.image_dim) * dtype_bytes
+        caches = CACHED_EMBEDDINGS * (phases.TEXT_TOKENS * self.text_dim + self.image_tokens * self.image_dim) * dtype_bytes
         job = work.adapter_cache_bytes + caches + grid * (16 + 4 + 16 + 1) * 4
         slot = self.slot_bytes(work.slot_rank, work.quantize)
         adapter = self.adapter_bytes(work.rank) if work.training else 0
-        settings = trace.TransformerTrace(work.training, work.quantize, work.guidance, work.slot_rank,
+        settings = phases.TransformerTrace(work.training, work.quantize, work.guidance, work.slot_rank,
                                           work.rank, work.gradient_checkpointing, work.optimizer.value)  # fmt: skip
         step = max(self.transformer_peaks(settings, tokens).values())
         activations = {
@@ -308,12 +312,12 @@ class MemoryModel:
             activations["vae_decode"] = self._vae("decode", frames, height, width, work.vae_tiling)
             activations["metrics"] = self._ssim(frames, height, width)
         resident = {name: self._resident(name, weights, slot, adapter, work.offload) for name in activations}
-        phases = {name: int(resident[name] + job + activations[name]) for name in activations}
-        peak = max(phases, key=phases.get)
+        peaks = {name: int(resident[name] + job + activations[name]) for name in activations}
+        peak = max(peaks, key=peaks.get)
         return MemoryPlan(
-            allocated_bytes=phases[peak], host_bytes=self._host(work, weights), phase=peak,
-            weights_bytes=int(resident[peak]), activation_bytes=int(phases[peak] - resident[peak]), tokens=tokens,
-            phases=phases,
+            allocated_bytes=peaks[peak], host_bytes=self._host(work, weights), phase=peak,
+            weights_bytes=int(resident[peak]), activation_bytes=int(peaks[peak] - resident[peak]), tokens=tokens,
+            phases=peaks,
         )  # fmt: skip
 
     def _resident(self, phase: str, weights: dict[str, int], slot: int, adapter: int, offload: Offload) -> float:

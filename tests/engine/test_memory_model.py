@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from framecast.engine import memory_model as M
+from framecast.engine import memory_phases as P
 from framecast.engine import memory_trace as T
 from framecast.engine.config import GiB
 from framecast.engine.lowvram import module_bytes, quantized_linear_bytes, quantize_linears, weight_bytes
@@ -73,8 +74,8 @@ def test_depth_and_token_fits_equal_direct_traces(model_14b):
     grid = (13, 60, 104)  # 49 frames of 832x480
     tokens = model_14b.tokens(49, 480, 832)
     assert tokens == 13 * 30 * 52
-    for settings, depth in ((T.TransformerTrace(False, slot_rank=64), 5), (T.TransformerTrace(True), 5)):
-        direct = T.trace_transformer(transformer, settings, depth, grid, model_14b.image_tokens, model_14b.image_dim)
+    for settings, depth in ((P.TransformerTrace(False, slot_rank=64), 5), (P.TransformerTrace(True), 5)):
+        direct = P.trace_transformer(transformer, settings, depth, grid, model_14b.image_tokens, model_14b.image_dim)
         layers, model_14b.layers = model_14b.layers, depth
         try:
             fitted = model_14b.transformer_peaks(settings, tokens)
@@ -88,7 +89,7 @@ def test_vae_fits_equal_direct_traces(model_14b):
     """The VAE is traced at 256x256 and 128x256; the 49-frame 832x480 encode and decode traced
     directly agree with the fit."""
     for kind in ("encode", "decode"):
-        direct = max(T.trace_vae(model_14b.components["vae"], kind, 49, 480, 832).values())
+        direct = max(P.trace_vae(model_14b.components["vae"], kind, 49, 480, 832).values())
         assert model_14b._vae(kind, 49, 480, 832, tiling=False) == pytest.approx(direct, rel=0.01), kind
 
 
@@ -143,14 +144,14 @@ def test_fake_traces_equal_real_cpu_runs():
     pipe = build_pipeline(preset("tiny"))
     model = MemoryModel(pipe)
     c = model.components
-    settings = [T.TransformerTrace(False, slot_rank=8), T.TransformerTrace(True), T.TransformerTrace(True, quantize="int8"),
-                T.TransformerTrace(True, quantize="nf4", optimizer="adamw8bit"),
-                T.TransformerTrace(False, quantize="nf4", slot_rank=8)]  # fmt: skip
-    runs = [lambda fake, s=s: T.trace_transformer(c["transformer"], s, 2, (3, 8, 8), model.image_tokens,
+    settings = [P.TransformerTrace(False, slot_rank=8), P.TransformerTrace(True), P.TransformerTrace(True, quantize="int8"),
+                P.TransformerTrace(True, quantize="nf4", optimizer="adamw8bit"),
+                P.TransformerTrace(False, quantize="nf4", slot_rank=8)]  # fmt: skip
+    runs = [lambda fake, s=s: P.trace_transformer(c["transformer"], s, 2, (3, 8, 8), model.image_tokens,
                                                   model.image_dim, fake=fake) for s in settings]  # fmt: skip
-    runs += [lambda fake, k=k: T.trace_vae(c["vae"], k, 9, 64, 64, fake=fake) for k in ("encode", "decode")]
-    runs += [lambda fake: T.trace_text_encoder(c["text_encoder"], "int8", 2, fake=fake),
-             lambda fake: T.trace_image_encoder(c["image_encoder"], 2, model.image_size, fake=fake)]  # fmt: skip
+    runs += [lambda fake, k=k: P.trace_vae(c["vae"], k, 9, 64, 64, fake=fake) for k in ("encode", "decode")]
+    runs += [lambda fake: P.trace_text_encoder(c["text_encoder"], "int8", 2, fake=fake),
+             lambda fake: P.trace_image_encoder(c["image_encoder"], 2, model.image_size, fake=fake)]  # fmt: skip
     for run in runs:
         fake, real = run(True), run(False)
         assert fake.keys() == real.keys()

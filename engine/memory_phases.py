@@ -1,0 +1,332 @@
+"""The phases of a job, rebuilt from a pipeline's configurations and traced (``memory_trace``).
+
+Each component is built again from its configuration at a chosen depth, on the meta device, in
+the pipeline's dtypes (``Component``); each trace then runs the step the engine runs, mirroring
+its code (``sampling.denoise``'s loop body, ``training._train_step``, ``sampling.encode_video``,
+``decode_stream``, ``encode_prompt_ids``, the pipeline's ``encode_image``, ``metrics.ssim``), with
+the adapters ``AdapterSlots`` would attach and the quantised linears ``quantize_pipeline`` would
+leave, and reports its peaks. ``fake=False`` runs the same step on real CPU tensors.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+import torch
+
+from framecast.engine.config import Quantize
+from framecast.engine.memory_trace import (
+    AdamW8bit,
+    LiveBytes,
+    granules,
+    materialised,
+    quantize_stand_ins,
+    random_tensor,
+    run_traced,
+)
+
+TEXT_TOKENS = 512  # sampling.MAX_PROMPT_TOKENS: prompts are encoded padded to this length
+
+
+# --- components from their configurations ----------------------------------------------------
+
+
+_INDEX = re.compile(r"\.\d+\.")
+
+
+def param_name(name: str) -> str:
+    """A parameter's name with block indices and peft's wrapping taken out: one key per kind."""
+    return _INDEX.sub(".*.", name.replace(".base_layer.", ".").replace("_orig_mod.", ""))
+
+
+@dataclass(frozen=True)
+class Component:
+    """How to build one of a pipeline's models again, at a chosen depth, without its weights."""
+
+    name: str
+    cls: type
+    config: object  # a diffusers config dict or a transformers config
+    depth_key: str | None  # the config entry counting its blocks; None: built whole
+    dtypes: tuple[tuple[str, torch.dtype], ...]  # param_name -> dtype, as the pipeline holds them
+    default_dtype: torch.dtype
+
+    @property
+    def depth(self) -> int | None:
+        if self.depth_key is None:
+            return None
+        config = self.config
+        return int(config[self.depth_key] if isinstance(config, dict) else getattr(config, self.depth_key))
+
+    @classmethod
+    def of(cls, name: str, module: torch.nn.Module, depth_key: str | None, compute_dtype: torch.dtype) -> Component:
+        config = dict(module.config) if isinstance(module.config, dict) else copy.deepcopy(module.config)
+        dtypes = {}
+        for pname, param in module.named_parameters():
+            if "lora_" not in pname:  # adapters are added per trace
+                dtypes[param_name(pname)] = param.dtype if param.dtype.is_floating_point else compute_dtype
+        kinds = list(dtypes.values())
+        default = max(set(kinds), key=kinds.count) if kinds else compute_dtype
+        return cls(name, type(module), config, depth_key, tuple(sorted(dtypes.items())), default)
+
+    def digest_items(self) -> tuple:
+        config = self.config if isinstance(self.config, dict) else self.config.to_dict()
+        keep = {k: v for k, v in config.items() if not str(k).startswith("_") and k not in ("transformers_version",
+                                                                                                "architectures")}  # fmt: skip
+        return (self.name, self.cls.__name__, repr(sorted(keep.items(), key=str)), repr(self.dtypes))
+
+    def build(self, depth: int | None = None) -> torch.nn.Module:
+        """The module on the meta device (at ``depth`` blocks), in the pipeline's dtypes, eval mode."""
+        config = self.config
+        if depth is not None:
+            if isinstance(config, dict):
+                config = {**config, self.depth_key: depth}
+            else:
+                config = copy.deepcopy(config)
+                setattr(config, self.depth_key, depth)
+        with torch.device("meta"):  # thread-local; the default dtype is not (a job may run meanwhile)
+            module = self.cls.from_config(config) if isinstance(config, dict) else self.cls(config)
+        dtypes = dict(self.dtypes)
+        for pname, param in module.named_parameters():
+            dtype = dtypes.get(param_name(pname), self.default_dtype)
+            if param.dtype != dtype:
+                param.data = param.data.to(dtype)
+        return module.eval()
+
+
+# --- the steps the engine runs ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TransformerTrace:
+    """What a transformer trace runs: a denoising step (CFG: both passes, one after the other)
+    or a training step, with the adapters the engine would have attached."""
+
+    training: bool
+    quantize: Quantize = Quantize.NONE
+    guidance: bool = True
+    slot_rank: int = 0  # the inference slot (TARGET_PATTERN), active while sampling; 0: none
+    rank: int = 16  # the training adapter (TRAINING_PATTERN), float32, AdamW
+    gradient_checkpointing: bool = True
+    optimizer: str = "adamw"
+
+
+def _attach_adapters(transformer, trace: TransformerTrace) -> list[str]:
+    """The peft adapters ``AdapterSlots`` attaches (on the meta module): the slot (frozen, in the
+    base linears' dtype; float32 on a quantised model, as peft makes it there) and, to train, the
+    training adapter in float32, the active one. Returns the trainable parameters' names."""
+    from peft import LoraConfig
+
+    from framecast.engine.adapter_formats import TARGET_PATTERN, TRAINING_PATTERN
+
+    if trace.slot_rank:
+        transformer.add_adapter(LoraConfig(r=trace.slot_rank, lora_alpha=trace.slot_rank, lora_dropout=0.0,
+                                           target_modules=TARGET_PATTERN), adapter_name="_slot")  # fmt: skip
+    if not trace.training:
+        return []
+    transformer.add_adapter(LoraConfig(r=trace.rank, lora_alpha=trace.rank, lora_dropout=0.0,
+                                       target_modules=TRAINING_PATTERN), adapter_name="fc_trace")  # fmt: skip
+    transformer.set_adapter("fc_trace")
+    trainable = []
+    for name, param in transformer.named_parameters():
+        param.requires_grad_(".fc_trace." in name and "lora_" in name)
+        if param.requires_grad:
+            param.data = param.data.float()
+            trainable.append(name)
+    return trainable
+
+
+def trace_transformer(component: Component, trace: TransformerTrace, depth: int, latent_grid: tuple[int, int, int],
+                      image_tokens: int, image_dim: int, fake: bool = True) -> dict[str, int]:  # fmt: skip
+    """Peaks of one step of the transformer at ``depth`` blocks on a latent grid (F_lat, h, w)."""
+    compute_dtype = component.default_dtype
+    transformer = component.build(depth)
+    with torch.device("meta"):  # no memory, and peft's initialisers draw nothing from the global RNG
+        quantize_stand_ins(transformer.blocks, trace.quantize, compute_dtype)
+        trainable_names = _attach_adapters(transformer, trace)
+    config = transformer.config
+    z = config.out_channels
+    text_dim = config.text_dim
+    frames, height, width = latent_grid
+    with materialised(fake) as make:
+        transformer = make(transformer)
+        params = dict(transformer.named_parameters())
+        trainable = [params[name] for name in trainable_names]
+        latents = random_tensor(1, z, frames, height, width)
+        keep_mask = random_tensor(1, config.in_channels - 2 * z, frames, height, width)
+        condition_latents = random_tensor(1, z, frames, height, width)
+        prompt = random_tensor(1, TEXT_TOKENS, text_dim, dtype=compute_dtype)
+        negative = random_tensor(1, TEXT_TOKENS, text_dim, dtype=compute_dtype) if trace.guidance else None
+        image = random_tensor(1, image_tokens, image_dim, dtype=compute_dtype)
+        weight = random_tensor(1, 1, frames, height, width)
+        inputs = [latents, keep_mask, condition_latents, prompt, negative, image] + ([weight] if trace.training else [])
+        if trace.training:
+            step, state = _train_step(transformer, trainable, trace, latents, keep_mask, condition_latents, prompt,
+                                      image, weight)  # fmt: skip
+            inputs += state
+        else:
+            step = _denoise_step(transformer, latents, keep_mask, condition_latents, prompt, negative, image)
+        return run_traced(step, [transformer], inputs)
+
+
+def _denoise_step(transformer, latents, keep_mask, condition_latents, prompt, negative, image):
+    """``sampling.denoise``'s loop body, one step with guidance 5 as the engine runs it."""
+    dtype = transformer.dtype
+
+    def step(counter: LiveBytes):
+        counter.mark("denoise")
+        with torch.no_grad():
+            condition = torch.cat([keep_mask.to(condition_latents), condition_latents], dim=1)
+            model_input = torch.cat([latents, condition], dim=1).to(dtype)
+            timestep = torch.full((1,), 500.0)
+
+            def predict(embeds):
+                return transformer(hidden_states=model_input, timestep=timestep, encoder_hidden_states=embeds,
+                                   encoder_hidden_states_image=image, return_dict=False)[0]  # fmt: skip
+
+            velocity = predict(prompt)
+            if negative is not None:
+                unconditional = predict(negative)
+                velocity = unconditional + 5.0 * (velocity - unconditional)
+            (latents.to(torch.float32) + (-0.1) * velocity).to(velocity.dtype)  # the scheduler's Euler step
+
+    return step
+
+
+def _train_step(transformer, trainable, trace: TransformerTrace, x0, keep_mask, condition_latents, prompt, image, weight):
+    """``training._train_step`` in the segments forward, backward, optimizer, with the optimiser's
+    state already in place (as from the second step on). Returns (step, the state's tensors)."""
+    from framecast.kernels import masked_flow_loss_from_noise
+
+    if trace.optimizer == "adamw8bit":
+        optimizer = AdamW8bit(trainable)
+    else:
+        optimizer = torch.optim.AdamW(trainable, lr=1e-4, foreach=True)  # CUDA's default for AdamW
+    for param in trainable:  # one step outside the count creates the state
+        param.grad = torch.zeros_like(param)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    state = [t for s in optimizer.state.values() for t in s.values() if isinstance(t, torch.Tensor) and t.dim()]
+    if trace.gradient_checkpointing:
+        transformer.enable_gradient_checkpointing()
+    transformer.train()
+    dtype = transformer.dtype
+
+    def step(counter: LiveBytes):
+        counter.mark("forward")
+        noise = random_tensor(*x0.shape)
+        noisy = 0.5 * x0 + 0.5 * noise
+        condition = torch.cat([keep_mask.to(condition_latents), condition_latents], dim=1)
+        model_input = torch.cat([noisy, condition], dim=1).to(dtype)
+        timestep = torch.full((1,), 500.0)
+        velocity = transformer(hidden_states=model_input, timestep=timestep, encoder_hidden_states=prompt,
+                               encoder_hidden_states_image=image, return_dict=False)[0]  # fmt: skip
+        # The PyTorch reference (CUDA runs the fused Triton kernel): latent-sized buffers either way.
+        loss = masked_flow_loss_from_noise(velocity, noise, x0, weight, backend="reference")
+        del velocity, model_input, noisy, condition
+        counter.mark("backward")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        del loss, noise
+        counter.mark("optimizer")
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+        optimizer.step()
+
+    return step, state
+
+
+def trace_vae(component: Component, kind: str, frames: int, height: int, width: int, tiling: bool = False,
+              fake: bool = True) -> dict[str, int]:  # fmt: skip
+    """Peaks of the VAE encoding a [1, 3, frames, height, width] clip (``sampling.encode_video``) or
+    decoding its latents as ``sampling.decode_stream`` does (streamed per latent frame; whole and
+    tiled with ``tiling``), the uint8 frames handed to the host."""
+    from framecast.engine.compat import decode_latent_frames, vae_streams
+    from framecast.engine.sampling import encode_video
+    from framecast.engine.windows import latent_frames
+
+    vae = component.build()
+    if tiling:
+        vae.enable_tiling()
+    spatial = getattr(vae.config, "scale_factor_spatial", None) or 2 ** (len(vae.config.dim_mult) - 1)
+    with materialised(fake) as make:
+        vae = make(vae)
+        if kind == "encode":
+            video = random_tensor(1, 3, frames, height, width)
+
+            def encode(counter):
+                counter.mark("vae_encode")
+                encode_video(SimpleNamespace(vae=vae), video)
+
+            return run_traced(encode, [vae], [video])
+        latents = random_tensor(1, vae.config.z_dim, latent_frames(frames), height // spatial, width // spatial)
+
+        def decode(counter):
+            counter.mark("vae_decode")
+            with torch.no_grad():
+                mean = torch.tensor(vae.config.latents_mean, dtype=torch.float32).view(1, -1, 1, 1, 1)
+                std = torch.tensor(vae.config.latents_std, dtype=torch.float32).view(1, -1, 1, 1, 1)
+                z = (latents.to(torch.float32) * std + mean).to(vae.dtype)
+                chunks = decode_latent_frames(vae, z) if vae_streams(vae) else [vae.decode(z, return_dict=False)[0]]
+                for chunk in chunks:  # conditioning.to_uint8, up to its copy to the host
+                    frames = (chunk[0].float() / 2 + 0.5).clamp(0, 1)
+                    (frames.movedim(-4, -1) * 255).round().to(torch.uint8)
+                    del chunk, frames
+
+        return run_traced(decode, [vae], [latents])
+
+
+def trace_text_encoder(component: Component, quantize: Quantize, depth: int, fake: bool = True) -> dict[str, int]:
+    """Peak of ``sampling.encode_prompt_ids``: the text encoder over a padded prompt (the engine
+    quantises its encoder's linears with the transformer's, the full-precision ones kept)."""
+    from framecast.engine.compat import keep_in_fp32_modules
+    from framecast.engine.sampling import encode_prompt_ids
+
+    encoder = component.build(depth)
+    if hasattr(encoder, "encoder"):
+        with torch.device("meta"):
+            quantize_stand_ins(encoder.encoder, quantize, component.default_dtype, keep_in_fp32_modules(encoder))
+    with materialised(fake) as make:
+        encoder = make(encoder)
+        pipe = SimpleNamespace(text_encoder=encoder, tokenizer=SimpleNamespace(pad_token_id=0),
+                               transformer=SimpleNamespace(dtype=component.default_dtype))  # fmt: skip
+
+        def encode(counter):
+            counter.mark("text_encoder")
+            encode_prompt_ids(pipe, (1,) * 8, "cpu")
+
+        return run_traced(encode, [encoder], [])
+
+
+def trace_image_encoder(component: Component, depth: int, image_size: int, fake: bool = True) -> dict[str, int]:
+    """Peak of ``WanImageToVideoPipeline.encode_image``: the CLIP vision model on one processed
+    image, every hidden state kept (the pipeline takes the penultimate)."""
+    encoder = component.build(depth)
+    with materialised(fake) as make:
+        encoder = make(encoder)
+        pixels = random_tensor(1, 3, image_size, image_size)
+
+        def encode(counter):
+            counter.mark("image_encoder")
+            with torch.no_grad():
+                encoder(pixel_values=pixels, output_hidden_states=True).hidden_states[-2].to(component.default_dtype)
+
+        return run_traced(encode, [encoder], [pixels])
+
+
+def trace_ssim(frames: int, height: int, width: int) -> int:
+    """Peak device bytes of ``metrics.ssim`` over ``frames`` frames (one chunk), traced on real
+    CPU tensors: on a GPU the two uint8 chunks it copies to the device add 2 x 3 bytes a pixel."""
+    import numpy as np
+
+    from framecast.engine.metrics import ssim
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 255, (frames, height, width, 3), dtype=np.uint8)
+    b = rng.integers(0, 255, (frames, height, width, 3), dtype=np.uint8)
+    where = np.ones((frames, height, width), dtype=bool)
+    counter = LiveBytes()
+    with counter:
+        ssim(a, b, where, device="cpu")
+    return max(counter.peaks.values()) + 2 * granules(frames * height * width * 3)
