@@ -185,6 +185,15 @@ class FramecastClient:
             grpc.StatusCode.DEADLINE_EXCEEDED, f"server at {self.address} not ready after {timeout:g} s ({last})"
         )
 
+    def health(self, service: str = "readiness", timeout: float | None = None) -> str:
+        """The server's health for ``service``: "SERVING" or "NOT_SERVING". ``"liveness"``: the process
+        answers; ``"readiness"``: it can run jobs (model loaded, worker alive, device answering);
+        ``""``: its model is loaded. Needs no token. Raises FramecastError (NOT_FOUND for an
+        unknown service name, UNAVAILABLE when nothing answers)."""
+        request = health_pb2.HealthCheckRequest(service=service)
+        answer = self._unary(self._health.Check, request, timeout)
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status)
+
     def server_info(self, timeout: float | None = None) -> pb.ServerInfo:
         """The server's model, device, limits and queue. Raises FramecastError."""
         return self._unary(self._stub.GetServerInfo, pb.GetServerInfoRequest(), timeout)

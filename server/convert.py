@@ -324,9 +324,15 @@ def hide_paths(info: pb.ServerInfo, config: ServerConfig) -> None:
     """Leave no absolute server path in ``info``, for a caller that did not authenticate: the model
     directory by its name only, the model and data directories in a load error by their names."""
     info.model_dir = Path(info.model_dir).name
+    info.load_error = without_paths(info.load_error, config)
+
+
+def without_paths(text: str, config: ServerConfig) -> str:
+    """``text`` with the model and data directories named by their names, not their paths."""
     for directory in sorted((config.engine.model_dir, config.data_dir), key=len, reverse=True):
-        info.load_error = info.load_error.replace(str(Path(directory).resolve()), Path(directory).name)
-        info.load_error = info.load_error.replace(str(directory), Path(directory).name)
+        text = text.replace(str(Path(directory).resolve()), Path(directory).name)
+        text = text.replace(str(directory), Path(directory).name)
+    return text
 
 
 def notice(notice) -> pb.Notice:

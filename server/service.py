@@ -95,7 +95,8 @@ class FramecastService(AdapterRpcs, pb_grpc.FramecastServicer):
     def engine(self) -> Engine:
         if self._engine is None:
             if self._engine_error:
-                raise Unavailable(f"the model failed to load: {self._engine_error}")
+                # any caller may get this refusal: the paths stay in the log and in GetServerInfo for the authenticated
+                raise Unavailable(f"the model failed to load: {convert.without_paths(self._engine_error, self.config)}")
             raise Unavailable("the model is still loading; retry when health reports SERVING")
         return self._engine
 
