@@ -305,6 +305,7 @@ def test_the_client_speaks_tls_with_a_token(secured, certificates):
         assert client.wait_ready(30) and client.server_info().ready
         assert client.list_jobs() is not None
     with FramecastClient(address, timeout=10, tls_ca=certificates.ca) as client, pytest.raises(FramecastError) as caught:
+        assert client.health("liveness") == client.health("readiness") == "SERVING"  # no token needed
         client.server_info()
     assert caught.value.code == grpc.StatusCode.UNAUTHENTICATED and "--token" in caught.value.message
     for plain in ({}, {"tls": True}):  # plaintext; TLS trusting only the system's roots
