@@ -140,14 +140,15 @@ def test_readiness_says_no_while_a_model_cannot_run_jobs(tiny_model_dir, tmp_pat
 
 
 def test_open_streams_never_starve_health_or_unary_calls(grpc_server, held_job):
-    """64 open WatchJob streams (16 stalled the server before): health and GetServerInfo still answer."""
+    """256 open WatchJob streams (16 stalled the server before): health and GetServerInfo still answer,
+    each within a loose 5 s (bench/bench_server.py measures the p99 against the 50 ms goal)."""
     with grpc.insecure_channel(f"127.0.0.1:{grpc_server.port}") as channel:
-        streams = open_watchers(channel, held_job.id, 64)
+        streams = open_watchers(channel, held_job.id, 256)
         stub = framecast_pb2_grpc.FramecastStub(channel)
         for _ in range(20):
             assert health_status(channel, "readiness", timeout=5) == health_pb2.HealthCheckResponse.SERVING
             info = stub.GetServerInfo(pb.GetServerInfoRequest(), timeout=5)
-        assert info.open_streams >= 64 and info.max_streams >= 64 and info.unary_workers >= 1
+        assert info.open_streams >= 256 and info.max_streams >= 256 and info.unary_workers >= 1
         for stream in streams:
             stream.cancel()
 
