@@ -32,6 +32,7 @@ OUTPUT_ENCODINGS = {
 FIT_MODES = {"fit": pb.FIT_MODE_FIT, "crop": pb.FIT_MODE_CROP, "pad": pb.FIT_MODE_PAD}
 INTERPOLATIONS = {"nearest": pb.INTERPOLATION_NEAREST, "blend": pb.INTERPOLATION_BLEND, "flow": pb.INTERPOLATION_FLOW}
 TRACKERS = {"csrt": pb.TRACKER_CSRT, "flow": pb.TRACKER_FLOW, "sam2": pb.TRACKER_SAM2}
+STEP_CACHES = {"none": pb.STEP_CACHE_NONE, "first-block": pb.STEP_CACHE_FIRST_BLOCK, "taylorseer": pb.STEP_CACHE_TAYLORSEER}
 MAX_QUALITY = 51  # PropagateRequest.quality: an H.264 CRF, 0 (best) to 51
 
 Reference = tuple[int | float, "str | pb.MediaRef"]  # (source frame index, or source time in seconds; image)
@@ -305,6 +306,10 @@ def propagate_request(
     adapter_strength: float | None = None,
     quality: int | None = None,
     interpolation: str | int | None = None,
+    guidance_steps: int = 0,
+    step_cache: str | int | None = None,
+    cache_threshold: float | None = None,
+    cache_interval: int | None = None,
     start_s: float | None = None,
     end_s: float | None = None,
     fps: float | None = None,
@@ -320,7 +325,9 @@ def propagate_request(
     mask_mode "bbox", quality 18 (the output's H.264 CRF, 0 best to 51), interpolation the server's
     (``ServerInfo.interpolation``; "nearest", "blend" or "flow": how source frames between two
     working frames get their edit). ``output_encoding``: "mp4" (default), "mp4-lossless" or
-    "png-sequence". The shot (``start_s``, ``end_s``, ``fps``, ``source_fps``, ``fit``) as
+    "png-sequence". Faster sampling: ``guidance_steps`` (guidance on the first N steps only; 0 =
+    every step), ``step_cache`` ("none", "first-block" with ``cache_threshold``, "taylorseer" with
+    ``cache_interval``). The shot (``start_s``, ``end_s``, ``fps``, ``source_fps``, ``fit``) as
     ``shot_options``. Raises ValueError for no edit region or two, a bad choice, or a count, pixel
     width, coordinate, seed, quality or time below 0 or beyond its field; TypeError for a value of
     the wrong type, or no edited first frame or prompt.
@@ -340,8 +347,14 @@ def propagate_request(
         dilate_px=uint_value(dilate_px or 0, "dilate_px"),
         output_encoding=enum_value(output_encoding, OUTPUT_ENCODINGS, "output_encoding"),
         interpolation=enum_value(interpolation, INTERPOLATIONS, "interpolation"),
+        guidance_steps=uint_value(guidance_steps or 0, "guidance_steps"),
+        step_cache=enum_value(step_cache, STEP_CACHES, "step_cache"),
         shot=shot_options(start_s, end_s, fps, source_fps, fit),
     )
+    if cache_threshold is not None:
+        request.cache_threshold = float(cache_threshold)
+    if cache_interval is not None:
+        request.cache_interval = uint_value(cache_interval, "cache_interval")
     if guidance_scale is not None:
         request.guidance_scale = float(guidance_scale)
     if feather_px is not None:

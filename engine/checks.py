@@ -17,7 +17,7 @@ import numpy as np
 from framecast.engine import conditioning as C
 from framecast.engine.config import EngineConfig, choice
 from framecast.engine.errors import InvalidInput, Problems
-from framecast.engine.requests import BlendRamp, MaskMode, PromptIds, PropagateJob, TrainSettings
+from framecast.engine.requests import BlendRamp, MaskMode, PromptIds, PropagateJob, StepCache, TrainSettings
 from framecast.engine.sampling import MAX_PROMPT_CHARS, MAX_PROMPT_TOKENS, tokenize_prompt
 
 
@@ -98,8 +98,17 @@ def check_propagate_settings(job: PropagateJob, limits: EngineConfig, problems: 
         check_steps("steps", job.steps, limits)
     with problems.check():
         choice(BlendRamp, job.blend_ramp, "blend_ramp")
+    with problems.check():
+        choice(StepCache, job.step_cache, "step_cache")
     if not 0 <= job.guidance_scale <= 50:
         problems.add(InvalidInput("guidance_scale", job.guidance_scale, "must be between 0 and 50"))
+    if not 0 <= job.guidance_steps <= job.steps:
+        problems.add(InvalidInput("guidance_steps", job.guidance_steps,
+                                  f"must be between 0 (every step) and steps ({job.steps})"))  # fmt: skip
+    if not 0 < job.cache_threshold <= 1:
+        problems.add(InvalidInput("cache_threshold", job.cache_threshold, "must be above 0 and at most 1"))
+    if not 1 <= job.cache_interval <= 10:
+        problems.add(InvalidInput("cache_interval", job.cache_interval, "must be between 1 and 10"))
     if not 0 <= job.adapter_strength <= 2:
         problems.add(InvalidInput("adapter_strength", job.adapter_strength, "must be between 0 and 2"))
     if longer_side is not None and not 0 <= job.feather_px <= longer_side:

@@ -19,8 +19,8 @@ from framecast.engine.clip import ClipData
 from framecast.engine.encoding import Encoders
 from framecast.engine.errors import Cancelled
 from framecast.engine.metrics import psnr, seam_score, ssim, temporal_change
-from framecast.engine.requests import BlendRamp, PreparedPropagate, PropagateResult
-from framecast.engine.sampling import composite, decode_stream, denoise, feather_alpha
+from framecast.engine.requests import BlendRamp, PreparedPropagate, PropagateResult, StepCache
+from framecast.engine.sampling import Sampler, composite, decode_stream, denoise, feather_alpha
 from framecast.engine.windows import WindowPlan
 
 OnStep = Callable[[int, int], None]  # (step, total) after each denoising step
@@ -41,6 +41,9 @@ class Propagation:
         self.should_cancel = should_cancel
         self.timings: dict[str, float] = {}
         self.alpha = feather_alpha(data.edit_mask, self.job.feather_px) if self.job.composite else None
+        job = self.job
+        self.sampler = Sampler(job.steps, job.guidance_scale, job.guidance_steps, StepCache(job.step_cache),
+                               job.cache_threshold, job.cache_interval)  # fmt: skip
 
     def run(self, on_step: OnStep | None = None, on_frames: OnFrames | None = None) -> PropagateResult:
         started = time.perf_counter()
@@ -108,7 +111,7 @@ class Propagation:
                 prepared.prompt, prepared.negative_prompt, self.edited_first_frame,
             )  # fmt: skip
         with self.timed("denoise_s"), self.encoders.placement.using("transformer"):
-            latents = denoise(self.pipe, cond, seed, job.steps, job.guidance_scale, on_step, self.should_cancel)
+            latents = denoise(self.pipe, cond, seed, self.sampler, on_step, self.should_cancel)
         del cond
         chunks, done = [], 0
         with self.timed("decode_s"), self.encoders.placement.using("vae"):

@@ -29,6 +29,18 @@ class MaskMode(str, enum.Enum):
     DILATE = "dilate"  # grown by ``dilate_px``
 
 
+class StepCache(str, enum.Enum):
+    """Reusing the transformer's work between denoising steps (diffusers' cache hooks)."""
+
+    NONE = "none"
+    # A step whose first block's output changed by less than ``cache_threshold`` (relative mean
+    # absolute difference from the last computed step) reuses that step's residual of the other blocks.
+    FIRST_BLOCK = "first-block"
+    # Every step after the first few predicts the blocks' outputs by a Taylor expansion of the last
+    # computed ones, computing them in full only every ``cache_interval`` steps.
+    TAYLORSEER = "taylorseer"
+
+
 class BlendRamp(str, enum.Enum):
     """Weights across the frames two windows share."""
 
@@ -100,6 +112,12 @@ class PropagateJob:
     negative_prompt: str = ""
     steps: int = 30
     guidance_scale: float = 5.0  # <= 1 disables classifier-free guidance
+    # Classifier-free guidance on the first this many steps only (the rest run the conditional pass
+    # alone, half the work); 0 = every step.
+    guidance_steps: int = 0
+    step_cache: StepCache = StepCache.NONE
+    cache_threshold: float = 0.05  # StepCache.FIRST_BLOCK's
+    cache_interval: int = 3  # StepCache.TAYLORSEER's: a full computation every this many steps
     seed: int = 0
     composite: bool = False
     feather_px: int = 3

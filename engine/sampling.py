@@ -9,6 +9,7 @@ exactly plain I2V's, and the output matches the stock pipeline's.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +19,7 @@ import torch
 from framecast.engine.compat import decode_latent_frames, prompt_clean, vae_streams
 from framecast.engine.conditioning import to_uint8
 from framecast.engine.errors import Cancelled
+from framecast.engine.requests import StepCache
 
 
 @dataclass
@@ -102,13 +104,58 @@ def initial_noise(shape, seed: int, device) -> torch.Tensor:
     return torch.randn(shape, generator=generator, dtype=torch.float32).to(device)
 
 
+@dataclass(frozen=True)
+class Sampler:
+    """How a propagation samples: the steps, classifier-free guidance, and the step cache."""
+
+    steps: int
+    guidance_scale: float  # <= 1: no guidance
+    guidance_steps: int = 0  # guidance on the first this many steps only; 0 = every step
+    step_cache: StepCache = StepCache.NONE
+    cache_threshold: float = 0.05
+    cache_interval: int = 3
+
+    def guided(self, index: int) -> bool:
+        return self.guidance_scale > 1.0 and (self.guidance_steps == 0 or index < self.guidance_steps)
+
+    def cache_config(self):
+        """The diffusers cache hook configuration, or None."""
+        if self.step_cache is StepCache.FIRST_BLOCK:
+            from diffusers import FirstBlockCacheConfig
+
+            return FirstBlockCacheConfig(threshold=self.cache_threshold)
+        if self.step_cache is StepCache.TAYLORSEER:
+            from diffusers import TaylorSeerCacheConfig
+
+            # Whole transformer blocks predicted (diffusers' default names match no Wan module: its
+            # attentions are attn1 and attn2); the first two steps and the last computed in full.
+            return TaylorSeerCacheConfig(cache_interval=self.cache_interval, disable_cache_before_step=2,
+                                         disable_cache_after_step=self.steps - 1, taylor_factors_dtype=torch.float32,
+                                         cache_identifiers=[r"blocks\.\d+"])  # fmt: skip
+        return None
+
+
+@contextmanager
+def step_cache(transformer, sampler: Sampler):
+    """The sampler's cache hooks on ``transformer`` for one denoising run, removed after it: the
+    cache holds this run's activations only, and training never sees the hooks."""
+    config = sampler.cache_config()
+    if config is None:
+        yield
+        return
+    transformer.enable_cache(config)
+    try:
+        yield
+    finally:
+        transformer.disable_cache()
+
+
 @torch.no_grad()
 def denoise(
     pipe,
     cond: Conditioning,
     seed: int,
-    steps: int,
-    guidance_scale: float,
+    sampler: Sampler,
     on_step: Callable[[int, int], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
 ) -> torch.Tensor:
@@ -117,26 +164,31 @@ def denoise(
     device = cond.condition_latents.device
     latents = initial_noise(cond.condition_latents.shape, seed, device)
     condition = cond.transformer_condition
+    steps, cached = sampler.steps, sampler.cache_config() is not None
 
-    def predict(model_input, timestep, prompt_embeds):
-        return transformer(
-            hidden_states=model_input, timestep=timestep, encoder_hidden_states=prompt_embeds,
-            encoder_hidden_states_image=cond.image_embeds, return_dict=False,
-        )[0]  # fmt: skip
+    def predict(model_input, timestep, prompt_embeds, context: str, index: int):
+        # the cache keeps the conditional and unconditional passes' states apart, by the context's name
+        scope = transformer.cache_context(context, step_index=index, num_inference_steps=steps)
+        with scope if cached else nullcontext():
+            return transformer(
+                hidden_states=model_input, timestep=timestep, encoder_hidden_states=prompt_embeds,
+                encoder_hidden_states_image=cond.image_embeds, return_dict=False,
+            )[0]  # fmt: skip
 
     scheduler.set_timesteps(steps, device=device)
-    for index, t in enumerate(scheduler.timesteps):
-        if should_cancel is not None and should_cancel():
-            raise Cancelled("job cancelled")
-        model_input = torch.cat([latents, condition], dim=1).to(transformer.dtype)
-        timestep = t.expand(latents.shape[0])
-        velocity = predict(model_input, timestep, cond.prompt_embeds)
-        if guidance_scale > 1.0 and cond.negative_prompt_embeds is not None:
-            unconditional = predict(model_input, timestep, cond.negative_prompt_embeds)
-            velocity = unconditional + guidance_scale * (velocity - unconditional)
-        latents = scheduler.step(velocity, t, latents, return_dict=False)[0]
-        if on_step is not None:
-            on_step(index + 1, steps)
+    with step_cache(transformer, sampler):
+        for index, t in enumerate(scheduler.timesteps):
+            if should_cancel is not None and should_cancel():
+                raise Cancelled("job cancelled")
+            model_input = torch.cat([latents, condition], dim=1).to(transformer.dtype)
+            timestep = t.expand(latents.shape[0])
+            velocity = predict(model_input, timestep, cond.prompt_embeds, "cond", index)
+            if sampler.guided(index) and cond.negative_prompt_embeds is not None:
+                unconditional = predict(model_input, timestep, cond.negative_prompt_embeds, "uncond", index)
+                velocity = unconditional + sampler.guidance_scale * (velocity - unconditional)
+            latents = scheduler.step(velocity, t, latents, return_dict=False)[0]
+            if on_step is not None:
+                on_step(index + 1, steps)
     return latents
 
 

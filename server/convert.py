@@ -20,7 +20,15 @@ from framecast.engine.config import EngineInfo, field_default
 from framecast.engine.engine import Engine
 from framecast.engine.errors import InvalidInput, Problems
 from framecast.engine.grid import Fit
-from framecast.engine.requests import BlendRamp, MaskMode, PropagateJob, PropagateResult, TrainJob, TrainSettings
+from framecast.engine.requests import (
+    BlendRamp,
+    MaskMode,
+    PropagateJob,
+    PropagateResult,
+    StepCache,
+    TrainJob,
+    TrainSettings,
+)
 from framecast.engine.restore import Encoding, Interpolation, OutputOptions, check_output
 from framecast.engine.shots import MaskPrompt, ReferenceInput, Shot, ShotClip, ShotOptions, StoredMedia, plan_shot
 from framecast.engine.tracking import Box, Point, TrackerKind
@@ -31,6 +39,8 @@ from framecast.v1 import framecast_pb2 as pb
 
 MASK_MODES = {pb.MASK_MODE_EXACT: MaskMode.EXACT, pb.MASK_MODE_BBOX: MaskMode.BBOX, pb.MASK_MODE_DILATE: MaskMode.DILATE}
 BLEND_RAMPS = {pb.BLEND_RAMP_LINEAR: BlendRamp.LINEAR, pb.BLEND_RAMP_COSINE: BlendRamp.COSINE}
+STEP_CACHES = {pb.STEP_CACHE_NONE: StepCache.NONE, pb.STEP_CACHE_FIRST_BLOCK: StepCache.FIRST_BLOCK,
+               pb.STEP_CACHE_TAYLORSEER: StepCache.TAYLORSEER}  # fmt: skip
 ENCODINGS = {
     pb.OUTPUT_ENCODING_MP4_H264: Encoding.MP4,
     pb.OUTPUT_ENCODING_MP4_H264_LOSSLESS: Encoding.MP4_LOSSLESS,
@@ -191,7 +201,8 @@ def propagate_job(request: pb.PropagateRequest, media: MediaStore, engine: Engin
     """The engine's propagation of a request (as ``train_job``)."""
     shot = _shot(request, media, engine, problems, edited_field="edited_first_frame_id")
     choices = {}
-    for name, table, kind in (("mask_mode", MASK_MODES, "MaskMode"), ("blend_ramp", BLEND_RAMPS, "BlendRamp")):
+    for name, table, kind in (("mask_mode", MASK_MODES, "MaskMode"), ("blend_ramp", BLEND_RAMPS, "BlendRamp"),
+                              ("step_cache", STEP_CACHES, "StepCache")):  # fmt: skip
         with problems.check():
             choices[name] = _choice(table, getattr(request, name), name, kind)
     choices = {name: value for name, value in choices.items() if value is not None}
@@ -209,6 +220,9 @@ def propagate_job(request: pb.PropagateRequest, media: MediaStore, engine: Engin
             window_frames=request.window_frames,
             overlap_frames=_present(request, "overlap_frames"),
             adapter_strength=_present(request, "adapter_strength"),
+            guidance_steps=request.guidance_steps,
+            cache_threshold=_present(request, "cache_threshold"),
+            cache_interval=_present(request, "cache_interval"),
         ),
         **choices,
     )  # fmt: skip

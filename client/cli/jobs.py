@@ -33,7 +33,7 @@ from framecast.client.display import format_adapter, format_metrics
 from framecast.client.errors import FramecastError
 from framecast.client.jobs import accepted, collect_propagation, run_train
 from framecast.client.progress import JobProgress, follow_job, jobs_command
-from framecast.client.requests import INTERPOLATIONS, MASK_MODES, MAX_QUALITY, OUTPUT_ENCODINGS
+from framecast.client.requests import INTERPOLATIONS, MASK_MODES, MAX_QUALITY, OUTPUT_ENCODINGS, STEP_CACHES
 from framecast.engine.config import field_default
 from framecast.engine.requests import PropagateJob, TrainSettings
 from framecast.v1 import framecast_pb2 as pb
@@ -71,7 +71,8 @@ def propagate_kwargs(args) -> dict:
         negative_prompt=args.negative_prompt, steps=args.steps, guidance_scale=args.guidance, seed=args.seed,
         composite=args.composite, feather_px=args.feather_px, mask_mode=args.mask_mode, dilate_px=args.dilate_px,
         output_encoding=args.output_encoding, adapter_strength=args.adapter_strength, quality=args.quality,
-        interpolation=args.interpolation, **shot_kwargs(args),
+        interpolation=args.interpolation, guidance_steps=args.guidance_steps, step_cache=args.step_cache,
+        cache_threshold=args.cache_threshold, cache_interval=args.cache_interval, **shot_kwargs(args),
     )  # fmt: skip
 
 
@@ -282,6 +283,14 @@ def add_propagate_options(parser: argparse.ArgumentParser, composite_by_default:
     parser.add_argument(
         "--guidance", type=non_negative_float, default=_propagate("guidance_scale"), help="classifier-free guidance; <= 1 disables it (default: %(default)s)"
     )
+    parser.add_argument("--guidance-steps", type=non_negative_int, default=0, metavar="N",
+                        help="guidance on the first N steps only, the rest at half the work (default: every step)")
+    parser.add_argument("--step-cache", choices=list(STEP_CACHES), default=None,
+                        help="reuse the transformer's work between steps (default: none)")
+    parser.add_argument("--cache-threshold", type=non_negative_float, default=None, metavar="T",
+                        help="first-block: (0, 1], higher skips more (default: the server's, 0.05)")
+    parser.add_argument("--cache-interval", type=positive_int, default=None, metavar="N",
+                        help="taylorseer: a full step every N (default: the server's, 3)")
     parser.add_argument("--adapter-strength", type=non_negative_float, default=None, metavar="S",
                         help=f"scale the adapter's effect, 0 (the base model) to 2 (default: the server's, {_propagate('adapter_strength')})")  # fmt: skip
     if composite_by_default:

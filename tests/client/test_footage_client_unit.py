@@ -396,3 +396,22 @@ def test_a_client_only_install_says_which_extra_demo_and_serve_need(command, tmp
     assert done.stderr == (f"error: {command} needs torch, which is not installed (a client-only install?): "
                            "pip install 'framecast[server]'\n")
     assert not (tmp_path / "out").exists()  # nothing written first
+
+
+def test_sampling_levers_in_the_request_and_the_command_line():
+    from framecast.client.cli.jobs import propagate_kwargs
+
+    request = propagate_request(*PROPAGATE_ARGS, guidance_steps=10, step_cache="taylorseer", cache_interval=2)
+    assert (request.guidance_steps, request.step_cache, request.cache_interval) == (10, pb.STEP_CACHE_TAYLORSEER, 2)
+    assert not request.HasField("cache_threshold")
+    unset = propagate_request(*PROPAGATE_ARGS)
+    assert (unset.guidance_steps, unset.step_cache) == (0, pb.STEP_CACHE_UNSPECIFIED)
+    assert not unset.HasField("cache_interval") and not unset.HasField("cache_threshold")
+    with pytest.raises(ValueError, match="step_cache"):
+        propagate_request(*PROPAGATE_ARGS, step_cache="teacache")
+    args = cli.build_parser().parse_args(["propagate", "--adapter", "a", "--source", "s", "--mask", "m",
+                                          "--edited-first-frame", "e", "--prompt", "p", "--guidance-steps", "5",
+                                          "--step-cache", "first-block", "--cache-threshold", "0.1"])  # fmt: skip
+    request = propagate_request(*PROPAGATE_ARGS, **{k: v for k, v in propagate_kwargs(args).items() if v is not None})
+    assert (request.guidance_steps, request.step_cache) == (5, pb.STEP_CACHE_FIRST_BLOCK)
+    assert request.cache_threshold == pytest.approx(0.1)

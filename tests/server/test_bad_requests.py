@@ -198,3 +198,11 @@ def test_prompts_the_text_encoder_would_cut_are_refused_up_front(stub, media):
     # Counted as the pipeline counts: after its whitespace clean-up, 511 bytes + </s> fit exactly.
     fits = pb.PropagateRequest(prompt="  \n" * 1000 + "a" * 511, negative_prompt="b" * 511, **base)
     assert list(stub.Propagate(fits, timeout=300))[-1].result.num_frames == 9
+
+
+def test_sampling_levers_out_of_range(stub, media):
+    base = dict(source_id=media["source"].id, mask_id=media["mask"].id, edited_first_frame_id=media["edited"].id)
+    expect(grpc.StatusCode.INVALID_ARGUMENT, propagate(stub, guidance_steps=2, **base), "guidance_steps", "2", "steps (1)")
+    expect(grpc.StatusCode.INVALID_ARGUMENT, propagate(stub, step_cache=99, **base), "step_cache", "99", "StepCache")
+    expect(grpc.StatusCode.INVALID_ARGUMENT, propagate(stub, cache_interval=0, **base), "cache_interval", "0")
+    expect(grpc.StatusCode.INVALID_ARGUMENT, propagate(stub, cache_threshold=1.5, **base), "cache_threshold", "1.5")

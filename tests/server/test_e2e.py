@@ -120,6 +120,27 @@ def test_same_seed_same_frames_and_composite_keeps_background(stub, scene):
     assert not np.array_equal(composited[used_mask], source_frames[used_mask])
 
 
+def test_sampling_levers_over_the_wire(stub, scene):
+    """Guidance on the first step only with TaylorSeer's cache: other frames than the full sampler's, close to them."""
+    source, mask, edited = upload_scene(stub, scene)
+
+    def run(**lever):
+        request = pb.PropagateRequest(
+            source_id=source.id, mask_id=mask.id, edited_first_frame_id=edited.id, prompt=scene.edited_prompt,
+            steps=6, seed=3, guidance_scale=3.0, output_encoding=pb.OUTPUT_ENCODING_PNG_SEQUENCE, **lever,
+        )  # fmt: skip
+        events = list(stub.Propagate(request, timeout=300))
+        assert events[-1].WhichOneof("event") == "result", events[-1]
+        return np.stack([decode_image(e.frame.png) for e in events if e.WhichOneof("event") == "frame"])
+
+    full = run()
+    fast = run(guidance_steps=1, step_cache=pb.STEP_CACHE_TAYLORSEER, cache_interval=2)
+    assert fast.shape == full.shape and not np.array_equal(fast, full)
+    from framecast.engine.metrics import psnr
+
+    assert psnr(fast, full, np.ones(full.shape[:3], bool)) > 20
+
+
 def test_health_info_and_reflection(grpc_server, stub):
     from grpc_health.v1 import health_pb2, health_pb2_grpc
     from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc

@@ -48,6 +48,13 @@ class OutputEncoding(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     OUTPUT_ENCODING_MP4_H264_LOSSLESS: _ClassVar[OutputEncoding]
     OUTPUT_ENCODING_PNG_SEQUENCE: _ClassVar[OutputEncoding]
 
+class StepCache(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    STEP_CACHE_UNSPECIFIED: _ClassVar[StepCache]
+    STEP_CACHE_NONE: _ClassVar[StepCache]
+    STEP_CACHE_FIRST_BLOCK: _ClassVar[StepCache]
+    STEP_CACHE_TAYLORSEER: _ClassVar[StepCache]
+
 class Interpolation(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     INTERPOLATION_UNSPECIFIED: _ClassVar[Interpolation]
@@ -117,6 +124,10 @@ OUTPUT_ENCODING_UNSPECIFIED: OutputEncoding
 OUTPUT_ENCODING_MP4_H264: OutputEncoding
 OUTPUT_ENCODING_MP4_H264_LOSSLESS: OutputEncoding
 OUTPUT_ENCODING_PNG_SEQUENCE: OutputEncoding
+STEP_CACHE_UNSPECIFIED: StepCache
+STEP_CACHE_NONE: StepCache
+STEP_CACHE_FIRST_BLOCK: StepCache
+STEP_CACHE_TAYLORSEER: StepCache
 INTERPOLATION_UNSPECIFIED: Interpolation
 INTERPOLATION_NEAREST: Interpolation
 INTERPOLATION_BLEND: Interpolation
@@ -312,7 +323,7 @@ class TrainRequest(_message.Message):
     def __init__(self, adapter: _Optional[str] = ..., source_id: _Optional[str] = ..., mask_id: _Optional[str] = ..., references: _Optional[_Iterable[_Union[ReferenceFrame, _Mapping]]] = ..., prompt: _Optional[str] = ..., rank: _Optional[int] = ..., steps: _Optional[int] = ..., appearance_steps: _Optional[int] = ..., learning_rate: _Optional[float] = ..., mask_mode: _Optional[_Union[MaskMode, str]] = ..., dilate_px: _Optional[int] = ..., loss_weights: _Optional[_Union[LossWeights, _Mapping]] = ..., seed: _Optional[int] = ..., gradient_checkpointing_off: _Optional[bool] = ..., window_frames: _Optional[int] = ..., overlap_frames: _Optional[int] = ..., colour_variants: _Optional[int] = ..., shot: _Optional[_Union[ShotOptions, _Mapping]] = ..., mask_prompt: _Optional[_Union[MaskPrompt, _Mapping]] = ...) -> None: ...
 
 class PropagateRequest(_message.Message):
-    __slots__ = ("adapter", "source_id", "mask_id", "edited_first_frame_id", "prompt", "negative_prompt", "steps", "guidance_scale", "seed", "composite", "feather_px", "mask_mode", "dilate_px", "output_encoding", "window_frames", "overlap_frames", "blend_ramp", "adapter_strength", "shot", "quality", "interpolation", "mask_prompt")
+    __slots__ = ("adapter", "source_id", "mask_id", "edited_first_frame_id", "prompt", "negative_prompt", "steps", "guidance_scale", "seed", "composite", "feather_px", "mask_mode", "dilate_px", "output_encoding", "window_frames", "overlap_frames", "blend_ramp", "adapter_strength", "shot", "quality", "interpolation", "mask_prompt", "guidance_steps", "step_cache", "cache_threshold", "cache_interval")
     ADAPTER_FIELD_NUMBER: _ClassVar[int]
     SOURCE_ID_FIELD_NUMBER: _ClassVar[int]
     MASK_ID_FIELD_NUMBER: _ClassVar[int]
@@ -335,6 +346,10 @@ class PropagateRequest(_message.Message):
     QUALITY_FIELD_NUMBER: _ClassVar[int]
     INTERPOLATION_FIELD_NUMBER: _ClassVar[int]
     MASK_PROMPT_FIELD_NUMBER: _ClassVar[int]
+    GUIDANCE_STEPS_FIELD_NUMBER: _ClassVar[int]
+    STEP_CACHE_FIELD_NUMBER: _ClassVar[int]
+    CACHE_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    CACHE_INTERVAL_FIELD_NUMBER: _ClassVar[int]
     adapter: str
     source_id: str
     mask_id: str
@@ -357,7 +372,11 @@ class PropagateRequest(_message.Message):
     quality: int
     interpolation: Interpolation
     mask_prompt: MaskPrompt
-    def __init__(self, adapter: _Optional[str] = ..., source_id: _Optional[str] = ..., mask_id: _Optional[str] = ..., edited_first_frame_id: _Optional[str] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., seed: _Optional[int] = ..., composite: _Optional[bool] = ..., feather_px: _Optional[int] = ..., mask_mode: _Optional[_Union[MaskMode, str]] = ..., dilate_px: _Optional[int] = ..., output_encoding: _Optional[_Union[OutputEncoding, str]] = ..., window_frames: _Optional[int] = ..., overlap_frames: _Optional[int] = ..., blend_ramp: _Optional[_Union[BlendRamp, str]] = ..., adapter_strength: _Optional[float] = ..., shot: _Optional[_Union[ShotOptions, _Mapping]] = ..., quality: _Optional[int] = ..., interpolation: _Optional[_Union[Interpolation, str]] = ..., mask_prompt: _Optional[_Union[MaskPrompt, _Mapping]] = ...) -> None: ...
+    guidance_steps: int
+    step_cache: StepCache
+    cache_threshold: float
+    cache_interval: int
+    def __init__(self, adapter: _Optional[str] = ..., source_id: _Optional[str] = ..., mask_id: _Optional[str] = ..., edited_first_frame_id: _Optional[str] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., seed: _Optional[int] = ..., composite: _Optional[bool] = ..., feather_px: _Optional[int] = ..., mask_mode: _Optional[_Union[MaskMode, str]] = ..., dilate_px: _Optional[int] = ..., output_encoding: _Optional[_Union[OutputEncoding, str]] = ..., window_frames: _Optional[int] = ..., overlap_frames: _Optional[int] = ..., blend_ramp: _Optional[_Union[BlendRamp, str]] = ..., adapter_strength: _Optional[float] = ..., shot: _Optional[_Union[ShotOptions, _Mapping]] = ..., quality: _Optional[int] = ..., interpolation: _Optional[_Union[Interpolation, str]] = ..., mask_prompt: _Optional[_Union[MaskPrompt, _Mapping]] = ..., guidance_steps: _Optional[int] = ..., step_cache: _Optional[_Union[StepCache, str]] = ..., cache_threshold: _Optional[float] = ..., cache_interval: _Optional[int] = ...) -> None: ...
 
 class JobRef(_message.Message):
     __slots__ = ("job_id",)

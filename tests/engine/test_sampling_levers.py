@@ -1,0 +1,103 @@
+"""The sampling levers of a propagation (guidance on the first steps only, diffusers' step caches)
+on the tiny model: each does less of the transformer's work, stays close to the full sampler's
+frames, leaves no hook behind, and refuses bad settings naming the field."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from framecast.engine.config import EngineConfig
+from framecast.engine.engine import Engine
+from framecast.engine.errors import InvalidInput
+from framecast.engine.metrics import psnr
+from framecast.engine.requests import PropagateJob, StepCache, TrainJob, TrainSettings
+
+STEPS = 8
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model_dir, tmp_path_factory):
+    return Engine(EngineConfig(model_dir=str(tiny_model_dir)), tmp_path_factory.mktemp("levers-data"))
+
+
+def count_passes(engine):
+    """[transformer calls, last-block computations]: a cached step skips the last block's feed-forward."""
+    transformer = engine.pipe.transformer
+    counts = [0, 0]
+
+    def bump(index):
+        def hook(*_):
+            counts[index] += 1
+
+        return hook
+
+    handles = [transformer.register_forward_hook(bump(0)), transformer.blocks[-1].ffn.register_forward_hook(bump(1))]
+    return counts, handles
+
+
+def propagate(engine, scene, **lever):
+    job = PropagateJob("", scene.source, scene.edit_mask, scene.edited_first_frame, scene.edited_prompt,
+                       steps=STEPS, guidance_scale=3.0, seed=5, **lever)  # fmt: skip
+    counts, handles = count_passes(engine)
+    try:
+        frames = engine.propagate(job).frames
+    finally:
+        for handle in handles:
+            handle.remove()
+    return frames, counts
+
+
+@pytest.fixture(scope="module")
+def slow(engine, scene):
+    return propagate(engine, scene)
+
+
+def test_the_full_sampler_computes_every_step_twice(slow):
+    assert slow[1] == [2 * STEPS, 2 * STEPS]  # conditional and unconditional, every block
+
+
+def test_guidance_on_the_first_steps_only(engine, scene, slow):
+    frames, counts = propagate(engine, scene, guidance_steps=3)
+    assert counts == [STEPS + 3, STEPS + 3]
+    everything = np.ones(frames.shape[:3], bool)
+    assert not np.array_equal(frames, slow[0]) and psnr(frames, slow[0], everything) > 25
+
+
+@pytest.mark.parametrize("lever", [dict(step_cache=StepCache.TAYLORSEER, cache_interval=3),
+                                   dict(step_cache="first-block", cache_threshold=0.5)])  # fmt: skip
+def test_a_step_cache_skips_blocks_and_stays_close(engine, scene, slow, lever):
+    frames, counts = propagate(engine, scene, **lever)
+    assert counts[0] == 2 * STEPS  # every step still calls the transformer
+    assert counts[1] < 2 * STEPS  # but not every block computes
+    everything = np.ones(frames.shape[:3], bool)
+    assert psnr(frames, slow[0], everything) > 20
+    assert not engine.pipe.transformer.is_cache_enabled  # the hooks went with the run
+    again, _ = propagate(engine, scene, **lever)
+    assert np.array_equal(frames, again)  # no state carried from the run before
+
+
+def test_training_after_a_cached_propagation_sees_no_hooks(engine, scene):
+    propagate(engine, scene, step_cache=StepCache.TAYLORSEER)
+    settings = TrainSettings(steps=2, rank=2, seed=1, gradient_checkpointing=False)
+    counts, handles = count_passes(engine)
+    try:
+        engine.train(TrainJob("after-cache", scene.source, scene.edit_mask, scene.prompt, settings))
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert counts == [2, 2]
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("guidance_steps", STEPS + 1, f"between 0 \\(every step\\) and steps \\({STEPS}\\)"),
+    ("step_cache", "teacache", "step_cache"),
+    ("cache_threshold", 0.0, "above 0 and at most 1"),
+    ("cache_threshold", float("nan"), "above 0 and at most 1"),
+    ("cache_interval", 0, "between 1 and 10"),
+])  # fmt: skip
+def test_bad_lever_settings_are_refused_naming_the_field(engine, scene, field, value, message):
+    job = PropagateJob("", scene.source, scene.edit_mask, scene.edited_first_frame, "p", steps=STEPS, **{field: value})
+    with pytest.raises(InvalidInput, match=field) as caught:
+        engine.prepare_propagate(job)
+    assert caught.match(message)
