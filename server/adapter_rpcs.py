@@ -41,7 +41,7 @@ def settle_interrupted_training(store: AdapterStore, info: pb.JobInfo) -> None:
 class AdapterRpcs:
     """The adapter RPCs; ``engine.adapters`` (``AdapterManager``) does the work."""
 
-    def _queued_training(self) -> frozenset[str]:
+    def queued_training(self) -> frozenset[str]:
         """Adapters a queued or running Train job creates (the engine knows only the running one)."""
         active = self.queue.list(pb.JOB_STATE_QUEUED, limit=10_000) + self.queue.list(pb.JOB_STATE_RUNNING, limit=10_000)
         return frozenset(job.adapter for job in active if job.kind == pb.JOB_KIND_TRAIN)
@@ -50,11 +50,11 @@ class AdapterRpcs:
         return convert.adapter_change(change, self.engine.adapters.record(change.name))
 
     def ListAdapters(self, request, context):
-        views = self.engine.adapters.list(self._queued_training())
+        views = self.engine.adapters.list(self.queued_training())
         return pb.ListAdaptersResponse(adapters=[convert.adapter_info(view) for view in views])
 
     def GetAdapter(self, request, context):
-        return convert.adapter_info(self.engine.adapters.view(request.name, self._queued_training()))
+        return convert.adapter_info(self.engine.adapters.view(request.name, self.queued_training()))
 
     def LoadAdapter(self, request, context):
         target = convert.target_state(request.to, AdapterState.LOADED)

@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
@@ -76,10 +77,7 @@ class RunningServer:
         self.health = Health(loaded=("", SERVICE_NAME), why_not_ready=self._why_not_ready)
         framecast_pb2_grpc.add_FramecastServicer_to_server(self.service, self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, self._server)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
-            self._server,
-        )
+        enable_reflection(self._server)
         self._stopped = threading.Event()
         self._stopping = threading.Lock()
         self._ready = threading.Event()
@@ -88,30 +86,9 @@ class RunningServer:
 
     def _open_port(self) -> grpc.Server:
         """A gRPC server bound to the configured address; ``self.port`` is the port it got."""
-        config = self.config
-        options = [
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.so_reuseport", 0),  # a second server on a port in use fails to bind instead of sharing it
-        ]
-        self.streams = StreamCap(config.max_streams)
-        self._health_lane = HealthLane()
-        self.auth = AuthInterceptor(TokenFile(config.auth_tokens) if config.auth_tokens else None, bool(config.tls_client_ca))
-        credentials = server_credentials(config.tls_cert, config.tls_key, config.tls_client_ca) if config.tls_cert else None
-        # Outermost first: health's pool, request ids and metrics, tokens, the stream cap, then the error mapping.
-        interceptors = [self._health_lane, CallInterceptor(self.metrics), self.auth, self.streams, ErrorInterceptor()]
-        server = grpc.server(rpc_pool(config.max_workers, config.max_streams), interceptors=interceptors, options=options)
-        try:
-            if credentials is None:
-                self.port = server.add_insecure_port(config.address)
-            else:
-                self.port = server.add_secure_port(config.address, credentials)
-        except RuntimeError:  # what grpcio raises for an address in use
-            self.port = 0
-        if self.port == 0:
-            why = _bind_failure(config.host, config.port)
-            raise InvalidInput("port", config.port, f"cannot be opened on {config.host}: {why}")
-        return server
+        port = open_port(self.config, self.metrics)
+        self.streams, self._health_lane, self.auth, self.port = port.streams, port.health_lane, port.auth, port.port
+        return port.server
 
     def _why_not_ready(self) -> str | None:
         """Why jobs cannot run now (the readiness health name's NOT_SERVING); None when they can."""
@@ -207,6 +184,55 @@ class RunningServer:
                 self.metrics.close()
                 self._stopped.set()
                 log.info("stopped")
+
+
+def enable_reflection(server: grpc.Server) -> None:
+    """Reflection of the Framecast service, health and reflection itself."""
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
+    )
+
+
+@dataclass
+class Port:
+    """A gRPC server bound to its address, with the interceptors it was made with."""
+
+    server: grpc.Server
+    port: int  # the port it got (``config.port`` 0 picks one)
+    streams: StreamCap
+    health_lane: HealthLane
+    auth: AuthInterceptor
+
+
+def open_port(config: ServerConfig, metrics: Metrics) -> Port:
+    """A gRPC server bound to ``config``'s address with framecast's interceptors (health's own
+    threads, request ids and metrics, tokens, the stream cap, the error mapping), not started.
+    InvalidInput naming ``port`` when the address cannot be bound. The single server and a
+    cluster's front (``framecast.server.cluster.front``) open their ports with it."""
+    options = [
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.so_reuseport", 0),  # a second server on a port in use fails to bind instead of sharing it
+    ]
+    streams = StreamCap(config.max_streams)
+    health_lane = HealthLane()
+    auth = AuthInterceptor(TokenFile(config.auth_tokens) if config.auth_tokens else None, bool(config.tls_client_ca))
+    credentials = server_credentials(config.tls_cert, config.tls_key, config.tls_client_ca) if config.tls_cert else None
+    # Outermost first: health's pool, request ids and metrics, tokens, the stream cap, then the error mapping.
+    interceptors = [health_lane, CallInterceptor(metrics), auth, streams, ErrorInterceptor()]
+    server = grpc.server(rpc_pool(config.max_workers, config.max_streams), interceptors=interceptors, options=options)
+    try:
+        if credentials is None:
+            port = server.add_insecure_port(config.address)
+        else:
+            port = server.add_secure_port(config.address, credentials)
+    except RuntimeError:  # what grpcio raises for an address in use
+        port = 0
+    if port == 0:
+        health_lane.close()
+        why = _bind_failure(config.host, config.port)
+        raise InvalidInput("port", config.port, f"cannot be opened on {config.host}: {why}")
+    return Port(server, port, streams, health_lane, auth)
 
 
 def lock_data_dir(data: Path) -> TextIO:

@@ -29,7 +29,7 @@ _OPTIONS = {"model_dir": "--model", "data_dir": "--data", "max_vram_gb": "--max-
             "adapter_host_cache_gb": "--adapter-host-cache", "max_duration_s": "--max-duration"}  # fmt: skip
 
 
-def _option_of(field: str) -> str:
+def option_of(field: str) -> str:
     return _OPTIONS.get(field, "--" + field.replace("_", "-"))
 
 class ServeError(FramecastError):
@@ -165,7 +165,7 @@ def cmd_serve(args) -> int:
         config = server_config(args)
         running = start_server(config, handle_signals=True)
     except InvalidInput as error:  # a setting the server cannot start with: name its option
-        option = _option_of(error.field)
+        option = option_of(error.field)
         raise ServeError(f"{option}: {str(error).removeprefix(error.field + ' ')}") from None
     if args.model_dir is None:
         print(f"framecast serves the built-in model ({config.engine.model_dir}); --model DIR serves another", flush=True)

@@ -11,6 +11,8 @@ deletes what is older than a retention period (the server's ``--media-retention-
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -54,14 +56,17 @@ class MediaInfo:
 
 class MediaStore:
     def __init__(self, root: str | Path, max_pixels: int | None = None, max_duration_s: float | None = None,
-                 max_frames: int | None = None):  # fmt: skip
+                 max_frames: int | None = None, sweep: bool = True):  # fmt: skip
         """``max_pixels`` per frame, ``max_duration_s`` for videos, ``max_frames`` for image sequences:
-        uploads beyond them are refused (results are stored whatever they are)."""
+        uploads beyond them are refused (results are stored whatever they are). ``sweep``: remove what
+        interrupted writes left, for a process that is the store's only writer; a cluster's processes,
+        which share the store, pass False (another one's upload in flight looks the same)."""
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.limits = Limits(max_pixels, max_duration_s, max_frames)
         self._lock = threading.Lock()
-        self._remove_interrupted_writes()
+        if sweep:
+            self._remove_interrupted_writes()
 
     def _remove_interrupted_writes(self) -> None:
         """Remove deletes and uploads a crash interrupted: trash, temporary files, media without meta.json."""
@@ -169,16 +174,39 @@ class MediaStore:
         )  # fmt: skip
         directory = self._dir(media_id)
         meta = {key: value for key, value in asdict(info).items() if key != "created_at"}
-        with self._lock:
-            try:
-                directory.mkdir(parents=True, exist_ok=True)
-                write_data(directory / "data")
-                atomic_write(directory / "meta.json", json.dumps(meta).encode())  # written last: the commit
-            except BaseException:
-                if not (directory / "meta.json").is_file():  # not stored (a full disk): leave no trace
-                    shutil.rmtree(directory, ignore_errors=True)
-                raise
+        # Written whole in a staging directory, then renamed into place in one step: processes sharing
+        # the store (a cluster's replicas and fronts) never see, or clean up, another's half-written
+        # entry, and of two storing the same bytes at once one rename wins and the other keeps it.
+        staging = self.root / f"{_TRASH_PREFIX}commit-{secrets.token_hex(6)}"
+        try:
+            staging.mkdir(parents=True)
+            write_data(staging / "data")
+            atomic_write(staging / "meta.json", json.dumps(meta).encode())  # the commit marker, as before
+            with self._lock:
+                self._move_into_place(staging, directory)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
         return replace(info, created_at=(directory / "meta.json").stat().st_mtime)
+
+    def _move_into_place(self, staging: Path, directory: Path) -> None:
+        """Rename ``staging`` to ``directory``; when an entry is there already, keep a committed one
+        (the same bytes, by their digest) and move a crash's leftover (no meta.json) out of the way."""
+        for _ in range(3):
+            try:
+                os.rename(staging, directory)
+            except OSError as error:
+                if error.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise
+                if (directory / "meta.json").is_file():
+                    return
+                leftover = self.root / f"{_TRASH_PREFIX}{directory.name}-{secrets.token_hex(4)}"
+                with contextlib.suppress(FileNotFoundError):
+                    directory.rename(leftover)
+                shutil.rmtree(leftover, ignore_errors=True)
+                continue
+            fsync_dir(self.root)
+            return
+        raise OSError(errno.EEXIST, f"cannot store {directory.name}: its directory keeps reappearing without a commit")
 
     def _info_or_none(self, media_id: str) -> MediaInfo | None:
         meta = self._dir(media_id) / "meta.json"

@@ -168,7 +168,7 @@ class FramecastService(AdapterRpcs, pb_grpc.FramecastServicer):
                         handle.emit(frame=pb.Frame(index=index, png=encode_png(frame), time_s=shot.grid.time(index)))
 
             if training is not None:
-                _check_trained(training)
+                check_trained(training)
             result = engine.propagate(prepared, on_step, on_frames, handle.should_cancel, on_read=_phase(handle, "decode"),
                                       on_clip=self._reporter(handle, prepared.clip))  # fmt: skip
             scratch = self.media.scratch_dir()
@@ -270,7 +270,7 @@ class FramecastService(AdapterRpcs, pb_grpc.FramecastServicer):
         return info
 
 
-def _check_trained(training: Job) -> None:
+def check_trained(training: Job) -> None:
     """Raise FailedPrecondition, with its error, unless the Train job a Propagate waited for succeeded."""
     info = training.snapshot()
     if info.state != pb.JOB_STATE_SUCCEEDED:
