@@ -93,6 +93,9 @@ class Metrics:
                                     "(a host miss reads the file)", ["tier"], registry=r)  # fmt: skip
         self.cache_evictions = Counter(f"{PREFIX}_adapter_cache_evictions", "Adapters evicted from a cache tier "
                                        "to make room", ["tier"], registry=r)  # fmt: skip
+        self.affinity = Counter(f"{PREFIX}_cluster_adapter_affinity", "A cluster's jobs naming an adapter, by whether "
+                                "the replica that ran them held it in memory (hit) or not (miss)", ["result"],
+                                registry=r)  # fmt: skip
         for tier in TIERS:  # shown at 0 before the first event
             for counter in (self.cache_hits, self.cache_misses, self.cache_evictions):
                 counter.labels(tier=tier)

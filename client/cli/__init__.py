@@ -6,7 +6,7 @@ One module a command group, each registering its own subcommands: ``jobs`` (trai
 export), ``media``, ``info``, ``demo``; ``args`` holds what they share, ``inputs`` the uploads
 of local files and folders of frames, ``masks`` the edit region's options (``--mask``, or ``--box``,
 ``--points`` or ``--mask-frame0`` tracked on the server). ``serve`` is the server's
-(``framecast.server.cli``), ``make-tiny-model`` and ``train-toy-model`` the toy lab's (``framecast.engine.toy.cli``): they and ``demo`` import the
+(``framecast.server.cli``), ``cluster`` the Ray Serve cluster's (``framecast.server.cluster.cli``), ``make-tiny-model`` and ``train-toy-model`` the toy lab's (``framecast.engine.toy.cli``): they and ``demo`` import the
 server and engine (torch) lazily, inside the subcommand, so the client commands work on a
 client-only install.
 
@@ -38,6 +38,7 @@ from framecast.engine.toy import cli as toy_cli
 from framecast.engine.toy.cli import cmd_make_tiny_model, cmd_train_toy_model
 from framecast.server import cli as server_cli
 from framecast.server.cli import cmd_serve
+from framecast.server.cluster import cli as cluster_cli
 
 __all__ = [
     "DEFAULT_SERVER", "CliError", "build_parser", "cmd_adapters", "cmd_demo", "cmd_edit", "cmd_export", "cmd_import",
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     server_cli.add_parser(commands)
+    cluster_cli.add_parser(commands)
     edit.add_parsers(commands)
     jobs.add_parsers(commands)
     queue.add_parsers(commands)
@@ -89,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    level = args.log_level or ("info" if args.command == "serve" else "warning")
+    level = args.log_level or ("info" if args.command in ("serve", "cluster") else "warning")
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return args.run(args)
