@@ -46,7 +46,10 @@ _SCRIPT = textwrap.dedent(
         pipe = load_pipeline(sys.argv[1])
         if sys.argv[2] == "nf4":
             quantize_pipeline(pipe, Quantize.NF4, torch.float32, "cpu")
+    import huggingface_hub.constants
+
     print(json.dumps({
+        "offline": huggingface_hub.constants.HF_HUB_OFFLINE,
         "processor": type(pipe.image_processor).__name__,
         "warnings": [f"{w.category.__name__}: {w.message}" for w in caught],
         "records": records,
@@ -57,6 +60,7 @@ _SCRIPT = textwrap.dedent(
 
 def _load_quietly(model_dir, quantize: str, cwd) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    env.pop("HF_HUB_OFFLINE", None)  # framecast sets it: nothing it loads comes from a hub
     done = subprocess.run(
         [sys.executable, "-c", _SCRIPT, str(model_dir), quantize],
         cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
@@ -76,6 +80,7 @@ def _noise(result: dict) -> list[str]:
 def test_builtin_model_loads_without_noise(quantize, tmp_path):
     result = _load_quietly(builtin_model_dir(), quantize, tmp_path)
     assert _noise(result) == []
+    assert result["offline"]  # bitsandbytes' attempt at a Hub kernel never leaves the machine
     assert result["processor"] == "CLIPImageProcessorPil"
 
 
