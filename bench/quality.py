@@ -34,6 +34,7 @@ appends one row per scene and method, and writes a PNG grid a person can look at
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import statistics
 import sys
@@ -56,6 +57,22 @@ RESULTS = Path(__file__).resolve().parent / "results"
 CEILING = "VAE ceiling"
 METHODS = ("framecast", "framecast+ref", "windowed", "(a) plain I2V", "(b) mask only", "(c) copy", CEILING)
 BASELINES = ("(a) plain I2V", "(b) mask only", "(c) copy")
+# Sampling levers (issue 24): each propagates framecast's adapter again with these PropagateJob
+# settings over the options' own (rows "framecast [lever]"), to hold against the slow path. A
+# function of the options' sample steps.
+LEVERS = {
+    "guidance-third": lambda steps: {"guidance_steps": max(1, steps // 3)},
+    "no-guidance": lambda steps: {"guidance_scale": 1.0},
+    "first-block-0.05": lambda steps: {"step_cache": "first-block", "cache_threshold": 0.05},
+    "first-block-0.1": lambda steps: {"step_cache": "first-block", "cache_threshold": 0.1},
+    "first-block-0.2": lambda steps: {"step_cache": "first-block", "cache_threshold": 0.2},
+    "taylorseer-2": lambda steps: {"step_cache": "taylorseer", "cache_interval": 2},
+    "taylorseer-3": lambda steps: {"step_cache": "taylorseer", "cache_interval": 3},
+    "half-steps": lambda steps: {"steps": max(1, steps // 2)},
+    "third-steps": lambda steps: {"steps": max(1, steps // 3)},
+    "fast": lambda steps: {"steps": max(1, steps // 2), "guidance_steps": max(1, steps // 6), "step_cache": "taylorseer",
+                           "cache_interval": 2},  # fmt: skip
+}
 
 
 @dataclass(frozen=True)
@@ -94,6 +111,10 @@ class QualityOptions:
     source_size: int = 0
     fps_multiple: int = 1
     interpolations: tuple[str, ...] = ("flow",)  # footage: the framecast output restored each way (rows "framecast [way]")
+    # Training lever (issue 24): framecast's adapter trained in windows of this many frames (0: the
+    # whole clip), ``steps`` in all, each step the next window (fewer tokens a step); sampled whole.
+    train_window: int = 0
+    levers: tuple[str, ...] = ()  # LEVERS names: framecast's adapter propagated again with each (rows "framecast [lever]")
 
 
 def held_out_scene(seed: int, frames: int = 17, size: int = 64, fps_multiple: int = 1) -> Scene:
@@ -103,6 +124,22 @@ def held_out_scene(seed: int, frames: int = 17, size: int = 64, fps_multiple: in
     config = SceneConfig(frames=(frames - 1) * fps_multiple + 1, height=size, width=size, sprites=2, pan=True,
                          fps_multiple=fps_multiple)  # fmt: skip
     return make_scene(seed, config)
+
+
+class counting_blocks:
+    """Counts the transformer blocks computed in full while it is open (the last block's feed-forward
+    runs only then: a step cache that reuses or predicts a block skips it): ``[count]``."""
+
+    def __init__(self, transformer):
+        self.module = transformer.blocks[-1].ffn
+        self.count = [0]
+
+    def __enter__(self) -> list[int]:
+        self.handle = self.module.register_forward_hook(lambda *_: self.count.__setitem__(0, self.count[0] + 1))
+        return self.count
+
+    def __exit__(self, *_) -> None:
+        self.handle.remove()
 
 
 def copy_first_frame(scene: Scene) -> np.ndarray:
@@ -155,21 +192,22 @@ def evaluate_scene(engine, scene: Scene, options: QualityOptions, methods=None) 
     tag = f"s{scene.seed}-{time.monotonic_ns()}"
     results: dict[str, dict] = {}
 
-    def propagate(adapter: str, mask: np.ndarray, mode: C.MaskMode, windowed: bool = False) -> dict:
+    def propagate(adapter: str, mask: np.ndarray, mode: C.MaskMode, windowed: bool = False, **lever) -> dict:
         window = (options.window_frames, options.overlap_frames) if windowed else (0, 4)
+        settings = {"steps": options.sample_steps, "guidance_scale": options.guidance_scale, **lever}
         runs = {}
         for composite in (False, True) if options.composite else (False,):
             job = PropagateJob(
-                adapter, scene.source, mask, scene.edited_first_frame, scene.edited_prompt,
-                steps=options.sample_steps, guidance_scale=options.guidance_scale, seed=scene.seed,
+                adapter, scene.source, mask, scene.edited_first_frame, scene.edited_prompt, seed=scene.seed,
                 composite=composite, mask_mode=mode, window_frames=window[0], overlap_frames=window[1],
-                adapter_strength=options.adapter_strength,
+                adapter_strength=options.adapter_strength, **settings,
             )  # fmt: skip
-            runs[composite] = engine.propagate(job)
+            with counting_blocks(engine.pipe.transformer) as computed:
+                runs[composite] = engine.propagate(job)
         off = runs[False]
         seam = off.seam_score if off.windows > 1 else None  # one window has no seams
         row = {**_measures(off.frames, scene, method_mask), "seam_score": seam, "windows": off.windows,
-               "frames": off.frames}  # fmt: skip
+               "frames": off.frames, "denoise_s": off.timings.get("denoise_s"), "block_passes": computed[0]}  # fmt: skip
         if True in runs:
             on = runs[True]
             row["masked_psnr_composite"] = psnr(on.frames, scene.edited, scene.edit_mask)
@@ -178,16 +216,22 @@ def evaluate_scene(engine, scene: Scene, options: QualityOptions, methods=None) 
 
     first = [(0, scene.edited_first_frame)] if options.first_frame_reference else []
 
-    def train(name: str, references=(), **extra) -> float:
+    def train(name: str, references=(), steps_in_all: bool = False, **extra) -> float:
         started = time.perf_counter()
-        job = TrainJob(name, scene.source, scene.edit_mask, scene.prompt, settings, references=[*first, *references],
+        used = dataclasses.replace(settings, steps_in_all=steps_in_all)
+        job = TrainJob(name, scene.source, scene.edit_mask, scene.prompt, used, references=[*first, *references],
                        **extra)  # fmt: skip
         engine.train(job)
         return time.perf_counter() - started
 
     if "framecast" in methods:
-        seconds = train(f"motion-{tag}")
+        window = {"window_frames": options.train_window, "overlap_frames": 2, "steps_in_all": True}
+        seconds = train(f"motion-{tag}", **(window if options.train_window else {}))
         results["framecast"] = {**propagate(f"motion-{tag}", scene.edit_mask, C.MaskMode.BBOX), "train_s": seconds}
+        for lever in options.levers:
+            row = propagate(f"motion-{tag}", scene.edit_mask, C.MaskMode.BBOX, **LEVERS[lever](options.sample_steps))
+            row["compute_share"] = row["block_passes"] / results["framecast"]["block_passes"]
+            results[f"framecast [{lever}]"] = row
     if "framecast+ref" in methods:
         reference = [(options.reference_frame, scene.edited[options.reference_frame])]
         seconds = train(f"ref-{tag}", references=reference)
@@ -317,7 +361,8 @@ def summarise(per_scene: list[dict[str, dict]]) -> list[dict]:
             continue
         row = {"method": method, "scenes": len(scenes)}
         for key in ("masked_psnr", "masked_psnr_composite", "background_psnr", "background_psnr_composite",
-                    "background_ssim", "first_frame_psnr", "temporal_change", "seam_score"):  # fmt: skip
+                    "background_ssim", "first_frame_psnr", "temporal_change", "seam_score", "compute_share",
+                    "denoise_s", "train_s"):  # fmt: skip
             row[key] = _mean(s[method].get(key) for s in scenes)
         if method not in ("framecast", CEILING) and all("framecast" in s for s in scenes):
             wins = [s["framecast"]["masked_psnr"] > s[method]["masked_psnr"] for s in scenes]
@@ -408,6 +453,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interpolations", nargs="+", choices=("nearest", "blend", "flow"), default=["flow"],
                         help="real footage: restore framecast's output each way (the first is 'framecast')")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--levers", nargs="+", choices=sorted(LEVERS), default=[], metavar="LEVER",
+                        help="propagate framecast's adapter again with each sampling lever (rows 'framecast [LEVER]'): "
+                             "%(choices)s")  # fmt: skip
+    parser.add_argument("--train-window", type=int, default=0, metavar="N",
+                        help="train framecast's adapter in N-frame windows, --steps in all, each step the next window")
     parser.add_argument("--workers", type=int, default=1,
                         help="scenes evaluated at once, each by its own process and engine (CPU; default: %(default)s)")
     parser.add_argument("--results", default=str(RESULTS / "quality.jsonl"))
@@ -430,7 +480,8 @@ def main(argv: list[str] | None = None) -> int:
         composite=not args.no_composite, colour_variants=args.colour_variants,
         w_keep=args.w_keep, adapter_strength=args.adapter_strength,
         methods=tuple(m for m in METHODS if m in args.methods), source_size=args.source_size,
-        fps_multiple=args.fps_multiple, interpolations=tuple(args.interpolations),
+        fps_multiple=args.fps_multiple, interpolations=tuple(args.interpolations), levers=tuple(args.levers),
+        train_window=args.train_window,
     )  # fmt: skip
     model = Path(args.model) if args.model else builtin_model_dir()
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -463,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print_table(summary, ["method", "scenes", "masked_psnr", "masked_psnr_composite", "background_psnr",
                           "background_psnr_composite", "background_ssim", "first_frame_psnr", "temporal_change",
-                          "seam_score", "framecast_wins"])  # fmt: skip
+                          "seam_score", "framecast_wins"] + (["compute_share", "denoise_s"] if options.levers else []))  # fmt: skip
     print()
     share = sum(wins) / len(wins)
     print(f"framecast beats every baseline on masked PSNR in {sum(wins)}/{len(wins)} scenes ({share:.0%}; goal >= 80%)")

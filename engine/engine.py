@@ -296,8 +296,9 @@ class Engine:
                 for s, n in zip(plan.starts, plan.lengths)
             ]
             # ``steps`` per window, as if each window were trained on its own (the public code's
-            # scheme): every stretch of the clip gets the passes a one-window clip gets.
-            phases.append(("motion", motion, settings.steps * plan.count))
+            # scheme): every stretch of the clip gets the passes a one-window clip gets. Or, with
+            # ``steps_in_all``, the steps of the clip, each on the next window (round robin).
+            phases.append(("motion", motion, settings.steps * (1 if settings.steps_in_all else plan.count)))
             if data.references:
                 refs = [encoders.reference_sample(data.frames, edit_mask, i, f, prepared.prompt, settings)
                         for i, f in data.references]  # fmt: skip

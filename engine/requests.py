@@ -67,6 +67,10 @@ class TrainSettings:
     # frame, first frame included), trained alongside the clip itself: the adapter learns this
     # video's motion but takes the region's colours from the first frame it is given.
     colour_variants: int = 0
+    # A clip trained in windows: ``steps`` for each window (False, each stretch of the clip gets what a
+    # one-window clip gets) or ``steps`` in all, each step the next window (True: a window's tokens a
+    # step, the whole clip's steps: fewer tokens per step for the same steps).
+    steps_in_all: bool = False
 
     @property
     def lora_alpha(self) -> float:
