@@ -2,17 +2,20 @@
 
 A single server refuses a second training of a name under its queue's lock; a cluster has many
 processes, so the claim is a file on the shared directory, ``<data>/cluster/claims/<name>``,
-created with ``O_CREAT | O_EXCL``: of two fronts claiming a name at once, on one machine or over
-NFS v3+ (whose exclusive create is atomic), exactly one creates it. It holds the id of the job
-(or import) that claimed it and is removed when that ends. A claim whose job is over (its record
-in the shared job records says so) or that names no job the records know after ``grace_s`` is
-stale, left by a front that died: the next claimant replaces it.
+created exclusively: written under a name of its own, then hard-linked to the claim's name, which
+fails when the name exists (atomic on a local file system and over NFS, as ``O_EXCL`` is on NFS
+v3+), so of two fronts claiming a name at once exactly one creates it, and nobody reads a claim
+before its holder is in it. It holds the id of the job (or import) that claimed it and is removed
+when that ends. A claim whose job is over (its record in the shared job records says so) or that
+names no job the records know after ``grace_s`` is stale, left by a front that died: the next
+claimant replaces it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -42,24 +45,32 @@ class AdapterClaims:
         check_adapter_name(name, field)
         path = self._path(name)
         for _ in range(3):
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            except FileExistsError:
-                other = self.holder(name)
-                if other is not None and not self._stale(path, other):
-                    raise FailedPrecondition(f"adapter {name!r} is already being trained by job {other}") from None
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()  # stale: its front died; retry the exclusive create
-                continue
-            with os.fdopen(fd, "w") as f:
-                f.write(holder)
-            return
+            if self._create(path, holder):
+                return
+            other = self.holder(name)
+            if other is not None and not self._stale(path, other):
+                raise FailedPrecondition(f"adapter {name!r} is already being trained by job {other}")
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()  # stale: its front died; retry the exclusive create
         raise FailedPrecondition(f"adapter {name!r} is being claimed by another front at the same time; retry")
+
+    def _create(self, path: Path, holder: str) -> bool:
+        """Create ``path`` holding ``holder`` unless it exists, in one step: written to a file of
+        its own, then hard-linked to ``path`` (``link`` fails on an existing name, on NFS too)."""
+        written = self.root / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        written.write_text(holder)
+        try:
+            os.link(written, path)
+        except FileExistsError:
+            return False
+        finally:
+            written.unlink(missing_ok=True)
+        return True
 
     def holder(self, name: str) -> str | None:
         """The job holding ``name``'s claim, or None."""
         try:
-            return self._path(name).read_text().strip() or "(a job that is starting)"
+            return self._path(name).read_text().strip()
         except FileNotFoundError:
             return None
 

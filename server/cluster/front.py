@@ -61,6 +61,7 @@ class ClusterService(FramecastService):
         self.claims = claims
         self.replicas = replicas  # the replicas' DeploymentHandle
         self.metrics = metrics
+        self.affinity = True  # route by adapter (multiplexed model id); False: Ray Serve's plain choice (benchmarks)
         self.placements: collections.OrderedDict[str, dict] = collections.OrderedDict()  # job id -> its replica
         self._placements_lock = threading.Lock()
 
@@ -68,7 +69,7 @@ class ClusterService(FramecastService):
 
     def _handle(self, method_name: str, adapter: str = "", stream: bool = False):
         options = {"method_name": method_name, "stream": stream}
-        if adapter:
+        if adapter and self.affinity:
             options["multiplexed_model_id"] = adapter
         return self.replicas.options(**options)
 

@@ -14,8 +14,8 @@ different. The front (``framecast.server.cluster.front``) calls it through a Ray
 Adapter affinity is Ray Serve's model multiplexing with the adapter's name as the model id: the
 front sends a job naming an adapter with ``multiplexed_model_id=name``, Ray Serve routes it to a
 replica that has served that id (a Train too, so the replica that trained an adapter is the one
-its propagations go to), and ``_holds`` (``@serve.multiplexed``) keeps this replica's list of
-them, least recently used dropped beyond ``MULTIPLEXED_ADAPTERS``. Whether the adapter was in
+its propagations go to), and ``_holds`` (``serve.multiplexed``) keeps this replica's list of
+them, least recently used dropped beyond ``--adapter-slots``, the adapters its device keeps. Whether the adapter was in
 this replica's memory when a job arrived (``hit``) is what the placement reports.
 
 Media and adapters are on the shared data directory, through the single server's stores. Other
@@ -52,7 +52,6 @@ from framecast.v1 import framecast_pb2 as pb
 
 log = logging.getLogger(__name__)
 
-MULTIPLEXED_ADAPTERS = 8  # adapter names a replica is routed as holding (the default --adapter-slots)
 _METHODS = pb.DESCRIPTOR.services_by_name["Framecast"].methods_by_name
 _END = object()  # what ``next`` returns past a stream's last item
 _front_training: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar("front_training", default=frozenset())
@@ -106,6 +105,10 @@ class Replica:
         except Exception:  # constructed outside Ray Serve (a test of the class itself)
             self.name = f"pid{os.getpid()}"
         self.affinity: Counter[str] = Counter()  # device, host, miss
+        async def holds(adapter: str) -> str:  # Ray Serve's record that this replica serves ``adapter``
+            return adapter  # the engine loads it on demand
+
+        self._holds = serve.multiplexed(max_num_models_per_replica=config.engine.adapter_slots)(holds)
         self._cancel_dir = data / CANCEL_DIR
         threading.Thread(target=self._watch_cancels, name="framecast-cancels", daemon=True).start()
         self._versions: dict[str, float | None] = {}  # adapter -> created_at of the stored version cached here
@@ -123,11 +126,6 @@ class Replica:
                 log.exception("looking for cancelled jobs failed")
 
     # --- adapters ---------------------------------------------------------------------------
-
-    @serve.multiplexed(max_num_models_per_replica=MULTIPLEXED_ADAPTERS)
-    async def _holds(self, adapter: str) -> str:
-        """Ray Serve's record that this replica serves ``adapter``; the engine loads it on demand."""
-        return adapter
 
     def _stored_version(self, adapter: str) -> float | None:
         store = self.engine.adapters.store
@@ -176,8 +174,10 @@ class Replica:
         """Run a Train or Propagate request; yields a placement, the job's serialized events, and a
         status if it was refused or failed."""
         adapter = await self._route()
-        yield await self._in_thread(self._placement, adapter if method == "Propagate" else "")
-        events = getattr(self.service, method)(request_class(method).FromString(request), _ReplicaCall())
+        message = request_class(method).FromString(request)
+        # The hit is the propagation's adapter's, however the job was routed (by it, or not: benchmarks).
+        yield await self._in_thread(self._placement, message.adapter if method == "Propagate" else "")
+        events = getattr(self.service, method)(message, _ReplicaCall())
         job_id = ""
         try:
             while (event := await self._in_thread(self._next, events, request_id)) is not _END:
