@@ -240,6 +240,7 @@ def train_request(
     appearance_steps: int | None = None,
     gradient_checkpointing: bool = True,
     colour_variants: int = 0,
+    steps_in_all: bool = False,
     start_s: float | None = None,
     end_s: float | None = None,
     fps: float | None = None,
@@ -254,6 +255,8 @@ def train_request(
     ``None`` leaves a setting to the server's default: steps 100 (motion phase, per window),
     rank 16, learning_rate 1e-4, mask_mode "bbox", appearance_steps 100, loss_weights (edit 1.0,
     keep 1.0). ``colour_variants``: recoloured copies of the source trained alongside it (0: none).
+    ``steps_in_all``: a clip trained in windows takes ``steps`` in all, each the next window (fewer
+    tokens a step), instead of ``steps`` for each window.
     ``references``: edited frames for the appearance phase, ``(frame_index, image_id)`` or
     ``(time_s, image_id)`` (an int is a source frame index, a float a source time in seconds).
     The shot (``start_s``, ``end_s``, ``fps``, ``source_fps``, ``fit``) as ``shot_options``.
@@ -275,6 +278,7 @@ def train_request(
         seed=uint_value(seed, "seed", bits=64),
         gradient_checkpointing_off=not gradient_checkpointing,
         colour_variants=uint_value(colour_variants, "colour_variants"),
+        steps_in_all=bool(steps_in_all),
         shot=shot_options(start_s, end_s, fps, source_fps, fit),
     )
     add_references(request, references)

@@ -184,6 +184,7 @@ def train_job(request: pb.TrainRequest, media: MediaStore, engine: Engine, probl
         seed=request.seed,
         gradient_checkpointing=False if request.gradient_checkpointing_off else None,
         colour_variants=request.colour_variants,
+        steps_in_all=request.steps_in_all,
     ))  # fmt: skip
     shot = _shot(request, media, engine, problems, edited_field=None)
     mask_mode = None

@@ -61,7 +61,7 @@ def train_kwargs(args, references: list) -> dict:
         steps=args.train_steps, rank=args.rank, learning_rate=args.lr, mask_mode=args.mask_mode,
         dilate_px=args.dilate_px, references=references, seed=args.seed, loss_weights=args.loss_weights,
         appearance_steps=args.appearance_steps, gradient_checkpointing=not args.no_gradient_checkpointing,
-        colour_variants=args.colour_variants, **shot_kwargs(args),
+        colour_variants=args.colour_variants, steps_in_all=args.steps_in_all, **shot_kwargs(args),
     )  # fmt: skip
 
 
@@ -244,6 +244,9 @@ def add_train_options(parser: argparse.ArgumentParser, steps_flag: str) -> None:
         default=None,
         help=f"appearance-phase steps with --reference (server default: {TRAIN.appearance_steps})",
     )
+    parser.add_argument("--steps-in-all", action="store_true",
+                        help="a clip trained in windows: --steps in all, each step the next window (fewer tokens a "
+                        "step), instead of --steps for each window")  # fmt: skip
     parser.add_argument("--rank", type=positive_int, default=TRAIN.rank, help="LoRA rank (default: %(default)s)")
     parser.add_argument("--lr", type=positive_float, default=TRAIN.learning_rate, help="learning rate (default: %(default)s)")
     parser.add_argument(

@@ -415,3 +415,12 @@ def test_sampling_levers_in_the_request_and_the_command_line():
     request = propagate_request(*PROPAGATE_ARGS, **{k: v for k, v in propagate_kwargs(args).items() if v is not None})
     assert (request.guidance_steps, request.step_cache) == (5, pb.STEP_CACHE_FIRST_BLOCK)
     assert request.cache_threshold == pytest.approx(0.1)
+
+
+def test_steps_in_all_in_the_request_and_the_command_line():
+    from framecast.client.cli.jobs import train_kwargs
+
+    assert train_request(*ARGS, steps_in_all=True).steps_in_all and not train_request(*ARGS).steps_in_all
+    args = cli.build_parser().parse_args(["train", "--adapter", "a", "--source", "s", "--mask", "m", "--prompt", "p",
+                                          "--steps-in-all"])  # fmt: skip
+    assert train_kwargs(args, [])["steps_in_all"] is True

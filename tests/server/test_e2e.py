@@ -141,6 +141,19 @@ def test_sampling_levers_over_the_wire(stub, scene):
     assert psnr(fast, full, np.ones(full.shape[:3], bool)) > 20
 
 
+def test_windowed_training_with_steps_in_all_over_the_wire(stub, scene):
+    source, mask, _ = upload_scene(stub, scene)
+
+    def totals(in_all: bool) -> set[int]:
+        request = pb.TrainRequest(adapter=f"in-all-{int(in_all)}", source_id=source.id, mask_id=mask.id, prompt="p",
+                                  steps=2, rank=2, window_frames=5, overlap_frames=1, steps_in_all=in_all)  # fmt: skip
+        events = list(stub.Train(request, timeout=300))
+        assert events[-1].WhichOneof("event") == "adapter", events[-1]
+        return {e.progress.total for e in events if e.WhichOneof("event") == "progress" and e.progress.phase == "motion"}
+
+    assert totals(False) == {4} and totals(True) == {2}  # two windows: 2 steps each, or 2 in all
+
+
 def test_health_info_and_reflection(grpc_server, stub):
     from grpc_health.v1 import health_pb2, health_pb2_grpc
     from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc

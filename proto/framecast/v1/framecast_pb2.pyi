@@ -281,7 +281,7 @@ class ShotOptions(_message.Message):
     def __init__(self, start_s: _Optional[float] = ..., end_s: _Optional[float] = ..., fps: _Optional[float] = ..., source_fps: _Optional[bool] = ..., fit: _Optional[_Union[FitMode, str]] = ...) -> None: ...
 
 class TrainRequest(_message.Message):
-    __slots__ = ("adapter", "source_id", "mask_id", "references", "prompt", "rank", "steps", "appearance_steps", "learning_rate", "mask_mode", "dilate_px", "loss_weights", "seed", "gradient_checkpointing_off", "window_frames", "overlap_frames", "colour_variants", "shot", "mask_prompt")
+    __slots__ = ("adapter", "source_id", "mask_id", "references", "prompt", "rank", "steps", "appearance_steps", "learning_rate", "mask_mode", "dilate_px", "loss_weights", "seed", "gradient_checkpointing_off", "window_frames", "overlap_frames", "colour_variants", "shot", "mask_prompt", "steps_in_all")
     ADAPTER_FIELD_NUMBER: _ClassVar[int]
     SOURCE_ID_FIELD_NUMBER: _ClassVar[int]
     MASK_ID_FIELD_NUMBER: _ClassVar[int]
@@ -301,6 +301,7 @@ class TrainRequest(_message.Message):
     COLOUR_VARIANTS_FIELD_NUMBER: _ClassVar[int]
     SHOT_FIELD_NUMBER: _ClassVar[int]
     MASK_PROMPT_FIELD_NUMBER: _ClassVar[int]
+    STEPS_IN_ALL_FIELD_NUMBER: _ClassVar[int]
     adapter: str
     source_id: str
     mask_id: str
@@ -320,7 +321,8 @@ class TrainRequest(_message.Message):
     colour_variants: int
     shot: ShotOptions
     mask_prompt: MaskPrompt
-    def __init__(self, adapter: _Optional[str] = ..., source_id: _Optional[str] = ..., mask_id: _Optional[str] = ..., references: _Optional[_Iterable[_Union[ReferenceFrame, _Mapping]]] = ..., prompt: _Optional[str] = ..., rank: _Optional[int] = ..., steps: _Optional[int] = ..., appearance_steps: _Optional[int] = ..., learning_rate: _Optional[float] = ..., mask_mode: _Optional[_Union[MaskMode, str]] = ..., dilate_px: _Optional[int] = ..., loss_weights: _Optional[_Union[LossWeights, _Mapping]] = ..., seed: _Optional[int] = ..., gradient_checkpointing_off: _Optional[bool] = ..., window_frames: _Optional[int] = ..., overlap_frames: _Optional[int] = ..., colour_variants: _Optional[int] = ..., shot: _Optional[_Union[ShotOptions, _Mapping]] = ..., mask_prompt: _Optional[_Union[MaskPrompt, _Mapping]] = ...) -> None: ...
+    steps_in_all: bool
+    def __init__(self, adapter: _Optional[str] = ..., source_id: _Optional[str] = ..., mask_id: _Optional[str] = ..., references: _Optional[_Iterable[_Union[ReferenceFrame, _Mapping]]] = ..., prompt: _Optional[str] = ..., rank: _Optional[int] = ..., steps: _Optional[int] = ..., appearance_steps: _Optional[int] = ..., learning_rate: _Optional[float] = ..., mask_mode: _Optional[_Union[MaskMode, str]] = ..., dilate_px: _Optional[int] = ..., loss_weights: _Optional[_Union[LossWeights, _Mapping]] = ..., seed: _Optional[int] = ..., gradient_checkpointing_off: _Optional[bool] = ..., window_frames: _Optional[int] = ..., overlap_frames: _Optional[int] = ..., colour_variants: _Optional[int] = ..., shot: _Optional[_Union[ShotOptions, _Mapping]] = ..., mask_prompt: _Optional[_Union[MaskPrompt, _Mapping]] = ..., steps_in_all: _Optional[bool] = ...) -> None: ...
 
 class PropagateRequest(_message.Message):
     __slots__ = ("adapter", "source_id", "mask_id", "edited_first_frame_id", "prompt", "negative_prompt", "steps", "guidance_scale", "seed", "composite", "feather_px", "mask_mode", "dilate_px", "output_encoding", "window_frames", "overlap_frames", "blend_ramp", "adapter_strength", "shot", "quality", "interpolation", "mask_prompt", "guidance_steps", "step_cache", "cache_threshold", "cache_interval")

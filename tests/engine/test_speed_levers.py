@@ -1,6 +1,7 @@
-"""The sampling levers of a propagation (guidance on the first steps only, diffusers' step caches)
-on the tiny model: each does less of the transformer's work, stays close to the full sampler's
-frames, leaves no hook behind, and refuses bad settings naming the field."""
+"""The speed levers on the tiny model. Sampling (guidance on the first steps only, diffusers' step
+caches): each does less of the transformer's work, stays close to the full sampler's frames, leaves
+no hook behind, and refuses bad settings naming the field. Training in windows with the steps in
+all: the clip's steps, each on the next window."""
 
 from __future__ import annotations
 
@@ -101,3 +102,26 @@ def test_bad_lever_settings_are_refused_naming_the_field(engine, scene, field, v
     with pytest.raises(InvalidInput, match=field) as caught:
         engine.prepare_propagate(job)
     assert caught.match(message)
+
+
+def test_windowed_training_with_steps_in_all_takes_the_clips_steps(engine, scene):
+    """9 frames in 5-frame windows overlapping by 1: two windows, so 3 steps per window are 6; in all, 3,
+    each a window's tokens."""
+    counts = {}
+    for in_all in (False, True):
+        settings = TrainSettings(steps=3, rank=2, seed=1, gradient_checkpointing=False, steps_in_all=in_all)
+        seen = []
+        calls, handles = count_passes(engine)
+        shapes = []
+        handles.append(engine.pipe.transformer.register_forward_pre_hook(
+            lambda module, args, kwargs: shapes.append(kwargs["hidden_states"].shape[2]), with_kwargs=True))
+        try:
+            engine.train(TrainJob(f"in-all-{in_all}", scene.source, scene.edit_mask, scene.prompt, settings,
+                                  window_frames=5, overlap_frames=1), seen.append)  # fmt: skip
+        finally:
+            for handle in handles:
+                handle.remove()
+        counts[in_all] = (len(seen), calls[0], shapes)
+    assert counts[False][:2] == (6, 6) and counts[True][:2] == (3, 3)
+    assert set(counts[True][2]) == {2}  # latent frames a step: a 5-frame window's, never the clip's 3
+    assert counts[True][2] == counts[False][2][:3]
