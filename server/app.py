@@ -174,16 +174,27 @@ class RunningServer:
             if self._stopped.is_set():
                 return
             grace = self.config.grace_s if grace is None else grace
-            self.health.stopping()
             try:
-                self.queue.shutdown(grace)
+                # the data lock last: another server may use the data dir from then on
+                stop_serving(self.health, self.queue, self._server, self._health_lane, self.metrics, grace)
             finally:
-                self._server.stop(grace).wait()
-                self._health_lane.close()
-                self._data_lock.close()  # another server may use the data dir now
-                self.metrics.close()
+                self._data_lock.close()
                 self._stopped.set()
                 log.info("stopped")
+
+
+def stop_serving(health: Health, queue: JobQueue, server: grpc.Server, health_lane: HealthLane, metrics: Metrics,
+                 grace: float) -> None:  # fmt: skip
+    """The graceful stop of a port serving ``queue``'s jobs: not ready, the queue shut down
+    (``JobQueue.shutdown``: ``grace`` to finish, then cancelled), the port closed after ``grace``
+    more for open calls, health's threads and the metrics page stopped."""
+    health.stopping()
+    try:
+        queue.shutdown(grace)
+    finally:
+        server.stop(grace).wait()
+        health_lane.close()
+        metrics.close()
 
 
 def enable_reflection(server: grpc.Server) -> None:

@@ -272,15 +272,19 @@ class JobQueue:
                 raise QueueFull(self.max_queue)
             position = len(self._waiting) + (1 if self._running is not None else 0)
             self._waiting.append(job)
-            self._jobs[job.id] = job
-            self._trim()
-            job.keep_record(self._persist)
-            job.observer = self.observer
-            self._persist(job.info)
-            job.emit(accepted=job.snapshot())
+            self._accept(job)
             job.emit(queued=pb.Queued(position=position))
             self._lock.notify_all()
         return job
+
+    def _accept(self, job: Job) -> None:
+        """Hold ``job`` (under the queue's lock), keep its record from now on and tell its followers."""
+        self._jobs[job.id] = job
+        self._trim()
+        job.keep_record(self._persist)
+        job.observer = self.observer
+        self._persist(job.info)
+        job.emit(accepted=job.snapshot())
 
     def get(self, job_id: str) -> Job | pb.JobInfo:
         with self._lock:
@@ -364,9 +368,7 @@ class JobQueue:
             self._run_job(job)
 
     def _run_job(self, job: Job) -> None:
-        job.set_state(pb.JOB_STATE_RUNNING, started_at=time.time())
-        self._persist(job.snapshot())
-        job.observer.job_started(job)
+        self._begin(job)
         try:
             job.run(job)
             if job.should_cancel():
@@ -376,6 +378,12 @@ class JobQueue:
         else:
             if job.end(pb.JOB_STATE_SUCCEEDED):
                 self._persist(job.snapshot())
+
+    def _begin(self, job: Job) -> None:
+        """The job starts running now (a cluster's front says so when the replica starts it)."""
+        job.set_state(pb.JOB_STATE_RUNNING, started_at=time.time())
+        self._persist(job.snapshot())
+        job.observer.job_started(job)
 
     def _finish(self, job: Job, exc: BaseException) -> None:
         status = status_for(exc)

@@ -32,7 +32,7 @@ from framecast.engine.errors import FailedPrecondition, InvalidInput, Unavailabl
 from framecast.engine.grid import WAN_FPS
 from framecast.server import convert
 from framecast.server.adapter_rpcs import settle_interrupted_training
-from framecast.server.app import SERVICE_NAME, enable_reflection, open_port
+from framecast.server.app import SERVICE_NAME, enable_reflection, open_port, stop_serving
 from framecast.server.cluster.claims import CLAIMS_DIR, AdapterClaims
 from framecast.server.cluster.front_jobs import CANCEL_DIR, FrontJobs, relay, remote_failure
 from framecast.server.config import ServerConfig
@@ -290,12 +290,8 @@ class ClusterFront:
         if self._stopped.is_set():
             return
         grace = self.config.grace_s if grace is None else grace
-        self.health.stopping()
         try:
-            self.queue.shutdown(grace)
+            stop_serving(self.health, self.queue, self._server, self._health_lane, self.metrics, grace)
         finally:
-            self._server.stop(grace).wait()
-            self._health_lane.close()
-            self.metrics.close()
             self._stopped.set()
             log.info("cluster front stopped")

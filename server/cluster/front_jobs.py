@@ -65,15 +65,10 @@ class FrontJobs(JobQueue):
         with self._lock:
             if self._closing:
                 raise Unavailable("server is shutting down")
-            self._jobs[job.id] = job
             self._following[job.id] = job
             if stream is not None:
                 self._streams[job.id] = stream
-            self._trim()
-            job.keep_record(self._persist)
-            job.observer = self.observer
-            self._persist(job.info)
-            job.emit(accepted=job.snapshot())
+            self._accept(job)
         threading.Thread(target=self._follow, args=(job,), name=f"framecast-follow-{job.id}", daemon=True).start()
         return job
 
@@ -87,17 +82,8 @@ class FrontJobs(JobQueue):
                 self._streams.pop(job.id, None)
                 self._lock.notify_all()
 
-    def _run_job(self, job: Job) -> None:
-        """As the queue's, but the job is RUNNING once its replica starts it (``relay`` sets it)."""
-        try:
-            job.run(job)
-            if job.should_cancel():
-                raise Cancelled("job cancelled")
-        except BaseException as exc:
-            self._finish(job, exc)
-        else:
-            if job.end(pb.JOB_STATE_SUCCEEDED):
-                self._persist(job.snapshot())
+    def _begin(self, job: Job) -> None:
+        """Nothing yet: the job is RUNNING once its replica starts it (``relay`` says so)."""
 
     def _live(self) -> list[Job]:
         with self._lock:

@@ -8,8 +8,8 @@
   the replicas, and a front in this process;
 - ``build_app``: the application a Ray Serve config file names (``import_path:
   framecast.server.cluster.launch:build_app``), the replicas and a ``Front`` deployment that
-  serves the gRPC port from inside the cluster (docs/cluster.md has the file and a KubeRay
-  RayService).
+  serves the gRPC port from inside the cluster (docs/cluster/serve-config.yaml, and a KubeRay
+  RayService in docs/cluster/rayservice.yaml).
 """
 
 from __future__ import annotations
@@ -88,8 +88,8 @@ def start_local(config: ServerConfig, cluster: ClusterConfig, ray_address: str |
 
 
 class Front:
-    """A front as a Ray Serve deployment (``build_app``): its gRPC server runs on the replica's
-    node at ``config.port``; place one a node (``max_replicas_per_node: 1``)."""
+    """A front as a Ray Serve deployment (``build_app``): its gRPC server listens on its node (the
+    head) at ``config.port``."""
 
     def __init__(self, replicas, config: ServerConfig):
         self.front = ClusterFront(config, replicas, log_request_ids=False).start()
@@ -107,6 +107,7 @@ def build_app(args: dict):
     settings = dict(args)
     cluster = ClusterConfig(**{key: settings.pop(key) for key in list(settings) if key in ClusterConfig.__dataclass_fields__})
     config = ServerConfig.build(**settings)
-    front = serve.deployment(Front).options(name="FramecastFront", max_replicas_per_node=1, num_replicas=1,
-                                            ray_actor_options={"num_cpus": 0})  # fmt: skip
+    # On the head node, where a Kubernetes Service (docs/cluster/rayservice.yaml) sends clients.
+    head = {"num_cpus": 0, "resources": {"node:__internal_head__": 0.001}}
+    front = serve.deployment(Front).options(name="FramecastFront", num_replicas=1, ray_actor_options=head)
     return front.bind(replica_deployment(config, cluster), config)

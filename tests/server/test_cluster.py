@@ -223,3 +223,28 @@ def test_refusals_keep_their_status_and_a_name_is_claimed_once(cluster, client, 
     with pytest.raises(FramecastError) as refused:
         list(client.train("once", source, mask, prompt="p", steps=1, rank=2))
     assert refused.value.code is grpc.StatusCode.ALREADY_EXISTS
+
+
+# --- the Ray Serve config file in the docs ----------------------------------------------------
+
+
+def test_the_serve_config_file_is_valid_and_builds(tiny_model_dir, tmp_path):
+    """docs/cluster/serve-config.yaml is a Ray Serve config that Ray accepts, naming a builder whose
+    every argument framecast takes (here with this machine's model and data, no TLS)."""
+    from pathlib import Path
+
+    import yaml
+    from ray.serve import Application
+    from ray.serve.schema import ServeDeploySchema
+
+    from framecast.server.cluster import launch
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "cluster" / "serve-config.yaml").read_text()
+    schema = ServeDeploySchema.parse_obj(yaml.safe_load(text))
+    (app,) = schema.applications
+    assert app.import_path == "framecast.server.cluster.launch:build_app"
+    args = {**app.args, "model_dir": str(tiny_model_dir), "data_dir": str(tmp_path), "host": "127.0.0.1",
+            "tls_cert": "", "tls_key": "", "auth_tokens": ""}  # fmt: skip
+    assert isinstance(launch.build_app(args), Application)
+    with pytest.raises(TypeError):
+        launch.build_app({**args, "replicaz": 2})
