@@ -192,6 +192,11 @@ def main(argv=None) -> int:
     parser.add_argument("--unit-steps", type=int, default=3, help="sampling and training steps timed for unit costs")
     parser.add_argument("--unit-costs", type=Path, default=None, metavar="CLIP_JSONL",
                         help="take the unit costs from bench_clip rows (a GPU's bf16 baseline) instead of measuring")
+    parser.add_argument("--frames", type=int, default=49, help="the 14B's clip (default: %(default)s frames of 832x480)")
+    parser.add_argument("--width", type=int, default=832)
+    parser.add_argument("--height", type=int, default=480)
+    parser.add_argument("--layers", type=int, default=None,
+                        help="the 14B's widths with N blocks in each encoder and the transformer: a smoke run; rows say so")
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     toy = args.arch == "toy"
@@ -223,7 +228,7 @@ def main(argv=None) -> int:
         rows = [{"config": name, **extrapolate(costs, CONFIGS[name], options, passes[name])} for name in args.configs]
     slow = next((r["total_s"] for r in rows if r["config"] == "slow"), None)
     for row in rows:
-        row.update(arch=args.arch, steps=options.steps, levers=list(CONFIGS[row["config"]].sampling),
+        row.update(arch=args.arch if args.layers is None else f"{args.arch}-{args.layers}layers", steps=options.steps, levers=list(CONFIGS[row["config"]].sampling),
                    train_share=CONFIGS[row["config"]].train_share, guidance=options.guidance,
                    speedup=slow / row["total_s"] if slow else None)  # fmt: skip
     print_table(rows, COLUMNS)
@@ -233,19 +238,22 @@ def main(argv=None) -> int:
 
 
 def measure_arch_unit_costs(args, data_dir: Path) -> UnitCosts:
-    """The 14B architecture with random weights on ``--device`` (bench_clip's builder), 49 frames of 832x480."""
+    """The 14B architecture with random weights on ``--device`` (bench_clip's builder), ``--frames`` of
+    ``--width`` x ``--height`` (49 of 832x480)."""
     from bench_clip import build_14b_pipeline
 
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     from framecast.engine.toy.world import SceneConfig, make_scene
 
-    scene = make_scene(0, SceneConfig(frames=49, height=480, width=832, sprites=2))
+    scene = make_scene(0, SceneConfig(frames=args.frames, height=args.height, width=args.width, sprites=2))
     engine = Engine(EngineConfig(model_dir=str(builtin_model_dir()), device=args.device,
-                                 dtype=str(dtype).removeprefix("torch."), max_frames=49, max_pixels=832 * 480),
-                    data_dir / "arch", pipe=build_14b_pipeline(device, dtype))  # fmt: skip
+                                 dtype=str(dtype).removeprefix("torch."), max_frames=args.frames,
+                                 max_pixels=args.width * args.height),
+                    data_dir / "arch", pipe=build_14b_pipeline(device, dtype, args.layers))  # fmt: skip
     costs = measure_unit_costs(engine, scene, args.unit_steps, args.unit_steps, 16.0)
-    costs.source = f"measured on {args.device}, {args.unit_steps} steps"
+    layers = "" if args.layers is None else f", {args.layers} blocks (smoke run)"
+    costs.source = f"measured on {args.device}, {args.unit_steps} steps, {args.frames} frames of {args.width}x{args.height}{layers}"
     return costs
 
 

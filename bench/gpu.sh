@@ -2,12 +2,14 @@
 # Run framecast's GPU benchmarks and GPU-only tests from a source checkout on a CUDA machine,
 # without installing the package (the framecast.* namespace is assembled from the source
 # folders with links).
-#   bash bench/gpu.sh [tests] [kernels] [clip] [caps] [adapters] [quality] [toy]   # default: kernels clip adapters
+#   bash bench/gpu.sh [tests] [kernels] [clip] [caps] [adapters] [job] [quality] [toy]   # default: kernels clip adapters
 #   tests:    the compiled Triton kernels against their references, and toy-model training on CUDA
 #   caps:     the 14B on emulated 8, 12, 16 and 24 GiB cards (the allocator capped): for each, the settings
 #             --max-vram picks, a propagation and training steps with peak allocated/reserved, seconds per
 #             step against the uncapped bf16 run, peak host RSS and the memory model's estimates (~7 minutes;
 #             caps that would end past CLIP_DEADLINE_S, default 450 s, are skipped and say so)
+#   job:      the whole job (train + propagate + file) on the 14B for the slow path and each speed lever:
+#             unit costs measured with JOB_UNIT_STEPS (3) steps, jobs extrapolated (~4 minutes)
 #   quality:  bench/quality.py on the GPU (the built-in toy model, or QUALITY_MODEL=DIR, e.g. one
 #             trained there with the toy target below)
 #   toy:      train the toy model on the GPU into TOY_OUT (default /tmp/toy-wan-i2v), as train-toy-model
@@ -67,6 +69,8 @@ settings = ToyTrainSettings(**{"device": "cuda", **json.loads(os.environ.get("TO
 print(train_toy_model(sys.argv[1], settings, preset("toy", **spec), init_from=os.environ.get("TOY_INIT_FROM") or None))
 EOF
       ;;
+    job) python3 bench/bench_job.py --arch wan2.1-i2v-14b --device cuda --unit-steps "${JOB_UNIT_STEPS:-3}" \
+           --results "$results/job.jsonl" ;;
     quality) python3 bench/quality.py ${QUALITY_MODEL:+--model "$QUALITY_MODEL"} --results "$results/quality.jsonl" ;;
     *) echo "unknown benchmark: $bench" >&2; exit 2 ;;
   esac
