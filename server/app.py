@@ -43,6 +43,7 @@ from framecast.v1 import framecast_pb2, framecast_pb2_grpc
 log = logging.getLogger(__name__)
 SERVICE_NAME = framecast_pb2.DESCRIPTOR.services_by_name["Framecast"].full_name
 LOCK_FILE = "server.lock"  # in the data dir, locked by the server that uses it
+CLUSTER_HOLDER = "cluster"  # what server.lock says while a cluster's processes share it
 
 
 class RunningServer:
@@ -246,11 +247,12 @@ def open_port(config: ServerConfig, metrics: Metrics) -> Port:
     return Port(server, port, streams, health_lane, auth)
 
 
-def lock_data_dir(data: Path) -> TextIO:
+def lock_data_dir(data: Path, shared: bool = False) -> TextIO:
     """Take the data dir for this process: an exclusive advisory lock on ``data/server.lock``,
     held while the returned file stays open. The kernel drops it when the process ends, so a
     crashed server never leaves the directory locked. InvalidInput naming ``data`` when another
-    server holds it or the directory cannot be used."""
+    server holds it or the directory cannot be used. ``shared``: a shared lock, which a cluster's
+    fronts and replicas all hold at once (and a single server's exclusive one excludes)."""
     path = data / LOCK_FILE
     try:
         data.mkdir(parents=True, exist_ok=True)
@@ -258,19 +260,25 @@ def lock_data_dir(data: Path) -> TextIO:
     except OSError as error:
         raise InvalidInput("data", str(data), f"cannot be used: {error.strerror or error}") from None
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(handle, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
     except OSError as error:
         handle.seek(0)
         holder = handle.read().strip()
         handle.close()
         if isinstance(error, BlockingIOError):
             owner = f"pid {holder}" if holder.isdigit() else "a process"
+            if holder == CLUSTER_HOLDER:
+                raise InvalidInput("data", str(data), f"is used by a framecast cluster (its fronts and replicas hold "
+                                   f"{path})") from None  # fmt: skip
             raise InvalidInput("data", str(data), f"is used by another framecast server ({owner} holds {path})") from None
         raise InvalidInput("data", str(data), f"cannot be locked ({path}): {error.strerror or error}") from None
+    holder = CLUSTER_HOLDER if shared else str(os.getpid())
     handle.seek(0)
-    handle.truncate()
-    handle.write(f"{os.getpid()}\n")  # who holds it, for the message a second server prints
-    handle.flush()
+    if handle.read().strip() != holder:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{holder}\n")  # who holds it, for the message a second server prints
+        handle.flush()
     return handle
 
 

@@ -32,7 +32,7 @@ from framecast.engine.errors import FailedPrecondition, InvalidInput, Unavailabl
 from framecast.engine.grid import WAN_FPS
 from framecast.server import convert
 from framecast.server.adapter_rpcs import settle_interrupted_training
-from framecast.server.app import SERVICE_NAME, enable_reflection, open_port, stop_serving
+from framecast.server.app import SERVICE_NAME, enable_reflection, lock_data_dir, open_port, stop_serving
 from framecast.server.cluster.claims import CLAIMS_DIR, AdapterClaims
 from framecast.server.cluster.front_jobs import CANCEL_DIR, FrontJobs, relay, remote_failure
 from framecast.server.config import ServerConfig
@@ -239,9 +239,14 @@ class ClusterFront:
             install_log_records()
         self.config = config
         data = Path(config.data_dir)
+        self._data_lock = lock_data_dir(data, shared=True)  # no single server sweeping it meanwhile
         self.metrics = Metrics()
         self.metrics_port: int | None = None
-        port = open_port(config, self.metrics)
+        try:
+            port = open_port(config, self.metrics)
+        except BaseException:
+            self._data_lock.close()
+            raise
         self._server, self.port, self._health_lane, self.streams = port.server, port.port, port.health_lane, port.streams
         self.media = MediaStore(data / "media", max_pixels=config.max_source_pixels, max_duration_s=config.max_duration_s,
                                 max_frames=int(config.max_duration_s * WAN_FPS), sweep=False)  # fmt: skip
@@ -293,5 +298,6 @@ class ClusterFront:
         try:
             stop_serving(self.health, self.queue, self._server, self._health_lane, self.metrics, grace)
         finally:
+            self._data_lock.close()
             self._stopped.set()
             log.info("cluster front stopped")

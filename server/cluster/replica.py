@@ -42,6 +42,7 @@ from framecast.engine.adapter_cache import AdapterState
 from framecast.engine.engine import Engine
 from framecast.engine.grid import WAN_FPS
 from framecast.server.cluster.front_jobs import CANCEL_DIR, CANCEL_POLL_S, cancel_requested
+from framecast.server.app import lock_data_dir
 from framecast.server.config import ServerConfig
 from framecast.server.errors import status_for
 from framecast.server.jobs import JobQueue
@@ -91,6 +92,7 @@ class Replica:
     def __init__(self, config: ServerConfig):
         # Not install_log_records(): Ray Serve's access log passes its own request_id to each record.
         data = Path(config.data_dir)
+        self._data_lock = lock_data_dir(data, shared=True)  # held for the process's life
         self.config = config
         self.media = MediaStore(data / "media", max_pixels=config.max_source_pixels, max_duration_s=config.max_duration_s,
                                 max_frames=int(config.max_duration_s * WAN_FPS), sweep=False)  # fmt: skip

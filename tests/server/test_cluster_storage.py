@@ -79,3 +79,17 @@ def test_a_store_that_does_not_sweep_leaves_another_writers_upload_alone(tmp_pat
     assert (in_flight / "result.mp4").read_bytes() == b"half"
     MediaStore(tmp_path)  # a single server starting: the only writer, it sweeps
     assert not in_flight.exists()
+
+
+def test_a_cluster_and_a_single_server_never_share_a_data_directory(tmp_path):
+    from framecast.server.app import lock_data_dir
+
+    front, replica = lock_data_dir(tmp_path, shared=True), lock_data_dir(tmp_path, shared=True)
+    with pytest.raises(InvalidInput, match="is used by a framecast cluster"):
+        lock_data_dir(tmp_path)  # serve on the cluster's directory
+    front.close()
+    replica.close()
+    server = lock_data_dir(tmp_path)
+    with pytest.raises(InvalidInput, match=r"is used by another framecast server \(pid \d+"):
+        lock_data_dir(tmp_path, shared=True)
+    server.close()
