@@ -52,8 +52,8 @@ class ClusterConfig:
                                min(self.replica_gpus, self.replica_cpus), "must be >= 0")  # fmt: skip
 
 
-def replica_deployment(config: ServerConfig, cluster: ClusterConfig):
-    """The replicas' deployment, bound to ``config`` (the serve settings every replica runs with)."""
+def replica_options(config: ServerConfig, cluster: ClusterConfig) -> dict:
+    """The replicas' Ray Serve deployment options for ``cluster``."""
     options = {
         "name": REPLICA_DEPLOYMENT,
         "ray_actor_options": {"num_cpus": cluster.replica_cpus, "num_gpus": cluster.replica_gpus},
@@ -68,7 +68,12 @@ def replica_deployment(config: ServerConfig, cluster: ClusterConfig):
                                          "target_ongoing_requests": cluster.target_ongoing_requests}  # fmt: skip
     else:
         options["num_replicas"] = cluster.replicas
-    return serve.deployment(Replica).options(**options).bind(config)
+    return options
+
+
+def replica_deployment(config: ServerConfig, cluster: ClusterConfig):
+    """The replicas' deployment, bound to ``config`` (the serve settings every replica runs with)."""
+    return serve.deployment(Replica).options(**replica_options(config, cluster)).bind(config)
 
 
 def start_local(config: ServerConfig, cluster: ClusterConfig, ray_address: str | None = None) -> ClusterFront:

@@ -248,3 +248,28 @@ def test_the_serve_config_file_is_valid_and_builds(tiny_model_dir, tmp_path):
     assert isinstance(launch.build_app(args), Application)
     with pytest.raises(TypeError):
         launch.build_app({**args, "replicaz": 2})
+
+
+def test_replicas_autoscale_between_replicas_and_max_replicas(tiny_model_dir, tmp_path):
+    from framecast.server.cluster.launch import ClusterConfig, replica_options
+    from framecast.server.config import ServerConfig
+
+    config = ServerConfig.build(model_dir=str(tiny_model_dir), data_dir=str(tmp_path), max_queue=4)
+    fixed = replica_options(config, ClusterConfig(replicas=3, replica_gpus=1))
+    assert fixed["num_replicas"] == 3 and "autoscaling_config" not in fixed
+    assert fixed["ray_actor_options"] == {"num_cpus": 1.0, "num_gpus": 1}
+    assert fixed["max_ongoing_requests"] == 4 + 1 + config.max_workers  # its queue, its running job, unary calls
+    scaling = replica_options(config, ClusterConfig(replicas=1, max_replicas=4))
+    assert scaling["autoscaling_config"] == {"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 1.0}
+    assert "num_replicas" not in scaling
+
+
+def test_watch_job_re_attaches_through_the_front(cluster, client, scene):
+    source, mask, _ = upload_scene(client, scene)
+    events = client.train("watched", source, mask, prompt="p", steps=6, rank=2)
+    job_id = next(events).job_id
+    events.close()  # the client went away; the job runs on
+    watched = list(client.watch_job(job_id))
+    assert watched[0].accepted.job_id == job_id and watched[-1].HasField("adapter")
+    assert client.get_job(job_id).state == pb.JOB_STATE_SUCCEEDED
+    assert any(job.job_id == job_id for job in client.list_jobs())

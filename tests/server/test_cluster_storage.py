@@ -93,3 +93,16 @@ def test_a_cluster_and_a_single_server_never_share_a_data_directory(tmp_path):
     with pytest.raises(InvalidInput, match=r"is used by another framecast server \(pid \d+"):
         lock_data_dir(tmp_path, shared=True)
     server.close()
+
+
+def test_cluster_options_a_cluster_cannot_start_with_are_named(capsys, tiny_model_dir, tmp_path):
+    pytest.importorskip("ray.serve")
+    from framecast.client.cli import main
+
+    code = main(["cluster", "--model", str(tiny_model_dir), "--data", str(tmp_path), "--replicas", "2",
+                 "--max-replicas", "1"])  # fmt: skip
+    assert code == 2
+    assert "error: --max-replicas: must be >= --replicas (2), or 0 for a fixed number of replicas (got 1)" in \
+        capsys.readouterr().err  # fmt: skip
+    assert main(["cluster", "--model", str(tmp_path / "none"), "--data", str(tmp_path)]) == 2
+    assert "error: --model:" in capsys.readouterr().err
