@@ -35,9 +35,8 @@ from framecast.client.requests import (  # noqa: F401 (part of this module's API
     TRACKERS,
     enum_value,
     mask_mode_value,
+    job_request,
     plan_request,
-    propagate_request,
-    train_request,
     uint_value,
 )
 from framecast.client.requests import media_id as media_id_of
@@ -297,9 +296,10 @@ class FramecastClient:
 
         ``options`` are ``framecast.client.requests.train_request``'s: steps, rank, learning_rate,
         mask_mode, dilate_px, references (``(frame_index, image_id)`` or ``(time_s, image_id)``),
-        seed, loss_weights, appearance_steps, gradient_checkpointing, colour_variants, and the shot:
-        start_s, end_s, fps, source_fps, fit ("fit", "crop", "pad"); None leaves a setting to the
-        server. ``timeout`` bounds the whole stream. Raises ValueError for no edit region or two
+        seed, loss_weights, appearance_steps, gradient_checkpointing, colour_variants, window_frames,
+        overlap_frames, steps_in_all, and the shot: start_s, end_s, fps, source_fps, fit ("fit",
+        "crop", "pad"); None leaves a setting to the server, or to ``preset=`` ("quality", "fast":
+        ``framecast.client.requests.PRESETS``). ``timeout`` bounds the whole stream. Raises ValueError for no edit region or two
         (naming the arguments), a bad choice or loss_weights, or a count, pixel width, coordinate,
         seed or time below 0 or beyond its field, TypeError for an unknown option or no prompt, at
         call time; FramecastError while iterating (INVALID_ARGUMENT with
@@ -308,7 +308,7 @@ class FramecastClient:
         ``run_train`` turns it into a FramecastError. Abandoning the iterator closes the stream;
         the job keeps running (``watch_job`` re-attaches, ``cancel_job`` stops it).
         """
-        request = train_request(adapter, source_id, mask_id, prompt, **options)
+        request = job_request("train", adapter, source_id, mask_id, prompt, **options)
         return self._stream(self._stub.Train(request, timeout=self._deadline(timeout)))
 
     def propagate(
@@ -331,8 +331,9 @@ class FramecastClient:
         ``framecast.client.requests.propagate_request``'s: negative_prompt, steps (default 30),
         guidance_scale, seed, composite, feather_px, mask_mode, dilate_px, output_encoding ("mp4",
         "mp4-lossless", "png-sequence"), adapter_strength, quality (H.264 CRF 0-51), interpolation
-        ("nearest", "blend", "flow"), and the shot: start_s, end_s, fps, source_fps, fit; None
-        leaves a setting to the server. ``timeout`` bounds the whole stream. Raises ValueError for
+        ("nearest", "blend", "flow"), guidance_steps, step_cache ("none", "first-block",
+        "taylorseer"), cache_threshold, cache_interval, and the shot: start_s, end_s, fps,
+        source_fps, fit; None leaves a setting to the server, or to ``preset=`` as in ``train``. ``timeout`` bounds the whole stream. Raises ValueError for
         no edit region or two (naming the arguments), a bad choice, or a count, pixel width,
         coordinate, seed, quality or time below 0 or beyond its field, TypeError for an unknown
         option or no edited first frame or prompt, at call time; FramecastError while iterating
@@ -341,7 +342,7 @@ class FramecastClient:
         failed, RESOURCE_EXHAUSTED). ``collect_propagation`` consumes the stream and turns an
         ``error`` event into a FramecastError.
         """
-        request = propagate_request(adapter, source_id, mask_id, edited_first_frame_id, prompt, **options)
+        request = job_request("propagate", adapter, source_id, mask_id, edited_first_frame_id, prompt, **options)
         return self._stream(self._stub.Propagate(request, timeout=self._deadline(timeout)))
 
     def plan(self, kind: str, *args, timeout: float | None = None, **options) -> pb.PlanResponse:

@@ -240,7 +240,9 @@ def train_request(
     appearance_steps: int | None = None,
     gradient_checkpointing: bool = True,
     colour_variants: int = 0,
-    steps_in_all: bool = False,
+    window_frames: int | None = None,
+    overlap_frames: int | None = None,
+    steps_in_all: bool | None = None,
     start_s: float | None = None,
     end_s: float | None = None,
     fps: float | None = None,
@@ -255,8 +257,9 @@ def train_request(
     ``None`` leaves a setting to the server's default: steps 100 (motion phase, per window),
     rank 16, learning_rate 1e-4, mask_mode "bbox", appearance_steps 100, loss_weights (edit 1.0,
     keep 1.0). ``colour_variants``: recoloured copies of the source trained alongside it (0: none).
-    ``steps_in_all``: a clip trained in windows takes ``steps`` in all, each the next window (fewer
-    tokens a step), instead of ``steps`` for each window.
+    ``window_frames`` (4N+1; None or 0: the server's window) and ``overlap_frames`` cut the clip
+    into windows; ``steps_in_all``: a clip trained in windows takes ``steps`` in all, each the next
+    window (fewer tokens a step), instead of ``steps`` for each window.
     ``references``: edited frames for the appearance phase, ``(frame_index, image_id)`` or
     ``(time_s, image_id)`` (an int is a source frame index, a float a source time in seconds).
     The shot (``start_s``, ``end_s``, ``fps``, ``source_fps``, ``fit``) as ``shot_options``.
@@ -278,9 +281,12 @@ def train_request(
         seed=uint_value(seed, "seed", bits=64),
         gradient_checkpointing_off=not gradient_checkpointing,
         colour_variants=uint_value(colour_variants, "colour_variants"),
+        window_frames=uint_value(window_frames or 0, "window_frames"),
         steps_in_all=bool(steps_in_all),
         shot=shot_options(start_s, end_s, fps, source_fps, fit),
     )
+    if overlap_frames is not None:
+        request.overlap_frames = uint_value(overlap_frames, "overlap_frames")
     add_references(request, references)
     if loss_weights is not None:
         request.loss_weights.CopyFrom(loss_weights_message(loss_weights))
@@ -310,10 +316,12 @@ def propagate_request(
     adapter_strength: float | None = None,
     quality: int | None = None,
     interpolation: str | int | None = None,
-    guidance_steps: int = 0,
+    guidance_steps: int | None = None,
     step_cache: str | int | None = None,
     cache_threshold: float | None = None,
     cache_interval: int | None = None,
+    window_frames: int | None = None,
+    overlap_frames: int | None = None,
     start_s: float | None = None,
     end_s: float | None = None,
     fps: float | None = None,
@@ -331,7 +339,8 @@ def propagate_request(
     working frames get their edit). ``output_encoding``: "mp4" (default), "mp4-lossless" or
     "png-sequence". Faster sampling: ``guidance_steps`` (guidance on the first N steps only; 0 =
     every step), ``step_cache`` ("none", "first-block" with ``cache_threshold``, "taylorseer" with
-    ``cache_interval``). The shot (``start_s``, ``end_s``, ``fps``, ``source_fps``, ``fit``) as
+    ``cache_interval``). ``window_frames`` and ``overlap_frames`` as in ``train_request``. The
+    shot (``start_s``, ``end_s``, ``fps``, ``source_fps``, ``fit``) as
     ``shot_options``. Raises ValueError for no edit region or two, a bad choice, or a count, pixel
     width, coordinate, seed, quality or time below 0 or beyond its field; TypeError for a value of
     the wrong type, or no edited first frame or prompt.
@@ -353,8 +362,11 @@ def propagate_request(
         interpolation=enum_value(interpolation, INTERPOLATIONS, "interpolation"),
         guidance_steps=uint_value(guidance_steps or 0, "guidance_steps"),
         step_cache=enum_value(step_cache, STEP_CACHES, "step_cache"),
+        window_frames=uint_value(window_frames or 0, "window_frames"),
         shot=shot_options(start_s, end_s, fps, source_fps, fit),
     )
+    if overlap_frames is not None:
+        request.overlap_frames = uint_value(overlap_frames, "overlap_frames")
     if cache_threshold is not None:
         request.cache_threshold = float(cache_threshold)
     if cache_interval is not None:
@@ -370,12 +382,42 @@ def propagate_request(
     return request
 
 
+# Named sets of settings (``preset=`` of the job calls, the commands' --preset): a preset's settings
+# apply where the call leaves the setting unset (None); "quality" is the method's defaults (the
+# server's). "fast" is the speed levers that held the toy world's quality gate: docs/benchmarks.md,
+# "Time to an edited clip".
+PRESETS: dict[str, dict[str, dict]] = {
+    "quality": {"train": {}, "propagate": {}},
+    "fast": {
+        "train": {"window_frames": 13, "steps_in_all": True},
+        "propagate": {"steps": 15, "guidance_steps": 5, "step_cache": "taylorseer", "cache_interval": 2},
+    },
+}
+
+
+def with_preset(kind: str, preset: str | None, options: dict) -> dict:
+    """``options`` with the settings of ``preset`` (a PRESETS name, or None) where they are unset.
+    Raises ValueError for an unknown preset."""
+    given = {name: value for name, value in options.items() if value is not None}  # None: the default
+    if preset is None:
+        return given
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {', '.join(PRESETS)} but is {preset!r}")
+    return {**PRESETS[preset][kind], **given}
+
+
 JOB_REQUESTS = {"train": train_request, "propagate": propagate_request}
+
+
+def job_request(kind: str, *args, preset: str | None = None, **options):
+    """The ``TrainRequest`` or ``PropagateRequest`` of a job call: ``train_request`` or
+    ``propagate_request`` with ``preset``'s settings where ``options`` leave them unset."""
+    if kind not in JOB_REQUESTS:
+        raise ValueError(f"kind must be one of {', '.join(JOB_REQUESTS)} but is {kind!r}")
+    return JOB_REQUESTS[kind](*args, **with_preset(kind, preset, options))
 
 
 def plan_request(kind: str, *args, **options) -> pb.PlanRequest:
     """The ``PlanRequest`` of a ``kind`` = "train" or "propagate" request, built from the same
     arguments as that job's call. Raises ValueError for another kind, and as the request's builder."""
-    if kind not in JOB_REQUESTS:
-        raise ValueError(f"kind must be one of {', '.join(JOB_REQUESTS)} but is {kind!r}")
-    return pb.PlanRequest(**{kind: JOB_REQUESTS[kind](*args, **options)})
+    return pb.PlanRequest(**{kind: job_request(kind, *args, **options)})

@@ -33,7 +33,7 @@ from framecast.client.display import format_adapter, format_metrics
 from framecast.client.errors import FramecastError
 from framecast.client.jobs import accepted, collect_propagation, run_train
 from framecast.client.progress import JobProgress, follow_job, jobs_command
-from framecast.client.requests import INTERPOLATIONS, MASK_MODES, MAX_QUALITY, OUTPUT_ENCODINGS, STEP_CACHES
+from framecast.client.requests import INTERPOLATIONS, MASK_MODES, MAX_QUALITY, OUTPUT_ENCODINGS, PRESETS, STEP_CACHES
 from framecast.engine.config import field_default
 from framecast.engine.requests import PropagateJob, TrainSettings
 from framecast.v1 import framecast_pb2 as pb
@@ -61,7 +61,8 @@ def train_kwargs(args, references: list) -> dict:
         steps=args.train_steps, rank=args.rank, learning_rate=args.lr, mask_mode=args.mask_mode,
         dilate_px=args.dilate_px, references=references, seed=args.seed, loss_weights=args.loss_weights,
         appearance_steps=args.appearance_steps, gradient_checkpointing=not args.no_gradient_checkpointing,
-        colour_variants=args.colour_variants, steps_in_all=args.steps_in_all, **shot_kwargs(args),
+        colour_variants=args.colour_variants, steps_in_all=args.steps_in_all or None, preset=args.preset,
+        window_frames=args.window_frames, overlap_frames=args.overlap_frames, **shot_kwargs(args),
     )  # fmt: skip
 
 
@@ -72,7 +73,8 @@ def propagate_kwargs(args) -> dict:
         composite=args.composite, feather_px=args.feather_px, mask_mode=args.mask_mode, dilate_px=args.dilate_px,
         output_encoding=args.output_encoding, adapter_strength=args.adapter_strength, quality=args.quality,
         interpolation=args.interpolation, guidance_steps=args.guidance_steps, step_cache=args.step_cache,
-        cache_threshold=args.cache_threshold, cache_interval=args.cache_interval, **shot_kwargs(args),
+        cache_threshold=args.cache_threshold, cache_interval=args.cache_interval, preset=args.preset,
+        window_frames=args.window_frames, overlap_frames=args.overlap_frames, **shot_kwargs(args),
     )  # fmt: skip
 
 
@@ -227,6 +229,14 @@ def add_common_options(parser: argparse.ArgumentParser, detach: bool = True) -> 
         "--dilate-px", type=non_negative_int, default=None, metavar="PX",
         help="pixels to grow the mask by, with --mask-mode dilate",
     )  # fmt: skip
+    parser.add_argument("--preset", choices=list(PRESETS), default=None,
+                        help="quality: the method's settings (the server's defaults); fast: the speed levers that "
+                        "held its quality on the toy world (docs/benchmarks.md#time-to-an-edited-clip); options "
+                        "given explicitly win")  # fmt: skip
+    parser.add_argument("--window-frames", type=non_negative_int, default=None, metavar="N",
+                        help="cut the clip into windows of N frames (4N+1; default: the server's)")
+    parser.add_argument("--overlap-frames", type=positive_int, default=None, metavar="N",
+                        help="frames consecutive windows share (default: the server's, 4)")
     add_shot_options(parser)
     if detach:
         parser.add_argument("--detach", action="store_true",
@@ -236,8 +246,8 @@ def add_common_options(parser: argparse.ArgumentParser, detach: bool = True) -> 
 
 def add_train_options(parser: argparse.ArgumentParser, steps_flag: str) -> None:
     """The training's own options; its motion steps are ``steps_flag`` (train's --steps, edit's --train-steps)."""
-    parser.add_argument(steps_flag, dest="train_steps", type=positive_int, default=TRAIN.steps,
-                        help="motion-phase steps of the adapter, per window for a clip trained in windows (default: %(default)s)")  # fmt: skip
+    parser.add_argument(steps_flag, dest="train_steps", type=positive_int, default=None,
+                        help=f"motion-phase steps of the adapter, per window for a clip trained in windows (default: {TRAIN.steps})")  # fmt: skip
     parser.add_argument(
         "--appearance-steps",
         type=positive_int,
@@ -282,11 +292,11 @@ def add_propagate_options(parser: argparse.ArgumentParser, composite_by_default:
     or (``composite_by_default``, edit) unless --no-composite. ``files``: --output and --frames-dir
     (a plan writes none)."""
     parser.add_argument("--negative-prompt", default="")
-    parser.add_argument("--steps", type=positive_int, default=_propagate("steps"), help="denoising steps (default: %(default)s)")
+    parser.add_argument("--steps", type=positive_int, default=None, help=f"denoising steps (default: {_propagate('steps')})")
     parser.add_argument(
         "--guidance", type=non_negative_float, default=_propagate("guidance_scale"), help="classifier-free guidance; <= 1 disables it (default: %(default)s)"
     )
-    parser.add_argument("--guidance-steps", type=non_negative_int, default=0, metavar="N",
+    parser.add_argument("--guidance-steps", type=non_negative_int, default=None, metavar="N",
                         help="guidance on the first N steps only, the rest at half the work (default: every step)")
     parser.add_argument("--step-cache", choices=list(STEP_CACHES), default=None,
                         help="reuse the transformer's work between steps (default: none)")

@@ -129,7 +129,7 @@ EDIT = ["edit", "clip.mp4", "--mask", "masks", "--edited-first-frame", "e.png", 
 def test_parse_edit_defaults():
     args = cli.build_parser().parse_args(EDIT)
     assert args.run is cli.cmd_edit and args.source == "clip.mp4" and args.mask == "masks"
-    assert (args.train_steps, args.steps, args.rank, args.seed) == (100, 30, 16, 0)
+    assert (args.train_steps, args.steps, args.rank, args.seed) == (None, None, 16, 0)  # the defaults, or a --preset's
     assert args.composite is True and args.adapter is None and args.source_prompt is None
     assert (args.start, args.end, args.fps, args.source_fps, args.fit) == (None, None, None, False, None)
     assert (args.quality, args.interpolation, args.output, args.detach) == (None, None, None, False)
@@ -424,3 +424,25 @@ def test_steps_in_all_in_the_request_and_the_command_line():
     args = cli.build_parser().parse_args(["train", "--adapter", "a", "--source", "s", "--mask", "m", "--prompt", "p",
                                           "--steps-in-all"])  # fmt: skip
     assert train_kwargs(args, [])["steps_in_all"] is True
+
+
+def test_presets_fill_what_the_call_leaves_unset():
+    from framecast.client.requests import PRESETS, job_request
+
+    fast = job_request("propagate", *PROPAGATE_ARGS, preset="fast")
+    assert (fast.steps, fast.guidance_steps, fast.step_cache, fast.cache_interval) == (15, 5, pb.STEP_CACHE_TAYLORSEER, 2)
+    mine = job_request("propagate", *PROPAGATE_ARGS, preset="fast", steps=40, step_cache=None)
+    assert (mine.steps, mine.step_cache) == (40, pb.STEP_CACHE_TAYLORSEER)  # given wins; None is unset
+    assert job_request("propagate", *PROPAGATE_ARGS, preset="quality") == job_request("propagate", *PROPAGATE_ARGS)
+    train = job_request("train", *ARGS, preset="fast")
+    assert (train.window_frames, train.steps_in_all) == (PRESETS["fast"]["train"]["window_frames"], True)
+    with pytest.raises(ValueError, match="preset must be one of quality, fast but is 'turbo'"):
+        job_request("train", *ARGS, preset="turbo")
+    args = cli.build_parser().parse_args(["edit", "s.mp4", "--box", "1,2,3,4", "--edited-first-frame", "e.png",
+                                          "--prompt", "p", "--preset", "fast", "--steps", "20", "--window-frames", "9"])  # fmt: skip
+    from framecast.client.cli.jobs import propagate_kwargs, train_kwargs
+
+    request = job_request("propagate", *PROPAGATE_ARGS, **propagate_kwargs(args))
+    assert (request.steps, request.guidance_steps, request.window_frames) == (20, 5, 9)
+    request = job_request("train", *ARGS, **train_kwargs(args, []))
+    assert (request.window_frames, request.steps_in_all, request.steps) == (9, True, 0)
