@@ -7,8 +7,8 @@ UploadMedia and ImportAdapter stream from the client.
 
 - Media are the shared directory's, through the single server's ``MediaStore``: the front
   stores uploads and serves downloads itself.
-- Train and Propagate go to a replica through the deployment handle with the adapter's name as
-  the multiplexed model id (affinity, ``replica``); the replica's first answer is either a refusal
+- Train goes to the less loaded replica, Propagate to one holding its adapter (the adapter's name
+  as Ray Serve's multiplexed model id: ``replica``); the replica's first answer is either a refusal
   (the RPC fails with its status, as on one server) or the job it accepted, which the front records
   and follows (``front_jobs``). A Train first claims its adapter's name for the cluster
   (``claims``); a Propagate naming an adapter still training waits for that training to end, then
@@ -143,7 +143,8 @@ class ClusterService(FramecastService):
         claim = f"claiming-{time.time_ns()}"
         self.claims.claim(name, claim)
         try:  # the claim is the job's once a replica accepted it, and goes when the job ends there
-            job = self._start("Train", request, name, (name,), on_end=lambda job: self.claims.release(name, job.id))
+            # Routed by load; the replica it lands on takes the adapter's name as one it serves.
+            job = self._start("Train", request, "", (name,), on_end=lambda job: self.claims.release(name, job.id))
             self.claims.relabel(name, claim, job.id)
         finally:
             self.claims.release(name, claim)  # refused, or relabelled already

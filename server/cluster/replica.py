@@ -12,10 +12,12 @@ different. The front (``framecast.server.cluster.front``) calls it through a Ray
   ImportAdapter's), answering ``{"reply": ...}`` or ``{"status", "message"}``.
 
 Adapter affinity is Ray Serve's model multiplexing with the adapter's name as the model id: the
-front sends a job naming an adapter with ``multiplexed_model_id=name``, Ray Serve routes it to a
-replica that has served that id (a Train too, so the replica that trained an adapter is the one
-its propagations go to), and ``_holds`` (``serve.multiplexed``) keeps this replica's list of
-them, least recently used dropped beyond ``--adapter-slots``, the adapters its device keeps. Whether the adapter was in
+front sends a propagation (or an adapter RPC) naming an adapter with ``multiplexed_model_id=name``,
+Ray Serve routes it to a replica that has served that id, and ``_holds`` (``serve.multiplexed``)
+keeps this replica's list of them, least recently used dropped beyond ``--adapter-slots``, the
+adapters its device keeps. A Train is routed by load alone (Ray Serve's less loaded of two: a
+training is the heaviest job) and the replica it lands on adds its adapter to that list, so the
+adapter's propagations come to the replica that trained it and keeps it on its device. Whether the adapter was in
 this replica's memory when a job arrived (``hit``) is what the placement reports.
 
 Media and adapters are on the shared data directory, through the single server's stores. Other
@@ -177,6 +179,8 @@ class Replica:
         status if it was refused or failed."""
         adapter = await self._route()
         message = request_class(method).FromString(request)
+        if method == "Train" and message.adapter:  # routed by load; from now on, propagations come here
+            await self._holds(message.adapter)
         # The hit is the propagation's adapter's, however the job was routed (by it, or not: benchmarks).
         yield await self._in_thread(self._placement, message.adapter if method == "Propagate" else "")
         events = getattr(self.service, method)(message, _ReplicaCall())
