@@ -2,8 +2,10 @@
 
 Clients talk to the front exactly as to one server (``framecast.v1.Framecast``, health,
 reflection, tokens, TLS, request ids, metrics: the same port set-up, ``app.open_port``). Ray
-Serve's own gRPC proxy is not used: it takes unary and server-streaming calls only, and
-UploadMedia and ImportAdapter stream from the client.
+Serve's own gRPC proxy is not used: releases before 2026 took unary and server-streaming calls
+only (UploadMedia and ImportAdapter stream from the client), and even with its newer client
+streaming it maps each call to one deployment method, while a framecast job outlives its call:
+the cluster's job records, adapter claims and the stores are one process's to keep.
 
 - Media are the shared directory's, through the single server's ``MediaStore``: the front
   stores uploads and serves downloads itself.
@@ -88,7 +90,7 @@ class ClusterService(FramecastService):
                 log.warning("a replica died before answering (%s); trying another", type(error).__name__)
                 time.sleep(0.5 * tries)
 
-    def _call(self, method: str, request, adapter: str = "", context=None):
+    def _call(self, method: str, request, adapter: str = ""):
         """A unary RPC (or ImportAdapter's chunks, ExportAdapter's) on a replica; its reply."""
         data = [m.SerializeToString() for m in request] if isinstance(request, list) else request.SerializeToString()
         training = tuple(sorted(self.queued_training()))
