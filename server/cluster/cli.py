@@ -77,6 +77,9 @@ def cmd_cluster(args) -> int:
         front = start_local(config, cluster, args.ray_address)
     except InvalidInput as error:
         raise serve_cli.ServeError(f"{serve_cli.option_of(error.field)}: {str(error).removeprefix(error.field + ' ')}") from None
+    except RuntimeError as error:  # Ray Serve's word that the replicas did not start (a model that does not load)
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise serve_cli.ServeError(f"the replicas did not start: {first}; the replicas' log says why") from None
     print(f"framecast cluster ready on {args.host}:{front.port} ({cluster.replicas} replica(s))", flush=True)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 
 CALL_TIMEOUT_S = 600.0  # a unary call on a replica (an import or export of a large adapter included)
 DISPATCH_TRIES = 3  # a replica that died before it answered: the call goes to another
+READINESS_EVERY_S = 5.0  # how often readiness asks a replica
 WAIT_POLL_S = 0.2  # a Propagate waiting for another front's training looks at its claim this often
 
 
@@ -83,6 +84,8 @@ class ClusterService(FramecastService):
         for tries in range(1, DISPATCH_TRIES + 1):
             try:
                 return attempt()
+            except TimeoutError:  # what DeploymentResponse.result raises past its timeout_s
+                raise Unavailable(f"the replica did not answer within {CALL_TIMEOUT_S:g} s; retry later") from None
             except (RayActorError, DeploymentUnavailableError) as error:
                 if tries == DISPATCH_TRIES:
                     raise Unavailable(f"no replica answered ({type(error).__name__}); retry when the cluster's "
@@ -270,17 +273,25 @@ class ClusterFront:
         health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, self._server)
         enable_reflection(self._server)
         self._stopped = threading.Event()
+        self._readiness: tuple[float, str | None] = (float("-inf"), None)  # when last asked, and the answer
 
     def replica_stats(self, timeout_s: float = 10.0) -> dict:
         """One replica's ``stats`` (which one is Ray Serve's choice)."""
         return self.replicas.options(method_name="stats").remote().result(timeout_s=timeout_s)
 
     def _why_not_ready(self) -> str | None:
+        """Readiness: a replica answers. Asked every READINESS_EVERY_S at most (each ask is a line in a
+        replica's access log), the answer kept in between."""
+        now = time.monotonic()
+        if now - self._readiness[0] < READINESS_EVERY_S:
+            return self._readiness[1]
         try:
             self.replica_stats(timeout_s=5.0)
+            why = None
         except Exception as error:
-            return f"no replica answers: {type(error).__name__}"
-        return None
+            why = f"no replica answers: {type(error).__name__}"
+        self._readiness = (time.monotonic(), why)
+        return why
 
     def start(self) -> ClusterFront:
         if self.config.metrics_port is not None:
