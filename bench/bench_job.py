@@ -228,7 +228,8 @@ def main(argv=None) -> int:
         rows = [{"config": name, **extrapolate(costs, CONFIGS[name], options, passes[name])} for name in args.configs]
     slow = next((r["total_s"] for r in rows if r["config"] == "slow"), None)
     for row in rows:
-        row.update(arch=args.arch if args.layers is None else f"{args.arch}-{args.layers}layers", steps=options.steps, levers=list(CONFIGS[row["config"]].sampling),
+        settings = CONFIGS[row["config"]].propagate_settings(options.steps, options.guidance)
+        row.update(arch=args.arch if args.layers is None else f"{args.arch}-{args.layers}layers", steps=settings["steps"], levers=list(CONFIGS[row["config"]].sampling),
                    train_share=CONFIGS[row["config"]].train_share, guidance=options.guidance,
                    speedup=slow / row["total_s"] if slow else None)  # fmt: skip
     print_table(rows, COLUMNS)
