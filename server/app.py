@@ -31,7 +31,7 @@ from framecast.server.calls import CallInterceptor
 from framecast.server.config import MAX_MESSAGE_BYTES, ServerConfig
 from framecast.server.errors import ErrorInterceptor
 from framecast.server.health import Health, device_problem
-from framecast.server.jobs import JobQueue
+from framecast.server.jobs import JobObservers, JobQueue
 from framecast.server.media_store import MediaStore
 from framecast.server.metrics import Metrics
 from framecast.server.request_ids import install_log_records
@@ -57,9 +57,13 @@ class RunningServer:
         self.metrics = Metrics()  # this server's own registry, served by start() with --metrics-port
         self.metrics_port: int | None = None  # the port /metrics is served on, once started; None: off
         self.engine: Engine | None = None  # once loaded
+        self.tracing = None  # tracing.Tracing with --otel-endpoint (or a test's exporter); None: off
         try:
+            self.tracing = tracing_for(config)
             self._server = self._open_port()
         except BaseException:
+            if self.tracing is not None:
+                self.tracing.close()
             self._data_lock.close()
             raise
         self.media = MediaStore(data / "media", max_pixels=config.max_source_pixels, max_duration_s=config.max_duration_s,
@@ -71,7 +75,8 @@ class RunningServer:
             settle_interrupted_training(adapters, info)
             settle_interrupted_propagation(self.media, info)
 
-        self.queue = JobQueue(data / "jobs", config.max_queue, on_interrupted=settle_interrupted, observer=self.metrics)
+        observer = self.metrics if self.tracing is None else JobObservers(self.metrics, self.tracing)
+        self.queue = JobQueue(data / "jobs", config.max_queue, on_interrupted=settle_interrupted, observer=observer)
         self.metrics.watch(self.queue, self.media, lambda: self.engine)
         self.service = FramecastService(config, self.media, self.queue, open_streams=lambda: self.streams.open_streams,
                                         authenticated=self.auth.authenticated)  # fmt: skip
@@ -87,7 +92,7 @@ class RunningServer:
 
     def _open_port(self) -> grpc.Server:
         """A gRPC server bound to the configured address; ``self.port`` is the port it got."""
-        port = open_port(self.config, self.metrics)
+        port = open_port(self.config, self.metrics, self.tracing)
         self.streams, self._health_lane, self.auth, self.port = port.streams, port.health_lane, port.auth, port.port
         return port.server
 
@@ -108,6 +113,8 @@ class RunningServer:
             except OSError as error:  # nothing started yet: leave nothing behind
                 self.queue.shutdown(0)
                 self._server.stop(None)
+                if self.tracing is not None:
+                    self.tracing.close()
                 self._data_lock.close()
                 raise InvalidInput("metrics_port", self.config.metrics_port,
                                    f"cannot be opened on {self.config.host}: {error.strerror or error}") from None  # fmt: skip
@@ -179,6 +186,8 @@ class RunningServer:
                 # the data lock last: another server may use the data dir from then on
                 stop_serving(self.health, self.queue, self._server, self._health_lane, self.metrics, grace)
             finally:
+                if self.tracing is not None:  # the spans of the calls and jobs just ended go out
+                    self.tracing.close()
                 self._data_lock.close()
                 self._stopped.set()
                 log.info("stopped")
@@ -216,9 +225,19 @@ class Port:
     auth: AuthInterceptor
 
 
-def open_port(config: ServerConfig, metrics: Metrics) -> Port:
+def tracing_for(config: ServerConfig):
+    """The server's ``tracing.Tracing`` with ``otel_endpoint`` or a test's ``otel_exporter``; None
+    otherwise, when neither it nor OpenTelemetry is imported."""
+    if not config.otel_endpoint and config.otel_exporter is None:
+        return None
+    from framecast.server.tracing import Tracing
+
+    return Tracing(config.otel_service_name, config.otel_endpoint, config.otel_exporter)
+
+
+def open_port(config: ServerConfig, metrics: Metrics, tracing=None) -> Port:
     """A gRPC server bound to ``config``'s address with framecast's interceptors (health's own
-    threads, request ids and metrics, tokens, the stream cap, the error mapping), not started.
+    threads, request ids, metrics and spans, tokens, the stream cap, the error mapping), not started.
     InvalidInput naming ``port`` when the address cannot be bound. The single server and a
     cluster's front (``framecast.server.cluster.front``) open their ports with it."""
     options = [
@@ -231,7 +250,7 @@ def open_port(config: ServerConfig, metrics: Metrics) -> Port:
     auth = AuthInterceptor(TokenFile(config.auth_tokens) if config.auth_tokens else None, bool(config.tls_client_ca))
     credentials = server_credentials(config.tls_cert, config.tls_key, config.tls_client_ca) if config.tls_cert else None
     # Outermost first: health's pool, request ids and metrics, tokens, the stream cap, then the error mapping.
-    interceptors = [health_lane, CallInterceptor(metrics), auth, streams, ErrorInterceptor()]
+    interceptors = [health_lane, CallInterceptor(metrics, tracing), auth, streams, ErrorInterceptor()]
     server = grpc.server(rpc_pool(config.max_workers, config.max_streams), interceptors=interceptors, options=options)
     try:
         if credentials is None:

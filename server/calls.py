@@ -3,15 +3,18 @@
 It wraps every handler, framecast's, health's and reflection's, outside ``ErrorInterceptor``,
 so it sees the status code that interceptor gave. The request id (``request_ids``) is sent back
 at once as ``x-request-id`` initial metadata and is the current one while the handler runs (and
-in the job it creates). A stream is timed to its end; one the client cancels or whose deadline
+in the job it creates). With tracing on (``tracing.Tracing``) each RPC has a span, the current
+one while the handler runs, ended with the call's code as the metrics count it. A stream is timed to its end; one the client cancels or whose deadline
 passes ends when gRPC says the call has terminated, so ``framecast_open_streams`` always comes
 back down.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections.abc import Iterator
 
 import grpc
 
@@ -22,9 +25,11 @@ from framecast.server.request_ids import HEADER, request_id_from, request_scope
 class _Call:
     """One RPC being handled: ends once, whichever of the handler or gRPC's termination says so first."""
 
-    def __init__(self, method: str, context: grpc.ServicerContext, metrics: Metrics, streaming: bool):
+    def __init__(self, method: str, context: grpc.ServicerContext, metrics: Metrics, streaming: bool, tracing=None):
         self.method, self.context, self.metrics, self.streaming = method, context, metrics, streaming
         self.request_id = request_id_from(context.invocation_metadata())
+        # tracing.RpcSpan; None with tracing off (``tracing`` is not imported then) or for health's calls
+        self.span = tracing.rpc_span(method, context.invocation_metadata(), self.request_id) if tracing is not None else None
         self.started = time.perf_counter()
         self._ended = False
         self._lock = threading.Lock()
@@ -51,6 +56,23 @@ class _Call:
         self.metrics.rpc_seconds.labels(method=self.method).observe(time.perf_counter() - self.started)
         if self.streaming:
             self.metrics.open_streams.labels(method=self.method).dec()
+        if self.span is not None:
+            self.span.end(code, self._details() if code != grpc.StatusCode.OK else "")
+
+    def _details(self) -> str:
+        """The message the call ends with (an abort's), as text; "" when there is none."""
+        details = self.context.details()
+        return details.decode("utf-8", "replace") if isinstance(details, bytes) else details or ""
+
+    @contextlib.contextmanager
+    def scope(self) -> Iterator[None]:
+        """The call's request id, and its span, current for the block (the handler's code)."""
+        with request_scope(self.request_id):
+            if self.span is None:
+                yield
+            else:
+                with self.span.current():
+                    yield
 
     def code(self, default: grpc.StatusCode) -> grpc.StatusCode:
         """The code the call ends with: the one set on the context (an abort, health's NOT_FOUND), else
@@ -61,10 +83,10 @@ class _Call:
         return default if self.context.is_active() else self._gone()
 
 
-def _wrap_unary(behavior, method: str, metrics: Metrics, streaming: bool):
+def _wrap_unary(behavior, method: str, metrics: Metrics, streaming: bool, tracing):
     def handler(request, context):
-        call = _Call(method, context, metrics, streaming)
-        with request_scope(call.request_id):
+        call = _Call(method, context, metrics, streaming, tracing)
+        with call.scope():
             try:
                 response = behavior(request, context)
             except BaseException:
@@ -76,17 +98,17 @@ def _wrap_unary(behavior, method: str, metrics: Metrics, streaming: bool):
     return _keep_pool(behavior, handler)
 
 
-def _wrap_stream(behavior, method: str, metrics: Metrics):
+def _wrap_stream(behavior, method: str, metrics: Metrics, tracing):
     def handler(request, context):
-        call = _Call(method, context, metrics, streaming=True)
+        call = _Call(method, context, metrics, True, tracing)
         responses = None
         try:
-            with request_scope(call.request_id):
+            with call.scope():
                 responses = iter(behavior(request, context))
             while True:
                 # Current only while the handler's own code runs, so no code of gRPC's (nor a
                 # later call on this thread, if this generator is never closed) carries it.
-                with request_scope(call.request_id):
+                with call.scope():
                     try:
                         response = next(responses)
                     except StopIteration:
@@ -96,7 +118,7 @@ def _wrap_stream(behavior, method: str, metrics: Metrics):
             call.end(grpc.StatusCode.CANCELLED)
             close = getattr(responses, "close", None)
             if close is not None:
-                with request_scope(call.request_id):
+                with call.scope():
                     close()
             raise
         except BaseException:
@@ -116,22 +138,23 @@ def _keep_pool(behavior, handler):
 
 
 class CallInterceptor(grpc.ServerInterceptor):
-    """Request ids and RPC metrics for every method; register it first (outermost)."""
+    """Request ids, RPC metrics and, given a ``tracing.Tracing``, spans for every method; register
+    it first (outermost)."""
 
-    def __init__(self, metrics: Metrics):
-        self.metrics = metrics
+    def __init__(self, metrics: Metrics, tracing=None):
+        self.metrics, self.tracing = metrics, tracing
 
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
         if handler is None:  # an unknown method: gRPC answers UNIMPLEMENTED itself
             return None
-        method, metrics = handler_call_details.method, self.metrics
+        method, metrics, tracing = handler_call_details.method, self.metrics, self.tracing
         if handler.unary_unary:
-            return handler._replace(unary_unary=_wrap_unary(handler.unary_unary, method, metrics, False))
+            return handler._replace(unary_unary=_wrap_unary(handler.unary_unary, method, metrics, False, tracing))
         if handler.stream_unary:
-            return handler._replace(stream_unary=_wrap_unary(handler.stream_unary, method, metrics, True))
+            return handler._replace(stream_unary=_wrap_unary(handler.stream_unary, method, metrics, True, tracing))
         if handler.unary_stream:
-            return handler._replace(unary_stream=_wrap_stream(handler.unary_stream, method, metrics))
+            return handler._replace(unary_stream=_wrap_stream(handler.unary_stream, method, metrics, tracing))
         if handler.stream_stream:
-            return handler._replace(stream_stream=_wrap_stream(handler.stream_stream, method, metrics))
+            return handler._replace(stream_stream=_wrap_stream(handler.stream_stream, method, metrics, tracing))
         return handler

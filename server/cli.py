@@ -92,6 +92,11 @@ def add_options(parser: argparse.ArgumentParser) -> None:
            metavar="DIR")  # fmt: skip
     option("--metrics-port", "metrics_port", "serve Prometheus metrics over HTTP at http://HOST:PORT/metrics (0 picks a "
            "free port); off unless given", type=int, metavar="PORT")  # fmt: skip
+    parser.add_argument("--otel-endpoint", dest="otel_endpoint", default="", metavar="URL",
+                        help="send OpenTelemetry traces (a span per RPC, job and job phase) over OTLP/gRPC to the "
+                        "collector at this URL (http://HOST:4317; https:// for TLS), or 'env' for the one "
+                        "OTEL_EXPORTER_OTLP_ENDPOINT names; needs framecast[tracing]; off unless given")  # fmt: skip
+    option("--otel-service-name", "otel_service_name", "the service.name of the traces", metavar="NAME")
     option("--media-retention-hours", "media_retention_hours", "delete uploads and results H hours after they were "
            "stored or last uploaded again; 0: kept until deleted", type=float, metavar="H")  # fmt: skip
     network = parser.add_argument_group("on a network", "who may call the server (docs/serving.md#on-a-network); a --host "

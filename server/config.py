@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+import os
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from framecast.engine.config import MiB, EngineConfig
 from framecast.engine.errors import InvalidInput
@@ -12,6 +14,7 @@ from framecast.engine.model import check_model_dir
 
 
 MAX_MESSAGE_BYTES = 64 * MiB  # the largest gRPC message the server receives or sends
+OTEL_ENDPOINT_FROM_ENV = "env"  # otel_endpoint: the exporter reads the standard OTEL_EXPORTER_OTLP_* variables
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,11 @@ class ServerConfig:
     tls_client_ca: str = ""  # PEM CA bundle callers' certificates must chain to (mutual TLS); "" = none asked for
     insecure: bool = False  # allow a non-loopback host without TLS and caller authentication
     metrics_port: int | None = None  # Prometheus metrics over HTTP on host:this port; 0 = a free port; None = off
+    # OpenTelemetry traces (server/tracing.py, the ``tracing`` extra): the OTLP/gRPC collector spans are
+    # sent to (http://host:4317, https:// for TLS; "env": OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT says); "" = off
+    otel_endpoint: str = ""
+    otel_service_name: str = "framecast"  # the spans' service.name
+    otel_exporter: object | None = field(default=None, compare=False, repr=False)  # a SpanExporter instead (tests)
 
     def __post_init__(self):
         if not 0 <= self.port <= 65535:
@@ -47,6 +55,7 @@ class ServerConfig:
             raise InvalidInput("metrics_port", self.metrics_port, "must differ from the gRPC port")
         if self.max_queue < 1:
             raise InvalidInput("max_queue", self.max_queue, "must be >= 1")
+        self._check_tracing()
         if not 1 <= self.max_streams <= 100_000:
             raise InvalidInput("max_streams", self.max_streams, "must be in [1, 100000] (each open stream holds a thread)")
         if self.max_workers < 1:
@@ -67,6 +76,33 @@ class ServerConfig:
         if sam2 and not (Path(sam2) / "config.json").is_file():
             raise InvalidInput("sam2_checkpoint", sam2, "is not a SAM2 video model directory (no config.json): save one "
                                "with transformers' Sam2VideoModel.save_pretrained (docs/masks.md)")  # fmt: skip
+
+    def _check_tracing(self) -> None:
+        if not self.otel_service_name.strip():
+            raise InvalidInput("otel_service_name", self.otel_service_name, "must not be empty")
+        endpoint = self.otel_endpoint
+        if not endpoint:
+            return
+        if endpoint == OTEL_ENDPOINT_FROM_ENV:
+            if not (os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")):
+                raise InvalidInput("otel_endpoint", endpoint, "reads OTEL_EXPORTER_OTLP_ENDPOINT (or "
+                                   "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT), and neither is set")  # fmt: skip
+        else:
+            try:
+                url = urlsplit(endpoint)
+                url.port  # noqa: B018 (raises ValueError for a port that is not a number)
+            except ValueError:
+                url = None
+            if url is None or url.scheme not in ("http", "https") or not url.hostname:
+                raise InvalidInput("otel_endpoint", endpoint, "must be the http:// (or https://, TLS) URL of an OTLP/gRPC "
+                                   "collector, e.g. http://localhost:4317, or 'env' to read OTEL_EXPORTER_OTLP_ENDPOINT")
+        try:  # here, not when the first span is exported
+            import opentelemetry.exporter.otlp.proto.grpc.trace_exporter  # noqa: F401
+            import opentelemetry.sdk.trace  # noqa: F401
+        except ImportError as error:
+            raise InvalidInput("otel_endpoint", endpoint, "needs the tracing extra (opentelemetry-sdk, "
+                               f"opentelemetry-exporter-otlp-proto-grpc; {error.name or 'opentelemetry'} is not installed): "
+                               "pip install 'framecast[tracing]'") from None  # fmt: skip
 
     def _check_security(self) -> None:
         for name in ("auth_tokens", "tls_cert", "tls_key", "tls_client_ca"):

@@ -6,13 +6,15 @@ records are persisted as JSON on every state change; jobs a crash or restart int
 are marked failed when the server comes back.
 
 A job carries the request id of the RPC that created it, and runs with it as the current one
-(``request_ids``), so its log lines say which request they belong to. A ``JobObserver`` (the
-server's metrics) is told when each job starts, reports progress and ends.
+(``request_ids``), so its log lines say which request they belong to; it keeps the context it was
+made in (``Job.created_in``: its RPC's trace span, for ``tracing``). A ``JobObserver`` (the
+server's metrics, its tracing) is told when each job starts, reports progress and ends.
 """
 
 from __future__ import annotations
 
 import collections
+import contextvars
 import logging
 import threading
 import time
@@ -54,6 +56,25 @@ class _Unobserved:
         pass
 
 
+class JobObservers:
+    """Several observers told in turn (the metrics, then the tracing)."""
+
+    def __init__(self, *observers: JobObserver):
+        self.observers = observers
+
+    def job_started(self, job: "Job") -> None:
+        for observer in self.observers:
+            observer.job_started(job)
+
+    def job_progress(self, job: "Job", progress: pb.Progress) -> None:
+        for observer in self.observers:
+            observer.job_progress(job, progress)
+
+    def job_ended(self, job: "Job") -> None:
+        for observer in self.observers:
+            observer.job_ended(job)
+
+
 class Job:
     """One unit of work. ``run(job)`` does it, emitting events; its return value is ignored."""
 
@@ -65,6 +86,7 @@ class Job:
             request_id=current_request_id() if request_id is None else request_id,
         )
         self.run = run
+        self.created_in = contextvars.copy_context()  # the creating RPC's context: its trace span (tracing)
         self.uses_adapters = uses_adapters
         self.cancel_requested = threading.Event()
         self._history: list[pb.JobEvent] = []
