@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import socket
 import threading
 import time
 from pathlib import Path
@@ -36,7 +37,7 @@ from framecast.server import convert
 from framecast.server.adapter_rpcs import settle_interrupted_training
 from framecast.server.app import SERVICE_NAME, enable_reflection, lock_data_dir, open_port, stop_serving
 from framecast.server.cluster.claims import CLAIMS_DIR, AdapterClaims
-from framecast.server.cluster.front_jobs import CANCEL_DIR, FrontJobs, relay, remote_failure
+from framecast.server.cluster.front_jobs import CANCEL_DIR, FRONTS_DIR, FrontJobs, relay, remote_failure
 from framecast.server.config import ServerConfig
 from framecast.server.health import Health
 from framecast.server.jobs import Job, ensure_not_in_use
@@ -238,9 +239,11 @@ class ClusterService(FramecastService):
 class ClusterFront:
     """A front on a port: the servicer, health, reflection and metrics, over the replicas' handle."""
 
-    def __init__(self, config: ServerConfig, replicas, log_request_ids: bool = True):
+    def __init__(self, config: ServerConfig, replicas, log_request_ids: bool = True, front_id: str = ""):
         """``log_request_ids``: give log records the request id (``install_log_records``); off inside a
-        Ray Serve replica, whose access log sets its own ``request_id`` on records."""
+        Ray Serve replica, whose access log sets its own ``request_id`` on records. ``front_id``
+        names this front's job records folder (default: host name and port, the same after a
+        restart, so the front settles the jobs its restart interrupted)."""
         if log_request_ids:
             install_log_records()
         self.config = config
@@ -262,7 +265,9 @@ class ClusterFront:
             settle_interrupted_training(adapters, info)
             settle_interrupted_propagation(self.media, info)
 
-        self.queue = FrontJobs(data / "jobs", data / CANCEL_DIR, on_interrupted=settle_interrupted, observer=self.metrics)
+        self.front_id = front_id or f"{socket.gethostname()}-{self.port}"
+        self.queue = FrontJobs(data / FRONTS_DIR, self.front_id, data / CANCEL_DIR, on_interrupted=settle_interrupted,
+                               observer=self.metrics)  # fmt: skip
         self.claims = AdapterClaims(data / CLAIMS_DIR, is_over=self.queue.is_over)
         self.replicas = replicas
         self.metrics.watch(self.queue, self.media, lambda: None)

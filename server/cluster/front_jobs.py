@@ -4,7 +4,8 @@
 shutdown rules) with one difference: a job does not wait for a worker of the front's, it runs on
 a replica already, and a thread of the front follows it there (``relay``), copying the replica's
 events into the front's ``Job``. So GetJob, ListJobs and WatchJob answer from the front, a client
-that re-attaches misses nothing, and the records under ``<data>/jobs`` survive the front.
+that re-attaches misses nothing, and the records under ``<data>/cluster/fronts/<front id>/jobs``
+survive the front.
 
 A job ends FAILED with UNAVAILABLE when its replica stops under it (killed, out of host memory,
 its node gone): the stream from the replica breaks, and the job's own record says what to do
@@ -24,7 +25,9 @@ from pathlib import Path
 
 import grpc
 
-from framecast.engine.errors import Cancelled, FramecastError, Unavailable
+from google.protobuf import json_format
+
+from framecast.engine.errors import Cancelled, FramecastError, JobNotFound, Unavailable
 from framecast.server.errors import JobFailed, Status
 from framecast.server.jobs import TERMINAL, Job, JobObserver, JobQueue
 from framecast.v1 import framecast_pb2 as pb
@@ -32,6 +35,7 @@ from framecast.v1 import framecast_pb2 as pb
 log = logging.getLogger(__name__)
 
 CANCEL_DIR = "cluster/cancel"  # under the data directory: jobs a front asked to cancel
+FRONTS_DIR = "cluster/fronts"  # under the data directory: each front's job records, <front id>/jobs
 CANCEL_POLL_S = 0.1  # how often a replica looks for them
 
 
@@ -46,15 +50,20 @@ def replica_lost(job_id: str, error: BaseException) -> Unavailable:
 
 
 class FrontJobs(JobQueue):
-    """Jobs running on replicas, each followed by a thread of the front (``submit``)."""
+    """Jobs running on replicas, each followed by a thread of the front (``submit``).
 
-    def __init__(self, records_dir, cancel_dir, on_interrupted: Callable[[pb.JobInfo], None] | None = None,
+    Each front keeps its records in a folder of its own, ``<fronts_dir>/<front id>/jobs``, so a
+    front starting marks only its own jobs a restart interrupted, never another's live ones; a job
+    another front recorded is found in that front's folder (GetJob, ListJobs, CancelJob)."""
+
+    def __init__(self, fronts_dir, front_id: str, cancel_dir, on_interrupted: Callable[[pb.JobInfo], None] | None = None,
                  observer: JobObserver | None = None):  # fmt: skip
+        self.fronts_dir = Path(fronts_dir)
         self.cancel_dir = Path(cancel_dir)
         self.cancel_dir.mkdir(parents=True, exist_ok=True)
         self._following: dict[str, Job] = {}
         self._streams: dict[str, object] = {}  # job id -> the replica's stream (a DeploymentResponseGenerator)
-        super().__init__(records_dir, max_queue=1, on_interrupted=on_interrupted, observer=observer)
+        super().__init__(self.fronts_dir / front_id / "jobs", max_queue=1, on_interrupted=on_interrupted, observer=observer)
 
     def _work(self) -> None:
         """No worker: each job is followed by a thread of its own."""
@@ -97,7 +106,41 @@ class FrontJobs(JobQueue):
     def waiting(self) -> int:
         return sum(1 for job in self._live() if job.info.state == pb.JOB_STATE_QUEUED)
 
+    def _recorded(self, job_id: str) -> pb.JobInfo | None:
+        """Another front's record of ``job_id``, or None."""
+        for path in self.fronts_dir.glob(f"*/jobs/{job_id}.json"):
+            try:
+                return json_format.Parse(path.read_text(), pb.JobInfo(), ignore_unknown_fields=True)
+            except (OSError, json_format.ParseError):
+                continue
+        return None
+
+    def get(self, job_id: str) -> Job | pb.JobInfo:
+        try:
+            return super().get(job_id)
+        except JobNotFound:
+            if (info := self._recorded(job_id)) is None:
+                raise
+            return info
+
+    def list(self, state: int = 0, limit: int = 100) -> list[pb.JobInfo]:
+        """This front's jobs and the other fronts' records, most recent first."""
+        ours = super().list(state, 1 << 30)
+        known = {info.job_id for info in ours}
+        theirs = []
+        for path in self.fronts_dir.glob("*/jobs/*.json"):
+            if path.parent == self.records_dir or path.stem in known:
+                continue
+            try:
+                info = json_format.Parse(path.read_text(), pb.JobInfo(), ignore_unknown_fields=True)
+            except (OSError, json_format.ParseError):  # being replaced, or half a crash's write
+                continue
+            if not state or info.state == state:
+                theirs.append(info)
+        return sorted(ours + theirs, key=lambda info: info.created_at, reverse=True)[: limit or 100]
+
     def cancel(self, job_id: str) -> pb.JobInfo:
+        """As the queue's; the replica running the job (this front's or another's) cancels it."""
         info = super().cancel(job_id)
         if info.state not in TERMINAL:
             (self.cancel_dir / job_id).touch()  # the replica running it cancels it (``cancel_requested``)
@@ -120,22 +163,12 @@ class FrontJobs(JobQueue):
                 self._lock.wait(timeout=0.1)
 
     def is_over(self, job_id: str) -> bool | None:
-        """Whether a job this front or another (by the shared records) knows has ended; None: unknown."""
-        with self._lock:
-            job = self._jobs.get(job_id)
-        if job is None:
-            path = self.records_dir / f"{job_id}.json"
-            try:
-                return _record_state(path.read_text()) in TERMINAL
-            except (OSError, ValueError):
-                return None
-        return job.done if isinstance(job, Job) else True
-
-
-def _record_state(text: str) -> int:
-    from google.protobuf import json_format
-
-    return json_format.Parse(text, pb.JobInfo(), ignore_unknown_fields=True).state
+        """Whether a job this front or another knows has ended; None: no front knows it."""
+        try:
+            job = self.get(job_id)
+        except JobNotFound:
+            return None
+        return job.done if isinstance(job, Job) else job.state in TERMINAL
 
 
 def cancel_requested(cancel_dir: Path, job_id: str) -> bool:

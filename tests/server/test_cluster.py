@@ -124,14 +124,19 @@ def test_an_adapter_is_served_where_it_was_trained_and_two_spread_over_both(clus
                                                            {"result": "hit"}) or 0.0  # fmt: skip
     trained = {}
 
-    def train(name: str) -> None:
-        trained[name] = list(client.train(name, source, mask, prompt="p", steps=8, rank=2))
+    def train(name: str, accepted: threading.Event) -> None:
+        events = client.train(name, source, mask, prompt="p", steps=8, rank=2)
+        first = next(events)
+        accepted.set()
+        trained[name] = [first, *events]
 
-    # Two trainings at once: Ray Serve routes each new adapter name to the replica with less in flight.
-    threads = [threading.Thread(target=train, args=(name,)) for name in ("aff-a", "aff-b")]
-    for thread in threads:
-        thread.start()
-        time.sleep(0.3)  # the first is running before the second is routed
+    # Two trainings at once: Ray Serve routes the second to the replica with less in flight.
+    threads = []
+    for name in ("aff-a", "aff-b"):
+        accepted = threading.Event()
+        threads.append(threading.Thread(target=train, args=(name, accepted)))
+        threads[-1].start()
+        assert accepted.wait(60)  # on a replica before the second is routed
     for thread in threads:
         thread.join()
     trainers = {name: placement(cluster, events)["replica"] for name, events in trained.items()}
@@ -273,3 +278,32 @@ def test_watch_job_re_attaches_through_the_front(cluster, client, scene):
     assert watched[0].accepted.job_id == job_id and watched[-1].HasField("adapter")
     assert client.get_job(job_id).state == pb.JOB_STATE_SUCCEEDED
     assert any(job.job_id == job_id for job in client.list_jobs())
+
+
+def test_a_second_front_shares_claims_records_and_cancels(cluster, client, scene):
+    """Two fronts on one cluster (behind a load balancer): a name one front's training holds is
+    refused by the other, which finds the job in the first one's records and cancels it."""
+    from framecast.server.cluster.front import ClusterFront
+
+    second = ClusterFront(cluster.config, cluster.replicas, front_id="second-front").start()
+    try:
+        with FramecastClient(f"127.0.0.1:{second.port}", timeout=60) as other:
+            source, mask, _ = upload_scene(client, scene)
+            events = client.train("two-fronts", source, mask, prompt="p", steps=10_000, rank=2)
+            job_id = next(events).job_id
+            with pytest.raises(FramecastError) as refused:
+                list(other.train("two-fronts", source, mask, prompt="p", steps=1, rank=2))
+            assert refused.value.code is grpc.StatusCode.FAILED_PRECONDITION and job_id in refused.value.message
+            assert other.get_job(job_id).adapter == "two-fronts"
+            assert job_id in {job.job_id for job in other.list_jobs()}
+            other.cancel_job(job_id)
+            with pytest.raises(FramecastError) as cancelled:
+                list(events)
+            assert cancelled.value.code is grpc.StatusCode.CANCELLED
+            deadline = time.monotonic() + 10  # the first front writes its record just after the job's last event
+            while other.get_job(job_id).state != pb.JOB_STATE_CANCELLED:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            assert list(other.train("two-fronts", source, mask, prompt="p", steps=1, rank=2))[-1].HasField("adapter")
+    finally:
+        second.stop(grace=2)
