@@ -19,7 +19,7 @@ from framecast.engine.clip import ClipData
 from framecast.engine.encoding import Encoders
 from framecast.engine.errors import Cancelled
 from framecast.engine.metrics import psnr, seam_score, ssim, temporal_change
-from framecast.engine.requests import BlendRamp, PreparedPropagate, PropagateResult, StepCache
+from framecast.engine.requests import BlendRamp, PreparedPropagate, PropagateResult
 from framecast.engine.sampling import Sampler, composite, decode_stream, denoise, feather_alpha
 from framecast.engine.windows import WindowPlan
 
@@ -41,9 +41,7 @@ class Propagation:
         self.should_cancel = should_cancel
         self.timings: dict[str, float] = {}
         self.alpha = feather_alpha(data.edit_mask, self.job.feather_px) if self.job.composite else None
-        job = self.job
-        self.sampler = Sampler(job.steps, job.guidance_scale, job.guidance_steps, StepCache(job.step_cache),
-                               job.cache_threshold, job.cache_interval)  # fmt: skip
+        self.sampler = Sampler.of(self.job)
 
     def run(self, on_step: OnStep | None = None, on_frames: OnFrames | None = None) -> PropagateResult:
         started = time.perf_counter()

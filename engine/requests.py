@@ -72,6 +72,10 @@ class TrainSettings:
     # step, the whole clip's steps: fewer tokens per step for the same steps).
     steps_in_all: bool = False
 
+    def motion_steps(self, windows: int) -> int:
+        """The motion phase's steps for a clip cut into ``windows``."""
+        return self.steps if self.steps_in_all else self.steps * windows
+
     @property
     def lora_alpha(self) -> float:
         return float(self.rank if self.alpha is None else self.alpha)

@@ -115,8 +115,27 @@ class Sampler:
     cache_threshold: float = 0.05
     cache_interval: int = 3
 
+    @classmethod
+    def of(cls, job) -> Sampler:
+        """A PropagateJob's sampler."""
+        return cls(job.steps, job.guidance_scale, job.guidance_steps, StepCache(job.step_cache), job.cache_threshold,
+                   job.cache_interval)  # fmt: skip
+
     def guided(self, index: int) -> bool:
         return self.guidance_scale > 1.0 and (self.guidance_steps == 0 or index < self.guidance_steps)
+
+    def passes(self) -> int:
+        """Full transformer passes a run computes: every conditional step and every guided one, less
+        those TaylorSeer predicts (its schedule is fixed; a first-block cache decides as it runs, so
+        its steps count in full here)."""
+        guided = sum(self.guided(index) for index in range(self.steps))
+        if self.step_cache is not StepCache.TAYLORSEER:
+            return self.steps + guided
+
+        def computed(calls: int) -> int:  # as diffusers' hook decides, per cache context (cond, uncond)
+            return sum(call < 2 or (call - 3) % self.cache_interval == 0 or call >= self.steps - 1 for call in range(calls))
+
+        return computed(self.steps) + computed(guided)
 
     def cache_config(self):
         """The diffusers cache hook configuration, or None."""

@@ -30,6 +30,7 @@ from framecast.engine.requests import (
     TrainSettings,
 )
 from framecast.engine.restore import Encoding, Interpolation, OutputOptions, check_output
+from framecast.engine.sampling import Sampler
 from framecast.engine.shots import MaskPrompt, ReferenceInput, Shot, ShotClip, ShotOptions, StoredMedia, plan_shot
 from framecast.engine.tracking import Box, Point, TrackerKind
 from framecast.engine.training import Progress
@@ -375,14 +376,16 @@ def plan(engine: Engine, kind: str, clip, prepared, problems: Problems) -> pb.Pl
         training = kind == "train"
         if training:
             settings = prepared.job.settings
-            steps = settings.steps * windows.count + (settings.appearance_steps if prepared.clip.has_references else 0)
+            steps = settings.motion_steps(windows.count) + (settings.appearance_steps if prepared.clip.has_references else 0)
+            work = steps
         else:
             steps = prepared.job.steps * windows.count
+            work = Sampler.of(prepared.job).passes() * windows.count  # the speed of propagations is per transformer pass
         reply.steps = steps
         reply.estimated_device_bytes = engine.memory_plan(
             engine.quantize, engine.offload, max(windows.lengths), prepared.clip.height, prepared.clip.width, training,
             prepared.job.settings.rank if training else 16,
         ).peak_bytes  # fmt: skip
-        reply.estimated_seconds = engine.speed.estimate(kind, steps, max(windows.lengths), prepared.clip.height,
+        reply.estimated_seconds = engine.speed.estimate(kind, work, max(windows.lengths), prepared.clip.height,
                                                         prepared.clip.width)  # fmt: skip
     return reply

@@ -38,8 +38,9 @@ def count_passes(engine):
 
 
 def propagate(engine, scene, **lever):
+    lever = {"guidance_scale": 3.0, **lever}
     job = PropagateJob("", scene.source, scene.edit_mask, scene.edited_first_frame, scene.edited_prompt,
-                       steps=STEPS, guidance_scale=3.0, seed=5, **lever)  # fmt: skip
+                       steps=STEPS, seed=5, **lever)  # fmt: skip
     counts, handles = count_passes(engine)
     try:
         frames = engine.propagate(job).frames
@@ -56,6 +57,19 @@ def slow(engine, scene):
 
 def test_the_full_sampler_computes_every_step_twice(slow):
     assert slow[1] == [2 * STEPS, 2 * STEPS]  # conditional and unconditional, every block
+
+
+@pytest.mark.parametrize("lever", [{}, {"guidance_steps": 3}, {"guidance_scale": 1.0},
+                                   {"step_cache": StepCache.TAYLORSEER, "cache_interval": 2},
+                                   {"step_cache": StepCache.TAYLORSEER, "cache_interval": 3, "guidance_steps": 5}])  # fmt: skip
+def test_the_planned_passes_are_the_computed_ones(engine, scene, lever):
+    """Sampler.passes, what Plan's time estimate counts, against the blocks a run computes."""
+    from framecast.engine.sampling import Sampler
+
+    settings = {"guidance_scale": 3.0, **lever}
+    job = PropagateJob("", scene.source, scene.edit_mask, scene.edited_first_frame, "p", steps=STEPS, **settings)
+    _, counts = propagate(engine, scene, **lever)
+    assert Sampler.of(job).passes() == counts[1]
 
 
 def test_guidance_on_the_first_steps_only(engine, scene, slow):

@@ -134,11 +134,19 @@ def test_sampling_levers_over_the_wire(stub, scene):
         return np.stack([decode_image(e.frame.png) for e in events if e.WhichOneof("event") == "frame"])
 
     full = run()
-    fast = run(guidance_steps=1, step_cache=pb.STEP_CACHE_TAYLORSEER, cache_interval=2)
+    lever = dict(guidance_steps=1, step_cache=pb.STEP_CACHE_TAYLORSEER, cache_interval=2)
+    fast = run(**lever)
     assert fast.shape == full.shape and not np.array_equal(fast, full)
     from framecast.engine.metrics import psnr
 
     assert psnr(fast, full, np.ones(full.shape[:3], bool)) > 20
+    # Plan's time estimate counts transformer passes: 6 guided steps are 12; guidance on the first
+    # and TaylorSeer computing steps 0, 1, 3 and 5 of the conditional pass are 5
+    plans = [stub.Plan(pb.PlanRequest(propagate=pb.PropagateRequest(
+        source_id=source.id, mask_id=mask.id, edited_first_frame_id=edited.id, prompt="p", steps=6, guidance_scale=3.0,
+        **extra)), timeout=60) for extra in ({}, lever)]  # fmt: skip
+    assert plans[0].estimated_seconds > 0
+    assert plans[1].estimated_seconds == pytest.approx(plans[0].estimated_seconds * 5 / 12)
 
 
 def test_windowed_training_with_steps_in_all_over_the_wire(stub, scene):
