@@ -108,8 +108,9 @@ def test_spans_of_a_train_a_propagate_and_a_refusal(server, stub, exporter, scen
                         timeout=30, metadata=[("x-request-id", "trace-refused")]))  # fmt: skip
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
-    for request_id, method, events, phases in (("trace-train", TRAIN, trained, ("decode", "motion")),
-                                               ("trace-propagate", PROPAGATE, propagated, ("decode", "denoise", "encode"))):  # fmt: skip
+    calls = (("trace-train", TRAIN, trained, ("decode", "motion")),
+             ("trace-propagate", PROPAGATE, propagated, ("decode", "denoise", "encode")))
+    for request_id, method, events, phases in calls:
         spans = spans_of(exporter, request_id, count=2)  # the RPC's and its job's
         rpc = one(spans, method)
         assert rpc.kind == SpanKind.SERVER and rpc.status.status_code == StatusCode.UNSET
@@ -178,6 +179,65 @@ def test_a_failed_job_and_one_cancelled_while_waiting(tmp_path):
         assert spans[request_id].status.status_code == StatusCode.UNSET
     assert [s.name for s in children(exporter, spans["req-running"])] == ["motion"]
     assert not children(exporter, spans["req-waiting"])  # it never ran: its span is its wait
+
+
+class Collector:
+    """An OTLP/gRPC trace collector on a real port, keeping what it is sent."""
+
+    def __init__(self):
+        from concurrent import futures
+
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+        received = self.received = []
+
+        class TraceService(trace_service_pb2_grpc.TraceServiceServicer):
+            def Export(self, request, context):
+                received.append(request)
+                return trace_service_pb2.ExportTraceServiceResponse()
+
+        self.server = grpc.server(futures.ThreadPoolExecutor(2))
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(TraceService(), self.server)
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+
+    def spans(self) -> list[tuple[str, object]]:
+        """(service.name, span) for every span received."""
+        found = []
+        for request in self.received:
+            for resource_spans in request.resource_spans:
+                service = {a.key: a.value.string_value for a in resource_spans.resource.attributes}["service.name"]
+                found += [(service, span) for scope in resource_spans.scope_spans for span in scope.spans]
+        return found
+
+
+def test_spans_reach_an_otlp_collector(tiny_model_dir, tmp_path):
+    """--otel-endpoint's exporter sends the spans over OTLP/gRPC; a stop sends those still batched."""
+    from framecast.server.app import start_server
+    from framecast.server.config import ServerConfig
+
+    collector = Collector()
+    try:
+        config = ServerConfig.build(model_dir=str(tiny_model_dir), data_dir=str(tmp_path / "data"), port=0,
+                                    otel_endpoint=f"http://127.0.0.1:{collector.port}", otel_service_name="edits")  # fmt: skip
+        running = start_server(config)
+        try:
+            assert running.wait_ready(timeout=120), running.load_error
+            with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+                metadata = [("traceparent", TRACEPARENT), ("x-request-id", "otlp-1")]
+                framecast_pb2_grpc.FramecastStub(channel).GetServerInfo(pb.GetServerInfoRequest(), timeout=30,
+                                                                        metadata=metadata)  # fmt: skip
+        finally:
+            running.stop(grace=1)
+        (service, span), = [(service, span) for service, span in collector.spans()
+                            if span.name == "framecast.v1.Framecast/GetServerInfo"]  # fmt: skip
+        assert service == "edits"
+        assert (span.trace_id, span.parent_span_id) == (CALLER_TRACE.to_bytes(16, "big"), CALLER_SPAN.to_bytes(8, "big"))
+        attributes = {a.key: a.value for a in span.attributes}
+        assert attributes["framecast.request_id"].string_value == "otlp-1"
+        assert attributes["rpc.grpc.status_code"].int_value == 0
+    finally:
+        collector.server.stop(None)
 
 
 def test_tracing_off_installs_and_imports_nothing(tiny_model_dir, tmp_path):
