@@ -64,15 +64,14 @@ class _Call:
         details = self.context.details()
         return details.decode("utf-8", "replace") if isinstance(details, bytes) else details or ""
 
-    @contextlib.contextmanager
-    def scope(self) -> Iterator[None]:
+    def scope(self) -> contextlib.AbstractContextManager[None]:
         """The call's request id, and its span, current for the block (the handler's code)."""
-        with request_scope(self.request_id):
-            if self.span is None:
-                yield
-            else:
-                with self.span.current():
-                    yield
+        return request_scope(self.request_id) if self.span is None else self._traced_scope()
+
+    @contextlib.contextmanager
+    def _traced_scope(self) -> Iterator[None]:
+        with request_scope(self.request_id), self.span.current():
+            yield
 
     def code(self, default: grpc.StatusCode) -> grpc.StatusCode:
         """The code the call ends with: the one set on the context (an abort, health's NOT_FOUND), else
