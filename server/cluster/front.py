@@ -35,12 +35,12 @@ from framecast.engine.errors import FailedPrecondition, InvalidInput, Unavailabl
 from framecast.engine.grid import WAN_FPS
 from framecast.server import convert
 from framecast.server.adapter_rpcs import settle_interrupted_training
-from framecast.server.app import SERVICE_NAME, enable_reflection, lock_data_dir, open_port, stop_serving
+from framecast.server.app import SERVICE_NAME, enable_reflection, lock_data_dir, open_port, stop_serving, tracing_for
 from framecast.server.cluster.claims import CLAIMS_DIR, AdapterClaims
 from framecast.server.cluster.front_jobs import CANCEL_DIR, FRONTS_DIR, FrontJobs, relay, remote_failure
 from framecast.server.config import ServerConfig
 from framecast.server.health import Health
-from framecast.server.jobs import Job, ensure_not_in_use
+from framecast.server.jobs import Job, JobObservers, ensure_not_in_use
 from framecast.server.media_store import MediaStore
 from framecast.server.metrics import Metrics
 from framecast.server.request_ids import current_request_id, install_log_records
@@ -251,9 +251,13 @@ class ClusterFront:
         self._data_lock = lock_data_dir(data, shared=True)  # no single server sweeping it meanwhile
         self.metrics = Metrics()
         self.metrics_port: int | None = None
+        self.tracing = None  # the front's RPC and job spans with --otel-endpoint (the replicas trace nothing)
         try:
-            port = open_port(config, self.metrics)
+            self.tracing = tracing_for(config)
+            port = open_port(config, self.metrics, self.tracing)
         except BaseException:
+            if self.tracing is not None:
+                self.tracing.close()
             self._data_lock.close()
             raise
         self._server, self.port, self._health_lane, self.streams = port.server, port.port, port.health_lane, port.streams
@@ -266,8 +270,9 @@ class ClusterFront:
             settle_interrupted_propagation(self.media, info)
 
         self.front_id = front_id or f"{socket.gethostname()}-{self.port}"
+        observer = self.metrics if self.tracing is None else JobObservers(self.metrics, self.tracing)
         self.queue = FrontJobs(data / FRONTS_DIR, self.front_id, data / CANCEL_DIR, on_interrupted=settle_interrupted,
-                               observer=self.metrics)  # fmt: skip
+                               observer=observer)  # fmt: skip
         self.claims = AdapterClaims(data / CLAIMS_DIR, is_over=self.queue.is_over)
         self.replicas = replicas
         self.metrics.watch(self.queue, self.media, lambda: None)
@@ -317,6 +322,8 @@ class ClusterFront:
         try:
             stop_serving(self.health, self.queue, self._server, self._health_lane, self.metrics, grace)
         finally:
+            if self.tracing is not None:  # the spans of the calls and jobs just ended go out
+                self.tracing.close()
             self._data_lock.close()
             self._stopped.set()
             log.info("cluster front stopped")

@@ -14,6 +14,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import logging
 import os
 from dataclasses import dataclass
@@ -72,8 +74,10 @@ def replica_options(config: ServerConfig, cluster: ClusterConfig) -> dict:
 
 
 def replica_deployment(config: ServerConfig, cluster: ClusterConfig):
-    """The replicas' deployment, bound to ``config`` (the serve settings every replica runs with)."""
-    return serve.deployment(Replica).options(**replica_options(config, cluster)).bind(config)
+    """The replicas' deployment, bound to ``config`` (the serve settings every replica runs with; the
+    front alone traces, so the replicas' copy has no OpenTelemetry settings)."""
+    untraced = dataclasses.replace(config, otel_endpoint="", otel_exporter=None)
+    return serve.deployment(Replica).options(**replica_options(config, cluster)).bind(untraced)
 
 
 def start_local(config: ServerConfig, cluster: ClusterConfig, ray_address: str | None = None) -> ClusterFront:

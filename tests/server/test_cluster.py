@@ -37,8 +37,11 @@ def cluster(tiny_model_dir, tmp_path_factory):
 
     ray.init(num_cpus=REPLICAS, include_dashboard=False, configure_logging=False, log_to_driver=False,
              runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "TRITON_INTERPRET": "1"}})  # fmt: skip
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
     config = ServerConfig.build(model_dir=str(tiny_model_dir), data_dir=str(tmp_path_factory.mktemp("cluster-data")),
-                                host="127.0.0.1", port=0, max_frames=33, max_pixels=128 * 128)  # fmt: skip
+                                host="127.0.0.1", port=0, max_frames=33, max_pixels=128 * 128,
+                                otel_exporter=InMemorySpanExporter())  # the front traces; the replicas get no exporter  # fmt: skip
     try:
         front = start_local(config, ClusterConfig(replicas=REPLICAS, health_check_period_s=1.0))
         yield front
@@ -103,6 +106,25 @@ def placement(cluster, events) -> dict:
 
 def test_upload_train_propagate_download_over_the_wire(stub, scene):
     server_e2e.test_train_then_propagate_over_the_wire(stub, scene)
+
+
+def test_the_front_traces_rpcs_and_the_jobs_it_runs_on_replicas(cluster, client, scene):
+    from .test_e2e import upload_scene
+
+    source, mask, _ = upload_scene(client._stub, scene)
+    list(client.train("traced", source, mask, "p", steps=2, rank=2))
+    exporter = cluster.config.otel_exporter
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        names = [span.name for span in exporter.get_finished_spans()]
+        if "train job" in names:
+            break
+        time.sleep(0.1)
+    spans = exporter.get_finished_spans()
+    call = next(s for s in spans if s.name == "framecast.v1.Framecast/Train")
+    job = next(s for s in spans if s.name == "train job")
+    assert job.parent is not None and job.parent.span_id == call.context.span_id
+    assert job.attributes["framecast.job.state"] == "succeeded"
 
 
 def test_cli_train_propagate_export(cluster, tmp_path, scene, capsys):
