@@ -183,28 +183,32 @@ class RunningServer:
                 return
             grace = self.config.grace_s if grace is None else grace
             try:
-                # the data lock last: another server may use the data dir from then on
-                stop_serving(self.health, self.queue, self._server, self._health_lane, self.metrics, grace)
+                stop_serving(self.health, self.queue, self._server, self._health_lane, self.metrics, grace, self.tracing,
+                             self._data_lock)  # fmt: skip
             finally:
-                if self.tracing is not None:  # the spans of the calls and jobs just ended go out
-                    self.tracing.close()
-                self._data_lock.close()
                 self._stopped.set()
                 log.info("stopped")
 
 
 def stop_serving(health: Health, queue: JobQueue, server: grpc.Server, health_lane: HealthLane, metrics: Metrics,
-                 grace: float) -> None:  # fmt: skip
+                 grace: float, tracing, data_lock) -> None:  # fmt: skip
     """The graceful stop of a port serving ``queue``'s jobs: not ready, the queue shut down
     (``JobQueue.shutdown``: ``grace`` to finish, then cancelled), the port closed after ``grace``
-    more for open calls, health's threads and the metrics page stopped."""
+    more for open calls, health's threads and the metrics page stopped, the spans of the calls and
+    jobs just ended sent (``tracing``, or None), and the data directory's lock released last:
+    another server may use the directory from then on."""
     health.stopping()
     try:
         queue.shutdown(grace)
     finally:
-        server.stop(grace).wait()
-        health_lane.close()
-        metrics.close()
+        try:
+            server.stop(grace).wait()
+            health_lane.close()
+            metrics.close()
+        finally:
+            if tracing is not None:
+                tracing.close()
+            data_lock.close()
 
 
 def enable_reflection(server: grpc.Server) -> None:

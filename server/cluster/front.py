@@ -320,10 +320,8 @@ class ClusterFront:
             return
         grace = self.config.grace_s if grace is None else grace
         try:
-            stop_serving(self.health, self.queue, self._server, self._health_lane, self.metrics, grace)
+            stop_serving(self.health, self.queue, self._server, self._health_lane, self.metrics, grace, self.tracing,
+                         self._data_lock)  # fmt: skip
         finally:
-            if self.tracing is not None:  # the spans of the calls and jobs just ended go out
-                self.tracing.close()
-            self._data_lock.close()
             self._stopped.set()
             log.info("cluster front stopped")
