@@ -73,12 +73,13 @@ CONFIGS = {
         Config("slow"),
         Config("train-half", train_share=0.5),
         Config("train-quarter", train_share=0.25),
+        Config("train-fifth", train_share=0.2),
         Config("guidance-third", sampling=("guidance-third",)),
         Config("no-guidance", sampling=("no-guidance",)),
         Config("first-block-0.1", sampling=("first-block-0.1",)),
         Config("taylorseer-2", sampling=("taylorseer-2",)),
         Config("half-steps", sampling=("half-steps",)),
-        Config("fast", train_share=0.25, sampling=("fast",)),
+        Config("fast", train_share=0.2, sampling=("fast",)),  # --preset fast
     )
 }
 

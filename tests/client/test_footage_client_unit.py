@@ -435,7 +435,7 @@ def test_presets_fill_what_the_call_leaves_unset():
     assert (mine.steps, mine.step_cache) == (40, pb.STEP_CACHE_TAYLORSEER)  # given wins; None is unset
     assert job_request("propagate", *PROPAGATE_ARGS, preset="quality") == job_request("propagate", *PROPAGATE_ARGS)
     train = job_request("train", *ARGS, preset="fast")
-    assert train.steps == PRESETS["fast"]["train"]["steps"] == 25
+    assert train.steps == PRESETS["fast"]["train"]["steps"] == 20
     with pytest.raises(ValueError, match="preset must be one of quality, fast but is 'turbo'"):
         job_request("train", *ARGS, preset="turbo")
     args = cli.build_parser().parse_args(["edit", "s.mp4", "--box", "1,2,3,4", "--edited-first-frame", "e.png",
@@ -445,4 +445,4 @@ def test_presets_fill_what_the_call_leaves_unset():
     request = job_request("propagate", *PROPAGATE_ARGS, **propagate_kwargs(args))
     assert (request.steps, request.guidance_steps, request.window_frames) == (20, 5, 9)
     request = job_request("train", *ARGS, **train_kwargs(args, []))
-    assert (request.window_frames, request.steps_in_all, request.steps) == (9, False, 25)
+    assert (request.window_frames, request.steps_in_all, request.steps) == (9, False, 20)
