@@ -109,18 +109,20 @@ def test_upload_train_propagate_download_over_the_wire(stub, scene):
 
 
 def test_the_front_traces_rpcs_and_the_jobs_it_runs_on_replicas(cluster, client, scene):
+    from framecast.server.tracing import REQUEST_ID
+
     from .test_e2e import upload_scene
 
     source, mask, _ = upload_scene(client._stub, scene)
-    list(client.train("traced", source, mask, "p", steps=2, rank=2))
+    events = list(client.train("traced", source, mask, "p", steps=2, rank=2))
+    request_id = events[0].accepted.request_id  # this training's, among the spans of every test before it
     exporter = cluster.config.otel_exporter
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        names = [span.name for span in exporter.get_finished_spans()]
-        if "train job" in names:
+        spans = [s for s in exporter.get_finished_spans() if s.attributes.get(REQUEST_ID) == request_id]
+        if {s.name for s in spans} >= {"framecast.v1.Framecast/Train", "train job"}:
             break
         time.sleep(0.1)
-    spans = exporter.get_finished_spans()
     call = next(s for s in spans if s.name == "framecast.v1.Framecast/Train")
     job = next(s for s in spans if s.name == "train job")
     assert job.parent is not None and job.parent.span_id == call.context.span_id
@@ -307,7 +309,11 @@ def test_a_second_front_shares_claims_records_and_cancels(cluster, client, scene
     refused by the other, which finds the job in the first one's records and cancels it."""
     from framecast.server.cluster.front import ClusterFront
 
-    second = ClusterFront(cluster.config, cluster.replicas, front_id="second-front").start()
+    import dataclasses
+
+    # its own config: stopping it would otherwise shut the first front's span exporter down
+    untraced = dataclasses.replace(cluster.config, otel_exporter=None)
+    second = ClusterFront(untraced, cluster.replicas, front_id="second-front").start()
     try:
         with FramecastClient(f"127.0.0.1:{second.port}", timeout=60) as other:
             source, mask, _ = upload_scene(client, scene)
