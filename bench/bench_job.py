@@ -211,16 +211,16 @@ def main(argv=None) -> int:
     )  # fmt: skip
     scene = held_out_scene(100)
     data_dir = Path(tempfile.mkdtemp(prefix="framecast-bench-job-"))
+    if run and not toy:
+        raise SystemExit("--run needs --arch toy (the 14B's jobs are extrapolated from its unit costs)")
     counter = Engine(EngineConfig(model_dir=str(builtin_model_dir()), device="cpu"), data_dir / "counter")
-    passes = {name: sample_passes(CONFIGS[name], options.steps, options.guidance, counter, scene) for name in args.configs}
 
     extra = {}
-    if run:
-        engine = counter if toy else None
-        if engine is None:
-            raise SystemExit("--run needs --arch toy (the 14B's jobs are extrapolated from its unit costs)")
-        rows = [{"config": name, **run_job(engine, scene, CONFIGS[name], options, f"job-{name}")} for name in args.configs]
+    if run:  # each job counts its own passes as it runs
+        rows = [{"config": name, **run_job(counter, scene, CONFIGS[name], options, f"job-{name}")} for name in args.configs]
     else:
+        passes = {name: sample_passes(CONFIGS[name], options.steps, options.guidance, counter, scene)
+                  for name in args.configs}  # fmt: skip
         if args.unit_costs:
             costs = unit_costs_from_rows(args.unit_costs, args.arch)
             extra = costs.extra
@@ -230,7 +230,8 @@ def main(argv=None) -> int:
     slow = next((r["total_s"] for r in rows if r["config"] == "slow"), None)
     for row in rows:
         settings = CONFIGS[row["config"]].propagate_settings(options.steps, options.guidance)
-        row.update(arch=args.arch if args.layers is None else f"{args.arch}-{args.layers}layers", steps=settings["steps"], levers=list(CONFIGS[row["config"]].sampling),
+        row.update(arch=args.arch if args.layers is None else f"{args.arch}-{args.layers}layers", steps=settings["steps"],
+                   levers=list(CONFIGS[row["config"]].sampling),
                    train_share=CONFIGS[row["config"]].train_share, guidance=options.guidance,
                    speedup=slow / row["total_s"] if slow else None)  # fmt: skip
     print_table(rows, COLUMNS)
