@@ -72,3 +72,34 @@ def test_the_server_reads_no_private_attribute_of_another_object():
                 continue
             offending.append(f"{path.relative_to(ROOT)}:{node.lineno} reads .{node.attr}")
     assert offending == []
+
+
+def _forks(path: Path) -> list[str]:
+    """Calls in ``path`` that fork this process and run Python in the child: ``os.fork``, the
+    "fork" start method (also a multiprocessing Pool, Process or ProcessPoolExecutor made without
+    a context, which forks on Linux), and ``subprocess`` with a ``preexec_fn``."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if not isinstance(node, ast.Call):
+            continue
+        name = ast.unparse(node.func)
+        strings = [a.value for a in node.args if isinstance(a, ast.Constant)]
+        keywords = {k.arg for k in node.keywords}
+        if (
+            name in ("os.fork", "os.forkpty")
+            or (name.endswith(("get_context", "set_start_method")) and "fork" in strings)
+            or name in ("multiprocessing.Pool", "multiprocessing.Process", "mp.Pool", "mp.Process")
+            or (name.endswith("ProcessPoolExecutor") and len(node.args) < 2 and "mp_context" not in keywords)
+            or "preexec_fn" in keywords
+        ):
+            found.append(f"{path.relative_to(ROOT)}:{node.lineno} {ast.unparse(node)[:80]}")
+    return found
+
+
+def test_nothing_forks_a_process_that_may_hold_threads():
+    """A forked child inherits every lock another thread held at the fork, held for good: a gRPC
+    server, Ray or tqdm's monitor thread in the parent can leave it waiting forever (the suite hung
+    this way). Worker processes start with spawn or forkserver, subprocesses without Python in the
+    child."""
+    paths = [p for folder in ("engine", "server", "kernels", "client", "bench", "tests") for p in _modules(folder)]
+    assert [line for p in paths if p != Path(__file__) for line in _forks(p)] == []

@@ -206,7 +206,9 @@ def _prefetched(draw, steps: range, workers: int, ahead: int = 4):
     if workers == 0:
         yield from map(draw, steps)
         return
-    with multiprocessing.get_context("fork").Pool(workers) as pool:
+    # forkserver, not fork: the caller may hold threads (a server, tqdm's monitor), and a forked child
+    # inherits every lock one of them held at the fork, held forever.
+    with multiprocessing.get_context("forkserver").Pool(workers) as pool:
         upcoming = iter(steps)
         pending = collections.deque(pool.apply_async(draw, (step,)) for step in itertools.islice(upcoming, ahead * workers))
         while pending:

@@ -4,11 +4,16 @@ unchanged; then adapter affinity, a replica killed during a job, and refusals th
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import grpc
 import pytest
@@ -26,29 +31,65 @@ from . import test_e2e as server_e2e  # noqa: E402
 REPLICAS = 2
 
 
+@contextlib.contextmanager
+def ray_head(cpus: int):
+    """A local Ray head in processes of its own (``ray start --head --block``), this process joined
+    to it as a driver. ``ray.init`` without an address would start Ray's processes itself, running a
+    ``preexec_fn`` (Python) in a fork of this process: with a server's threads alive in it (a
+    session-scoped fixture's), the child could wait forever on a lock one of them held."""
+    import ray
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    ray_cli = Path(sys.executable).with_name("ray")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TRITON_INTERPRET": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+    head = subprocess.Popen([str(ray_cli), "start", "--head", "--block", f"--port={port}", f"--num-cpus={cpus}",
+                             "--include-dashboard=false", "--disable-usage-stats", "--node-ip-address=127.0.0.1"],
+                            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                ray.init(address=f"127.0.0.1:{port}", configure_logging=False, log_to_driver=False,
+                         runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "TRITON_INTERPRET": "1"}})  # fmt: skip
+                break
+            except (ConnectionError, RuntimeError):  # its GCS is not up yet
+                assert head.poll() is None, f"ray start exited with {head.returncode}"
+                assert time.monotonic() < deadline, "the Ray head did not start in 90 s"
+                time.sleep(0.5)
+        yield
+    finally:
+        ray.shutdown()
+        os.killpg(head.pid, signal.SIGTERM)  # the head and every process it started (its session)
+        try:
+            head.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait()
+
+
 @pytest.fixture(scope="module")
 def cluster(tiny_model_dir, tmp_path_factory):
     """Two replicas on a local Ray (one CPU each) and a front on 127.0.0.1:<free port>."""
-    import ray
     from ray import serve
 
     from framecast.server.cluster.launch import ClusterConfig, start_local
     from framecast.server.config import ServerConfig
 
-    ray.init(num_cpus=REPLICAS, include_dashboard=False, configure_logging=False, log_to_driver=False,
-             runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "TRITON_INTERPRET": "1"}})  # fmt: skip
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
     config = ServerConfig.build(model_dir=str(tiny_model_dir), data_dir=str(tmp_path_factory.mktemp("cluster-data")),
                                 host="127.0.0.1", port=0, max_frames=33, max_pixels=128 * 128,
                                 otel_exporter=InMemorySpanExporter())  # the front traces; the replicas get no exporter  # fmt: skip
-    try:
-        front = start_local(config, ClusterConfig(replicas=REPLICAS, health_check_period_s=1.0))
-        yield front
-        front.stop(grace=5)
-    finally:
-        serve.shutdown()
-        ray.shutdown()
+    with ray_head(REPLICAS):
+        try:
+            front = start_local(config, ClusterConfig(replicas=REPLICAS, health_check_period_s=1.0))
+            yield front
+            front.stop(grace=5)
+        finally:
+            serve.shutdown()
 
 
 @pytest.fixture()
