@@ -69,13 +69,12 @@ class MediaStore:
             self._remove_interrupted_writes()
 
     def _remove_interrupted_writes(self) -> None:
-        """Remove deletes and uploads a crash interrupted: trash, temporary files, media without meta.json."""
+        """Remove deletes and uploads a crash interrupted: trash (an upload's spooled file, a renamed
+        entry, a staging or scratch directory), temporary files, media without meta.json."""
         remove_interrupted_writes(self.root)
-        for directory in self.root.iterdir():
-            if directory.name.startswith(_TRASH_PREFIX):
-                shutil.rmtree(directory, ignore_errors=True)
-            elif _DIGEST.fullmatch(directory.name) and not (directory / "meta.json").is_file():
-                shutil.rmtree(directory, ignore_errors=True)
+        for entry in self.root.iterdir():
+            if entry.name.startswith(_TRASH_PREFIX) or (_DIGEST.fullmatch(entry.name) and not (entry / "meta.json").is_file()):
+                _remove(entry)
 
     def _dir(self, media_id: str) -> Path:
         if not media_id.startswith(ID_PREFIX):
@@ -291,6 +290,14 @@ class MediaStore:
         """Every decoded frame [F, H, W, 3] uint8 of stored media, as displayed (small media only)."""
         path, _ = self.footage(media_id, field)
         return decode_all(path, field).frames
+
+
+def _remove(path: Path) -> None:
+    """Remove a file or a directory tree, whichever ``path`` is (rmtree leaves a file in place)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def kind_of(info: MediaInfo) -> MediaKind:

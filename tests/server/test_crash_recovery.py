@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import grpc
@@ -150,6 +151,42 @@ def test_what_a_crash_left_half_written_is_removed_and_what_was_stored_is_kept(
     assert sorted(p.name for p in adapters.iterdir()) == ["kept"]
     assert not list(data_dir.rglob("*.tmp"))
     assert not half_upload.exists()
+
+
+def test_an_upload_killed_part_way_leaves_nothing_after_the_restart(serve, start_server_at, tiny_model_dir, scene, tmp_path):
+    data_dir = tmp_path / "data"
+    server = serve(data_dir)
+    source, mask, edited = upload_scene(server.stub, scene)
+    media = data_dir / "media"
+    held = threading.Event()  # the upload's stream waits here, its first chunk spooled by the server
+
+    def chunks():
+        yield pb.MediaChunk(header=pb.MediaRef(filename="big.mp4"), data=b"\0" * 65536)
+        held.wait(60)
+
+    upload_call = server.stub.UploadMedia.future(chunks(), timeout=60)
+    deadline = time.monotonic() + 30
+    while not (spooled := [p for p in media.glob(".deleted-upload-*") if p.stat().st_size]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(spooled) == 1 and spooled[0].is_file()
+    server.process.kill()  # before the channel closes: a cancelled upload removes its spool itself
+    server.process.wait()
+    server.kill()
+    held.set()
+    with pytest.raises(grpc.RpcError):
+        upload_call.result()
+    # What a crash in the middle of a delete leaves beside it: the entry renamed out of the way.
+    interrupted_delete = media / f".deleted-{'cd' * 32}-0123abcd"
+    interrupted_delete.mkdir()
+    (interrupted_delete / "data").write_bytes(b"partly removed")
+    assert spooled[0].exists()
+
+    restarted = start_server_at(tiny_model_dir, data_dir)
+    with grpc.insecure_channel(f"127.0.0.1:{restarted.port}") as channel:
+        stub = framecast_pb2_grpc.FramecastStub(channel)
+        assert {m.id for m in stub.ListMedia(pb.ListMediaRequest(), timeout=10).media} == {source.id, mask.id, edited.id}
+    assert not spooled[0].exists() and not interrupted_delete.exists()
+    assert sorted(p.name for p in media.iterdir()) == sorted(m.id.removeprefix("sha256:") for m in (source, mask, edited))
 
 
 def test_trainings_a_crash_caught_before_their_job_record_was_final(start_server_at, tiny_model_dir, shapes, tmp_path):  # noqa: F811
