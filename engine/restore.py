@@ -264,7 +264,8 @@ class _VideoWriter:
 
 
 class _AudioCopy:
-    """The source's first audio stream, packet for packet, within the shot's time range."""
+    """The source's first audio stream, packet for packet, within the shot's time range, moved
+    earlier by as much as the video (``start_time``, the part's offset from the first frame)."""
 
     def __init__(self, shot: Shot, container, start_time: float):
         import av
@@ -276,10 +277,11 @@ class _AudioCopy:
         self.time_base = stream.time_base
         grid = shot.grid
         video_origin = shot.source.info.first_pts * Fraction(shot.source.info.time_base)
-        self.origin = video_origin + Fraction(start_time).limit_denominator(1 << 40)  # the output's time 0, in source time
+        self.offset = Fraction(start_time).limit_denominator(1 << 40)
+        self.start = video_origin + self.offset  # the shot's first frame, in source time
         self.end = video_origin + Fraction(grid.time(grid.frames)).limit_denominator(1 << 40)
         self.whole = start_time <= TIME_EPSILON and shot.range_indices[1] == shot.source.info.num_frames - 1
-        self.shift = round(self.origin / self.time_base) if not self.whole else 0
+        self.shift = round(self.offset / self.time_base) if not self.whole else 0
         self.done = False
 
     def until(self, time_s: float) -> None:
@@ -291,7 +293,7 @@ class _AudioCopy:
                     self.done = True
                 continue
             when = packet.pts * self.time_base if packet.pts is not None else None
-            if when is not None and not self.whole and (when < self.origin or when >= self.end):
+            if when is not None and not self.whole and (when < self.start or when >= self.end):
                 continue
             if packet.pts is not None:
                 packet.pts -= self.shift
@@ -299,7 +301,7 @@ class _AudioCopy:
                 packet.dts -= self.shift
             packet.stream = self.out
             self._mux(packet)
-            if when is not None and float(when - self.origin) > time_s:
+            if when is not None and float(when - self.offset) > time_s:
                 return
 
     def _mux(self, packet) -> None:
@@ -351,6 +353,9 @@ def restore(
     path = Path(out_dir) / f"output{output_suffix(shot, options.encoding)}"
     times = info.frame_times or tuple(i / grid.fps for i in range(info.num_frames))
     start_time = times[first]
+    # Each frame keeps its source timestamp, the first's included (a webm's first frame may come at
+    # 7 ms, its audio at 0); a part of the source moves earlier by its offset from the first frame.
+    origin = float(info.first_pts * Fraction(info.time_base)) if info.frame_times else 0.0
     if Encoding(options.encoding) is Encoding.PNG_SEQUENCE:
         writer = _PngWriter(path)
     else:
@@ -375,7 +380,7 @@ def restore(
             region = regions[k0] | (regions[k1] if a > TIME_EPSILON else False)
             replacement = edited if index == first and edited is not None and options.composite else None
             out = compositor.compose(frame, interpolate.at(k0, k1, a), region, replacement)
-            writer.write(out, times[index] - start_time)
+            writer.write(out, origin + times[index] - start_time)
             written += 1
             if on_write is not None:
                 on_write(written, total)

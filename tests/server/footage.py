@@ -104,6 +104,17 @@ def read_video(data_or_path) -> tuple[np.ndarray, list[float], int]:
     return np.stack(frames), [t - start for t in times], rotation
 
 
+def video_times(data_or_path) -> list[float]:
+    """Each decoded video frame's presentation time in seconds, as a player places it (not rebased
+    to the first frame: a stream may start later than 0)."""
+    import io
+
+    source = io.BytesIO(data_or_path) if isinstance(data_or_path, bytes) else str(data_or_path)
+    with av.open(source) as container:
+        stream = container.streams.video[0]
+        return [float(frame.pts * stream.time_base) for frame in container.decode(stream)]
+
+
 def read_audio(data_or_path) -> np.ndarray:
     """Every decoded audio sample of the first audio stream, [channels, samples] float32."""
     import io

@@ -14,7 +14,7 @@ import pytest
 from framecast.engine.media import encode_png, encode_video, mask_to_frames
 from framecast.v1 import framecast_pb2 as pb
 
-from .footage import make_footage, read_audio, read_video
+from .footage import make_footage, read_audio, read_video, video_times
 from .test_e2e import upload
 
 SPRITE_FILL = 0.5  # the mask boxes below are drawn generously around the sprite's path
@@ -107,6 +107,23 @@ def test_a_variable_frame_rate_webm_keeps_its_timestamps(toy, tmp_path):
     source = toy.ListMedia(pb.ListMediaRequest(), timeout=10).media
     duration = next(m.duration_s for m in source if m.filename == "vfr.webm")
     assert result.working_fps == 16.0 and result.working_frames == math.ceil(duration * 16 - 1e-6)
+    check_whole(footage, result, data, mask)
+
+
+def test_a_variable_frame_rate_webm_starting_after_0_keeps_its_first_timestamp(toy, tmp_path):
+    """Its first frame at 7 ms (as a browser's recorder writes one): the output's first frame stays
+    at 7 ms, every frame at its own source time, and the audio where it was beside them."""
+    times = [0.007, 0.05, 0.1, 0.3, 0.33, 0.6, 0.9, 1.0, 1.5, 2.0, 2.2, 2.63]
+    footage = make_footage(tmp_path / "late.webm", 5, 320, 240, times, codec="libvpx-vp9", audio="libopus",
+                           time_base=Fraction(1, 1000))  # fmt: skip
+    source_times = video_times(footage.path)
+    assert source_times[0] == pytest.approx(0.007, abs=1e-9)
+    mask = box_mask(footage)
+    result, data = run(toy, footage, encode_png(mask_to_frames(mask[None])[0]))
+    output_times = video_times(data)
+    tick = 1e-3  # the source's time base
+    assert abs(output_times[0] - source_times[0]) <= tick, (output_times[0], source_times[0])
+    np.testing.assert_allclose(output_times, source_times, atol=tick)
     check_whole(footage, result, data, mask)
 
 
