@@ -84,8 +84,8 @@ class RunningServer:
         framecast_pb2_grpc.add_FramecastServicer_to_server(self.service, self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, self._server)
         enable_reflection(self._server)
-        self._stopped = threading.Event()
-        self._stopping = threading.Lock()
+        self._stop = GracefulStop(self.health, self.queue, self._server, self._health_lane, self.metrics, self.tracing,
+                                  self._data_lock, config.grace_s, "stopped")  # fmt: skip
         self._ready = threading.Event()
         self._load_ended = threading.Event()  # loaded or failed
         self._loader: threading.Thread | None = None
@@ -133,7 +133,7 @@ class RunningServer:
     def _expire_media(self) -> None:
         """Delete media older than the retention period: at start, then every tenth of it (at most hourly)."""
         max_age_s = self.config.media_retention_hours * 3600.0
-        while not self._stopped.is_set():
+        while not self._stop.stopped.is_set():
             try:
                 deleted = self.media.expire(max_age_s)
             except Exception:
@@ -141,7 +141,7 @@ class RunningServer:
             else:
                 if deleted:
                     log.info("retention: deleted %d media older than %g h", len(deleted), self.config.media_retention_hours)
-            self._stopped.wait(min(3600.0, max_age_s / 10))
+            self._stop.stopped.wait(min(3600.0, max_age_s / 10))
 
     def _load_engine(self) -> None:
         config = self.config
@@ -171,44 +171,57 @@ class RunningServer:
         return self._ready.is_set()
 
     def wait(self) -> None:
-        self._stopped.wait()
+        self._stop.stopped.wait()
 
     def stop(self, grace: float | None = None) -> None:
-        """Graceful stop: refuse new RPCs and jobs, finish or cancel running work, flush records.
+        """Graceful stop: refuse new RPCs and jobs, finish or cancel running work, flush records
+        (``GracefulStop``). Bounded: a job stuck in a step is abandoned after about twice ``grace``
+        (JobQueue.shutdown), so no RPC handler is left following it and the process can exit."""
+        self._stop(grace)
 
-        Bounded: a job stuck in a step is abandoned after about twice ``grace`` (JobQueue.shutdown), so
-        no RPC handler is left following it and the process can exit."""
-        with self._stopping:  # a second signal waits for the first stop instead of starting another
-            if self._stopped.is_set():
+
+class GracefulStop:
+    """The stop of a port serving a queue's jobs, a single server's or a cluster front's, done once.
+
+    Not ready, the queue shut down (``JobQueue.shutdown``: ``grace`` to finish, then cancelled),
+    the port closed after ``grace`` more for open calls, health's threads and the metrics page
+    stopped, the spans of the calls and jobs just ended sent (``tracing``, or None), and the data
+    directory's lock released last: another server may use the directory from then on. Then
+    ``stopped`` is set and ``stopped_line`` logged. A second call (a second signal) waits for the
+    first to finish and returns, instead of running into a stop half done."""
+
+    def __init__(self, health: Health, queue: JobQueue, server: grpc.Server, health_lane: HealthLane, metrics: Metrics,
+                 tracing, data_lock, grace_s: float, stopped_line: str):  # fmt: skip
+        self.health, self.queue, self.server, self.health_lane = health, queue, server, health_lane
+        self.metrics, self.tracing, self.data_lock = metrics, tracing, data_lock
+        self.grace_s = grace_s  # the configured grace, for a call that names none
+        self.stopped_line = stopped_line
+        self.stopped = threading.Event()
+        self._stopping = threading.Lock()
+
+    def __call__(self, grace: float | None = None) -> None:
+        with self._stopping:
+            if self.stopped.is_set():
                 return
-            grace = self.config.grace_s if grace is None else grace
             try:
-                stop_serving(self.health, self.queue, self._server, self._health_lane, self.metrics, grace, self.tracing,
-                             self._data_lock)  # fmt: skip
+                self._stop(self.grace_s if grace is None else grace)
             finally:
-                self._stopped.set()
-                log.info("stopped")
+                self.stopped.set()
+                log.info(self.stopped_line)
 
-
-def stop_serving(health: Health, queue: JobQueue, server: grpc.Server, health_lane: HealthLane, metrics: Metrics,
-                 grace: float, tracing, data_lock) -> None:  # fmt: skip
-    """The graceful stop of a port serving ``queue``'s jobs: not ready, the queue shut down
-    (``JobQueue.shutdown``: ``grace`` to finish, then cancelled), the port closed after ``grace``
-    more for open calls, health's threads and the metrics page stopped, the spans of the calls and
-    jobs just ended sent (``tracing``, or None), and the data directory's lock released last:
-    another server may use the directory from then on."""
-    health.stopping()
-    try:
-        queue.shutdown(grace)
-    finally:
+    def _stop(self, grace: float) -> None:
+        self.health.stopping()
         try:
-            server.stop(grace).wait()
-            health_lane.close()
-            metrics.close()
+            self.queue.shutdown(grace)
         finally:
-            if tracing is not None:
-                tracing.close()
-            data_lock.close()
+            try:
+                self.server.stop(grace).wait()
+                self.health_lane.close()
+                self.metrics.close()
+            finally:
+                if self.tracing is not None:
+                    self.tracing.close()
+                self.data_lock.close()
 
 
 def enable_reflection(server: grpc.Server) -> None:

@@ -35,7 +35,7 @@ from framecast.engine.errors import FailedPrecondition, InvalidInput, Unavailabl
 from framecast.engine.grid import WAN_FPS
 from framecast.server import convert
 from framecast.server.adapter_rpcs import settle_interrupted_training
-from framecast.server.app import SERVICE_NAME, enable_reflection, lock_data_dir, open_port, stop_serving, tracing_for
+from framecast.server.app import SERVICE_NAME, GracefulStop, enable_reflection, lock_data_dir, open_port, tracing_for
 from framecast.server.cluster.claims import CLAIMS_DIR, AdapterClaims
 from framecast.server.cluster.front_jobs import CANCEL_DIR, FRONTS_DIR, FrontJobs, relay, remote_failure
 from framecast.server.config import ServerConfig
@@ -282,7 +282,8 @@ class ClusterFront:
         pb_grpc.add_FramecastServicer_to_server(self.service, self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, self._server)
         enable_reflection(self._server)
-        self._stopped = threading.Event()
+        self._stop = GracefulStop(self.health, self.queue, self._server, self._health_lane, self.metrics, self.tracing,
+                                  self._data_lock, config.grace_s, "cluster front stopped")  # fmt: skip
         self._readiness: tuple[float, str | None] = (float("-inf"), None)  # when last asked, and the answer
 
     def replica_stats(self, timeout_s: float = 10.0) -> dict:
@@ -313,15 +314,8 @@ class ClusterFront:
         return self
 
     def wait(self) -> None:
-        self._stopped.wait()
+        self._stop.stopped.wait()
 
     def stop(self, grace: float | None = None) -> None:
-        if self._stopped.is_set():
-            return
-        grace = self.config.grace_s if grace is None else grace
-        try:
-            stop_serving(self.health, self.queue, self._server, self._health_lane, self.metrics, grace, self.tracing,
-                         self._data_lock)  # fmt: skip
-        finally:
-            self._stopped.set()
-            log.info("cluster front stopped")
+        """The single server's graceful stop (``GracefulStop``), done once however many ask."""
+        self._stop(grace)
