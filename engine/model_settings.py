@@ -161,6 +161,6 @@ def _typed(name: str, value: Any, default: Any, where: str) -> Any:
     else:  # a float, or a number where the default is None
         ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
     if not ok:
-        kind = type(default).__name__ if default is not None else "number"
-        raise InvalidInput("model", where, f"has {name} {value!r}: it must be a {kind}, as {default!r} is")
+        kind = {bool: "true or false", int: "a whole number"}.get(type(default), "a number")
+        raise InvalidInput("model", where, f"has {name} {value!r}: it must be {kind}, as the default {default!r} is")
     return float(value) if isinstance(default, float) else value

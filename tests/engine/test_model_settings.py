@@ -47,7 +47,7 @@ def test_a_request_overrides_its_preset_which_overrides_the_model():
     ([1, 2], "must hold a JSON object"),
     ({"trian": {}}, "unknown settings ['trian']"),
     ({"train": {"learnig_rate": 1}}, "does not have: ['learnig_rate']"),
-    ({"train": {"steps": 2.5}}, "steps 2.5: it must be a int"),
+    ({"train": {"steps": 2.5}}, "steps 2.5: it must be a whole number"),
     ({"train": {"steps": True}}, "steps True"),
     ({"propagate": {"step_cache": "warp"}}, "step_cache 'warp': it must be one of none, first-block, taylorseer"),
     ({"propagate": {"guidance_scale": "high"}}, "guidance_scale 'high'"),
