@@ -330,7 +330,8 @@ class FramecastClient:
         creates may be named, and the job runs after that training. ``options`` are
         ``framecast.client.requests.propagate_request``'s: negative_prompt, steps (default 30),
         guidance_scale, seed, composite, feather_px, mask_mode, dilate_px, output_encoding ("mp4",
-        "mp4-lossless", "png-sequence"), adapter_strength, quality (H.264 CRF 0-51), interpolation
+        "mp4-lossless", "png-sequence"), container ("mp4", "matroska": the file of an mp4 encoding),
+        adapter_strength, quality (H.264 CRF 0-51), interpolation
         ("nearest", "blend", "flow"), guidance_steps, step_cache ("none", "first-block",
         "taylorseer"), cache_threshold, cache_interval, and the shot: start_s, end_s, fps,
         source_fps, fit; None leaves a setting to the server, or to ``preset=`` as in ``train``. ``timeout`` bounds the whole stream. Raises ValueError for

@@ -29,6 +29,9 @@ OUTPUT_ENCODINGS = {
     "mp4-lossless": pb.OUTPUT_ENCODING_MP4_H264_LOSSLESS,
     "png-sequence": pb.OUTPUT_ENCODING_PNG_SEQUENCE,
 }
+# The file of an mp4 encoding's output: mp4 (audio mp4 cannot carry as it is transcoded to AAC), or
+# Matroska (the audio copied whatever its codec); None: mp4 unless the source's audio needs Matroska.
+CONTAINERS = {"mp4": pb.OUTPUT_CONTAINER_MP4, "matroska": pb.OUTPUT_CONTAINER_MATROSKA}
 FIT_MODES = {"fit": pb.FIT_MODE_FIT, "crop": pb.FIT_MODE_CROP, "pad": pb.FIT_MODE_PAD}
 INTERPOLATIONS = {"nearest": pb.INTERPOLATION_NEAREST, "blend": pb.INTERPOLATION_BLEND, "flow": pb.INTERPOLATION_FLOW}
 TRACKERS = {"csrt": pb.TRACKER_CSRT, "flow": pb.TRACKER_FLOW, "sam2": pb.TRACKER_SAM2}
@@ -327,6 +330,7 @@ def propagate_request(
     fps: float | None = None,
     source_fps: bool = False,
     fit: str | int | None = None,
+    container: str | int | None = None,
 ) -> pb.PropagateRequest:
     """The ``PropagateRequest`` of ``FramecastClient.propagate`` and ``plan_propagate``.
 
@@ -337,7 +341,9 @@ def propagate_request(
     mask_mode "bbox", quality 18 (the output's H.264 CRF, 0 best to 51), interpolation the server's
     (``ServerInfo.interpolation``; "nearest", "blend" or "flow": how source frames between two
     working frames get their edit). ``output_encoding``: "mp4" (default), "mp4-lossless" or
-    "png-sequence". Faster sampling: ``guidance_steps`` (guidance on the first N steps only; 0 =
+    "png-sequence"; ``container`` (mp4 encodings): "mp4" (audio an mp4 cannot carry as it is, Opus
+    or Vorbis, transcoded to AAC) or "matroska" (the audio copied as it is); None: mp4 unless the
+    source's audio needs Matroska. Faster sampling: ``guidance_steps`` (guidance on the first N steps only; 0 =
     every step), ``step_cache`` ("none", "first-block" with ``cache_threshold``, "taylorseer" with
     ``cache_interval``). ``window_frames`` and ``overlap_frames`` as in ``train_request``. The
     shot (``start_s``, ``end_s``, ``fps``, ``source_fps``, ``fit``) as
@@ -360,6 +366,7 @@ def propagate_request(
         dilate_px=uint_value(dilate_px or 0, "dilate_px"),
         output_encoding=enum_value(output_encoding, OUTPUT_ENCODINGS, "output_encoding"),
         interpolation=enum_value(interpolation, INTERPOLATIONS, "interpolation"),
+        container=enum_value(container, CONTAINERS, "container"),
         guidance_steps=uint_value(guidance_steps or 0, "guidance_steps"),
         step_cache=enum_value(step_cache, STEP_CACHES, "step_cache"),
         window_frames=uint_value(window_frames or 0, "window_frames"),

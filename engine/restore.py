@@ -1,5 +1,6 @@
 """Real footage out: what was generated on the working grid, back at the source's size, frame
-rate, frame count and timestamps, with the source's audio copied unchanged.
+rate, frame count and timestamps, with the source's audio: copied unchanged, or transcoded to AAC
+where an mp4 is asked for and the source's codec is one mp4 cannot carry as it is.
 
 For every source frame of the shot (decoded again, one at a time) the generated region is
 taken at that frame's time (working frames ``interpolation``-ed in between: a source at 30 fps
@@ -30,14 +31,25 @@ from framecast.engine.shots import Shot
 
 OnWrite = Callable[[int, int], None]  # (frames written, frames to write)
 # Audio codecs an mp4 carries packet for packet, decoding to the same samples; any other (Opus and
-# Vorbis from webm, whose codec delay mp4 records differently) goes into Matroska instead.
+# Vorbis from webm, whose codec delay mp4 records differently) goes into Matroska, or is transcoded
+# to AAC for an mp4 asked for by name (Container.MP4).
 MP4_AUDIO = {"aac", "mp3", "ac3", "eac3", "alac"}
+AAC_BITS_PER_CHANNEL = 96_000  # bits a second: 192 kb/s for stereo, transparent for AAC-LC
+AAC_FRAME = 1024  # samples an AAC-LC frame holds (the encoder's frame_size, unknown until it opens)
 
 
 class Encoding(str, enum.Enum):
     MP4 = "mp4"  # H.264, CRF ``quality``
     MP4_LOSSLESS = "mp4-lossless"  # H.264 in RGB at QP 0: decodes to exactly the pixels written
     PNG_SEQUENCE = "png-sequence"  # a zip of PNG frames and their timestamps (no audio)
+
+
+class Container(str, enum.Enum):
+    """The file an mp4 encoding is written in."""
+
+    AUTO = "auto"  # mp4, or Matroska when the source's audio is a codec mp4 cannot carry as it is
+    MP4 = "mp4"  # mp4 always: audio it cannot carry as it is is transcoded to AAC
+    MATROSKA = "matroska"  # .mkv always: the audio copied whatever its codec
 
 
 class Interpolation(str, enum.Enum):
@@ -55,6 +67,7 @@ class OutputOptions:
     composite: bool = True  # the generated region over the source; False: the whole generated frame, scaled up
     feather_px: int = 3  # source pixels over which the region fades into the source
     interpolation: Interpolation = Interpolation.FLOW
+    container: Container = Container.AUTO
 
 
 @dataclass(frozen=True)
@@ -62,7 +75,7 @@ class Restored:
     """What was written: the output's own properties."""
 
     path: Path
-    suffix: str  # ".mp4", ".mkv" (a source audio codec an mp4 cannot carry), ".zip"
+    suffix: str  # ".mp4", ".mkv" (asked for, or a source audio codec an mp4 cannot carry as it is), ".zip"
     width: int
     height: int
     num_frames: int
@@ -74,6 +87,9 @@ class Restored:
 def check_output(options: OutputOptions) -> None:
     if not 0 <= options.quality <= 51:
         raise InvalidInput("quality", options.quality, "must be a CRF between 0 (best) and 51")
+    if options.encoding is Encoding.PNG_SEQUENCE and options.container is not Container.AUTO:
+        raise InvalidInput("container", options.container.value, "applies to the mp4 encodings; png-sequence "
+                           "writes a zip: leave container unset, or ask for an mp4 encoding")  # fmt: skip
 
 
 # --- between working frames -------------------------------------------------------------------
@@ -241,7 +257,10 @@ class _VideoWriter:
         stream.time_base = self.time_base
         stream.codec_context.time_base = self.time_base
         self.stream = stream
-        self.audio = _AudioCopy(shot, self.container, start_time) if info.audio is not None else None
+        self.audio = None
+        if info.audio is not None:
+            copied = path.suffix == ".mkv" or info.audio.codec in MP4_AUDIO
+            self.audio = (_AudioCopy if copied else _AudioTranscode)(shot, self.container, start_time)
 
     def write(self, frame: np.ndarray, time_s: float) -> None:
         import av
@@ -272,7 +291,7 @@ class _AudioCopy:
 
         self.source = av.open(str(shot.source.path), mode="r")
         stream = self.source.streams.audio[0]
-        self.out = container.add_stream_from_template(stream)
+        self.out = self._add_stream(container, stream)
         self.packets = self.source.demux(stream)
         self.time_base = stream.time_base
         grid = shot.grid
@@ -299,16 +318,74 @@ class _AudioCopy:
                 packet.pts -= self.shift
             if packet.dts is not None:
                 packet.dts -= self.shift
-            packet.stream = self.out
-            self._mux(packet)
+            self._take(packet)
             if when is not None and float(when - self.offset) > time_s:
                 return
+
+    def _add_stream(self, container, stream):
+        return container.add_stream_from_template(stream)
+
+    def _take(self, packet) -> None:
+        packet.stream = self.out
+        self._mux(packet)
 
     def _mux(self, packet) -> None:
         self.out.container.mux(packet)
 
     def close(self) -> None:
         self.source.close()
+
+
+class _AudioTranscode(_AudioCopy):
+    """The same packets decoded and encoded again as AAC, for an mp4 asked for by name when the
+    source's codec is one mp4 cannot carry as it is (Opus, Vorbis). The samples run on without a
+    gap from the first one kept, at the source's rate where AAC has it (48 kHz otherwise)."""
+
+    def _add_stream(self, container, stream):
+        import av
+
+        self.decoder = stream.codec_context
+        rate = stream.codec_context.sample_rate
+        rate = rate if rate in av.codec.Codec("aac", "w").audio_rates else 48_000
+        layout = stream.codec_context.layout.name if stream.codec_context.channels <= 2 else "stereo"
+        out = container.add_stream("aac", rate=rate)
+        out.layout = layout
+        out.bit_rate = AAC_BITS_PER_CHANNEL * out.codec_context.channels
+        out.time_base = Fraction(1, rate)
+        self.resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate)
+        self.fifo = av.AudioFifo()
+        self.rate, self.samples = rate, None  # samples: the output's next sample, from the first frame decoded
+        return out
+
+    def _take(self, packet) -> None:
+        for frame in self.decoder.decode(packet):
+            if self.samples is None:  # the first sample kept, at its time in the output
+                self.samples = round(frame.pts * frame.time_base * self.rate) if frame.pts is not None else 0
+            for resampled in self.resampler.resample(frame):
+                resampled.pts = None
+                self.fifo.write(resampled)
+        self._encode(AAC_FRAME)
+
+    def _encode(self, size: int, last: bool = False) -> None:
+        while self.fifo.samples >= size or (last and self.fifo.samples):
+            frame = self.fifo.read(min(size, self.fifo.samples))
+            frame.pts, frame.time_base = self.samples, Fraction(1, self.rate)
+            self.samples += frame.samples
+            for packet in self.out.encode(frame):
+                self._mux(packet)
+
+    def close(self) -> None:
+        for frame in self.decoder.decode(None):
+            for resampled in self.resampler.resample(frame):
+                resampled.pts = None
+                self.fifo.write(resampled)
+        for resampled in self.resampler.resample(None):
+            resampled.pts = None
+            self.fifo.write(resampled)
+        self._encode(AAC_FRAME, last=True)
+        for packet in self.out.encode(None):
+            self._mux(packet)
+        super().close()
 
 
 class _PngWriter:
@@ -329,9 +406,13 @@ class _PngWriter:
         self.archive.close()
 
 
-def output_suffix(shot: Shot, encoding: Encoding) -> str:
+def output_suffix(shot: Shot, encoding: Encoding, container: Container = Container.AUTO) -> str:
+    """The output's file: a zip of PNGs, or the container asked for (AUTO: mp4 unless the source's
+    audio is a codec mp4 cannot carry as it is)."""
     if Encoding(encoding) is Encoding.PNG_SEQUENCE:
         return ".zip"
+    if Container(container) is not Container.AUTO:
+        return ".mp4" if Container(container) is Container.MP4 else ".mkv"
     audio = shot.source.info.audio
     return ".mkv" if audio is not None and audio.codec not in MP4_AUDIO else ".mp4"
 
@@ -350,7 +431,7 @@ def restore(
     grid, info = shot.grid, shot.source.info
     generated, regions = frames[: grid.frames], edit_mask[: grid.frames]
     first, last = shot.range_indices
-    path = Path(out_dir) / f"output{output_suffix(shot, options.encoding)}"
+    path = Path(out_dir) / f"output{output_suffix(shot, options.encoding, options.container)}"
     times = info.frame_times or tuple(i / grid.fps for i in range(info.num_frames))
     start_time = times[first]
     # Each frame keeps its source timestamp, the first's included (a webm's first frame may come at

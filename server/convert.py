@@ -29,7 +29,7 @@ from framecast.engine.requests import (
     TrainJob,
     TrainSettings,
 )
-from framecast.engine.restore import Encoding, Interpolation, OutputOptions, check_output
+from framecast.engine.restore import Container, Encoding, Interpolation, OutputOptions, check_output
 from framecast.engine.sampling import Sampler
 from framecast.engine.shots import MaskPrompt, ReferenceInput, Shot, ShotClip, ShotOptions, StoredMedia, plan_shot
 from framecast.engine.tracking import Box, Point, TrackerKind
@@ -47,6 +47,7 @@ ENCODINGS = {
     pb.OUTPUT_ENCODING_MP4_H264_LOSSLESS: Encoding.MP4_LOSSLESS,
     pb.OUTPUT_ENCODING_PNG_SEQUENCE: Encoding.PNG_SEQUENCE,
 }
+CONTAINERS = {pb.OUTPUT_CONTAINER_MP4: Container.MP4, pb.OUTPUT_CONTAINER_MATROSKA: Container.MATROSKA}
 FITS = {pb.FIT_MODE_FIT: Fit.FIT, pb.FIT_MODE_CROP: Fit.CROP, pb.FIT_MODE_PAD: Fit.PAD}
 TRACKERS = {pb.TRACKER_CSRT: TrackerKind.CSRT, pb.TRACKER_FLOW: TrackerKind.FLOW, pb.TRACKER_SAM2: TrackerKind.SAM2}
 INTERPOLATIONS = {
@@ -231,7 +232,7 @@ def propagate_job(request: pb.PropagateRequest, media: MediaStore, engine: Engin
 
 
 def output_options(request: pb.PropagateRequest, problems: Problems) -> OutputOptions:
-    """How a propagation's result is written: encoding, quality, composite, interpolation."""
+    """How a propagation's result is written: encoding, quality, composite, interpolation, container."""
     encoding = request.output_encoding or pb.OUTPUT_ENCODING_MP4_H264
     if encoding not in ENCODINGS:
         problems.add(InvalidInput("output_encoding", encoding, "is not a known OutputEncoding"))
@@ -239,9 +240,12 @@ def output_options(request: pb.PropagateRequest, problems: Problems) -> OutputOp
     interpolation = None
     with problems.check():
         interpolation = _choice(INTERPOLATIONS, request.interpolation, "interpolation", "Interpolation")
+    container = None
+    with problems.check():
+        container = _choice(CONTAINERS, request.container, "container", "OutputContainer")
     options = OutputOptions(**_set(
         encoding=ENCODINGS[encoding], quality=_present(request, "quality"), composite=request.composite,
-        feather_px=_present(request, "feather_px"), interpolation=interpolation,
+        feather_px=_present(request, "feather_px"), interpolation=interpolation, container=container,
     ))  # fmt: skip
     with problems.check():
         check_output(options)

@@ -39,6 +39,9 @@ from framecast.engine.requests import PropagateJob, TrainSettings
 from framecast.v1 import framecast_pb2 as pb
 
 TRAIN = TrainSettings()  # the server's training defaults, which the options show and send
+# What an mp4 encoding's --output may be named, and the container each name asks the server for:
+# .mp4 (audio an mp4 cannot carry as it is, Opus or Vorbis, transcoded to AAC) or .mkv (audio as it is).
+CONTAINER_SUFFIXES = {".mp4": "mp4", ".mkv": "matroska"}
 quality_int = whole_number(0, MAX_QUALITY, "quality_int")
 
 
@@ -74,8 +77,18 @@ def propagate_kwargs(args) -> dict:
         output_encoding=args.output_encoding, adapter_strength=args.adapter_strength, quality=args.quality,
         interpolation=args.interpolation, guidance_steps=args.guidance_steps, step_cache=args.step_cache,
         cache_threshold=args.cache_threshold, cache_interval=args.cache_interval, preset=args.preset,
-        window_frames=args.window_frames, overlap_frames=args.overlap_frames, **shot_kwargs(args),
+        window_frames=args.window_frames, overlap_frames=args.overlap_frames, container=output_container(args),
+        **shot_kwargs(args),
     )  # fmt: skip
+
+
+def output_container(args) -> str | None:
+    """The container the ``--output`` name asks for ("mp4", "matroska"); None without a name (the
+    server's choice, whose suffix the file then takes) or for png-sequence (a zip)."""
+    name = getattr(args, "output", None)
+    if name is None or args.output_encoding == "png-sequence":
+        return None
+    return CONTAINER_SUFFIXES.get(Path(name).suffix.lower())
 
 
 # ---- running jobs ---------------------------------------------------------------------------
@@ -102,9 +115,18 @@ def detached(client: FramecastClient, started: list[tuple[str, str]], streams) -
 
 
 def output_file(args) -> Path:
-    """``--output``, or ``output.mp4`` (``output.zip`` for png-sequence), checked before any upload."""
-    default = "output.zip" if args.output_encoding == "png-sequence" else "output.mp4"
-    return output_path(args.output or default, "--output")
+    """``--output``, or ``output.mp4`` (``output.zip`` for png-sequence), checked before any upload:
+    a name says what the file is (.mp4 or .mkv for the mp4 encodings, .zip for png-sequence)."""
+    png = args.output_encoding == "png-sequence"
+    output = output_path(args.output or ("output.zip" if png else "output.mp4"), "--output")
+    suffix = output.suffix.lower()
+    if png and suffix != ".zip":
+        raise CliError(f"--output {output}: png-sequence writes a zip of PNG frames; name the file .zip")
+    if not png and suffix not in CONTAINER_SUFFIXES:
+        raise CliError(f"--output {output}: the video is written as .mp4 (its audio AAC where the source's is a codec "
+                       "mp4 cannot carry as it is) or .mkv (its audio as the source has it); name the file with one of "
+                       "them, or use --output-encoding png-sequence for a .zip of frames")  # fmt: skip
+    return output
 
 
 def save_result(client: FramecastClient, result, output: Path, timeout: float | None, named: bool = True) -> Path:
@@ -329,7 +351,9 @@ def add_propagate_options(parser: argparse.ArgumentParser, composite_by_default:
         "-o", "--output",
         default=None,
         metavar="FILE",
-        help="output video (default: output.mp4, or output.zip for png-sequence; .mkv when the source's audio needs it)",
+        help="output video, .mp4 or .mkv (.zip for png-sequence); a source's Opus or Vorbis audio goes into an .mp4 "
+        "as AAC, into an .mkv as it is (default: output.mp4, or .mkv when the source's audio needs it; output.zip "
+        "for png-sequence)",
     )  # fmt: skip
     parser.add_argument("--frames-dir", default=None, metavar="DIR",
                         help="also write every frame the server streams (the working grid's) as a PNG here")  # fmt: skip

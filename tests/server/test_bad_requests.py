@@ -206,3 +206,10 @@ def test_sampling_levers_out_of_range(stub, media):
     expect(grpc.StatusCode.INVALID_ARGUMENT, propagate(stub, step_cache=99, **base), "step_cache", "99", "StepCache")
     expect(grpc.StatusCode.INVALID_ARGUMENT, propagate(stub, cache_interval=0, **base), "cache_interval", "0")
     expect(grpc.StatusCode.INVALID_ARGUMENT, propagate(stub, cache_threshold=1.5, **base), "cache_threshold", "1.5")
+
+
+def test_a_container_for_png_frames_or_an_unknown_one_is_refused(stub, media):
+    base = dict(source_id=media["source"].id, mask_id=media["mask"].id, edited_first_frame_id=media["edited"].id)
+    call = propagate(stub, output_encoding=pb.OUTPUT_ENCODING_PNG_SEQUENCE, container=pb.OUTPUT_CONTAINER_MP4, **base)
+    expect(grpc.StatusCode.INVALID_ARGUMENT, call, "container", "mp4", "png-sequence writes a zip")
+    expect(grpc.StatusCode.INVALID_ARGUMENT, propagate(stub, container=7, **base), "container", "7", "OutputContainer")

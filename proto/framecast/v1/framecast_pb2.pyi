@@ -48,6 +48,12 @@ class OutputEncoding(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     OUTPUT_ENCODING_MP4_H264_LOSSLESS: _ClassVar[OutputEncoding]
     OUTPUT_ENCODING_PNG_SEQUENCE: _ClassVar[OutputEncoding]
 
+class OutputContainer(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    OUTPUT_CONTAINER_UNSPECIFIED: _ClassVar[OutputContainer]
+    OUTPUT_CONTAINER_MP4: _ClassVar[OutputContainer]
+    OUTPUT_CONTAINER_MATROSKA: _ClassVar[OutputContainer]
+
 class StepCache(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     STEP_CACHE_UNSPECIFIED: _ClassVar[StepCache]
@@ -124,6 +130,9 @@ OUTPUT_ENCODING_UNSPECIFIED: OutputEncoding
 OUTPUT_ENCODING_MP4_H264: OutputEncoding
 OUTPUT_ENCODING_MP4_H264_LOSSLESS: OutputEncoding
 OUTPUT_ENCODING_PNG_SEQUENCE: OutputEncoding
+OUTPUT_CONTAINER_UNSPECIFIED: OutputContainer
+OUTPUT_CONTAINER_MP4: OutputContainer
+OUTPUT_CONTAINER_MATROSKA: OutputContainer
 STEP_CACHE_UNSPECIFIED: StepCache
 STEP_CACHE_NONE: StepCache
 STEP_CACHE_FIRST_BLOCK: StepCache
@@ -325,7 +334,7 @@ class TrainRequest(_message.Message):
     def __init__(self, adapter: _Optional[str] = ..., source_id: _Optional[str] = ..., mask_id: _Optional[str] = ..., references: _Optional[_Iterable[_Union[ReferenceFrame, _Mapping]]] = ..., prompt: _Optional[str] = ..., rank: _Optional[int] = ..., steps: _Optional[int] = ..., appearance_steps: _Optional[int] = ..., learning_rate: _Optional[float] = ..., mask_mode: _Optional[_Union[MaskMode, str]] = ..., dilate_px: _Optional[int] = ..., loss_weights: _Optional[_Union[LossWeights, _Mapping]] = ..., seed: _Optional[int] = ..., gradient_checkpointing_off: _Optional[bool] = ..., window_frames: _Optional[int] = ..., overlap_frames: _Optional[int] = ..., colour_variants: _Optional[int] = ..., shot: _Optional[_Union[ShotOptions, _Mapping]] = ..., mask_prompt: _Optional[_Union[MaskPrompt, _Mapping]] = ..., steps_in_all: _Optional[bool] = ...) -> None: ...
 
 class PropagateRequest(_message.Message):
-    __slots__ = ("adapter", "source_id", "mask_id", "edited_first_frame_id", "prompt", "negative_prompt", "steps", "guidance_scale", "seed", "composite", "feather_px", "mask_mode", "dilate_px", "output_encoding", "window_frames", "overlap_frames", "blend_ramp", "adapter_strength", "shot", "quality", "interpolation", "mask_prompt", "guidance_steps", "step_cache", "cache_threshold", "cache_interval")
+    __slots__ = ("adapter", "source_id", "mask_id", "edited_first_frame_id", "prompt", "negative_prompt", "steps", "guidance_scale", "seed", "composite", "feather_px", "mask_mode", "dilate_px", "output_encoding", "window_frames", "overlap_frames", "blend_ramp", "adapter_strength", "shot", "quality", "interpolation", "mask_prompt", "guidance_steps", "step_cache", "cache_threshold", "cache_interval", "container")
     ADAPTER_FIELD_NUMBER: _ClassVar[int]
     SOURCE_ID_FIELD_NUMBER: _ClassVar[int]
     MASK_ID_FIELD_NUMBER: _ClassVar[int]
@@ -352,6 +361,7 @@ class PropagateRequest(_message.Message):
     STEP_CACHE_FIELD_NUMBER: _ClassVar[int]
     CACHE_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     CACHE_INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    CONTAINER_FIELD_NUMBER: _ClassVar[int]
     adapter: str
     source_id: str
     mask_id: str
@@ -378,7 +388,8 @@ class PropagateRequest(_message.Message):
     step_cache: StepCache
     cache_threshold: float
     cache_interval: int
-    def __init__(self, adapter: _Optional[str] = ..., source_id: _Optional[str] = ..., mask_id: _Optional[str] = ..., edited_first_frame_id: _Optional[str] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., seed: _Optional[int] = ..., composite: _Optional[bool] = ..., feather_px: _Optional[int] = ..., mask_mode: _Optional[_Union[MaskMode, str]] = ..., dilate_px: _Optional[int] = ..., output_encoding: _Optional[_Union[OutputEncoding, str]] = ..., window_frames: _Optional[int] = ..., overlap_frames: _Optional[int] = ..., blend_ramp: _Optional[_Union[BlendRamp, str]] = ..., adapter_strength: _Optional[float] = ..., shot: _Optional[_Union[ShotOptions, _Mapping]] = ..., quality: _Optional[int] = ..., interpolation: _Optional[_Union[Interpolation, str]] = ..., mask_prompt: _Optional[_Union[MaskPrompt, _Mapping]] = ..., guidance_steps: _Optional[int] = ..., step_cache: _Optional[_Union[StepCache, str]] = ..., cache_threshold: _Optional[float] = ..., cache_interval: _Optional[int] = ...) -> None: ...
+    container: OutputContainer
+    def __init__(self, adapter: _Optional[str] = ..., source_id: _Optional[str] = ..., mask_id: _Optional[str] = ..., edited_first_frame_id: _Optional[str] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., seed: _Optional[int] = ..., composite: _Optional[bool] = ..., feather_px: _Optional[int] = ..., mask_mode: _Optional[_Union[MaskMode, str]] = ..., dilate_px: _Optional[int] = ..., output_encoding: _Optional[_Union[OutputEncoding, str]] = ..., window_frames: _Optional[int] = ..., overlap_frames: _Optional[int] = ..., blend_ramp: _Optional[_Union[BlendRamp, str]] = ..., adapter_strength: _Optional[float] = ..., shot: _Optional[_Union[ShotOptions, _Mapping]] = ..., quality: _Optional[int] = ..., interpolation: _Optional[_Union[Interpolation, str]] = ..., mask_prompt: _Optional[_Union[MaskPrompt, _Mapping]] = ..., guidance_steps: _Optional[int] = ..., step_cache: _Optional[_Union[StepCache, str]] = ..., cache_threshold: _Optional[float] = ..., cache_interval: _Optional[int] = ..., container: _Optional[_Union[OutputContainer, str]] = ...) -> None: ...
 
 class JobRef(_message.Message):
     __slots__ = ("job_id",)
