@@ -1,8 +1,9 @@
 """The one place where domain errors become gRPC status codes.
 
 ``ErrorInterceptor`` wraps every handler (unary and streaming): a ``FramecastError`` is
-sent with its status and message; anything else is logged with its traceback and sent as
-INTERNAL with a generic message, never the traceback. Handlers never abort a call
+sent with its status and message, and logged as a refusal (``log_refusal``: the method, the code,
+the fields named; the line carries the request id); anything else is logged with its traceback
+and sent as INTERNAL with a generic message, never the traceback. Handlers never abort a call
 themselves: they raise, and only this interceptor turns what they raise into a status. A
 job that failed carries its ``Status`` (mapped once, when it ended) to every stream
 following it as a ``JobFailed``.
@@ -44,11 +45,14 @@ class Status:
 
 class JobFailed(Exception):
     """Raised by a stream that follows a job which ended FAILED or CANCELLED: the call ends with the
-    job's own status, mapped once when the job ended."""
+    job's own status, mapped once when the job ended (its job's end line says why). ``refused``: a
+    refusal another process made and this one passes on (a cluster's replica refusing what its
+    front sent), logged as a refusal here too."""
 
-    def __init__(self, status: Status):
+    def __init__(self, status: Status, refused: bool = False):
         super().__init__(status.message)
         self.status = status
+        self.refused = refused
 
 
 def status_for(exc: BaseException) -> Status:
@@ -82,27 +86,41 @@ def _is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, MemoryError)
 
 
-def _abort(context: grpc.ServicerContext, exc: BaseException):
+def log_refusal(method: str, code: grpc.StatusCode, message: str, fields: tuple[str, ...] = ()) -> None:
+    """The line a refused request leaves in the log (in the request's scope: it carries its request id)."""
+    named = f" ({'field' if len(fields) == 1 else 'fields'} {', '.join(fields)})" if fields else ""
+    log.info("refused %s: %s%s: %s", method.rpartition("/")[2], code.name, named, message)
+
+
+def _fields(exc: BaseException) -> tuple[str, ...]:
+    """The request fields an error names, each once."""
+    problems = exc.problems if isinstance(exc, E.InvalidRequest) else [exc] if isinstance(exc, E.InvalidInput) else []
+    return tuple(dict.fromkeys(problem.field for problem in problems if problem.field))
+
+
+def _abort(context: grpc.ServicerContext, exc: BaseException, method: str):
     status = status_for(exc)
+    if isinstance(exc, E.FramecastError) or getattr(exc, "refused", False):  # the rest: logged by status_for
+        log_refusal(method, status.code, status.message, _fields(exc))
     context.abort(status.code, status.message)
 
 
-def _wrap_unary(behavior):
+def _wrap_unary(behavior, method: str):
     def handler(request, context):
         try:
             return behavior(request, context)
         except Exception as exc:
-            _abort(context, exc)
+            _abort(context, exc, method)
 
     return handler
 
 
-def _wrap_stream(behavior):
+def _wrap_stream(behavior, method: str):
     def handler(request, context):
         try:
             yield from behavior(request, context)
         except Exception as exc:
-            _abort(context, exc)
+            _abort(context, exc, method)
 
     return handler
 
@@ -135,17 +153,16 @@ def _refusal(request: _Undecodable) -> E.InvalidInput:
                           f"{request.reason}; send a serialized {request.message}")  # fmt: skip
 
 
-def _checked_unary(behavior):
+def _checked_unary(behavior, method: str):
     def handler(request, context):
         if isinstance(request, _Undecodable):
-            log.info("refused a request that does not decode: %s", _refusal(request))
-            _abort(context, _refusal(request))
+            _abort(context, _refusal(request), method)
         return behavior(request, context)
 
     return handler
 
 
-def _checked_stream(behavior, raising: bool):
+def _checked_stream(behavior, raising: bool, method: str):
     """A stream of requests whose undecodable one raises InvalidInput where ``raising`` (framecast's
     handlers, inside ``_wrap_*``), else aborts the call itself (reflection's)."""
 
@@ -153,10 +170,9 @@ def _checked_stream(behavior, raising: bool):
         def decoded():
             for request in request_iterator:
                 if isinstance(request, _Undecodable):
-                    log.info("refused a request that does not decode: %s", _refusal(request))
                     if raising:
                         raise _refusal(request)
-                    _abort(context, _refusal(request))
+                    _abort(context, _refusal(request), method)
                 yield request
 
         return behavior(decoded(), context)
@@ -164,19 +180,19 @@ def _checked_stream(behavior, raising: bool):
     return handler
 
 
-def _refusing_undecodable(handler: grpc.RpcMethodHandler, raising: bool) -> grpc.RpcMethodHandler:
+def _refusing_undecodable(handler: grpc.RpcMethodHandler, raising: bool, method: str) -> grpc.RpcMethodHandler:
     """``handler`` with its request deserializer made tolerant, and what did not decode refused with
     INVALID_ARGUMENT before the behaviour sees it."""
     if handler.request_deserializer is None:
         return handler
     handler = handler._replace(request_deserializer=_tolerant(handler.request_deserializer))
     if handler.unary_unary:
-        return handler._replace(unary_unary=_checked_unary(handler.unary_unary))
+        return handler._replace(unary_unary=_checked_unary(handler.unary_unary, method))
     if handler.unary_stream:
-        return handler._replace(unary_stream=_checked_unary(handler.unary_stream))
+        return handler._replace(unary_stream=_checked_unary(handler.unary_stream, method))
     if handler.stream_unary:
-        return handler._replace(stream_unary=_checked_stream(handler.stream_unary, raising))
-    return handler._replace(stream_stream=_checked_stream(handler.stream_stream, raising))
+        return handler._replace(stream_unary=_checked_stream(handler.stream_unary, raising, method))
+    return handler._replace(stream_stream=_checked_stream(handler.stream_stream, raising, method))
 
 
 class ErrorInterceptor(grpc.ServerInterceptor):
@@ -184,19 +200,20 @@ class ErrorInterceptor(grpc.ServerInterceptor):
         handler = continuation(handler_call_details)
         if handler is None:
             return handler
-        ours = handler_call_details.method.startswith("/framecast.")
+        method = handler_call_details.method
+        ours = method.startswith("/framecast.")
         if ours:
-            handler = _mapping_errors(handler)
-        return _refusing_undecodable(handler, raising=ours)
+            handler = _mapping_errors(handler, method)
+        return _refusing_undecodable(handler, raising=ours, method=method)
 
 
-def _mapping_errors(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+def _mapping_errors(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
     if handler.unary_unary:
-        return handler._replace(unary_unary=_wrap_unary(handler.unary_unary))
+        return handler._replace(unary_unary=_wrap_unary(handler.unary_unary, method))
     if handler.stream_unary:
-        return handler._replace(stream_unary=_wrap_unary(handler.stream_unary))
+        return handler._replace(stream_unary=_wrap_unary(handler.stream_unary, method))
     if handler.unary_stream:
-        return handler._replace(unary_stream=_wrap_stream(handler.unary_stream))
+        return handler._replace(unary_stream=_wrap_stream(handler.unary_stream, method))
     if handler.stream_stream:
-        return handler._replace(stream_stream=_wrap_stream(handler.stream_stream))
+        return handler._replace(stream_stream=_wrap_stream(handler.stream_stream, method))
     return handler

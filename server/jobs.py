@@ -8,7 +8,9 @@ are marked failed when the server comes back.
 A job carries the request id of the RPC that created it, and runs with it as the current one
 (``request_ids``), so its log lines say which request they belong to; it keeps the context it was
 made in (``Job.created_in``: its RPC's trace span, for ``tracing``). A ``JobObserver`` (the
-server's metrics, its tracing) is told when each job starts, reports progress and ends.
+server's metrics, its tracing) is told when each job starts, reports progress and ends. The log
+has a line for each job accepted and each job ended (``describe``, ``log_end``), each naming the
+job's request id.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from google.protobuf import json_format
 from framecast.engine.errors import Cancelled, FailedPrecondition, JobNotFound, QueueFull, Unavailable
 from framecast.engine.media import atomic_write, remove_interrupted_writes
 from framecast.server.errors import Status, status_for
-from framecast.server.request_ids import current_request_id, request_scope
+from framecast.server.request_ids import NO_REQUEST, current_request_id, request_scope
 from framecast.v1 import framecast_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -172,6 +174,7 @@ class Job:
                 self.set_state(state, finished_at=time.time(), error=error)
                 self.emit(error=error)
         self.observer.job_ended(self)
+        log_end(self.snapshot())
         return True
 
     def follow(self, replay_progress: bool = True, alive: Callable[[], bool] | None = None,
@@ -307,6 +310,7 @@ class JobQueue:
         job.observer = self.observer
         self._persist(job.info)
         job.emit(accepted=job.snapshot())
+        log.info("job %s accepted: %s", job.id, describe(job.info))
 
     def get(self, job_id: str) -> Job | pb.JobInfo:
         with self._lock:
@@ -410,11 +414,8 @@ class JobQueue:
     def _finish(self, job: Job, exc: BaseException) -> None:
         status = status_for(exc)
         state = pb.JOB_STATE_CANCELLED if isinstance(exc, Cancelled) else pb.JOB_STATE_FAILED
-        if not job.end(state, status):
-            return
-        self._persist(job.snapshot())
-        if state == pb.JOB_STATE_FAILED:
-            log.warning("job %s failed: %s %s", job.id, status.code.name, status.message)
+        if job.end(state, status):
+            self._persist(job.snapshot())
 
     def _announce_positions(self) -> None:
         offset = 1 if self._running is not None else 0
@@ -453,6 +454,44 @@ class JobQueue:
                 self._persist(running.snapshot())
                 log.warning("job %s abandoned at shutdown: still running %g s after it was cancelled", running.id,
                             max(grace_s, 1.0))
+
+
+def describe(info: pb.JobInfo) -> str:
+    """A job as its log lines name it: its kind, its adapter and the request that made it (named
+    in the line itself: a job may end in another request's scope, a CancelJob's, or in none)."""
+    kind = pb.JobKind.Name(info.kind).removeprefix("JOB_KIND_").lower()
+    adapter = f"adapter {info.adapter!r}" if info.adapter else "no adapter"
+    return f"{kind}, {adapter}, request {info.request_id or NO_REQUEST}"
+
+
+def log_end(info: pb.JobInfo) -> None:
+    """The line a job leaves when it ends (a warning when it failed): its state, how long it ran and
+    waited, why it failed or was cancelled, and what its result says (``result_summary``)."""
+    state = pb.JobState.Name(info.state).removeprefix("JOB_STATE_").lower()
+    if info.started_at:
+        timing = f"ran {info.finished_at - info.started_at:.2f} s after {info.started_at - info.created_at:.2f} s queued"
+    else:
+        timing = f"never ran, {info.finished_at - info.created_at:.2f} s queued"
+    said = [f"{info.error.code}: {info.error.message}"] if info.error.code else []
+    said += [summary] if (summary := result_summary(info)) else []
+    level = logging.WARNING if info.state == pb.JOB_STATE_FAILED else logging.INFO
+    log.log(level, "job %s %s: %s, %s%s", info.job_id, state, describe(info), timing, "".join(f"; {s}" for s in said))
+
+
+def result_summary(info: pb.JobInfo) -> str:
+    """What a job's result says, for its end line: a training's adapter and final loss, a
+    propagation's output and how well it kept the background ("" without a result). A verdict on
+    the result, where it has one, belongs here too."""
+    if info.HasField("adapter_result"):
+        adapter = info.adapter_result
+        return f"adapter {adapter.name!r} rank {adapter.rank}, final loss {adapter.final_loss:.4g}"
+    if info.HasField("propagate_result"):
+        result = info.propagate_result
+        summary = f"output {result.video.id}, {result.num_frames} frames"
+        if result.HasField("metrics"):
+            summary += f", background PSNR {result.metrics.background_psnr_db:.1f} dB"
+        return summary
+    return ""
 
 
 def job_error(status: Status) -> pb.JobError:

@@ -30,6 +30,7 @@ from pathlib import Path
 import grpc
 
 from framecast.engine.errors import InvalidInput
+from framecast.server.errors import log_refusal
 
 log = logging.getLogger(__name__)
 
@@ -161,11 +162,13 @@ class AuthInterceptor(grpc.ServerInterceptor):
         handler = continuation(handler_call_details)
         if handler is None:
             return None
-        refusal = self._refusal(handler_call_details.method, handler_call_details.invocation_metadata)
+        method = handler_call_details.method
+        refusal = self._refusal(method, handler_call_details.invocation_metadata)
         if refusal is None:
             return handler
 
         def refuse(request, context):
+            log_refusal(method, refusal.code, refusal.message)  # never the token: the message names none
             context.abort(refusal.code, refusal.message)
 
         for arity in ("unary_unary", "unary_stream", "stream_unary", "stream_stream"):

@@ -24,6 +24,8 @@ from concurrent import futures
 
 import grpc
 
+from framecast.server.errors import log_refusal
+
 HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 HEALTH_THREADS = 4  # probes are answered in microseconds: a few threads never queue
 
@@ -75,10 +77,11 @@ class StreamCap(grpc.ServerInterceptor):
                 self._open += 1
                 return
         name = method.rpartition("/")[2]
-        context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                      f"{name}: {self.max_streams} streams are open, this server's limit (serve --max-streams "
-                      f"{self.max_streams}); close streams you no longer follow (a WatchJob), retry later, or start "
-                      "the server with a higher --max-streams")  # fmt: skip
+        message = (f"{name}: {self.max_streams} streams are open, this server's limit (serve --max-streams "
+                   f"{self.max_streams}); close streams you no longer follow (a WatchJob), retry later, or start "
+                   "the server with a higher --max-streams")  # fmt: skip
+        log_refusal(method, grpc.StatusCode.RESOURCE_EXHAUSTED, message)
+        context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, message)
 
     def _leave(self) -> None:
         with self._lock:

@@ -105,7 +105,7 @@ class ClusterService(FramecastService):
 
         answer = self._retrying(attempt)
         if "status" in answer:
-            raise remote_failure(answer)
+            raise remote_failure(answer, refused=True)
         return answer["reply"]
 
     def _dispatch(self, method: str, request, adapter: str):
@@ -119,7 +119,7 @@ class ClusterService(FramecastService):
 
         stream, placement, first = self._retrying(attempt)
         if isinstance(first, dict):
-            raise remote_failure(first)
+            raise remote_failure(first, refused=True)
         return placement, pb.JobEvent.FromString(first).accepted, stream
 
     def _start(self, method: str, request, adapter: str, uses_adapters: tuple[str, ...], on_end=lambda job: None) -> Job:

@@ -39,9 +39,10 @@ FRONTS_DIR = "cluster/fronts"  # under the data directory: each front's job reco
 CANCEL_POLL_S = 0.1  # how often a replica looks for them
 
 
-def remote_failure(item: dict) -> JobFailed:
-    """A replica's ``{"status", "message"}`` as the exception that ends the front's call or job with it."""
-    return JobFailed(Status(grpc.StatusCode[item["status"]], item["message"]))
+def remote_failure(item: dict, refused: bool = False) -> JobFailed:
+    """A replica's ``{"status", "message"}`` as the exception that ends the front's call or job with it;
+    ``refused``: the replica refused the call (logged as the front's refusal)."""
+    return JobFailed(Status(grpc.StatusCode[item["status"]], item["message"]), refused)
 
 
 def replica_lost(job_id: str, error: BaseException) -> Unavailable:

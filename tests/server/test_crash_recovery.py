@@ -56,14 +56,28 @@ class Served:
         else:
             self.process.wait()
             pytest.fail(f"serve exited with {self.process.returncode}: {''.join(log)}")
-        threading.Thread(target=self.process.stderr.read, daemon=True).start()
+        self.log = log  # its stderr, its log lines, as far as it has written
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
         self.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         self.stub = framecast_pb2_grpc.FramecastStub(self.channel)
+
+    def _read(self) -> None:
+        for line in self.process.stderr:
+            self.log.append(line)
 
     def kill(self) -> None:
         self.channel.close()
         self.process.send_signal(signal.SIGKILL)
         self.process.wait()
+
+    def stop(self) -> str:
+        """SIGTERM, as an operator stops it; everything it wrote to stderr."""
+        self.channel.close()
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout=60)
+        self._reader.join(timeout=10)
+        return "".join(self.log)
 
 
 @pytest.fixture()

@@ -175,8 +175,9 @@ def test_a_jobs_log_records_carry_its_request_id(tmp_path, caplog):
         logging.getLogger("framecast.test").info("outside")
     assert job.snapshot().request_id == "req-in-log"
     ours = [r for r in caplog.records if r.name in ("framecast.test", "framecast.server.jobs")]
-    assert [r.getMessage().split(":")[0] for r in ours] == ["working", f"job {job.id} failed", "outside"]
-    assert [r.request_id for r in ours] == ["req-in-log", "req-in-log", "-"]
+    assert [r.getMessage().split(":")[0] for r in ours] == [f"job {job.id} accepted", "working", f"job {job.id} failed",
+                                                            "outside"]  # fmt: skip
+    assert [r.request_id for r in ours] == ["req-in-log", "req-in-log", "req-in-log", "-"]
 
 
 def test_the_metrics_port_option_and_its_refusals(tiny_model_dir, tmp_path):
