@@ -195,4 +195,5 @@ def format_plan(kind: str, plan) -> str:
     rows.append(("problems", "none" if not plan.problems else len(plan.problems)))
     lines = [kind] + [f"  {key:<15} {value}" for key, value in rows]
     lines += [f"  - {problem.message.strip()}" for problem in plan.problems]  # each message names its field
+    lines += [f"  warning: {notice.code}: {notice.message}" for notice in plan.notices]
     return "\n".join(lines)

@@ -26,7 +26,11 @@ from framecast.v1 import framecast_pb2 as pb
 
 TRAINING_PHASES = ("motion", "appearance")
 # What a notice asks of the user, said in the command line's terms (the server's message says it in the API's).
-NOTICE_HINTS = {"region_moves": "on the command line: --box, --points or --mask-frame0 instead of --mask"}
+NOTICE_HINTS = {
+    "region_moves": "on the command line: --box, --points or --mask-frame0 instead of --mask",
+    "box_clipped": "on the command line: --box",
+    "box_large": "on the command line: a smaller --box, or --points or --mask-frame0",
+}
 HEARTBEAT_S = 10.0  # plain lines: at most this long without one while a phase runs
 MIN_GAP_S = 2.0  # ... and at least this long between two, but for a phase's first and last
 

@@ -89,6 +89,16 @@ def non_negative_number(value, argument: str) -> float:
     return float(value)
 
 
+def finite_number(value, argument: str) -> float:
+    """A finite number: a coordinate that may lie left of or above the frame. Raises TypeError for a
+    value that is not a number, ValueError naming ``argument`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{argument} must be a number but is {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{argument} must be a finite number but is {value!r}")
+    return float(value)
+
+
 def media_id(value: str | pb.MediaRef, argument: str) -> str:
     """The id of a media argument given as an id or as the ``MediaRef`` an upload returned."""
     if isinstance(value, pb.MediaRef):
@@ -134,13 +144,15 @@ def add_references(request: pb.TrainRequest, references: Iterable[Reference]) ->
 
 def box_message(box: BoxSpec) -> pb.Box:
     """``(x, y, width, height)`` in source pixels of the first frame (or a ``pb.Box``) as the
-    request's box: coordinates at least 0, sides above 0. Raises ValueError/TypeError naming ``box``."""
+    request's box: finite numbers, sides above 0. It may hang off the frame on any side (x or y
+    below 0): the server clips it to the frame and says so in a ``box_clipped`` notice, and refuses
+    one lying entirely outside it. Raises ValueError/TypeError naming ``box``."""
     if isinstance(box, pb.Box):
         box = (box.x, box.y, box.width, box.height)
     if isinstance(box, (str, bytes)) or not isinstance(box, Iterable) or len(values := tuple(box)) != 4:
         raise ValueError(f"box must be (x, y, width, height) in source pixels but is {box!r}")
-    names = ("x", "y", "width", "height")
-    x, y, width, height = (non_negative_number(value, f"box {name}") for value, name in zip(values, names))
+    x, y = (finite_number(value, f"box {name}") for value, name in zip(values, "xy"))
+    width, height = (non_negative_number(value, f"box {name}") for value, name in zip(values[2:], ("width", "height")))
     if not (width > 0 and height > 0):
         raise ValueError(f"box width and height must be above 0 but are {width:g} and {height:g}")
     return pb.Box(x=x, y=y, width=width, height=height)

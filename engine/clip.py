@@ -27,7 +27,7 @@ OnRead = Callable[[int, int], None]  # (frames read, frames to read)
 class Notice:
     """Something a job's owner should know about its inputs, with the working frames it concerns."""
 
-    code: str  # "region_lost", "region_moves"
+    code: str  # "region_lost", "region_moves", "box_clipped", "box_large"
     message: str
     frames: tuple[int, ...] = ()
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +28,17 @@ from framecast.engine.footage import TIME_EPSILON, FootageInfo, iter_frames, rea
 from framecast.engine.grid import Fit, Grid, ModelLimits, boxes, plan_size, source_rate, working_fps, working_frames
 from framecast.engine.media import MediaKind, mask_from_frames, mask_to_frames
 from framecast.engine.requests import MaskMode
-from framecast.engine.tracking import Box, CsrtTracker, Point, Track, Tracker, TrackerKind, region_from_points, tracker
+from framecast.engine.tracking import (
+    Box,
+    CsrtTracker,
+    Point,
+    Track,
+    Tracker,
+    TrackerKind,
+    clip_box,
+    region_from_points,
+    tracker,
+)
 from framecast.engine.windows import VAE_TEMPORAL
 
 ASPECT_TOLERANCE = 0.02  # another input's aspect may differ from the source's by this share (rounding of sizes)
@@ -87,6 +97,7 @@ class Shot:
     edited_first_frame: StoredMedia | None = None
     references: tuple[tuple[int, StoredMedia], ...] = ()  # (working frame, image)
     mask_prompt: MaskPrompt | None = None  # instead of a mask: the region tracked from the first frame
+    notices: tuple[Notice, ...] = ()  # what the inputs' owner should know that is no problem (a box clipped)
 
     @property
     def padded_frames(self) -> int:
@@ -165,9 +176,10 @@ def plan_shot(
     if mask is not None:  # its aspect and length need no grid
         with problems.check():
             _check_mask(mask, info)
+    notices: tuple[Notice, ...] = ()
     if mask_prompt is not None:
         with problems.check():
-            _check_prompt(mask_prompt, info)
+            mask_prompt, notices = _check_prompt(mask_prompt, info)
     if edited_first_frame is not None:
         if edited_first_frame.info.num_frames != 1:
             problems.add(InvalidInput(edited_first_frame.field, edited_first_frame.media_id,
@@ -184,7 +196,7 @@ def plan_shot(
     mask_ok = mask is not None and not any(p.field == mask.field for p in problems.found)
     prompt_ok = mask_prompt is not None and not any(p.field.startswith("mask_prompt") for p in problems.found)
     return Shot(source, grid, indices, mask if mask_ok else None, _mask_indices(mask, info, indices) if mask_ok else None,
-                edited_first_frame, tuple(placed), mask_prompt if prompt_ok else None)  # fmt: skip
+                edited_first_frame, tuple(placed), mask_prompt if prompt_ok else None, notices if prompt_ok else ())  # fmt: skip
 
 
 def _check_mask(mask: StoredMedia, source: FootageInfo) -> None:
@@ -204,20 +216,18 @@ def _check_mask(mask: StoredMedia, source: FootageInfo) -> None:
                        f"long as the source ({source.duration_s:.2f} s)")  # fmt: skip
 
 
-def _check_prompt(prompt: MaskPrompt, source: FootageInfo) -> None:
-    """A box or points inside the first frame; a frame-0 mask of the source's aspect; only one of them."""
+def _check_prompt(prompt: MaskPrompt, source: FootageInfo) -> tuple[MaskPrompt, tuple[Notice, ...]]:
+    """A box overlapping the first frame (clipped to it), or points inside it; a frame-0 mask of the
+    source's aspect; only one of them. Returns the prompt as tracked, and what to say about it."""
     given = [name for name, value in (("box", prompt.box), ("points", prompt.points), ("frame0_mask_id", prompt.frame0_mask))
              if value]  # fmt: skip
     if len(given) != 1:
         raise InvalidInput("mask_prompt", ", ".join(given) or "nothing", "must be one of box, points or frame0_mask_id")
     width, height = source.width, source.height
+    notices: tuple[Notice, ...] = ()
     if prompt.box is not None:
-        box = prompt.box
-        if not (box.width > 0 and box.height > 0 and box.x < width and box.y < height and box.x + box.width > 0
-                and box.y + box.height > 0):  # fmt: skip
-            raise InvalidInput("mask_prompt.box", f"{box.x:g},{box.y:g},{box.width:g},{box.height:g}",
-                               f"must be a box of positive size overlapping the {width}x{height} first frame (x, y, "
-                               "width, height in source pixels)")  # fmt: skip
+        box, notices = clip_box(prompt.box, width, height)
+        prompt = replace(prompt, box=box)
     for number, point in enumerate(prompt.points):
         if not (0 <= point.x < width and 0 <= point.y < height):
             raise InvalidInput(f"mask_prompt.points[{number}]", f"{point.x:g},{point.y:g}",
@@ -230,6 +240,7 @@ def _check_prompt(prompt: MaskPrompt, source: FootageInfo) -> None:
             raise InvalidInput(mask.field, mask.media_id, f"must be one image, but has {mask.info.num_frames} frames")
         if not _same_aspect(mask.info, source):
             raise _aspect_problem(mask, source)
+    return prompt, notices
 
 
 def _mask_indices(mask: StoredMedia, source: FootageInfo, indices: tuple[int, ...]) -> tuple[int, ...] | None:
@@ -364,7 +375,7 @@ class ShotClip(Clip):
             if on_read is not None:
                 on_read(done, total)
         frames[grid.frames :] = frames[grid.frames - 1]  # padding to 4N+1
-        notices, tracked = [], None
+        notices, tracked = list(shot.notices), None
         if shot.mask_prompt is not None:
             track = self._track(seen)
             tracked = track.masks

@@ -14,17 +14,26 @@ A frame where the region is lost (the tracker fails, or the region leaves the fr
 empty mask and is listed in ``Track.lost``: nothing is invented there.
 
 Points without SAM2 become a region by OpenCV's GrabCut, seeded by them (``region_from_points``).
+A box given on the first frame is clipped to it the same way on every side (``clip_box``), with a
+notice saying so, and another when it covers most of the frame.
 """
 
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from framecast.engine.clip import Notice
+from framecast.engine.errors import InvalidInput
+
 MIN_AREA_SHARE = 0.05  # a region shrunk below this share of its frame-0 area is lost
 MIN_VISIBLE_SHARE = 0.3  # a box whose visible part is below this share of its area has left the frame
+# A box given on the first frame covering more than this share of its area leaves too little
+# background to keep as it is: the edit region is nearly the whole frame (said, not refused).
+LARGE_BOX_SHARE = 0.6
 
 
 class TrackerKind(str, enum.Enum):
@@ -65,6 +74,37 @@ class Box:
         if not len(ys):
             return None
         return cls(float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1))
+
+
+def _shown(box: Box) -> str:
+    return f"{box.x:g},{box.y:g},{box.width:g},{box.height:g}"
+
+
+def clip_box(box: Box, width: int, height: int, field: str = "mask_prompt.box") -> tuple[Box, tuple[Notice, ...]]:
+    """A box on a ``width`` x ``height`` frame, clipped to it the same way on every side, and what
+    to say: that it was clipped (the box given and the box kept), that it covers most of the frame
+    (over ``LARGE_BOX_SHARE`` of its area). InvalidInput naming ``field`` for a box of no size, or
+    one lying entirely outside the frame."""
+    values = (box.x, box.y, box.width, box.height)
+    if not (all(math.isfinite(value) for value in values) and box.width > 0 and box.height > 0):
+        raise InvalidInput(field, _shown(box), f"must be a box of finite position and positive size on the {width}x"
+                           f"{height} first frame (x, y, width, height in source pixels)")  # fmt: skip
+    x0, y0 = max(box.x, 0.0), max(box.y, 0.0)
+    x1, y1 = min(box.x + box.width, float(width)), min(box.y + box.height, float(height))
+    if not (x1 > x0 and y1 > y0):
+        raise InvalidInput(field, _shown(box), f"lies entirely outside the {width}x{height} first frame (x from 0 to "
+                           f"{width}, y from 0 to {height}, in source pixels): give a box over the region to edit")  # fmt: skip
+    kept = Box(x0, y0, x1 - x0, y1 - y0)
+    notices = []
+    if kept != box:
+        notices.append(Notice("box_clipped", f"{field} {_shown(box)} reaches outside the {width}x{height} first frame: "
+                              f"clipped to {_shown(kept)} (x, y, width, height in source pixels)"))  # fmt: skip
+    share = kept.width * kept.height / (width * height)
+    if share > LARGE_BOX_SHARE:
+        notices.append(Notice("box_large", f"{field} {_shown(kept)} covers {share:.0%} of the {width}x{height} first "
+                              f"frame (over {LARGE_BOX_SHARE:.0%}): the edit region is nearly the whole frame, so "
+                              "little of the background can be kept as it is; box only the region to edit"))  # fmt: skip
+    return kept, tuple(notices)
 
 
 @dataclass(frozen=True)

@@ -366,6 +366,7 @@ def plan(engine: Engine, kind: str, clip, prepared, problems: Problems) -> pb.Pl
     reply.problems.extend(pb.Problem(field=p.field, message=str(p)) for p in problems.found)
     shot = getattr(clip, "shot", None)
     if shot is not None:
+        reply.notices.extend(notice(n) for n in shot.notices)
         grid, info = shot.grid, shot.source.info
         first, last = shot.range_indices
         times = info.frame_times

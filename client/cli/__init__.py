@@ -30,6 +30,7 @@ from framecast.client.cli.demo import cmd_demo
 from framecast.client.cli.edit import cmd_edit, cmd_plan
 from framecast.client.cli.info import cmd_info
 from framecast.client.cli.jobs import cmd_propagate, cmd_train, save_result
+from framecast.client.cli.masks import dashed_values
 from framecast.client.cli.media import cmd_media
 from framecast.client.cli.queue import cmd_jobs
 from framecast.client.errors import FramecastError
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(argv: list[str] | None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(dashed_values(sys.argv[1:] if argv is None else list(argv)))
     level = args.log_level or ("info" if args.command in ("serve", "cluster") else "warning")
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

@@ -17,6 +17,7 @@ from framecast.client.cli.args import CliError, existing_file, existing_input, o
 from framecast.client.requests import TRACKERS
 
 PROMPT_FLAGS = ("--box", "--points", "--mask-frame0")
+DASHED_VALUES = ("--box", "--points")  # options whose value may start with a minus (a box off the left, a point off the region)
 
 
 # ---- option value types ---------------------------------------------------------------------
@@ -32,17 +33,31 @@ def _coordinate(text: str) -> float:
 
 def box_spec(text: str) -> tuple[float, float, float, float]:
     """``--box X,Y,W,H``: the region's box on the first frame, source pixels as displayed (left, top,
-    width, height; width and height above 0)."""
+    width, height; width and height above 0). It may hang off the frame on any side (X or Y below
+    0: an object entering from the left or the top): the server clips it to the frame and says so."""
     try:
-        x, y, width, height = (_coordinate(part) for part in text.split(","))
-        if not (width > 0 and height > 0):
+        x, y, width, height = (float(part) for part in text.split(","))
+        if not (all(math.isfinite(v) for v in (x, y, width, height)) and width > 0 and height > 0):
             raise ValueError(text)
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"must be X,Y,W,H: the box's left, top, width and height in source pixels of the first frame, at "
-            f"least 0 (W and H above 0), e.g. 40,30,64,48; got {text!r}"
+            f"must be X,Y,W,H: the box's left, top, width and height in source pixels of the first frame (W and "
+            f"H above 0; X and Y may be below 0 for a box hanging off the left or top, which the server clips to "
+            f"the frame), e.g. 40,30,64,48 or -20,30,64,48; got {text!r}"
         ) from None
     return x, y, width, height
+
+
+def dashed_values(argv: list[str]) -> list[str]:
+    """``--box -20,30,64,48`` as ``--box=-20,30,64,48`` (and ``--points`` alike): argparse takes a
+    word starting with a minus for an option, and a box hanging off the left starts with one."""
+    joined: list[str] = []
+    for word in argv:
+        if joined and joined[-1] in DASHED_VALUES and word[:1] == "-" and word[1:2].isdigit():
+            joined[-1] = f"{joined[-1]}={word}"
+        else:
+            joined.append(word)
+    return joined
 
 
 def points_spec(text: str) -> list[tuple[float, float] | tuple[float, float, bool]]:
@@ -79,7 +94,8 @@ def add_mask_options(parser: argparse.ArgumentParser, tracked_mask: bool = True)
                         help="mask video, image or folder of frames, white = edit region; any size of the source's "
                         "aspect")  # fmt: skip
     region.add_argument("--box", type=box_spec, metavar="X,Y,W,H",
-                        help="the region's box on the first frame, source pixels: left, top, width, height")  # fmt: skip
+                        help="the region's box on the first frame, source pixels: left, top, width, height; it may "
+                        "hang off the frame (-20,30,64,48), and is clipped to it")  # fmt: skip
     region.add_argument("--points", type=points_spec, metavar="X,Y;X,Y;-X,Y",
                         help="points on the region on the first frame, source pixels; a leading minus marks a point "
                         "off it (quote the value; put a point on the region first, or write --points=-X,Y;...)")  # fmt: skip

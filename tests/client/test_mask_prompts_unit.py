@@ -11,7 +11,7 @@ import pytest
 
 from framecast.client import cli
 from framecast.client.cli.args import CliError
-from framecast.client.cli.masks import MaskInput, box_spec, points_spec
+from framecast.client.cli.masks import MaskInput, box_spec, dashed_values, points_spec
 from framecast.client.progress import JobProgress
 from framecast.client.requests import mask_prompt, plan_request, propagate_request, train_request
 from framecast.v1 import framecast_pb2 as pb
@@ -53,7 +53,8 @@ def test_a_mask_id_is_sent_as_before():
      ({"mask_id": "sha256:m", "tracker": "csrt"}, r"tracker \('csrt'\) tracks a box, points or mask_frame0"),
      ({"box": BOX, "tracker": "kalman"}, "tracker must be one of csrt, flow, sam2 but is 'kalman'"),
      ({"box": (1, 2, 3)}, "box must be"), ({"box": (1, 2, 0, 4)}, "box width and height must be above 0"),
-     ({"box": (-1, 2, 3, 4)}, "box x must be"), ({"box": (1, float("nan"), 3, 4)}, "box y must be"),
+     ({"box": (float("-inf"), 2, 3, 4)}, "box x must be a finite number"), ({"box": (1, float("nan"), 3, 4)}, "box y must be"),
+     ({"box": (1, 2, -3, 4)}, "box width must be"),
      ({"points": []}, "points must hold at least one point"), ({"points": [(1, 2), (3,)]}, r"points\[1\] must be"),
      ({"points": [(1, 2, "off")]}, r"points\[0\] must be \(x, y\), or \(x, y, False\)"),
      ({"points": [(1, -2)]}, r"points\[0\] y must be")],
@@ -63,6 +64,17 @@ def test_no_region_or_two_or_bad_values_are_value_errors_naming_the_arguments(re
         train_request("a", "sha256:s", prompt="p", **region)
     with pytest.raises(ValueError, match=f"^{message}"):
         propagate_request("a", "sha256:s", edited_first_frame_id="sha256:e", prompt="p", **region)
+
+
+def test_a_box_may_hang_off_the_frame_on_any_side_the_server_clips_it():
+    """Off the left or top as off the right or bottom: the server clips it and says so."""
+    for box in ((-20, 30, 64, 48), (40, -7.5, 64, 48), (40, 30, 6400, 4800)):
+        request = train_request("a", "sha256:s", prompt="p", box=box)
+        assert (request.mask_prompt.box.x, request.mask_prompt.box.y) == box[:2]
+    assert _parse(*PROPAGATE, "--box", "-20,30,64,48").box == (-20, 30, 64, 48)
+    assert _parse(*PROPAGATE, "--box=-20,-30,64,48").box == (-20, -30, 64, 48)
+    assert _parse("edit", "s.mp4", "--edited-first-frame", "e.png", "--prompt", "p", "--box", "-1,0,8,8").box == (-1, 0, 8, 8)
+    assert _parse(*PROPAGATE, "--points", "-10,10;5,5").points == [(10, 10, False), (5, 5)]
 
 
 def test_the_prompt_and_the_edited_first_frame_are_still_required():
@@ -95,7 +107,8 @@ PROPAGATE = ["propagate", "--source", "s.mp4", "--edited-first-frame", "e.png", 
 
 
 def _parse(*argv):
-    return cli.build_parser().parse_args(list(argv))
+    """As ``framecast`` parses its command line (a value starting with a minus taken as one)."""
+    return cli.build_parser().parse_args(dashed_values(list(argv)))
 
 
 def test_box_points_and_frame0_mask_options():
@@ -121,6 +134,7 @@ def test_box_points_and_frame0_mask_options():
      ([], "one of the arguments --mask --box --points --mask-frame0 is required"),
      (["--box", "1,2,3"], "argument --box: must be X,Y,W,H"), (["--box", "1,2,0,4"], "argument --box: must be X,Y,W,H"),
      (["--box", "1,2,3,inf"], "argument --box: must be"), (["--box", "a,b,c,d"], "argument --box: must be"),
+     (["--box", "nan,2,3,4"], "argument --box: must be"),
      (["--points", "1,2,3"], "argument --points: must be X,Y;X,Y;-X,Y"), (["--points", "1;2"], "argument --points"),
      (["--points", "1,-2"], "argument --points: must be"), (["--points=-1,2"], "at least one on the region"),
      (["--points", ";"], "argument --points: must be"),

@@ -75,3 +75,29 @@ def test_a_still_mask_the_square_moves_out_of_is_warned_about(grpc_server, movin
     assert "the region moves out of the single mask" in warning and warning.endswith(
         "(on the command line: --box, --points or --mask-frame0 instead of --mask)")
     assert "tracked mask" not in err + out  # a mask is used as it is, not tracked
+
+
+def _edit(server: str, moving, box: str, *options: str) -> list[str]:
+    return ["edit", str(moving / "moving.mp4"), "--server", server, "--box", box, "--edited-first-frame",
+            str(moving / "edited.png"), "--prompt", "a blue square", "--train-steps", "1", "--rank", "2", *FAST,
+            *options]  # fmt: skip
+
+
+def test_a_box_off_the_left_edge_is_clipped_and_said_once(grpc_server, moving, tmp_path, capsys):
+    """The square starts at x=8: a box from -8 covers it, hanging off the left edge (written as
+    ``--box -8,...``, a value starting with a minus)."""
+    output = tmp_path / "left.mp4"
+    assert main(_edit(f"127.0.0.1:{grpc_server.port}", moving, f"-8,{TOP},32,{SIDE}", "-o", str(output))) == 0
+    err = capsys.readouterr().err
+    warnings = re.findall(r"^warning: .*$", err, re.MULTILINE)
+    assert warnings == [f"warning: box_clipped: mask_prompt.box -8,{TOP},32,{SIDE} reaches outside the 96x64 first "
+                        f"frame: clipped to 0,{TOP},24,{SIDE} (x, y, width, height in source pixels) (on the command "
+                        "line: --box)"], err  # fmt: skip
+    assert read_video(output)[0].shape == (FRAMES, HEIGHT, WIDTH, 3)
+
+
+def test_plan_warns_of_a_box_over_most_of_the_frame(grpc_server, moving, capsys):
+    plan = ["plan" if word == "edit" else word for word in _edit(f"127.0.0.1:{grpc_server.port}", moving, "0,0,90,60")]
+    assert main(plan) == 0
+    out = capsys.readouterr().out
+    assert out.count("  warning: box_large: mask_prompt.box 0,0,90,60 covers 88% of the 96x64 first frame") == 2, out

@@ -79,6 +79,59 @@ def test_a_box_on_the_first_frame_is_tracked_and_the_edit_follows_it(toy, moving
     follows(path, regions, data, mask)
 
 
+def _notices(events) -> dict[str, str]:
+    return {e.notice.code: e.notice.message for e in events if e.WhichOneof("event") == "notice"}
+
+
+def test_a_box_hanging_off_any_side_is_clipped_to_the_frame_and_said(toy, moving):
+    """Off the left (an object entering from there) as off the right: clipped the same way, the
+    tracked region starts from the clipped box, and a notice names the box given and the box kept."""
+    path, regions, edited = moving
+    ys, xs = np.nonzero(regions[0])
+    top, height = int(ys.min()), int(np.ptp(ys)) + 1
+    left = pb.Box(x=-40, y=top, width=int(xs.max()) + 1 + 40, height=height)
+    events, _ = propagate(toy, path, edited, pb.MaskPrompt(box=left))
+    said = _notices(events)
+    assert said["box_clipped"] == (f"mask_prompt.box -40,{top},{int(xs.max()) + 41},{height} reaches outside the "
+                                   f"256x256 first frame: clipped to 0,{top},{int(xs.max()) + 1},{height} (x, y, "
+                                   "width, height in source pixels)"), said  # fmt: skip
+    first = tracked_mask(toy, events)[0]
+    rows, cols = np.nonzero(first)
+    assert (cols.min(), cols.max(), rows.min(), rows.max()) == (0, xs.max(), top, top + height - 1)
+    right = pb.Box(x=int(xs.min()), y=top, width=256 - int(xs.min()) + 40, height=height)
+    events, _ = propagate(toy, path, edited, pb.MaskPrompt(box=right))
+    assert f"clipped to {int(xs.min())},{top},{256 - int(xs.min())},{height} " in _notices(events)["box_clipped"]
+    cols = np.nonzero(tracked_mask(toy, events)[0].any(0))[0]
+    assert (cols.min(), cols.max()) == (xs.min(), 255)
+
+
+def test_a_box_over_most_of_the_frame_is_warned_about_and_one_outside_it_refused(toy, moving):
+    import grpc
+
+    path, _, edited = moving
+    source = upload(toy, path.read_bytes(), path.name)
+    base = dict(source_id=source.id, edited_first_frame_id=upload(toy, encode_png(edited)).id, prompt="p")
+    huge = pb.PropagateRequest(**base, mask_prompt=pb.MaskPrompt(box=pb.Box(x=-100, y=-100, width=1000, height=1000)))
+    plan = toy.Plan(pb.PlanRequest(propagate=huge), timeout=60)
+    assert plan.ok and [n.code for n in plan.notices] == ["box_clipped", "box_large"], plan
+    assert "mask_prompt.box -100,-100,1000,1000 reaches outside the 256x256 first frame: clipped to 0,0,256,256" \
+        in plan.notices[0].message  # fmt: skip
+    assert plan.notices[1].message.startswith("mask_prompt.box 0,0,256,256 covers 100% of the 256x256 first frame "
+                                              "(over 60%): the edit region is nearly the whole frame")  # fmt: skip
+    most = pb.MaskPrompt(box=pb.Box(x=10, y=10, width=220, height=220))  # 74% of the frame, inside it
+    events, _ = propagate(toy, path, edited, most)
+    assert set(_notices(events)) == {"box_large"} and "covers 74%" in _notices(events)["box_large"]
+    for box in (pb.Box(x=-100, y=10, width=60, height=60), pb.Box(x=300, y=10, width=60, height=60),
+                pb.Box(x=10, y=256, width=60, height=60)):  # fmt: skip
+        with pytest.raises(grpc.RpcError) as caught:
+            list(toy.Propagate(pb.PropagateRequest(**base, mask_prompt=pb.MaskPrompt(box=box)), timeout=60))
+        details = caught.value.details()
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, details
+        shown = f"{box.x:g},{box.y:g},{box.width:g},{box.height:g}"
+        assert f"mask_prompt.box lies entirely outside the 256x256 first frame" in details and shown in details, details
+        assert "give a box over the region to edit" in details
+
+
 def test_a_frame0_mask_image_is_tracked(toy, moving):
     path, regions, edited = moving
     frame0 = upload(toy, encode_png(mask_to_frames(regions[:1])[0][::2, ::2]))  # another size, the same aspect
@@ -143,7 +196,8 @@ def test_bad_mask_prompts_are_refused_up_front_naming_the_field(toy, moving):
     source = upload(toy, path.read_bytes(), path.name)
     base = dict(source_id=source.id, edited_first_frame_id=upload(toy, encode_png(edited)).id, prompt="p")
     cases = [
-        (pb.MaskPrompt(box=pb.Box(x=300, y=0, width=10, height=10)), "mask_prompt.box"),
+        (pb.MaskPrompt(box=pb.Box(x=300, y=0, width=10, height=10)), "mask_prompt.box lies entirely outside"),
+        (pb.MaskPrompt(box=pb.Box(x=10, y=0, width=0, height=10)), "mask_prompt.box must be a box of finite position"),
         (pb.MaskPrompt(points=[pb.Point(x=-1, y=5)]), "mask_prompt.points[0]"),
         (pb.MaskPrompt(points=[pb.Point(x=5, y=5, negative=True)]), "mask_prompt.points"),
         (pb.MaskPrompt(), "mask_prompt"),

@@ -724,7 +724,7 @@ class Window(_message.Message):
     def __init__(self, start: _Optional[int] = ..., frames: _Optional[int] = ...) -> None: ...
 
 class PlanResponse(_message.Message):
-    __slots__ = ("ok", "problems", "width", "height", "fps", "num_frames", "padded_frames", "windows", "estimated_device_bytes", "estimated_seconds", "source", "output_frames", "output_duration_s", "steps")
+    __slots__ = ("ok", "problems", "width", "height", "fps", "num_frames", "padded_frames", "windows", "estimated_device_bytes", "estimated_seconds", "source", "output_frames", "output_duration_s", "steps", "notices")
     OK_FIELD_NUMBER: _ClassVar[int]
     PROBLEMS_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
@@ -739,6 +739,7 @@ class PlanResponse(_message.Message):
     OUTPUT_FRAMES_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_DURATION_S_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
+    NOTICES_FIELD_NUMBER: _ClassVar[int]
     ok: bool
     problems: _containers.RepeatedCompositeFieldContainer[Problem]
     width: int
@@ -753,7 +754,8 @@ class PlanResponse(_message.Message):
     output_frames: int
     output_duration_s: float
     steps: int
-    def __init__(self, ok: _Optional[bool] = ..., problems: _Optional[_Iterable[_Union[Problem, _Mapping]]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., fps: _Optional[float] = ..., num_frames: _Optional[int] = ..., padded_frames: _Optional[int] = ..., windows: _Optional[_Iterable[_Union[Window, _Mapping]]] = ..., estimated_device_bytes: _Optional[int] = ..., estimated_seconds: _Optional[float] = ..., source: _Optional[_Union[MediaRef, _Mapping]] = ..., output_frames: _Optional[int] = ..., output_duration_s: _Optional[float] = ..., steps: _Optional[int] = ...) -> None: ...
+    notices: _containers.RepeatedCompositeFieldContainer[Notice]
+    def __init__(self, ok: _Optional[bool] = ..., problems: _Optional[_Iterable[_Union[Problem, _Mapping]]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., fps: _Optional[float] = ..., num_frames: _Optional[int] = ..., padded_frames: _Optional[int] = ..., windows: _Optional[_Iterable[_Union[Window, _Mapping]]] = ..., estimated_device_bytes: _Optional[int] = ..., estimated_seconds: _Optional[float] = ..., source: _Optional[_Union[MediaRef, _Mapping]] = ..., output_frames: _Optional[int] = ..., output_duration_s: _Optional[float] = ..., steps: _Optional[int] = ..., notices: _Optional[_Iterable[_Union[Notice, _Mapping]]] = ...) -> None: ...
 
 class ServerInfo(_message.Message):
     __slots__ = ("version", "model", "model_dir", "dtype", "device", "quantization", "attention_backend", "memory_bytes", "max_frames", "max_pixels", "max_upload_bytes", "max_queue", "queue_length", "ready", "adapters_loaded", "window_frames", "offload", "max_vram_bytes", "vae_tiling", "gradient_checkpointing", "optimizer", "load_error", "adapters_cached", "adapters_pinned", "adapter_device_slots", "adapter_host_cache_bytes", "adapter_slot_rank", "native_width", "native_height", "max_side", "max_window_frames", "size_factor", "max_duration_s", "max_source_pixels", "interpolation", "trackers", "max_streams", "open_streams", "unary_workers", "max_message_bytes")
