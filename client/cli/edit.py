@@ -86,8 +86,18 @@ def plans(client: FramecastClient, args, media: EditInputs, jobs: tuple[str, ...
     return planned
 
 
+def distinct_problems(planned: list) -> list[tuple[str, list[str]]]:
+    """Each problem of the plans once, with the jobs it concerns, in order: an edit's training and
+    propagation share their inputs, so a bad box is a problem of both, and one problem to fix."""
+    found: dict[str, list[str]] = {}
+    for kind, plan in planned:
+        for problem in plan.problems:
+            found.setdefault(problem.message.strip(), []).append(kind)
+    return list(found.items())
+
+
 def problems_of(planned: list) -> int:
-    return sum(len(plan.problems) for _, plan in planned)
+    return len(distinct_problems(planned))
 
 
 def cmd_plan(args) -> int:
@@ -112,8 +122,11 @@ def cmd_edit(args) -> int:
     with connect(args) as client, Uploads(client, args.timeout) as upload:
         media = inputs.uploaded(upload)
         planned = plans(client, args, media, ("train", "propagate"), adapter)
-        if count := problems_of(planned):
-            print("\n".join(format_plan(kind, plan) for kind, plan in planned if plan.problems), file=sys.stderr)
+        if problems := distinct_problems(planned):
+            every = [kind for kind, _ in planned]
+            print("\n".join(f"  - {message}" + ("" if kinds == every else f" ({' and '.join(kinds)} only)")
+                            for message, kinds in problems), file=sys.stderr)  # fmt: skip
+            count = len(problems)
             raise CliError(f"{count} problem{'s' if count > 1 else ''} (above); nothing was queued")
         grid = planned[1][1]  # the propagation's plan
         windows = len(grid.windows)

@@ -101,3 +101,13 @@ def test_plan_warns_of_a_box_over_most_of_the_frame(grpc_server, moving, capsys)
     assert main(plan) == 0
     out = capsys.readouterr().out
     assert out.count("  warning: box_large: mask_prompt.box 0,0,90,60 covers 88% of the 96x64 first frame") == 2, out
+
+
+def test_a_bad_box_is_one_problem_of_an_edit_not_one_per_job(grpc_server, moving, tmp_path, capsys):
+    """The training and the propagation both refuse a box outside the frame: one problem to fix."""
+    output = tmp_path / "outside.mp4"
+    assert main(_edit(f"127.0.0.1:{grpc_server.port}", moving, "200,10,20,20", "-o", str(output))) == 2
+    err = capsys.readouterr().err
+    assert err.count("mask_prompt.box lies entirely outside the 96x64 first frame") == 1, err
+    assert "error: 1 problem (above); nothing was queued" in err, err
+    assert not output.exists()
