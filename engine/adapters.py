@@ -56,7 +56,7 @@ from framecast.engine.adapter_store import (
     check_adapter_name,
     serialize_adapter,
 )
-from framecast.engine.compat import reapply_group_offloading, reset_peft_loaded_flag
+from framecast.engine.compat import add_peft_adapter, reapply_group_offloading, reset_peft_loaded_flag
 from framecast.engine.errors import AdapterExists, IncompatibleAdapter, InvalidInput
 
 __all__ = [
@@ -315,11 +315,10 @@ class AdapterSlots(AdapterCache):
     def _add_peft_adapter(self, config, name: str, seed: int | None) -> None:
         """Inject a peft adapter; its random init draws from ``seed`` (or a forked RNG) and leaves
         the global RNG as it was."""
-        with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", "Already found a `peft_config`", UserWarning)  # the slot is one
+        with torch.random.fork_rng(devices=[]):
             if seed is not None:
                 torch.manual_seed(seed)
-            self.transformer.add_adapter(config, adapter_name=name)
+            add_peft_adapter(self.transformer, config, name)  # beside the slot: without peft's warning
         reapply_group_offloading(self.transformer)
 
     def _delete_peft_adapter(self, name: str) -> None:

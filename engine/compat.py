@@ -12,6 +12,7 @@ diffusers and peft wheels of the same versions).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 
 import torch
@@ -58,6 +59,20 @@ def reapply_group_offloading(module: torch.nn.Module) -> None:
     except ImportError:
         return
     _maybe_remove_and_reapply_group_offloading(module)
+
+
+def add_peft_adapter(model: torch.nn.Module, config, name: str) -> None:
+    """``model.add_adapter(config, adapter_name=name)`` (diffusers' peft integration), without peft's
+    "Already found a `peft_config` attribute in the model" warning.
+
+    peft warns whenever a model that carries an adapter gets another one, in case it was not
+    meant to. framecast always means it: the transformer carries the inference slot and, while a
+    job trains, the training adapter beside it (each under its own peft name), and the memory
+    planner traces the same two. Left alone, the warning greeted each server's first plan or
+    training. Only that message is silenced, only around this call."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Already found a `peft_config` attribute", UserWarning)
+        model.add_adapter(config, adapter_name=name)
 
 
 def reset_peft_loaded_flag(model: torch.nn.Module) -> None:

@@ -17,6 +17,7 @@ from types import SimpleNamespace
 
 import torch
 
+from framecast.engine.compat import add_peft_adapter
 from framecast.engine.config import Quantize
 from framecast.engine.memory_trace import (
     AdamW8bit,
@@ -122,12 +123,12 @@ def _attach_adapters(transformer, trace: TransformerTrace) -> list[str]:
     from framecast.engine.adapter_formats import TARGET_PATTERN, TRAINING_PATTERN
 
     if trace.slot_rank:
-        transformer.add_adapter(LoraConfig(r=trace.slot_rank, lora_alpha=trace.slot_rank, lora_dropout=0.0,
-                                           target_modules=TARGET_PATTERN), adapter_name="_slot")  # fmt: skip
+        add_peft_adapter(transformer, LoraConfig(r=trace.slot_rank, lora_alpha=trace.slot_rank, lora_dropout=0.0,
+                                                 target_modules=TARGET_PATTERN), "_slot")  # fmt: skip
     if not trace.training:
         return []
-    transformer.add_adapter(LoraConfig(r=trace.rank, lora_alpha=trace.rank, lora_dropout=0.0,
-                                       target_modules=TRAINING_PATTERN), adapter_name="fc_trace")  # fmt: skip
+    add_peft_adapter(transformer, LoraConfig(r=trace.rank, lora_alpha=trace.rank, lora_dropout=0.0,
+                                             target_modules=TRAINING_PATTERN), "fc_trace")  # fmt: skip
     transformer.set_adapter("fc_trace")
     trainable = []
     for name, param in transformer.named_parameters():

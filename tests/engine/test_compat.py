@@ -4,6 +4,7 @@ still exists and still does what framecast relies on: an upgrade that moves one 
 from __future__ import annotations
 
 import importlib.metadata
+import warnings
 
 import numpy as np
 import pytest
@@ -57,6 +58,19 @@ def test_a_failed_injection_leaves_no_peft_loaded_mark():
     module._hf_peft_config_loaded = True
     compat.reset_peft_loaded_flag(module)
     assert module._hf_peft_config_loaded is False
+
+
+def test_a_second_peft_adapter_is_added_without_peft_warning(tiny_model_dir):
+    from diffusers import WanTransformer3DModel
+    from peft import LoraConfig
+
+    transformer = WanTransformer3DModel.from_pretrained(tiny_model_dir / "transformer")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for name in ("first", "second"):  # the slot and a training adapter beside it, as the engine has them
+            compat.add_peft_adapter(transformer, LoraConfig(r=2, lora_alpha=2, target_modules=["to_q"]), name)
+    assert set(transformer.peft_config) == {"first", "second"}
+    assert not [str(w.message) for w in caught if "peft_config" in str(w.message)]
 
 
 @pytest.mark.parametrize("torchvision", [False])

@@ -1,6 +1,6 @@
 """What `framecast serve` writes to its log at the default level: a line for each job accepted and
 each job ended, and one for each refused request, each with its request id, which is what an
-operator greps for."""
+operator greps for; and no library's warnings that say nothing about the server."""
 
 from __future__ import annotations
 
@@ -81,6 +81,18 @@ def test_each_job_and_each_refused_request_has_its_lines_with_its_request_id(ser
     assert lines_of(log, "refused-2") == [
         "INFO framecast.server.errors: refused GetJob: NOT_FOUND: job 'nobody' not found"
     ]
+
+
+def test_a_fresh_servers_first_plan_and_training_print_no_peft_warning(serve, scene, tmp_path):  # noqa: F811
+    server = serve(tmp_path / "data")
+    source, mask, _ = upload_scene(server.stub, scene)
+    train = pb.TrainRequest(adapter="first", source_id=source.id, mask_id=mask.id, steps=2, rank=2)
+    # Plan traces a training step's memory with the slot and a training adapter attached, as the
+    # engine runs it; the training attaches its adapter beside the slot.
+    assert server.stub.Plan(pb.PlanRequest(train=train), timeout=120).estimated_device_bytes > 0
+    assert list(server.stub.Train(train, timeout=300))[-1].WhichOneof("event") == "adapter"
+    log = server.stop()
+    assert "job" in log and "Already found a `peft_config`" not in log and "UserWarning" not in log, log
 
 
 def test_a_cluster_fronts_refusals_are_logged_with_their_request_id(tiny_model_dir, tmp_path, caplog):
