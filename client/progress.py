@@ -31,6 +31,9 @@ NOTICE_HINTS = {
     "box_clipped": "on the command line: --box",
     "box_large": "on the command line: a smaller --box, or --points or --mask-frame0",
 }
+# What a phase's steps count, said beside them in plain lines: the working frames (Plan's), or the
+# output's frames (the source's, in the shot); training and denoising count steps.
+PHASE_UNITS = {"decode": "working frames", "mask": "working frames", "encode": "output frames"}
 HEARTBEAT_S = 10.0  # plain lines: at most this long without one while a phase runs
 MIN_GAP_S = 2.0  # ... and at least this long between two, but for a phase's first and last
 
@@ -218,7 +221,9 @@ class JobProgress:
         detail = [f"eta {format_duration(progress.eta_s)}"] if progress.step < progress.total else []
         if progress.phase in TRAINING_PHASES:
             detail.insert(0, f"loss {progress.loss:.4f}")
-        self.steps.update(f"{self.label} {progress.phase}", progress.step, progress.total, " ".join(detail))
+        unit = PHASE_UNITS.get(progress.phase) if progress.total else None
+        amount = f"{progress.step}/{progress.total} {unit}" if unit else ""
+        self.steps.update(f"{self.label} {progress.phase}", progress.step, progress.total, " ".join(detail), amount)
 
     def close(self) -> None:
         self.steps.close()

@@ -20,7 +20,9 @@ from framecast.engine.errors import InvalidInput, Problems
 from framecast.engine.grid import ModelLimits
 from framecast.engine.requests import MaskMode
 
-OnRead = Callable[[int, int], None]  # (frames read, frames to read)
+# (what is read: "decode" the source onto the grid, "mask" a mask video; working frames made, working
+# frames in all): both count the shot's working frames, what Plan's num_frames counts.
+OnRead = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True)

@@ -253,7 +253,7 @@ class Engine:
     ) -> AdapterRecord:
         """Train ``job.adapter`` and store it. A request ``prepare_train`` refuses, a cancel, or a
         name taken meanwhile leaves no trace; any other failure leaves the name FAILED with its error.
-        ``on_read(done, total)`` follows the reading of a clip of stored footage; ``on_clip`` sees what
+        ``on_read(phase, done, total)`` follows the reading of a clip of stored footage; ``on_clip`` sees what
         was read (its notices, a tracked region)."""
         prepared = request if isinstance(request, PreparedTrain) else self.prepare_train(request)
         job = prepared.job

@@ -325,8 +325,9 @@ class ShotClip(Clip):
         """A mask of the source's aspect, any size, on the working grid: [h, w] bool."""
         return mask_from_frames(self.shot.grid.to_grid(mask_to_frames(mask[None])[0], mask=True)[None])[0]
 
-    def _region(self, on_read: OnRead | None = None, done: int = 0, total: int = 0) -> np.ndarray:
-        """The user's mask on the working grid, [frames, h, w] bool; decoded once."""
+    def _region(self, on_read: OnRead | None = None) -> np.ndarray:
+        """The user's mask on the working grid, [frames, h, w] bool; decoded once (a mask video's
+        reading follows ``on_read("mask", ...)`` in working frames)."""
         if self._mask is not None:
             return self._mask
         shot, grid = self.shot, self.shot.grid
@@ -340,12 +341,12 @@ class ShotClip(Clip):
         positions: dict[int, list[int]] = {}
         for k, index in enumerate(shot.mask_indices):
             positions.setdefault(index, []).append(k)
-        wanted = sorted(positions)
+        wanted, done = sorted(positions), 0
         for index, frame in iter_frames(shot.mask.path, shot.mask.info, set(wanted), wanted[0]):
             region[positions[index]] = mask_from_frames(grid.to_grid(frame, mask=True)[None])[0]
-            done += 1
+            done += len(positions[index])
             if on_read is not None:
-                on_read(done, total)
+                on_read("mask", done, grid.frames)
         region[grid.frames :] = region[grid.frames - 1]
         self._mask = region
         return region
@@ -357,8 +358,9 @@ class ShotClip(Clip):
         for k, index in enumerate(shot.source_indices):
             positions.setdefault(index, []).append(k)
         wanted = sorted(positions)
-        mask_frames = 0 if self._mask is not None or shot.mask_indices is None else len(set(shot.mask_indices))
-        total, done = len(wanted) + mask_frames, 0
+        # Progress counts working frames, as Plan does: a source frame a variable frame rate's gap
+        # shows in several working frames counts as each of them.
+        done = 0
         # What trackers see: the working frames' times at up to TRACKING_SIDE pixels, not the grid's.
         watch = shot.mask_prompt is not None or (shot.mask is not None and shot.mask_indices is None)
         track_w, track_h = tracking_size(info.width, info.height)
@@ -371,9 +373,9 @@ class ShotClip(Clip):
 
                 small = np.asarray(Image.fromarray(frame).resize((track_w, track_h), Image.Resampling.BOX))
                 seen[[k for k in positions[index] if k < grid.frames]] = small
-            done += 1
+            done += len(positions[index])
             if on_read is not None:
-                on_read(done, total)
+                on_read("decode", done, grid.frames)
         frames[grid.frames :] = frames[grid.frames - 1]  # padding to 4N+1
         notices, tracked = list(shot.notices), None
         if shot.mask_prompt is not None:
@@ -387,7 +389,7 @@ class ShotClip(Clip):
                                       f"{grid.frames} working frames ({_spans(track.lost)}): they are left unedited; "
                                       "check the tracked mask, or send a mask video", tuple(track.lost)))  # fmt: skip
         else:
-            region = self._region(on_read, done, total)
+            region = self._region(on_read)
             if seen is not None:
                 notices += _moving_out_of(region[0], seen, self._on_grid)
         edited = shot.edited_first_frame

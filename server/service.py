@@ -136,7 +136,7 @@ class FramecastService(AdapterRpcs, pb_grpc.FramecastServicer):
             def on_progress(progress: Progress) -> None:
                 handle.emit(progress=convert.training_progress(progress))
 
-            record = engine.train(prepared, on_progress, handle.should_cancel, on_read=_phase(handle, "decode"),
+            record = engine.train(prepared, on_progress, handle.should_cancel, on_read=_reading(handle),
                                   on_clip=self._reporter(handle, prepared.clip))  # fmt: skip
             info = convert.adapter_info(engine.adapters.view(record.name))
             handle.set_state(handle.info.state, adapter_result=info)
@@ -169,7 +169,7 @@ class FramecastService(AdapterRpcs, pb_grpc.FramecastServicer):
 
             if training is not None:
                 check_trained(training)
-            result = engine.propagate(prepared, on_step, on_frames, handle.should_cancel, on_read=_phase(handle, "decode"),
+            result = engine.propagate(prepared, on_step, on_frames, handle.should_cancel, on_read=_reading(handle),
                                       on_clip=self._reporter(handle, prepared.clip))  # fmt: skip
             scratch = self.media.scratch_dir()
             try:
@@ -298,6 +298,19 @@ def _phase(job: Job, phase: str):
                                       eta_s=elapsed / done * (total - done) if done else 0.0))  # fmt: skip
 
     return on_progress
+
+
+def _reading(job: Job):
+    """``on_read(phase, done, total)`` of a job's clip: ``decode`` (the source onto the grid) and
+    ``mask`` (a mask video) progress in working frames, each phase with its own ETA."""
+    phases = {}
+
+    def on_read(phase: str, done: int, total: int) -> None:
+        if phase not in phases:
+            phases[phase] = _phase(job, phase)
+        phases[phase](done, total)
+
+    return on_read
 
 
 def _field_of(error: Exception) -> str:

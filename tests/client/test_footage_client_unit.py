@@ -274,6 +274,17 @@ def test_a_phase_that_ends_before_its_last_step_says_where_it_ended():
                                               "train appearance 4/8 loss 0.5000 eta 1s"]  # fmt: skip
 
 
+def test_reading_and_writing_lines_say_what_they_count():
+    """decode (and a mask video's reading) count working frames, as the plan does; encode the
+    output's frames; the steps of training and denoising are steps."""
+    stream = io.StringIO()
+    progress = JobProgress("propagate", plain=True, stream=stream)
+    for phase, total in (("decode", 40), ("mask", 40), ("denoise", 2), ("encode", 35)):
+        progress(_progress(phase, total, total))
+    assert stream.getvalue().splitlines() == ["propagate decode 40/40 working frames", "propagate mask 40/40 working frames",
+                                              "propagate denoise 2/2", "propagate encode 35/35 output frames"]  # fmt: skip
+
+
 def test_throttle(monkeypatch):
     clock = [0.0]
     throttle = Throttle(heartbeat_s=10, min_gap_s=2, clock=lambda: clock[0])

@@ -127,6 +127,32 @@ def test_a_variable_frame_rate_webm_starting_after_0_keeps_its_first_timestamp(t
     check_whole(footage, result, data, mask)
 
 
+def test_decode_progress_counts_the_working_frames_the_plan_names(toy, tmp_path, monkeypatch):
+    """12 source frames over 2.7 s are 46 working frames at 16 fps (a frame shown again through each
+    gap): the decode progress counts those, as Plan's num_frames does, and so does the reading of a
+    mask video when the job runs (here every mask video is read then, none before queueing)."""
+    from framecast.engine import shots
+
+    monkeypatch.setattr(shots, "EARLY_MASK_PIXELS", 0)
+    times = [0, 0.05, 0.1, 0.3, 0.33, 0.6, 0.9, 1.0, 1.5, 2.0, 2.2, 2.63]
+    footage = make_footage(tmp_path / "gaps.webm", 5, 320, 240, times, codec="libvpx-vp9", audio=None,
+                           time_base=Fraction(1, 1000))  # fmt: skip
+    masks = np.stack([box_mask(footage)] * len(times))  # one mask frame per source frame
+    source = upload(toy, footage.path.read_bytes(), footage.path.name)
+    mask = upload(toy, encode_video(mask_to_frames(masks), 24, lossless=True), "masks.mp4")
+    edited = upload(toy, encode_png(footage.edited_first_frame), "edited.png")
+    request = pb.PropagateRequest(source_id=source.id, mask_id=mask.id, edited_first_frame_id=edited.id, prompt="p",
+                                  steps=1, guidance_scale=1.0, composite=True)  # fmt: skip
+    planned = toy.Plan(pb.PlanRequest(propagate=request), timeout=60).num_frames
+    assert planned == 46 > len(times)
+    events = list(toy.Propagate(request, timeout=600))
+    for phase in ("decode", "mask"):
+        progress = [e.progress for e in events if e.WhichOneof("event") == "progress" and e.progress.phase == phase]
+        assert progress and {p.total for p in progress} == {planned}, (phase, progress)
+        assert progress[-1].step == planned, (phase, progress[-1])
+    assert events[-1].result.working_frames == planned
+
+
 def test_640x360_with_37_frames_and_a_mask_video_at_another_resolution(toy, tmp_path):
     footage = make_footage(tmp_path / "small.mp4", 6, 640, 360, [i / 24 for i in range(37)], audio=None)
     masks = np.stack([box_mask(footage)] * 37)
