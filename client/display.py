@@ -121,7 +121,10 @@ def format_change(change) -> str:
     return line
 
 
-def format_metrics(result) -> str:
+def format_metrics(result, command_s: float | None = None, uploads_s: float = 0.0) -> str:
+    """A propagation's result: its frames, grid and measures, then its times, each named by what it
+    measured: the generation (denoising), the job (reading, generating and writing, after its wait
+    in the queue) and (``command_s``) the whole command, uploads included."""
     metrics = result.metrics
     lines = [f"frames              {result.num_frames}"]
     if result.working_width:
@@ -135,7 +138,12 @@ def format_metrics(result) -> str:
     ]
     if metrics.windows > 1:
         lines.append(f"seam score          {metrics.seam_score:.2f} over {metrics.windows} windows (1 = invisible)")
-    lines.append(f"elapsed             {result.elapsed_s:.1f} s")
+    lines.append(f"generation          {result.elapsed_s:.1f} s (denoising every window, on the server)")
+    if result.job_s:
+        lines.append(f"job                 {result.job_s:.1f} s running (reading, generation, writing), "
+                     f"{result.queued_s:.1f} s queued")  # fmt: skip
+    if command_s is not None:
+        lines.append(f"command             {command_s:.1f} s (uploads {uploads_s:.1f} s)")
     return "\n".join(lines)
 
 

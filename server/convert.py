@@ -257,7 +257,10 @@ def training_progress(progress: Progress) -> pb.Progress:
                        elapsed_s=progress.elapsed_s, eta_s=progress.eta_s)  # fmt: skip
 
 
-def propagate_result(result: PropagateResult, stored: MediaInfo, shot: Shot) -> pb.PropagateResult:
+def propagate_result(result: PropagateResult, stored: MediaInfo, shot: Shot, job_s: float = 0.0,
+                     queued_s: float = 0.0) -> pb.PropagateResult:  # fmt: skip
+    """A propagation's result: the stored video, the grid, the metrics; ``elapsed_s`` the generation's
+    seconds, ``job_s`` the whole job's (reading and writing too), ``queued_s`` its wait before."""
     grid = shot.grid
     return pb.PropagateResult(
         video=media_ref(stored), working_width=grid.width, working_height=grid.height, working_frames=grid.frames,
@@ -268,7 +271,7 @@ def propagate_result(result: PropagateResult, stored: MediaInfo, shot: Shot) -> 
             temporal_change=result.temporal_change,
         ),  # fmt: skip
         num_frames=stored.num_frames,
-        elapsed_s=result.elapsed_s,
+        elapsed_s=result.elapsed_s, job_s=job_s, queued_s=queued_s,
     )
 
 

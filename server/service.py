@@ -177,7 +177,9 @@ class FramecastService(AdapterRpcs, pb_grpc.FramecastServicer):
                 stored = self.media.put_file(restored.path, filename=f"{handle.id}{restored.suffix}")
             finally:
                 shutil.rmtree(scratch, ignore_errors=True)
-            message = convert.propagate_result(result, stored, shot)
+            info = handle.info
+            message = convert.propagate_result(result, stored, shot, job_s=_elapsed(handle),
+                                               queued_s=max(0.0, info.started_at - info.created_at))  # fmt: skip
             handle.set_state(handle.info.state, propagate_result=message)
             handle.checkpoint()  # a crash from here on still finds the result, metrics and all
             handle.emit(result=message)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import secrets
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,6 +115,7 @@ def cmd_plan(args) -> int:
 
 
 def cmd_edit(args) -> int:
+    started = time.monotonic()
     inputs = EditInputs.local(args)
     output = output_file(args)
     frames_dir = output_path(args.frames_dir, "--frames-dir", directory=True) if args.frames_dir else None
@@ -161,7 +163,7 @@ def cmd_edit(args) -> int:
         progress.job_id = propagate_id
         _, result = follow_job(client, collect_propagation, propagate, progress)
         print(f"adapter             {trained.name}")
-        print_result(client, result, output, frames_dir, args)
+        print_result(client, result, output, frames_dir, args, started, upload)
         save_tracked_mask(client, progress.tracked or training.tracked, tracked_mask, args.timeout)
     return 0
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import sys
 import tempfile
+import time
 import zipfile
 from pathlib import Path
 
@@ -52,11 +53,12 @@ class Uploads:
     """Uploads a command's inputs, each file or folder once however many times it is named (an
     edit's source serves its training and its propagation; a reference may be the edited first
     frame), with a progress bar (or plain lines) per file. Use as a context manager: the zips of
-    folders live in a temporary directory until it closes."""
+    folders live in a temporary directory until it closes. ``seconds``: the time the uploads took."""
 
     def __init__(self, client: FramecastClient, timeout: float | None, quiet: bool = False):
         self.client, self.timeout, self.quiet = client, timeout, quiet
         self.done: dict[Path, pb.MediaRef] = {}
+        self.seconds = 0.0
         self._scratch: tempfile.TemporaryDirectory | None = None
 
     def __enter__(self) -> Uploads:
@@ -77,10 +79,12 @@ class Uploads:
                 name = f"{path.name or 'frames'}.zip"
                 upload = zip_frames(path, Path(self._scratch.name) / f"{len(self.done)}-{name}", flag)
             progress = UploadProgress(name, disable=self.quiet)
+            started = time.monotonic()
             try:
                 ref = self.client.upload(upload, filename=name, timeout=self.timeout, on_progress=progress)
             finally:
                 progress.close()
+                self.seconds += time.monotonic() - started
             if not self.quiet:
                 print(f"uploaded {name}: {describe_media(ref)}", file=sys.stderr)
             self.done[key] = ref

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from framecast.client.cli.args import (
@@ -175,9 +176,11 @@ def save_tracked_mask(client: FramecastClient, tracked: pb.TrackedMask | None, p
     print(f"tracked mask        {saved}")
 
 
-def print_result(client: FramecastClient, result, output: Path | None, frames_dir: Path | None, args) -> None:
+def print_result(client: FramecastClient, result, output: Path | None, frames_dir: Path | None, args,
+                 started: float | None = None, uploads: Uploads | None = None) -> None:  # fmt: skip
     """Save a propagation's result into ``output`` (when given; named by the user when ``args.output``
-    is) and print where it went, and its measures."""
+    is) and print where it went, and its measures; with ``started`` (the command's
+    ``time.monotonic()`` at its start), how long the command took, ``uploads``' time of it."""
     try:
         if output is not None:
             output = save_result(client, result, output, args.timeout, named=args.output is not None)
@@ -188,7 +191,8 @@ def print_result(client: FramecastClient, result, output: Path | None, frames_di
         print(f"output              {output}")
     if frames_dir is not None:
         print(f"frames              {frames_dir}/frame_*.png")
-    print(format_metrics(result))
+    took = None if started is None else time.monotonic() - started
+    print(format_metrics(result, took, uploads.seconds if uploads is not None else 0.0))
 
 
 # ---- commands -------------------------------------------------------------------------------
@@ -216,6 +220,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_propagate(args) -> int:
+    started = time.monotonic()
     source = existing_input(args.source, "--source")
     mask = MaskInput.local(args)
     edited = existing_file(args.edited_first_frame, "--edited-first-frame")
@@ -233,7 +238,7 @@ def cmd_propagate(args) -> int:
         progress = JobProgress("propagate", frames_dir=frames_dir)
         progress.job_id = job_id
         _, result = follow_job(client, collect_propagation, events, progress)
-        print_result(client, result, output, frames_dir, args)
+        print_result(client, result, output, frames_dir, args, started, upload)
         save_tracked_mask(client, progress.tracked, tracked_mask, args.timeout)
     return 0
 

@@ -69,6 +69,23 @@ def test_edit_restores_the_source_size_frames_and_audio(grpc_server, clip, tmp_p
         assert client.get_adapter(adapter).state != pb.ADAPTER_STATE_FAILED
 
 
+def test_edit_names_what_each_time_it_reports_measured(grpc_server, clip, tmp_path, capsys):
+    """Not a bare 'elapsed': the generation (denoising), the job (reading, generating, writing, and
+    its wait in the queue) and the whole command with its uploads, each within the next."""
+    started = time.monotonic()
+    assert main(_edit(f"127.0.0.1:{grpc_server.port}", clip, "-o", str(tmp_path / "timed.mp4"))) == 0
+    took = time.monotonic() - started
+    out = capsys.readouterr().out
+    assert "elapsed" not in out
+    generation = float(re.search(r"^generation +(\d+\.\d) s \(denoising every window, on the server\)$", out,
+                                 re.MULTILINE).group(1))  # fmt: skip
+    job, queued = map(float, re.search(r"^job +(\d+\.\d) s running \(reading, generation, writing\), (\d+\.\d) s "
+                                       r"queued$", out, re.MULTILINE).groups())  # fmt: skip
+    command, uploads = map(float, re.search(r"^command +(\d+\.\d) s \(uploads (\d+\.\d) s\)$", out,
+                                            re.MULTILINE).groups())  # fmt: skip
+    assert generation <= job + 0.1 and job + queued <= command + 0.1 and uploads <= command <= took + 0.1, out
+
+
 def test_plan_prints_the_grid_and_exits_2_with_every_problem(grpc_server, clip, capsys):
     server = f"127.0.0.1:{grpc_server.port}"
     plan = ["plan" if arg == "edit" else arg for arg in _edit(server, clip)]

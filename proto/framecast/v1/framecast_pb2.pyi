@@ -446,7 +446,7 @@ class QualityMetrics(_message.Message):
     def __init__(self, background_psnr_db: _Optional[float] = ..., first_frame_psnr_db: _Optional[float] = ..., seam_score: _Optional[float] = ..., windows: _Optional[int] = ..., background_ssim: _Optional[float] = ..., temporal_change: _Optional[float] = ...) -> None: ...
 
 class PropagateResult(_message.Message):
-    __slots__ = ("video", "metrics", "num_frames", "elapsed_s", "working_width", "working_height", "working_frames", "working_fps")
+    __slots__ = ("video", "metrics", "num_frames", "elapsed_s", "working_width", "working_height", "working_frames", "working_fps", "job_s", "queued_s")
     VIDEO_FIELD_NUMBER: _ClassVar[int]
     METRICS_FIELD_NUMBER: _ClassVar[int]
     NUM_FRAMES_FIELD_NUMBER: _ClassVar[int]
@@ -455,6 +455,8 @@ class PropagateResult(_message.Message):
     WORKING_HEIGHT_FIELD_NUMBER: _ClassVar[int]
     WORKING_FRAMES_FIELD_NUMBER: _ClassVar[int]
     WORKING_FPS_FIELD_NUMBER: _ClassVar[int]
+    JOB_S_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_S_FIELD_NUMBER: _ClassVar[int]
     video: MediaRef
     metrics: QualityMetrics
     num_frames: int
@@ -463,7 +465,9 @@ class PropagateResult(_message.Message):
     working_height: int
     working_frames: int
     working_fps: float
-    def __init__(self, video: _Optional[_Union[MediaRef, _Mapping]] = ..., metrics: _Optional[_Union[QualityMetrics, _Mapping]] = ..., num_frames: _Optional[int] = ..., elapsed_s: _Optional[float] = ..., working_width: _Optional[int] = ..., working_height: _Optional[int] = ..., working_frames: _Optional[int] = ..., working_fps: _Optional[float] = ...) -> None: ...
+    job_s: float
+    queued_s: float
+    def __init__(self, video: _Optional[_Union[MediaRef, _Mapping]] = ..., metrics: _Optional[_Union[QualityMetrics, _Mapping]] = ..., num_frames: _Optional[int] = ..., elapsed_s: _Optional[float] = ..., working_width: _Optional[int] = ..., working_height: _Optional[int] = ..., working_frames: _Optional[int] = ..., working_fps: _Optional[float] = ..., job_s: _Optional[float] = ..., queued_s: _Optional[float] = ...) -> None: ...
 
 class Notice(_message.Message):
     __slots__ = ("code", "message", "frames")
