@@ -79,3 +79,23 @@ def test_a_name_the_output_cannot_have_is_refused_before_any_upload(webm, tmp_pa
     err = capsys.readouterr().err
     assert err.startswith("error: " + message.format(out=output)), err
     assert not output.exists()
+
+
+def _first_sound_s(path) -> float:
+    """Seconds from the file's 0 to its audio's first loud sample."""
+    with av.open(str(path)) as container:
+        audio = container.streams.audio[0]
+        first = next(container.decode(audio))
+        start, rate = float(first.pts * first.time_base), audio.codec_context.sample_rate
+    loud = np.nonzero(np.abs(read_audio(path)[0]) > 0.02)[0]
+    return start + loud[0] / rate
+
+
+def test_a_part_transcoded_to_aac_sounds_when_its_copy_does(grpc_server, webm, tmp_path):
+    """From 0.5 s on: the Opus copied into Matroska and the AAC of an mp4 start sounding at the same
+    time, both videos starting at the source's first frame's time."""
+    server = f"127.0.0.1:{grpc_server.port}"
+    mp4, mkv = tmp_path / "part.mp4", tmp_path / "part.mkv"
+    assert _propagate(server, webm, mp4, "--start", "0.5") == 0 and _propagate(server, webm, mkv, "--start", "0.5") == 0
+    assert video_times(mp4)[0] == pytest.approx(TIMES[0], abs=1e-3) and video_times(mkv)[0] == pytest.approx(TIMES[0], abs=1e-3)
+    assert _first_sound_s(mp4) == pytest.approx(_first_sound_s(mkv), abs=0.003), (_first_sound_s(mp4), _first_sound_s(mkv))
