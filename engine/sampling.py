@@ -183,32 +183,43 @@ def denoise(
     device = cond.condition_latents.device
     latents = initial_noise(cond.condition_latents.shape, seed, device)
     condition = cond.transformer_condition
-    steps, cached = sampler.steps, sampler.cache_config() is not None
+    scheduler.set_timesteps(sampler.steps, device=device)
+    with step_cache(transformer, sampler):
+        for index, t in enumerate(scheduler.timesteps):
+            if should_cancel is not None and should_cancel():
+                raise Cancelled("job cancelled")
+            latents = denoising_step(transformer, scheduler, latents, condition, cond, t, index, sampler)
+            if on_step is not None:
+                on_step(index + 1, sampler.steps)
+    return latents
 
-    def predict(model_input, timestep, prompt_embeds, context: str, index: int):
+
+def denoising_step(transformer, scheduler, latents: torch.Tensor, condition: torch.Tensor, cond: Conditioning,
+                   t: torch.Tensor, index: int, sampler: Sampler) -> torch.Tensor:  # fmt: skip
+    """Step ``index`` (at timestep ``t``) of ``denoise``: the transformer's velocity, guided by its
+    unconditional pass where the sampler guides, then the scheduler's step. The memory model traces
+    this function (``memory_phases``). Returns the next latents.
+
+    latents: [1, 16, F_lat, h, w]; condition: [1, 20, F_lat, h, w], ``cond.transformer_condition``.
+    """
+    cached = sampler.cache_config() is not None
+
+    def predict(model_input, timestep, prompt_embeds, context: str):
         # the cache keeps the conditional and unconditional passes' states apart, by the context's name
-        scope = transformer.cache_context(context, step_index=index, num_inference_steps=steps)
+        scope = transformer.cache_context(context, step_index=index, num_inference_steps=sampler.steps)
         with scope if cached else nullcontext():
             return transformer(
                 hidden_states=model_input, timestep=timestep, encoder_hidden_states=prompt_embeds,
                 encoder_hidden_states_image=cond.image_embeds, return_dict=False,
             )[0]  # fmt: skip
 
-    scheduler.set_timesteps(steps, device=device)
-    with step_cache(transformer, sampler):
-        for index, t in enumerate(scheduler.timesteps):
-            if should_cancel is not None and should_cancel():
-                raise Cancelled("job cancelled")
-            model_input = torch.cat([latents, condition], dim=1).to(transformer.dtype)
-            timestep = t.expand(latents.shape[0])
-            velocity = predict(model_input, timestep, cond.prompt_embeds, "cond", index)
-            if sampler.guided(index) and cond.negative_prompt_embeds is not None:
-                unconditional = predict(model_input, timestep, cond.negative_prompt_embeds, "uncond", index)
-                velocity = unconditional + sampler.guidance_scale * (velocity - unconditional)
-            latents = scheduler.step(velocity, t, latents, return_dict=False)[0]
-            if on_step is not None:
-                on_step(index + 1, steps)
-    return latents
+    model_input = torch.cat([latents, condition], dim=1).to(transformer.dtype)
+    timestep = t.expand(latents.shape[0])
+    velocity = predict(model_input, timestep, cond.prompt_embeds, "cond")
+    if sampler.guided(index) and cond.negative_prompt_embeds is not None:
+        unconditional = predict(model_input, timestep, cond.negative_prompt_embeds, "uncond")
+        velocity = unconditional + sampler.guidance_scale * (velocity - unconditional)
+    return scheduler.step(velocity, t, latents, return_dict=False)[0]
 
 
 @torch.no_grad()

@@ -51,12 +51,26 @@ class TrainOutcome:
         return sum(tail) / len(tail) if tail else math.nan
 
 
-def weighted_flow_loss(pred: torch.Tensor, noise: torch.Tensor, x0: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+def weighted_flow_loss(pred: torch.Tensor, noise: torch.Tensor, x0: torch.Tensor, weight: torch.Tensor,
+                       backend: str = "auto") -> torch.Tensor:  # fmt: skip
     """Weighted MSE between the predicted velocity and ``noise - x0``: the fused kernel forms
     the target on the fly and writes d(loss)/d(pred) in the same pass."""
     from framecast.kernels import masked_flow_loss_from_noise
 
-    return masked_flow_loss_from_noise(pred, noise, x0, weight)
+    return masked_flow_loss_from_noise(pred, noise, x0, weight, backend=backend)
+
+
+def make_optimizer(params: list[torch.Tensor], optimizer: str, settings: TrainSettings, foreach: bool | None = None):
+    """AdamW, or bitsandbytes' 8-bit AdamW (``optimizer="adamw8bit"``: moments stored in 8 bits),
+    over ``params`` with the settings' learning rate, betas and weight decay. ``foreach``: AdamW's
+    multi-tensor update (None: torch's choice, which is multi-tensor on CUDA)."""
+    if optimizer == "adamw8bit":
+        import bitsandbytes as bnb
+
+        return bnb.optim.AdamW8bit(params, lr=settings.learning_rate, betas=settings.betas,
+                                   weight_decay=settings.weight_decay)  # fmt: skip
+    return torch.optim.AdamW(params, lr=settings.learning_rate, betas=settings.betas,
+                             weight_decay=settings.weight_decay, foreach=foreach)  # fmt: skip
 
 
 def train_lora(
@@ -75,13 +89,7 @@ def train_lora(
     """
     device = phases[0][1][0].target_latents.device
     params = [p for p in transformer.parameters() if p.requires_grad]
-    if optimizer == "adamw8bit":
-        import bitsandbytes as bnb
-
-        optimizer_cls = bnb.optim.AdamW8bit
-    else:
-        optimizer_cls = torch.optim.AdamW
-    optimizer = optimizer_cls(params, lr=settings.learning_rate, betas=settings.betas, weight_decay=settings.weight_decay)
+    optimizer = make_optimizer(params, optimizer, settings)
     generator = torch.Generator(device="cpu").manual_seed(settings.seed)
     total = sum(steps for _, _, steps in phases)
     outcome = TrainOutcome()
@@ -117,9 +125,25 @@ def _train_step(transformer, optimizer, params, sample: Sample, settings, genera
     x0 = sample.target_latents
     t = torch.rand((), generator=generator).item()
     noise = torch.randn(x0.shape, generator=generator, dtype=torch.float32).to(device)
+    loss = training_loss(transformer, sample, t, noise)
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        return value  # no update from a non-finite loss: the caller stops the training
+    backpropagate(optimizer, loss)
+    apply_gradients(optimizer, params, settings.grad_clip)
+    return value
+
+
+# A step's three parts, which the memory model traces one by one (``memory_phases``).
+
+
+def training_loss(transformer, sample: Sample, t: float, noise: torch.Tensor, backend: str = "auto") -> torch.Tensor:
+    """The forward pass of a step at time ``t`` in [0, 1]: the target latents noised with ``noise``
+    [1, 16, F_lat, h, w], the transformer's velocity there, and its weighted loss (a 0-dim tensor)."""
+    x0 = sample.target_latents
     noisy = (1.0 - t) * x0 + t * noise  # x_t on the straight path from data (t=0) to noise (t=1)
     model_input = torch.cat([noisy, sample.cond.transformer_condition], dim=1).to(transformer.dtype)
-    timestep = torch.full((1,), t * 1000.0, device=device)
+    timestep = torch.full((1,), t * 1000.0, device=x0.device)
     velocity = transformer(
         hidden_states=model_input,
         timestep=timestep,
@@ -127,13 +151,18 @@ def _train_step(transformer, optimizer, params, sample: Sample, settings, genera
         encoder_hidden_states_image=sample.cond.image_embeds,
         return_dict=False,
     )[0]
-    loss = weighted_flow_loss(velocity, noise, x0, sample.loss_weight)
-    value = float(loss.detach())
-    if not math.isfinite(value):
-        return value  # no update from a non-finite loss: the caller stops the training
+    return weighted_flow_loss(velocity, noise, x0, sample.loss_weight, backend)
+
+
+def backpropagate(optimizer, loss: torch.Tensor) -> None:
+    """The backward pass: the adapter's gradients of ``loss``, the last step's dropped first."""
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    if settings.grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
+
+
+def apply_gradients(optimizer, params, grad_clip: float) -> None:
+    """The update: gradients clipped to a total norm of ``grad_clip`` (0: not clipped), then the
+    optimiser's step."""
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
     optimizer.step()
-    return value
