@@ -10,13 +10,14 @@ sampling or training, without a GPU:
 - Activations are traced (``memory_phases``, counted by ``memory_trace``): each phase of a job
   (text and image encoders, VAE encode, a denoising step with both guidance passes, a training
   step with its LoRA, gradient checkpointing and optimiser, the streamed VAE decode, the
-  device-side SSIM) runs on the real architecture with fake tensors, counting live tensor
-  bytes. The transformer is traced at two depths and two token counts: a step's peak grows by a
-  fixed amount per block (nothing, when sampling; the checkpointed block input and the
-  adapter's state, when training) and linearly in tokens (flash attention: no T x T matrix), so
-  peaks at the real depth and any token count follow from four traces. The VAE's working set is
-  traced at two sizes (affine in pixels) for clips of up to 4 latent frames (past them its
-  causal cache is full), its input added; SSIM's is per frame of one chunk.
+  device-side SSIM) runs the engine's own step functions on the real architecture with fake
+  tensors, counting live tensor bytes. The transformer is traced at two depths and two token
+  counts: a step's peak grows by a fixed amount per block (nothing, when sampling; the
+  checkpointed block input and the adapter's state, when training) and linearly in tokens (flash
+  attention: no T x T matrix), so peaks at the real depth and any token count follow from four
+  traces. The VAE's working set is traced at two sizes (affine in pixels) for clips of up to 4
+  latent frames (past them its causal cache is full), its input added; SSIM's is per frame of
+  one chunk.
 - A phase's peak is its trace plus what is on the device meanwhile: the resident weights under
   the offload policy (none: every component; model: the component that runs; group: the
   transformer's non-block weights and two blocks, the next one prefetched), the adapters'
@@ -141,7 +142,11 @@ class MemoryModel:
         for name, depth in (("text_encoder", "num_layers"), ("image_encoder", "num_hidden_layers")):
             if getattr(pipe, name, None) is not None:
                 self.components[name] = phases.Component.of(name, getattr(pipe, name), depth, self.dtype)
+        self.scheduler = getattr(pipe, "scheduler", None)  # the denoising trace steps one of its kind
         items = tuple(c.digest_items() for c in self.components.values())
+        if self.scheduler is not None:
+            config = {k: v for k, v in dict(self.scheduler.config).items() if not str(k).startswith("_")}
+            items += ((type(self.scheduler).__name__, repr(sorted(config.items(), key=str))),)
         self.digest = hashlib.sha256(repr((items, str(self.dtype))).encode()).hexdigest()[:16]
         config = transformer.config
         self.layers = int(config.num_layers)
@@ -213,7 +218,7 @@ class MemoryModel:
         def at(depth, grid):
             def run():
                 return phases.trace_transformer(self.components["transformer"], settings, depth, grid,
-                                               self.image_tokens, self.image_dim)  # fmt: skip
+                                               self.image_tokens, self.image_dim, scheduler=self.scheduler)  # fmt: skip
 
             return _cached((self.digest, "transformer", settings, depth, grid), run)
 

@@ -1,11 +1,14 @@
 """The phases of a job, rebuilt from a pipeline's configurations and traced (``memory_trace``).
 
 Each component is built again from its configuration at a chosen depth, on the meta device, in
-the pipeline's dtypes (``Component``); each trace then runs the step the engine runs, mirroring
-its code (``sampling.denoise``'s loop body, ``training._train_step``, ``sampling.encode_video``,
-``decode_stream``, ``encode_prompt_ids``, the pipeline's ``encode_image``, ``metrics.ssim``), with
-the adapters ``AdapterSlots`` would attach and the quantised linears ``quantize_pipeline`` would
-leave, and reports its peaks. ``fake=False`` runs the same step on real CPU tensors.
+the pipeline's dtypes (``Component``), with the adapters ``AdapterSlots`` would attach and the
+quantised linears ``quantize_pipeline`` would leave; each trace then runs the engine's own step
+and reports its peaks: ``sampling.denoising_step`` (a step of ``sampling.denoise``), the parts of
+``training._train_step`` (``training_loss``, ``backpropagate``, ``apply_gradients``),
+``sampling.encode_video``, ``encode_prompt_ids`` and ``metrics.ssim``. Two still mirror the code
+they trace: the VAE decode ``decode_stream``'s loop (its frames go to the host, which fake tensors
+cannot) and the image encoder the pipeline's ``encode_image``. ``fake=False`` runs the same steps
+on real CPU tensors.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from types import SimpleNamespace
 
 import torch
 
+from framecast.engine import sampling, training
 from framecast.engine.compat import add_peft_adapter
 from framecast.engine.config import Quantize
 from framecast.engine.memory_trace import (
@@ -28,8 +32,12 @@ from framecast.engine.memory_trace import (
     random_tensor,
     run_traced,
 )
+from framecast.engine.requests import TrainSettings
+from framecast.engine.sampling import Conditioning, Sampler
+from framecast.engine.training import Sample
 
-TEXT_TOKENS = 512  # sampling.MAX_PROMPT_TOKENS: prompts are encoded padded to this length
+TEXT_TOKENS = sampling.MAX_PROMPT_TOKENS  # prompts are encoded padded to this length
+TRACED_SAMPLER = Sampler(steps=30, guidance_scale=5.0)  # guided where the trace has a negative prompt
 
 
 # --- components from their configurations ----------------------------------------------------
@@ -140,100 +148,121 @@ def _attach_adapters(transformer, trace: TransformerTrace) -> list[str]:
 
 
 def trace_transformer(component: Component, trace: TransformerTrace, depth: int, latent_grid: tuple[int, int, int],
-                      image_tokens: int, image_dim: int, fake: bool = True) -> dict[str, int]:  # fmt: skip
-    """Peaks of one step of the transformer at ``depth`` blocks on a latent grid (F_lat, h, w)."""
-    compute_dtype = component.default_dtype
-    transformer = component.build(depth)
-    with torch.device("meta"):  # no memory, and peft's initialisers draw nothing from the global RNG
-        quantize_stand_ins(transformer.blocks, trace.quantize, compute_dtype)
-        trainable_names = _attach_adapters(transformer, trace)
-    config = transformer.config
-    z = config.out_channels
-    text_dim = config.text_dim
-    frames, height, width = latent_grid
+                      image_tokens: int, image_dim: int, fake: bool = True,
+                      scheduler=None) -> dict[str, int]:  # fmt: skip
+    """Peaks of one step of the transformer at ``depth`` blocks on a latent grid (F_lat, h, w).
+    ``scheduler``: the pipeline's (a fresh one of its class and configuration steps the trace;
+    None: diffusers' FlowMatchEulerDiscreteScheduler, the toy lab's)."""
+    transformer, trainable_names = traced_transformer(component, trace, depth)
+    scheduler = None if trace.training else first_step_scheduler(scheduler)
     with materialised(fake) as make:
         transformer = make(transformer)
         params = dict(transformer.named_parameters())
         trainable = [params[name] for name in trainable_names]
-        latents = random_tensor(1, z, frames, height, width)
-        keep_mask = random_tensor(1, config.in_channels - 2 * z, frames, height, width)
-        condition_latents = random_tensor(1, z, frames, height, width)
-        prompt = random_tensor(1, TEXT_TOKENS, text_dim, dtype=compute_dtype)
-        negative = random_tensor(1, TEXT_TOKENS, text_dim, dtype=compute_dtype) if trace.guidance else None
-        image = random_tensor(1, image_tokens, image_dim, dtype=compute_dtype)
-        weight = random_tensor(1, 1, frames, height, width)
-        inputs = [latents, keep_mask, condition_latents, prompt, negative, image] + ([weight] if trace.training else [])
+        sample = step_inputs(transformer.config, trace, latent_grid, image_tokens, image_dim, component.default_dtype)
+        cond = sample.cond
+        inputs = [sample.target_latents, cond.keep_mask, cond.condition_latents, cond.prompt_embeds,
+                  cond.negative_prompt_embeds, cond.image_embeds]  # fmt: skip
         if trace.training:
-            step, state = _train_step(transformer, trainable, trace, latents, keep_mask, condition_latents, prompt,
-                                      image, weight)  # fmt: skip
-            inputs += state
+            step, state = training_trace(transformer, trainable, sample, trace.optimizer, trace.gradient_checkpointing)
+            inputs += [sample.loss_weight, *state]
         else:
-            step = _denoise_step(transformer, latents, keep_mask, condition_latents, prompt, negative, image)
+            step, held = denoising_trace(transformer, sample, scheduler)
+            inputs += held
         return run_traced(step, [transformer], inputs)
 
 
-def _denoise_step(transformer, latents, keep_mask, condition_latents, prompt, negative, image):
-    """``sampling.denoise``'s loop body, one step with guidance 5 as the engine runs it."""
-    dtype = transformer.dtype
+def traced_transformer(component: Component, trace: TransformerTrace, depth: int) -> tuple[torch.nn.Module, list[str]]:
+    """The transformer at ``depth`` blocks on the meta device as the engine holds it for ``trace``:
+    its linears' quantised stand-ins, its adapters. Returns (it, its trainable parameters' names)."""
+    transformer = component.build(depth)
+    with torch.device("meta"):  # no memory, and peft's initialisers draw nothing from the global RNG
+        quantize_stand_ins(transformer.blocks, trace.quantize, component.default_dtype)
+        trainable_names = _attach_adapters(transformer, trace)
+    return transformer, trainable_names
+
+
+def step_inputs(config, trace: TransformerTrace, latent_grid: tuple[int, int, int], image_tokens: int, image_dim: int,
+                compute_dtype: torch.dtype) -> Sample:  # fmt: skip
+    """What a step is given, on a latent grid (F_lat, h, w), as a training sample: to denoise, its
+    target latents are the sampler's latents and it has no loss weight; the negative prompt only
+    with guidance."""
+    z = config.out_channels
+    frames, height, width = latent_grid
+    prompt = (1, TEXT_TOKENS, config.text_dim)
+    cond = Conditioning(
+        keep_mask=random_tensor(1, config.in_channels - 2 * z, frames, height, width),
+        condition_latents=random_tensor(1, z, frames, height, width),
+        prompt_embeds=random_tensor(*prompt, dtype=compute_dtype),
+        negative_prompt_embeds=random_tensor(*prompt, dtype=compute_dtype) if trace.guidance else None,
+        image_embeds=random_tensor(1, image_tokens, image_dim, dtype=compute_dtype),
+    )
+    x0 = random_tensor(1, z, frames, height, width)
+    return Sample(cond, x0, random_tensor(1, 1, frames, height, width) if trace.training else None)
+
+
+def denoising_trace(transformer, sample: Sample, scheduler):
+    """The first step of ``sampling.denoise`` (every step's memory is the same) through its own
+    ``sampling.denoising_step``: both passes with guidance, the scheduler's step. ``scheduler``: set
+    up by ``first_step_scheduler``. Returns (step, what ``denoise`` computes before its loop and
+    keeps through it)."""
+    cond = sample.cond
+    condition = cond.transformer_condition
+    t = scheduler.timesteps[0]
 
     def step(counter: LiveBytes):
         counter.mark("denoise")
         with torch.no_grad():
-            condition = torch.cat([keep_mask.to(condition_latents), condition_latents], dim=1)
-            model_input = torch.cat([latents, condition], dim=1).to(dtype)
-            timestep = torch.full((1,), 500.0)
+            latents = sample.target_latents
+            sampling.denoising_step(transformer, scheduler, latents, condition, cond, t, 0, TRACED_SAMPLER)
 
-            def predict(embeds):
-                return transformer(hidden_states=model_input, timestep=timestep, encoder_hidden_states=embeds,
-                                   encoder_hidden_states_image=image, return_dict=False)[0]  # fmt: skip
-
-            velocity = predict(prompt)
-            if negative is not None:
-                unconditional = predict(negative)
-                velocity = unconditional + 5.0 * (velocity - unconditional)
-            (latents.to(torch.float32) + (-0.1) * velocity).to(velocity.dtype)  # the scheduler's Euler step
-
-    return step
+    return step, [condition]
 
 
-def _train_step(transformer, trainable, trace: TransformerTrace, x0, keep_mask, condition_latents, prompt, image, weight):
-    """``training._train_step`` in the segments forward, backward, optimizer, with the optimiser's
-    state already in place (as from the second step on). Returns (step, the state's tensors)."""
-    from framecast.kernels import masked_flow_loss_from_noise
+def first_step_scheduler(scheduler=None):
+    """A fresh scheduler of ``scheduler``'s class and configuration (None: diffusers'
+    FlowMatchEulerDiscreteScheduler, the toy lab's) at the first of ``TRACED_SAMPLER``'s steps,
+    made on real tensors (schedulers read their values)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
 
-    if trace.optimizer == "adamw8bit":
-        optimizer = AdamW8bit(trainable)
+    if scheduler is None:
+        scheduler = FlowMatchEulerDiscreteScheduler()
+    scheduler = type(scheduler).from_config(scheduler.config)
+    scheduler.set_timesteps(TRACED_SAMPLER.steps, device="cpu")
+    scheduler.set_begin_index(0)  # the index the scheduler finds for the first timestep itself, by value
+    return scheduler
+
+
+def training_trace(transformer, trainable: list[torch.nn.Parameter], sample: Sample, optimizer: str = "adamw",
+                   gradient_checkpointing: bool = True):  # fmt: skip
+    """``training._train_step`` in the segments forward, backward, optimizer, each the engine's own
+    function, with the default settings and the optimiser's state already in place (as from the
+    second step on), the transformer set up as ``train_lora`` sets it. Left out: drawing t (0.5
+    here) and reading the loss's value on the host, which read values fake tensors do not have.
+    Returns (step, the state's tensors)."""
+    settings = TrainSettings()
+    if optimizer == "adamw8bit":
+        update = AdamW8bit(trainable)
     else:
-        optimizer = torch.optim.AdamW(trainable, lr=1e-4, foreach=True)  # CUDA's default for AdamW
+        update = training.make_optimizer(trainable, optimizer, settings, foreach=True)  # CUDA's default for AdamW
     for param in trainable:  # one step outside the count creates the state
         param.grad = torch.zeros_like(param)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    state = [t for s in optimizer.state.values() for t in s.values() if isinstance(t, torch.Tensor) and t.dim()]
-    if trace.gradient_checkpointing:
+    update.step()
+    update.zero_grad(set_to_none=True)
+    state = [t for s in update.state.values() for t in s.values() if isinstance(t, torch.Tensor) and t.dim()]
+    if gradient_checkpointing:
         transformer.enable_gradient_checkpointing()
     transformer.train()
-    dtype = transformer.dtype
 
     def step(counter: LiveBytes):
         counter.mark("forward")
-        noise = random_tensor(*x0.shape)
-        noisy = 0.5 * x0 + 0.5 * noise
-        condition = torch.cat([keep_mask.to(condition_latents), condition_latents], dim=1)
-        model_input = torch.cat([noisy, condition], dim=1).to(dtype)
-        timestep = torch.full((1,), 500.0)
-        velocity = transformer(hidden_states=model_input, timestep=timestep, encoder_hidden_states=prompt,
-                               encoder_hidden_states_image=image, return_dict=False)[0]  # fmt: skip
+        noise = random_tensor(*sample.target_latents.shape)
         # The PyTorch reference (CUDA runs the fused Triton kernel): latent-sized buffers either way.
-        loss = masked_flow_loss_from_noise(velocity, noise, x0, weight, backend="reference")
-        del velocity, model_input, noisy, condition
+        loss = training.training_loss(transformer, sample, 0.5, noise, backend="reference")
         counter.mark("backward")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        del loss, noise
+        training.backpropagate(update, loss)
         counter.mark("optimizer")
-        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-        optimizer.step()
+        training.apply_gradients(update, trainable, settings.grad_clip)
 
     return step, state
 
@@ -244,7 +273,6 @@ def trace_vae(component: Component, kind: str, frames: int, height: int, width: 
     decoding its latents as ``sampling.decode_stream`` does (streamed per latent frame; whole and
     tiled with ``tiling``), the uint8 frames handed to the host."""
     from framecast.engine.compat import decode_latent_frames, vae_streams
-    from framecast.engine.sampling import encode_video
     from framecast.engine.windows import latent_frames
 
     vae = component.build()
@@ -258,7 +286,7 @@ def trace_vae(component: Component, kind: str, frames: int, height: int, width: 
 
             def encode(counter):
                 counter.mark("vae_encode")
-                encode_video(SimpleNamespace(vae=vae), video)
+                sampling.encode_video(SimpleNamespace(vae=vae), video)
 
             return run_traced(encode, [vae], [video])
         latents = random_tensor(1, vae.config.z_dim, latent_frames(frames), height // spatial, width // spatial)
@@ -282,7 +310,6 @@ def trace_text_encoder(component: Component, quantize: Quantize, depth: int, fak
     """Peak of ``sampling.encode_prompt_ids``: the text encoder over a padded prompt (the engine
     quantises its encoder's linears with the transformer's, the full-precision ones kept)."""
     from framecast.engine.compat import keep_in_fp32_modules
-    from framecast.engine.sampling import encode_prompt_ids
 
     encoder = component.build(depth)
     if hasattr(encoder, "encoder"):
@@ -295,7 +322,7 @@ def trace_text_encoder(component: Component, quantize: Quantize, depth: int, fak
 
         def encode(counter):
             counter.mark("text_encoder")
-            encode_prompt_ids(pipe, (1,) * 8, "cpu")
+            sampling.encode_prompt_ids(pipe, (1,) * 8, "cpu")
 
         return run_traced(encode, [encoder], [])
 

@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from framecast.engine import memory_model as M
 from framecast.engine import memory_phases as P
@@ -256,3 +258,96 @@ def test_tracing_leaves_global_state_as_it_was():
     model.predict(Workload(9, 64, 64, quantize="int8", slot_rank=8, vae_tiling=True))
     assert torch.equal(rng, torch.get_rng_state())
     assert torch.get_default_dtype() == dtype and torch.is_grad_enabled()
+
+
+class _Ops(TorchDispatchMode):
+    """The ATen ops run while ``recording``, by name."""
+
+    def __init__(self):
+        super().__init__()
+        self.names: list[str] = []
+        self.recording = True
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if self.recording:
+            self.names.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+def test_the_trace_runs_the_steps_the_engine_runs(monkeypatch):
+    """On the tiny model's real CPU tensors, a traced training step runs the ops of the engine's
+    own training._train_step, in order (less its draw of t and its reading of the loss on the host),
+    and a traced denoising step those of an iteration of sampling.denoise's loop; each peaks as
+    the engine's does. A step of the engine's changed without the trace fails here."""
+    from framecast.engine import training
+    from framecast.engine.requests import TrainSettings
+    from framecast.engine.sampling import denoise
+
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # the loss's PyTorch reference, as traced
+    pipe = build_pipeline(preset("tiny"))
+    model = MemoryModel(pipe)
+    component = model.components["transformer"]
+
+    def run(fn, weights, inputs):
+        """fn(counter, ops)'s ops and peak, counted as run_traced counts a trace."""
+        ops, counter = _Ops(), T.LiveBytes()
+        counter.ignore([t for module in weights for t in (*module.parameters(), *module.buffers())])
+        with T.FlashAttention(), ops, counter:
+            counter.hold(*inputs)
+            fn(counter, ops)
+        return ops.names, max(counter.peaks.values())
+
+    # Training: the trace's step and the engine's, each from the second step on.
+    trace = P.TransformerTrace(True)
+    transformer, names = P.traced_transformer(component, trace, 2)
+    with T.materialised(fake=False) as make:
+        transformer = make(transformer)
+    params = dict(transformer.named_parameters())
+    trainable = [params[name] for name in names]
+    sample = P.step_inputs(transformer.config, trace, (3, 8, 8), model.image_tokens, model.image_dim, model.dtype)
+    inputs = [sample.target_latents, sample.loss_weight, *vars(sample.cond).values()]
+    step, state = P.training_trace(transformer, trainable, sample)
+    traced, traced_peak = run(lambda counter, ops: step(counter), [transformer], inputs + state)
+    settings, generator = TrainSettings(), torch.Generator().manual_seed(0)
+    optimizer = training.make_optimizer(trainable, "adamw", settings, foreach=True)
+    training._train_step(transformer, optimizer, trainable, sample, settings, generator, "cpu")
+    state = [t for s in optimizer.state.values() for t in s.values() if t.dim()]
+    engine, engine_peak = run(lambda counter, ops: training._train_step(transformer, optimizer, trainable, sample,
+                                                                        settings, generator, "cpu"),
+                              [transformer], inputs + state)  # fmt: skip
+    host_only = ("aten.rand.", "aten._local_scalar_dense.", "aten.detach.")  # t's draw; the loss read on the host
+    engine = [name for name in engine if not name.startswith(host_only)]
+    assert [name for name in traced if not name.startswith(host_only)] == engine
+    assert len(engine) > 500 and "aten.mm.default" in engine and "aten._foreach_add_.Scalar" in engine
+    assert traced_peak == pytest.approx(engine_peak, abs=2 * T.GRANULE)
+
+    # Denoising: the trace's first step and the engine's second (the first finds its index by value).
+    trace = P.TransformerTrace(False, slot_rank=8)
+    transformer, _ = P.traced_transformer(component, trace, 2)
+    scheduler = P.first_step_scheduler(pipe.scheduler)
+    with T.materialised(fake=False) as make:
+        transformer = make(transformer)
+    sample = P.step_inputs(transformer.config, trace, (3, 8, 8), model.image_tokens, model.image_dim, model.dtype)
+    step, held = P.denoising_trace(transformer, sample, scheduler)
+    traced, traced_peak = run(lambda counter, ops: step(counter), [transformer],
+                              [sample.target_latents, *vars(sample.cond).values(), *held])  # fmt: skip
+
+    class Stop(Exception):
+        pass
+
+    def second_step(counter, ops):
+        ops.recording = False
+
+        def on_step(done, total):
+            if done == 2:
+                raise Stop
+            ops.recording, counter.peaks = True, {}
+
+        engine_pipe = SimpleNamespace(transformer=transformer, scheduler=P.first_step_scheduler(pipe.scheduler))
+        with pytest.raises(Stop):
+            denoise(engine_pipe, sample.cond, 0, P.TRACED_SAMPLER, on_step)
+
+    engine, engine_peak = run(second_step, [transformer], [*vars(sample.cond).values()])
+    assert traced == engine
+    assert len(engine) > 100 and traced.count("aten.mm.default") == engine.count("aten.mm.default")
+    assert traced_peak == pytest.approx(engine_peak, abs=2 * T.GRANULE)
