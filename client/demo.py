@@ -13,6 +13,8 @@ inputs, the output video and a ``strip.png`` contact sheet to OUT.
 
 from __future__ import annotations
 
+import json
+
 import sys
 from pathlib import Path
 
@@ -38,8 +40,6 @@ def _check(args) -> None:
             raise CliError(f"--{name} must be at least 32 pixels but is {getattr(args, name)}")
     if not 1 <= args.fps <= 120:
         raise CliError(f"--fps must be between 1 and 120 but is {args.fps:g}")
-    if args.steps < 1 or args.sample_steps < 1:
-        raise CliError("--steps and --sample-steps must be >= 1")
     output_path(args.out, "--out", directory=True)
 
 
@@ -148,6 +148,8 @@ def run_demo(args) -> int:
 
             if any(a.name == ADAPTER for a in client.list_adapters(timeout=30)):
                 client.delete_adapter(ADAPTER, timeout=30)  # from an earlier run into the same OUT
+            settings = json.loads(info.model_settings_json or "{}")  # the model's own training and sampling
+            first_frame = args.first_frame_reference and settings.get("first_frame_reference", False)
             events = client.train(
                 ADAPTER,
                 source,
@@ -158,8 +160,8 @@ def run_demo(args) -> int:
                 learning_rate=args.lr,
                 seed=args.seed,
                 colour_variants=args.colour_variants,
-                loss_weights=(1.0, args.w_keep),
-                references=[(0, edited)] if args.first_frame_reference else [],
+                loss_weights=None if args.w_keep is None else (1.0, args.w_keep),
+                references=[(0, edited)] if first_frame else [],
             )
             adapter = follow_job(client, run_train, events, JobProgress("train"))
 

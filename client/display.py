@@ -130,10 +130,15 @@ def format_metrics(result, command_s: float | None = None, uploads_s: float = 0.
     if result.working_width:
         lines.append(f"working grid        {result.working_width}x{result.working_height}, {result.working_frames} frames "
                      f"at {result.working_fps:g} fps")  # fmt: skip
+    lines.append(f"edit                {verdict_line(result)}")
     lines += [
-        f"background PSNR     {metrics.background_psnr_db:.2f} dB",
-        f"background SSIM     {metrics.background_ssim:.4f}",
-        f"first-frame PSNR    {metrics.first_frame_psnr_db:.2f} dB",
+        f"background PSNR     {metrics.background_psnr_db:.2f} dB (delivered file vs source, outside the region; "
+        f"worst {metrics.background_psnr_worst_db:.2f} dB at frame {metrics.background_psnr_worst_frame})",
+        f"background SSIM     {metrics.background_ssim:.4f} (worst {metrics.background_ssim_worst:.4f}, "
+        f"{metrics.ssim_frames} frames)",
+        f"region              {metrics.region_share:.0%} of the frame on average (most {metrics.region_share_max:.0%})",
+        f"first frame         {metrics.first_frame_psnr_inside_db:.2f} dB inside the region, "
+        f"{metrics.first_frame_psnr_outside_db:.2f} dB outside (delivered vs the edited first frame)",
         f"temporal change     {metrics.temporal_change:.2f} (inside the mask, vs the source; 1 = as smooth)",
     ]
     if metrics.windows > 1:
@@ -145,6 +150,21 @@ def format_metrics(result, command_s: float | None = None, uploads_s: float = 0.
     if command_s is not None:
         lines.append(f"command             {command_s:.1f} s (uploads {uploads_s:.1f} s)")
     return "\n".join(lines)
+
+
+def verdict_name(value: int) -> str:
+    return pb.EditVerdict.Name(value).removeprefix("EDIT_VERDICT_").lower() if value else "unmeasured"
+
+
+def verdict_line(result) -> str:
+    """Whether a propagation's edit held, in words: "held (fidelity mean 0.93, ...)", "FADED from frame 9 ..."."""
+    fidelity = result.fidelity
+    if not result.HasField("fidelity") or not fidelity.verdict:
+        return "not judged (no edited first frame)"
+    summary = fidelity.summary
+    if fidelity.verdict in (pb.EDIT_VERDICT_FADED, pb.EDIT_VERDICT_GARBLED):
+        return summary.replace(verdict_name(fidelity.verdict), verdict_name(fidelity.verdict).upper(), 1)
+    return summary
 
 
 def job_kind(value: int) -> str:

@@ -254,7 +254,7 @@ def train_request(
     loss_weights: tuple[float, float] | None = None,
     appearance_steps: int | None = None,
     gradient_checkpointing: bool = True,
-    colour_variants: int = 0,
+    colour_variants: int | None = None,
     window_frames: int | None = None,
     overlap_frames: int | None = None,
     steps_in_all: bool | None = None,
@@ -295,13 +295,14 @@ def train_request(
         dilate_px=uint_value(dilate_px or 0, "dilate_px"),
         seed=uint_value(seed, "seed", bits=64),
         gradient_checkpointing_off=not gradient_checkpointing,
-        colour_variants=uint_value(colour_variants, "colour_variants"),
         window_frames=uint_value(window_frames or 0, "window_frames"),
         steps_in_all=bool(steps_in_all),
         shot=shot_options(start_s, end_s, fps, source_fps, fit),
     )
     if overlap_frames is not None:
         request.overlap_frames = uint_value(overlap_frames, "overlap_frames")
+    if colour_variants is not None:
+        request.colour_variants = uint_value(colour_variants, "colour_variants")
     add_references(request, references)
     if loss_weights is not None:
         request.loss_weights.CopyFrom(loss_weights_message(loss_weights))
@@ -320,7 +321,7 @@ def propagate_request(
     mask_frame0: str | pb.MediaRef | None = None,
     tracker: str | int | None = None,
     negative_prompt: str = "",
-    steps: int = field_default(PropagateJob, "steps"),
+    steps: int | None = None,
     guidance_scale: float | None = None,
     seed: int = 0,
     composite: bool = False,
@@ -343,6 +344,7 @@ def propagate_request(
     source_fps: bool = False,
     fit: str | int | None = None,
     container: str | int | None = None,
+    fidelity_threshold: float | None = None,
 ) -> pb.PropagateRequest:
     """The ``PropagateRequest`` of ``FramecastClient.propagate`` and ``plan_propagate``.
 
@@ -359,7 +361,8 @@ def propagate_request(
     every step), ``step_cache`` ("none", "first-block" with ``cache_threshold``, "taylorseer" with
     ``cache_interval``). ``window_frames`` and ``overlap_frames`` as in ``train_request``. The
     shot (``start_s``, ``end_s``, ``fps``, ``source_fps``, ``fit``) as
-    ``shot_options``. Raises ValueError for no edit region or two, a bad choice, or a count, pixel
+    ``shot_options``. ``fidelity_threshold``: the share of the pixels the edit changes that a frame
+    must carry for the edit to count as held (0 to 1; None: the model's). Raises ValueError for no edit region or two, a bad choice, or a count, pixel
     width, coordinate, seed, quality or time below 0 or beyond its field; TypeError for a value of
     the wrong type, or no edited first frame or prompt.
     """
@@ -398,31 +401,28 @@ def propagate_request(
         request.adapter_strength = float(adapter_strength)
     if quality is not None:
         request.quality = uint_value(quality, "quality", high=MAX_QUALITY)
+    if fidelity_threshold is not None:
+        request.fidelity_threshold = share_value(fidelity_threshold, "fidelity_threshold")
     return request
 
 
-# Named sets of settings (``preset=`` of the job calls, the commands' --preset): a preset's settings
-# apply where the call leaves the setting unset (None); "quality" is the method's defaults (the
-# server's). "fast" is the speed levers that held the toy world's quality gate: docs/benchmarks.md,
-# "Time to an edited clip".
-PRESETS: dict[str, dict[str, dict]] = {
-    "quality": {"train": {}, "propagate": {}},
-    "fast": {
-        "train": {"steps": 20},  # a fifth of the method's 100 motion steps
-        "propagate": {"steps": 15, "guidance_steps": 5, "step_cache": "taylorseer", "cache_interval": 2},
-    },
-}
+def share_value(value, field: str) -> float:
+    """A share from 0 to 1 (a fidelity threshold): ValueError beyond, or for NaN; TypeError for a non-number."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{field} must be a number but is {type(value).__name__}")
+    if not 0.0 <= value <= 1.0:  # NaN fails both
+        raise ValueError(f"{field} must be a share between 0 and 1 but is {value!r}")
+    return float(value)
 
 
-def with_preset(kind: str, preset: str | None, options: dict) -> dict:
-    """``options`` with the settings of ``preset`` (a PRESETS name, or None) where they are unset.
-    Raises ValueError for an unknown preset."""
-    given = {name: value for name, value in options.items() if value is not None}  # None: the default
+def preset_name(preset: str | None) -> str:
+    """A job call's ``preset=``: a name of the server's model's presets (``ServerInfo.model_settings_json``;
+    every model has "quality" and "fast"), checked by the server; None or "" for none."""
     if preset is None:
-        return given
-    if preset not in PRESETS:
-        raise ValueError(f"preset must be one of {', '.join(PRESETS)} but is {preset!r}")
-    return {**PRESETS[preset][kind], **given}
+        return ""
+    if not isinstance(preset, str):
+        raise TypeError(f"preset must be a str but is {type(preset).__name__}")
+    return preset
 
 
 JOB_REQUESTS = {"train": train_request, "propagate": propagate_request}
@@ -430,10 +430,13 @@ JOB_REQUESTS = {"train": train_request, "propagate": propagate_request}
 
 def job_request(kind: str, *args, preset: str | None = None, **options):
     """The ``TrainRequest`` or ``PropagateRequest`` of a job call: ``train_request`` or
-    ``propagate_request`` with ``preset``'s settings where ``options`` leave them unset."""
+    ``propagate_request``, naming ``preset``, whose settings the server applies where the request
+    leaves them unset (None)."""
     if kind not in JOB_REQUESTS:
         raise ValueError(f"kind must be one of {', '.join(JOB_REQUESTS)} but is {kind!r}")
-    return JOB_REQUESTS[kind](*args, **with_preset(kind, preset, options))
+    request = JOB_REQUESTS[kind](*args, **{name: value for name, value in options.items() if value is not None})
+    request.preset = preset_name(preset)
+    return request
 
 
 def plan_request(kind: str, *args, **options) -> pb.PlanRequest:

@@ -159,3 +159,4 @@ class EngineInfo:
     max_side: int
     max_window_frames: int
     size_factor: int
+    model_settings_json: str = ""  # the model's recommended settings (framecast.engine.model_settings), as JSON

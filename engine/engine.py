@@ -31,6 +31,7 @@ from framecast.engine.errors import AlreadyExists, Cancelled, InvalidInput, OutO
 from framecast.engine.lowvram import Placement, memory_size, module_bytes, quantize_pipeline, select_attention
 from framecast.engine.memory_model import MemoryModel, MemoryPlan, Workload
 from framecast.engine.model import load_pipeline, model_limits
+from framecast.engine.model_settings import ModelSettings
 from framecast.engine.propagation import OnFrames, OnStep, Propagation
 from framecast.engine.sampling import Sampler
 from framecast.engine.speed import Speed
@@ -78,6 +79,7 @@ class Engine:
         self.adapters = AdapterManager(AdapterStore(Path(data_dir) / "adapters"), slots, self.base_model)
         self.encoders = Encoders(pipe, self.placement, self.device)
         self.limits = model_limits(pipe, config.model_dir)
+        self.settings = ModelSettings.load(config.model_dir)  # what a request's unset fields take
         self.speed = Speed()
         self._sam2 = None
         self._prompts = checks.PromptCounter(pipe.tokenizer)
@@ -213,6 +215,7 @@ class Engine:
             adapter_slot_rank=slots.max_rank, native_width=self.limits.native_width,
             native_height=self.limits.native_height, max_side=self.limits.max_side,
             max_window_frames=min(config.max_frames, self.limits.max_window_frames), size_factor=self.limits.factor,
+            model_settings_json=json.dumps(self.settings.to_json(), sort_keys=True),
         )  # fmt: skip
 
     def device_memory(self) -> tuple[int, int] | None:
@@ -267,8 +270,7 @@ class Engine:
             self.adapters.mark_training_failed(job.adapter, f"training failed: {public_message(exc)}")
             raise
         plan, clip = prepared.plan, prepared.clip
-        steps = job.settings.motion_steps(plan.count) + (job.settings.appearance_steps if data.references else 0)
-        self.speed.record("train", time.perf_counter() - started, steps, max(plan.lengths), clip.height, clip.width)
+        self.speed.record("train", time.perf_counter() - started, prepared.steps, max(plan.lengths), clip.height, clip.width)
         return record
 
     def _train(self, prepared: PreparedTrain, on_progress, should_cancel, on_read, on_clip) -> tuple[AdapterRecord, ClipData]:

@@ -163,6 +163,13 @@ class PreparedTrain:
     prompt: PromptIds
     plan: WindowPlan
 
+    @property
+    def steps(self) -> int:
+        """The training's steps in all: the motion phase's over its windows, and the appearance
+        phase's when it has reference frames (what its speed and its estimate count)."""
+        settings = self.job.settings
+        return settings.motion_steps(self.plan.count) + (settings.appearance_steps if self.clip.has_references else 0)
+
 
 @dataclass(frozen=True)
 class PreparedPropagate:

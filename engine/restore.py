@@ -215,6 +215,17 @@ class _Compositor:
         inside = np.pad(region, 1)  # the bbox's edge is outside the region
         return np.minimum(1.0, ndimage.distance_transform_edt(inside)[1:-1, 1:-1] / feather).astype(np.float32)
 
+    def coverage(self, region: np.ndarray) -> np.ndarray:
+        """The source pixels [H, W] bool the output may change for a working ``region``: the
+        feathered region, where ``compose`` mixes generated pixels in (all of them without a composite)."""
+        covered = np.zeros((self.height, self.width), bool)
+        bbox = self._bbox(region)
+        if bbox is None:
+            return covered
+        x0, y0, x1, y1 = bbox
+        covered[y0:y1, x0:x1] = self._alpha(self._region(region, bbox)) > 0
+        return covered
+
     def compose(self, source: np.ndarray, working: np.ndarray, region: np.ndarray,
                 replacement: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
         """``source`` [H, W, 3] with the generated ``working`` frame (or a full-size ``replacement``,
@@ -417,6 +428,34 @@ def output_suffix(shot: Shot, encoding: Encoding, container: Container = Contain
     return ".mkv" if audio is not None and audio.codec not in MP4_AUDIO else ".mp4"
 
 
+def edited_first_frame(shot: Shot) -> np.ndarray | None:
+    """The shot's edited first frame at the source's size [H, W, 3] uint8 (Lanczos), or None."""
+    if shot.edited_first_frame is None:
+        return None
+    info = shot.source.info
+    edited = read_image(shot.edited_first_frame.path, shot.edited_first_frame.field)
+    if edited.shape[:2] != (info.height, info.width):
+        from PIL import Image
+
+        edited = np.asarray(Image.fromarray(edited).resize((info.width, info.height), Image.Resampling.LANCZOS))
+    return edited
+
+
+def _placed(shot: Shot, regions: np.ndarray):
+    """Each source frame of the shot, decoded, with where it falls on the working grid: (index,
+    frame [H, W, 3] uint8, k0, k1, a: between working frames k0 and k1 at a, its working region)."""
+    grid, info = shot.grid, shot.source.info
+    first, last = shot.range_indices
+    times = info.frame_times or tuple(i / grid.fps for i in range(info.num_frames))
+    for index, frame in iter_frames(shot.source.path, info, None, first):
+        if index > last:
+            break
+        position = min(max(grid.position(times[index]), 0.0), grid.frames - 1.0)
+        k0 = min(int(math.floor(position + TIME_EPSILON)), grid.frames - 1)
+        k1, a = min(k0 + 1, grid.frames - 1), position - k0
+        yield index, frame, k0, k1, a, regions[k0] | (regions[k1] if a > TIME_EPSILON else False)
+
+
 def restore(
     shot: Shot,
     frames: np.ndarray,
@@ -443,22 +482,10 @@ def restore(
         writer = _VideoWriter(path, shot, options, start_time)
     compositor = _Compositor(grid, info.width, info.height, options)
     interpolate = _Interpolator(generated, options.interpolation)
-    edited = None
-    if shot.edited_first_frame is not None:
-        edited = read_image(shot.edited_first_frame.path, shot.edited_first_frame.field)
-        if edited.shape[:2] != (info.height, info.width):
-            from PIL import Image
-
-            edited = np.asarray(Image.fromarray(edited).resize((info.width, info.height), Image.Resampling.LANCZOS))
+    edited = edited_first_frame(shot)
     total, written = last - first + 1, 0
     try:
-        for index, frame in iter_frames(shot.source.path, info, None, first):
-            if index > last:
-                break
-            position = min(max(grid.position(times[index]), 0.0), grid.frames - 1.0)
-            k0 = min(int(math.floor(position + TIME_EPSILON)), grid.frames - 1)
-            k1, a = min(k0 + 1, grid.frames - 1), position - k0
-            region = regions[k0] | (regions[k1] if a > TIME_EPSILON else False)
+        for index, frame, k0, k1, a, region in _placed(shot, regions):
             replacement = edited if index == first and edited is not None and options.composite else None
             out = compositor.compose(frame, interpolate.at(k0, k1, a), region, replacement)
             writer.write(out, origin + times[index] - start_time)
@@ -470,3 +497,17 @@ def restore(
     duration = (times[last] - start_time) + (1.0 / info.fps if info.fps else 1.0 / grid.fps)
     return Restored(path, path.suffix, info.width, info.height, written, info.fps or grid.fps, duration,
                     info.audio is not None and path.suffix != ".zip")  # fmt: skip
+
+
+def delivered_frames(shot: Shot, edit_mask: np.ndarray, options: OutputOptions, delivered: Path):
+    """The delivered file beside its source, frame by frame, for measuring what the user receives:
+    (index from 0, source frame, delivered frame, coverage: the source pixels the output may change),
+    each [H, W, ...] at the source's size, both decoded from their files as a player shows them."""
+    from framecast.engine.footage import probe
+
+    grid, info = shot.grid, shot.source.info
+    compositor = _Compositor(grid, info.width, info.height, options)
+    first = shot.range_indices[0]
+    output = iter_frames(delivered, probe(delivered, "output"))
+    for (index, frame, _, _, _, region), (_, out) in zip(_placed(shot, edit_mask[: grid.frames]), output):
+        yield index - first, frame, out, compositor.coverage(region)

@@ -17,25 +17,29 @@ from framecast.engine.adapter_cache import AdapterChange, AdapterState, AdapterS
 from framecast.engine.adapter_manager import AdapterView
 from framecast.engine.adapter_store import AdapterRecord
 from framecast.engine.config import EngineInfo, field_default
-from framecast.engine.engine import Engine
 from framecast.engine.errors import InvalidInput, Problems
 from framecast.engine.grid import Fit
-from framecast.engine.requests import (
-    BlendRamp,
-    MaskMode,
-    PropagateJob,
-    PropagateResult,
-    StepCache,
-    TrainJob,
-    TrainSettings,
+from framecast.engine.fidelity import Fidelity, Verdict
+from framecast.engine.jobs import (
+    Event,
+    FrameReady,
+    Noticed,
+    PlanReport,
+    Progressed,
+    PropagateOutcome,
+    PropagateSpec,
+    ReferenceSpec,
+    RegionSpec,
+    RegionTracked,
+    TrainSpec,
 )
-from framecast.engine.restore import Container, Encoding, Interpolation, OutputOptions, check_output
-from framecast.engine.sampling import Sampler
-from framecast.engine.shots import MaskPrompt, ReferenceInput, Shot, ShotClip, ShotOptions, StoredMedia, plan_shot
+from framecast.engine.media import encode_png
+from framecast.engine.requests import BlendRamp, MaskMode, StepCache
+from framecast.engine.restore import Container, Encoding, Interpolation, OutputOptions
+from framecast.engine.shots import Shot, ShotOptions
 from framecast.engine.tracking import Box, Point, TrackerKind
-from framecast.engine.training import Progress
 from framecast.server.config import MAX_MESSAGE_BYTES, ServerConfig
-from framecast.server.media_store import MediaInfo, MediaStore
+from framecast.server.media_store import MediaInfo
 from framecast.v1 import framecast_pb2 as pb
 
 MASK_MODES = {pb.MASK_MODE_EXACT: MaskMode.EXACT, pb.MASK_MODE_BBOX: MaskMode.BBOX, pb.MASK_MODE_DILATE: MaskMode.DILATE}
@@ -70,6 +74,12 @@ ADAPTER_ACTIONS = {
     "unloaded": pb.ADAPTER_ACTION_UNLOADED,
     "pinned": pb.ADAPTER_ACTION_PINNED,
     "unpinned": pb.ADAPTER_ACTION_UNPINNED,
+}
+VERDICTS = {
+    Verdict.HELD: pb.EDIT_VERDICT_HELD,
+    Verdict.FADED: pb.EDIT_VERDICT_FADED,
+    Verdict.GARBLED: pb.EDIT_VERDICT_GARBLED,
+    Verdict.UNMEASURED: pb.EDIT_VERDICT_UNMEASURED,
 }
 EXPORT_LAYOUTS = {pb.EXPORT_FORMAT_DIFFUSERS: "diffusers", pb.EXPORT_FORMAT_COMFYUI: "comfyui"}
 
@@ -117,65 +127,24 @@ def shot_options(message) -> ShotOptions:
     ))  # fmt: skip
 
 
-def _stored(media: MediaStore, media_id: str, field: str, problems: Problems) -> StoredMedia | None:
-    """A stored media a request names; a missing or malformed id is a problem, an unknown one NotFound."""
-    with problems.check():
-        path, info = media.footage(media_id, field)
-        return StoredMedia(path, info, field, media_id)
-    return None
-
-
-def mask_prompt(request, media: MediaStore, problems: Problems, trackers=(TrackerKind.CSRT,)) -> MaskPrompt | None:
-    """A request's ``mask_prompt``: the region on the first frame the server tracks (with one of
-    ``trackers``, what this server has); None without one. Unset, the tracker is SAM2 for points
-    where the server has it, else CSRT."""
+def region(request, problems: Problems) -> RegionSpec | None:
+    """A request's ``mask_prompt``: the region on the first frame the server tracks; None without one."""
     if not request.HasField("mask_prompt"):
         return None
     prompt = request.mask_prompt
     box = Box(prompt.box.x, prompt.box.y, prompt.box.width, prompt.box.height) if prompt.HasField("box") else None
-    points = tuple(Point(p.x, p.y, p.negative) for p in prompt.points)
-    frame0 = _stored(media, prompt.frame0_mask_id, "mask_prompt.frame0_mask_id", problems) if prompt.frame0_mask_id else None
     tracker = None
     with problems.check():
         tracker = _choice(TRACKERS, prompt.tracker, "mask_prompt.tracker", "Tracker")
-    if tracker is None:
-        tracker = TrackerKind.SAM2 if points and TrackerKind.SAM2 in trackers else TrackerKind.CSRT
-    if tracker not in trackers:
-        problems.add(InvalidInput("mask_prompt.tracker", tracker.value, "needs a SAM2 checkpoint, which this server was "
-                                  "not given (serve --sam2-checkpoint DIR); use csrt or flow"))  # fmt: skip
-    return MaskPrompt(box, points, frame0, tracker)
+    points = tuple(Point(p.x, p.y, p.negative) for p in prompt.points)
+    return RegionSpec(box, points, prompt.frame0_mask_id, tracker)
 
 
-def _shot(request, media: MediaStore, engine: Engine, problems: Problems, edited_field: str | None) -> Shot | None:
-    """The shot a request's media and options make (planned from their probes), or None."""
-    source = _stored(media, request.source_id, "source_id", problems)
-    prompt = mask_prompt(request, media, problems, engine.tracker_kinds)
-    mask = _stored(media, request.mask_id, "mask_id", problems) if request.mask_id or prompt is None else None
-    edited = _stored(media, request.edited_first_frame_id, edited_field, problems) if edited_field else None
-    references = []
-    for number, ref in enumerate(getattr(request, "references", ())):  # Propagate has none
-        image = _stored(media, ref.image_id, f"references[{number}].image_id", problems)
-        if image is not None:
-            timed = ref.HasField("time_s")
-            references.append(ReferenceInput(image, None if timed else ref.frame_index, ref.time_s if timed else None))
-    with problems.check():
-        options = shot_options(request)
-        if source is not None:
-            return plan_shot(source, options, engine.limits, engine.config, problems, mask, edited, tuple(references),
-                             prompt)  # fmt: skip
-    return None
-
-
-# --- jobs ----------------------------------------------------------------------------------------
-
-
-def train_job(request: pb.TrainRequest, media: MediaStore, engine: Engine, problems: Problems) -> TrainJob:
-    """The engine's training of a request, its footage planned onto the working grid; the problems
-    of its inputs go to ``problems`` (the engine adds its own and reports them all)."""
-    if not request.adapter:
-        raise InvalidInput("adapter", "", "is required: name the adapter to create")
+def train_spec(request: pb.TrainRequest, problems: Problems) -> TrainSpec:
+    """The job layer's training of a request: only the fields it set (the rest take the preset's,
+    the model's, the method's); wire enums it cannot read go to ``problems``."""
     weights = _present(request, "loss_weights")
-    settings = TrainSettings(**_set(
+    settings = _set(
         rank=request.rank or None,
         steps=request.steps or None,
         appearance_steps=request.appearance_steps or None,
@@ -183,56 +152,67 @@ def train_job(request: pb.TrainRequest, media: MediaStore, engine: Engine, probl
         learning_rate=float(f"{request.learning_rate:.6g}") if request.learning_rate else None,
         w_edit=None if weights is None else weights.edit,
         w_keep=None if weights is None else weights.keep,
-        seed=request.seed,
+        seed=request.seed or None,
         gradient_checkpointing=False if request.gradient_checkpointing_off else None,
-        colour_variants=request.colour_variants,
-        steps_in_all=request.steps_in_all,
-    ))  # fmt: skip
-    shot = _shot(request, media, engine, problems, edited_field=None)
+        colour_variants=_present(request, "colour_variants"),
+        steps_in_all=request.steps_in_all or None,
+    )  # fmt: skip
     mask_mode = None
     with problems.check():
         mask_mode = _choice(MASK_MODES, request.mask_mode, "mask_mode", "MaskMode")
-    return TrainJob(
-        adapter=request.adapter, source=None, mask=None, prompt=request.prompt, settings=settings,
-        source_media_id=request.source_id, clip=None if shot is None else ShotClip(shot, engine.trackers),
-        **_set(mask_mode=mask_mode, dilate_px=request.dilate_px,
-               window_frames=request.window_frames, overlap_frames=_present(request, "overlap_frames")),
+    references = []
+    for ref in request.references:
+        timed = ref.HasField("time_s")
+        references.append(ReferenceSpec(ref.image_id, None if timed else ref.frame_index, ref.time_s if timed else None))
+    shot = ShotOptions()
+    with problems.check():
+        shot = shot_options(request)
+    return TrainSpec(
+        adapter=request.adapter, source_id=request.source_id, mask_id=request.mask_id, region=region(request, problems),
+        prompt=request.prompt, references=tuple(references), shot=shot,
+        settings=settings, preset=request.preset,
+        options=_set(mask_mode=mask_mode, dilate_px=request.dilate_px or None, window_frames=request.window_frames or None,
+                     overlap_frames=_present(request, "overlap_frames")),
     )  # fmt: skip
 
 
-def propagate_job(request: pb.PropagateRequest, media: MediaStore, engine: Engine, problems: Problems) -> PropagateJob:
-    """The engine's propagation of a request (as ``train_job``)."""
-    shot = _shot(request, media, engine, problems, edited_field="edited_first_frame_id")
+def propagate_spec(request: pb.PropagateRequest, problems: Problems) -> PropagateSpec:
+    """The job layer's propagation of a request (as ``train_spec``), with how its output is written."""
     choices = {}
     for name, table, kind in (("mask_mode", MASK_MODES, "MaskMode"), ("blend_ramp", BLEND_RAMPS, "BlendRamp"),
                               ("step_cache", STEP_CACHES, "StepCache")):  # fmt: skip
         with problems.check():
             choices[name] = _choice(table, getattr(request, name), name, kind)
-    choices = {name: value for name, value in choices.items() if value is not None}
-    return PropagateJob(
-        adapter=request.adapter, source=None, mask=None, edited_first_frame=None, prompt=request.prompt,
-        clip=None if shot is None else ShotClip(shot, engine.trackers),
-        **_set(
-            negative_prompt=request.negative_prompt,
+    shot = ShotOptions()
+    with problems.check():
+        shot = shot_options(request)
+    return PropagateSpec(
+        adapter=request.adapter, source_id=request.source_id, mask_id=request.mask_id, region=region(request, problems),
+        edited_first_frame_id=request.edited_first_frame_id, prompt=request.prompt, shot=shot,
+        settings=_set(
+            negative_prompt=request.negative_prompt or None,
             steps=request.steps or None,
             guidance_scale=_present(request, "guidance_scale"),
-            seed=request.seed,
-            composite=request.composite,
+            seed=request.seed or None,
+            composite=request.composite or None,
             feather_px=_present(request, "feather_px"),
-            dilate_px=request.dilate_px,
-            window_frames=request.window_frames,
+            dilate_px=request.dilate_px or None,
+            window_frames=request.window_frames or None,
             overlap_frames=_present(request, "overlap_frames"),
             adapter_strength=_present(request, "adapter_strength"),
-            guidance_steps=request.guidance_steps,
+            guidance_steps=request.guidance_steps or None,
             cache_threshold=_present(request, "cache_threshold"),
             cache_interval=_present(request, "cache_interval"),
+            **choices,
         ),
-        **choices,
+        output=output_options(request, problems), preset=request.preset,
+        fidelity_threshold=_present(request, "fidelity_threshold"),
     )  # fmt: skip
 
 
-def output_options(request: pb.PropagateRequest, problems: Problems) -> OutputOptions:
-    """How a propagation's result is written: encoding, quality, composite, interpolation, container."""
+def output_options(request: pb.PropagateRequest, problems: Problems) -> dict:
+    """How a propagation's result is written, the fields the request set: encoding, quality,
+    composite, feather, interpolation, container."""
     encoding = request.output_encoding or pb.OUTPUT_ENCODING_MP4_H264
     if encoding not in ENCODINGS:
         problems.add(InvalidInput("output_encoding", encoding, "is not a known OutputEncoding"))
@@ -243,35 +223,59 @@ def output_options(request: pb.PropagateRequest, problems: Problems) -> OutputOp
     container = None
     with problems.check():
         container = _choice(CONTAINERS, request.container, "container", "OutputContainer")
-    options = OutputOptions(**_set(
+    return _set(
         encoding=ENCODINGS[encoding], quality=_present(request, "quality"), composite=request.composite,
         feather_px=_present(request, "feather_px"), interpolation=interpolation, container=container,
-    ))  # fmt: skip
-    with problems.check():
-        check_output(options)
-    return options
+    )  # fmt: skip
 
 
-def training_progress(progress: Progress) -> pb.Progress:
-    return pb.Progress(phase=progress.phase, step=progress.step, total=progress.total, loss=progress.loss,
-                       elapsed_s=progress.elapsed_s, eta_s=progress.eta_s)  # fmt: skip
+def event(happened: Event) -> dict:
+    """A job layer's event as the ``JobEvent`` field it fills (a frame as PNG)."""
+    if isinstance(happened, Progressed):
+        return {"progress": pb.Progress(phase=happened.phase, step=happened.step, total=happened.total, loss=happened.loss,
+                                        elapsed_s=happened.elapsed_s, eta_s=happened.eta_s)}  # fmt: skip
+    if isinstance(happened, FrameReady):
+        return {"frame": pb.Frame(index=happened.index, png=encode_png(happened.frame), time_s=happened.time_s)}
+    if isinstance(happened, Noticed):
+        return {"notice": pb.Notice(code=happened.code, message=happened.message, frames=list(happened.frames))}
+    if isinstance(happened, RegionTracked):
+        return {"tracked": pb.TrackedMask(mask=media_ref(happened.mask), lost_frames=list(happened.lost_frames),
+                                          tracker=happened.tracker)}  # fmt: skip
+    raise TypeError(f"not a job event: {happened!r}")
 
 
-def propagate_result(result: PropagateResult, stored: MediaInfo, shot: Shot, job_s: float = 0.0,
-                     queued_s: float = 0.0) -> pb.PropagateResult:  # fmt: skip
-    """A propagation's result: the stored video, the grid, the metrics; ``elapsed_s`` the generation's
-    seconds, ``job_s`` the whole job's (reading and writing too), ``queued_s`` its wait before."""
-    grid = shot.grid
+def fidelity(measured: Fidelity) -> pb.Fidelity:
+    frames = measured.frames
+    return pb.Fidelity(
+        curve=[f.fidelity for f in frames], source_share=[f.source_share for f in frames],
+        garbled_share=[f.garbled_share for f in frames], verdict=VERDICTS[measured.verdict],
+        threshold=measured.threshold, mean=measured.mean, worst=measured.worst, worst_frame=measured.worst_frame,
+        first_below=measured.first_below, summary=measured.describe(),
+    )  # fmt: skip
+
+
+def propagate_result(outcome: PropagateOutcome, shot: Shot, queued_s: float = 0.0) -> pb.PropagateResult:
+    """A propagation's result: the stored video, the grid, the measures of the delivered file and
+    the edit's fidelity; ``elapsed_s`` the generation's seconds, ``job_s`` the whole run's (reading,
+    writing and measuring too), ``queued_s`` its wait before."""
+    grid, result, measured, stored = shot.grid, outcome.result, outcome.measures, outcome.stored
     return pb.PropagateResult(
         video=media_ref(stored), working_width=grid.width, working_height=grid.height, working_frames=grid.frames,
         working_fps=grid.fps,
         metrics=pb.QualityMetrics(
-            background_psnr_db=result.background_psnr, first_frame_psnr_db=result.first_frame_psnr,
-            seam_score=result.seam_score, windows=result.windows, background_ssim=result.background_ssim,
+            background_psnr_db=measured.background_psnr_db, background_psnr_worst_db=measured.background_psnr_worst_db,
+            background_psnr_worst_frame=max(0, measured.background_psnr_worst_frame),
+            background_ssim=measured.background_ssim, background_ssim_worst=measured.background_ssim_worst,
+            ssim_frames=measured.ssim_frames, region_share=measured.region_share,
+            region_share_max=measured.region_share_max, first_frame_psnr_inside_db=measured.first_frame_psnr_inside_db,
+            first_frame_psnr_outside_db=measured.first_frame_psnr_outside_db,
+            edit_outside_share=measured.edit_outside_share, seam_score=result.seam_score, windows=result.windows,
             temporal_change=result.temporal_change,
+            working_grid=pb.WorkingGrid(background_psnr_db=result.background_psnr, background_ssim=result.background_ssim,
+                                        first_frame_psnr_db=result.first_frame_psnr),
         ),  # fmt: skip
-        num_frames=stored.num_frames,
-        elapsed_s=result.elapsed_s, job_s=job_s, queued_s=queued_s,
+        num_frames=stored.num_frames, fidelity=fidelity(measured.fidelity),
+        elapsed_s=result.elapsed_s, job_s=outcome.job_s, queued_s=queued_s,
     )
 
 
@@ -362,12 +366,12 @@ def notice(notice) -> pb.Notice:
     return pb.Notice(code=notice.code, message=notice.message, frames=list(notice.frames))
 
 
-def plan(engine: Engine, kind: str, clip, prepared, problems: Problems) -> pb.PlanResponse:
+def plan(report: PlanReport, source: MediaInfo | None) -> pb.PlanResponse:
     """A Plan reply: the shot's grid and windows (what could be planned), the memory and time the
-    job needs, and every problem."""
-    reply = pb.PlanResponse(ok=not problems.found and prepared is not None)
-    reply.problems.extend(pb.Problem(field=p.field, message=str(p)) for p in problems.found)
-    shot = getattr(clip, "shot", None)
+    prepared job needs (its own estimate, as it would run), and every problem."""
+    reply = pb.PlanResponse(ok=report.ok)
+    reply.problems.extend(pb.Problem(field=p.field, message=str(p)) for p in report.problems)
+    shot = report.shot
     if shot is not None:
         reply.notices.extend(notice(n) for n in shot.notices)
         grid, info = shot.grid, shot.source.info
@@ -378,22 +382,12 @@ def plan(engine: Engine, kind: str, clip, prepared, problems: Problems) -> pb.Pl
             output_frames=last - first + 1,
             output_duration_s=(times[last] - times[first] + 1 / info.fps) if times else (last - first + 1) / grid.fps,
         ))  # fmt: skip
+        if source is not None:
+            reply.source.CopyFrom(media_ref(source))
+    prepared = report.prepared
     if prepared is not None:
-        windows = prepared.plan
+        windows, estimate = prepared.run.plan, prepared.estimate
         reply.windows.extend(pb.Window(start=start, frames=length) for start, length in zip(windows.starts, windows.lengths))
-        training = kind == "train"
-        if training:
-            settings = prepared.job.settings
-            steps = settings.motion_steps(windows.count) + (settings.appearance_steps if prepared.clip.has_references else 0)
-            work = steps
-        else:
-            steps = prepared.job.steps * windows.count
-            work = Sampler.of(prepared.job).passes() * windows.count  # the speed of propagations is per transformer pass
-        reply.steps = steps
-        reply.estimated_device_bytes = engine.memory_plan(
-            engine.quantize, engine.offload, max(windows.lengths), prepared.clip.height, prepared.clip.width, training,
-            prepared.job.settings.rank if training else 16,
-        ).peak_bytes  # fmt: skip
-        reply.estimated_seconds = engine.speed.estimate(kind, work, max(windows.lengths), prepared.clip.height,
-                                                        prepared.clip.width)  # fmt: skip
+        reply.steps, reply.estimated_device_bytes = estimate.steps, estimate.device_bytes
+        reply.estimated_seconds = estimate.seconds
     return reply

@@ -480,8 +480,8 @@ def log_end(info: pb.JobInfo) -> None:
 
 def result_summary(info: pb.JobInfo) -> str:
     """What a job's result says, for its end line: a training's adapter and final loss, a
-    propagation's output and how well it kept the background ("" without a result). A verdict on
-    the result, where it has one, belongs here too."""
+    propagation's output, how well it kept the background and whether its edit held ("" without a
+    result)."""
     if info.HasField("adapter_result"):
         adapter = info.adapter_result
         return f"adapter {adapter.name!r} rank {adapter.rank}, final loss {adapter.final_loss:.4g}"
@@ -490,6 +490,8 @@ def result_summary(info: pb.JobInfo) -> str:
         summary = f"output {result.video.id}, {result.num_frames} frames"
         if result.HasField("metrics"):
             summary += f", background PSNR {result.metrics.background_psnr_db:.1f} dB"
+        if result.fidelity.verdict:
+            summary += f", edit {result.fidelity.summary}"
         return summary
     return ""
 

@@ -32,7 +32,7 @@ from framecast.v1 import framecast_pb2 as pb
 log = logging.getLogger(__name__)
 
 PREFIX = "framecast"
-PHASES = ("decode", "motion", "appearance", "denoise", "encode")  # the progress phases jobs report
+PHASES = ("decode", "mask", "motion", "appearance", "denoise", "encode", "measure")  # the progress phases jobs report
 TRAIN_PHASES = ("motion", "appearance")
 SAMPLING_PHASES = ("denoise",)
 TIERS = ("device", "host")
@@ -76,6 +76,9 @@ class Metrics:
         self.queue_wait = Histogram(f"{PREFIX}_queue_wait_seconds", "Time jobs waited in the queue before running",
                                     ["kind"], buckets=JOB_BUCKETS, registry=r)  # fmt: skip
         self.jobs = Counter(f"{PREFIX}_jobs", "Jobs ended, by kind and final state", ["kind", "state"], registry=r)
+        # A service has nobody looking at each clip: how many edits held, faded or garbled is what it watches.
+        self.verdicts = Counter(f"{PREFIX}_edit_verdicts", "Propagations succeeded, by whether their edit held "
+                                "(held, faded, garbled, unmeasured)", ["verdict"], registry=r)  # fmt: skip
         self.job_seconds = Histogram(f"{PREFIX}_job_duration_seconds", "Time jobs ran, from start to end",
                                      ["kind", "state"], buckets=JOB_BUCKETS, registry=r)  # fmt: skip
         self.phase_seconds = Histogram(
@@ -149,6 +152,8 @@ class Metrics:
         info = job.info
         kind, state = kind_name(info.kind), state_name(info.state)
         self.jobs.labels(kind=kind, state=state).inc()
+        if info.verdict:
+            self.verdicts.labels(verdict=pb.EditVerdict.Name(info.verdict).removeprefix("EDIT_VERDICT_").lower()).inc()
         if info.started_at:
             self.job_seconds.labels(kind=kind, state=state).observe(max(0.0, info.finished_at - info.started_at))
         with self._lock:

@@ -1,35 +1,21 @@
 """The Framecast gRPC servicer: requests in, jobs queued, events and results out.
 
-A request is converted (``convert``), checked and planned by the engine once, before it is
-queued, so bad input fails the RPC at once with INVALID_ARGUMENT / NOT_FOUND and the job runs
-what was planned; a job's own failure ends its stream with an error event and the job's status.
+A request is converted (``convert``) into the job layer's spec and prepared by it once
+(``framecast.engine.jobs``: checked and planned), before it is queued, so bad input fails the RPC
+at once with INVALID_ARGUMENT / NOT_FOUND and the job runs what was planned; Plan shows that
+prepared job. A job's events are converted back as they come; its own failure ends its stream
+with an error event and the job's status.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
-import shutil
-import time
 from collections.abc import Iterator
 
-import numpy as np
-
 from framecast.engine.engine import Engine
-from framecast.engine.errors import (
-    AdapterNotFound,
-    AlreadyExists,
-    FailedPrecondition,
-    FramecastError,
-    InvalidInput,
-    InvalidRequest,
-    MediaNotFound,
-    Problems,
-    Unavailable,
-)
-from framecast.engine.restore import restore
-from framecast.engine.media import encode_png, encode_video, mask_to_frames
-from framecast.engine.training import Progress
+from framecast.engine.errors import FailedPrecondition, InvalidInput, MediaNotFound, Problems, Unavailable
+from framecast.engine.jobs import Jobs
 from framecast.server import convert
 from framecast.server.adapter_rpcs import AdapterRpcs
 from framecast.server.config import ServerConfig
@@ -100,6 +86,11 @@ class FramecastService(AdapterRpcs, pb_grpc.FramecastServicer):
             raise Unavailable("the model is still loading; retry when health reports SERVING")
         return self._engine
 
+    @property
+    def jobs(self) -> Jobs:
+        """The job layer on the loaded engine (UNAVAILABLE while it loads or after it failed)."""
+        return Jobs(self.engine, self.media)
+
     # --- media ------------------------------------------------------------------------------
 
     def UploadMedia(self, request_iterator, context):
@@ -128,17 +119,12 @@ class FramecastService(AdapterRpcs, pb_grpc.FramecastServicer):
     # --- jobs -------------------------------------------------------------------------------
 
     def Train(self, request: pb.TrainRequest, context) -> Iterator[pb.JobEvent]:
-        engine = self.engine
-        problems = Problems()
-        prepared = engine.prepare_train(convert.train_job(request, self.media, engine, problems), problems)
+        jobs, problems = self.jobs, Problems()
+        prepared = jobs.prepare_train(convert.train_spec(request, problems), problems)
 
         def run(handle: Job) -> None:
-            def on_progress(progress: Progress) -> None:
-                handle.emit(progress=convert.training_progress(progress))
-
-            record = engine.train(prepared, on_progress, handle.should_cancel, on_read=_reading(handle),
-                                  on_clip=self._reporter(handle, prepared.clip))  # fmt: skip
-            info = convert.adapter_info(engine.adapters.view(record.name))
+            view = jobs.run_train(prepared, _emitter(handle), handle.should_cancel, name=handle.id)
+            info = convert.adapter_info(view)
             handle.set_state(handle.info.state, adapter_result=info)
             handle.emit(adapter=info)
 
@@ -146,89 +132,39 @@ class FramecastService(AdapterRpcs, pb_grpc.FramecastServicer):
         yield from self._stream(handle, alive=context.is_active)
 
     def Propagate(self, request: pb.PropagateRequest, context) -> Iterator[pb.JobEvent]:
-        engine = self.engine
-        problems = Problems()
-        job = convert.propagate_job(request, self.media, engine, problems)
-        output = convert.output_options(request, problems)
+        jobs, problems = self.jobs, Problems()
+        spec = convert.propagate_spec(request, problems)
         # An adapter a queued or running Train job creates: the job runs first (one FIFO queue).
-        training = self.queue.training(request.adapter) if request.adapter else None
-        prepared = engine.prepare_propagate(job, adapter_pending=training is not None, problems=problems)
-        shot = prepared.clip.shot
+        training = self.queue.training(spec.adapter) if spec.adapter else None
+        prepared = jobs.prepare_propagate(spec, adapter_pending=training is not None, problems=problems)
 
         def run(handle: Job) -> None:
-            def on_step(step: int, total: int) -> None:
-                elapsed = _elapsed(handle)
-                handle.emit(progress=pb.Progress(phase="denoise", step=step, total=total, elapsed_s=elapsed,
-                                                 eta_s=elapsed / step * (total - step)))  # fmt: skip
-
-            def on_frames(first: int, frames: np.ndarray) -> None:
-                for offset, frame in enumerate(frames):
-                    index = first + offset
-                    if index < shot.grid.frames:  # not the frames padding the shot to 4N+1
-                        handle.emit(frame=pb.Frame(index=index, png=encode_png(frame), time_s=shot.grid.time(index)))
-
             if training is not None:
                 check_trained(training)
-            result = engine.propagate(prepared, on_step, on_frames, handle.should_cancel, on_read=_reading(handle),
-                                      on_clip=self._reporter(handle, prepared.clip))  # fmt: skip
-            scratch = self.media.scratch_dir()
-            try:
-                restored = restore(shot, result.frames, result.edit_mask, output, scratch, _phase(handle, "encode"))
-                stored = self.media.put_file(restored.path, filename=f"{handle.id}{restored.suffix}")
-            finally:
-                shutil.rmtree(scratch, ignore_errors=True)
+            outcome = jobs.run_propagate(prepared, _emitter(handle), handle.should_cancel, name=handle.id)
             info = handle.info
-            message = convert.propagate_result(result, stored, shot, job_s=_elapsed(handle),
-                                               queued_s=max(0.0, info.started_at - info.created_at))  # fmt: skip
-            handle.set_state(handle.info.state, propagate_result=message)
+            message = convert.propagate_result(outcome, prepared.shot, queued_s=max(0.0, info.started_at - info.created_at))
+            handle.set_state(handle.info.state, propagate_result=message, verdict=message.fidelity.verdict)
             handle.checkpoint()  # a crash from here on still finds the result, metrics and all
             handle.emit(result=message)
 
-        adapters = (request.adapter,) if request.adapter else ()
-        handle = self.queue.submit(Job(pb.JOB_KIND_PROPAGATE, request.adapter, run, adapters))
+        adapters = (spec.adapter,) if spec.adapter else ()
+        handle = self.queue.submit(Job(pb.JOB_KIND_PROPAGATE, spec.adapter, run, adapters))
         yield from self._stream(handle, alive=context.is_active)
 
     def Plan(self, request: pb.PlanRequest, context) -> pb.PlanResponse:
-        engine = self.engine
+        jobs, problems = self.jobs, Problems()
         kind = request.WhichOneof("request")
         if kind is None:
             raise InvalidInput("request", "", "is required: a train or a propagate request to plan")
-        problems, prepared, job = Problems(), None, None
-        try:
-            if kind == "train":
-                job = convert.train_job(request.train, self.media, engine, problems)
-                prepared = engine.prepare_train(job, problems)
-            else:
-                job = convert.propagate_job(request.propagate, self.media, engine, problems)
-                convert.output_options(request.propagate, problems)
-                training = self.queue.training(request.propagate.adapter) if request.propagate.adapter else None
-                prepared = engine.prepare_propagate(job, adapter_pending=training is not None, problems=problems)
-        except InvalidRequest as refused:
-            problems.found = refused.problems
-        except FramecastError as refused:  # an unknown media or adapter, a taken name: one more problem
-            problems.add(InvalidInput(_field_of(refused), "", str(refused)))
-        reply = convert.plan(engine, kind, job.clip if job is not None else None, prepared, problems)
-        shot = getattr(job.clip, "shot", None) if job is not None else None
-        if shot is not None:
-            reply.source.CopyFrom(convert.media_ref(self.media.info(shot.source.media_id)))
-        return reply
-
-    def _reporter(self, handle: Job, clip):
-        """What a job tells its owner once its clip is read: notices (a region lost, a single mask
-        the region moves out of), and a tracked region, stored as a mask video it can fetch."""
-
-        def report(data) -> None:
-            for notice in data.notices:
-                handle.emit(notice=convert.notice(notice))
-            if data.tracked is not None:
-                grid = clip.shot.grid
-                video = encode_video(mask_to_frames(data.tracked), grid.fps, lossless=True)
-                stored = self.media.put(video, filename=f"{handle.id}-tracked-mask.mp4")
-                lost = next((n.frames for n in data.notices if n.code == "region_lost"), ())
-                handle.emit(tracked=pb.TrackedMask(mask=convert.media_ref(stored), lost_frames=list(lost),
-                                                   tracker=clip.shot.mask_prompt.tracker.value))  # fmt: skip
-
-        return report
+        if kind == "train":
+            report = jobs.plan(convert.train_spec(request.train, problems), problems=problems)
+        else:
+            spec = convert.propagate_spec(request.propagate, problems)
+            pending = bool(spec.adapter) and self.queue.training(spec.adapter) is not None
+            report = jobs.plan(spec, adapter_pending=pending, problems=problems)
+        source = self.media.info(report.shot.source.media_id) if report.shot is not None else None
+        return convert.plan(report, source)
 
     @staticmethod
     def _stream(job: Job, replay_progress: bool = True, alive=None, coalesce_progress: bool = False) -> Iterator[pb.JobEvent]:
@@ -281,42 +217,10 @@ def check_trained(training: Job) -> None:
                                  f"{info.error.message or pb.JobState.Name(info.state)}")
 
 
-def _elapsed(job: Job) -> float:
-    return time.time() - job.info.started_at if job.info.started_at else 0.0
+def _emitter(job: Job):
+    """A job layer's events as the job's own (``JobEvent``s its streams follow)."""
 
+    def on_event(happened) -> None:
+        job.emit(**convert.event(happened))
 
-def _phase(job: Job, phase: str):
-    """A progress callback ``(done, total)`` emitting ``phase`` events with the phase's own ETA,
-    at most about 20 times a phase (a long clip has thousands of frames)."""
-    started = time.time()
-    last = [-1]
-
-    def on_progress(done: int, total: int) -> None:
-        if done != total and done * 20 // max(total, 1) == last[0]:
-            return
-        last[0] = done * 20 // max(total, 1)
-        elapsed = time.time() - started
-        job.emit(progress=pb.Progress(phase=phase, step=done, total=total, elapsed_s=_elapsed(job),
-                                      eta_s=elapsed / done * (total - done) if done else 0.0))  # fmt: skip
-
-    return on_progress
-
-
-def _reading(job: Job):
-    """``on_read(phase, done, total)`` of a job's clip: ``decode`` (the source onto the grid) and
-    ``mask`` (a mask video) progress in working frames, each phase with its own ETA."""
-    phases = {}
-
-    def on_read(phase: str, done: int, total: int) -> None:
-        if phase not in phases:
-            phases[phase] = _phase(job, phase)
-        phases[phase](done, total)
-
-    return on_read
-
-
-def _field_of(error: Exception) -> str:
-    """The request field an error is about, for a Plan's problem list."""
-    if isinstance(error, AdapterNotFound | AlreadyExists | FailedPrecondition):
-        return "adapter"
-    return ""
+    return on_event

@@ -77,6 +77,17 @@ seed_int = whole_number(0, UINT64_MAX, "seed_int")  # the API's seeds are uint64
 colour_variants_int = whole_number(0, 16, "colour_variants_int")  # TrainRequest.colour_variants: 0-16
 
 
+def share_float(text: str) -> float:
+    """A share from 0 to 1 (a fidelity threshold)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a share between 0 and 1 but got {text!r}")
+    return value
+
+
 def non_negative_float(text: str) -> float:
     """A finite number >= 0 (loss weights, guidance): nan and inf are refused here."""
     try:

@@ -24,8 +24,11 @@ def add_parser(commands) -> None:
     demo.add_argument(
         "--model", default=None, metavar="DIR", help="model directory (default: the built-in toy model)"
     )
-    demo.add_argument("--steps", type=positive_int, default=200, help="training steps (default: %(default)s)")
-    demo.add_argument("--sample-steps", type=positive_int, default=30, help="denoising steps (default: %(default)s)")
+    # Unset, the training and sampling settings are the model's own (its framecast.json: the built-in
+    # model's were tuned on the toy world's development scenes), else the method's.
+    demo.add_argument("--steps", type=positive_int, default=None, help="training steps (default: the model's settings)")
+    demo.add_argument("--sample-steps", type=positive_int, default=None,
+                      help="denoising steps (default: the model's settings)")
     # A user's clip, not one shaped for the model (64x64 at 16 fps): it is mapped onto the model's
     # grid and the output restored at this size and frame rate.
     demo.add_argument("--frames", type=int, default=25, help="the clip's frames (default: %(default)s)")
@@ -36,27 +39,23 @@ def add_parser(commands) -> None:
     demo.add_argument(
         "--edit", choices=["recolor", "retexture", "reshape"], default="recolor", help="the edit to propagate"
     )
-    demo.add_argument("--rank", type=positive_int, default=16)
-    # The toy model is small and trains in a few hundred CPU steps: a larger rate than Wan's 1e-4.
-    demo.add_argument("--lr", type=positive_float, default=1e-3, help="learning rate (default: %(default)s)")
+    demo.add_argument("--rank", type=positive_int, default=None, help="LoRA rank (default: the model's settings)")
+    demo.add_argument("--lr", type=positive_float, default=None, help="learning rate (default: the model's settings)")
     demo.add_argument(
-        "--colour-variants", type=colour_variants_int, default=7, metavar="N",
-        help="recoloured copies of the source trained alongside it (0-16; default: %(default)s)",
+        "--colour-variants", type=colour_variants_int, default=None, metavar="N",
+        help="recoloured copies of the source trained alongside it (0-16; default: the model's settings)",
     )  # fmt: skip
     demo.add_argument(
-        "--w-keep", type=non_negative_float, default=0.25, metavar="W",
-        help="training loss weight outside the edit region, inside it 1; the toy model does better below "
-        "the paper's 1 (default: %(default)s)",
+        "--w-keep", type=non_negative_float, default=None, metavar="W",
+        help="training loss weight outside the edit region, inside it 1 (default: the model's settings)",
     )  # fmt: skip
-    # Chosen for the toy model on held-out development scenes (bench/quality.py): CFG 2 and the
-    # adapter at 0.6 strength beat Wan's CFG 5 at full strength by 0.43 dB inside the mask.
-    demo.add_argument("--guidance", type=non_negative_float, default=2.0,
-                      help="classifier-free guidance; <= 1 disables it (default: %(default)s)")
-    demo.add_argument("--adapter-strength", type=non_negative_float, default=0.6, metavar="S",
-                      help="the adapter's strength when propagating, 0 to 2 (default: %(default)s)")
-    # On 10 development scenes at the demo's settings: +0.64 dB inside the mask, better in 9 of 10.
+    demo.add_argument("--guidance", type=non_negative_float, default=None,
+                      help="classifier-free guidance; <= 1 disables it (default: the model's settings)")
+    demo.add_argument("--adapter-strength", type=non_negative_float, default=None, metavar="S",
+                      help="the adapter's strength when propagating, 0 to 2 (default: the model's settings)")
     demo.add_argument("--no-first-frame-reference", dest="first_frame_reference", action="store_false",
-                      help="train the motion phase only, without the edited first frame as an appearance reference")
+                      help="train the motion phase only, without the edited first frame as an appearance reference "
+                      "(where the model's settings would add it)")
     demo.add_argument("--device", default="auto")
     demo.add_argument("--dtype", default="auto")
     demo.set_defaults(run=cmd_demo)

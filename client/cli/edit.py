@@ -9,6 +9,7 @@ the server runs them in order, so a detached edit (``--detach``) finishes on its
 
 from __future__ import annotations
 
+import json
 import secrets
 import sys
 import time
@@ -32,10 +33,14 @@ from framecast.client.cli.jobs import (
 )
 from framecast.client.cli.masks import MaskInput, add_mask_options, tracked_mask_path
 from framecast.client.client import FramecastClient
-from framecast.client.display import format_plan
+from framecast.client.display import format_plan, verdict_line
 from framecast.client.errors import FramecastError
 from framecast.client.jobs import collect_propagation, run_train
+from framecast.client.plot import write_fidelity_plot
 from framecast.client.progress import JobProgress, cancel_job, follow_job
+from framecast.v1 import framecast_pb2 as pb
+
+STRICT_FAILED = 3  # framecast edit --strict's exit status for an edit that did not hold
 
 
 @dataclass
@@ -106,12 +111,26 @@ def cmd_plan(args) -> int:
     inputs = EditInputs.local(args, edited="propagate" in jobs)
     adapter = args.adapter or (default_adapter_name() if "train" in jobs else "")
     with connect(args) as client, Uploads(client, args.timeout) as upload:
-        planned = plans(client, args, inputs.uploaded(upload), jobs, adapter)
+        media = inputs.uploaded(upload)
+        if args.job == "edit":
+            media = with_first_frame_reference(client, args, media)
+        planned = plans(client, args, media, jobs, adapter)
     print("\n".join(format_plan(kind, plan) for kind, plan in planned))
     if count := problems_of(planned):
         print(f"error: {count} problem{'s' if count > 1 else ''}; framecast {args.job} would be refused", file=sys.stderr)
         return 2
     return 0
+
+
+def with_first_frame_reference(client: FramecastClient, args, media: EditInputs) -> EditInputs:
+    """The edit's inputs with its edited first frame as a reference at frame 0 too, where the server's
+    model trains that way (its settings' ``first_frame_reference``) and the command does not say no."""
+    if not args.first_frame_reference or media.edited_first_frame is None or any(w == 0 for w, _ in media.references):
+        return media
+    settings = json.loads(client.server_info(timeout=args.timeout).model_settings_json or "{}")
+    if not settings.get("first_frame_reference"):
+        return media
+    return EditInputs(media.source, media.mask, media.edited_first_frame, [(0, media.edited_first_frame), *media.references])
 
 
 def cmd_edit(args) -> int:
@@ -121,8 +140,10 @@ def cmd_edit(args) -> int:
     frames_dir = output_path(args.frames_dir, "--frames-dir", directory=True) if args.frames_dir else None
     tracked_mask = tracked_mask_path(args)
     adapter = args.adapter or default_adapter_name()
+    if args.fidelity_plot:
+        output_path(args.fidelity_plot, "--fidelity-plot")
     with connect(args) as client, Uploads(client, args.timeout) as upload:
-        media = inputs.uploaded(upload)
+        media = with_first_frame_reference(client, args, inputs.uploaded(upload))
         planned = plans(client, args, media, ("train", "propagate"), adapter)
         if problems := distinct_problems(planned):
             every = [kind for kind, _ in planned]
@@ -165,6 +186,11 @@ def cmd_edit(args) -> int:
         print(f"adapter             {trained.name}")
         print_result(client, result, output, frames_dir, args, started, upload)
         save_tracked_mask(client, progress.tracked or training.tracked, tracked_mask, args.timeout)
+    if args.fidelity_plot:
+        print(f"fidelity plot       {write_fidelity_plot(args.fidelity_plot, result)}")
+    if args.strict and result.fidelity.verdict in (pb.EDIT_VERDICT_FADED, pb.EDIT_VERDICT_GARBLED):
+        print(f"error: --strict: the edit {verdict_line(result)}", file=sys.stderr)
+        return STRICT_FAILED
     return 0
 
 
@@ -185,6 +211,16 @@ def _edit_options(parser, planning: bool) -> None:
     add_train_options(parser, "--train-steps")
     add_propagate_options(parser, composite_by_default=True, files=not planning)
     add_common_options(parser, detach=not planning)
+    parser.add_argument("--no-first-frame-reference", dest="first_frame_reference", action="store_false",
+                        help="train without the edited first frame as a reference, where the model's settings "
+                        "would train with it (framecast info shows them)")  # fmt: skip
+    if planning:
+        return
+    parser.add_argument("--strict", action="store_true",
+                        help=f"exit with status {STRICT_FAILED} when the edit did not hold (its verdict faded or "
+                        "garbled): for scripts and services with nobody looking at each clip")  # fmt: skip
+    parser.add_argument("--fidelity-plot", default=None, metavar="PNG",
+                        help="write the edit's fidelity curve, frame by frame, as a PNG")
 
 
 def add_parsers(commands) -> None:

@@ -15,6 +15,7 @@ from framecast.client.cli.args import (
     client_options,
     colour_variants_int,
     connect,
+    share_float,
     existing_file,
     existing_input,
     non_negative_float,
@@ -34,7 +35,7 @@ from framecast.client.display import format_adapter, format_metrics
 from framecast.client.errors import FramecastError
 from framecast.client.jobs import accepted, collect_propagation, run_train
 from framecast.client.progress import JobProgress, follow_job, jobs_command
-from framecast.client.requests import INTERPOLATIONS, MASK_MODES, MAX_QUALITY, OUTPUT_ENCODINGS, PRESETS, STEP_CACHES
+from framecast.client.requests import INTERPOLATIONS, MASK_MODES, MAX_QUALITY, OUTPUT_ENCODINGS, STEP_CACHES
 from framecast.engine.config import field_default
 from framecast.engine.requests import PropagateJob, TrainSettings
 from framecast.v1 import framecast_pb2 as pb
@@ -79,7 +80,7 @@ def propagate_kwargs(args) -> dict:
         interpolation=args.interpolation, guidance_steps=args.guidance_steps, step_cache=args.step_cache,
         cache_threshold=args.cache_threshold, cache_interval=args.cache_interval, preset=args.preset,
         window_frames=args.window_frames, overlap_frames=args.overlap_frames, container=output_container(args),
-        **shot_kwargs(args),
+        fidelity_threshold=args.fidelity_threshold, **shot_kwargs(args),
     )  # fmt: skip
 
 
@@ -256,10 +257,11 @@ def add_common_options(parser: argparse.ArgumentParser, detach: bool = True) -> 
         "--dilate-px", type=non_negative_int, default=None, metavar="PX",
         help="pixels to grow the mask by, with --mask-mode dilate",
     )  # fmt: skip
-    parser.add_argument("--preset", choices=list(PRESETS), default=None,
-                        help="quality: the method's settings (the server's defaults); fast: the speed levers that "
-                        "held its quality on the toy world (docs/benchmarks.md#time-to-an-edited-clip); options "
-                        "given explicitly win")  # fmt: skip
+    parser.add_argument("--preset", default=None, metavar="NAME",
+                        help="a preset of the server's model (framecast info lists them; every model has quality and "
+                        "fast): its settings where the options leave them unset, before the model's own. quality: "
+                        "the model's settings; fast: the speed levers that held its quality on the toy world "
+                        "(docs/benchmarks.md#time-to-an-edited-clip)")  # fmt: skip
     parser.add_argument("--window-frames", type=non_negative_int, default=None, metavar="N",
                         help="cut the clip into windows of N frames (4N+1; default: the server's)")
     parser.add_argument("--overlap-frames", type=positive_int, default=None, metavar="N",
@@ -274,7 +276,8 @@ def add_common_options(parser: argparse.ArgumentParser, detach: bool = True) -> 
 def add_train_options(parser: argparse.ArgumentParser, steps_flag: str) -> None:
     """The training's own options; its motion steps are ``steps_flag`` (train's --steps, edit's --train-steps)."""
     parser.add_argument(steps_flag, dest="train_steps", type=positive_int, default=None,
-                        help=f"motion-phase steps of the adapter, per window for a clip trained in windows (default: {TRAIN.steps})")  # fmt: skip
+                        help="motion-phase steps of the adapter, per window for a clip trained in windows (default: the "
+                        f"model's settings, else the method's {TRAIN.steps})")  # fmt: skip
     parser.add_argument(
         "--appearance-steps",
         type=positive_int,
@@ -284,15 +287,17 @@ def add_train_options(parser: argparse.ArgumentParser, steps_flag: str) -> None:
     parser.add_argument("--steps-in-all", action="store_true",
                         help="a clip trained in windows: --steps in all, each step the next window (fewer tokens a "
                         "step), instead of --steps for each window")  # fmt: skip
-    parser.add_argument("--rank", type=positive_int, default=TRAIN.rank, help="LoRA rank (default: %(default)s)")
-    parser.add_argument("--lr", type=positive_float, default=TRAIN.learning_rate, help="learning rate (default: %(default)s)")
+    parser.add_argument("--rank", type=positive_int, default=None,
+                        help=f"LoRA rank (default: the model's settings, else {TRAIN.rank})")
+    parser.add_argument("--lr", type=positive_float, default=None,
+                        help=f"learning rate (default: the model's settings, else the method's {TRAIN.learning_rate:g})")
     parser.add_argument(
         "--colour-variants",
         type=colour_variants_int,
-        default=0,
+        default=None,
         metavar="N",
         help="also train on N copies of the source with the edit region recoloured, so the adapter "
-        "takes the region's colours from the edited first frame (0-16; default: %(default)s)",
+        "takes the region's colours from the edited first frame (0-16; default: the model's settings, else 0)",
     )
     parser.add_argument(
         "--loss-weights",
@@ -320,9 +325,9 @@ def add_propagate_options(parser: argparse.ArgumentParser, composite_by_default:
     (a plan writes none)."""
     parser.add_argument("--negative-prompt", default="")
     parser.add_argument("--steps", type=positive_int, default=None, help=f"denoising steps (default: {_propagate('steps')})")
-    parser.add_argument(
-        "--guidance", type=non_negative_float, default=_propagate("guidance_scale"), help="classifier-free guidance; <= 1 disables it (default: %(default)s)"
-    )
+    parser.add_argument("--guidance", type=non_negative_float, default=None,
+                        help="classifier-free guidance; <= 1 disables it (default: the model's settings, else "
+                        f"{_propagate('guidance_scale')})")  # fmt: skip
     parser.add_argument("--guidance-steps", type=non_negative_int, default=None, metavar="N",
                         help="guidance on the first N steps only, the rest at half the work (default: every step)")
     parser.add_argument("--step-cache", choices=list(STEP_CACHES), default=None,
@@ -332,16 +337,19 @@ def add_propagate_options(parser: argparse.ArgumentParser, composite_by_default:
     parser.add_argument("--cache-interval", type=positive_int, default=None, metavar="N",
                         help="taylorseer: a full step every N (default: the server's, 3)")
     parser.add_argument("--adapter-strength", type=non_negative_float, default=None, metavar="S",
-                        help=f"scale the adapter's effect, 0 (the base model) to 2 (default: the server's, {_propagate('adapter_strength')})")  # fmt: skip
+                        help="scale the adapter's effect, 0 (the base model) to 2 (default: the model's settings, else "
+                        f"{_propagate('adapter_strength')})")  # fmt: skip
+    parser.add_argument("--fidelity-threshold", type=share_float, default=None, metavar="SHARE",
+                        help="the share of the pixels the edit changes a frame must carry for the edit to count as "
+                        "held (0 to 1; default: the model's settings, else 0.5)")  # fmt: skip
     if composite_by_default:
         parser.add_argument("--no-composite", dest="composite", action="store_false",
                             help="the whole generated frame, scaled up, instead of the generated region over the "
                             "untouched source")  # fmt: skip
     else:
         parser.add_argument("--composite", action="store_true", help="keep source pixels outside the (feathered) mask")
-    parser.add_argument(
-        "--feather-px", type=non_negative_int, default=_propagate("feather_px"), metavar="PX", help="composite feather width (default: %(default)s)"
-    )
+    parser.add_argument("--feather-px", type=non_negative_int, default=None, metavar="PX",
+                        help=f"composite feather width (default: the model's settings, else {_propagate('feather_px')})")
     parser.add_argument("--output-encoding", choices=list(OUTPUT_ENCODINGS), default="mp4",
                         help="mp4: H.264 at --quality; mp4-lossless: decodes to exactly the pixels written; png-sequence: "
                         "a zip of PNG frames (default: %(default)s)")  # fmt: skip

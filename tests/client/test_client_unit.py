@@ -70,8 +70,8 @@ def test_parse_train_with_references_and_defaults():
     assert args.server == "h:1" and args.adapter == "a" and args.prompt == "p"
     assert args.reference == [(8, "e8.png"), (16, "e16.png")]
     assert args.loss_weights == [2.0, 0.5] and args.mask_mode == "dilate" and args.dilate_px == 4
-    # steps left to the server (100) or to a --preset; the rest sent as shown
-    assert (args.train_steps, args.rank, args.lr, args.seed) == (None, 16, 1e-4, 0)
+    # left to the server (a --preset's, the model's settings, the method's); the rest sent as shown
+    assert (args.train_steps, args.rank, args.lr, args.seed) == (None, None, None, 0)
     assert args.timeout is None and args.run is cli.cmd_train
 
 
@@ -186,12 +186,12 @@ def test_parse_propagate():
          "--prompt", "p", "--composite", "--guidance", "1", "--output", "o.mp4", "--frames-dir", "fr"]
     )  # fmt: skip
     assert args.composite and args.guidance == 1.0 and args.output == "o.mp4" and args.frames_dir == "fr"
-    assert (args.steps, args.seed, args.feather_px, args.output_encoding, args.negative_prompt) == (None, 0, 3, "mp4", "")
+    assert (args.steps, args.seed, args.feather_px, args.output_encoding, args.negative_prompt) == (None, 0, None, "mp4", "")
     from framecast.client.cli.jobs import propagate_kwargs
     from framecast.client.requests import job_request
 
-    # steps left unset on the command line: the request carries the client's default, 30 (a --preset's otherwise)
-    assert job_request("propagate", "a", "s", "m", "e", "p", **propagate_kwargs(args)).steps == 30
+    # steps left unset on the command line stay unset: the server fills them (a --preset's, the model's, 30)
+    assert job_request("propagate", "a", "s", "m", "e", "p", **propagate_kwargs(args)).steps == 0
     assert args.run is cli.cmd_propagate
 
 
@@ -514,7 +514,7 @@ def test_propagate_sets_optional_fields_explicitly(client, fake_stub, server_str
     assert not unset.HasField("adapter_strength")
     assert explicit.HasField("guidance_scale") and explicit.guidance_scale == 1.0
     assert explicit.HasField("feather_px") and explicit.feather_px == 0
-    assert explicit.output_encoding == pb.OUTPUT_ENCODING_PNG_SEQUENCE and explicit.steps == 30
+    assert explicit.output_encoding == pb.OUTPUT_ENCODING_PNG_SEQUENCE and explicit.steps == 0  # the server's
     assert not unset.HasField("guidance_scale") and not unset.HasField("feather_px")
 
 

@@ -129,7 +129,7 @@ EDIT = ["edit", "clip.mp4", "--mask", "masks", "--edited-first-frame", "e.png", 
 def test_parse_edit_defaults():
     args = cli.build_parser().parse_args(EDIT)
     assert args.run is cli.cmd_edit and args.source == "clip.mp4" and args.mask == "masks"
-    assert (args.train_steps, args.steps, args.rank, args.seed) == (None, None, 16, 0)  # the defaults, or a --preset's
+    assert (args.train_steps, args.steps, args.rank, args.seed) == (None, None, None, 0)  # the model's, or a --preset's
     assert args.composite is True and args.adapter is None and args.source_prompt is None
     assert (args.start, args.end, args.fps, args.source_fps, args.fit) == (None, None, None, False, None)
     assert (args.quality, args.interpolation, args.output, args.detach) == (None, None, None, False)
@@ -437,23 +437,28 @@ def test_steps_in_all_in_the_request_and_the_command_line():
     assert train_kwargs(args, [])["steps_in_all"] is True
 
 
-def test_presets_fill_what_the_call_leaves_unset():
-    from framecast.client.requests import PRESETS, job_request
+def test_a_preset_is_named_on_the_wire_and_what_the_call_leaves_unset_stays_unset():
+    """The server fills a request's unset fields from its preset and its model's settings; the
+    client sends the preset's name and only what the call set."""
+    from framecast.client.requests import job_request
 
     fast = job_request("propagate", *PROPAGATE_ARGS, preset="fast")
-    assert (fast.steps, fast.guidance_steps, fast.step_cache, fast.cache_interval) == (15, 5, pb.STEP_CACHE_TAYLORSEER, 2)
+    assert fast.preset == "fast" and (fast.steps, fast.guidance_steps, fast.step_cache) == (0, 0, 0)
+    assert not fast.HasField("guidance_scale") and not fast.HasField("adapter_strength")
     mine = job_request("propagate", *PROPAGATE_ARGS, preset="fast", steps=40, step_cache=None)
-    assert (mine.steps, mine.step_cache) == (40, pb.STEP_CACHE_TAYLORSEER)  # given wins; None is unset
-    assert job_request("propagate", *PROPAGATE_ARGS, preset="quality") == job_request("propagate", *PROPAGATE_ARGS)
-    train = job_request("train", *ARGS, preset="fast")
-    assert train.steps == PRESETS["fast"]["train"]["steps"] == 20
-    with pytest.raises(ValueError, match="preset must be one of quality, fast but is 'turbo'"):
-        job_request("train", *ARGS, preset="turbo")
+    assert (mine.steps, mine.step_cache, mine.preset) == (40, 0, "fast")  # given is sent; None is unset
+    train = job_request("train", *ARGS, preset="quality")
+    assert train.preset == "quality" and train.steps == 0 and not train.HasField("colour_variants")
+    assert job_request("train", *ARGS, colour_variants=0).HasField("colour_variants")  # 0 said, not unset
+    with pytest.raises(TypeError, match="preset must be a str"):
+        job_request("train", *ARGS, preset=3)
     args = cli.build_parser().parse_args(["edit", "s.mp4", "--box", "1,2,3,4", "--edited-first-frame", "e.png",
                                           "--prompt", "p", "--preset", "fast", "--steps", "20", "--window-frames", "9"])  # fmt: skip
     from framecast.client.cli.jobs import propagate_kwargs, train_kwargs
 
     request = job_request("propagate", *PROPAGATE_ARGS, **propagate_kwargs(args))
-    assert (request.steps, request.guidance_steps, request.window_frames) == (20, 5, 9)
+    assert (request.steps, request.guidance_steps, request.window_frames, request.preset) == (20, 0, 9, "fast")
+    assert not request.HasField("guidance_scale") and not request.HasField("feather_px")
     request = job_request("train", *ARGS, **train_kwargs(args, []))
-    assert (request.window_frames, request.steps_in_all, request.steps) == (9, False, 20)
+    assert (request.window_frames, request.steps_in_all, request.steps, request.rank) == (9, False, 0, 0)
+    assert not request.HasField("colour_variants") and request.learning_rate == 0

@@ -252,7 +252,7 @@ def test_an_edit_says_a_notice_once_and_writes_the_tracked_mask(fake_server, tmp
     fake = fake_server(
         UploadMedia=pb.MediaRef(id="sha256:up"), Plan=plan, Train=_job("t", {"adapter": pb.AdapterInfo(name="ed")}, moves),
         Propagate=_job("p", {"result": pb.PropagateResult(video=pb.MediaRef(id="sha256:out"))}, moves),
-        DownloadMedia=_download(MASK_BYTES),
+        DownloadMedia=_download(MASK_BYTES), GetServerInfo=pb.ServerInfo(model_settings_json="{}"),
     )  # fmt: skip
     tracked = tmp_path / "tracked.mp4"
     assert cli.main(["edit", str(tmp_path / "s.mp4"), "--server", "h:1", "--edited-first-frame", str(tmp_path / "e.png"),

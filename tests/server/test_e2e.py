@@ -68,7 +68,8 @@ def test_train_then_propagate_over_the_wire(stub, scene):
     assert all(f.shape == (64, 64, 3) for f in frames.values())
     result = events[-1].result
     assert result.num_frames == 9 and result.video.num_frames == 9
-    assert np.isfinite(result.metrics.background_psnr_db) and np.isfinite(result.metrics.first_frame_psnr_db)
+    assert np.isfinite(result.metrics.background_psnr_db) and np.isfinite(result.metrics.first_frame_psnr_inside_db)
+    assert len(result.fidelity.curve) == 9 and result.fidelity.verdict != pb.EDIT_VERDICT_UNSPECIFIED
 
     data = b"".join(c.data for c in stub.DownloadMedia(pb.MediaRef(id=result.video.id), timeout=60))
     video = decode_media(data)

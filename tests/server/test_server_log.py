@@ -66,7 +66,8 @@ def test_each_job_and_each_refused_request_has_its_lines_with_its_request_id(ser
     assert [line.split(": ", 1)[1] for line in lines_of(log, "propagate-1") if f"job {job}" in line] == [
         f"job {job} accepted: propagate, adapter 'logged', request propagate-1",
         AnyText(rf"job {job} succeeded: propagate, adapter 'logged', request propagate-1, ran \d+\.\d\d s after "
-                rf"\d+\.\d\d s queued; output {result.video.id}, 9 frames, background PSNR \d+\.\d dB"),
+                rf"\d+\.\d\d s queued; output {result.video.id}, 9 frames, background PSNR \d+\.\d dB, edit "
+                + re.escape(result.fidelity.summary)),
     ]  # fmt: skip
 
     assert [line.split(": ", 1)[1] for line in lines_of(log, "train-2") if f"job {cut}" in line] == [

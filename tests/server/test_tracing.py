@@ -109,7 +109,7 @@ def test_spans_of_a_train_a_propagate_and_a_refusal(server, stub, exporter, scen
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
     calls = (("trace-train", TRAIN, trained, ("decode", "motion")),
-             ("trace-propagate", PROPAGATE, propagated, ("decode", "denoise", "encode")))
+             ("trace-propagate", PROPAGATE, propagated, ("decode", "denoise", "encode", "measure")))
     for request_id, method, events, phases in calls:
         spans = spans_of(exporter, request_id, count=2)  # the RPC's and its job's
         rpc = one(spans, method)

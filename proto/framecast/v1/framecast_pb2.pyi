@@ -83,6 +83,14 @@ class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     JOB_STATE_FAILED: _ClassVar[JobState]
     JOB_STATE_CANCELLED: _ClassVar[JobState]
 
+class EditVerdict(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EDIT_VERDICT_UNSPECIFIED: _ClassVar[EditVerdict]
+    EDIT_VERDICT_HELD: _ClassVar[EditVerdict]
+    EDIT_VERDICT_FADED: _ClassVar[EditVerdict]
+    EDIT_VERDICT_GARBLED: _ClassVar[EditVerdict]
+    EDIT_VERDICT_UNMEASURED: _ClassVar[EditVerdict]
+
 class AdapterState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     ADAPTER_STATE_UNSPECIFIED: _ClassVar[AdapterState]
@@ -150,6 +158,11 @@ JOB_STATE_RUNNING: JobState
 JOB_STATE_SUCCEEDED: JobState
 JOB_STATE_FAILED: JobState
 JOB_STATE_CANCELLED: JobState
+EDIT_VERDICT_UNSPECIFIED: EditVerdict
+EDIT_VERDICT_HELD: EditVerdict
+EDIT_VERDICT_FADED: EditVerdict
+EDIT_VERDICT_GARBLED: EditVerdict
+EDIT_VERDICT_UNMEASURED: EditVerdict
 ADAPTER_STATE_UNSPECIFIED: AdapterState
 ADAPTER_STATE_TRAINING: AdapterState
 ADAPTER_STATE_READY: AdapterState
@@ -290,7 +303,7 @@ class ShotOptions(_message.Message):
     def __init__(self, start_s: _Optional[float] = ..., end_s: _Optional[float] = ..., fps: _Optional[float] = ..., source_fps: _Optional[bool] = ..., fit: _Optional[_Union[FitMode, str]] = ...) -> None: ...
 
 class TrainRequest(_message.Message):
-    __slots__ = ("adapter", "source_id", "mask_id", "references", "prompt", "rank", "steps", "appearance_steps", "learning_rate", "mask_mode", "dilate_px", "loss_weights", "seed", "gradient_checkpointing_off", "window_frames", "overlap_frames", "colour_variants", "shot", "mask_prompt", "steps_in_all")
+    __slots__ = ("adapter", "source_id", "mask_id", "references", "prompt", "rank", "steps", "appearance_steps", "learning_rate", "mask_mode", "dilate_px", "loss_weights", "seed", "gradient_checkpointing_off", "window_frames", "overlap_frames", "colour_variants", "shot", "mask_prompt", "steps_in_all", "preset")
     ADAPTER_FIELD_NUMBER: _ClassVar[int]
     SOURCE_ID_FIELD_NUMBER: _ClassVar[int]
     MASK_ID_FIELD_NUMBER: _ClassVar[int]
@@ -311,6 +324,7 @@ class TrainRequest(_message.Message):
     SHOT_FIELD_NUMBER: _ClassVar[int]
     MASK_PROMPT_FIELD_NUMBER: _ClassVar[int]
     STEPS_IN_ALL_FIELD_NUMBER: _ClassVar[int]
+    PRESET_FIELD_NUMBER: _ClassVar[int]
     adapter: str
     source_id: str
     mask_id: str
@@ -331,10 +345,11 @@ class TrainRequest(_message.Message):
     shot: ShotOptions
     mask_prompt: MaskPrompt
     steps_in_all: bool
-    def __init__(self, adapter: _Optional[str] = ..., source_id: _Optional[str] = ..., mask_id: _Optional[str] = ..., references: _Optional[_Iterable[_Union[ReferenceFrame, _Mapping]]] = ..., prompt: _Optional[str] = ..., rank: _Optional[int] = ..., steps: _Optional[int] = ..., appearance_steps: _Optional[int] = ..., learning_rate: _Optional[float] = ..., mask_mode: _Optional[_Union[MaskMode, str]] = ..., dilate_px: _Optional[int] = ..., loss_weights: _Optional[_Union[LossWeights, _Mapping]] = ..., seed: _Optional[int] = ..., gradient_checkpointing_off: _Optional[bool] = ..., window_frames: _Optional[int] = ..., overlap_frames: _Optional[int] = ..., colour_variants: _Optional[int] = ..., shot: _Optional[_Union[ShotOptions, _Mapping]] = ..., mask_prompt: _Optional[_Union[MaskPrompt, _Mapping]] = ..., steps_in_all: _Optional[bool] = ...) -> None: ...
+    preset: str
+    def __init__(self, adapter: _Optional[str] = ..., source_id: _Optional[str] = ..., mask_id: _Optional[str] = ..., references: _Optional[_Iterable[_Union[ReferenceFrame, _Mapping]]] = ..., prompt: _Optional[str] = ..., rank: _Optional[int] = ..., steps: _Optional[int] = ..., appearance_steps: _Optional[int] = ..., learning_rate: _Optional[float] = ..., mask_mode: _Optional[_Union[MaskMode, str]] = ..., dilate_px: _Optional[int] = ..., loss_weights: _Optional[_Union[LossWeights, _Mapping]] = ..., seed: _Optional[int] = ..., gradient_checkpointing_off: _Optional[bool] = ..., window_frames: _Optional[int] = ..., overlap_frames: _Optional[int] = ..., colour_variants: _Optional[int] = ..., shot: _Optional[_Union[ShotOptions, _Mapping]] = ..., mask_prompt: _Optional[_Union[MaskPrompt, _Mapping]] = ..., steps_in_all: _Optional[bool] = ..., preset: _Optional[str] = ...) -> None: ...
 
 class PropagateRequest(_message.Message):
-    __slots__ = ("adapter", "source_id", "mask_id", "edited_first_frame_id", "prompt", "negative_prompt", "steps", "guidance_scale", "seed", "composite", "feather_px", "mask_mode", "dilate_px", "output_encoding", "window_frames", "overlap_frames", "blend_ramp", "adapter_strength", "shot", "quality", "interpolation", "mask_prompt", "guidance_steps", "step_cache", "cache_threshold", "cache_interval", "container")
+    __slots__ = ("adapter", "source_id", "mask_id", "edited_first_frame_id", "prompt", "negative_prompt", "steps", "guidance_scale", "seed", "composite", "feather_px", "mask_mode", "dilate_px", "output_encoding", "window_frames", "overlap_frames", "blend_ramp", "adapter_strength", "shot", "quality", "interpolation", "mask_prompt", "guidance_steps", "step_cache", "cache_threshold", "cache_interval", "container", "preset", "fidelity_threshold")
     ADAPTER_FIELD_NUMBER: _ClassVar[int]
     SOURCE_ID_FIELD_NUMBER: _ClassVar[int]
     MASK_ID_FIELD_NUMBER: _ClassVar[int]
@@ -362,6 +377,8 @@ class PropagateRequest(_message.Message):
     CACHE_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     CACHE_INTERVAL_FIELD_NUMBER: _ClassVar[int]
     CONTAINER_FIELD_NUMBER: _ClassVar[int]
+    PRESET_FIELD_NUMBER: _ClassVar[int]
+    FIDELITY_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     adapter: str
     source_id: str
     mask_id: str
@@ -389,7 +406,9 @@ class PropagateRequest(_message.Message):
     cache_threshold: float
     cache_interval: int
     container: OutputContainer
-    def __init__(self, adapter: _Optional[str] = ..., source_id: _Optional[str] = ..., mask_id: _Optional[str] = ..., edited_first_frame_id: _Optional[str] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., seed: _Optional[int] = ..., composite: _Optional[bool] = ..., feather_px: _Optional[int] = ..., mask_mode: _Optional[_Union[MaskMode, str]] = ..., dilate_px: _Optional[int] = ..., output_encoding: _Optional[_Union[OutputEncoding, str]] = ..., window_frames: _Optional[int] = ..., overlap_frames: _Optional[int] = ..., blend_ramp: _Optional[_Union[BlendRamp, str]] = ..., adapter_strength: _Optional[float] = ..., shot: _Optional[_Union[ShotOptions, _Mapping]] = ..., quality: _Optional[int] = ..., interpolation: _Optional[_Union[Interpolation, str]] = ..., mask_prompt: _Optional[_Union[MaskPrompt, _Mapping]] = ..., guidance_steps: _Optional[int] = ..., step_cache: _Optional[_Union[StepCache, str]] = ..., cache_threshold: _Optional[float] = ..., cache_interval: _Optional[int] = ..., container: _Optional[_Union[OutputContainer, str]] = ...) -> None: ...
+    preset: str
+    fidelity_threshold: float
+    def __init__(self, adapter: _Optional[str] = ..., source_id: _Optional[str] = ..., mask_id: _Optional[str] = ..., edited_first_frame_id: _Optional[str] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., seed: _Optional[int] = ..., composite: _Optional[bool] = ..., feather_px: _Optional[int] = ..., mask_mode: _Optional[_Union[MaskMode, str]] = ..., dilate_px: _Optional[int] = ..., output_encoding: _Optional[_Union[OutputEncoding, str]] = ..., window_frames: _Optional[int] = ..., overlap_frames: _Optional[int] = ..., blend_ramp: _Optional[_Union[BlendRamp, str]] = ..., adapter_strength: _Optional[float] = ..., shot: _Optional[_Union[ShotOptions, _Mapping]] = ..., quality: _Optional[int] = ..., interpolation: _Optional[_Union[Interpolation, str]] = ..., mask_prompt: _Optional[_Union[MaskPrompt, _Mapping]] = ..., guidance_steps: _Optional[int] = ..., step_cache: _Optional[_Union[StepCache, str]] = ..., cache_threshold: _Optional[float] = ..., cache_interval: _Optional[int] = ..., container: _Optional[_Union[OutputContainer, str]] = ..., preset: _Optional[str] = ..., fidelity_threshold: _Optional[float] = ...) -> None: ...
 
 class JobRef(_message.Message):
     __slots__ = ("job_id",)
@@ -430,23 +449,75 @@ class Frame(_message.Message):
     def __init__(self, index: _Optional[int] = ..., png: _Optional[bytes] = ..., time_s: _Optional[float] = ...) -> None: ...
 
 class QualityMetrics(_message.Message):
-    __slots__ = ("background_psnr_db", "first_frame_psnr_db", "seam_score", "windows", "background_ssim", "temporal_change")
+    __slots__ = ("background_psnr_db", "background_psnr_worst_db", "background_psnr_worst_frame", "background_ssim", "background_ssim_worst", "ssim_frames", "region_share", "region_share_max", "first_frame_psnr_inside_db", "first_frame_psnr_outside_db", "edit_outside_share", "seam_score", "windows", "temporal_change", "working_grid")
     BACKGROUND_PSNR_DB_FIELD_NUMBER: _ClassVar[int]
-    FIRST_FRAME_PSNR_DB_FIELD_NUMBER: _ClassVar[int]
+    BACKGROUND_PSNR_WORST_DB_FIELD_NUMBER: _ClassVar[int]
+    BACKGROUND_PSNR_WORST_FRAME_FIELD_NUMBER: _ClassVar[int]
+    BACKGROUND_SSIM_FIELD_NUMBER: _ClassVar[int]
+    BACKGROUND_SSIM_WORST_FIELD_NUMBER: _ClassVar[int]
+    SSIM_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    REGION_SHARE_FIELD_NUMBER: _ClassVar[int]
+    REGION_SHARE_MAX_FIELD_NUMBER: _ClassVar[int]
+    FIRST_FRAME_PSNR_INSIDE_DB_FIELD_NUMBER: _ClassVar[int]
+    FIRST_FRAME_PSNR_OUTSIDE_DB_FIELD_NUMBER: _ClassVar[int]
+    EDIT_OUTSIDE_SHARE_FIELD_NUMBER: _ClassVar[int]
     SEAM_SCORE_FIELD_NUMBER: _ClassVar[int]
     WINDOWS_FIELD_NUMBER: _ClassVar[int]
-    BACKGROUND_SSIM_FIELD_NUMBER: _ClassVar[int]
     TEMPORAL_CHANGE_FIELD_NUMBER: _ClassVar[int]
+    WORKING_GRID_FIELD_NUMBER: _ClassVar[int]
     background_psnr_db: float
-    first_frame_psnr_db: float
+    background_psnr_worst_db: float
+    background_psnr_worst_frame: int
+    background_ssim: float
+    background_ssim_worst: float
+    ssim_frames: int
+    region_share: float
+    region_share_max: float
+    first_frame_psnr_inside_db: float
+    first_frame_psnr_outside_db: float
+    edit_outside_share: float
     seam_score: float
     windows: int
-    background_ssim: float
     temporal_change: float
-    def __init__(self, background_psnr_db: _Optional[float] = ..., first_frame_psnr_db: _Optional[float] = ..., seam_score: _Optional[float] = ..., windows: _Optional[int] = ..., background_ssim: _Optional[float] = ..., temporal_change: _Optional[float] = ...) -> None: ...
+    working_grid: WorkingGrid
+    def __init__(self, background_psnr_db: _Optional[float] = ..., background_psnr_worst_db: _Optional[float] = ..., background_psnr_worst_frame: _Optional[int] = ..., background_ssim: _Optional[float] = ..., background_ssim_worst: _Optional[float] = ..., ssim_frames: _Optional[int] = ..., region_share: _Optional[float] = ..., region_share_max: _Optional[float] = ..., first_frame_psnr_inside_db: _Optional[float] = ..., first_frame_psnr_outside_db: _Optional[float] = ..., edit_outside_share: _Optional[float] = ..., seam_score: _Optional[float] = ..., windows: _Optional[int] = ..., temporal_change: _Optional[float] = ..., working_grid: _Optional[_Union[WorkingGrid, _Mapping]] = ...) -> None: ...
+
+class WorkingGrid(_message.Message):
+    __slots__ = ("background_psnr_db", "background_ssim", "first_frame_psnr_db")
+    BACKGROUND_PSNR_DB_FIELD_NUMBER: _ClassVar[int]
+    BACKGROUND_SSIM_FIELD_NUMBER: _ClassVar[int]
+    FIRST_FRAME_PSNR_DB_FIELD_NUMBER: _ClassVar[int]
+    background_psnr_db: float
+    background_ssim: float
+    first_frame_psnr_db: float
+    def __init__(self, background_psnr_db: _Optional[float] = ..., background_ssim: _Optional[float] = ..., first_frame_psnr_db: _Optional[float] = ...) -> None: ...
+
+class Fidelity(_message.Message):
+    __slots__ = ("curve", "source_share", "garbled_share", "verdict", "threshold", "mean", "worst", "worst_frame", "first_below", "summary")
+    CURVE_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_SHARE_FIELD_NUMBER: _ClassVar[int]
+    GARBLED_SHARE_FIELD_NUMBER: _ClassVar[int]
+    VERDICT_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    MEAN_FIELD_NUMBER: _ClassVar[int]
+    WORST_FIELD_NUMBER: _ClassVar[int]
+    WORST_FRAME_FIELD_NUMBER: _ClassVar[int]
+    FIRST_BELOW_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    curve: _containers.RepeatedScalarFieldContainer[float]
+    source_share: _containers.RepeatedScalarFieldContainer[float]
+    garbled_share: _containers.RepeatedScalarFieldContainer[float]
+    verdict: EditVerdict
+    threshold: float
+    mean: float
+    worst: float
+    worst_frame: int
+    first_below: int
+    summary: str
+    def __init__(self, curve: _Optional[_Iterable[float]] = ..., source_share: _Optional[_Iterable[float]] = ..., garbled_share: _Optional[_Iterable[float]] = ..., verdict: _Optional[_Union[EditVerdict, str]] = ..., threshold: _Optional[float] = ..., mean: _Optional[float] = ..., worst: _Optional[float] = ..., worst_frame: _Optional[int] = ..., first_below: _Optional[int] = ..., summary: _Optional[str] = ...) -> None: ...
 
 class PropagateResult(_message.Message):
-    __slots__ = ("video", "metrics", "num_frames", "elapsed_s", "working_width", "working_height", "working_frames", "working_fps", "job_s", "queued_s")
+    __slots__ = ("video", "metrics", "num_frames", "elapsed_s", "working_width", "working_height", "working_frames", "working_fps", "job_s", "queued_s", "fidelity")
     VIDEO_FIELD_NUMBER: _ClassVar[int]
     METRICS_FIELD_NUMBER: _ClassVar[int]
     NUM_FRAMES_FIELD_NUMBER: _ClassVar[int]
@@ -457,6 +528,7 @@ class PropagateResult(_message.Message):
     WORKING_FPS_FIELD_NUMBER: _ClassVar[int]
     JOB_S_FIELD_NUMBER: _ClassVar[int]
     QUEUED_S_FIELD_NUMBER: _ClassVar[int]
+    FIDELITY_FIELD_NUMBER: _ClassVar[int]
     video: MediaRef
     metrics: QualityMetrics
     num_frames: int
@@ -467,7 +539,8 @@ class PropagateResult(_message.Message):
     working_fps: float
     job_s: float
     queued_s: float
-    def __init__(self, video: _Optional[_Union[MediaRef, _Mapping]] = ..., metrics: _Optional[_Union[QualityMetrics, _Mapping]] = ..., num_frames: _Optional[int] = ..., elapsed_s: _Optional[float] = ..., working_width: _Optional[int] = ..., working_height: _Optional[int] = ..., working_frames: _Optional[int] = ..., working_fps: _Optional[float] = ..., job_s: _Optional[float] = ..., queued_s: _Optional[float] = ...) -> None: ...
+    fidelity: Fidelity
+    def __init__(self, video: _Optional[_Union[MediaRef, _Mapping]] = ..., metrics: _Optional[_Union[QualityMetrics, _Mapping]] = ..., num_frames: _Optional[int] = ..., elapsed_s: _Optional[float] = ..., working_width: _Optional[int] = ..., working_height: _Optional[int] = ..., working_frames: _Optional[int] = ..., working_fps: _Optional[float] = ..., job_s: _Optional[float] = ..., queued_s: _Optional[float] = ..., fidelity: _Optional[_Union[Fidelity, _Mapping]] = ...) -> None: ...
 
 class Notice(_message.Message):
     __slots__ = ("code", "message", "frames")
@@ -498,7 +571,7 @@ class JobError(_message.Message):
     def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class JobInfo(_message.Message):
-    __slots__ = ("job_id", "kind", "state", "adapter", "created_at", "started_at", "finished_at", "progress", "queue_position", "error", "adapter_result", "propagate_result", "request_id")
+    __slots__ = ("job_id", "kind", "state", "adapter", "created_at", "started_at", "finished_at", "progress", "queue_position", "error", "adapter_result", "propagate_result", "request_id", "verdict")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -512,6 +585,7 @@ class JobInfo(_message.Message):
     ADAPTER_RESULT_FIELD_NUMBER: _ClassVar[int]
     PROPAGATE_RESULT_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    VERDICT_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     kind: JobKind
     state: JobState
@@ -525,7 +599,8 @@ class JobInfo(_message.Message):
     adapter_result: AdapterInfo
     propagate_result: PropagateResult
     request_id: str
-    def __init__(self, job_id: _Optional[str] = ..., kind: _Optional[_Union[JobKind, str]] = ..., state: _Optional[_Union[JobState, str]] = ..., adapter: _Optional[str] = ..., created_at: _Optional[float] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., queue_position: _Optional[int] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., adapter_result: _Optional[_Union[AdapterInfo, _Mapping]] = ..., propagate_result: _Optional[_Union[PropagateResult, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    verdict: EditVerdict
+    def __init__(self, job_id: _Optional[str] = ..., kind: _Optional[_Union[JobKind, str]] = ..., state: _Optional[_Union[JobState, str]] = ..., adapter: _Optional[str] = ..., created_at: _Optional[float] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., queue_position: _Optional[int] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., adapter_result: _Optional[_Union[AdapterInfo, _Mapping]] = ..., propagate_result: _Optional[_Union[PropagateResult, _Mapping]] = ..., request_id: _Optional[str] = ..., verdict: _Optional[_Union[EditVerdict, str]] = ...) -> None: ...
 
 class JobEvent(_message.Message):
     __slots__ = ("job_id", "accepted", "queued", "progress", "frame", "adapter", "result", "error", "notice", "tracked")
@@ -762,7 +837,7 @@ class PlanResponse(_message.Message):
     def __init__(self, ok: _Optional[bool] = ..., problems: _Optional[_Iterable[_Union[Problem, _Mapping]]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., fps: _Optional[float] = ..., num_frames: _Optional[int] = ..., padded_frames: _Optional[int] = ..., windows: _Optional[_Iterable[_Union[Window, _Mapping]]] = ..., estimated_device_bytes: _Optional[int] = ..., estimated_seconds: _Optional[float] = ..., source: _Optional[_Union[MediaRef, _Mapping]] = ..., output_frames: _Optional[int] = ..., output_duration_s: _Optional[float] = ..., steps: _Optional[int] = ..., notices: _Optional[_Iterable[_Union[Notice, _Mapping]]] = ...) -> None: ...
 
 class ServerInfo(_message.Message):
-    __slots__ = ("version", "model", "model_dir", "dtype", "device", "quantization", "attention_backend", "memory_bytes", "max_frames", "max_pixels", "max_upload_bytes", "max_queue", "queue_length", "ready", "adapters_loaded", "window_frames", "offload", "max_vram_bytes", "vae_tiling", "gradient_checkpointing", "optimizer", "load_error", "adapters_cached", "adapters_pinned", "adapter_device_slots", "adapter_host_cache_bytes", "adapter_slot_rank", "native_width", "native_height", "max_side", "max_window_frames", "size_factor", "max_duration_s", "max_source_pixels", "interpolation", "trackers", "max_streams", "open_streams", "unary_workers", "max_message_bytes")
+    __slots__ = ("version", "model", "model_dir", "dtype", "device", "quantization", "attention_backend", "memory_bytes", "max_frames", "max_pixels", "max_upload_bytes", "max_queue", "queue_length", "ready", "adapters_loaded", "window_frames", "offload", "max_vram_bytes", "vae_tiling", "gradient_checkpointing", "optimizer", "load_error", "adapters_cached", "adapters_pinned", "adapter_device_slots", "adapter_host_cache_bytes", "adapter_slot_rank", "native_width", "native_height", "max_side", "max_window_frames", "size_factor", "max_duration_s", "max_source_pixels", "interpolation", "trackers", "max_streams", "open_streams", "unary_workers", "max_message_bytes", "model_settings_json")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MODEL_DIR_FIELD_NUMBER: _ClassVar[int]
@@ -803,6 +878,7 @@ class ServerInfo(_message.Message):
     OPEN_STREAMS_FIELD_NUMBER: _ClassVar[int]
     UNARY_WORKERS_FIELD_NUMBER: _ClassVar[int]
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MODEL_SETTINGS_JSON_FIELD_NUMBER: _ClassVar[int]
     version: str
     model: str
     model_dir: str
@@ -843,4 +919,5 @@ class ServerInfo(_message.Message):
     open_streams: int
     unary_workers: int
     max_message_bytes: int
-    def __init__(self, version: _Optional[str] = ..., model: _Optional[str] = ..., model_dir: _Optional[str] = ..., dtype: _Optional[str] = ..., device: _Optional[str] = ..., quantization: _Optional[str] = ..., attention_backend: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., max_frames: _Optional[int] = ..., max_pixels: _Optional[int] = ..., max_upload_bytes: _Optional[int] = ..., max_queue: _Optional[int] = ..., queue_length: _Optional[int] = ..., ready: _Optional[bool] = ..., adapters_loaded: _Optional[_Iterable[str]] = ..., window_frames: _Optional[int] = ..., offload: _Optional[str] = ..., max_vram_bytes: _Optional[int] = ..., vae_tiling: _Optional[bool] = ..., gradient_checkpointing: _Optional[bool] = ..., optimizer: _Optional[str] = ..., load_error: _Optional[str] = ..., adapters_cached: _Optional[_Iterable[str]] = ..., adapters_pinned: _Optional[_Iterable[str]] = ..., adapter_device_slots: _Optional[int] = ..., adapter_host_cache_bytes: _Optional[int] = ..., adapter_slot_rank: _Optional[int] = ..., native_width: _Optional[int] = ..., native_height: _Optional[int] = ..., max_side: _Optional[int] = ..., max_window_frames: _Optional[int] = ..., size_factor: _Optional[int] = ..., max_duration_s: _Optional[float] = ..., max_source_pixels: _Optional[int] = ..., interpolation: _Optional[str] = ..., trackers: _Optional[_Iterable[str]] = ..., max_streams: _Optional[int] = ..., open_streams: _Optional[int] = ..., unary_workers: _Optional[int] = ..., max_message_bytes: _Optional[int] = ...) -> None: ...
+    model_settings_json: str
+    def __init__(self, version: _Optional[str] = ..., model: _Optional[str] = ..., model_dir: _Optional[str] = ..., dtype: _Optional[str] = ..., device: _Optional[str] = ..., quantization: _Optional[str] = ..., attention_backend: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., max_frames: _Optional[int] = ..., max_pixels: _Optional[int] = ..., max_upload_bytes: _Optional[int] = ..., max_queue: _Optional[int] = ..., queue_length: _Optional[int] = ..., ready: _Optional[bool] = ..., adapters_loaded: _Optional[_Iterable[str]] = ..., window_frames: _Optional[int] = ..., offload: _Optional[str] = ..., max_vram_bytes: _Optional[int] = ..., vae_tiling: _Optional[bool] = ..., gradient_checkpointing: _Optional[bool] = ..., optimizer: _Optional[str] = ..., load_error: _Optional[str] = ..., adapters_cached: _Optional[_Iterable[str]] = ..., adapters_pinned: _Optional[_Iterable[str]] = ..., adapter_device_slots: _Optional[int] = ..., adapter_host_cache_bytes: _Optional[int] = ..., adapter_slot_rank: _Optional[int] = ..., native_width: _Optional[int] = ..., native_height: _Optional[int] = ..., max_side: _Optional[int] = ..., max_window_frames: _Optional[int] = ..., size_factor: _Optional[int] = ..., max_duration_s: _Optional[float] = ..., max_source_pixels: _Optional[int] = ..., interpolation: _Optional[str] = ..., trackers: _Optional[_Iterable[str]] = ..., max_streams: _Optional[int] = ..., open_streams: _Optional[int] = ..., unary_workers: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., model_settings_json: _Optional[str] = ...) -> None: ...
