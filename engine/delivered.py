@@ -92,8 +92,10 @@ def measure_delivered(
 ) -> DeliveredMeasures:
     """Measure a delivered clip. ``frames`` yields, for each of the ``total`` frames in order,
     (index from 0, source frame [H, W, 3] uint8 decoded from the source file, delivered frame [H, W, 3]
-    uint8 decoded from the delivered file, coverage [H, W] bool: the pixels the output may change,
-    the feathered region). ``edited_first_frame`` [H, W, 3] uint8 at the source's size, or None."""
+    uint8 decoded from the delivered file, coverage [H, W] float32 or bool: how much of each pixel the
+    output takes from the generated region, 1 inside it, fading across the feather, 0 where it keeps
+    the source). The background is where the coverage is 0, the region where it is above 0, its
+    inside where it is 1. ``edited_first_frame`` [H, W, 3] uint8 at the source's size, or None."""
     background = _Psnr()
     worst_psnr, worst_frame = math.inf, -1
     ssims: list[float] = []
@@ -102,8 +104,8 @@ def measure_delivered(
     meter: FidelityMeter | None = None
     inside_db = outside_db = math.nan
     outside_share = 0.0
-    for index, source, delivered, region in frames:
-        outside = ~region
+    for index, source, delivered, coverage in frames:
+        region, outside = coverage > 0, coverage <= 0
         shares.append(float(region.mean()))
         frame_db = background.add(delivered, source, outside)
         if not math.isnan(frame_db) and frame_db < worst_psnr:
@@ -112,7 +114,7 @@ def measure_delivered(
             ssims.append(ssim(delivered, source, outside))
         if index == 0 and edited_first_frame is not None:
             edited = edited_first_frame
-            inside_db = _Psnr().add(delivered, edited, region)
+            inside_db = _Psnr().add(delivered, edited, coverage >= 1)  # not the feather, which mixes in the source
             outside_db = _Psnr().add(delivered, edited, outside)
             changed = np.linalg.norm(edited.astype(np.float32) - source.astype(np.float32), axis=-1) >= EDIT_CHANGE
             outside_share = float((changed & outside).mean())

@@ -216,14 +216,15 @@ class _Compositor:
         return np.minimum(1.0, ndimage.distance_transform_edt(inside)[1:-1, 1:-1] / feather).astype(np.float32)
 
     def coverage(self, region: np.ndarray) -> np.ndarray:
-        """The source pixels [H, W] bool the output may change for a working ``region``: the
-        feathered region, where ``compose`` mixes generated pixels in (all of them without a composite)."""
-        covered = np.zeros((self.height, self.width), bool)
+        """How much of each source pixel [H, W] float32 the output takes from what was generated for a
+        working ``region``: 1 inside it, fading to 0 across the feather, 0 outside (where ``compose``
+        keeps the source)."""
+        covered = np.zeros((self.height, self.width), np.float32)
         bbox = self._bbox(region)
         if bbox is None:
             return covered
         x0, y0, x1, y1 = bbox
-        covered[y0:y1, x0:x1] = self._alpha(self._region(region, bbox)) > 0
+        covered[y0:y1, x0:x1] = self._alpha(self._region(region, bbox))
         return covered
 
     def compose(self, source: np.ndarray, working: np.ndarray, region: np.ndarray,
@@ -501,8 +502,9 @@ def restore(
 
 def delivered_frames(shot: Shot, edit_mask: np.ndarray, options: OutputOptions, delivered: Path):
     """The delivered file beside its source, frame by frame, for measuring what the user receives:
-    (index from 0, source frame, delivered frame, coverage: the source pixels the output may change),
-    each [H, W, ...] at the source's size, both decoded from their files as a player shows them."""
+    (index from 0, source frame, delivered frame, coverage: how much of each source pixel the output
+    takes from the generated region, ``_Compositor.coverage``), each [H, W, ...] at the source's size,
+    both frames decoded from their files as a player shows them."""
     from framecast.engine.footage import probe
 
     grid, info = shot.grid, shot.source.info
