@@ -38,8 +38,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import append_rows, device_name, print_table, synchronize  # noqa: E402
 
-from framecast.engine.adapter_formats import BLOCK_MODULES  # noqa: E402
-from framecast.engine.adapters import AdapterRecord, AdapterSlots, AdapterState, AdapterStore  # noqa: E402
+from framecast.engine.adapters.formats import BLOCK_MODULES  # noqa: E402
+from framecast.engine.adapters.slots import AdapterRecord, AdapterSlots, AdapterState, AdapterStore  # noqa: E402
 from framecast.engine.toy import architectures  # noqa: E402
 from framecast.engine.toy.architectures import preset  # noqa: E402
 

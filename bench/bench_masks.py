@@ -27,8 +27,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import append_rows, print_table  # noqa: E402
 
+from framecast.engine.masks.trackers import Box, CsrtTracker, FlowTracker, box_iou  # noqa: E402
 from framecast.engine.toy.world import SceneConfig, make_scene  # noqa: E402
-from framecast.engine.tracking import Box, CsrtTracker, FlowTracker, box_iou  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "masks.jsonl"
 
@@ -92,7 +92,7 @@ def edit_rows(seeds: range, frames: int, steps: int | None) -> list[dict]:
         with_tracked = dataclasses.replace(small, edit_mask=tracked)
         result = evaluate_scene(engine, with_tracked, options)["framecast"]
         # Scored against the true edit inside the true mask, whatever mask the method was given.
-        from framecast.engine.metrics import psnr
+        from framecast.engine.quality.metrics import psnr
 
         tracked_psnr = psnr(result["frames"], small.edited, small.edit_mask)
         rows.append({"bench": "masks-edit", "scene_seed": seed, "masked_psnr_true_masks": true,

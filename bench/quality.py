@@ -49,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import append_rows, print_table  # noqa: E402
 
 from framecast.engine import conditioning as C  # noqa: E402
-from framecast.engine.metrics import psnr, ssim, temporal_change  # noqa: E402
+from framecast.engine.quality.metrics import psnr, ssim, temporal_change  # noqa: E402
 from framecast.engine.toy.model import HELD_OUT_SEED_LIMIT  # noqa: E402
 from framecast.engine.toy.world import Scene, SceneConfig, make_scene  # noqa: E402
 

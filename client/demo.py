@@ -27,7 +27,7 @@ from framecast.client.jobs import collect_propagation, run_train
 from framecast.client.progress import JobProgress, follow_job
 from framecast.client.strip import write_strip
 from framecast.engine import media
-from framecast.engine.metrics import psnr
+from framecast.engine.quality.metrics import psnr
 
 ADAPTER = "demo"
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from framecast.engine import conditioning as C
-from framecast.engine.lowvram import Placement
+from framecast.engine.memory.lowvram import Placement
 from framecast.engine.requests import PromptIds, TrainSettings
 from framecast.engine.sampling import Conditioning, encode_clip_image, encode_prompt_ids, encode_video
 from framecast.engine.training import Sample

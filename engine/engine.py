@@ -22,20 +22,20 @@ import torch
 
 from framecast.engine import checks
 from framecast.engine import conditioning as C
-from framecast.engine.adapter_manager import AdapterManager
-from framecast.engine.adapters import AdapterRecord, AdapterSlots, AdapterStore, check_adapter_name
+from framecast.engine.adapters.manager import AdapterManager
+from framecast.engine.adapters.slots import AdapterRecord, AdapterSlots, AdapterStore, check_adapter_name
+from framecast.engine.clip import ClipData, OnRead
 from framecast.engine.config import GiB, EngineConfig, EngineInfo, Offload, Quantize, concrete
 from framecast.engine.encoding import Encoders
-from framecast.engine.clip import ClipData, OnRead
 from framecast.engine.errors import AlreadyExists, Cancelled, InvalidInput, OutOfMemory, Problems, public_message
-from framecast.engine.lowvram import Placement, memory_size, module_bytes, quantize_pipeline, select_attention
-from framecast.engine.memory_model import MemoryModel, MemoryPlan, Workload
+from framecast.engine.masks.trackers import Tracker, TrackerKind, new_tracker
+from framecast.engine.masks.tracks import TrackCache
+from framecast.engine.memory.lowvram import Placement, quantize_pipeline, select_attention
+from framecast.engine.memory.model import MemoryModel, MemoryPlan, Workload
+from framecast.engine.memory.sizes import memory_size, module_bytes
 from framecast.engine.model import load_pipeline, model_limits
 from framecast.engine.model_settings import ModelSettings
 from framecast.engine.propagation import OnFrames, OnStep, Propagation
-from framecast.engine.sampling import Sampler
-from framecast.engine.speed import Speed
-from framecast.engine.tracking import Tracker, TrackerKind, tracker
 from framecast.engine.requests import (
     MaskMode,
     PreparedPropagate,
@@ -44,6 +44,8 @@ from framecast.engine.requests import (
     PropagateResult,
     TrainJob,
 )
+from framecast.engine.sampling import Sampler
+from framecast.engine.speed import Speed
 from framecast.engine.training import Progress, train_lora
 from framecast.engine.windows import WindowPlan, plan_windows
 
@@ -82,6 +84,7 @@ class Engine:
         self.settings = ModelSettings.load(config.model_dir)  # what a request's unset fields take
         self.speed = Speed()
         self._sam2 = None
+        self.tracks = TrackCache()  # regions a job tracked, for the jobs that follow on the same shot
         self._prompts = checks.PromptCounter(pipe.tokenizer)
         log.info(
             "loaded %s on %s (%s, quantize=%s, offload=%s, attention=%s) in %.1fs", self.base_model, self.device,
@@ -96,14 +99,14 @@ class Engine:
         kinds = (TrackerKind.CSRT, TrackerKind.FLOW)
         return (*kinds, TrackerKind.SAM2) if self.config.sam2_checkpoint else kinds
 
-    def trackers(self, kind: TrackerKind) -> Tracker:
+    def tracker(self, kind: TrackerKind) -> Tracker:
         """The tracker of ``kind``; SAM2's model is loaded once, on first use, on the engine's device."""
         if TrackerKind(kind) is not TrackerKind.SAM2:
-            return tracker(kind)
+            return new_tracker(kind)
         if not self.config.sam2_checkpoint:
             raise InvalidInput("mask_prompt.tracker", "sam2", "needs a SAM2 checkpoint: serve --sam2-checkpoint DIR")
         if self._sam2 is None:
-            from framecast.engine.sam2 import Sam2Tracker
+            from framecast.engine.masks.sam2 import Sam2Tracker
 
             self._sam2 = Sam2Tracker.load(self.config.sam2_checkpoint, self.device)
         return self._sam2
@@ -129,7 +132,7 @@ class Engine:
     def memory_plan(self, quantize: Quantize, offload: Offload, frames: int, height: int, width: int, training: bool,
                     rank: int = 16) -> MemoryPlan:  # fmt: skip
         """The memory a window of ``frames`` at ``width`` x ``height`` needs under these memory settings
-        (``framecast.engine.memory_model``): its peak on the device, ``peak_bytes`` what a budget must
+        (``framecast.engine.memory.model``): its peak on the device, ``peak_bytes`` what a budget must
         hold, with the adapter slot at the server's slot rank (a server has one from its first adapter
         on), the adapters now in the device and host tiers, sampling with guidance or training at
         ``rank`` with this server's checkpointing and optimiser. The first plan of a setting traces

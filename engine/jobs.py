@@ -25,20 +25,20 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from framecast.engine.adapter_manager import AdapterView
+from framecast.engine.adapters.manager import AdapterView
 from framecast.engine.clip import ClipData
-from framecast.engine.delivered import DeliveredMeasures, QualityWarning, measure_delivered
 from framecast.engine.engine import Engine
 from framecast.engine.errors import AdapterNotFound, AlreadyExists, FailedPrecondition, FramecastError, InvalidInput
 from framecast.engine.errors import InvalidRequest, Problems
 from framecast.engine.footage import FootageInfo
+from framecast.engine.masks.trackers import Box, Point, TrackerKind
 from framecast.engine.media import encode_video, mask_to_frames
+from framecast.engine.quality.delivered import DeliveredMeasures, QualityWarning, measure_delivered
 from framecast.engine.requests import PreparedPropagate, PreparedTrain, PropagateJob, PropagateResult, TrainJob
 from framecast.engine.requests import TrainSettings
 from framecast.engine.restore import OutputOptions, Restored, check_output, delivered_frames, restore
 from framecast.engine.sampling import Sampler
 from framecast.engine.shots import MaskPrompt, ReferenceInput, Shot, ShotClip, ShotOptions, StoredMedia, plan_shot
-from framecast.engine.tracking import Box, Point, TrackerKind
 from framecast.engine.training import Progress
 
 PROGRESS_EVENTS_A_PHASE = 20  # a phase of many small steps (frames) reports about this many times
@@ -220,8 +220,7 @@ class Jobs:
             settings = TrainSettings(**engine.settings.fill("train", spec.preset, spec.settings))
         shot = self._shot(spec, problems, None, found if found is not None else {})
         job = TrainJob(adapter=spec.adapter, source=None, mask=None, prompt=spec.prompt, settings=settings,
-                       source_media_id=spec.source_id, clip=None if shot is None else ShotClip(shot, engine.trackers),
-                       **spec.options)  # fmt: skip
+                       source_media_id=spec.source_id, clip=self._clip(shot), **spec.options)  # fmt: skip
         prepared = engine.prepare_train(job, problems)
         return PreparedTrainJob(spec, prepared, self._estimate("train", prepared))
 
@@ -235,7 +234,7 @@ class Jobs:
             filled = engine.settings.fill("propagate", spec.preset, spec.settings)
         shot = self._shot(spec, problems, "edited_first_frame_id", found if found is not None else {})
         job = PropagateJob(adapter=spec.adapter, source=None, mask=None, edited_first_frame=None, prompt=spec.prompt,
-                           clip=None if shot is None else ShotClip(shot, engine.trackers), **filled)  # fmt: skip
+                           clip=self._clip(shot), **filled)  # fmt: skip
         output = OutputOptions()
         with problems.check():
             output = OutputOptions(**spec.output)
@@ -286,6 +285,10 @@ class Jobs:
                              prompt)  # fmt: skip
         found["shot"] = shot
         return shot
+
+    def _clip(self, shot: Shot | None) -> ShotClip | None:
+        """The shot as the job's clip, tracked with the engine's trackers and kept in its track cache."""
+        return None if shot is None else ShotClip(shot, self.engine.tracker, self.engine.tracks)
 
     def _stored(self, media_id: str, field: str, problems: Problems) -> StoredMedia | None:
         """A stored media a spec names; a missing or malformed id is a problem, an unknown one NotFound."""

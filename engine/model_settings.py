@@ -17,7 +17,7 @@ this file's, and the method's (the dataclasses' defaults in ``framecast.engine.r
 Every key is optional; ``train`` holds ``TrainSettings`` fields, ``propagate`` the scalar fields
 of ``PropagateJob``, ``first_frame_reference`` whether ``framecast edit`` trains on the edited
 first frame as a reference, ``fidelity_threshold`` the share of the edited pixels a frame must
-carry for its edit to count as held (``framecast.engine.fidelity``). A directory without the file
+carry for its edit to count as held (``framecast.engine.quality.fidelity``). A directory without the file
 takes the method's defaults and the presets below. A file that cannot be read, or names a
 setting framecast does not know, stops the server at start with the key and what to do.
 
@@ -36,7 +36,7 @@ from types import MappingProxyType
 from typing import Any
 
 from framecast.engine.errors import InvalidInput
-from framecast.engine.fidelity import DEFAULT_THRESHOLD
+from framecast.engine.quality.fidelity import DEFAULT_THRESHOLD
 from framecast.engine.requests import BlendRamp, MaskMode, PropagateJob, StepCache, TrainSettings
 
 SETTINGS_FILE = "framecast.json"

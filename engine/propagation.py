@@ -18,7 +18,7 @@ import torch
 from framecast.engine.clip import ClipData
 from framecast.engine.encoding import Encoders
 from framecast.engine.errors import Cancelled
-from framecast.engine.metrics import psnr, seam_score, ssim, temporal_change
+from framecast.engine.quality.metrics import psnr, seam_score, ssim, temporal_change
 from framecast.engine.requests import BlendRamp, PreparedPropagate, PropagateResult
 from framecast.engine.sampling import Sampler, composite, decode_stream, denoise, feather_alpha
 from framecast.engine.windows import WindowPlan

@@ -198,7 +198,7 @@ def denoising_step(transformer, scheduler, latents: torch.Tensor, condition: tor
                    t: torch.Tensor, index: int, sampler: Sampler) -> torch.Tensor:  # fmt: skip
     """Step ``index`` (at timestep ``t``) of ``denoise``: the transformer's velocity, guided by its
     unconditional pass where the sampler guides, then the scheduler's step. The memory model traces
-    this function (``memory_phases``). Returns the next latents.
+    this function (``memory.phases``). Returns the next latents.
 
     latents: [1, 16, F_lat, h, w]; condition: [1, 20, F_lat, h, w], ``cond.transformer_condition``.
     """

@@ -13,7 +13,6 @@ for every frame, one frame per source frame, or a video of the source's duration
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,9 +25,7 @@ from framecast.engine.config import EngineConfig
 from framecast.engine.errors import InvalidInput, Problems
 from framecast.engine.footage import TIME_EPSILON, FootageInfo, iter_frames, read_image
 from framecast.engine.grid import Fit, Grid, ModelLimits, boxes, plan_size, source_rate, working_fps, working_frames
-from framecast.engine.media import MediaKind, mask_from_frames, mask_to_frames
-from framecast.engine.requests import MaskMode
-from framecast.engine.tracking import (
+from framecast.engine.masks.trackers import (
     Box,
     CsrtTracker,
     Point,
@@ -36,9 +33,12 @@ from framecast.engine.tracking import (
     Tracker,
     TrackerKind,
     clip_box,
+    new_tracker,
     region_from_points,
-    tracker,
 )
+from framecast.engine.masks.tracks import TrackCache
+from framecast.engine.media import MediaKind, mask_from_frames, mask_to_frames
+from framecast.engine.requests import MaskMode
 from framecast.engine.windows import VAE_TEMPORAL
 
 ASPECT_TOLERANCE = 0.02  # another input's aspect may differ from the source's by this share (rounding of sizes)
@@ -276,8 +276,6 @@ def _reference_index(reference: ReferenceInput, number: int, source: FootageInfo
 
 
 TRACKING_SIDE = 512  # the longest side trackers see (never above the source's)
-_TRACKS: OrderedDict[tuple, Track] = OrderedDict()  # tracked regions by shot and prompt: a training and
-_TRACKS_KEPT = 8  # the propagations that follow it track once
 
 
 def tracking_size(width: int, height: int) -> tuple[int, int]:
@@ -289,11 +287,15 @@ class ShotClip(Clip):
     """A shot as a job's clip: decoded onto the working grid when the job runs; a region given on
     the first frame (``Shot.mask_prompt``) is tracked through it then."""
 
-    def __init__(self, shot: Shot, trackers: Callable[[TrackerKind], Tracker] | None = None):
+    def __init__(self, shot: Shot, tracker_of: Callable[[TrackerKind], Tracker] | None = None,
+                 tracks: TrackCache | None = None):  # fmt: skip
+        """``tracker_of(kind)``: the tracker of a kind (the engine's, SAM2 included; else ``new_tracker``);
+        ``tracks``: where tracked regions are kept for the jobs that follow (None: tracked every time)."""
         self.shot = shot
         self.frames, self.height, self.width = shot.padded_frames, shot.grid.height, shot.grid.width
         self.has_references = bool(shot.references)
-        self.trackers = trackers or tracker
+        self.tracker_of = tracker_of or new_tracker
+        self.tracks = tracks
         self._mask: np.ndarray | None = None
 
     @property
@@ -409,9 +411,9 @@ class ShotClip(Clip):
         shot, prompt = self.shot, self.shot.mask_prompt
         kind = prompt.tracker or TrackerKind.CSRT
         key = (shot.source.media_id, shot.grid, prompt.key(), kind)
-        if key in _TRACKS:
-            _TRACKS.move_to_end(key)
-            return _TRACKS[key]
+        kept = None if self.tracks is None else self.tracks.get(key)
+        if kept is not None:
+            return kept
         info = shot.source.info
         height, width = seen.shape[1:3]
         scale_x, scale_y = width / info.width, height / info.height
@@ -426,7 +428,7 @@ class ShotClip(Clip):
 
             image = read_image(prompt.frame0_mask.path, prompt.frame0_mask.field)
             first = mask_from_frames(np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.BOX))[None])[0]
-        tracker_ = self.trackers(kind)
+        tracker_ = self.tracker_of(kind)
         if kind is TrackerKind.SAM2:
             track = tracker_.track(seen, first, [Point(p.x * scale_x, p.y * scale_y, p.negative) for p in prompt.points])
         else:
@@ -434,9 +436,8 @@ class ShotClip(Clip):
                 raise InvalidInput("mask_prompt", "an empty region", "marks nothing on the first frame: give a box, "
                                    "more points, or a frame-0 mask")  # fmt: skip
             track = tracker_.track(seen, first)
-        _TRACKS[key] = track
-        while len(_TRACKS) > _TRACKS_KEPT:
-            _TRACKS.popitem(last=False)
+        if self.tracks is not None:
+            self.tracks.put(key, track)
         return track
 
 

@@ -134,7 +134,7 @@ def _train_step(transformer, optimizer, params, sample: Sample, settings, genera
     return value
 
 
-# A step's three parts, which the memory model traces one by one (``memory_phases``).
+# A step's three parts, which the memory model traces one by one (``memory.phases``).
 
 
 def training_loss(transformer, sample: Sample, t: float, noise: torch.Tensor, backend: str = "auto") -> torch.Tensor:

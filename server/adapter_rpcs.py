@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from framecast.engine.adapter_cache import AdapterState
-from framecast.engine.adapter_store import AdapterStore, check_adapter_name
+from framecast.engine.adapters.cache import AdapterState
+from framecast.engine.adapters.store import AdapterStore, check_adapter_name
 from framecast.engine.errors import AdapterFailed, AdapterNotFound, FailedPrecondition, InvalidInput
 from framecast.server import convert
 from framecast.server.jobs import ensure_not_in_use

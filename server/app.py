@@ -22,10 +22,10 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from framecast.engine.adapter_store import AdapterStore
+from framecast.engine.adapters.store import AdapterStore
 from framecast.engine.engine import Engine
-from framecast.engine.grid import WAN_FPS
 from framecast.engine.errors import InvalidInput, Unavailable
+from framecast.engine.grid import WAN_FPS
 from framecast.server.adapter_rpcs import settle_interrupted_training
 from framecast.server.calls import CallInterceptor
 from framecast.server.config import MAX_MESSAGE_BYTES, ServerConfig

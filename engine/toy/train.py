@@ -47,7 +47,7 @@ import torch
 
 from framecast.engine import conditioning as C
 from framecast.engine.errors import InvalidInput
-from framecast.engine.metrics import psnr
+from framecast.engine.quality.metrics import psnr
 from framecast.engine.toy.architectures import PRESETS, WanSpec, build_components, build_vae
 from framecast.engine.toy.model import (
     VALIDATION_SCENE_SEEDS,

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from framecast.engine.adapter_store import check_adapter_name
+from framecast.engine.adapters.store import check_adapter_name
 from framecast.engine.errors import FailedPrecondition
 from framecast.engine.media import atomic_write
 

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from grpc_health.v1 import health_pb2_grpc
 
-from framecast.engine.adapter_store import AdapterStore, check_adapter_name
+from framecast.engine.adapters.store import AdapterStore, check_adapter_name
 from framecast.engine.errors import FailedPrecondition, InvalidInput, Unavailable
 from framecast.engine.grid import WAN_FPS
 from framecast.server import convert

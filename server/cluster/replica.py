@@ -40,11 +40,11 @@ from pathlib import Path
 
 from ray import serve
 
-from framecast.engine.adapter_cache import AdapterState
+from framecast.engine.adapters.cache import AdapterState
 from framecast.engine.engine import Engine
 from framecast.engine.grid import WAN_FPS
-from framecast.server.cluster.front_jobs import CANCEL_DIR, CANCEL_POLL_S, cancel_requested
 from framecast.server.app import lock_data_dir
+from framecast.server.cluster.front_jobs import CANCEL_DIR, CANCEL_POLL_S, cancel_requested
 from framecast.server.config import ServerConfig
 from framecast.server.errors import status_for
 from framecast.server.jobs import JobQueue

@@ -8,7 +8,7 @@ import threading
 import pytest
 import torch
 
-from framecast.engine.adapters import (
+from framecast.engine.adapters.slots import (
     SLOT_ADAPTER,
     AdapterRecord,
     AdapterSlots,
@@ -428,7 +428,7 @@ def test_a_strength_scales_the_adapters_delta_and_zero_is_the_base_model(transfo
 def test_an_observer_sees_each_hit_miss_and_eviction_by_tier(transformer, store):
     """What the server's metrics count, through the manager the engine uses: one device slot, a host
     cache of two and a half adapters, three adapters."""
-    from framecast.engine.adapter_manager import AdapterManager
+    from framecast.engine.adapters.manager import AdapterManager
 
     probe = make_slots(transformer)
     for name in "abc":

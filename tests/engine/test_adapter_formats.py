@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import save
 
-from framecast.engine.adapter_formats import (
+from framecast.engine.adapters.formats import (
     BLOCK_MODULES,
     normalise,
     parse_key,

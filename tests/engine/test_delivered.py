@@ -7,8 +7,8 @@ import math
 
 import numpy as np
 
-from framecast.engine.delivered import measure_delivered
-from framecast.engine.fidelity import Verdict
+from framecast.engine.quality.delivered import measure_delivered
+from framecast.engine.quality.fidelity import Verdict
 
 from .test_fidelity import sliding_square
 

@@ -11,10 +11,9 @@ import torch
 
 from framecast.engine import checks
 from framecast.engine import conditioning as C
-from framecast.engine.adapters import AdapterState, AdapterStore
+from framecast.engine.adapters.slots import AdapterState, AdapterStore
 from framecast.engine.config import EngineConfig
 from framecast.engine.engine import Engine
-from framecast.engine.requests import PropagateJob, TrainJob, TrainSettings
 from framecast.engine.errors import (
     AdapterFailed,
     AdapterNotFound,
@@ -24,6 +23,7 @@ from framecast.engine.errors import (
     InvalidInput,
     TrainingDiverged,
 )
+from framecast.engine.requests import PropagateJob, TrainJob, TrainSettings
 from framecast.engine.sampling import decode_stream, feather_alpha
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from framecast.engine.fidelity import FidelityMeter, FrameFidelity, Verdict, summarize
+from framecast.engine.quality.fidelity import FidelityMeter, FrameFidelity, Verdict, summarize
 from framecast.engine.toy.world import SceneConfig, make_scene
 
 FRAMES, SIZE, SIDE = 20, (180, 320), 48

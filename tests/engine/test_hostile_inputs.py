@@ -13,8 +13,8 @@ import pytest
 import torch
 from safetensors.torch import save
 
-from framecast.engine.adapter_formats import normalise
-from framecast.engine.adapter_store import check_adapter_name
+from framecast.engine.adapters.formats import normalise
+from framecast.engine.adapters.store import check_adapter_name
 from framecast.engine.errors import InvalidInput
 from framecast.engine.footage import Limits, probe
 

@@ -7,9 +7,9 @@ import pytest
 
 from framecast.engine.config import EngineConfig
 from framecast.engine.engine import Engine
-from framecast.engine.requests import PropagateJob, TrainJob, TrainSettings
 from framecast.engine.errors import InvalidInput, OutOfMemory
-from framecast.engine.lowvram import GiB, memory_size
+from framecast.engine.memory.sizes import GiB, memory_size
+from framecast.engine.requests import PropagateJob, TrainJob, TrainSettings
 from framecast.engine.toy.world import SceneConfig, make_scene
 
 
@@ -74,7 +74,7 @@ def test_quantized_text_encoder_keeps_the_prompt_embedding(quantize, tiny_model_
     storage) it turned every prompt embedding into noise (cosine 0.07 here). It stays unquantised."""
     import torch
 
-    from framecast.engine.lowvram import quantize_pipeline
+    from framecast.engine.memory.lowvram import quantize_pipeline
     from framecast.engine.model import load_pipeline
 
     pipe = load_pipeline(tiny_model_dir, torch.device("cpu"), torch.float32)

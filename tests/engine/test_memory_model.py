@@ -12,12 +12,13 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from framecast.engine import memory_model as M
-from framecast.engine import memory_phases as P
-from framecast.engine import memory_trace as T
 from framecast.engine.config import GiB
-from framecast.engine.lowvram import module_bytes, quantized_linear_bytes, quantize_linears, weight_bytes
-from framecast.engine.memory_model import MemoryModel, Workload
+from framecast.engine.memory import model as M
+from framecast.engine.memory import phases as P
+from framecast.engine.memory import trace as T
+from framecast.engine.memory.lowvram import quantize_linears
+from framecast.engine.memory.model import MemoryModel, Workload
+from framecast.engine.memory.sizes import module_bytes, quantized_linear_bytes, weight_bytes
 from framecast.engine.toy.architectures import build_pipeline, preset
 
 logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
@@ -224,7 +225,7 @@ def test_int8_linears_keep_their_inputs_through_checkpointing():
     memory model's int8 training figures follow from this."""
     from peft import LoraConfig
 
-    from framecast.engine.adapter_formats import TRAINING_PATTERN
+    from framecast.engine.adapters.formats import TRAINING_PATTERN
     from framecast.engine.toy.architectures import build_transformer
 
     held = {}

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from framecast.engine.metrics import PSNR_CAP_DB, psnr, ssim, temporal_change
+from framecast.engine.quality.metrics import PSNR_CAP_DB, psnr, ssim, temporal_change
 
 
 def test_psnr_known_values():

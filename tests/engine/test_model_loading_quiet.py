@@ -40,8 +40,8 @@ _SCRIPT = textwrap.dedent(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         import torch
+        from framecast.engine.memory.lowvram import Quantize, quantize_pipeline
         from framecast.engine.model import load_pipeline
-        from framecast.engine.lowvram import Quantize, quantize_pipeline
 
         pipe = load_pipeline(sys.argv[1])
         if sys.argv[2] == "nf4":

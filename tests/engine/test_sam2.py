@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from framecast.engine.errors import InvalidInput
+from framecast.engine.masks.trackers import Point
 from framecast.engine.toy.world import SceneConfig, make_scene
-from framecast.engine.tracking import Point
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +20,7 @@ def sam2_dir(tmp_path_factory):
 
 
 def test_the_tracker_loads_a_local_checkpoint_and_tracks_points_and_masks(sam2_dir):
-    from framecast.engine.sam2 import Sam2Tracker
+    from framecast.engine.masks.sam2 import Sam2Tracker
 
     tracker = Sam2Tracker.load(sam2_dir)
     assert tracker.size == 128 and not any(p.requires_grad for p in tracker.model.parameters())
@@ -37,7 +37,7 @@ def test_the_tracker_loads_a_local_checkpoint_and_tracks_points_and_masks(sam2_d
 
 
 def test_a_directory_that_is_not_a_sam2_model_is_refused_naming_the_setting(tmp_path, tiny_model_dir):
-    from framecast.engine.sam2 import Sam2Tracker
+    from framecast.engine.masks.sam2 import Sam2Tracker
 
     with pytest.raises(InvalidInput, match="sam2_checkpoint .*no config.json"):
         Sam2Tracker.load(tmp_path)

@@ -11,7 +11,7 @@ import pytest
 from framecast.engine.config import EngineConfig
 from framecast.engine.engine import Engine
 from framecast.engine.errors import InvalidInput
-from framecast.engine.metrics import psnr
+from framecast.engine.quality.metrics import psnr
 from framecast.engine.requests import PropagateJob, StepCache, TrainJob, TrainSettings
 
 STEPS = 8

@@ -1,4 +1,4 @@
-"""Trackers turn a region on the first frame into one per frame (engine/tracking.py)."""
+"""Trackers turn a region on the first frame into one per frame (engine/masks/trackers.py)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from framecast.engine.masks.trackers import Box, CsrtTracker, FlowTracker, Point, box_iou, region_from_points
 from framecast.engine.toy.world import SceneConfig, make_scene
-from framecast.engine.tracking import Box, CsrtTracker, FlowTracker, Point, box_iou, region_from_points
 
 
 def _scaled(frames: np.ndarray, factor: int, nearest: bool = False) -> np.ndarray:

@@ -7,9 +7,9 @@ import pytest
 
 from framecast.engine.config import EngineConfig
 from framecast.engine.engine import Engine
-from framecast.engine.requests import PropagateJob, TrainJob, TrainSettings
 from framecast.engine.errors import InvalidInput
-from framecast.engine.metrics import seam_score
+from framecast.engine.quality.metrics import seam_score
+from framecast.engine.requests import PropagateJob, TrainJob, TrainSettings
 from framecast.engine.toy.world import SceneConfig, make_scene
 from framecast.engine.windows import plan_windows
 

@@ -15,7 +15,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save
 
-from framecast.engine.adapter_formats import BLOCK_MODULES, target_shapes
+from framecast.engine.adapters.formats import BLOCK_MODULES, target_shapes
 from framecast.engine.media import decode_image
 from framecast.v1 import framecast_pb2 as pb
 
@@ -204,7 +204,7 @@ def test_export_then_import_gives_identical_frames_and_comfyui_loads_in_diffuser
 
 
 def _read(data: bytes):
-    from framecast.engine.adapter_formats import read_safetensors
+    from framecast.engine.adapters.formats import read_safetensors
 
     return read_safetensors(data)
 
@@ -258,7 +258,7 @@ def test_upload_limit_and_a_corrupt_stored_file(start_server_at, tiny_model_dir,
 
 
 def test_failed_trainings_and_last_use_times_survive_a_restart(start_server_at, tiny_model_dir, scene, tmp_path):
-    from framecast.engine.adapter_store import AdapterStore
+    from framecast.engine.adapters.store import AdapterStore
     from framecast.v1 import framecast_pb2_grpc
 
     data_dir = tmp_path / "data"

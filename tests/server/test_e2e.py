@@ -138,7 +138,7 @@ def test_sampling_levers_over_the_wire(stub, scene):
     lever = dict(guidance_steps=1, step_cache=pb.STEP_CACHE_TAYLORSEER, cache_interval=2)
     fast = run(**lever)
     assert fast.shape == full.shape and not np.array_equal(fast, full)
-    from framecast.engine.metrics import psnr
+    from framecast.engine.quality.metrics import psnr
 
     assert psnr(fast, full, np.ones(full.shape[:3], bool)) > 20
     # Plan's time estimate counts transformer passes: 6 guided steps are 12; guidance on the first

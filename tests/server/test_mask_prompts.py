@@ -73,7 +73,7 @@ def test_a_box_on_the_first_frame_is_tracked_and_the_edit_follows_it(toy, moving
     events, data = propagate(toy, path, edited, pb.MaskPrompt(box=box))
     mask = tracked_mask(toy, events)
     assert mask.shape == (25, 256, 256)
-    from framecast.engine.tracking import box_iou
+    from framecast.engine.masks.trackers import box_iou
 
     assert np.mean([box_iou(mask[k], regions[k]) for k in range(25)]) > 0.6
     follows(path, regions, data, mask)
@@ -147,7 +147,7 @@ def test_points_on_the_first_frame_make_the_region(toy, moving):
     points = [pb.Point(x=float(xs.mean()), y=float(ys.mean())), pb.Point(x=4, y=4, negative=True)]
     events, data = propagate(toy, path, edited, pb.MaskPrompt(points=points))
     mask = tracked_mask(toy, events)
-    from framecast.engine.tracking import box_iou
+    from framecast.engine.masks.trackers import box_iou
 
     assert box_iou(mask[0], regions[0]) > 0.5
     follows(path, regions, data, mask)

@@ -11,7 +11,7 @@ import torch
 from framecast.engine.config import EngineConfig
 from framecast.engine.engine import Engine
 from framecast.engine.errors import Cancelled
-from framecast.engine.lowvram import GiB, memory_size
+from framecast.engine.memory.sizes import GiB, memory_size
 from framecast.engine.toy.world import SceneConfig, make_scene
 from framecast.server.jobs import Job, JobQueue
 from framecast.v1 import framecast_pb2 as pb

@@ -8,7 +8,7 @@ composite keeps the source: what they lose is what the encoding and the scaling 
 region's share of the frame says whether the background was kept at all (a box over most of the
 frame leaves none). The edited first frame is compared with the delivered frame 0 inside the
 region and outside it, where an edit the user made is dropped by the composite. And the edit's
-fidelity (``framecast.engine.fidelity``) is read from the delivered frames, frame by frame.
+fidelity (``framecast.engine.quality.fidelity``) is read from the delivered frames, frame by frame.
 
 Background SSIM is costly at 4K: it is taken on at most ``SSIM_FRAMES`` frames spread evenly
 over the clip (``ssim_frames`` says how many), PSNR on every frame.
@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from framecast.engine.fidelity import Fidelity, FidelityMeter, summarize
-from framecast.engine.metrics import PSNR_CAP_DB, ssim
+from framecast.engine.quality.fidelity import Fidelity, FidelityMeter, summarize
+from framecast.engine.quality.metrics import PSNR_CAP_DB, ssim
 
 SSIM_FRAMES = 48  # background SSIM is averaged over at most this many frames, spread over the clip
 MOST_OF_FRAME = 0.6  # a region covering more than this share of the frame leaves little background to keep

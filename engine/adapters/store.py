@@ -1,7 +1,7 @@
 """Adapters on disk.
 
 An adapter is a directory ``<root>/<name>/`` with ``adapter.safetensors`` (LoRA weights in the
-canonical form of ``adapter_formats``: diffusers keys, float32, alpha folded into lora_B) and
+canonical form of ``formats``: diffusers keys, float32, alpha folded into lora_B) and
 ``adapter.json`` (its record). Both are written atomically, the record last: an adapter
 without a record is an interrupted write, ignored and removed at start-up. A training that failed leaves only
 ``failure.txt`` (why), so the adapter still reads FAILED after a restart; training the name
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from framecast.engine.adapter_formats import KEY_PREFIX, split_canonical, to_comfyui
+from framecast.engine.adapters.formats import KEY_PREFIX, split_canonical, to_comfyui
 from framecast.engine.errors import AdapterExists, AdapterFailed, AdapterNotFound, IncompatibleAdapter, InvalidInput
 from framecast.engine.media import atomic_write, fsync_dir, remove_interrupted_writes
 

@@ -1,4 +1,4 @@
-"""The phases of a job, rebuilt from a pipeline's configurations and traced (``memory_trace``).
+"""The phases of a job, rebuilt from a pipeline's configurations and traced (``trace``).
 
 Each component is built again from its configuration at a chosen depth, on the meta device, in
 the pipeline's dtypes (``Component``), with the adapters ``AdapterSlots`` would attach and the
@@ -23,7 +23,7 @@ import torch
 from framecast.engine import sampling, training
 from framecast.engine.compat import add_peft_adapter
 from framecast.engine.config import Quantize
-from framecast.engine.memory_trace import (
+from framecast.engine.memory.trace import (
     AdamW8bit,
     LiveBytes,
     granules,
@@ -128,7 +128,7 @@ def _attach_adapters(transformer, trace: TransformerTrace) -> list[str]:
     training adapter in float32, the active one. Returns the trainable parameters' names."""
     from peft import LoraConfig
 
-    from framecast.engine.adapter_formats import TARGET_PATTERN, TRAINING_PATTERN
+    from framecast.engine.adapters.formats import TARGET_PATTERN, TRAINING_PATTERN
 
     if trace.slot_rank:
         add_peft_adapter(transformer, LoraConfig(r=trace.slot_rank, lora_alpha=trace.slot_rank, lora_dropout=0.0,
@@ -348,7 +348,7 @@ def trace_ssim(frames: int, height: int, width: int) -> int:
     CPU tensors: on a GPU the two uint8 chunks it copies to the device add 2 x 3 bytes a pixel."""
     import numpy as np
 
-    from framecast.engine.metrics import ssim
+    from framecast.engine.quality.metrics import ssim
 
     rng = np.random.default_rng(0)
     a = rng.integers(0, 255, (frames, height, width, 3), dtype=np.uint8)

@@ -12,9 +12,9 @@ import contextlib
 import logging
 from dataclasses import dataclass
 
-from framecast.engine.adapter_cache import AdapterChange, AdapterState, AdapterStatus, CacheObserver
-from framecast.engine.adapter_store import AdapterRecord, AdapterStore, check_adapter_name
-from framecast.engine.adapters import AdapterSlots, import_adapter
+from framecast.engine.adapters.cache import AdapterChange, AdapterState, AdapterStatus, CacheObserver
+from framecast.engine.adapters.slots import AdapterSlots, import_adapter
+from framecast.engine.adapters.store import AdapterRecord, AdapterStore, check_adapter_name
 from framecast.engine.errors import AdapterExists, AdapterNotFound, IncompatibleAdapter
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ interface (``track(frames, first) -> Track``), so more can be added:
   mask is its tracked box, which the method's own default (``bbox`` masks) asks for anyway.
 - ``FlowTracker``: the frame-0 mask carried from frame to frame along dense optical flow
   (OpenCV's Farneback), keeping its shape.
-- ``Sam2Tracker`` (``framecast.engine.sam2``): SAM2's video model from a local checkpoint;
+- ``Sam2Tracker`` (``framecast.engine.masks.sam2``): SAM2's video model from a local checkpoint;
   points or a mask give exact per-frame masks.
 
 A frame where the region is lost (the tracker fails, or the region leaves the frame) gets an
@@ -261,11 +261,12 @@ def _rect(box: Box) -> tuple[int, int, int, int]:
     return int(round(box.x)), int(round(box.y)), max(1, int(round(box.width))), max(1, int(round(box.height)))
 
 
-def tracker(kind: TrackerKind) -> Tracker:
-    """The tracker of a kind; SAM2 needs a checkpoint: ``framecast.engine.sam2.Sam2Tracker``."""
+def new_tracker(kind: TrackerKind) -> Tracker:
+    """A new tracker of a kind that needs no weights; SAM2 needs a checkpoint
+    (``framecast.engine.masks.sam2.Sam2Tracker``, which ``Engine.tracker`` loads once)."""
     kind = TrackerKind(kind)
     if kind is TrackerKind.CSRT:
         return CsrtTracker()
     if kind is TrackerKind.FLOW:
         return FlowTracker()
-    raise ValueError(f"the {kind.value} tracker is built with its checkpoint (framecast.engine.sam2)")
+    raise ValueError(f"the {kind.value} tracker is built with its checkpoint (framecast.engine.masks.sam2)")

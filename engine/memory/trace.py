@@ -1,6 +1,6 @@
 """Counting what a step holds on a CUDA device, with fake tensors on the CPU.
 
-``run_traced`` runs a step (``memory_phases`` has the engine's) under ``LiveBytes``, a dispatch
+``run_traced`` runs a step (``phases`` has the engine's) under ``LiveBytes``, a dispatch
 mode that counts live tensor bytes as the CUDA caching allocator would hold them, and reports
 the peak per segment of the step. ``materialised`` makes the step's modules fake tensors (no
 memory, no weights) or, to check the fake count, real CPU tensors counted the same way.

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
-from framecast.engine.adapter_cache import (
+from framecast.engine.adapters.cache import (
     GiB,
     AdapterCache,
     AdapterChange,
@@ -38,7 +38,7 @@ from framecast.engine.adapter_cache import (
     PackedWeights,
     copy_all,
 )
-from framecast.engine.adapter_formats import (
+from framecast.engine.adapters.formats import (
     KEY_PREFIX,
     TARGET_PATTERN,
     TRAINING_PATTERN,
@@ -48,7 +48,7 @@ from framecast.engine.adapter_formats import (
     split_canonical,
     target_shapes,
 )
-from framecast.engine.adapter_store import (
+from framecast.engine.adapters.store import (
     RECORD_FILE,
     WEIGHTS_FILE,
     AdapterRecord,

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from framecast.engine.errors import InvalidInput
-from framecast.engine.tracking import Point, Track, Tracker, TrackerKind
+from framecast.engine.masks.trackers import Point, Track, Tracker, TrackerKind
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

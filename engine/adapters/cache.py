@@ -37,8 +37,8 @@ from enum import Enum
 
 import torch
 
-from framecast.engine.adapter_formats import TargetShapes, check_fits, split_canonical
-from framecast.engine.adapter_store import AdapterRecord, AdapterStore
+from framecast.engine.adapters.formats import TargetShapes, check_fits, split_canonical
+from framecast.engine.adapters.store import AdapterRecord, AdapterStore
 from framecast.engine.config import GiB
 from framecast.engine.errors import FailedPrecondition, IncompatibleAdapter, OutOfMemory, public_message
 

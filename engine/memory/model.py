@@ -5,9 +5,9 @@ bytes beside it) from the pipeline's own structure, for any quantize / offload /
 sampling or training, without a GPU:
 
 - Weights are counted from the modules' parameters (the meta device will do), with the linears
-  ``quantize_pipeline`` quantises at bitsandbytes' exact storage (``lowvram.weight_bytes``); the
+  ``quantize_pipeline`` quantises at bitsandbytes' exact storage (``sizes.weight_bytes``); the
   adapter slot and the training adapter from the layers they target.
-- Activations are traced (``memory_phases``, counted by ``memory_trace``): each phase of a job
+- Activations are traced (``phases``, counted by ``trace``): each phase of a job
   (text and image encoders, VAE encode, a denoising step with both guidance passes, a training
   step with its LoRA, gradient checkpointing and optimiser, the streamed VAE decode, the
   device-side SSIM) runs the engine's own step functions on the real architecture with fake
@@ -37,11 +37,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from framecast.engine import memory_phases as phases
 from framecast.engine.compat import keep_in_fp32_modules
 from framecast.engine.config import Offload, Optimizer, Quantize
-from framecast.engine.lowvram import lora_bytes, weight_bytes
-from framecast.engine.memory_trace import granules
+from framecast.engine.memory import phases
+from framecast.engine.memory.sizes import lora_bytes, weight_bytes
+from framecast.engine.memory.trace import granules
 from framecast.engine.windows import latent_frames
 
 # The CUDA caching allocator's peak reserved over peak allocated memory in the two H200 rows
