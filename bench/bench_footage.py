@@ -101,7 +101,7 @@ def run_clip(args, server: subprocess.Popen, folder: Path, seconds: float) -> di
     import grpc
 
     from framecast.client import FramecastClient
-    from framecast.engine.footage import probe
+    from framecast.engine.footage.read import probe
     from framecast.v1 import framecast_pb2 as pb
     from framecast.v1 import framecast_pb2_grpc as pb_grpc
 

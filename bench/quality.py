@@ -276,11 +276,12 @@ def evaluate_footage_scene(engine, scene: Scene, options: QualityOptions, method
     """As ``evaluate_scene``, with the scene as real footage: video files at its own size and frame
     rate, mapped onto the model's working grid, the output restored at the source's and scored there."""
     from framecast.engine.errors import Problems
-    from framecast.engine.footage import decode_all, probe
+    from framecast.engine.footage.output import Encoding, OutputOptions, write_output
+    from framecast.engine.footage.read import decode_all, probe
+    from framecast.engine.footage.shot_clip import ShotClip
+    from framecast.engine.footage.shots import ReferenceInput, ShotOptions, StoredMedia, plan_shot
     from framecast.engine.media import encode_png, mask_to_frames
     from framecast.engine.requests import PropagateJob, TrainJob
-    from framecast.engine.restore import Encoding, OutputOptions, restore
-    from framecast.engine.shots import ReferenceInput, ShotClip, ShotOptions, StoredMedia, plan_shot
 
     methods = options.methods if methods is None else methods
     settings, method_mask = _settings(options, scene)
@@ -317,8 +318,8 @@ def evaluate_footage_scene(engine, scene: Scene, options: QualityOptions, method
             rows = {}
             for way in ways:
                 out = Path(tempfile.mkdtemp(dir=folder, prefix=f"out-{way}-"))
-                written = restore(planned, result.frames, result.edit_mask,
-                                  OutputOptions(encoding=Encoding.PNG_SEQUENCE, interpolation=way), out)  # fmt: skip
+                written = write_output(planned, result.frames, result.edit_mask,
+                                       OutputOptions(encoding=Encoding.PNG_SEQUENCE, interpolation=way), out)  # fmt: skip
                 frames = decode_all(written.path).frames
                 rows[way] = {**_measures(frames, scene, method_mask), "masked_psnr_composite": None,
                              "frames": frames, "working": f"{planned.grid.width}x{planned.grid.height}@{planned.grid.fps:g}"}  # fmt: skip

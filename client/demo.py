@@ -177,7 +177,7 @@ def run_demo(args) -> int:
     finally:
         server.stop(grace=5)
 
-    from framecast.engine.footage import decode_all
+    from framecast.engine.footage.read import decode_all
 
     output = decode_all(paths["output"], "output").frames  # the output file as a player shows it
     video = result.video

@@ -4,7 +4,7 @@ A ``Clip`` knows its working shape before it is read, so a request is checked an
 without decoding anything large; ``read`` then gives the frames, the user's mask, the method's
 edit mask (computed once), the edited first frame and the reference frames. ``ArrayClip`` wraps
 arrays a caller already holds (a notebook, a benchmark) and must already be shaped for the
-model; ``framecast.engine.shots.ShotClip`` reads stored footage of any shape onto the grid.
+model; ``framecast.engine.footage.shot_clip.ShotClip`` reads stored footage of any shape onto the grid.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 from framecast.engine import checks
 from framecast.engine.config import EngineConfig
 from framecast.engine.errors import InvalidInput, Problems
-from framecast.engine.grid import ModelLimits
+from framecast.engine.footage.grid import ModelLimits
 from framecast.engine.requests import MaskMode
 
 # (what is read: "decode" the source onto the grid, "mask" a mask video; working frames made, working

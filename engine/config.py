@@ -154,7 +154,7 @@ class EngineInfo:
     adapter_device_slots: int
     adapter_host_cache_bytes: int
     adapter_slot_rank: int
-    native_width: int  # the model's limits (framecast.engine.grid.ModelLimits)
+    native_width: int  # the model's limits (framecast.engine.footage.grid.ModelLimits)
     native_height: int
     max_side: int
     max_window_frames: int

@@ -30,15 +30,16 @@ from framecast.engine.clip import ClipData
 from framecast.engine.engine import Engine
 from framecast.engine.errors import AdapterNotFound, AlreadyExists, FailedPrecondition, FramecastError, InvalidInput
 from framecast.engine.errors import InvalidRequest, Problems
-from framecast.engine.footage import FootageInfo
+from framecast.engine.footage.output import OutputOptions, WrittenOutput, check_output, delivered_frames, write_output
+from framecast.engine.footage.read import FootageInfo
+from framecast.engine.footage.shot_clip import ShotClip
+from framecast.engine.footage.shots import MaskPrompt, ReferenceInput, Shot, ShotOptions, StoredMedia, plan_shot
 from framecast.engine.masks.trackers import Box, Point, TrackerKind
 from framecast.engine.media import encode_video, mask_to_frames
 from framecast.engine.quality.delivered import DeliveredMeasures, QualityWarning, measure_delivered
 from framecast.engine.requests import PreparedPropagate, PreparedTrain, PropagateJob, PropagateResult, TrainJob
 from framecast.engine.requests import TrainSettings
-from framecast.engine.restore import OutputOptions, Restored, check_output, delivered_frames, restore
 from framecast.engine.sampling import Sampler
-from framecast.engine.shots import MaskPrompt, ReferenceInput, Shot, ShotClip, ShotOptions, StoredMedia, plan_shot
 from framecast.engine.training import Progress
 
 PROGRESS_EVENTS_A_PHASE = 20  # a phase of many small steps (frames) reports about this many times
@@ -194,7 +195,7 @@ OnEvent = Callable[[Event], None]
 class PropagateOutcome:
     result: PropagateResult  # the generation on the working grid (its figures are diagnostics)
     stored: Any  # the output as stored (what MediaAccess.put_file returned)
-    restored: Restored
+    written: WrittenOutput  # the output file at the source's geometry
     measures: DeliveredMeasures  # of the delivered file
     job_s: float  # the run: reading, generation, writing, measuring
 
@@ -360,19 +361,19 @@ class Jobs:
                                        on_clip=self._reporter(on_event, shot, name))  # fmt: skip
         scratch = self.media.scratch_dir()
         try:
-            restored = restore(shot, result.frames, result.edit_mask, prepared.output, scratch, clock.phase("encode"))
+            written = write_output(shot, result.frames, result.edit_mask, prepared.output, scratch, clock.phase("encode"))
             measures = measure_delivered(
-                delivered_frames(shot, result.edit_mask, prepared.output, restored.path), restored.num_frames,
+                delivered_frames(shot, result.edit_mask, prepared.output, written.path), written.num_frames,
                 _edited_at_source(shot), prepared.fidelity_threshold, clock.phase("measure"),
             )  # fmt: skip
-            stored = self.media.put_file(restored.path, filename=f"{name}{restored.suffix}")
+            stored = self.media.put_file(written.path, filename=f"{name}{written.suffix}")
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         said = {notice.code for notice in shot.notices}
         for warning in measures.warnings:
             if not (warning.code == "region_covers_frame" and "box_large" in said):  # the box's own notice said it
                 on_event(_noticed(warning))
-        return PropagateOutcome(result, stored, restored, measures, clock.elapsed())
+        return PropagateOutcome(result, stored, written, measures, clock.elapsed())
 
     def _reporter(self, on_event: OnEvent, shot: Shot, name: str):
         """What a job tells its owner once its clip is read: notices (a region lost, a single mask the
@@ -395,7 +396,7 @@ def _noticed(warning: QualityWarning) -> Noticed:
 
 
 def _edited_at_source(shot: Shot) -> np.ndarray | None:
-    from framecast.engine.restore import edited_first_frame
+    from framecast.engine.footage.output import edited_first_frame
 
     return edited_first_frame(shot)
 

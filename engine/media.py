@@ -12,39 +12,15 @@ import io
 import os
 import secrets
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-from framecast.engine.errors import InvalidInput
 
 
 class MediaKind(str, enum.Enum):
     VIDEO = "video"
     IMAGE = "image"
     IMAGE_SEQUENCE = "image_sequence"  # a zip of PNG/JPEG frames, ordered by file name
-
-
-@dataclass(frozen=True)
-class Media:
-    """Decoded media. ``frames``: [F, H, W, 3] uint8; ``fps`` is 0 for still images."""
-
-    kind: MediaKind
-    frames: np.ndarray
-    fps: float
-
-    @property
-    def num_frames(self) -> int:
-        return int(self.frames.shape[0])
-
-    @property
-    def height(self) -> int:
-        return int(self.frames.shape[1])
-
-    @property
-    def width(self) -> int:
-        return int(self.frames.shape[2])
 
 
 def atomic_write(path: str | os.PathLike, data: bytes) -> None:
@@ -91,85 +67,12 @@ def sniff_kind(data: bytes) -> MediaKind:
     return MediaKind.VIDEO
 
 
-@dataclass(frozen=True)
-class _Limits:
-    field: str
-    max_pixels: int | None
-    max_frames: int | None
-
-    def check_size(self, width: int, height: int) -> None:
-        if self.max_pixels is not None and width * height > self.max_pixels:
-            raise InvalidInput(self.field, f"{width}x{height}", f"is larger than the limit of {self.max_pixels} pixels per frame")
-
-    def check_count(self, frames: int) -> None:
-        if self.max_frames is not None and frames > self.max_frames:
-            raise InvalidInput(self.field, f"{frames} frames", f"is longer than the limit of {self.max_frames} frames")
-
-
-def decode_media(
-    data: bytes, field: str = "data", max_pixels: int | None = None, max_frames: int | None = None
-) -> Media:
-    """Decode uploaded bytes. Raises InvalidInput naming ``field`` for empty, corrupt or
-    oversized data; sizes are checked from headers before any frame is decoded."""
-    if not data:
-        raise InvalidInput(field, "", "is empty: no bytes were uploaded")
-    kind = sniff_kind(data)
-    limits = _Limits(field, max_pixels, max_frames)
-    try:
-        if kind is MediaKind.IMAGE:
-            frames, fps = decode_image(data, limits)[None], 0.0
-        elif kind is MediaKind.IMAGE_SEQUENCE:
-            frames, fps = _decode_image_sequence(data, limits), 0.0
-        else:
-            frames, fps = _decode_video(data, limits)
-    except InvalidInput:
-        raise
-    except Exception as exc:  # PyAV and Pillow raise many types for broken input
-        raise InvalidInput(field, f"<{len(data)} bytes>", f"is not a readable {kind.value}: {exc}") from None
-    if frames.shape[0] == 0:
-        raise InvalidInput(field, f"<{len(data)} bytes>", "contains zero frames")
-    return Media(kind, frames, fps)
-
-
-def decode_image(data: bytes, limits: _Limits | None = None) -> np.ndarray:
-    """PNG/JPEG bytes -> [H, W, 3] uint8."""
+def decode_image(data: bytes) -> np.ndarray:
+    """PNG/JPEG bytes -> [H, W, 3] uint8 (as stored: frames a server streams, a client's own images)."""
     from PIL import Image
 
     with Image.open(io.BytesIO(data)) as image:
-        if limits is not None:
-            limits.check_size(*image.size)
         return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
-
-
-def _decode_image_sequence(data: bytes, limits: _Limits) -> np.ndarray:
-    with zipfile.ZipFile(io.BytesIO(data)) as archive:
-        names = sorted(n for n in archive.namelist() if not n.endswith("/"))
-        limits.check_count(len(names))
-        frames = [decode_image(archive.read(n), limits) for n in names]
-    if not frames:
-        return np.zeros((0, 1, 1, 3), np.uint8)
-    shapes = {f.shape for f in frames}
-    if len(shapes) != 1:
-        raise InvalidInput("data", sorted(shapes), "holds frames of different sizes")
-    return np.stack(frames)
-
-
-def _decode_video(data: bytes, limits: _Limits) -> tuple[np.ndarray, float]:
-    import av
-
-    with av.open(io.BytesIO(data), mode="r") as container:
-        if not container.streams.video:
-            raise InvalidInput(limits.field, f"<{len(data)} bytes>", "has no video stream")
-        stream = container.streams.video[0]
-        limits.check_size(stream.codec_context.width, stream.codec_context.height)
-        fps = float(stream.average_rate or stream.guessed_rate or 0.0)
-        frames = []
-        for frame in container.decode(stream):
-            frames.append(frame.to_ndarray(format="rgb24"))
-            limits.check_count(len(frames))
-    if not frames:
-        return np.zeros((0, 1, 1, 3), np.uint8), fps
-    return np.stack(frames), fps
 
 
 def encode_video(frames: np.ndarray, fps: float, lossless: bool = False) -> bytes:

@@ -46,10 +46,10 @@ def native_size(model_dir: str | Path) -> tuple[int, int]:
 
 
 def model_limits(pipe, model_dir: str | Path):
-    """The working grid's limits for a loaded pipeline (``framecast.engine.grid.ModelLimits``): its
+    """The working grid's limits for a loaded pipeline (``framecast.engine.footage.grid.ModelLimits``): its
     native size, its spatial factor (the VAE's times the patch), and how far its rotary position
     embeddings reach in space and time."""
-    from framecast.engine.grid import ModelLimits
+    from framecast.engine.footage.grid import ModelLimits
     from framecast.engine.windows import VAE_TEMPORAL
 
     config = pipe.transformer.config

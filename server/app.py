@@ -25,7 +25,7 @@ from grpc_reflection.v1alpha import reflection
 from framecast.engine.adapters.store import AdapterStore
 from framecast.engine.engine import Engine
 from framecast.engine.errors import InvalidInput, Unavailable
-from framecast.engine.grid import WAN_FPS
+from framecast.engine.footage.grid import WAN_FPS
 from framecast.server.adapter_rpcs import settle_interrupted_training
 from framecast.server.calls import CallInterceptor
 from framecast.server.config import MAX_MESSAGE_BYTES, ServerConfig

@@ -18,7 +18,9 @@ from framecast.engine.adapters.manager import AdapterView
 from framecast.engine.adapters.store import AdapterRecord
 from framecast.engine.config import EngineInfo, field_default
 from framecast.engine.errors import InvalidInput, Problems
-from framecast.engine.grid import Fit
+from framecast.engine.footage.grid import Fit
+from framecast.engine.footage.output import Container, Encoding, Interpolation, OutputOptions
+from framecast.engine.footage.shots import Shot, ShotOptions
 from framecast.engine.jobs import (
     Event,
     FrameReady,
@@ -36,8 +38,6 @@ from framecast.engine.masks.trackers import Box, Point, TrackerKind
 from framecast.engine.media import encode_png
 from framecast.engine.quality.fidelity import Fidelity, Verdict
 from framecast.engine.requests import BlendRamp, MaskMode, StepCache
-from framecast.engine.restore import Container, Encoding, Interpolation, OutputOptions
-from framecast.engine.shots import Shot, ShotOptions
 from framecast.server.config import MAX_MESSAGE_BYTES, ServerConfig
 from framecast.server.media_store import MediaInfo
 from framecast.v1 import framecast_pb2 as pb

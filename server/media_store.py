@@ -2,7 +2,7 @@
 
 Uploads are probed on arrival (headers, packet timestamps and the first frame: never every
 frame), so corrupt, oversized or too long media is refused before it is stored; jobs read the
-stored file itself, streaming (``framecast.engine.footage``). A delete
+stored file itself, streaming (``framecast.engine.footage.read``). A delete
 renames the directory out of the way first (one atomic step) and then removes it, so a crash
 never leaves half a media file under its id. Leftovers of interrupted deletes and uploads
 (an upload is committed by its meta.json, written last) are removed at start-up. ``expire``
@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from framecast.engine.errors import InvalidInput, MediaNotFound
-from framecast.engine.footage import FootageInfo, Limits, decode_all, probe
+from framecast.engine.footage.read import FootageInfo, Limits, decode_all, probe
 from framecast.engine.media import MediaKind, atomic_write, fsync_dir, remove_interrupted_writes
 
 ID_PREFIX = "sha256:"

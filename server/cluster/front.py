@@ -32,7 +32,7 @@ from grpc_health.v1 import health_pb2_grpc
 
 from framecast.engine.adapters.store import AdapterStore, check_adapter_name
 from framecast.engine.errors import FailedPrecondition, InvalidInput, Unavailable
-from framecast.engine.grid import WAN_FPS
+from framecast.engine.footage.grid import WAN_FPS
 from framecast.server import convert
 from framecast.server.adapter_rpcs import settle_interrupted_training
 from framecast.server.app import SERVICE_NAME, GracefulStop, enable_reflection, lock_data_dir, open_port, tracing_for

@@ -42,7 +42,7 @@ from ray import serve
 
 from framecast.engine.adapters.cache import AdapterState
 from framecast.engine.engine import Engine
-from framecast.engine.grid import WAN_FPS
+from framecast.engine.footage.grid import WAN_FPS
 from framecast.server.app import lock_data_dir
 from framecast.server.cluster.front_jobs import CANCEL_DIR, CANCEL_POLL_S, cancel_requested
 from framecast.server.config import ServerConfig

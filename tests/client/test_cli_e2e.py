@@ -14,7 +14,8 @@ from PIL import Image
 
 from framecast.client import FramecastClient
 from framecast.client.cli import main
-from framecast.engine.media import decode_media, encode_png, encode_video, mask_to_frames
+from framecast.engine.footage.read import decode_all
+from framecast.engine.media import encode_png, encode_video, mask_to_frames
 from framecast.v1 import framecast_pb2 as pb
 
 
@@ -39,7 +40,7 @@ def test_train_propagate_export_info(grpc_server, files, tmp_path, capsys):
     assert main(["propagate", "--server", server, "--adapter", "cli-e2e", "--source", str(files["source"]),
                  "--mask", str(files["mask"]), "--edited-first-frame", str(files["edited"]), "--prompt", "a sprite",
                  "--steps", "2", "--composite", "--output", str(output), "--frames-dir", str(frames_dir)]) == 0
-    video = decode_media(output.read_bytes())
+    video = decode_all(output.read_bytes())
     assert video.frames.shape == (9, 64, 64, 3)
     pngs = sorted(frames_dir.glob("*.png"))
     assert len(pngs) == 9 and np.asarray(Image.open(pngs[0])).shape == (64, 64, 3)

@@ -24,6 +24,7 @@ from framecast.client.client import OUTPUT_ENCODINGS, MiB, encode_array, enum_va
 from framecast.client.progress import JobProgress, follow_job
 from framecast.client.strip import GAP, HEADER_HEIGHT, LABEL_WIDTH, build_strip, frame_indices
 from framecast.engine import media
+from framecast.engine.footage.read import decode_all
 from framecast.v1 import framecast_pb2 as pb
 
 
@@ -593,11 +594,11 @@ def test_upload_streams_the_chunks(client, fake_stub):
 def test_encode_array_picks_png_or_mp4():
     image = np.zeros((32, 48, 3), np.uint8)
     data, name = encode_array(image)
-    assert name == "image.png" and media.decode_media(data).frames.shape == (1, 32, 48, 3)
+    assert name == "image.png" and decode_all(data).frames.shape == (1, 32, 48, 3)
     mask = np.zeros((5, 32, 48), bool)
     mask[:, 8:16, 8:24] = True
     data, name = encode_array(mask, lossless=True)
-    decoded = media.decode_media(data)
+    decoded = decode_all(data)
     assert name == "video.mp4" and decoded.frames.shape == (5, 32, 48, 3)
     np.testing.assert_array_equal(media.mask_from_frames(decoded.frames), mask)
     assert encode_array(mask[0])[1] == "image.png"

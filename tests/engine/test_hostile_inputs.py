@@ -16,7 +16,7 @@ from safetensors.torch import save
 from framecast.engine.adapters.formats import normalise
 from framecast.engine.adapters.store import check_adapter_name
 from framecast.engine.errors import InvalidInput
-from framecast.engine.footage import Limits, probe
+from framecast.engine.footage.read import Limits, probe
 
 SHAPES = {"blocks.0.attn1.to_q": (8, 8), "blocks.1.attn2.to_v": (8, 8)}
 

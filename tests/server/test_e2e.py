@@ -7,7 +7,8 @@ import grpc
 import numpy as np
 import pytest
 
-from framecast.engine.media import decode_image, decode_media, encode_png, encode_video, mask_to_frames
+from framecast.engine.footage.read import decode_all
+from framecast.engine.media import decode_image, encode_png, encode_video, mask_to_frames
 from framecast.v1 import framecast_pb2 as pb
 from framecast.v1 import framecast_pb2_grpc
 
@@ -72,7 +73,7 @@ def test_train_then_propagate_over_the_wire(stub, scene):
     assert len(result.fidelity.curve) == 9 and result.fidelity.verdict != pb.EDIT_VERDICT_UNSPECIFIED
 
     data = b"".join(c.data for c in stub.DownloadMedia(pb.MediaRef(id=result.video.id), timeout=60))
-    video = decode_media(data)
+    video = decode_all(data)
     assert video.frames.shape == (9, 64, 64, 3)
     streamed = np.stack([frames[i] for i in range(9)])
     # Lossless H.264 is yuv444 at CRF 0: only the RGB<->YUV round trip separates it from the PNG frames.
@@ -115,7 +116,7 @@ def test_same_seed_same_frames_and_composite_keeps_background(stub, scene):
 
     # The source as the server holds it: the uploaded mp4, decoded.
     stored = b"".join(c.data for c in stub.DownloadMedia(pb.MediaRef(id=source.id), timeout=60))
-    source_frames = decode_media(stored).frames
+    source_frames = decode_all(stored).frames
     used_mask = prepare_edit_mask(scene.edit_mask, "bbox")
     assert np.array_equal(composited[~used_mask], source_frames[~used_mask])
     assert not np.array_equal(composited[used_mask], source_frames[used_mask])

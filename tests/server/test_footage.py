@@ -131,7 +131,7 @@ def test_decode_progress_counts_the_working_frames_the_plan_names(toy, tmp_path,
     """12 source frames over 2.7 s are 46 working frames at 16 fps (a frame shown again through each
     gap): the decode progress counts those, as Plan's num_frames does, and so does the reading of a
     mask video when the job runs (here every mask video is read then, none before queueing)."""
-    from framecast.engine import shots
+    from framecast.engine.footage import shot_clip as shots
 
     monkeypatch.setattr(shots, "EARLY_MASK_PIXELS", 0)
     times = [0, 0.05, 0.1, 0.3, 0.33, 0.6, 0.9, 1.0, 1.5, 2.0, 2.2, 2.63]

@@ -129,7 +129,8 @@ def test_retention_deletes_media_older_than_the_period(start_server_at, tiny_mod
 
 def test_a_png_sequence_of_the_same_frames_is_the_same_media_whenever_it_is_written(scene, tmp_path, monkeypatch):
     """Results are content-addressed: the same frames written an hour apart give the same bytes and id."""
-    from framecast.engine.media import decode_media, encode_png_sequence
+    from framecast.engine.footage.read import decode_all
+    from framecast.engine.media import encode_png_sequence
 
     store = MediaStore(tmp_path, max_pixels=1 << 20, max_frames=100)
     first = encode_png_sequence(scene.source)
@@ -138,4 +139,4 @@ def test_a_png_sequence_of_the_same_frames_is_the_same_media_whenever_it_is_writ
     again = encode_png_sequence(scene.source)
     assert again == first
     assert store.put(again, "b.zip").id == store.put(first, "a.zip").id
-    assert (decode_media(first).frames == scene.source).all()
+    assert (decode_all(first).frames == scene.source).all()

@@ -1,6 +1,7 @@
-"""Real footage out: what was generated on the working grid, back at the source's size, frame
-rate, frame count and timestamps, with the source's audio: copied unchanged, or transcoded to AAC
-where an mp4 is asked for and the source's codec is one mp4 cannot carry as it is.
+"""Real footage out: ``write_output`` writes what was generated on the working grid back at the
+source's size, frame rate, frame count and timestamps, with the source's audio: copied unchanged,
+or transcoded to AAC where an mp4 is asked for and the source's codec is one mp4 cannot carry as it
+is (the file itself is written by ``framecast.engine.footage.writers``).
 
 For every source frame of the shot (decoded again, one at a time) the generated region is
 taken at that frame's time (working frames ``interpolation``-ed in between: a source at 30 fps
@@ -12,10 +13,7 @@ Frame 0 of the shot takes the edited first frame itself, at its own resolution.
 from __future__ import annotations
 
 import enum
-import io
-import json
 import math
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
@@ -24,18 +22,12 @@ from pathlib import Path
 import numpy as np
 
 from framecast.engine.errors import InvalidInput
-from framecast.engine.footage import iter_frames, read_image
-from framecast.engine.grid import TIME_EPSILON, Grid
-from framecast.engine.media import encode_png
-from framecast.engine.shots import Shot
+from framecast.engine.footage.grid import TIME_EPSILON, Grid
+from framecast.engine.footage.read import iter_frames, probe, read_image
+from framecast.engine.footage.shots import Shot
+from framecast.engine.footage.writers import MP4_AUDIO, PngWriter, VideoWriter
 
 OnWrite = Callable[[int, int], None]  # (frames written, frames to write)
-# Audio codecs an mp4 carries packet for packet, decoding to the same samples; any other (Opus and
-# Vorbis from webm, whose codec delay mp4 records differently) goes into Matroska, or is transcoded
-# to AAC for an mp4 asked for by name (Container.MP4).
-MP4_AUDIO = {"aac", "mp3", "ac3", "eac3", "alac"}
-AAC_BITS_PER_CHANNEL = 96_000  # bits a second: 192 kb/s for stereo, transparent for AAC-LC
-AAC_FRAME = 1024  # samples an AAC-LC frame holds (the encoder's frame_size, unknown until it opens)
 
 
 class Encoding(str, enum.Enum):
@@ -71,7 +63,7 @@ class OutputOptions:
 
 
 @dataclass(frozen=True)
-class Restored:
+class WrittenOutput:
     """What was written: the output's own properties."""
 
     path: Path
@@ -249,175 +241,6 @@ class _Compositor:
         return out
 
 
-# --- writing ------------------------------------------------------------------------------------
-
-
-class _VideoWriter:
-    def __init__(self, path: Path, shot: Shot, options: OutputOptions, start_time: float):
-        import av
-
-        info = shot.source.info
-        self.container = av.open(str(path), mode="w", format="matroska" if path.suffix == ".mkv" else "mp4")
-        self.time_base = Fraction(info.time_base) if info.frame_times else Fraction(1, 1000)
-        fps = Fraction(info.fps or shot.grid.fps).limit_denominator(1001)
-        lossless = options.encoding is Encoding.MP4_LOSSLESS
-        stream = self.container.add_stream("libx264rgb" if lossless else "libx264", rate=fps)
-        stream.width, stream.height = info.width, info.height
-        even = info.width % 2 == 0 and info.height % 2 == 0
-        stream.pix_fmt = "rgb24" if lossless else ("yuv420p" if even else "yuv444p")
-        stream.options = {"qp": "0", "preset": "medium"} if lossless else {"crf": str(options.quality), "preset": "medium"}
-        stream.time_base = self.time_base
-        stream.codec_context.time_base = self.time_base
-        self.stream = stream
-        self.audio = None
-        if info.audio is not None:
-            copied = path.suffix == ".mkv" or info.audio.codec in MP4_AUDIO
-            self.audio = (_AudioCopy if copied else _AudioTranscode)(shot, self.container, start_time)
-
-    def write(self, frame: np.ndarray, time_s: float) -> None:
-        import av
-
-        video = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-        video.pts = round(Fraction(time_s).limit_denominator(1 << 40) / self.time_base)
-        video.time_base = self.time_base
-        if self.audio is not None:
-            self.audio.until(time_s + 1.0)
-        for packet in self.stream.encode(video):
-            self.container.mux(packet)
-
-    def close(self) -> None:
-        for packet in self.stream.encode():
-            self.container.mux(packet)
-        if self.audio is not None:
-            self.audio.until(math.inf)
-            self.audio.close()
-        self.container.close()
-
-
-class _AudioCopy:
-    """The source's first audio stream, packet for packet, within the shot's time range, moved
-    earlier by as much as the video (``start_time``, the part's offset from the first frame)."""
-
-    def __init__(self, shot: Shot, container, start_time: float):
-        import av
-
-        self.source = av.open(str(shot.source.path), mode="r")
-        stream = self.source.streams.audio[0]
-        self.out = self._add_stream(container, stream)
-        self.packets = self.source.demux(stream)
-        self.time_base = stream.time_base
-        grid = shot.grid
-        video_origin = shot.source.info.first_pts * Fraction(shot.source.info.time_base)
-        self.offset = Fraction(start_time).limit_denominator(1 << 40)
-        self.start = video_origin + self.offset  # the shot's first frame, in source time
-        self.end = video_origin + Fraction(grid.time(grid.frames)).limit_denominator(1 << 40)
-        self.whole = start_time <= TIME_EPSILON and shot.range_indices[1] == shot.source.info.num_frames - 1
-        self.shift = round(self.offset / self.time_base) if not self.whole else 0
-        self.done = False
-
-    def until(self, time_s: float) -> None:
-        """Copy packets up to ``time_s`` of the output."""
-        while not self.done:
-            packet = next(self.packets, None)
-            if packet is None or packet.size == 0:
-                if packet is None:
-                    self.done = True
-                continue
-            when = packet.pts * self.time_base if packet.pts is not None else None
-            if when is not None and not self.whole and (when < self.start or when >= self.end):
-                continue
-            if packet.pts is not None:
-                packet.pts -= self.shift
-            if packet.dts is not None:
-                packet.dts -= self.shift
-            self._take(packet)
-            if when is not None and float(when - self.offset) > time_s:
-                return
-
-    def _add_stream(self, container, stream):
-        return container.add_stream_from_template(stream)
-
-    def _take(self, packet) -> None:
-        packet.stream = self.out
-        self._mux(packet)
-
-    def _mux(self, packet) -> None:
-        self.out.container.mux(packet)
-
-    def close(self) -> None:
-        self.source.close()
-
-
-class _AudioTranscode(_AudioCopy):
-    """The same packets decoded and encoded again as AAC, for an mp4 asked for by name when the
-    source's codec is one mp4 cannot carry as it is (Opus, Vorbis). The samples run on without a
-    gap from the first one kept, at the source's rate where AAC has it (48 kHz otherwise)."""
-
-    def _add_stream(self, container, stream):
-        import av
-
-        self.decoder = stream.codec_context
-        rate = stream.codec_context.sample_rate
-        rate = rate if rate in av.codec.Codec("aac", "w").audio_rates else 48_000
-        layout = stream.codec_context.layout.name if stream.codec_context.channels <= 2 else "stereo"
-        out = container.add_stream("aac", rate=rate)
-        out.layout = layout
-        out.bit_rate = AAC_BITS_PER_CHANNEL * out.codec_context.channels
-        out.time_base = Fraction(1, rate)
-        self.resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate)
-        self.fifo = av.AudioFifo()
-        self.rate, self.samples = rate, None  # samples: the output's next sample, from the first frame decoded
-        return out
-
-    def _take(self, packet) -> None:
-        for frame in self.decoder.decode(packet):
-            if self.samples is None:  # the first sample kept, at its time in the output
-                self.samples = round(frame.pts * frame.time_base * self.rate) if frame.pts is not None else 0
-            for resampled in self.resampler.resample(frame):
-                resampled.pts = None
-                self.fifo.write(resampled)
-        self._encode(AAC_FRAME)
-
-    def _encode(self, size: int, last: bool = False) -> None:
-        while self.fifo.samples >= size or (last and self.fifo.samples):
-            frame = self.fifo.read(min(size, self.fifo.samples))
-            frame.pts, frame.time_base = self.samples, Fraction(1, self.rate)
-            self.samples += frame.samples
-            for packet in self.out.encode(frame):
-                self._mux(packet)
-
-    def close(self) -> None:
-        for frame in self.decoder.decode(None):
-            for resampled in self.resampler.resample(frame):
-                resampled.pts = None
-                self.fifo.write(resampled)
-        for resampled in self.resampler.resample(None):
-            resampled.pts = None
-            self.fifo.write(resampled)
-        self._encode(AAC_FRAME, last=True)
-        for packet in self.out.encode(None):
-            self._mux(packet)
-        super().close()
-
-
-class _PngWriter:
-    def __init__(self, path: Path):
-        self.archive = zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED)
-        self.times: list[float] = []
-
-    def write(self, frame: np.ndarray, time_s: float) -> None:
-        entry = zipfile.ZipInfo(f"{len(self.times):05d}.png", date_time=(1980, 1, 1, 0, 0, 0))
-        entry.external_attr = 0o644 << 16
-        self.archive.writestr(entry, encode_png(frame))
-        self.times.append(round(time_s, 9))
-
-    def close(self) -> None:
-        entry = zipfile.ZipInfo("timestamps.json", date_time=(1980, 1, 1, 0, 0, 0))
-        entry.external_attr = 0o644 << 16
-        self.archive.writestr(entry, json.dumps({"seconds": self.times}))
-        self.archive.close()
-
-
 def output_suffix(shot: Shot, encoding: Encoding, container: Container = Container.AUTO) -> str:
     """The output's file: a zip of PNGs, or the container asked for (AUTO: mp4 unless the source's
     audio is a codec mp4 cannot carry as it is)."""
@@ -457,14 +280,14 @@ def _placed(shot: Shot, regions: np.ndarray):
         yield index, frame, k0, k1, a, regions[k0] | (regions[k1] if a > TIME_EPSILON else False)
 
 
-def restore(
+def write_output(
     shot: Shot,
     frames: np.ndarray,
     edit_mask: np.ndarray,
     options: OutputOptions,
     out_dir: Path,
     on_write: OnWrite | None = None,
-) -> Restored:
+) -> WrittenOutput:
     """Write the shot's output into ``out_dir`` (a file named ``output<suffix>``): every source frame
     of the shot, at its own time and the source's size, the generated region composited over it.
     ``frames``/``edit_mask``: the working grid's generated frames and the method's mask for them."""
@@ -478,9 +301,10 @@ def restore(
     # 7 ms, its audio at 0); a part of the source moves earlier by its offset from the first frame.
     origin = float(info.first_pts * Fraction(info.time_base)) if info.frame_times else 0.0
     if Encoding(options.encoding) is Encoding.PNG_SEQUENCE:
-        writer = _PngWriter(path)
+        writer = PngWriter(path)
     else:
-        writer = _VideoWriter(path, shot, options, start_time)
+        lossless = Encoding(options.encoding) is Encoding.MP4_LOSSLESS
+        writer = VideoWriter(path, shot, start_time, lossless, options.quality)
     compositor = _Compositor(grid, info.width, info.height, options)
     interpolate = _Interpolator(generated, options.interpolation)
     edited = edited_first_frame(shot)
@@ -496,7 +320,7 @@ def restore(
     finally:
         writer.close()
     duration = (times[last] - start_time) + (1.0 / info.fps if info.fps else 1.0 / grid.fps)
-    return Restored(path, path.suffix, info.width, info.height, written, info.fps or grid.fps, duration,
+    return WrittenOutput(path, path.suffix, info.width, info.height, written, info.fps or grid.fps, duration,
                     info.audio is not None and path.suffix != ".zip")  # fmt: skip
 
 
@@ -505,8 +329,6 @@ def delivered_frames(shot: Shot, edit_mask: np.ndarray, options: OutputOptions, 
     (index from 0, source frame, delivered frame, coverage: how much of each source pixel the output
     takes from the generated region, ``_Compositor.coverage``), each [H, W, ...] at the source's size,
     both frames decoded from their files as a player shows them."""
-    from framecast.engine.footage import probe
-
     grid, info = shot.grid, shot.source.info
     compositor = _Compositor(grid, info.width, info.height, options)
     first = shot.range_indices[0]
