@@ -6,19 +6,25 @@ Nothing but the source, the edited first frame, the region and the output is nee
    the source region's colours are clustered, and each cluster keeps its mean change from the
    source to the edited first frame. A loose box's background pixels form clusters that change
    by nothing, the object's clusters change by the edit.
-2. Frame t's edited appearance is predicted by applying those changes to the source at t, pixel by
-   pixel, inside the region tracked there. The pixels whose prediction differs from the source by
-   at least ``MIN_CHANGE`` are the ones the edit should change at t.
-3. Each of those output pixels is classed: *carried* when it is nearer the prediction than the
-   source and within half the edit's own size (at that pixel) of it, *source* when it is that near
-   the source instead (the edit faded back), *garbled* when it is near neither.
+2. Frame t's edited appearance is predicted from the source at t inside the region tracked there:
+   each pixel changed as frame 0's pixels of its colour were (a recolour), or frame 0's edited pixels
+   carried onto frame t with the region (its box's shift and scale, or the source's own motion
+   aligned by ECC: a new shape, which no change of colours describes).
+3. Frame t is scored on the pixels where the prediction or the output differs from the source by
+   at least ``MIN_CHANGE``: its *fidelity* is how much nearer the output is to the prediction than
+   to the source there, e_source / (e_source + e_edit) of their mean squared errors: 1 is the
+   prediction exactly, 0 the source exactly, 0.5 as near one as the other. Its *edit PSNR* is the
+   output against the prediction there, a stand-in for the PSNR against a true edited video that
+   nobody has. The share of those pixels nearer neither than the edit's own size at them tells a
+   garbled region from one faded back to the source. Of the predictions, the one the output agrees
+   with best is kept.
 
-A frame's fidelity is its share of carried pixels; its source and garbled shares tell a fade from
-a garbled region. Frames where the region holds too few pixels the edit changes say nothing
-(NaN). The verdict reads the curve from frame 1 on (frame 0 is the edited first frame itself):
-held, or faded / garbled from the first frame where the curve (a running median of 3 frames)
-falls below the threshold. Computed at ``ANALYSIS_SIDE`` pixels on the longer side, on blurred
-frames: a generated region a pixel off or a little soft still counts as carried.
+Frames where the region holds too few pixels the edit changes say nothing (NaN). The verdict reads
+the curve from frame 1 on (frame 0 is the edited first frame itself): held, or faded / garbled from
+the first frame where the curve (a running median of 3 frames) falls below the threshold. Computed
+at ``ANALYSIS_SIDE`` pixels on the longer side, on lightly blurred frames. How well these figures
+track the truth on the toy world is measured by ``bench/bench_fidelity.py``
+(docs/benchmarks.md, "Edit fidelity").
 
 Torch-free (numpy, OpenCV).
 """
@@ -34,10 +40,14 @@ import numpy as np
 ANALYSIS_SIDE = 256  # frames are measured at this many pixels on their longer side (or their own, if smaller)
 CLUSTERS = 12  # colour clusters of frame 0's region
 MIN_CHANGE = 24.0  # RGB distance (0-255 a channel) from the source at which the edit is said to change a pixel
-NEAR = 0.5  # an output pixel within this share of the edit's size (prediction to source) of one of them is "near" it
+# An output pixel further from both the prediction and the source than this share of the edit's size
+# there (and than GARBLED_MIN) looks like neither: garbled.
+GARBLED_FACTOR = 0.5
+GARBLED_MIN = 48.0
+GARBLED_GATE = 0.8  # a frame with more of its scored pixels garbled than this fails, whatever its fidelity
 MIN_PIXELS = 16  # fewer changed pixels (at the analysis size) than this: the frame says nothing
 UNSEEN = 48.0  # a source colour further than this from every cluster of frame 0 is predicted unchanged
-DEFAULT_THRESHOLD = 0.5  # a frame carries the edit when at least this share of the pixels it changes do
+DEFAULT_THRESHOLD = 0.35  # a frame carries the edit while its fidelity is at least this (chosen on development scenes: docs/benchmarks.md)
 
 
 class Verdict(str, enum.Enum):
@@ -49,10 +59,22 @@ class Verdict(str, enum.Enum):
 
 @dataclass(frozen=True)
 class FrameFidelity:
-    fidelity: float  # share of the pixels the edit changes that carry it; NaN when too few to tell
-    source_share: float  # share that look like the source (faded back)
-    garbled_share: float  # share that look like neither
+    fidelity: float  # 0 (the source) to 1 (the predicted edit); NaN when too few pixels tell
+    source_share: float  # the scored pixels nearer the source than the predicted edit
+    garbled_share: float  # the scored pixels near neither (further from both than the edit's size there)
     pixels: int  # pixels the edit changes in this frame, at the analysis size
+    edit_error: float = math.nan  # mean squared error (summed over RGB) of the output against the prediction
+    scored: int = 0  # the pixels scored (where the prediction or the output differs from the source)
+
+    @property
+    def edit_psnr_db(self) -> float:
+        return _db(self.edit_error)
+
+    @property
+    def judged(self) -> float:
+        """What the verdict reads: the fidelity, or 0 for a frame nearly all garbled (pure noise sits
+        as near the edit as the source, and would pass on fidelity alone)."""
+        return 0.0 if self.garbled_share > GARBLED_GATE else self.fidelity
 
 
 @dataclass(frozen=True)
@@ -66,6 +88,7 @@ class Fidelity:
     worst: float
     worst_frame: int  # -1 when no frame says anything
     first_below: int  # the first frame from which the curve stays low (running median); -1 when none
+    edit_psnr_db: float = math.nan  # frames 1.. against the predicted edit, their scored pixels together
 
     @property
     def curve(self) -> list[float]:
@@ -73,11 +96,13 @@ class Fidelity:
 
     def describe(self) -> str:
         if self.verdict is Verdict.HELD:
-            return f"held (fidelity mean {self.mean:.2f}, worst {self.worst:.2f} at frame {self.worst_frame})"
+            return (f"held (fidelity mean {self.mean:.2f}, worst {self.worst:.2f} at frame {self.worst_frame}; "
+                    f"edit PSNR {self.edit_psnr_db:.1f} dB)")  # fmt: skip
         if self.verdict is Verdict.UNMEASURED:
             return "unmeasured (no frame after the first shows enough of the edit to tell)"
         return (f"{self.verdict.value} from frame {self.first_below} (fidelity mean {self.mean:.2f}, worst "
-                f"{self.worst:.2f} at frame {self.worst_frame}, threshold {self.threshold:.2f})")  # fmt: skip
+                f"{self.worst:.2f} at frame {self.worst_frame}, threshold {self.threshold:.2f}; edit PSNR "
+                f"{self.edit_psnr_db:.1f} dB)")  # fmt: skip
 
 
 def analysis_size(width: int, height: int) -> tuple[int, int]:
@@ -249,28 +274,38 @@ def _box(region: np.ndarray) -> tuple[float, float, float, float] | None:
 
 
 def _classify(source: np.ndarray, output: np.ndarray, predicted: np.ndarray) -> FrameFidelity:
-    """Output pixels [N, 3] classed against one prediction of the edit (all float32)."""
+    """Output pixels [N, 3] scored against one prediction of the edit (all float32)."""
     separation = np.linalg.norm(predicted - source, axis=1)
-    changed = separation >= MIN_CHANGE
-    count = int(changed.sum())
+    edited = separation >= MIN_CHANGE
+    count = int(edited.sum())
     if count < MIN_PIXELS:
         return FrameFidelity(math.nan, math.nan, math.nan, count)
-    output, source, predicted, separation = output[changed], source[changed], predicted[changed], separation[changed]
-    to_edit = np.linalg.norm(output - predicted, axis=1)
-    to_source = np.linalg.norm(output - source, axis=1)
-    near = NEAR * separation
-    carried = (to_edit <= to_source) & (to_edit <= near)
-    faded = (to_source < to_edit) & (to_source <= near)
-    return FrameFidelity(float(carried.mean()), float(faded.mean()), float((~carried & ~faded).mean()), count)
+    scored = edited | (np.linalg.norm(output - source, axis=1) >= MIN_CHANGE)
+    output, source, predicted, separation = output[scored], source[scored], predicted[scored], separation[scored]
+    to_edit, to_source = np.linalg.norm(output - predicted, axis=1), np.linalg.norm(output - source, axis=1)
+    edit_error, source_error = float(np.mean(to_edit**2)), float(np.mean(to_source**2))
+    fidelity = source_error / (source_error + edit_error) if source_error + edit_error > 0 else 0.5
+    garbled = np.minimum(to_edit, to_source) > np.maximum(GARBLED_FACTOR * separation, GARBLED_MIN)
+    return FrameFidelity(fidelity, float(((to_source < to_edit) & ~garbled).mean()), float(garbled.mean()), count,
+                         edit_error, int(scored.sum()))  # fmt: skip
+
+
+def _db(error: float) -> float:
+    """PSNR of a mean squared error summed over the three channels (NaN for NaN)."""
+    if math.isnan(error):
+        return math.nan
+    return 100.0 if error <= 0 else min(100.0, 10.0 * math.log10(3 * 255.0**2 / error))
 
 
 def summarize(frames: list[FrameFidelity] | tuple[FrameFidelity, ...], threshold: float = DEFAULT_THRESHOLD) -> Fidelity:
     """The verdict of a fidelity curve (``frames[0]`` is the edited first frame: not judged)."""
     frames = tuple(frames)
-    values = np.array([f.fidelity for f in frames[1:]], dtype=np.float64)
+    values = np.array([f.judged for f in frames[1:]], dtype=np.float64)
     measured = ~np.isnan(values)
     if not measured.any():
         return Fidelity(frames, threshold, Verdict.UNMEASURED, math.nan, math.nan, -1, -1)
+    scored = [(f.edit_error, f.scored) for f in frames[1:] if f.scored]
+    edit_psnr = _db(sum(e * n for e, n in scored) / sum(n for _, n in scored)) if scored else math.nan
     mean = float(values[measured].mean())
     worst_at = int(np.nanargmin(values))
     # A running median over the measured frames: one bad frame is not a fade, three in a row are.
@@ -278,9 +313,9 @@ def summarize(frames: list[FrameFidelity] | tuple[FrameFidelity, ...], threshold
     smoothed = [float(np.median(values[indices[max(0, i - 1) : i + 2]])) for i in range(len(indices))]
     low = [i for i, v in enumerate(smoothed) if v < threshold]
     if not low:
-        return Fidelity(frames, threshold, Verdict.HELD, mean, float(values[worst_at]), worst_at + 1, -1)
+        return Fidelity(frames, threshold, Verdict.HELD, mean, float(values[worst_at]), worst_at + 1, -1, edit_psnr)
     first = int(indices[low[0]]) + 1  # the curve's frame number (frame 0 is not in ``values``)
     later = [f for f in frames[first:] if not math.isnan(f.fidelity)]
     faded = np.mean([f.source_share for f in later]) >= np.mean([f.garbled_share for f in later])
     return Fidelity(frames, threshold, Verdict.FADED if faded else Verdict.GARBLED, mean, float(values[worst_at]),
-                    worst_at + 1, first)  # fmt: skip
+                    worst_at + 1, first, edit_psnr)  # fmt: skip

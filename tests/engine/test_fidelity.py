@@ -46,6 +46,7 @@ def test_an_edit_carried_through_every_frame_is_held():
     result = measure(source, edited, regions, edited)
     assert result.verdict is Verdict.HELD and result.first_below == -1
     assert result.mean > 0.95 and result.worst > 0.9
+    assert result.edit_psnr_db > 25  # the output against the predicted edit (a prediction, not the truth)
 
 
 def test_an_edit_that_goes_back_to_the_source_is_faded_from_the_frame_it_went():
@@ -55,17 +56,23 @@ def test_an_edit_that_goes_back_to_the_source_is_faded_from_the_frame_it_went():
     result = measure(source, edited, regions, output)
     assert result.verdict is Verdict.FADED and result.first_below == 7
     assert all(f.fidelity > 0.9 for f in result.frames[1:7]) and all(f.fidelity < 0.1 for f in result.frames[7:])
-    assert "faded from frame 7" in result.describe()
+    assert "faded from frame 7" in result.describe() and result.edit_psnr_db < 15
 
 
 def test_a_region_that_looks_like_neither_is_garbled():
+    """A blotchy patch of colours the edit, the source and the background are all far from (blue
+    blocks of any red and green) from frame 12 on: about as near the edit as the source, so
+    judged by its garbled share."""
     source, edited, regions = sliding_square()
     rng = np.random.default_rng(1)
     output = edited.copy()
-    noise = rng.integers(0, 256, output.shape, dtype=np.uint8)
-    output[12:] = np.where(regions[12:, ..., None], noise[12:], output[12:])
+    blocks = rng.integers(0, 256, (FRAMES, SIZE[0] // 8 + 1, SIZE[1] // 8 + 1, 3), dtype=np.uint8)
+    blocks[..., 2] = 200 + blocks[..., 2] % 56
+    patches = blocks.repeat(8, axis=1).repeat(8, axis=2)[:, : SIZE[0], : SIZE[1]]
+    output[12:] = np.where(regions[12:, ..., None], patches[12:], output[12:])
     result = measure(source, edited, regions, output)
     assert result.verdict is Verdict.GARBLED and result.first_below == 12
+    assert all(f.garbled_share > 0.8 for f in result.frames[12:])
 
 
 def test_a_blurred_region_a_pixel_off_still_carries_the_edit():

@@ -22,7 +22,7 @@ def test_the_built_in_model_carries_the_settings_it_was_tuned_with():
     settings = ModelSettings.load(builtin_model_dir())
     assert settings.train["learning_rate"] == 1e-3 and settings.train["colour_variants"] == 7
     assert settings.propagate == {"guidance_scale": 2.0, "adapter_strength": 0.6}
-    assert settings.first_frame_reference and settings.fidelity_threshold == 0.5
+    assert settings.first_frame_reference and settings.fidelity_threshold == 0.35
     assert settings.presets["fast"]["propagate"]["step_cache"] is StepCache.TAYLORSEER
 
 
