@@ -48,7 +48,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import append_rows, print_table  # noqa: E402
 
-from framecast.engine import conditioning as C  # noqa: E402
+from framecast.engine.method import conditioning as C  # noqa: E402
 from framecast.engine.quality.metrics import psnr, ssim, temporal_change  # noqa: E402
 from framecast.engine.toy.model import HELD_OUT_SEED_LIMIT  # noqa: E402
 from framecast.engine.toy.world import Scene, SceneConfig, make_scene  # noqa: E402
@@ -152,7 +152,7 @@ def copy_first_frame(scene: Scene) -> np.ndarray:
 
 def vae_ceiling(engine, scene: Scene) -> np.ndarray:
     """The true edited video through the engine's VAE path: encoded (the mode), then decoded."""
-    from framecast.engine.sampling import decode_stream, encode_video
+    from framecast.engine.method.sampling import decode_stream, encode_video
 
     nothing_masked = np.zeros_like(scene.edit_mask)
     video = C.condition_video(scene.edited[0], scene.edited, nothing_masked)  # all frames as they are

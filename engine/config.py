@@ -12,7 +12,7 @@ import math
 from dataclasses import MISSING, dataclass, field, fields
 
 from framecast.engine.errors import InvalidInput
-from framecast.engine.windows import is_frame_count
+from framecast.engine.method.windows import is_frame_count
 
 GiB = 1 << 30
 MiB = 1 << 20

@@ -20,34 +20,28 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from framecast.engine import checks
-from framecast.engine import conditioning as C
 from framecast.engine.adapters.manager import AdapterManager
 from framecast.engine.adapters.slots import AdapterRecord, AdapterSlots, AdapterStore, check_adapter_name
-from framecast.engine.clip import ClipData, OnRead
 from framecast.engine.config import GiB, EngineConfig, EngineInfo, Offload, Quantize, concrete
-from framecast.engine.encoding import Encoders
 from framecast.engine.errors import AlreadyExists, Cancelled, InvalidInput, OutOfMemory, Problems, public_message
+from framecast.engine.jobs import checks
+from framecast.engine.jobs.clip import ClipData, OnRead, job_clip
+from framecast.engine.jobs.prepared import PreparedPropagate, PreparedTrain, PropagateResult
 from framecast.engine.masks.trackers import Tracker, TrackerKind, new_tracker
 from framecast.engine.masks.tracks import TrackCache
 from framecast.engine.memory.lowvram import Placement, quantize_pipeline, select_attention
 from framecast.engine.memory.model import MemoryModel, MemoryPlan, Workload
 from framecast.engine.memory.sizes import memory_size, module_bytes
+from framecast.engine.method import conditioning as C
+from framecast.engine.method.encoding import Encoders
+from framecast.engine.method.propagation import OnFrames, OnStep, Propagation
+from framecast.engine.method.sampling import Sampler
+from framecast.engine.method.training import Progress, train_lora
+from framecast.engine.method.windows import WindowPlan, plan_windows
 from framecast.engine.model import load_pipeline, model_limits
 from framecast.engine.model_settings import ModelSettings
-from framecast.engine.propagation import OnFrames, OnStep, Propagation
-from framecast.engine.requests import (
-    MaskMode,
-    PreparedPropagate,
-    PreparedTrain,
-    PropagateJob,
-    PropagateResult,
-    TrainJob,
-)
-from framecast.engine.sampling import Sampler
+from framecast.engine.requests import MaskMode, PropagateJob, TrainJob
 from framecast.engine.speed import Speed
-from framecast.engine.training import Progress, train_lora
-from framecast.engine.windows import WindowPlan, plan_windows
 
 log = logging.getLogger(__name__)
 OnClip = Callable[[ClipData], None]  # what a job read: its notices, a tracked region
@@ -240,7 +234,7 @@ class Engine:
             prompt = self._prompts.ids("prompt", job.prompt)
         checks.check_train_settings(job.settings, bool(job.references) or bool(job.clip and job.clip.has_references),
                                     self.config, problems)  # fmt: skip
-        clip = job.the_clip()
+        clip = job_clip(job)
         if clip is not None:  # None: its footage could not be planned (the problems say why)
             clip.check(problems, self.config, self.limits, job.mask_mode, job.dilate_px)
             with problems.check():
@@ -351,7 +345,7 @@ class Engine:
             prompt = self._prompts.ids("prompt", job.prompt)
         with problems.check():
             negative = self._prompts.ids("negative_prompt", job.negative_prompt)
-        clip = job.the_clip()
+        clip = job_clip(job)
         checks.check_propagate_settings(job, self.config, problems, clip.feather_side if clip else None)
         if clip is not None:  # None: its footage could not be planned (the problems say why)
             clip.check(problems, self.config, self.limits, job.mask_mode, job.dilate_px)

@@ -50,7 +50,7 @@ def model_limits(pipe, model_dir: str | Path):
     native size, its spatial factor (the VAE's times the patch), and how far its rotary position
     embeddings reach in space and time."""
     from framecast.engine.footage.grid import ModelLimits
-    from framecast.engine.windows import VAE_TEMPORAL
+    from framecast.engine.method.windows import VAE_TEMPORAL
 
     config = pipe.transformer.config
     patch = int(config.patch_size[1])

@@ -2,7 +2,7 @@
 
 ``TrainJob`` and ``PropagateJob`` are requests as given (decoded media, settings); the
 engine checks and plans each once (``Engine.prepare_train`` / ``prepare_propagate``) into a
-``PreparedTrain`` / ``PreparedPropagate`` that the run consumes. The server fills these
+``PreparedTrain`` / ``PreparedPropagate`` that the run consumes (``framecast.engine.jobs.prepared``). The server fills these
 dataclasses from protobuf only with the fields a request set, so an unset field takes the
 default written here and nowhere else. Torch-free: the CLI reads the defaults for its help.
 """
@@ -11,15 +11,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
-
 import numpy as np
-
-from framecast.engine.windows import WindowPlan
-
-if TYPE_CHECKING:
-    from framecast.engine.clip import Clip
-
 
 class MaskMode(str, enum.Enum):
     """How the user's mask becomes the method's (docs/method.md, "What the method changes")."""
@@ -84,7 +76,7 @@ class TrainSettings:
 @dataclass
 class TrainJob:
     """Train an adapter on a clip: ``source`` and ``mask`` arrays shaped for the model, or a ``clip``
-    (``framecast.engine.clip``: stored footage of any shape, read onto the working grid)."""
+    (a ``framecast.engine.jobs.clip.Clip``: stored footage of any shape, read onto the working grid)."""
 
     adapter: str
     source: np.ndarray | None  # [F, H, W, 3] uint8; None with a clip
@@ -97,15 +89,7 @@ class TrainJob:
     source_media_id: str = ""
     window_frames: int = 0  # 0: the server's window (the whole clip when it fits)
     overlap_frames: int | None = None  # None: windows.default_overlap of the window used
-    clip: Clip | None = None  # instead of the arrays
-
-    def the_clip(self) -> Clip | None:
-        """The clip it works on (arrays wrapped); None when it has neither (footage that could not be planned)."""
-        from framecast.engine.clip import ArrayClip
-
-        if self.clip is not None or self.source is None:
-            return self.clip
-        return ArrayClip(self.source, self.mask, None, self.references)
+    clip: object | None = None  # instead of the arrays: a framecast.engine.jobs.clip.Clip
 
 
 @dataclass
@@ -135,62 +119,4 @@ class PropagateJob:
     overlap_frames: int | None = None  # None: windows.default_overlap of the window used
     blend_ramp: BlendRamp = BlendRamp.LINEAR
     adapter_strength: float = 1.0  # the adapter's delta scaled by this (0 = the base model); ignored without one
-    clip: Clip | None = None  # instead of the arrays
-
-    def the_clip(self) -> Clip | None:
-        """The clip it works on (arrays wrapped); None when it has neither (footage that could not be planned)."""
-        from framecast.engine.clip import ArrayClip
-
-        if self.clip is not None or self.source is None:
-            return self.clip
-        return ArrayClip(self.source, self.mask, self.edited_first_frame)
-
-
-@dataclass(frozen=True)
-class PromptIds:
-    """A prompt as the text encoder reads it: its token ids, counted and checked once."""
-
-    text: str
-    ids: tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class PreparedTrain:
-    """A training request checked and planned: what ``Engine.train`` runs."""
-
-    job: TrainJob
-    clip: Clip
-    prompt: PromptIds
-    plan: WindowPlan
-
-    @property
-    def steps(self) -> int:
-        """The training's steps in all: the motion phase's over its windows, and the appearance
-        phase's when it has reference frames (what its speed and its estimate count)."""
-        settings = self.job.settings
-        return settings.motion_steps(self.plan.count) + (settings.appearance_steps if self.clip.has_references else 0)
-
-
-@dataclass(frozen=True)
-class PreparedPropagate:
-    """A propagation request checked and planned: what ``Engine.propagate`` runs."""
-
-    job: PropagateJob
-    clip: Clip
-    prompt: PromptIds
-    negative_prompt: PromptIds | None  # None without guidance
-    plan: WindowPlan
-
-
-@dataclass
-class PropagateResult:
-    frames: np.ndarray  # [F, H, W, 3] uint8, on the working grid
-    edit_mask: np.ndarray  # [F, H, W] bool, the mask actually used
-    background_psnr: float  # output vs source outside the edit mask, dB
-    background_ssim: float  # the same pixels' mean SSIM (1.0 = identical)
-    first_frame_psnr: float  # output frame 0 vs the edited first frame, dB
-    temporal_change: float  # frame-to-frame change inside the mask over the source's; 1.0 = as smooth
-    seam_score: float  # frame change at window seams / elsewhere; 1.0 = invisible (or one window)
-    windows: int
-    elapsed_s: float
-    timings: dict[str, float] = field(default_factory=dict)  # encode_s, denoise_s, decode_s
+    clip: object | None = None  # instead of the arrays: a framecast.engine.jobs.clip.Clip

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 
-from framecast.engine.windows import latent_frames
+from framecast.engine.method.windows import latent_frames
 
 PATCH = 16  # pixels a latent token covers along each side (8x VAE, 2x2 patches)
 

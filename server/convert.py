@@ -21,19 +21,9 @@ from framecast.engine.errors import InvalidInput, Problems
 from framecast.engine.footage.grid import Fit
 from framecast.engine.footage.output import Container, Encoding, Interpolation, OutputOptions
 from framecast.engine.footage.shots import Shot, ShotOptions
-from framecast.engine.jobs import (
-    Event,
-    FrameReady,
-    Noticed,
-    PlanReport,
-    Progressed,
-    PropagateOutcome,
-    PropagateSpec,
-    ReferenceSpec,
-    RegionSpec,
-    RegionTracked,
-    TrainSpec,
-)
+from framecast.engine.jobs.events import Event, FrameReady, Noticed, Progressed, RegionTracked
+from framecast.engine.jobs.layer import PlanReport, PropagateOutcome
+from framecast.engine.jobs.specs import PropagateSpec, ReferenceSpec, RegionSpec, TrainSpec
 from framecast.engine.masks.trackers import Box, Point, TrackerKind
 from framecast.engine.media import encode_png
 from framecast.engine.quality.fidelity import Fidelity, Verdict

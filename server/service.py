@@ -1,7 +1,7 @@
 """The Framecast gRPC servicer: requests in, jobs queued, events and results out.
 
 A request is converted (``convert``) into the job layer's spec and prepared by it once
-(``framecast.engine.jobs``: checked and planned), before it is queued, so bad input fails the RPC
+(``framecast.engine.jobs.layer``: checked and planned), before it is queued, so bad input fails the RPC
 at once with INVALID_ARGUMENT / NOT_FOUND and the job runs what was planned; Plan shows that
 prepared job. A job's events are converted back as they come; its own failure ends its stream
 with an error event and the job's status.
@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 from framecast.engine.engine import Engine
 from framecast.engine.errors import FailedPrecondition, InvalidInput, MediaNotFound, Problems, Unavailable
-from framecast.engine.jobs import Jobs
+from framecast.engine.jobs.layer import Jobs
 from framecast.server import convert
 from framecast.server.adapter_rpcs import AdapterRpcs
 from framecast.server.config import ServerConfig

@@ -9,13 +9,13 @@ from collections.abc import Callable
 
 import numpy as np
 
-from framecast.engine import checks
-from framecast.engine.clip import Clip, ClipData, Notice, OnRead
 from framecast.engine.config import EngineConfig
 from framecast.engine.errors import InvalidInput, Problems
 from framecast.engine.footage.grid import ModelLimits
 from framecast.engine.footage.read import iter_frames, read_image
 from framecast.engine.footage.shots import Shot
+from framecast.engine.jobs import checks
+from framecast.engine.jobs.clip import Clip, ClipData, Notice, OnRead
 from framecast.engine.masks.trackers import Box, CsrtTracker, Point, Track, Tracker, TrackerKind, new_tracker, region_from_points
 from framecast.engine.masks.tracks import TrackCache
 from framecast.engine.media import mask_from_frames, mask_to_frames

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from framecast.engine.clip import Notice
 from framecast.engine.errors import InvalidInput
+from framecast.engine.jobs.clip import Notice
 
 MIN_AREA_SHARE = 0.05  # a region shrunk below this share of its frame-0 area is lost
 MIN_VISIBLE_SHARE = 0.3  # a box whose visible part is below this share of its area has left the frame

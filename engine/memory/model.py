@@ -42,7 +42,7 @@ from framecast.engine.config import Offload, Optimizer, Quantize
 from framecast.engine.memory import phases
 from framecast.engine.memory.sizes import lora_bytes, weight_bytes
 from framecast.engine.memory.trace import granules
-from framecast.engine.windows import latent_frames
+from framecast.engine.method.windows import latent_frames
 
 # The CUDA caching allocator's peak reserved over peak allocated memory in the two H200 rows
 # of bench/results/clip.jsonl (Wan2.1-I2V-14B, 49 frames of 832x480): 54.12 / 51.31 = 1.055

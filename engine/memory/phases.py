@@ -20,7 +20,6 @@ from types import SimpleNamespace
 
 import torch
 
-from framecast.engine import sampling, training
 from framecast.engine.compat import add_peft_adapter
 from framecast.engine.config import Quantize
 from framecast.engine.memory.trace import (
@@ -32,9 +31,10 @@ from framecast.engine.memory.trace import (
     random_tensor,
     run_traced,
 )
+from framecast.engine.method import sampling, training
+from framecast.engine.method.sampling import Conditioning, Sampler
+from framecast.engine.method.training import Sample
 from framecast.engine.requests import TrainSettings
-from framecast.engine.sampling import Conditioning, Sampler
-from framecast.engine.training import Sample
 
 TEXT_TOKENS = sampling.MAX_PROMPT_TOKENS  # prompts are encoded padded to this length
 TRACED_SAMPLER = Sampler(steps=30, guidance_scale=5.0)  # guided where the trace has a negative prompt
@@ -273,7 +273,7 @@ def trace_vae(component: Component, kind: str, frames: int, height: int, width: 
     decoding its latents as ``sampling.decode_stream`` does (streamed per latent frame; whole and
     tiled with ``tiling``), the uint8 frames handed to the host."""
     from framecast.engine.compat import decode_latent_frames, vae_streams
-    from framecast.engine.windows import latent_frames
+    from framecast.engine.method.windows import latent_frames
 
     vae = component.build()
     if tiling:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from framecast.engine.windows import VAE_TEMPORAL
+from framecast.engine.method.windows import VAE_TEMPORAL
 
 # Byte-level vocabulary of the built-in models' tokenizer: every UTF-8 byte is a token, so any
 # prompt tokenizes without a trained vocabulary. Ids 0..2 follow T5's convention.

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from framecast.engine import conditioning as C
+from framecast.engine.method import conditioning as C
 from framecast.engine.toy.architectures import WanSpec
 from framecast.engine.toy.world import Scene, SceneConfig, make_scene
 

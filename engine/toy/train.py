@@ -45,8 +45,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from framecast.engine import conditioning as C
 from framecast.engine.errors import InvalidInput
+from framecast.engine.method import conditioning as C
 from framecast.engine.quality.metrics import psnr
 from framecast.engine.toy.architectures import PRESETS, WanSpec, build_components, build_vae
 from framecast.engine.toy.model import (
@@ -561,7 +561,7 @@ def train_toy_model(
 def build_latent_set(pipe, spec: WanSpec, settings: ToyTrainSettings, run: _Run, chunk: int = 8) -> LatentSet:
     """Encode ``latent_scenes`` toy-world scenes (source and edited video of each) into the
     transformer's training samples, with the engine's own encoders. Cached in the checkpoints."""
-    from framecast.engine.sampling import encode_clip_image, encode_prompts, encode_video
+    from framecast.engine.method.sampling import encode_clip_image, encode_prompts, encode_video
 
     cached = run.load("latents")
     if cached is not None:

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from framecast.engine import conditioning as C
 from framecast.engine.errors import InvalidInput
+from framecast.engine.method import conditioning as C
 
 
 def test_keep_mask_channel_layout_with_frame0_repeat():

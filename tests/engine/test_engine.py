@@ -9,8 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from framecast.engine import checks
-from framecast.engine import conditioning as C
 from framecast.engine.adapters.slots import AdapterState, AdapterStore
 from framecast.engine.config import EngineConfig
 from framecast.engine.engine import Engine
@@ -23,8 +21,10 @@ from framecast.engine.errors import (
     InvalidInput,
     TrainingDiverged,
 )
+from framecast.engine.jobs import checks
+from framecast.engine.method import conditioning as C
+from framecast.engine.method.sampling import decode_stream, feather_alpha
 from framecast.engine.requests import PropagateJob, TrainJob, TrainSettings
-from framecast.engine.sampling import decode_stream, feather_alpha
 
 
 @pytest.fixture(scope="module")
@@ -201,10 +201,10 @@ def test_training_counts_as_a_use_that_a_restart_remembers(engine, scene):
 
 
 def test_a_diverging_loss_stops_training_without_an_update(engine, scene):
-    from framecast.engine.training import train_lora
+    from framecast.engine.method.training import train_lora
 
     settings = TrainSettings(steps=3, rank=2, gradient_checkpointing=False)
-    from framecast.engine.checks import PromptCounter
+    from framecast.engine.jobs.checks import PromptCounter
 
     prompt = PromptCounter(engine.pipe.tokenizer).ids("prompt", "p")
     sample = engine.encoders.motion_sample(scene.source, scene.edit_mask, prompt, settings)
@@ -386,7 +386,7 @@ def test_prompt_tokens_count_what_the_pipeline_keeps_with_a_umt5_style_tokenizer
     the real model's kind, words that are one piece, words spelt out, and unknown characters."""
     import copy
 
-    from framecast.engine.sampling import MAX_PROMPT_TOKENS, encode_prompt_ids, tokenize_prompt
+    from framecast.engine.method.sampling import MAX_PROMPT_TOKENS, encode_prompt_ids, tokenize_prompt
 
     def prompt_tokens(tokenizer, prompt):
         return len(tokenize_prompt(tokenizer, prompt))

@@ -64,7 +64,7 @@ def test_the_full_sampler_computes_every_step_twice(slow):
                                    {"step_cache": StepCache.TAYLORSEER, "cache_interval": 3, "guidance_steps": 5}])  # fmt: skip
 def test_the_planned_passes_are_the_computed_ones(engine, scene, lever):
     """Sampler.passes, what Plan's time estimate counts, against the blocks a run computes."""
-    from framecast.engine.sampling import Sampler
+    from framecast.engine.method.sampling import Sampler
 
     settings = {"guidance_scale": 3.0, **lever}
     job = PropagateJob("", scene.source, scene.edit_mask, scene.edited_first_frame, "p", steps=STEPS, **settings)

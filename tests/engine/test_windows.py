@@ -8,10 +8,10 @@ import pytest
 from framecast.engine.config import EngineConfig
 from framecast.engine.engine import Engine
 from framecast.engine.errors import InvalidInput
+from framecast.engine.method.windows import plan_windows
 from framecast.engine.quality.metrics import seam_score
 from framecast.engine.requests import PropagateJob, TrainJob, TrainSettings
 from framecast.engine.toy.world import SceneConfig, make_scene
-from framecast.engine.windows import plan_windows
 
 
 @pytest.mark.parametrize(
@@ -101,7 +101,7 @@ def test_windowed_propagation_streams_every_frame_once(engine, long_scene, win):
 
 def test_later_windows_start_from_the_known_background(engine, long_scene, monkeypatch):
     """Window k >= 1 starts from window k-1's frame inside the edit mask and the source outside it."""
-    from framecast.engine.propagation import Propagation
+    from framecast.engine.method.propagation import Propagation
 
     firsts, outputs = {}, {}
     generate = Propagation.generate

@@ -112,7 +112,7 @@ def test_same_seed_same_frames_and_composite_keeps_background(stub, scene):
 
     composited, metrics = run(11, True)
     assert metrics.background_psnr_db == 100 and metrics.background_ssim == pytest.approx(1.0)
-    from framecast.engine.conditioning import prepare_edit_mask
+    from framecast.engine.method.conditioning import prepare_edit_mask
 
     # The source as the server holds it: the uploaded mp4, decoded.
     stored = b"".join(c.data for c in stub.DownloadMedia(pb.MediaRef(id=source.id), timeout=60))

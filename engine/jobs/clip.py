@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from framecast.engine import checks
 from framecast.engine.config import EngineConfig
 from framecast.engine.errors import InvalidInput, Problems
 from framecast.engine.footage.grid import ModelLimits
-from framecast.engine.requests import MaskMode
+from framecast.engine.jobs import checks
+from framecast.engine.requests import MaskMode, PropagateJob, TrainJob
 
 # (what is read: "decode" the source onto the grid, "mask" a mask video; working frames made, working
 # frames in all): both count the shot's working frames, what Plan's num_frames counts.
@@ -100,3 +100,13 @@ class ArrayClip(Clip):
         if self._data is None:
             raise RuntimeError("an ArrayClip is read after its check (Engine.prepare_train / prepare_propagate)")
         return self._data
+
+
+def job_clip(job: TrainJob | PropagateJob) -> Clip | None:
+    """The clip a request works on: its ``clip``, or its arrays wrapped; None when it has neither
+    (footage that could not be planned)."""
+    if job.clip is not None or job.source is None:
+        return job.clip
+    if isinstance(job, TrainJob):
+        return ArrayClip(job.source, job.mask, None, job.references)
+    return ArrayClip(job.source, job.mask, job.edited_first_frame)

@@ -17,8 +17,8 @@ import PIL.Image
 import torch
 
 from framecast.engine.compat import decode_latent_frames, prompt_clean, vae_streams
-from framecast.engine.conditioning import to_uint8
 from framecast.engine.errors import Cancelled
+from framecast.engine.method.conditioning import to_uint8
 from framecast.engine.requests import StepCache
 
 
@@ -56,6 +56,14 @@ def encode_video(pipe, video: torch.Tensor) -> torch.Tensor:
 
 MAX_PROMPT_TOKENS = 512  # the UMT5 sequence length the pipeline encodes prompts at; it cuts longer ones
 MAX_PROMPT_CHARS = 32 * MAX_PROMPT_TOKENS  # longer text is refused without being tokenized
+
+
+@dataclass(frozen=True)
+class PromptIds:
+    """A prompt as the text encoder reads it: its token ids, counted and checked once."""
+
+    text: str
+    ids: tuple[int, ...]
 
 
 def tokenize_prompt(tokenizer, prompt: str) -> tuple[int, ...]:

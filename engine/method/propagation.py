@@ -15,13 +15,14 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from framecast.engine.clip import ClipData
-from framecast.engine.encoding import Encoders
 from framecast.engine.errors import Cancelled
+from framecast.engine.jobs.clip import ClipData
+from framecast.engine.jobs.prepared import PreparedPropagate, PropagateResult
+from framecast.engine.method.encoding import Encoders
+from framecast.engine.method.sampling import Sampler, composite, decode_stream, denoise, feather_alpha
+from framecast.engine.method.windows import WindowPlan
 from framecast.engine.quality.metrics import psnr, seam_score, ssim, temporal_change
-from framecast.engine.requests import BlendRamp, PreparedPropagate, PropagateResult
-from framecast.engine.sampling import Sampler, composite, decode_stream, denoise, feather_alpha
-from framecast.engine.windows import WindowPlan
+from framecast.engine.requests import BlendRamp
 
 OnStep = Callable[[int, int], None]  # (step, total) after each denoising step
 OnFrames = Callable[[int, np.ndarray], None]  # (first index, frames [n, H, W, 3]) once final

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 import torch
 
 from framecast.engine.errors import Cancelled, TrainingDiverged
+from framecast.engine.method.sampling import Conditioning
 from framecast.engine.requests import TrainSettings
-from framecast.engine.sampling import Conditioning
 
 
 @dataclass

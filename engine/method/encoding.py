@@ -13,11 +13,12 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
-from framecast.engine import conditioning as C
 from framecast.engine.memory.lowvram import Placement
-from framecast.engine.requests import PromptIds, TrainSettings
-from framecast.engine.sampling import Conditioning, encode_clip_image, encode_prompt_ids, encode_video
-from framecast.engine.training import Sample
+from framecast.engine.method import conditioning as C
+from framecast.engine.method.sampling import PromptIds
+from framecast.engine.method.sampling import Conditioning, encode_clip_image, encode_prompt_ids, encode_video
+from framecast.engine.method.training import Sample
+from framecast.engine.requests import TrainSettings
 
 CACHED_EMBEDDINGS = 16  # prompts and images each
 

@@ -1,14 +1,14 @@
 """The job layer: one request in, checked and planned once, run to a result; the same for every front.
 
 A front (the gRPC servicer, a cluster's replica, a web page, a notebook) turns what it was sent
-into a ``TrainSpec`` or ``PropagateSpec`` of plain values: media ids, the settings the request
-set, a preset. ``Jobs.prepare_train`` / ``prepare_propagate`` look the media up, plan the shot onto
-the working grid, fill unset settings (the request's, its preset's, the model's, the method's),
-check every field and report every problem at once (``InvalidRequest``), and plan the windows, the
-memory and the work: the prepared job is what ``Plan`` shows, as it is (``Jobs.plan``). ``run_train``
-and ``run_propagate`` run a prepared job, telling its owner what happens as plain events
-(``Progressed``, ``FrameReady``, ``Noticed``, ``RegionTracked``); a propagation's run ends with
-its output written at the source's geometry, stored, and measured on the delivered file.
+into a ``TrainSpec`` or ``PropagateSpec`` of plain values (``framecast.engine.jobs.specs``): media
+ids, the settings the request set, a preset. ``Jobs.prepare_train`` / ``prepare_propagate`` look the
+media up, plan the shot onto the working grid, fill unset settings (the request's, its preset's, the
+model's, the method's), check every field and report every problem at once (``InvalidRequest``),
+and plan the windows, the memory and the work: the prepared job is what ``Plan`` shows, as it is
+(``Jobs.plan``). ``run_train`` and ``run_propagate`` run a prepared job, telling its owner what
+happens as plain events (``framecast.engine.jobs.events``); a propagation's run ends with its
+output written at the source's geometry, stored, and measured on the delivered file.
 
 Nothing here knows gRPC: the servicer converts protobuf to specs and events to protobuf.
 """
@@ -18,89 +18,31 @@ from __future__ import annotations
 import math
 import shutil
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Protocol
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from framecast.engine.adapters.manager import AdapterView
-from framecast.engine.clip import ClipData
 from framecast.engine.engine import Engine
 from framecast.engine.errors import AdapterNotFound, AlreadyExists, FailedPrecondition, FramecastError, InvalidInput
 from framecast.engine.errors import InvalidRequest, Problems
 from framecast.engine.footage.output import OutputOptions, WrittenOutput, check_output, delivered_frames, write_output
-from framecast.engine.footage.read import FootageInfo
 from framecast.engine.footage.shot_clip import ShotClip
-from framecast.engine.footage.shots import MaskPrompt, ReferenceInput, Shot, ShotOptions, StoredMedia, plan_shot
-from framecast.engine.masks.trackers import Box, Point, TrackerKind
+from framecast.engine.footage.shots import MaskPrompt, ReferenceInput, Shot, StoredMedia, plan_shot
+from framecast.engine.jobs.clip import ClipData
+from framecast.engine.jobs.events import FrameReady, Noticed, OnEvent, Progressed, RegionTracked
+from framecast.engine.jobs.prepared import PreparedPropagate, PreparedTrain, PropagateResult
+from framecast.engine.jobs.specs import MediaAccess, PropagateSpec, RegionSpec, TrainSpec
+from framecast.engine.masks.trackers import TrackerKind
 from framecast.engine.media import encode_video, mask_to_frames
+from framecast.engine.method.sampling import Sampler
+from framecast.engine.method.training import Progress
 from framecast.engine.quality.delivered import DeliveredMeasures, QualityWarning, measure_delivered
-from framecast.engine.requests import PreparedPropagate, PreparedTrain, PropagateJob, PropagateResult, TrainJob
-from framecast.engine.requests import TrainSettings
-from framecast.engine.sampling import Sampler
-from framecast.engine.training import Progress
+from framecast.engine.requests import PropagateJob, TrainJob, TrainSettings
 
 PROGRESS_EVENTS_A_PHASE = 20  # a phase of many small steps (frames) reports about this many times
-
-
-# --- what a front asks for ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RegionSpec:
-    """A region given on the first frame, tracked through the shot: a box, points, or a mask image."""
-
-    box: Box | None = None
-    points: tuple[Point, ...] = ()
-    frame0_mask_id: str = ""
-    tracker: TrackerKind | None = None  # None: SAM2 for points where the server has it, else CSRT
-
-
-@dataclass(frozen=True)
-class ReferenceSpec:
-    image_id: str
-    frame_index: int | None = None  # the source frame it shows, or
-    time_s: float | None = None  # the source time it shows
-
-
-@dataclass(frozen=True)
-class TrainSpec:
-    adapter: str
-    source_id: str = ""
-    mask_id: str = ""  # a mask (one image or a video), or
-    region: RegionSpec | None = None  # a region tracked from the first frame
-    prompt: str = ""
-    references: tuple[ReferenceSpec, ...] = ()
-    shot: ShotOptions = ShotOptions()
-    settings: Mapping[str, Any] = field(default_factory=dict)  # the TrainSettings fields the request set
-    options: Mapping[str, Any] = field(default_factory=dict)  # the TrainJob fields it set (mask_mode, windows...)
-    preset: str = ""  # a preset of the model's settings ("" none)
-
-
-@dataclass(frozen=True)
-class PropagateSpec:
-    adapter: str = ""  # "" the base model alone
-    source_id: str = ""
-    mask_id: str = ""
-    region: RegionSpec | None = None
-    edited_first_frame_id: str = ""
-    prompt: str = ""
-    shot: ShotOptions = ShotOptions()
-    settings: Mapping[str, Any] = field(default_factory=dict)  # the PropagateJob fields the request set
-    output: Mapping[str, Any] = field(default_factory=dict)  # the OutputOptions fields it set
-    preset: str = ""
-    fidelity_threshold: float | None = None  # None: the model's
-
-
-class MediaAccess(Protocol):
-    """The stored media a job reads and writes (the server's MediaStore)."""
-
-    def footage(self, media_id: str, field: str) -> tuple[Path, FootageInfo]: ...
-    def put(self, data: bytes, filename: str = "", field: str = "data"): ...
-    def put_file(self, path: Path, filename: str = ""): ...
-    def scratch_dir(self) -> Path: ...
 
 
 # --- what a prepared job holds --------------------------------------------------------------------
@@ -151,44 +93,6 @@ class PlanReport:
     @property
     def ok(self) -> bool:
         return not self.problems and self.prepared is not None
-
-
-# --- what a running job tells its owner -----------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Progressed:
-    phase: str  # decode, mask, motion, appearance, denoise, encode, measure
-    step: int
-    total: int
-    elapsed_s: float  # since the job started running
-    eta_s: float  # of the phase
-    loss: float = 0.0
-
-
-@dataclass(frozen=True)
-class FrameReady:
-    index: int  # working frame
-    frame: np.ndarray  # [H, W, 3] uint8 on the working grid
-    time_s: float
-
-
-@dataclass(frozen=True)
-class Noticed:
-    code: str
-    message: str
-    frames: tuple[int, ...] = ()
-
-
-@dataclass(frozen=True)
-class RegionTracked:
-    mask: Any  # the stored mask video (what MediaAccess.put returned)
-    lost_frames: tuple[int, ...]
-    tracker: str
-
-
-Event = Progressed | FrameReady | Noticed | RegionTracked
-OnEvent = Callable[[Event], None]
 
 
 @dataclass(frozen=True)

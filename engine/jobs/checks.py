@@ -14,11 +14,12 @@ import threading
 
 import numpy as np
 
-from framecast.engine import conditioning as C
 from framecast.engine.config import EngineConfig, choice
 from framecast.engine.errors import InvalidInput, Problems
-from framecast.engine.requests import BlendRamp, MaskMode, PromptIds, PropagateJob, StepCache, TrainSettings
-from framecast.engine.sampling import MAX_PROMPT_CHARS, MAX_PROMPT_TOKENS, tokenize_prompt
+from framecast.engine.method import conditioning as C
+from framecast.engine.method.sampling import PromptIds
+from framecast.engine.method.sampling import MAX_PROMPT_CHARS, MAX_PROMPT_TOKENS, tokenize_prompt
+from framecast.engine.requests import BlendRamp, MaskMode, PropagateJob, StepCache, TrainSettings
 
 
 def check_clip(source: np.ndarray, mask: np.ndarray, limits: EngineConfig) -> np.ndarray:
