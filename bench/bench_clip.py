@@ -48,11 +48,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import append_rows, device_name, print_table  # noqa: E402
 
+from framecast.common.requests import PropagateJob, TrainJob, TrainSettings  # noqa: E402
 from framecast.engine.config import EngineConfig  # noqa: E402
 from framecast.engine.engine import Engine  # noqa: E402
 from framecast.engine.memory.lowvram import quantize_pipeline  # noqa: E402
 from framecast.engine.memory.sizes import module_bytes  # noqa: E402
-from framecast.engine.requests import PropagateJob, TrainJob, TrainSettings  # noqa: E402
 from framecast.engine.toy.architectures import build_pipeline, make_tiny_model, preset  # noqa: E402
 from framecast.engine.toy.world import SceneConfig, make_scene  # noqa: E402
 

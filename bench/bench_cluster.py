@@ -63,7 +63,7 @@ def stop(front) -> None:
 
 
 def upload_scene(client):
-    from framecast.engine.media import encode_png, encode_video, mask_to_frames
+    from framecast.common.media import encode_png, encode_video, mask_to_frames
     from framecast.engine.toy.world import SceneConfig, make_scene
 
     scene = make_scene(3, SceneConfig(frames=9, height=64, width=64, sprites=1, edit="recolor"))

@@ -70,7 +70,7 @@ def write_clip(path: Path, seconds: float, width: int, height: int, fps: int = 3
 
 def still_mask(width: int, height: int) -> bytes:
     """The region the square travels through, as one image for every frame."""
-    from framecast.engine.media import encode_png
+    from framecast.common.media import encode_png
 
     mask = np.zeros((height, width, 3), np.uint8)
     mask[height // 12 : height - height // 12, width // 12 : width - width // 12] = 255

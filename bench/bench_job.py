@@ -41,10 +41,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import append_rows, print_table  # noqa: E402
 from quality import LEVERS, QualityOptions, counting_blocks, held_out_scene  # noqa: E402
 
+from framecast.common.requests import PropagateJob, TrainJob, TrainSettings  # noqa: E402
 from framecast.engine.config import EngineConfig  # noqa: E402
 from framecast.engine.engine import Engine  # noqa: E402
 from framecast.engine.model import builtin_model_dir  # noqa: E402
-from framecast.engine.requests import PropagateJob, TrainJob, TrainSettings  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "job.jsonl"
 COLUMNS = ["arch", "config", "train_steps", "steps", "sample_passes", "encode_s", "train_s", "denoise_s", "decode_s",
@@ -108,7 +108,7 @@ def sample_passes(config: Config, steps: int, guidance: float, counter_engine, s
 
 
 def write_file(frames: np.ndarray, fps: float) -> float:
-    from framecast.engine.media import encode_video
+    from framecast.common.media import encode_video
 
     started = time.perf_counter()
     encode_video(frames, fps)

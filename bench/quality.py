@@ -172,7 +172,7 @@ def _measures(frames: np.ndarray, scene: Scene, method_mask: np.ndarray) -> dict
 def _settings(options: QualityOptions, scene: Scene):
     """Every adapter's training settings on ``scene``, and the mask its background is measured
     outside: the one the method works with (bbox, the default)."""
-    from framecast.engine.requests import TrainSettings
+    from framecast.common.requests import TrainSettings
 
     settings = TrainSettings(
         steps=options.steps, appearance_steps=options.appearance_steps, rank=options.rank,
@@ -185,7 +185,7 @@ def _settings(options: QualityOptions, scene: Scene):
 def evaluate_scene(engine, scene: Scene, options: QualityOptions, methods=None) -> dict[str, dict]:
     """Run every method in ``methods`` (default: ``options.methods``) on ``scene``: {method: measures, plus "frames"}."""
     methods = options.methods if methods is None else methods
-    from framecast.engine.requests import PropagateJob, TrainJob
+    from framecast.common.requests import PropagateJob, TrainJob
 
     settings, method_mask = _settings(options, scene)
     every_pixel = np.ones_like(scene.edit_mask)
@@ -275,13 +275,13 @@ def _write_lossless(path: Path, frames: np.ndarray, fps: float) -> Path:
 def evaluate_footage_scene(engine, scene: Scene, options: QualityOptions, methods=None) -> dict[str, dict]:
     """As ``evaluate_scene``, with the scene as real footage: video files at its own size and frame
     rate, mapped onto the model's working grid, the output restored at the source's and scored there."""
+    from framecast.common.media import encode_png, mask_to_frames
+    from framecast.common.requests import PropagateJob, TrainJob
     from framecast.engine.errors import Problems
     from framecast.engine.footage.output import Encoding, OutputOptions, write_output
     from framecast.engine.footage.read import decode_all, probe
     from framecast.engine.footage.shot_clip import ShotClip
     from framecast.engine.footage.shots import ReferenceInput, ShotOptions, StoredMedia, plan_shot
-    from framecast.engine.media import encode_png, mask_to_frames
-    from framecast.engine.requests import PropagateJob, TrainJob
 
     methods = options.methods if methods is None else methods
     settings, method_mask = _settings(options, scene)
@@ -379,7 +379,7 @@ def beats_every_baseline(per_scene: list[dict[str, dict]], method: str = "framec
 def write_grid(path: Path, scenes: list[Scene], per_scene: list[dict[str, dict]], columns: int = 5) -> None:
     """One block per scene: source | ground truth | framecast | baselines, ``columns`` frames each."""
     from framecast.client.strip import build_strip
-    from framecast.engine import media
+    from framecast.common import media
 
     blocks = []
     for scene, results in zip(scenes, per_scene):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from framecast.engine import media
+from framecast.common import media
 from framecast.v1 import framecast_pb2 as pb
 
 MiB = 1 << 20

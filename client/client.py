@@ -40,7 +40,7 @@ from framecast.client.requests import (  # noqa: F401 (part of this module's API
     uint_value,
 )
 from framecast.client.requests import media_id as media_id_of
-from framecast.engine import media
+from framecast.common import media
 from framecast.v1 import framecast_pb2 as pb
 from framecast.v1 import framecast_pb2_grpc as pb_grpc
 

@@ -8,7 +8,7 @@ import grpc
 import numpy as np
 
 from framecast.client.errors import FramecastError
-from framecast.engine import media
+from framecast.common import media
 from framecast.v1 import framecast_pb2 as pb
 
 OnEvent = Callable[[pb.JobEvent], None]

@@ -21,7 +21,7 @@ import grpc
 from framecast.client.client import FramecastClient
 from framecast.client.display import format_bytes
 from framecast.client.errors import FramecastError
-from framecast.engine import media
+from framecast.common import media
 from framecast.v1 import framecast_pb2 as pb
 
 TRAINING_PHASES = ("motion", "appearance")

@@ -19,8 +19,6 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from framecast.engine.config import field_default
-from framecast.engine.requests import PropagateJob
 from framecast.v1 import framecast_pb2 as pb
 
 MASK_MODES = {"exact": pb.MASK_MODE_EXACT, "bbox": pb.MASK_MODE_BBOX, "dilate": pb.MASK_MODE_DILATE}

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from framecast.engine import media
+from framecast.common import media
 
 LABEL_WIDTH = 96  # pixels of the left column that holds the row names
 HEADER_HEIGHT = 16  # pixels of the top row that holds the frame numbers

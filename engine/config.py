@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 import math
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 
 from framecast.engine.errors import InvalidInput
 from framecast.engine.method.windows import is_frame_count
@@ -63,12 +63,6 @@ def choice(kind: type[enum.Enum], value, field_name: str):
 def concrete(kind: type[enum.Enum]) -> list:
     """The members of a memory choice that name a setting, without AUTO, least aggressive first."""
     return [member for member in kind if member.value != "auto"]
-
-
-def field_default(config: type, name: str):
-    """The default of dataclass ``config``'s field ``name``: what a setting left unset gets."""
-    field = next(f for f in fields(config) if f.name == name)
-    return field.default if field.default is not MISSING else field.default_factory()
 
 
 def check_window_frames(window_frames: int, field_name: str = "window_frames") -> None:

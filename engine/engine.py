@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from framecast.common.requests import MaskMode, PropagateJob, TrainJob
 from framecast.engine.adapters.manager import AdapterManager
 from framecast.engine.adapters.slots import AdapterRecord, AdapterSlots, AdapterStore, check_adapter_name
 from framecast.engine.config import GiB, EngineConfig, EngineInfo, Offload, Quantize, concrete
@@ -40,7 +41,6 @@ from framecast.engine.method.training import Progress, train_lora
 from framecast.engine.method.windows import WindowPlan, plan_windows
 from framecast.engine.model import load_pipeline, model_limits
 from framecast.engine.model_settings import ModelSettings
-from framecast.engine.requests import MaskMode, PropagateJob, TrainJob
 from framecast.engine.speed import Speed
 
 log = logging.getLogger(__name__)

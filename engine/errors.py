@@ -2,13 +2,17 @@
 
 Each carries the offending field and value in its message, so a caller can act on it
 without reading a traceback. The server maps these classes to gRPC status codes in one
-place (``framecast.server.errors``); nothing here knows about gRPC.
+place (``framecast.server.errors``); nothing here knows about gRPC. A command line run in process
+(``framecast serve``, the toy lab's commands) turns them into its exit code (``run_command``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import functools
+import sys
+from collections.abc import Callable
 
 
 class FramecastError(Exception):
@@ -163,3 +167,28 @@ def public_message(exc: BaseException) -> str:
     if isinstance(exc, FramecastError):
         return str(exc)
     return storage_full(exc) or f"{type(exc).__name__} (see the server log)"
+
+
+def run_command(command: Callable[[], int]) -> int:
+    """Run a command and return its exit code: its own, 2 when a setting or request is refused
+    (``error: <message>`` on stderr), 130 when interrupted."""
+    try:
+        return command()
+    except FramecastError as error:
+        print(f"error: {error}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 2
+
+
+def exit_code(command: Callable[..., int]) -> Callable[..., int]:
+    """A command (``cmd_serve(args)``) whose refusals and interrupts end as ``run_command`` ends them,
+    wherever it is called from: the client's ``framecast`` command line runs the server's and the
+    toy lab's commands without knowing their error classes."""
+
+    @functools.wraps(command)
+    def run(*args, **kwargs) -> int:
+        return run_command(lambda: command(*args, **kwargs))
+
+    return run

@@ -4,7 +4,7 @@ Settings tuned for one base model belong with that model, not in one command's d
 built-in toy model trains at ten times Wan's learning rate, with colour variants and the edited
 first frame as a reference, and samples at CFG 2 with its adapter at 0.6, where a Wan2.1 14B
 keeps the method's own values. A request's unset fields take, in order, its preset's value,
-this file's, and the method's (the dataclasses' defaults in ``framecast.engine.requests``)::
+this file's, and the method's (the dataclasses' defaults in ``framecast.common.requests``)::
 
     {
       "train": {"learning_rate": 0.001, "steps": 200, "colour_variants": 7, "w_keep": 0.25},
@@ -35,9 +35,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from framecast.common.requests import BlendRamp, MaskMode, PropagateJob, StepCache, TrainSettings
 from framecast.engine.errors import InvalidInput
 from framecast.engine.quality.fidelity import DEFAULT_THRESHOLD
-from framecast.engine.requests import BlendRamp, MaskMode, PropagateJob, StepCache, TrainSettings
 
 SETTINGS_FILE = "framecast.json"
 JOB_KINDS = ("train", "propagate")

@@ -19,9 +19,9 @@ import threading
 from enum import Enum
 from pathlib import Path
 
-from framecast.engine.arguments import run_command
-from framecast.engine.config import Attention, Dtype, EngineConfig, Offload, Optimizer, Quantize, field_default
-from framecast.engine.errors import FramecastError, InvalidInput
+from framecast.common.requests import field_default
+from framecast.engine.config import Attention, Dtype, EngineConfig, Offload, Optimizer, Quantize
+from framecast.engine.errors import FramecastError, InvalidInput, exit_code
 from framecast.server.config import ServerConfig
 
 # Settings whose serve option is not named after them (adapter_slots is --adapter-slots).
@@ -155,6 +155,7 @@ def require_server(command: str) -> None:
         ) from None
 
 
+@exit_code
 def cmd_serve(args) -> int:
     """Start the server and serve until a signal stops it."""
     require_server("serve")
@@ -204,4 +205,4 @@ def main(argv: list[str] | None = None) -> int:
     add_options(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return run_command(lambda: cmd_serve(args))
+    return cmd_serve(args)

@@ -13,10 +13,12 @@ import json
 from pathlib import Path
 
 import framecast
+from framecast.common.media import encode_png
+from framecast.common.requests import BlendRamp, MaskMode, StepCache, field_default
 from framecast.engine.adapters.cache import AdapterChange, AdapterState, AdapterStatus
 from framecast.engine.adapters.manager import AdapterView
 from framecast.engine.adapters.store import AdapterRecord
-from framecast.engine.config import EngineInfo, field_default
+from framecast.engine.config import EngineInfo
 from framecast.engine.errors import InvalidInput, Problems
 from framecast.engine.footage.grid import Fit
 from framecast.engine.footage.output import Container, Encoding, Interpolation, OutputOptions
@@ -25,9 +27,7 @@ from framecast.engine.jobs.events import Event, FrameReady, Noticed, Progressed,
 from framecast.engine.jobs.layer import PlanReport, PropagateOutcome
 from framecast.engine.jobs.specs import PropagateSpec, ReferenceSpec, RegionSpec, TrainSpec
 from framecast.engine.masks.trackers import Box, Point, TrackerKind
-from framecast.engine.media import encode_png
 from framecast.engine.quality.fidelity import Fidelity, Verdict
-from framecast.engine.requests import BlendRamp, MaskMode, StepCache
 from framecast.server.config import MAX_MESSAGE_BYTES, ServerConfig
 from framecast.server.media_store import MediaInfo
 from framecast.v1 import framecast_pb2 as pb

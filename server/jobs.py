@@ -27,8 +27,8 @@ from typing import Protocol
 
 from google.protobuf import json_format
 
+from framecast.common.media import atomic_write, remove_interrupted_writes
 from framecast.engine.errors import Cancelled, FailedPrecondition, JobNotFound, QueueFull, Unavailable
-from framecast.engine.media import atomic_write, remove_interrupted_writes
 from framecast.server.errors import Status, status_for
 from framecast.server.request_ids import NO_REQUEST, current_request_id, request_scope
 from framecast.v1 import framecast_pb2 as pb

@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
+from framecast.common.media import MediaKind, atomic_write, fsync_dir, remove_interrupted_writes
 from framecast.engine.errors import InvalidInput, MediaNotFound
 from framecast.engine.footage.read import FootageInfo, Limits, decode_all, probe
-from framecast.engine.media import MediaKind, atomic_write, fsync_dir, remove_interrupted_writes
 
 ID_PREFIX = "sha256:"
 _TRASH_PREFIX = ".deleted-"

@@ -71,6 +71,6 @@ def stub(grpc_server):
 
 
 def as_mask_frames(mask: np.ndarray) -> np.ndarray:
-    from framecast.engine.media import mask_to_frames
+    from framecast.common.media import mask_to_frames
 
     return mask_to_frames(mask)

@@ -6,9 +6,11 @@ One module a command group, each registering its own subcommands: ``jobs`` (trai
 export), ``media``, ``info``, ``demo``; ``args`` holds what they share, ``inputs`` the uploads
 of local files and folders of frames, ``masks`` the edit region's options (``--mask``, or ``--box``,
 ``--points`` or ``--mask-frame0`` tracked on the server). ``serve`` is the server's
-(``framecast.server.cli``), ``cluster`` the Ray Serve cluster's (``framecast.server.cluster.cli``), ``make-tiny-model`` and ``train-toy-model`` the toy lab's (``framecast.engine.toy.cli``): they and ``demo`` import the
-server and engine (torch) lazily, inside the subcommand, so the client commands work on a
-client-only install.
+(``framecast.server.cli``), ``cluster`` the Ray Serve cluster's (``framecast.server.cluster.cli``),
+``make-tiny-model`` and ``train-toy-model`` the toy lab's (``framecast.engine.toy.cli``), and what
+``demo`` runs is the toy lab's too (``framecast.engine.toy.demo``). They import the server and the
+engine (torch) lazily, inside the subcommand, so the client commands work on a client-only install,
+and each turns its own refusals into ``error: <message>``, exit 2: the client knows no engine class.
 
 Exit codes: 0 ok, 2 a refused call (``error: <CODE>: <message>``), a bad local input, a plan
 with problems or a passed ``--timeout`` (a running job is cancelled first: ``error: DEADLINE_EXCEEDED: timed out
@@ -34,7 +36,6 @@ from framecast.client.cli.masks import dashed_values
 from framecast.client.cli.media import cmd_media
 from framecast.client.cli.queue import cmd_jobs
 from framecast.client.errors import FramecastError
-from framecast.engine.errors import FramecastError as EngineError
 from framecast.engine.toy import cli as toy_cli
 from framecast.engine.toy.cli import cmd_make_tiny_model, cmd_train_toy_model
 from framecast.server import cli as server_cli
@@ -98,7 +99,7 @@ def _run(argv: list[str] | None) -> int:
         return args.run(args)
     except FramecastError as error:
         print(f"error: {error.code.name}: {error.message}", file=sys.stderr)
-    except (CliError, EngineError) as error:
+    except CliError as error:
         print(f"error: {error}", file=sys.stderr)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from framecast.client.client import FramecastClient, server_address
 from framecast.client.requests import FIT_MODES
-from framecast.engine.arguments import (  # noqa: F401 (the client's commands take them from here, with the rest)
+from framecast.common.arguments import (  # noqa: F401 (the client's commands take them from here, with the rest)
     UINT32_MAX,
     UINT64_MAX,
     non_negative_int,

@@ -1,5 +1,5 @@
 """``framecast demo``'s options. What it runs (a server in this process, the built-in model,
-a scene it never saw) is ``framecast.client.demo``, imported when the command runs."""
+a scene it never saw) is ``framecast.engine.toy.demo``, imported when the command runs."""
 
 from __future__ import annotations
 
@@ -7,11 +7,9 @@ from framecast.client.cli.args import colour_variants_int, non_negative_float, p
 
 
 def cmd_demo(args) -> int:
-    """Run the demo; on a client-only install, say which extra it needs (as ``serve`` does)."""
-    from framecast.client.demo import run_demo
-    from framecast.server.cli import require_server
+    """Run the demo (the toy lab's), which says on a client-only install which extra it needs."""
+    from framecast.engine.toy.demo import run_demo
 
-    require_server("demo")  # before anything is written
     return run_demo(args)
 
 

@@ -36,8 +36,7 @@ from framecast.client.errors import FramecastError
 from framecast.client.jobs import accepted, collect_propagation, run_train
 from framecast.client.progress import JobProgress, follow_job, jobs_command
 from framecast.client.requests import INTERPOLATIONS, MASK_MODES, MAX_QUALITY, OUTPUT_ENCODINGS, STEP_CACHES
-from framecast.engine.config import field_default
-from framecast.engine.requests import PropagateJob, TrainSettings
+from framecast.common.requests import PropagateJob, TrainSettings, field_default
 from framecast.v1 import framecast_pb2 as pb
 
 TRAIN = TrainSettings()  # the server's training defaults, which the options show and send

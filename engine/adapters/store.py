@@ -23,9 +23,9 @@ from pathlib import Path
 
 import torch
 
+from framecast.common.media import atomic_write, fsync_dir, remove_interrupted_writes
 from framecast.engine.adapters.formats import KEY_PREFIX, split_canonical, to_comfyui
 from framecast.engine.errors import AdapterExists, AdapterFailed, AdapterNotFound, IncompatibleAdapter, InvalidInput
-from framecast.engine.media import atomic_write, fsync_dir, remove_interrupted_writes
 
 WEIGHTS_FILE = "adapter.safetensors"
 RECORD_FILE = "adapter.json"

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from framecast.common.media import MediaKind, sniff_kind
 from framecast.engine.errors import InvalidInput
-from framecast.engine.media import MediaKind, sniff_kind
 
 TIME_EPSILON = 1e-6  # seconds: timestamps this close are the same instant (float rounding of exact rationals)
 MAX_SEQUENCE_ENTRIES = 100_000

@@ -9,6 +9,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from framecast.common.media import mask_from_frames, mask_to_frames
+from framecast.common.requests import MaskMode
 from framecast.engine.config import EngineConfig
 from framecast.engine.errors import InvalidInput, Problems
 from framecast.engine.footage.grid import ModelLimits
@@ -18,8 +20,6 @@ from framecast.engine.jobs import checks
 from framecast.engine.jobs.clip import Clip, ClipData, Notice, OnRead
 from framecast.engine.masks.trackers import Box, CsrtTracker, Point, Track, Tracker, TrackerKind, new_tracker, region_from_points
 from framecast.engine.masks.tracks import TrackCache
-from framecast.engine.media import mask_from_frames, mask_to_frames
-from framecast.engine.requests import MaskMode
 
 EARLY_MASK_PIXELS = 64 << 20  # a mask of up to this many pixels in all is decoded and checked before queueing
 TRACKING_SIDE = 512  # the longest side trackers see (never above the source's)

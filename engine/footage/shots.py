@@ -18,13 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
+from framecast.common.media import MediaKind
 from framecast.engine.config import EngineConfig
 from framecast.engine.errors import InvalidInput, Problems
 from framecast.engine.footage.grid import Fit, Grid, ModelLimits, boxes, plan_size, source_rate, working_fps, working_frames
 from framecast.engine.footage.read import TIME_EPSILON, FootageInfo
 from framecast.engine.jobs.clip import Notice
 from framecast.engine.masks.trackers import Box, Point, TrackerKind, clip_box
-from framecast.engine.media import MediaKind
 from framecast.engine.method.windows import VAE_TEMPORAL
 
 ASPECT_TOLERANCE = 0.02  # another input's aspect may differ from the source's by this share (rounding of sizes)

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from framecast.common.media import encode_png
 from framecast.engine.footage.grid import TIME_EPSILON
 from framecast.engine.footage.shots import Shot
-from framecast.engine.media import encode_png
 
 # Audio codecs an mp4 carries packet for packet, decoding to the same samples; any other (Opus and
 # Vorbis from webm, whose codec delay mp4 records differently) goes into Matroska, or is transcoded

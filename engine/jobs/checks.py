@@ -14,12 +14,11 @@ import threading
 
 import numpy as np
 
+from framecast.common.requests import BlendRamp, MaskMode, PropagateJob, StepCache, TrainSettings
 from framecast.engine.config import EngineConfig, choice
 from framecast.engine.errors import InvalidInput, Problems
 from framecast.engine.method import conditioning as C
-from framecast.engine.method.sampling import PromptIds
-from framecast.engine.method.sampling import MAX_PROMPT_CHARS, MAX_PROMPT_TOKENS, tokenize_prompt
-from framecast.engine.requests import BlendRamp, MaskMode, PropagateJob, StepCache, TrainSettings
+from framecast.engine.method.sampling import MAX_PROMPT_CHARS, MAX_PROMPT_TOKENS, PromptIds, tokenize_prompt
 
 
 def check_clip(source: np.ndarray, mask: np.ndarray, limits: EngineConfig) -> np.ndarray:

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from framecast.common.requests import MaskMode, PropagateJob, TrainJob
 from framecast.engine.config import EngineConfig
 from framecast.engine.errors import InvalidInput, Problems
 from framecast.engine.footage.grid import ModelLimits
 from framecast.engine.jobs import checks
-from framecast.engine.requests import MaskMode, PropagateJob, TrainJob
 
 # (what is read: "decode" the source onto the grid, "mask" a mask video; working frames made, working
 # frames in all): both count the shot's working frames, what Plan's num_frames counts.

@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from framecast.common.media import encode_video, mask_to_frames
+from framecast.common.requests import PropagateJob, TrainJob, TrainSettings
 from framecast.engine.adapters.manager import AdapterView
 from framecast.engine.engine import Engine
 from framecast.engine.errors import AdapterNotFound, AlreadyExists, FailedPrecondition, FramecastError, InvalidInput
@@ -36,11 +38,9 @@ from framecast.engine.jobs.events import FrameReady, Noticed, OnEvent, Progresse
 from framecast.engine.jobs.prepared import PreparedPropagate, PreparedTrain, PropagateResult
 from framecast.engine.jobs.specs import MediaAccess, PropagateSpec, RegionSpec, TrainSpec
 from framecast.engine.masks.trackers import TrackerKind
-from framecast.engine.media import encode_video, mask_to_frames
 from framecast.engine.method.sampling import Sampler
 from framecast.engine.method.training import Progress
 from framecast.engine.quality.delivered import DeliveredMeasures, QualityWarning, measure_delivered
-from framecast.engine.requests import PropagateJob, TrainJob, TrainSettings
 
 PROGRESS_EVENTS_A_PHASE = 20  # a phase of many small steps (frames) reports about this many times
 

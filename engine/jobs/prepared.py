@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from framecast.common.requests import PropagateJob, TrainJob
 from framecast.engine.jobs.clip import Clip
 from framecast.engine.method.sampling import PromptIds
 from framecast.engine.method.windows import WindowPlan
-from framecast.engine.requests import PropagateJob, TrainJob
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from types import SimpleNamespace
 
 import torch
 
+from framecast.common.requests import TrainSettings
 from framecast.engine.compat import add_peft_adapter
 from framecast.engine.config import Quantize
 from framecast.engine.memory.trace import (
@@ -34,7 +35,6 @@ from framecast.engine.memory.trace import (
 from framecast.engine.method import sampling, training
 from framecast.engine.method.sampling import Conditioning, Sampler
 from framecast.engine.method.training import Sample
-from framecast.engine.requests import TrainSettings
 
 TEXT_TOKENS = sampling.MAX_PROMPT_TOKENS  # prompts are encoded padded to this length
 TRACED_SAMPLER = Sampler(steps=30, guidance_scale=5.0)  # guided where the trace has a negative prompt

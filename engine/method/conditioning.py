@@ -11,9 +11,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from framecast.common.requests import MaskMode
 from framecast.engine.errors import InvalidInput
 from framecast.engine.method.windows import VAE_TEMPORAL, check_frame_count, latent_frames  # noqa: F401 (the conditioning's frame rules)
-from framecast.engine.requests import MaskMode
 
 VAE_SPATIAL = 8  # Wan2.1's; a pipeline's own is pipe.vae_scale_factor_spatial
 BBOX_MIN_AREA = 50  # px at 832x480: smaller components are dropped, as the public preprocessing does

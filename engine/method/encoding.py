@@ -13,12 +13,11 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
+from framecast.common.requests import TrainSettings
 from framecast.engine.memory.lowvram import Placement
 from framecast.engine.method import conditioning as C
-from framecast.engine.method.sampling import PromptIds
-from framecast.engine.method.sampling import Conditioning, encode_clip_image, encode_prompt_ids, encode_video
+from framecast.engine.method.sampling import Conditioning, PromptIds, encode_clip_image, encode_prompt_ids, encode_video
 from framecast.engine.method.training import Sample
-from framecast.engine.requests import TrainSettings
 
 CACHED_EMBEDDINGS = 16  # prompts and images each
 

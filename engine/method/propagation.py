@@ -15,6 +15,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
+from framecast.common.requests import BlendRamp
 from framecast.engine.errors import Cancelled
 from framecast.engine.jobs.clip import ClipData
 from framecast.engine.jobs.prepared import PreparedPropagate, PropagateResult
@@ -22,7 +23,6 @@ from framecast.engine.method.encoding import Encoders
 from framecast.engine.method.sampling import Sampler, composite, decode_stream, denoise, feather_alpha
 from framecast.engine.method.windows import WindowPlan
 from framecast.engine.quality.metrics import psnr, seam_score, ssim, temporal_change
-from framecast.engine.requests import BlendRamp
 
 OnStep = Callable[[int, int], None]  # (step, total) after each denoising step
 OnFrames = Callable[[int, np.ndarray], None]  # (first index, frames [n, H, W, 3]) once final

@@ -16,10 +16,10 @@ import numpy as np
 import PIL.Image
 import torch
 
+from framecast.common.requests import StepCache
 from framecast.engine.compat import decode_latent_frames, prompt_clean, vae_streams
 from framecast.engine.errors import Cancelled
 from framecast.engine.method.conditioning import to_uint8
-from framecast.engine.requests import StepCache
 
 
 @dataclass

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from framecast.common.requests import TrainSettings
 from framecast.engine.errors import Cancelled, TrainingDiverged
 from framecast.engine.method.sampling import Conditioning
-from framecast.engine.requests import TrainSettings
 
 
 @dataclass
@@ -73,6 +73,75 @@ def make_optimizer(params: list[torch.Tensor], optimizer: str, settings: TrainSe
                              weight_decay=settings.weight_decay, foreach=foreach)  # fmt: skip
 
 
+class LoraTrainer:
+    """Fits the transformer's active LoRA adapter, phase after phase, resumable: ``run`` a phase's
+    steps (each the next sample in turn), as often as needed, and ``snapshot`` / ``restore`` the
+    adapter, the optimizer and the random draws between runs. Automatic steps train the motion
+    phase in chunks and try the appearance phase after each from a snapshot, so an adapter stopped
+    after N motion steps is the one a fixed run of N steps makes, bit for bit.
+
+    Only parameters with ``requires_grad`` (the adapter's) are optimised, with AdamW or
+    bitsandbytes' 8-bit AdamW (``optimizer="adamw8bit"``: moments stored in 8 bits). ``total``:
+    the steps progress counts to."""
+
+    def __init__(self, transformer, settings: TrainSettings, total: int, on_progress=None, should_cancel=None,
+                 optimizer: str = "adamw"):  # fmt: skip
+        self.transformer, self.settings, self.total = transformer, settings, total
+        self.on_progress, self.should_cancel = on_progress, should_cancel
+        self.params = [p for p in transformer.parameters() if p.requires_grad]
+        self.optimizer = make_optimizer(self.params, optimizer, settings)
+        self.generator = torch.Generator(device="cpu").manual_seed(settings.seed)
+        self.outcome = TrainOutcome()
+        self.step, self.started = 0, time.perf_counter()
+
+    def __enter__(self) -> LoraTrainer:
+        if self.settings.gradient_checkpointing:
+            self.transformer.enable_gradient_checkpointing()
+        self.transformer.train()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.transformer.eval()
+        if self.settings.gradient_checkpointing:
+            self.transformer.disable_gradient_checkpointing()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def run(self, phase: str, samples: list[Sample], steps: int, first: int = 0) -> None:
+        """``steps`` steps of ``phase``, the i-th on ``samples[(first + i) % len(samples)]``."""
+        settings, device = self.settings, samples[0].target_latents.device
+        for phase_step in range(first, first + steps):
+            if self.should_cancel is not None and self.should_cancel():
+                raise Cancelled("job cancelled")
+            sample = samples[phase_step % len(samples)]
+            loss = _train_step(self.transformer, self.optimizer, self.params, sample, settings, self.generator, device)
+            self.step += 1
+            if not math.isfinite(loss):
+                raise TrainingDiverged(
+                    f"training diverged: the loss was {loss} at step {self.step} of {self.total} ({phase} phase), so "
+                    f"nothing was stored; try a lower learning_rate than {settings.learning_rate:g}"
+                )
+            self.outcome.losses.append(loss)
+            if self.on_progress is not None:
+                self.on_progress(Progress(phase, self.step, self.total, loss, time.perf_counter() - self.started))
+
+    def snapshot(self) -> dict:
+        """The adapter's weights, the optimizer's state and the draws' state, copied."""
+        import copy
+
+        return {"params": [p.detach().clone() for p in self.params], "step": self.step,
+                "optimizer": copy.deepcopy(self.optimizer.state_dict()), "generator": self.generator.get_state(),
+                "losses": len(self.outcome.losses)}  # fmt: skip
+
+    def restore(self, snapshot: dict) -> None:
+        with torch.no_grad():
+            for param, saved in zip(self.params, snapshot["params"]):
+                param.copy_(saved)
+        self.optimizer.load_state_dict(snapshot["optimizer"])
+        self.generator.set_state(snapshot["generator"])
+        self.step = snapshot["step"]
+        del self.outcome.losses[snapshot["losses"] :]
+
+
 def train_lora(
     transformer,
     phases: list[tuple[str, list[Sample], int]],
@@ -81,44 +150,13 @@ def train_lora(
     should_cancel: Callable[[], bool] | None = None,
     optimizer: str = "adamw",
 ) -> TrainOutcome:
-    """Fit the transformer's active LoRA adapter.
-
-    ``phases``: (name, samples, steps); each step of a phase uses the next sample in turn.
-    Only parameters with ``requires_grad`` (the adapter's) are optimised, with AdamW or
-    bitsandbytes' 8-bit AdamW (``optimizer="adamw8bit"``: moments stored in 8 bits).
-    """
-    device = phases[0][1][0].target_latents.device
-    params = [p for p in transformer.parameters() if p.requires_grad]
-    optimizer = make_optimizer(params, optimizer, settings)
-    generator = torch.Generator(device="cpu").manual_seed(settings.seed)
+    """Fit the transformer's active LoRA adapter: ``phases`` of (name, samples, steps) in order
+    (``LoraTrainer``)."""
     total = sum(steps for _, _, steps in phases)
-    outcome = TrainOutcome()
-    if settings.gradient_checkpointing:
-        transformer.enable_gradient_checkpointing()
-    transformer.train()
-    start, step = time.perf_counter(), 0
-    try:
+    with LoraTrainer(transformer, settings, total, on_progress, should_cancel, optimizer) as trainer:
         for phase, samples, steps in phases:
-            for phase_step in range(steps):
-                if should_cancel is not None and should_cancel():
-                    raise Cancelled("job cancelled")
-                sample = samples[phase_step % len(samples)]
-                loss = _train_step(transformer, optimizer, params, sample, settings, generator, device)
-                step += 1
-                if not math.isfinite(loss):
-                    raise TrainingDiverged(
-                        f"training diverged: the loss was {loss} at step {step} of {total} ({phase} phase), so "
-                        f"nothing was stored; try a lower learning_rate than {settings.learning_rate:g}"
-                    )
-                outcome.losses.append(loss)
-                if on_progress is not None:
-                    on_progress(Progress(phase, step, total, loss, time.perf_counter() - start))
-    finally:
-        transformer.eval()
-        if settings.gradient_checkpointing:
-            transformer.disable_gradient_checkpointing()
-        optimizer.zero_grad(set_to_none=True)
-    return outcome
+            trainer.run(phase, samples, steps)
+    return trainer.outcome
 
 
 def _train_step(transformer, optimizer, params, sample: Sample, settings, generator, device) -> float:

@@ -14,15 +14,8 @@ import argparse
 import dataclasses
 import logging
 
-from framecast.engine.arguments import (
-    UINT32_MAX,
-    non_negative_int,
-    positive_float,
-    positive_int,
-    run_command,
-    whole_number,
-)
-from framecast.engine.errors import InvalidInput
+from framecast.common.arguments import UINT32_MAX, non_negative_int, positive_float, positive_int, whole_number
+from framecast.engine.errors import InvalidInput, exit_code
 
 _multiplier = whole_number(1, 64, "multiplier")
 
@@ -37,6 +30,7 @@ def dim_mult(text: str) -> tuple[int, ...]:
 # ---- commands -------------------------------------------------------------------------------
 
 
+@exit_code
 def cmd_make_tiny_model(args) -> int:
     import transformers
 
@@ -47,6 +41,7 @@ def cmd_make_tiny_model(args) -> int:
     return 0
 
 
+@exit_code
 def cmd_train_toy_model(args) -> int:
     import transformers
 
@@ -156,4 +151,4 @@ def main(argv: list[str] | None = None) -> int:
     add_parsers(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return run_command(lambda: args.run(args))
+    return args.run(args)

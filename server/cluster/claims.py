@@ -20,9 +20,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from framecast.common.media import atomic_write
 from framecast.engine.adapters.store import check_adapter_name
 from framecast.engine.errors import FailedPrecondition
-from framecast.engine.media import atomic_write
 
 CLAIMS_DIR = "cluster/claims"  # under the data directory
 

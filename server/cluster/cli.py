@@ -15,7 +15,7 @@ import signal
 import sys
 import threading
 
-from framecast.engine.errors import InvalidInput
+from framecast.engine.errors import InvalidInput, exit_code
 from framecast.server import cli as serve_cli
 
 
@@ -51,6 +51,7 @@ def _replica_gpus(args) -> float:
     return 0.0
 
 
+@exit_code
 def cmd_cluster(args) -> int:
     """Start the replicas and the front, and serve until a signal stops them."""
     serve_cli.require_server("cluster")

@@ -14,8 +14,8 @@ from PIL import Image
 
 from framecast.client import FramecastClient
 from framecast.client.cli import main
+from framecast.common.media import encode_png, encode_video, mask_to_frames
 from framecast.engine.footage.read import decode_all
-from framecast.engine.media import encode_png, encode_video, mask_to_frames
 from framecast.v1 import framecast_pb2 as pb
 
 

@@ -23,7 +23,7 @@ from framecast.client import (
 from framecast.client.client import OUTPUT_ENCODINGS, MiB, encode_array, enum_value, mask_mode_value
 from framecast.client.progress import JobProgress, follow_job
 from framecast.client.strip import GAP, HEADER_HEIGHT, LABEL_WIDTH, build_strip, frame_indices
-from framecast.engine import media
+from framecast.common import media
 from framecast.engine.footage.read import decode_all
 from framecast.v1 import framecast_pb2 as pb
 
@@ -33,7 +33,7 @@ from framecast.v1 import framecast_pb2 as pb
 
 def test_client_imports_neither_torch_nor_diffusers():
     code = (
-        "import sys, framecast.client, framecast.client.cli, framecast.client.strip, framecast.client.demo; "
+        "import sys, framecast.client, framecast.client.cli, framecast.client.strip, framecast.engine.toy.demo; "
         "assert 'torch' not in sys.modules and 'diffusers' not in sys.modules, "
         "[m for m in ('torch', 'diffusers') if m in sys.modules]"
     )

@@ -13,7 +13,7 @@ from PIL import Image
 
 from framecast.client import FramecastClient
 from framecast.client.cli import main
-from framecast.engine.media import encode_png
+from framecast.common.media import encode_png
 from framecast.v1 import framecast_pb2 as pb
 
 from ..server.footage import make_footage, read_audio, read_video

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from framecast.client.cli import main
-from framecast.engine.media import encode_png
+from framecast.common.media import encode_png
 
 from ..server.footage import read_video, write_video
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from framecast.common.requests import PropagateJob, TrainJob, TrainSettings
 from framecast.engine.adapters.slots import AdapterState, AdapterStore
 from framecast.engine.config import EngineConfig
 from framecast.engine.engine import Engine
@@ -24,7 +25,6 @@ from framecast.engine.errors import (
 from framecast.engine.jobs import checks
 from framecast.engine.method import conditioning as C
 from framecast.engine.method.sampling import decode_stream, feather_alpha
-from framecast.engine.requests import PropagateJob, TrainJob, TrainSettings
 
 
 @pytest.fixture(scope="module")

@@ -67,9 +67,9 @@ def test_an_archive_that_inflates_beyond_any_frame_is_refused_before_it_is_infla
 
 
 def test_the_largest_seed_wraps_across_windows(tiny_model_dir, tmp_path):
+    from framecast.common.requests import PropagateJob
     from framecast.engine.config import EngineConfig
     from framecast.engine.engine import Engine
-    from framecast.engine.requests import PropagateJob
     from framecast.engine.toy.world import SceneConfig, make_scene
 
     scene = make_scene(1, SceneConfig(frames=9, sprites=1))

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from framecast.common.requests import PropagateJob, TrainJob, TrainSettings
 from framecast.engine.config import EngineConfig
 from framecast.engine.engine import Engine
 from framecast.engine.errors import InvalidInput, OutOfMemory
 from framecast.engine.memory.sizes import GiB, memory_size
-from framecast.engine.requests import PropagateJob, TrainJob, TrainSettings
 from framecast.engine.toy.world import SceneConfig, make_scene
 
 

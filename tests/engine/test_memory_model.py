@@ -280,9 +280,9 @@ def test_the_trace_runs_the_steps_the_engine_runs(monkeypatch):
     own training._train_step, in order (less its draw of t and its reading of the loss on the host),
     and a traced denoising step those of an iteration of sampling.denoise's loop; each peaks as
     the engine's does. A step of the engine's changed without the trace fails here."""
+    from framecast.common.requests import TrainSettings
     from framecast.engine.method import training
     from framecast.engine.method.sampling import denoise
-    from framecast.engine.requests import TrainSettings
 
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # the loss's PyTorch reference, as traced
     pipe = build_pipeline(preset("tiny"))

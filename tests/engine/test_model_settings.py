@@ -7,10 +7,10 @@ import json
 
 import pytest
 
+from framecast.common.requests import StepCache
 from framecast.engine.errors import InvalidInput
 from framecast.engine.model import builtin_model_dir
 from framecast.engine.model_settings import DEFAULT_PRESETS, ModelSettings
-from framecast.engine.requests import StepCache
 
 
 def write(tmp_path, data) -> ModelSettings:

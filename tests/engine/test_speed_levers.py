@@ -8,11 +8,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from framecast.common.requests import PropagateJob, StepCache, TrainJob, TrainSettings
 from framecast.engine.config import EngineConfig
 from framecast.engine.engine import Engine
 from framecast.engine.errors import InvalidInput
 from framecast.engine.quality.metrics import psnr
-from framecast.engine.requests import PropagateJob, StepCache, TrainJob, TrainSettings
 
 STEPS = 8
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from framecast.common.requests import PropagateJob, TrainJob, TrainSettings
 from framecast.engine.config import EngineConfig
 from framecast.engine.engine import Engine
 from framecast.engine.errors import InvalidInput
 from framecast.engine.method.windows import plan_windows
 from framecast.engine.quality.metrics import seam_score
-from framecast.engine.requests import PropagateJob, TrainJob, TrainSettings
 from framecast.engine.toy.world import SceneConfig, make_scene
 
 

@@ -15,8 +15,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save
 
+from framecast.common.media import decode_image
 from framecast.engine.adapters.formats import BLOCK_MODULES, target_shapes
-from framecast.engine.media import decode_image
 from framecast.v1 import framecast_pb2 as pb
 
 from .test_bad_requests import expect

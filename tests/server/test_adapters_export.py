@@ -9,7 +9,7 @@ import numpy as np
 import PIL.Image
 import torch
 
-from framecast.engine.media import decode_image, encode_png, encode_video, mask_to_frames
+from framecast.common.media import decode_image, encode_png, encode_video, mask_to_frames
 from framecast.v1 import framecast_pb2 as pb
 
 from .test_e2e import upload, upload_scene

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from framecast.engine.media import encode_png, encode_video, mask_to_frames
+from framecast.common.media import encode_png, encode_video, mask_to_frames
 from framecast.v1 import framecast_pb2 as pb
 
 from .test_e2e import upload, upload_scene

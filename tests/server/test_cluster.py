@@ -21,7 +21,7 @@ import pytest
 pytest.importorskip("ray.serve")
 
 from framecast.client import FramecastClient, FramecastError  # noqa: E402
-from framecast.engine.media import encode_png, encode_video, mask_to_frames  # noqa: E402
+from framecast.common.media import encode_png, encode_video, mask_to_frames  # noqa: E402
 from framecast.v1 import framecast_pb2 as pb  # noqa: E402
 from framecast.v1 import framecast_pb2_grpc  # noqa: E402
 

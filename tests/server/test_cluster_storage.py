@@ -9,8 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
+from framecast.common.media import encode_png
 from framecast.engine.errors import FailedPrecondition, InvalidInput
-from framecast.engine.media import encode_png
 from framecast.server.cluster.claims import AdapterClaims
 from framecast.server.media_store import MediaStore
 

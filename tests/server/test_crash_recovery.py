@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from google.protobuf import json_format
 
-from framecast.engine.media import encode_png
+from framecast.common.media import encode_png
 from framecast.v1 import framecast_pb2 as pb
 from framecast.v1 import framecast_pb2_grpc
 

@@ -7,8 +7,8 @@ import grpc
 import numpy as np
 import pytest
 
+from framecast.common.media import decode_image, encode_png, encode_video, mask_to_frames
 from framecast.engine.footage.read import decode_all
-from framecast.engine.media import decode_image, encode_png, encode_video, mask_to_frames
 from framecast.v1 import framecast_pb2 as pb
 from framecast.v1 import framecast_pb2_grpc
 

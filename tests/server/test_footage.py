@@ -11,7 +11,7 @@ import grpc
 import numpy as np
 import pytest
 
-from framecast.engine.media import encode_png, encode_video, mask_to_frames
+from framecast.common.media import encode_png, encode_video, mask_to_frames
 from framecast.v1 import framecast_pb2 as pb
 
 from .footage import make_footage, read_audio, read_video, video_times

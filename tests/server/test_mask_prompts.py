@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from framecast.engine.media import encode_png, mask_to_frames
+from framecast.common.media import encode_png, mask_to_frames
 from framecast.engine.toy.world import SceneConfig, make_scene
 from framecast.v1 import framecast_pb2 as pb
 

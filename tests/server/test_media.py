@@ -9,8 +9,8 @@ import grpc
 import pytest
 
 from framecast.client import cli
+from framecast.common.media import encode_png, encode_video
 from framecast.engine.errors import InvalidInput
-from framecast.engine.media import encode_png, encode_video
 from framecast.server.config import ServerConfig
 from framecast.server.media_store import MediaStore
 from framecast.v1 import framecast_pb2 as pb
@@ -129,8 +129,8 @@ def test_retention_deletes_media_older_than_the_period(start_server_at, tiny_mod
 
 def test_a_png_sequence_of_the_same_frames_is_the_same_media_whenever_it_is_written(scene, tmp_path, monkeypatch):
     """Results are content-addressed: the same frames written an hour apart give the same bytes and id."""
+    from framecast.common.media import encode_png_sequence
     from framecast.engine.footage.read import decode_all
-    from framecast.engine.media import encode_png_sequence
 
     store = MediaStore(tmp_path, max_pixels=1 << 20, max_frames=100)
     first = encode_png_sequence(scene.source)

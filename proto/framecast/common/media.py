@@ -1,8 +1,10 @@
-"""Reading and writing the media framecast handles: videos, images, masks.
+"""Writing the media framecast handles: frames encoded as H.264, PNG or a zip of PNGs, masks to
+and from frames, files written atomically, a stored file's kind from its first bytes.
 
 Torch-free on purpose (numpy, PyAV, Pillow only), so the client and the CLI can use it
 without the server's dependencies. Frames are ``[F, H, W, 3] uint8`` RGB; masks are
-``[F, H, W] bool`` with True = the edit region.
+``[F, H, W] bool`` with True = the edit region. Stored media are read (probed, decoded as a
+player shows them) by ``framecast.engine.footage.read``.
 """
 
 from __future__ import annotations

@@ -9,12 +9,14 @@ not the model's 64x64 at 16 fps; with the edit target's mask and its edited firs
 drives the server through a real ``FramecastClient``: upload, train, propagate with compositing,
 download. The output has the source's size, frame count, timestamps and sound. Writes the
 inputs, the output video and a ``strip.png`` contact sheet to OUT.
+
+The toy lab's showcase: it drives the server and the client as a user would, so it imports both
+(the client's ``framecast demo`` imports this module when the command runs).
 """
 
 from __future__ import annotations
 
 import json
-
 import sys
 from pathlib import Path
 
@@ -26,7 +28,8 @@ from framecast.client.display import format_adapter, format_metrics
 from framecast.client.jobs import collect_propagation, run_train
 from framecast.client.progress import JobProgress, follow_job
 from framecast.client.strip import write_strip
-from framecast.engine import media
+from framecast.common import media
+from framecast.engine.errors import exit_code
 from framecast.engine.quality.metrics import psnr
 
 ADAPTER = "demo"
@@ -100,7 +103,12 @@ def _model_dir(args, out: Path) -> Path:
     return model
 
 
+@exit_code
 def run_demo(args) -> int:
+    """Run the demo; on a client-only install, say which extra it needs (as ``serve`` does)."""
+    from framecast.server.cli import require_server
+
+    require_server("demo")  # before anything is written
     _check(args)
     from framecast.engine.toy.world import SceneConfig, make_scene
 

@@ -1,17 +1,26 @@
 """What a caller asks the engine for, with every default in one place.
 
-``TrainJob`` and ``PropagateJob`` are requests as given (decoded media, settings); the
-engine checks and plans each once (``Engine.prepare_train`` / ``prepare_propagate``) into a
-``PreparedTrain`` / ``PreparedPropagate`` that the run consumes (``framecast.engine.jobs.prepared``). The server fills these
-dataclasses from protobuf only with the fields a request set, so an unset field takes the
-default written here and nowhere else. Torch-free: the CLI reads the defaults for its help.
+``TrainJob`` and ``PropagateJob`` are requests as given (decoded media, settings); the engine
+checks and plans each once (``Engine.prepare_train`` / ``prepare_propagate``) into what the run
+consumes (``framecast.engine.jobs.prepared``). The server fills these dataclasses from protobuf only
+with the fields a request set, so an unset field takes the default written here and nowhere else.
+Torch-free and engine-free: the client's command line reads the defaults for its help
+(``field_default``).
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
+
 import numpy as np
+
+
+def field_default(config: type, name: str):
+    """The default of dataclass ``config``'s field ``name``: what a setting left unset gets."""
+    found = next(f for f in fields(config) if f.name == name)
+    return found.default if found.default is not MISSING else found.default_factory()
+
 
 class MaskMode(str, enum.Enum):
     """How the user's mask becomes the method's (docs/method.md, "What the method changes")."""

@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from framecast.engine.media import atomic_write
+from framecast.common.media import atomic_write
 
 
 def test_atomic_write_replaces_and_leaves_no_temporary_file(tmp_path):

@@ -1,17 +1,12 @@
 """What every framecast command line shares (the client's, ``python -m framecast.server`` and
 ``python -m framecast.engine.toy``): option value types that refuse what a request could not
-carry, and the way a command's outcome becomes an exit code.
-
-argparse only, and the engine's error classes: importing it loads neither torch nor gRPC.
+carry. argparse only: importing it loads neither torch nor gRPC. (How a server-side command's
+outcome becomes an exit code is ``framecast.engine.errors.run_command``.)
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
-from collections.abc import Callable
-
-from framecast.engine.errors import FramecastError
 
 UINT32_MAX = 2**32 - 1  # the largest value of the API's uint32 fields (steps, rank, pixels, frame indices)
 UINT64_MAX = 2**64 - 1  # ... and of its uint64 fields (seeds)
@@ -61,16 +56,3 @@ def positive_float(text: str) -> float:
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a number above 0 but got {text!r}")
     return value
-
-
-def run_command(command: Callable[[], int]) -> int:
-    """Run a command and return its exit code: its own, 2 when a setting or request is refused
-    (``error: <message>`` on stderr), 130 when interrupted."""
-    try:
-        return command()
-    except FramecastError as error:
-        print(f"error: {error}", file=sys.stderr)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    return 2
