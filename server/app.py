@@ -31,7 +31,8 @@ from framecast.server.calls import CallInterceptor
 from framecast.server.config import MAX_MESSAGE_BYTES, ServerConfig
 from framecast.server.errors import ErrorInterceptor
 from framecast.server.health import Health, device_problem
-from framecast.server.jobs import JobObservers, JobQueue
+from framecast.server.job import JobObservers
+from framecast.server.jobs import JobQueue
 from framecast.server.media_store import MediaStore
 from framecast.server.metrics import Metrics
 from framecast.server.request_ids import install_log_records

@@ -6,7 +6,7 @@ scrape time for the rest:
 
 - ``calls.CallInterceptor``: every RPC, its status code and latency (a stream's: to its end),
   and the streams open now;
-- the job queue (a ``jobs.JobObserver``): queue wait, each job's run time and each progress
+- the job queue (a ``job.JobObserver``): queue wait, each job's run time and each progress
   phase's, steps per second while training and sampling;
 - the engine's adapter caches (``AdapterManager.observe``, a plain callable: the engine never
   imports this): hits, misses and evictions by tier;
@@ -119,7 +119,7 @@ class Metrics:
         if counter is not None and tier in TIERS:
             counter.labels(tier=tier).inc()
 
-    # --- jobs (jobs.JobObserver) ------------------------------------------------------------
+    # --- jobs (job.JobObserver) ------------------------------------------------------------
 
     def job_started(self, job) -> None:
         info = job.info

@@ -20,7 +20,8 @@ from framecast.server import convert
 from framecast.server.adapter_rpcs import AdapterRpcs
 from framecast.server.config import ServerConfig
 from framecast.server.errors import JobFailed
-from framecast.server.jobs import Job, JobQueue
+from framecast.server.job import Job
+from framecast.server.jobs import JobQueue
 from framecast.server.media_store import MediaStore
 from framecast.v1 import framecast_pb2 as pb
 from framecast.v1 import framecast_pb2_grpc as pb_grpc

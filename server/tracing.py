@@ -10,7 +10,7 @@ places the metrics are:
   method (``framecast.v1.Framecast/Train``), a child of the caller's W3C ``traceparent``
   metadata when it sends one, current while the handler runs and ended with the call's status
   code (a stream's: at its end);
-- the job queue (a ``jobs.JobObserver``): a span per job, a child of the span of the RPC that
+- the job queue (a ``job.JobObserver``): a span per job, a child of the span of the RPC that
   created it (the context the job was made in, ``Job.created_in``), from its creation to its
   end, with a child span per progress phase (decode, motion, appearance, denoise, encode),
   each from the end of the phase before it (or the job's start) to its last report, the
@@ -111,7 +111,7 @@ class Tracing:
                                       attributes=attributes)  # fmt: skip
         return RpcSpan(span)
 
-    # --- jobs (jobs.JobObserver) ------------------------------------------------------------
+    # --- jobs (job.JobObserver) ------------------------------------------------------------
 
     def _job_span(self, job) -> trace.Span:
         info = job.info

@@ -40,7 +40,8 @@ from framecast.server.cluster.claims import CLAIMS_DIR, AdapterClaims
 from framecast.server.cluster.front_jobs import CANCEL_DIR, FRONTS_DIR, FrontJobs, relay, remote_failure
 from framecast.server.config import ServerConfig
 from framecast.server.health import Health
-from framecast.server.jobs import Job, JobObservers, ensure_not_in_use
+from framecast.server.job import Job, JobObservers
+from framecast.server.jobs import ensure_not_in_use
 from framecast.server.media_store import MediaStore
 from framecast.server.metrics import Metrics
 from framecast.server.request_ids import current_request_id, install_log_records

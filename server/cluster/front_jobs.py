@@ -29,7 +29,8 @@ from google.protobuf import json_format
 
 from framecast.engine.errors import Cancelled, FramecastError, JobNotFound, Unavailable
 from framecast.server.errors import JobFailed, Status
-from framecast.server.jobs import TERMINAL, Job, JobObserver, JobQueue
+from framecast.server.job import TERMINAL, Job, JobObserver
+from framecast.server.jobs import JobQueue
 from framecast.v1 import framecast_pb2 as pb
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,8 @@ from framecast.engine.engine import Engine
 from framecast.engine.errors import Cancelled
 from framecast.engine.memory.sizes import GiB, memory_size
 from framecast.engine.toy.world import SceneConfig, make_scene
-from framecast.server.jobs import Job, JobQueue
+from framecast.server.job import Job
+from framecast.server.jobs import JobQueue
 from framecast.v1 import framecast_pb2 as pb
 from framecast.v1 import framecast_pb2_grpc
 

@@ -12,7 +12,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from framecast.engine.errors import InvalidInput
-from framecast.server.jobs import Job, JobQueue
+from framecast.server.job import Job
+from framecast.server.jobs import JobQueue
 from framecast.server.request_ids import install_log_records, request_scope
 from framecast.v1 import framecast_pb2 as pb
 from framecast.v1 import framecast_pb2_grpc

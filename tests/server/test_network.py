@@ -93,7 +93,7 @@ def health_status(channel: grpc.Channel, service: str, timeout: float = 5) -> in
 @pytest.fixture()
 def held_job(grpc_server):
     """A job the real queue runs until the test lets it end: streams following it stay open."""
-    from framecast.server.jobs import Job
+    from framecast.server.job import Job
 
     release = threading.Event()
     job = grpc_server.queue.submit(Job(pb.JOB_KIND_TRAIN, "", lambda handle: release.wait(120)))
@@ -154,7 +154,7 @@ def test_open_streams_never_starve_health_or_unary_calls(grpc_server, held_job):
 
 
 def test_a_stream_beyond_the_cap_is_resource_exhausted(start_server_at, tiny_model_dir, tmp_path):
-    from framecast.server.jobs import Job
+    from framecast.server.job import Job
 
     server = start_server_at(tiny_model_dir, tmp_path, max_streams=4)
     release = threading.Event()
@@ -183,7 +183,8 @@ def test_a_stream_beyond_the_cap_is_resource_exhausted(start_server_at, tiny_mod
 def test_a_watcher_gets_progress_coalesced_and_every_other_event(tmp_path):
     """Watchers get progress at most every WATCH_PROGRESS_EVERY_S, the latest before any other event; a
     job's own stream gets every event."""
-    from framecast.server.jobs import WATCH_PROGRESS_EVERY_S, Job, JobQueue
+    from framecast.server.job import WATCH_PROGRESS_EVERY_S, Job
+    from framecast.server.jobs import JobQueue
 
     queue = JobQueue(tmp_path, max_queue=4)
     go = threading.Event()

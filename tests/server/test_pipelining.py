@@ -11,7 +11,8 @@ import grpc
 import pytest
 
 from framecast.engine.errors import FailedPrecondition
-from framecast.server.jobs import Job, JobQueue
+from framecast.server.job import Job
+from framecast.server.jobs import JobQueue
 from framecast.v1 import framecast_pb2 as pb
 
 from .test_bad_requests import expect

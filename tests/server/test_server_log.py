@@ -12,7 +12,7 @@ import grpc
 import pytest
 
 from framecast.server.config import ServerConfig
-from framecast.server.jobs import Job
+from framecast.server.job import Job
 from framecast.v1 import framecast_pb2 as pb
 from framecast.v1 import framecast_pb2_grpc
 

@@ -27,7 +27,7 @@ SERVER = """
 import sys, threading
 from framecast.server.app import start_server
 from framecast.server.config import ServerConfig
-from framecast.server.jobs import Job
+from framecast.server.job import Job
 from framecast.v1 import framecast_pb2 as pb
 
 config = ServerConfig.build(model_dir=sys.argv[1], data_dir=sys.argv[2], port=0, grace_s=0.5)

@@ -20,7 +20,7 @@ from framecast.client import cli
 from framecast.engine.errors import InvalidInput
 from framecast.server.app import start_server
 from framecast.server.config import ServerConfig
-from framecast.server.jobs import Job
+from framecast.server.job import Job
 from framecast.v1 import framecast_pb2 as pb
 from framecast.v1 import framecast_pb2_grpc
 

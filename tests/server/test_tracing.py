@@ -15,7 +15,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from framecast.engine.errors import InvalidInput
-from framecast.server.jobs import Job, JobQueue
+from framecast.server.job import Job
+from framecast.server.jobs import JobQueue
 from framecast.server.request_ids import request_scope
 from framecast.v1 import framecast_pb2 as pb
 from framecast.v1 import framecast_pb2_grpc
