@@ -212,9 +212,16 @@ def test_parse_export_info_demo():
     info = parser.parse_args(["info", "--server", "h:4", "--timeout", "2.5"])
     assert info.server == "h:4" and info.timeout == 2.5 and info.run is cli.cmd_info
     demo = parser.parse_args(["demo"])
-    assert (demo.out, demo.model, demo.steps, demo.frames, demo.seed) == ("demo-out", None, 200, 25, 0)
+    assert (demo.out, demo.model, demo.steps, demo.frames, demo.seed) == ("demo-out", None, None, 25, 0)
     assert (demo.width, demo.height, demo.fps) == (128, 128, 24.0)  # a user's clip, not the model's 64x64 at 16 fps
-    assert (demo.lr, demo.colour_variants, demo.guidance, demo.adapter_strength) == (1e-3, 7, 2.0, 0.6)
+    # Unset, the training and sampling settings are the model's own: the built-in model's are the tuned ones.
+    assert (demo.lr, demo.colour_variants, demo.guidance, demo.adapter_strength) == (None, None, None, None)
+    from framecast.engine.model import builtin_model_dir
+    from framecast.engine.model_settings import ModelSettings
+
+    tuned = ModelSettings.load(builtin_model_dir())
+    assert (tuned.train["steps"], tuned.train["learning_rate"], tuned.train["colour_variants"]) == (200, 1e-3, 7)
+    assert (tuned.propagate["guidance_scale"], tuned.propagate["adapter_strength"]) == (2.0, 0.6)
     assert demo.first_frame_reference and not parser.parse_args(["demo", "--no-first-frame-reference"]).first_frame_reference
 
 
