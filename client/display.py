@@ -212,13 +212,16 @@ def format_plan(kind: str, plan) -> str:
     if plan.windows:
         spans = ", ".join(f"{w.start}-{w.start + w.frames - 1}" for w in plan.windows)
         rows.append(("windows", f"{len(plan.windows)} ({spans})"))
+    ranged = plan.steps_min and plan.steps_min < plan.steps  # automatic steps: somewhere in between
     if plan.steps:
-        rows.append(("steps", plan.steps))
+        rows.append(("steps", f"{plan.steps_min}-{plan.steps} (automatic steps)" if ranged else plan.steps))
     if plan.estimated_device_bytes:
         rows.append(("memory", f"{format_bytes(plan.estimated_device_bytes)} (estimated peak on the device)"))
     if plan.windows:
         unknown = f"no estimate until the server has run a {kind} job"
         estimate = f"~{plan.estimated_seconds:.0f} s" if plan.estimated_seconds else unknown
+        if ranged and plan.estimated_seconds:
+            estimate = f"~{plan.estimated_seconds_min:.0f}-{plan.estimated_seconds:.0f} s"
         rows.append(("time", estimate))
     rows.append(("problems", "none" if not plan.problems else len(plan.problems)))
     lines = [kind] + [f"  {key:<15} {value}" for key, value in rows]

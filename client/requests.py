@@ -261,6 +261,10 @@ def train_request(
     fps: float | None = None,
     source_fps: bool = False,
     fit: str | int | None = None,
+    auto_steps: bool | None = None,
+    edited_first_frame_id: str | pb.MediaRef | None = None,
+    preview_prompt: str | None = None,
+    fidelity_threshold: float | None = None,
 ) -> pb.TrainRequest:
     """The ``TrainRequest`` of ``FramecastClient.train`` and ``plan_train``.
 
@@ -276,6 +280,10 @@ def train_request(
     ``references``: edited frames for the appearance phase, ``(frame_index, image_id)`` or
     ``(time_s, image_id)`` (an int is a source frame index, a float a source time in seconds).
     The shot (``start_s``, ``end_s``, ``fps``, ``source_fps``, ``fit``) as ``shot_options``.
+    ``auto_steps``: train the motion phase in chunks, previewing the edit after each, and stop once
+    it holds (``steps`` is then the most); its previews need ``edited_first_frame_id`` (or a
+    reference at frame 0), and sample with ``preview_prompt`` (of the edited video; default
+    ``prompt``) at ``fidelity_threshold`` (default the model's).
     Raises ValueError for no edit region or two, a bad choice or loss_weights, or a count, pixel
     width, coordinate, seed or time below 0 or beyond its field; TypeError for a value of the wrong
     type or no prompt.
@@ -301,6 +309,13 @@ def train_request(
         request.overlap_frames = uint_value(overlap_frames, "overlap_frames")
     if colour_variants is not None:
         request.colour_variants = uint_value(colour_variants, "colour_variants")
+    request.auto_steps = bool(auto_steps)
+    if edited_first_frame_id is not None:
+        request.edited_first_frame_id = media_id(edited_first_frame_id, "edited_first_frame_id")
+    if preview_prompt is not None:
+        request.preview_prompt = preview_prompt
+    if fidelity_threshold is not None:
+        request.fidelity_threshold = share_value(fidelity_threshold, "fidelity_threshold")
     add_references(request, references)
     if loss_weights is not None:
         request.loss_weights.CopyFrom(loss_weights_message(loss_weights))

@@ -26,7 +26,7 @@ from framecast.engine.adapters.slots import AdapterRecord, AdapterSlots, Adapter
 from framecast.engine.config import GiB, EngineConfig, EngineInfo, Offload, Quantize, concrete
 from framecast.engine.errors import AlreadyExists, Cancelled, InvalidInput, OutOfMemory, Problems, public_message
 from framecast.engine.jobs import checks
-from framecast.engine.jobs.clip import ClipData, OnRead, job_clip
+from framecast.engine.jobs.clip import ArrayClip, ClipData, OnRead, job_clip
 from framecast.engine.jobs.prepared import PreparedPropagate, PreparedTrain, PropagateResult
 from framecast.engine.masks.trackers import Tracker, TrackerKind, new_tracker
 from framecast.engine.masks.tracks import TrackCache
@@ -37,10 +37,11 @@ from framecast.engine.method import conditioning as C
 from framecast.engine.method.encoding import Encoders
 from framecast.engine.method.propagation import OnFrames, OnStep, Propagation
 from framecast.engine.method.sampling import Sampler
-from framecast.engine.method.training import Progress, train_lora
+from framecast.engine.method.training import LoraTrainer, Progress, train_lora
 from framecast.engine.method.windows import WindowPlan, plan_windows
 from framecast.engine.model import load_pipeline, model_limits
 from framecast.engine.model_settings import ModelSettings
+from framecast.engine.quality.fidelity import Fidelity, FidelityMeter, Verdict
 from framecast.engine.speed import Speed
 
 log = logging.getLogger(__name__)
@@ -240,6 +241,12 @@ class Engine:
             with problems.check():
                 plan = self.plan_windows(clip.frames, clip.height, clip.width, job.window_frames, job.overlap_frames,
                                          True, job.settings.rank)  # fmt: skip
+            if job.auto_steps is not None and not clip.has_edited_first_frame:
+                problems.add(InvalidInput("auto_steps", True, "needs the edited first frame to preview the edit: give "
+                                          "edited_first_frame_id (framecast edit does), or a reference at frame 0"))  # fmt: skip
+        if job.auto_steps is not None:
+            with problems.check():
+                self._prompts.ids("preview_prompt", job.auto_steps.prompt)
         problems.raise_if_any()
         return PreparedTrain(job, clip, prompt, plan)
 
@@ -305,10 +312,13 @@ class Engine:
                 # Mixed with the source clip itself as in the paper (not its colour variants).
                 mixed = refs * settings.reference_repeats + motion[: len(plan.starts)]
                 phases.append(("appearance", mixed, settings.appearance_steps))
-            with self.placement.using("transformer"):
-                outcome = train_lora(
-                    self.pipe.transformer, phases, settings, on_progress, should_cancel, optimizer=self.config.optimizer
-                )
+            if job.auto_steps is None:
+                with self.placement.using("transformer"):
+                    outcome = train_lora(self.pipe.transformer, phases, settings, on_progress, should_cancel,
+                                         optimizer=self.config.optimizer)  # fmt: skip
+                auto = None
+            else:
+                outcome, auto = self._train_auto(prepared, data, phases, on_progress, should_cancel)
             state_dict = slots.state_dict(job.adapter)
         except BaseException:
             slots.detach(job.adapter)
@@ -330,7 +340,74 @@ class Engine:
             source_media_id=job.source_media_id,
             final_loss=outcome.final_loss,
         )
+        if auto is not None:  # the steps it stopped at, and why
+            record.training.update(steps=auto["stopped_at"], auto_steps=auto)
         return self.adapters.store_trained(state_dict, record), data
+
+    def _train_auto(self, prepared: PreparedTrain, data: ClipData, phases, on_progress, should_cancel):
+        """Automatic steps (``AutoSteps``): the motion phase in chunks; after each, the appearance
+        phase (if any) from a snapshot of the adapter and the optimizer, then a preview of the edit;
+        the first whose edit holds is kept, else the whole motion phase is trained. An adapter stopped
+        after N motion steps is the one a fixed run of N steps trains. -> (outcome, what was done)."""
+        job, settings, auto = prepared.job, prepared.job.settings, prepared.job.auto_steps
+        motion = phases[0][1]
+        appearance = phases[1] if len(phases) > 1 else None
+        windows = prepared.plan.count
+        checkpoints = auto.checkpoints(settings.steps)
+        total = settings.motion_steps(windows) + (settings.appearance_steps if appearance else 0)
+        edited = data.edited_first_frame if data.edited_first_frame is not None else dict(data.references)[0]
+        previews, done, reason = [], 0, "cap"
+        with self.placement.using("transformer"):
+            trainer = LoraTrainer(self.pipe.transformer, settings, total, on_progress, should_cancel,
+                                  optimizer=self.config.optimizer)  # fmt: skip
+        for number, steps in enumerate(checkpoints):
+            last = number == len(checkpoints) - 1
+            upto = settings.motion_steps(windows) * steps // settings.steps
+            with self.placement.using("transformer"), trainer:
+                trainer.run("motion", motion, upto - done, first=done)
+            done = upto
+            snapshot = trainer.snapshot() if appearance and not last else None
+            if appearance:
+                with self.placement.using("transformer"), trainer:
+                    trainer.run("appearance", appearance[1], appearance[2])
+            if last:
+                break
+            started = time.perf_counter()
+            fidelity = self._preview(prepared, data, edited, should_cancel)
+            previews.append({"steps": steps, "verdict": fidelity.verdict.value, "fidelity_mean": fidelity.mean,
+                             "edit_psnr_db": fidelity.edit_psnr_db, "seconds": time.perf_counter() - started})  # fmt: skip
+            if on_progress is not None:
+                on_progress(Progress("preview", number + 1, len(checkpoints) - 1, 0.0, time.perf_counter() - started))
+            if fidelity.verdict is Verdict.HELD:
+                reason = "held"
+                break
+            if snapshot is not None:
+                trainer.restore(snapshot)
+        return trainer.outcome, {"stopped_at": checkpoints[len(previews)] if reason == "cap" else steps, "cap": settings.steps,
+                                 "reason": reason, "previews": previews, "checkpoints": checkpoints}  # fmt: skip
+
+    def _preview(self, prepared: PreparedTrain, data: ClipData, edited: np.ndarray, should_cancel) -> Fidelity:
+        """The edit as the adapter being trained carries it now: the first ``preview_frames``
+        working frames sampled in ``preview_steps`` steps with the preview's settings, composited,
+        and their fidelity (framecast.engine.quality.fidelity)."""
+        job, auto = prepared.job, prepared.job.auto_steps
+        frames = min(auto.preview_frames, len(data.frames))
+        frames = (frames - 1) // 4 * 4 + 1
+        sampling = dict(auto.sampling)
+        strength = float(sampling.pop("adapter_strength", 1.0))
+        preview = PropagateJob("", data.frames[:frames], data.edit_mask[:frames], edited, auto.prompt or job.prompt,
+                               **{**sampling, "steps": auto.preview_steps, "composite": True,
+                                  "mask_mode": MaskMode.EXACT, "window_frames": 0})  # fmt: skip
+        negative = self._prompts.ids("negative_prompt", preview.negative_prompt) if preview.guidance_scale > 1 else None
+        clip = ClipData(data.frames[:frames], data.edit_mask[:frames], data.edit_mask[:frames], edited)
+        run = PreparedPropagate(preview, ArrayClip(clip.frames, clip.edit_mask, edited),
+                                self._prompts.ids("preview_prompt", preview.prompt), negative, plan_windows(frames, 0, None))  # fmt: skip
+        with torch.no_grad(), self.adapters.slots.training_strength(job.adapter, strength):
+            result = Propagation(self.pipe, self.encoders, run, clip, should_cancel).run()
+        meter = FidelityMeter(clip.frames[0], edited, clip.edit_mask[0])
+        for source, output, region in zip(clip.frames, result.frames, clip.edit_mask):
+            meter.add(source, output, region)
+        return meter.result(auto.threshold)
 
     # --- propagation ----------------------------------------------------------------------------
 

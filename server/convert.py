@@ -163,6 +163,8 @@ def train_spec(request: pb.TrainRequest, problems: Problems) -> TrainSpec:
         settings=settings, preset=request.preset,
         options=_set(mask_mode=mask_mode, dilate_px=request.dilate_px or None, window_frames=request.window_frames or None,
                      overlap_frames=_present(request, "overlap_frames")),
+        auto_steps=request.auto_steps, edited_first_frame_id=request.edited_first_frame_id,
+        preview_prompt=request.preview_prompt, fidelity_threshold=_present(request, "fidelity_threshold"),
     )  # fmt: skip
 
 
@@ -240,7 +242,8 @@ def fidelity(measured: Fidelity) -> pb.Fidelity:
         curve=[f.fidelity for f in frames], source_share=[f.source_share for f in frames],
         garbled_share=[f.garbled_share for f in frames], verdict=VERDICTS[measured.verdict],
         threshold=measured.threshold, mean=measured.mean, worst=measured.worst, worst_frame=measured.worst_frame,
-        first_below=measured.first_below, summary=measured.describe(),
+        first_below=measured.first_below, summary=measured.describe(), edit_psnr_db=measured.edit_psnr_db,
+        edit_psnr=[f.edit_psnr_db for f in frames],
     )  # fmt: skip
 
 
@@ -380,4 +383,5 @@ def plan(report: PlanReport, source: MediaInfo | None) -> pb.PlanResponse:
         reply.windows.extend(pb.Window(start=start, frames=length) for start, length in zip(windows.starts, windows.lengths))
         reply.steps, reply.estimated_device_bytes = estimate.steps, estimate.device_bytes
         reply.estimated_seconds = estimate.seconds
+        reply.steps_min, reply.estimated_seconds_min = estimate.steps_min, estimate.seconds_min
     return reply

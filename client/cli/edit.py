@@ -83,7 +83,7 @@ def plans(client: FramecastClient, args, media: EditInputs, jobs: tuple[str, ...
         if kind == "train":
             prompt = args.source_prompt or args.prompt
             plan = client.plan_train(adapter, media.source, prompt=prompt, **media.mask.kwargs(),
-                                     **train_kwargs(args, media.references))  # fmt: skip
+                                     **train_kwargs(args, media.references, media.edited_first_frame, args.prompt))  # fmt: skip
         else:
             plan = client.plan_propagate(adapter if args.job == "propagate" else "", media.source,
                                          edited_first_frame_id=media.edited_first_frame, prompt=args.prompt,
@@ -157,7 +157,7 @@ def cmd_edit(args) -> int:
               f"window{'s' if windows > 1 else ''}; adapter {adapter}", file=sys.stderr)  # fmt: skip
 
         train = client.train(adapter, media.source, prompt=args.source_prompt or args.prompt, **media.mask.kwargs(),
-                             **train_kwargs(args, media.references))  # fmt: skip
+                             **train_kwargs(args, media.references, media.edited_first_frame, args.prompt))  # fmt: skip
         train_id = start_job("train", train)
         try:
             propagate = client.propagate(adapter, media.source, edited_first_frame_id=media.edited_first_frame,

@@ -59,14 +59,18 @@ def local_references(args) -> list[tuple[int | float, Path]]:
     return [(where, existing_file(path, "--reference")) for where, path in args.reference]
 
 
-def train_kwargs(args, references: list) -> dict:
-    """``FramecastClient.train`` keyword arguments of train's (or edit's) options."""
+def train_kwargs(args, references: list, edited_first_frame_id: str | None = None, preview_prompt: str | None = None) -> dict:
+    """``FramecastClient.train`` keyword arguments of train's (or edit's) options; an edit's
+    automatic steps preview its edited first frame with its prompt."""
     return dict(
         steps=args.train_steps, rank=args.rank, learning_rate=args.lr, mask_mode=args.mask_mode,
         dilate_px=args.dilate_px, references=references, seed=args.seed, loss_weights=args.loss_weights,
         appearance_steps=args.appearance_steps, gradient_checkpointing=not args.no_gradient_checkpointing,
         colour_variants=args.colour_variants, steps_in_all=args.steps_in_all or None, preset=args.preset,
-        window_frames=args.window_frames, overlap_frames=args.overlap_frames, **shot_kwargs(args),
+        window_frames=args.window_frames, overlap_frames=args.overlap_frames, auto_steps=args.auto_steps or None,
+        edited_first_frame_id=edited_first_frame_id if args.auto_steps else None,
+        preview_prompt=preview_prompt if args.auto_steps else None,
+        fidelity_threshold=getattr(args, "fidelity_threshold", None) if args.auto_steps else None, **shot_kwargs(args),
     )  # fmt: skip
 
 
@@ -283,6 +287,10 @@ def add_train_options(parser: argparse.ArgumentParser, steps_flag: str) -> None:
         default=None,
         help=f"appearance-phase steps with --reference (server default: {TRAIN.appearance_steps})",
     )
+    parser.add_argument("--auto-steps", action="store_true",
+                        help="train the motion phase in chunks, preview the edit after each (a few sampling steps on "
+                        "the first frames) and stop once it holds; the steps are then the most (framecast edit "
+                        "previews its edited first frame; train needs --reference 0:IMAGE)")  # fmt: skip
     parser.add_argument("--steps-in-all", action="store_true",
                         help="a clip trained in windows: --steps in all, each step the next window (fewer tokens a "
                         "step), instead of --steps for each window")  # fmt: skip

@@ -23,6 +23,8 @@ behind a long job.
 
 from __future__ import annotations
 
+import contextlib
+
 import logging
 import warnings
 from dataclasses import dataclass
@@ -270,6 +272,21 @@ class AdapterSlots(AdapterCache):
         with self._lock:
             self._training[name] = rank
             self._failed.pop(name, None)
+
+    @contextlib.contextmanager
+    def training_strength(self, name: str, strength: float):
+        """While open, ``name``'s training adapter acts at ``strength`` (its delta scaled), as a
+        propagation would use it once stored; training's own scale after."""
+        internal = peft_name(name)
+        layers = [layer for layer in self._lora_layers() if internal in getattr(layer, "scaling", {})]
+        scales = [layer.scaling[internal] for layer in layers]
+        try:
+            for layer, scale in zip(layers, scales):
+                layer.scaling[internal] = scale * strength
+            yield
+        finally:
+            for layer, scale in zip(layers, scales):
+                layer.scaling[internal] = scale
 
     def _discard_partial(self, internal: str) -> None:
         """Undo an injection that failed part way, so that the next adapter attaches to a clean model."""

@@ -41,6 +41,7 @@ class ShotClip(Clip):
         self.shot = shot
         self.frames, self.height, self.width = shot.padded_frames, shot.grid.height, shot.grid.width
         self.has_references = bool(shot.references)
+        self.has_edited_first_frame = shot.edited_first_frame is not None or any(k == 0 for k, _ in shot.references)
         self.tracker_of = tracker_of or new_tracker
         self.tracks = tracks
         self._mask: np.ndarray | None = None

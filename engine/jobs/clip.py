@@ -53,6 +53,8 @@ class Clip:
     height: int
     width: int
     has_references: bool = False  # reference frames come with it (they start the appearance phase)
+    # the edited first frame comes with it, or a reference at frame 0 (what automatic steps preview)
+    has_edited_first_frame: bool = False
 
     @property
     def feather_side(self) -> int:
@@ -78,6 +80,7 @@ class ArrayClip(Clip):
         self.edited_first_frame, self.references = edited_first_frame, list(references)
         self.frames, self.height, self.width = source.shape[:3]
         self.has_references = bool(self.references)
+        self.has_edited_first_frame = edited_first_frame is not None or any(i == 0 for i, _ in self.references)
         self._data: ClipData | None = None
 
     def check(self, problems: Problems, config: EngineConfig, limits: ModelLimits, mask_mode: MaskMode,
@@ -108,5 +111,5 @@ def job_clip(job: TrainJob | PropagateJob) -> Clip | None:
     if job.clip is not None or job.source is None:
         return job.clip
     if isinstance(job, TrainJob):
-        return ArrayClip(job.source, job.mask, None, job.references)
+        return ArrayClip(job.source, job.mask, job.edited_first_frame, job.references)
     return ArrayClip(job.source, job.mask, job.edited_first_frame)

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from framecast.common.media import encode_video, mask_to_frames
-from framecast.common.requests import PropagateJob, TrainJob, TrainSettings
+from framecast.common.requests import AutoSteps, PropagateJob, TrainJob, TrainSettings
 from framecast.engine.adapters.manager import AdapterView
 from framecast.engine.engine import Engine
 from framecast.engine.errors import AdapterNotFound, AlreadyExists, FailedPrecondition, FramecastError, InvalidInput
@@ -43,6 +43,9 @@ from framecast.engine.method.training import Progress
 from framecast.engine.quality.delivered import DeliveredMeasures, QualityWarning, measure_delivered
 
 PROGRESS_EVENTS_A_PHASE = 20  # a phase of many small steps (frames) reports about this many times
+# The propagation settings an automatic-steps preview samples with (its own steps and frames aside).
+PREVIEW_SETTINGS = ("guidance_scale", "adapter_strength", "negative_prompt", "guidance_steps", "step_cache",
+                    "cache_threshold", "cache_interval", "seed")  # fmt: skip
 
 
 # --- what a prepared job holds --------------------------------------------------------------------
@@ -50,10 +53,12 @@ PROGRESS_EVENTS_A_PHASE = 20  # a phase of many small steps (frames) reports abo
 
 @dataclass(frozen=True)
 class Estimate:
-    steps: int  # training steps, or denoising steps over every window
+    steps: int  # training steps, or denoising steps over every window (automatic steps: the most)
     work: int  # what a job's speed is counted in: training steps, or transformer passes
     device_bytes: int  # the peak of device memory the longest window needs
     seconds: float  # from this server's measured speed; 0 before a job of the kind has run
+    steps_min: int = 0  # automatic steps: the fewest (stopped at the first preview); else ``steps``
+    seconds_min: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -123,9 +128,20 @@ class Jobs:
         settings = TrainSettings()
         with problems.check():
             settings = TrainSettings(**engine.settings.fill("train", spec.preset, spec.settings))
-        shot = self._shot(spec, problems, None, found if found is not None else {})
+        edited = "edited_first_frame_id" if spec.edited_first_frame_id else None
+        shot = self._shot(spec, problems, edited, found if found is not None else {})
+        auto = None
+        if spec.auto_steps:
+            threshold = engine.settings.fidelity_threshold if spec.fidelity_threshold is None else spec.fidelity_threshold
+            if not 0.0 <= threshold <= 1.0:  # NaN too
+                problems.add(InvalidInput("fidelity_threshold", threshold, "must be a share between 0 and 1"))
+            sampling = {}
+            with problems.check():
+                sampling = engine.settings.fill("propagate", spec.preset, {})
+            auto = AutoSteps(threshold=threshold, prompt=spec.preview_prompt, sampling=tuple(
+                (name, value) for name, value in sampling.items() if name in PREVIEW_SETTINGS))  # fmt: skip
         job = TrainJob(adapter=spec.adapter, source=None, mask=None, prompt=spec.prompt, settings=settings,
-                       source_media_id=spec.source_id, clip=self._clip(shot), **spec.options)  # fmt: skip
+                       source_media_id=spec.source_id, clip=self._clip(shot), auto_steps=auto, **spec.options)  # fmt: skip
         prepared = engine.prepare_train(job, problems)
         return PreparedTrainJob(spec, prepared, self._estimate("train", prepared))
 
@@ -227,7 +243,17 @@ class Jobs:
         longest = max(windows.lengths)
         memory = engine.memory_plan(engine.quantize, engine.offload, longest, clip.height, clip.width, training,
                                     job.settings.rank if training else 16).peak_bytes  # fmt: skip
-        return Estimate(steps, work, memory, engine.speed.estimate(kind, work, longest, clip.height, clip.width))
+        seconds = engine.speed.estimate(kind, work, longest, clip.height, clip.width)
+        if not training or job.auto_steps is None:
+            return Estimate(steps, work, memory, seconds, steps, seconds)
+        # The fewest: the first chunk of the motion phase, the appearance phase once, one preview (its
+        # sampling counted as transformer passes of a propagation of its frames).
+        settings, first = job.settings, job.auto_steps.checkpoints(job.settings.steps)[0]
+        fewest = settings.motion_steps(windows.count) * first // settings.steps + (steps - settings.motion_steps(windows.count))
+        preview = engine.speed.estimate("propagate", job.auto_steps.preview_steps * 2, min(job.auto_steps.preview_frames, clip.frames),
+                                        clip.height, clip.width)  # fmt: skip
+        return Estimate(steps, work, memory, seconds, fewest,
+                        engine.speed.estimate(kind, fewest, longest, clip.height, clip.width) + preview)  # fmt: skip
 
     # --- running ----------------------------------------------------------------------------------
 
@@ -242,6 +268,9 @@ class Jobs:
 
         record = self.engine.train(prepared.run, on_progress, should_cancel, on_read=clock.reading(),
                                    on_clip=self._reporter(on_event, prepared.shot, name))  # fmt: skip
+        auto = record.training.get("auto_steps")
+        if auto is not None:
+            on_event(Noticed("auto_steps", auto_steps_said(auto)))
         return self.engine.adapters.view(record.name)
 
     def run_propagate(self, prepared: PreparedPropagateJob, on_event: OnEvent, should_cancel=None,
@@ -293,6 +322,18 @@ class Jobs:
                 on_event(RegionTracked(stored, tuple(lost), shot.mask_prompt.tracker.value))
 
         return report
+
+
+def auto_steps_said(auto: dict) -> str:
+    """What automatic steps did, in words: where they stopped and why, what the previews cost."""
+    previews = auto["previews"]
+    spent = sum(p["seconds"] for p in previews)
+    tried = ", ".join(f"{p['steps']} steps {p['verdict']} (fidelity {p['fidelity_mean']:.2f})" for p in previews)
+    if auto["reason"] == "held":
+        head = f"stopped at {auto['stopped_at']} of {auto['cap']} motion steps: the preview's edit held"
+    else:
+        head = f"trained all {auto['cap']} motion steps: no preview's edit held before"
+    return f"{head} ({tried}; previews {spent:.1f} s)"
 
 
 def _noticed(warning: QualityWarning) -> Noticed:

@@ -44,6 +44,13 @@ class TrainSpec:
     settings: Mapping[str, Any] = field(default_factory=dict)  # the TrainSettings fields the request set
     options: Mapping[str, Any] = field(default_factory=dict)  # the TrainJob fields it set (mask_mode, windows...)
     preset: str = ""  # a preset of the model's settings ("" none)
+    # Automatic steps: the motion phase in chunks, each previewed, stopping once the edit holds; the
+    # previews need the edited first frame (or a reference at frame 0) and sample with the model's
+    # propagation settings (and the preset's), prompted with ``preview_prompt`` ("" the training's).
+    auto_steps: bool = False
+    edited_first_frame_id: str = ""
+    preview_prompt: str = ""
+    fidelity_threshold: float | None = None  # the previews' (None: the model's)
 
 
 @dataclass(frozen=True)

@@ -82,6 +82,26 @@ class TrainSettings:
         return float(self.rank if self.alpha is None else self.alpha)
 
 
+@dataclass(frozen=True)
+class AutoSteps:
+    """Automatic steps: the motion phase trained in chunks (``fractions`` of its steps), a cheap
+    preview after each (the appearance phase tried from a copy of the adapter, then ``preview_steps``
+    sampling steps on the first ``preview_frames`` working frames, the edit's fidelity measured),
+    stopping at the first whose edit holds, or at the whole motion phase (the cap)."""
+
+    threshold: float = 0.35  # the fidelity a preview's frames must keep (framecast.engine.quality.fidelity)
+    sampling: tuple[tuple[str, object], ...] = ()  # the preview's PropagateJob settings (guidance, strength...)
+    prompt: str = ""  # the preview's prompt, of the edited video ("" the training's)
+    preview_steps: int = 10
+    preview_frames: int = 17  # 4N+1
+    fractions: tuple[float, ...] = (0.125, 0.25, 0.5, 1.0)
+
+    def checkpoints(self, steps: int) -> list[int]:
+        """The motion steps (of ``steps``) after which a preview is made; the last is ``steps``."""
+        marks = sorted({max(1, round(steps * f)) for f in self.fractions if f < 1.0} | {steps})
+        return [m for m in marks if m <= steps]
+
+
 @dataclass
 class TrainJob:
     """Train an adapter on a clip: ``source`` and ``mask`` arrays shaped for the model, or a ``clip``
@@ -99,6 +119,8 @@ class TrainJob:
     window_frames: int = 0  # 0: the server's window (the whole clip when it fits)
     overlap_frames: int | None = None  # None: windows.default_overlap of the window used
     clip: object | None = None  # instead of the arrays: a framecast.engine.jobs.clip.Clip
+    auto_steps: AutoSteps | None = None  # stop the motion phase once a preview's edit holds
+    edited_first_frame: np.ndarray | None = None  # arrays only: the edited first frame (auto steps' previews)
 
 
 @dataclass

@@ -303,7 +303,7 @@ class ShotOptions(_message.Message):
     def __init__(self, start_s: _Optional[float] = ..., end_s: _Optional[float] = ..., fps: _Optional[float] = ..., source_fps: _Optional[bool] = ..., fit: _Optional[_Union[FitMode, str]] = ...) -> None: ...
 
 class TrainRequest(_message.Message):
-    __slots__ = ("adapter", "source_id", "mask_id", "references", "prompt", "rank", "steps", "appearance_steps", "learning_rate", "mask_mode", "dilate_px", "loss_weights", "seed", "gradient_checkpointing_off", "window_frames", "overlap_frames", "colour_variants", "shot", "mask_prompt", "steps_in_all", "preset")
+    __slots__ = ("adapter", "source_id", "mask_id", "references", "prompt", "rank", "steps", "appearance_steps", "learning_rate", "mask_mode", "dilate_px", "loss_weights", "seed", "gradient_checkpointing_off", "window_frames", "overlap_frames", "colour_variants", "shot", "mask_prompt", "steps_in_all", "preset", "auto_steps", "edited_first_frame_id", "preview_prompt", "fidelity_threshold")
     ADAPTER_FIELD_NUMBER: _ClassVar[int]
     SOURCE_ID_FIELD_NUMBER: _ClassVar[int]
     MASK_ID_FIELD_NUMBER: _ClassVar[int]
@@ -325,6 +325,10 @@ class TrainRequest(_message.Message):
     MASK_PROMPT_FIELD_NUMBER: _ClassVar[int]
     STEPS_IN_ALL_FIELD_NUMBER: _ClassVar[int]
     PRESET_FIELD_NUMBER: _ClassVar[int]
+    AUTO_STEPS_FIELD_NUMBER: _ClassVar[int]
+    EDITED_FIRST_FRAME_ID_FIELD_NUMBER: _ClassVar[int]
+    PREVIEW_PROMPT_FIELD_NUMBER: _ClassVar[int]
+    FIDELITY_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     adapter: str
     source_id: str
     mask_id: str
@@ -346,7 +350,11 @@ class TrainRequest(_message.Message):
     mask_prompt: MaskPrompt
     steps_in_all: bool
     preset: str
-    def __init__(self, adapter: _Optional[str] = ..., source_id: _Optional[str] = ..., mask_id: _Optional[str] = ..., references: _Optional[_Iterable[_Union[ReferenceFrame, _Mapping]]] = ..., prompt: _Optional[str] = ..., rank: _Optional[int] = ..., steps: _Optional[int] = ..., appearance_steps: _Optional[int] = ..., learning_rate: _Optional[float] = ..., mask_mode: _Optional[_Union[MaskMode, str]] = ..., dilate_px: _Optional[int] = ..., loss_weights: _Optional[_Union[LossWeights, _Mapping]] = ..., seed: _Optional[int] = ..., gradient_checkpointing_off: _Optional[bool] = ..., window_frames: _Optional[int] = ..., overlap_frames: _Optional[int] = ..., colour_variants: _Optional[int] = ..., shot: _Optional[_Union[ShotOptions, _Mapping]] = ..., mask_prompt: _Optional[_Union[MaskPrompt, _Mapping]] = ..., steps_in_all: _Optional[bool] = ..., preset: _Optional[str] = ...) -> None: ...
+    auto_steps: bool
+    edited_first_frame_id: str
+    preview_prompt: str
+    fidelity_threshold: float
+    def __init__(self, adapter: _Optional[str] = ..., source_id: _Optional[str] = ..., mask_id: _Optional[str] = ..., references: _Optional[_Iterable[_Union[ReferenceFrame, _Mapping]]] = ..., prompt: _Optional[str] = ..., rank: _Optional[int] = ..., steps: _Optional[int] = ..., appearance_steps: _Optional[int] = ..., learning_rate: _Optional[float] = ..., mask_mode: _Optional[_Union[MaskMode, str]] = ..., dilate_px: _Optional[int] = ..., loss_weights: _Optional[_Union[LossWeights, _Mapping]] = ..., seed: _Optional[int] = ..., gradient_checkpointing_off: _Optional[bool] = ..., window_frames: _Optional[int] = ..., overlap_frames: _Optional[int] = ..., colour_variants: _Optional[int] = ..., shot: _Optional[_Union[ShotOptions, _Mapping]] = ..., mask_prompt: _Optional[_Union[MaskPrompt, _Mapping]] = ..., steps_in_all: _Optional[bool] = ..., preset: _Optional[str] = ..., auto_steps: _Optional[bool] = ..., edited_first_frame_id: _Optional[str] = ..., preview_prompt: _Optional[str] = ..., fidelity_threshold: _Optional[float] = ...) -> None: ...
 
 class PropagateRequest(_message.Message):
     __slots__ = ("adapter", "source_id", "mask_id", "edited_first_frame_id", "prompt", "negative_prompt", "steps", "guidance_scale", "seed", "composite", "feather_px", "mask_mode", "dilate_px", "output_encoding", "window_frames", "overlap_frames", "blend_ramp", "adapter_strength", "shot", "quality", "interpolation", "mask_prompt", "guidance_steps", "step_cache", "cache_threshold", "cache_interval", "container", "preset", "fidelity_threshold")
@@ -493,7 +501,7 @@ class WorkingGrid(_message.Message):
     def __init__(self, background_psnr_db: _Optional[float] = ..., background_ssim: _Optional[float] = ..., first_frame_psnr_db: _Optional[float] = ...) -> None: ...
 
 class Fidelity(_message.Message):
-    __slots__ = ("curve", "source_share", "garbled_share", "verdict", "threshold", "mean", "worst", "worst_frame", "first_below", "summary")
+    __slots__ = ("curve", "source_share", "garbled_share", "verdict", "threshold", "mean", "worst", "worst_frame", "first_below", "summary", "edit_psnr_db", "edit_psnr")
     CURVE_FIELD_NUMBER: _ClassVar[int]
     SOURCE_SHARE_FIELD_NUMBER: _ClassVar[int]
     GARBLED_SHARE_FIELD_NUMBER: _ClassVar[int]
@@ -504,6 +512,8 @@ class Fidelity(_message.Message):
     WORST_FRAME_FIELD_NUMBER: _ClassVar[int]
     FIRST_BELOW_FIELD_NUMBER: _ClassVar[int]
     SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    EDIT_PSNR_DB_FIELD_NUMBER: _ClassVar[int]
+    EDIT_PSNR_FIELD_NUMBER: _ClassVar[int]
     curve: _containers.RepeatedScalarFieldContainer[float]
     source_share: _containers.RepeatedScalarFieldContainer[float]
     garbled_share: _containers.RepeatedScalarFieldContainer[float]
@@ -514,7 +524,9 @@ class Fidelity(_message.Message):
     worst_frame: int
     first_below: int
     summary: str
-    def __init__(self, curve: _Optional[_Iterable[float]] = ..., source_share: _Optional[_Iterable[float]] = ..., garbled_share: _Optional[_Iterable[float]] = ..., verdict: _Optional[_Union[EditVerdict, str]] = ..., threshold: _Optional[float] = ..., mean: _Optional[float] = ..., worst: _Optional[float] = ..., worst_frame: _Optional[int] = ..., first_below: _Optional[int] = ..., summary: _Optional[str] = ...) -> None: ...
+    edit_psnr_db: float
+    edit_psnr: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, curve: _Optional[_Iterable[float]] = ..., source_share: _Optional[_Iterable[float]] = ..., garbled_share: _Optional[_Iterable[float]] = ..., verdict: _Optional[_Union[EditVerdict, str]] = ..., threshold: _Optional[float] = ..., mean: _Optional[float] = ..., worst: _Optional[float] = ..., worst_frame: _Optional[int] = ..., first_below: _Optional[int] = ..., summary: _Optional[str] = ..., edit_psnr_db: _Optional[float] = ..., edit_psnr: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class PropagateResult(_message.Message):
     __slots__ = ("video", "metrics", "num_frames", "elapsed_s", "working_width", "working_height", "working_frames", "working_fps", "job_s", "queued_s", "fidelity")
@@ -803,7 +815,7 @@ class Window(_message.Message):
     def __init__(self, start: _Optional[int] = ..., frames: _Optional[int] = ...) -> None: ...
 
 class PlanResponse(_message.Message):
-    __slots__ = ("ok", "problems", "width", "height", "fps", "num_frames", "padded_frames", "windows", "estimated_device_bytes", "estimated_seconds", "source", "output_frames", "output_duration_s", "steps", "notices")
+    __slots__ = ("ok", "problems", "width", "height", "fps", "num_frames", "padded_frames", "windows", "estimated_device_bytes", "estimated_seconds", "source", "output_frames", "output_duration_s", "steps", "notices", "steps_min", "estimated_seconds_min")
     OK_FIELD_NUMBER: _ClassVar[int]
     PROBLEMS_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
@@ -819,6 +831,8 @@ class PlanResponse(_message.Message):
     OUTPUT_DURATION_S_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
     NOTICES_FIELD_NUMBER: _ClassVar[int]
+    STEPS_MIN_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_SECONDS_MIN_FIELD_NUMBER: _ClassVar[int]
     ok: bool
     problems: _containers.RepeatedCompositeFieldContainer[Problem]
     width: int
@@ -834,7 +848,9 @@ class PlanResponse(_message.Message):
     output_duration_s: float
     steps: int
     notices: _containers.RepeatedCompositeFieldContainer[Notice]
-    def __init__(self, ok: _Optional[bool] = ..., problems: _Optional[_Iterable[_Union[Problem, _Mapping]]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., fps: _Optional[float] = ..., num_frames: _Optional[int] = ..., padded_frames: _Optional[int] = ..., windows: _Optional[_Iterable[_Union[Window, _Mapping]]] = ..., estimated_device_bytes: _Optional[int] = ..., estimated_seconds: _Optional[float] = ..., source: _Optional[_Union[MediaRef, _Mapping]] = ..., output_frames: _Optional[int] = ..., output_duration_s: _Optional[float] = ..., steps: _Optional[int] = ..., notices: _Optional[_Iterable[_Union[Notice, _Mapping]]] = ...) -> None: ...
+    steps_min: int
+    estimated_seconds_min: float
+    def __init__(self, ok: _Optional[bool] = ..., problems: _Optional[_Iterable[_Union[Problem, _Mapping]]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., fps: _Optional[float] = ..., num_frames: _Optional[int] = ..., padded_frames: _Optional[int] = ..., windows: _Optional[_Iterable[_Union[Window, _Mapping]]] = ..., estimated_device_bytes: _Optional[int] = ..., estimated_seconds: _Optional[float] = ..., source: _Optional[_Union[MediaRef, _Mapping]] = ..., output_frames: _Optional[int] = ..., output_duration_s: _Optional[float] = ..., steps: _Optional[int] = ..., notices: _Optional[_Iterable[_Union[Notice, _Mapping]]] = ..., steps_min: _Optional[int] = ..., estimated_seconds_min: _Optional[float] = ...) -> None: ...
 
 class ServerInfo(_message.Message):
     __slots__ = ("version", "model", "model_dir", "dtype", "device", "quantization", "attention_backend", "memory_bytes", "max_frames", "max_pixels", "max_upload_bytes", "max_queue", "queue_length", "ready", "adapters_loaded", "window_frames", "offload", "max_vram_bytes", "vae_tiling", "gradient_checkpointing", "optimizer", "load_error", "adapters_cached", "adapters_pinned", "adapter_device_slots", "adapter_host_cache_bytes", "adapter_slot_rank", "native_width", "native_height", "max_side", "max_window_frames", "size_factor", "max_duration_s", "max_source_pixels", "interpolation", "trackers", "max_streams", "open_streams", "unary_workers", "max_message_bytes", "model_settings_json")
