@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from framecast.client.cli.args import client_options, connect
 from framecast.client.display import format_bytes
 
@@ -37,6 +39,23 @@ def _trackers(info) -> str:
     return "- (known once the model is loaded)" if not info.ready else "- (none: this server takes masks only)"
 
 
+def _settings(info) -> list[tuple[str, str]]:
+    """The model's recommended settings (its framecast.json): what a request's unset fields take."""
+    if not info.model_settings_json:
+        return [("model settings", "- (known once the model is loaded)")]
+    settings = json.loads(info.model_settings_json)
+    plain = lambda values: ", ".join(f"{k} {v}" for k, v in values.items()) or "the method's"  # noqa: E731
+    source = settings.get("file") or "none (the method's defaults)"
+    return [
+        ("model settings", f"{source}; fidelity threshold {settings.get('fidelity_threshold')}"
+                           f"{', the edited first frame as a reference' if settings.get('first_frame_reference') else ''}"),
+        ("  train", plain(settings.get("train", {}))),
+        ("  propagate", plain(settings.get("propagate", {}))),
+        *[(f"  preset {name}", "; ".join(f"{kind}: {plain(values)}" for kind, values in preset.items() if values) or
+           "the model's settings") for name, preset in settings.get("presets", {}).items()],
+    ]  # fmt: skip
+
+
 def cmd_info(args) -> int:
     with connect(args) as client:
         info = client.server_info()
@@ -48,6 +67,7 @@ def cmd_info(args) -> int:
         ("optimizer", info.optimizer), ("window frames", info.window_frames),
         ("memory", format_bytes(info.memory_bytes)),
         *_model_limits(info),
+        *_settings(info),
         ("max duration", f"{info.max_duration_s:g} s (source)"),
         ("max source", f"{info.max_source_pixels} pixels a frame ({_side_by_side(info.max_source_pixels)})"),
         ("interpolation", f"{info.interpolation} (default)"),

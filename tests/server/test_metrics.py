@@ -77,7 +77,9 @@ def test_a_scrape_after_jobs_shows_them(server, stub, media):
     source, mask, edited = media
     propagate = pb.PropagateRequest(adapter="metrics-a", source_id=source.id, mask_id=mask.id, prompt="p", steps=3,
                                     edited_first_frame_id=edited.id)  # fmt: skip
-    assert list(stub.Propagate(propagate, timeout=300))[-1].WhichOneof("event") == "result"
+    propagated = list(stub.Propagate(propagate, timeout=300))
+    assert propagated[-1].WhichOneof("event") == "result"
+    verdict = pb.EditVerdict.Name(propagated[-1].result.fidelity.verdict).removeprefix("EDIT_VERDICT_").lower()
     after = scrape(server)
 
     def grew(name, **labels):
@@ -88,9 +90,10 @@ def test_a_scrape_after_jobs_shows_them(server, stub, media):
     assert grew("framecast_job_duration_seconds_sum", **train_ok) > 0
     assert grew("framecast_jobs_total", **train_ok) == 1
     assert grew("framecast_jobs_total", kind="propagate", state="succeeded") == 1
+    assert grew("framecast_edit_verdicts_total", verdict=verdict) == 1  # whether the edit held, counted
     for phase in ("decode", "motion"):
         assert grew("framecast_job_phase_duration_seconds_count", kind="train", phase=phase) == 1, phase
-    for phase in ("decode", "denoise", "encode"):
+    for phase in ("decode", "denoise", "encode", "measure"):
         assert grew("framecast_job_phase_duration_seconds_count", kind="propagate", phase=phase) == 1, phase
     assert value(after, "framecast_train_steps_per_second") > 0
     assert value(after, "framecast_sampling_steps_per_second") > 0
