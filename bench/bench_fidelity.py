@@ -4,6 +4,7 @@
     python3 bench/bench_fidelity.py --scenes 4 --results /tmp/fidelity.jsonl
     python3 bench/bench_fidelity.py --outputs DIR ...    # also keep every run's output frames in DIR
     python3 bench/bench_fidelity.py --rescore DIR ...    # judge the outputs kept in DIR again (no training)
+    python3 bench/bench_fidelity.py --plot docs/images/fidelity.png --outputs DIR --plot-scene 102   # curves of kept runs
 
 On toy-world scenes the model never saw (the quality benchmark's held-out seeds), each edit is
 propagated by adapters trained with the model's own settings and with deliberately weak ones, so
@@ -179,6 +180,21 @@ def rescore(directory: Path, seeds: range, threshold: float) -> list[dict]:
     return rows
 
 
+def plot(directory: Path, seed: int, methods: list[str], path: Path, threshold: float) -> None:
+    """The fidelity curves of kept runs of one scene, on one chart (``framecast.client.plot``)."""
+    from framecast.client.plot import fidelity_png
+
+    scene, curves, verdicts = held_out_scene(seed), [], []
+    for method in methods:
+        kept = np.load(directory / f"{seed}-{method}.npz")
+        fidelity = fidelity_of(scene, kept["frames"], kept["region"], threshold)
+        curves.append((f"{method}: {fidelity.verdict.value}", fidelity.curve))
+        verdicts.append(f"{method} {fidelity.verdict.value}")
+    title = f"toy-world scene {seed} ({scene.edit.value}): " + ", ".join(verdicts)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(fidelity_png(curves, threshold, title))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scenes", type=int, default=20)
@@ -188,7 +204,14 @@ def main(argv=None) -> int:
     parser.add_argument("--results", default=str(RESULTS))
     parser.add_argument("--outputs", default=None, metavar="DIR", help="keep every run's output frames here (.npz)")
     parser.add_argument("--rescore", default=None, metavar="DIR", help="judge the outputs kept in DIR, training nothing")
+    parser.add_argument("--plot", default=None, metavar="PNG", help="draw kept runs' curves (--outputs DIR) into PNG")
+    parser.add_argument("--plot-scene", type=int, default=102)
+    parser.add_argument("--plot-runs", nargs="*", default=["model", "drifting box"])
     args = parser.parse_args(argv)
+    if args.plot:
+        threshold = ModelSettings.load(builtin_model_dir()).fidelity_threshold if args.threshold is None else args.threshold
+        plot(Path(args.outputs), args.plot_scene, args.plot_runs, Path(args.plot), threshold)
+        return 0
     columns = ["scene", "edit", "method", "steps", "masked_psnr", "edit_psnr", "fidelity_mean", "fidelity_worst",
                "verdict", "first_below", "seconds"]  # fmt: skip
     seeds = range(args.first_seed, args.first_seed + args.scenes)
