@@ -37,6 +37,7 @@ from framecast.client.requests import (  # noqa: F401 (part of this module's API
     mask_mode_value,
     job_request,
     plan_request,
+    track_request,
     uint_value,
 )
 from framecast.client.requests import media_id as media_id_of
@@ -362,6 +363,17 @@ class FramecastClient:
     def plan_propagate(self, *args, timeout: float | None = None, **options) -> pb.PlanResponse:
         """``plan("propagate", ...)``: the plan of ``propagate`` with these arguments. Raises as ``plan``."""
         return self.plan("propagate", *args, timeout=timeout, **options)
+
+    def track(self, source_id: str | pb.MediaRef, *, timeout: float | None = None, **region) -> Iterator[pb.JobEvent]:
+        """Track a region on the first frame through the shot, training and generating nothing: yields
+        ``accepted``, ``queued``, ``progress`` ("decode"), ``notice`` events (``region_lost``,
+        ``box_clipped``...), then ``tracked`` (the final event: the tracked mask, stored, and the frames
+        where it was lost), or ``error``. ``region`` is ``box``, ``points`` or ``mask_frame0`` with
+        ``tracker``, and the shot options (start_s, end_s, fps, source_fps, fit), as ``train`` takes
+        them: a training with the same ones finds the region tracked. Raises ValueError/TypeError at
+        call time as ``train``; FramecastError while iterating (INVALID_ARGUMENT, NOT_FOUND)."""
+        request = track_request(source_id, **region)
+        return self._stream(self._stub.Track(request, timeout=self._deadline(timeout)))
 
     def watch_job(self, job_id: str, timeout: float | None = None) -> Iterator[pb.JobEvent]:
         """Re-attach to a job: yields its current state (``accepted``), then its events to the end.

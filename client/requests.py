@@ -456,3 +456,18 @@ def plan_request(kind: str, *args, **options) -> pb.PlanRequest:
     """The ``PlanRequest`` of a ``kind`` = "train" or "propagate" request, built from the same
     arguments as that job's call. Raises ValueError for another kind, and as the request's builder."""
     return pb.PlanRequest(**{kind: job_request(kind, *args, **options)})
+
+
+def track_request(source_id: str | pb.MediaRef, box: BoxSpec | None = None, points: Iterable[PointSpec] | None = None,
+                  mask_frame0: str | pb.MediaRef | None = None, tracker: str | int | None = None,
+                  **shot) -> pb.TrackRequest:  # fmt: skip
+    """The ``TrackRequest`` of ``FramecastClient.track``: the source, one of ``box``, ``points`` or
+    ``mask_frame0`` with ``tracker`` (as ``mask_prompt``) and the shot options (``shot_options``'s).
+    Raises ValueError naming the arguments for no region or several, and as ``mask_prompt``."""
+    prompt = mask_prompt(box, points, mask_frame0, tracker)
+    if prompt is None:
+        raise ValueError("give one of box, points or mask_frame0: the region on the first frame to track")
+    request = pb.TrackRequest(source_id=media_id(source_id, "source_id"), mask_prompt=prompt)
+    if (options := shot_options(**shot)) is not None:
+        request.shot.CopyFrom(options)
+    return request

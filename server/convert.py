@@ -25,7 +25,7 @@ from framecast.engine.footage.output import Container, Encoding, Interpolation, 
 from framecast.engine.footage.shots import Shot, ShotOptions
 from framecast.engine.jobs.events import Event, FrameReady, Noticed, Progressed, RegionTracked
 from framecast.engine.jobs.layer import PlanReport, PropagateOutcome
-from framecast.engine.jobs.specs import PropagateSpec, ReferenceSpec, RegionSpec, TrainSpec
+from framecast.engine.jobs.specs import PropagateSpec, ReferenceSpec, RegionSpec, TrackSpec, TrainSpec
 from framecast.engine.masks.trackers import Box, Point, TrackerKind
 from framecast.engine.quality.fidelity import Fidelity, Verdict
 from framecast.server.config import MAX_MESSAGE_BYTES, ServerConfig
@@ -166,6 +166,14 @@ def train_spec(request: pb.TrainRequest, problems: Problems) -> TrainSpec:
         auto_steps=request.auto_steps, edited_first_frame_id=request.edited_first_frame_id,
         preview_prompt=request.preview_prompt, fidelity_threshold=_present(request, "fidelity_threshold"),
     )  # fmt: skip
+
+
+def track_spec(request: pb.TrackRequest, problems: Problems) -> TrackSpec:
+    """The job layer's tracking of a request: its source, region and shot."""
+    shot = ShotOptions()
+    with problems.check():
+        shot = shot_options(request)
+    return TrackSpec(source_id=request.source_id, region=region(request, problems), shot=shot)
 
 
 def propagate_spec(request: pb.PropagateRequest, problems: Problems) -> PropagateSpec:

@@ -261,6 +261,9 @@ def result_summary(info: pb.JobInfo) -> str:
         if result.fidelity.verdict:
             summary += f", edit {result.fidelity.summary}"
         return summary
+    if info.HasField("track_result"):
+        tracked = info.track_result
+        return f"tracked mask {tracked.mask.id} ({tracked.tracker}), {len(tracked.lost_frames)} frames lost"
     return ""
 
 

@@ -153,6 +153,18 @@ class FramecastService(AdapterRpcs, pb_grpc.FramecastServicer):
         handle = self.queue.submit(Job(pb.JOB_KIND_PROPAGATE, spec.adapter, run, adapters))
         yield from self._stream(handle, alive=context.is_active)
 
+    def Track(self, request: pb.TrackRequest, context) -> Iterator[pb.JobEvent]:
+        jobs, problems = self.jobs, Problems()
+        prepared = jobs.prepare_track(convert.track_spec(request, problems), problems)
+
+        def run(handle: Job) -> None:
+            tracked = convert.event(jobs.run_track(prepared, _emitter(handle), name=handle.id))["tracked"]
+            handle.set_state(handle.info.state, track_result=tracked)
+            handle.emit(tracked=tracked)
+
+        handle = self.queue.submit(Job(pb.JOB_KIND_TRACK, "", run))
+        yield from self._stream(handle, alive=context.is_active)
+
     def Plan(self, request: pb.PlanRequest, context) -> pb.PlanResponse:
         jobs, problems = self.jobs, Problems()
         kind = request.WhichOneof("request")

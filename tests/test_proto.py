@@ -29,5 +29,5 @@ def test_service_has_the_contracted_rpcs():
         "UploadMedia", "DownloadMedia", "ListMedia", "DeleteMedia",
         "Train", "Propagate", "WatchJob", "GetJob", "ListJobs", "CancelJob",
         "ListAdapters", "GetAdapter", "LoadAdapter", "UnloadAdapter", "PinAdapter", "DeleteAdapter",
-        "ImportAdapter", "ExportAdapter", "GetServerInfo", "Plan",
+        "ImportAdapter", "ExportAdapter", "GetServerInfo", "Plan", "Track",
     }

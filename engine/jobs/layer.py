@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from framecast.common.media import encode_video, mask_to_frames
-from framecast.common.requests import AutoSteps, PropagateJob, TrainJob, TrainSettings
+from framecast.common.requests import AutoSteps, MaskMode, PropagateJob, TrainJob, TrainSettings
 from framecast.engine.adapters.manager import AdapterView
 from framecast.engine.engine import Engine
 from framecast.engine.errors import AdapterNotFound, AlreadyExists, FailedPrecondition, FramecastError, InvalidInput
@@ -36,7 +36,7 @@ from framecast.engine.footage.shots import MaskPrompt, ReferenceInput, Shot, Sto
 from framecast.engine.jobs.clip import ClipData
 from framecast.engine.jobs.events import FrameReady, Noticed, OnEvent, Progressed, RegionTracked
 from framecast.engine.jobs.prepared import PreparedPropagate, PreparedTrain, PropagateResult
-from framecast.engine.jobs.specs import MediaAccess, PropagateSpec, RegionSpec, TrainSpec
+from framecast.engine.jobs.specs import MediaAccess, PropagateSpec, RegionSpec, TrackSpec, TrainSpec
 from framecast.engine.masks.trackers import TrackerKind
 from framecast.engine.method.sampling import Sampler
 from framecast.engine.method.training import Progress
@@ -84,6 +84,12 @@ class PreparedPropagateJob:
     @property
     def shot(self) -> Shot:
         return self.run.clip.shot
+
+
+@dataclass(frozen=True)
+class PreparedTrackJob:
+    spec: TrackSpec
+    shot: Shot  # with its mask_prompt: the region to track
 
 
 @dataclass(frozen=True)
@@ -185,6 +191,19 @@ class Jobs:
             problems.add(InvalidInput(_field_of(refused), "", str(refused)))
         shot = prepared.shot if prepared is not None else found.get("shot")
         return PlanReport(kind, tuple(problems.found), shot, prepared)
+
+    def prepare_track(self, spec: TrackSpec, problems: Problems | None = None) -> PreparedTrackJob:
+        """Check and plan a region's tracking alone: the shot a training or propagation with the same
+        source, shot options and region plans (every problem at once: InvalidRequest; NotFound for
+        unknown media)."""
+        problems = problems or Problems()
+        if spec.region is None:
+            problems.add(InvalidInput("mask_prompt", "", "is required: a box, points or a frame-0 mask to track"))
+            self._stored(spec.source_id, "source_id", problems)
+            problems.raise_if_any()
+        shot = self._shot(spec, problems, None, {})
+        problems.raise_if_any()
+        return PreparedTrackJob(spec, shot)
 
     def _shot(self, spec, problems: Problems, edited_field: str | None, found: dict) -> Shot | None:
         """The shot a spec's media and options make, planned from their probes (or None)."""
@@ -308,6 +327,22 @@ class Jobs:
                 on_event(_noticed(warning))
         return PropagateOutcome(result, stored, written, measures, clock.elapsed())
 
+    def run_track(self, prepared: PreparedTrackJob, on_event: OnEvent, name: str = "track") -> RegionTracked:
+        """Read the shot and track its region (kept for the jobs that follow, as a training's is): the
+        tracked mask, stored as ``name``-tracked-mask.mp4. Its notices (a region lost, a box clipped)
+        are told as a training tells them; the tracked region is returned, not told."""
+        clock, shot = _Clock(on_event), prepared.shot
+        data = self._clip(shot).read(MaskMode.EXACT, 0, clock.reading())
+        for notice in data.notices:
+            on_event(Noticed(notice.code, notice.message, tuple(notice.frames)))
+        return self._tracked(data, shot, name)
+
+    def _tracked(self, data: ClipData, shot: Shot, name: str) -> RegionTracked:
+        video = encode_video(mask_to_frames(data.tracked), shot.grid.fps, lossless=True)
+        stored = self.media.put(video, filename=f"{name}-tracked-mask.mp4")
+        lost = next((n.frames for n in data.notices if n.code == "region_lost"), ())
+        return RegionTracked(stored, tuple(lost), shot.mask_prompt.tracker.value)
+
     def _reporter(self, on_event: OnEvent, shot: Shot, name: str):
         """What a job tells its owner once its clip is read: notices (a region lost, a single mask the
         region moves out of), and a tracked region, stored as a mask video it can fetch."""
@@ -316,10 +351,7 @@ class Jobs:
             for notice in data.notices:
                 on_event(Noticed(notice.code, notice.message, tuple(notice.frames)))
             if data.tracked is not None:
-                video = encode_video(mask_to_frames(data.tracked), shot.grid.fps, lossless=True)
-                stored = self.media.put(video, filename=f"{name}-tracked-mask.mp4")
-                lost = next((n.frames for n in data.notices if n.code == "region_lost"), ())
-                on_event(RegionTracked(stored, tuple(lost), shot.mask_prompt.tracker.value))
+                on_event(self._tracked(data, shot, name))
 
         return report
 

@@ -1,5 +1,5 @@
-"""What a front asks the job layer for (``framecast.engine.jobs.layer``): a ``TrainSpec`` or
-``PropagateSpec`` of plain values (media ids, the settings the request set, a preset), and the
+"""What a front asks the job layer for (``framecast.engine.jobs.layer``): a ``TrainSpec``,
+``PropagateSpec`` or ``TrackSpec`` of plain values (media ids, the settings the request set, a preset), and the
 stored media a job reads and writes (``MediaAccess``).
 """
 
@@ -66,6 +66,17 @@ class PropagateSpec:
     output: Mapping[str, Any] = field(default_factory=dict)  # the OutputOptions fields it set
     preset: str = ""
     fidelity_threshold: float | None = None  # None: the model's
+
+
+@dataclass(frozen=True)
+class TrackSpec:
+    """A region on the first frame tracked through the shot alone: what a training or propagation of
+    the same source, shot and region would track (and then finds kept)."""
+
+    source_id: str = ""
+    region: RegionSpec | None = None
+    shot: ShotOptions = ShotOptions()
+    mask_id: str = ""  # never given: a Track tracks a region, it reads no mask
 
 
 class MediaAccess(Protocol):

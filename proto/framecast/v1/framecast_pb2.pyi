@@ -73,6 +73,7 @@ class JobKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     JOB_KIND_UNSPECIFIED: _ClassVar[JobKind]
     JOB_KIND_TRAIN: _ClassVar[JobKind]
     JOB_KIND_PROPAGATE: _ClassVar[JobKind]
+    JOB_KIND_TRACK: _ClassVar[JobKind]
 
 class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -152,6 +153,7 @@ INTERPOLATION_FLOW: Interpolation
 JOB_KIND_UNSPECIFIED: JobKind
 JOB_KIND_TRAIN: JobKind
 JOB_KIND_PROPAGATE: JobKind
+JOB_KIND_TRACK: JobKind
 JOB_STATE_UNSPECIFIED: JobState
 JOB_STATE_QUEUED: JobState
 JOB_STATE_RUNNING: JobState
@@ -583,7 +585,7 @@ class JobError(_message.Message):
     def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class JobInfo(_message.Message):
-    __slots__ = ("job_id", "kind", "state", "adapter", "created_at", "started_at", "finished_at", "progress", "queue_position", "error", "adapter_result", "propagate_result", "request_id", "verdict")
+    __slots__ = ("job_id", "kind", "state", "adapter", "created_at", "started_at", "finished_at", "progress", "queue_position", "error", "adapter_result", "propagate_result", "request_id", "verdict", "track_result")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -598,6 +600,7 @@ class JobInfo(_message.Message):
     PROPAGATE_RESULT_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     VERDICT_FIELD_NUMBER: _ClassVar[int]
+    TRACK_RESULT_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     kind: JobKind
     state: JobState
@@ -612,7 +615,8 @@ class JobInfo(_message.Message):
     propagate_result: PropagateResult
     request_id: str
     verdict: EditVerdict
-    def __init__(self, job_id: _Optional[str] = ..., kind: _Optional[_Union[JobKind, str]] = ..., state: _Optional[_Union[JobState, str]] = ..., adapter: _Optional[str] = ..., created_at: _Optional[float] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., queue_position: _Optional[int] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., adapter_result: _Optional[_Union[AdapterInfo, _Mapping]] = ..., propagate_result: _Optional[_Union[PropagateResult, _Mapping]] = ..., request_id: _Optional[str] = ..., verdict: _Optional[_Union[EditVerdict, str]] = ...) -> None: ...
+    track_result: TrackedMask
+    def __init__(self, job_id: _Optional[str] = ..., kind: _Optional[_Union[JobKind, str]] = ..., state: _Optional[_Union[JobState, str]] = ..., adapter: _Optional[str] = ..., created_at: _Optional[float] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., queue_position: _Optional[int] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., adapter_result: _Optional[_Union[AdapterInfo, _Mapping]] = ..., propagate_result: _Optional[_Union[PropagateResult, _Mapping]] = ..., request_id: _Optional[str] = ..., verdict: _Optional[_Union[EditVerdict, str]] = ..., track_result: _Optional[_Union[TrackedMask, _Mapping]] = ...) -> None: ...
 
 class JobEvent(_message.Message):
     __slots__ = ("job_id", "accepted", "queued", "progress", "frame", "adapter", "result", "error", "notice", "tracked")
@@ -789,6 +793,16 @@ class FileChunk(_message.Message):
 class GetServerInfoRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class TrackRequest(_message.Message):
+    __slots__ = ("source_id", "mask_prompt", "shot")
+    SOURCE_ID_FIELD_NUMBER: _ClassVar[int]
+    MASK_PROMPT_FIELD_NUMBER: _ClassVar[int]
+    SHOT_FIELD_NUMBER: _ClassVar[int]
+    source_id: str
+    mask_prompt: MaskPrompt
+    shot: ShotOptions
+    def __init__(self, source_id: _Optional[str] = ..., mask_prompt: _Optional[_Union[MaskPrompt, _Mapping]] = ..., shot: _Optional[_Union[ShotOptions, _Mapping]] = ...) -> None: ...
 
 class PlanRequest(_message.Message):
     __slots__ = ("train", "propagate")

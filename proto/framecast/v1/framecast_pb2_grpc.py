@@ -134,6 +134,11 @@ class FramecastStub:
                 request_serializer=framecast_dot_v1_dot_framecast__pb2.PlanRequest.SerializeToString,
                 response_deserializer=framecast_dot_v1_dot_framecast__pb2.PlanResponse.FromString,
                 _registered_method=True)
+        self.Track = channel.unary_stream(
+                '/framecast.v1.Framecast/Track',
+                request_serializer=framecast_dot_v1_dot_framecast__pb2.TrackRequest.SerializeToString,
+                response_deserializer=framecast_dot_v1_dot_framecast__pb2.JobEvent.FromString,
+                _registered_method=True)
 
 
 class FramecastServicer:
@@ -290,6 +295,17 @@ class FramecastServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Track(self, request, context):
+        """Track a region given on the shot's first frame (a box, points or a frame-0 mask) through the
+        shot, without training or generating: the tracked mask that a Train or Propagate with the same
+        source, shot and mask_prompt uses, so a person can check it before spending device time (the
+        server keeps it: those jobs do not track it again). A job, queued like the others: streams
+        progress ("decode"), notices (region_lost, box_clipped, box_large), then tracked, its final event.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FramecastServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -392,6 +408,11 @@ def add_FramecastServicer_to_server(servicer, server):
                     servicer.Plan,
                     request_deserializer=framecast_dot_v1_dot_framecast__pb2.PlanRequest.FromString,
                     response_serializer=framecast_dot_v1_dot_framecast__pb2.PlanResponse.SerializeToString,
+            ),
+            'Track': grpc.unary_stream_rpc_method_handler(
+                    servicer.Track,
+                    request_deserializer=framecast_dot_v1_dot_framecast__pb2.TrackRequest.FromString,
+                    response_serializer=framecast_dot_v1_dot_framecast__pb2.JobEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -934,6 +955,33 @@ class Framecast:
             '/framecast.v1.Framecast/Plan',
             framecast_dot_v1_dot_framecast__pb2.PlanRequest.SerializeToString,
             framecast_dot_v1_dot_framecast__pb2.PlanResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Track(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/framecast.v1.Framecast/Track',
+            framecast_dot_v1_dot_framecast__pb2.TrackRequest.SerializeToString,
+            framecast_dot_v1_dot_framecast__pb2.JobEvent.FromString,
             options,
             channel_credentials,
             insecure,
