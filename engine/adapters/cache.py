@@ -37,7 +37,9 @@ from enum import Enum
 
 import torch
 
-from framecast.engine.adapters.formats import TargetShapes, check_fits, split_canonical
+from framecast.engine.adapters.canonical import check_fits, split_adapter
+from framecast.engine.adapters.keys import ModelLayout
+from framecast.engine.adapters.packed import Extras, PackedWeights, copy_all  # noqa: F401 (copy_all: the slots')
 from framecast.engine.adapters.store import AdapterRecord, AdapterStore
 from framecast.engine.config import GiB
 from framecast.engine.errors import FailedPrecondition, IncompatibleAdapter, OutOfMemory, public_message
@@ -80,66 +82,18 @@ def _ignore(event: str, tier: str) -> None:
     pass
 
 
-class PackedWeights:
-    """One adapter's weights in one tier, packed into one flat buffer: ``modules`` maps each module
-    to (lora_A [r, in], lora_B [out, r]) views of ``flat``. One buffer per adapter makes a move
-    between tiers one copy (and one page-locked allocation), not two per module."""
-
-    def __init__(self, flat: torch.Tensor, shapes: dict[str, tuple[torch.Size, torch.Size]], serial: int):
-        self.flat, self.shapes, self.serial = flat, shapes, serial  # serial: the slot skips re-copying what it holds
-        self.modules: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        offset = 0
-        for module, (a_shape, b_shape) in shapes.items():
-            a_size, b_size = a_shape.numel(), b_shape.numel()
-            lora_a = flat[offset : offset + a_size].view(a_shape)
-            lora_b = flat[offset + a_size : offset + a_size + b_size].view(b_shape)
-            self.modules[module] = (lora_a, lora_b)
-            offset += a_size + b_size
-        self.rank = max(a_shape[0] for a_shape, _ in shapes.values())
-        self.nbytes = flat.numel() * flat.element_size()
-        self.plan: tuple | None = None  # (slot storage, destinations, sources, zeros) of the last copy into the slot
-
-    @classmethod
-    def pack(cls, modules: dict[str, tuple[torch.Tensor, torch.Tensor]], serial: int, device, dtype, pin: bool = False):
-        shapes = {m: (a.shape, b.shape) for m, (a, b) in modules.items()}
-        total = sum(a.numel() + b.numel() for a, b in modules.values())
-        packed = cls(torch.empty(total, dtype=dtype, device=device, pin_memory=pin), shapes, serial)
-        with torch.no_grad():
-            copy_all([t for pair in packed.modules.values() for t in pair], [t for pair in modules.values() for t in pair])
-        return packed
-
-    def to(self, device: torch.device, dtype: torch.dtype, pin: bool = False) -> PackedWeights:
-        """These weights on ``device`` in ``dtype``: the same object where nothing changes (CPU)."""
-        if pin and device.type == "cpu" and not (self.flat.device.type == "cpu" and self.flat.is_pinned()):
-            flat = torch.empty(self.flat.shape, dtype=dtype, pin_memory=True)  # page-locked: async H2D later
-            flat.copy_(self.flat)
-        else:
-            flat = self.flat.to(device, dtype, non_blocking=True)
-        return self if flat is self.flat else PackedWeights(flat, self.shapes, self.serial)
-
-
-def copy_all(destinations: list[torch.Tensor], sources: list[torch.Tensor]) -> None:
-    # Fused where the tensors allow it (same device, dense); torch falls back per tensor otherwise.
-    if not destinations:
-        return
-    if all(d.device == s.device for d, s in zip(destinations, sources)):
-        torch._foreach_copy_(destinations, sources)
-    else:  # an offloaded slot on the host, weights on the device
-        for destination, source in zip(destinations, sources):
-            destination.copy_(source, non_blocking=True)
-
-
 class AdapterCache:
     """Adapter weights in device and host memory, and every adapter's state."""
 
-    def __init__(self, capacity: int, host_bytes: int, device: torch.device, dtype: torch.dtype, shapes: TargetShapes):
+    def __init__(self, capacity: int, host_bytes: int, device: torch.device, dtype: torch.dtype, model: ModelLayout):
         if capacity < 0 or host_bytes < 0:
             raise ValueError(f"capacity and host_bytes must be >= 0 (got {capacity}, {host_bytes})")
         self.capacity = capacity  # adapters kept in device memory
         self.host_bytes = host_bytes
         self.device = torch.device(device)
         self.dtype = dtype  # both tiers hold weights in the dtype they run in
-        self.shapes = shapes  # the linears adapters may target: every loaded file is checked against them
+        self.model = model  # what adapters may change: every loaded file is checked against it
+        self.shapes = dict(model.slot)  # the linears the slot holds
         self._pin_host = self.device.type == "cuda"
         self._in_slot: int | None = None  # serial of the weights the model's slot holds (AdapterSlots)
         self._device: OrderedDict[str, PackedWeights] = OrderedDict()  # least recently used first
@@ -432,13 +386,16 @@ class AdapterCache:
             self._observe("miss", "host")
         try:
             state_dict, _ = store.load(name)
-            modules = split_canonical(state_dict)
-            check_fits(modules, self.shapes)
+            pairs, deltas = split_adapter(state_dict)
+            check_fits(pairs, self.model, deltas)
         except IncompatibleAdapter as exc:
             self.mark_failed(name, str(exc))
             raise
+        slot = {module: pair for module, pair in pairs.items() if module in self.shapes}
+        extras = Extras({module: pair for module, pair in pairs.items() if module not in slot},
+                        {param: delta.float() for param, delta in deltas.items()})  # fmt: skip
         # In host memory already in the slot's dtype: a swap is then one plain host-to-device copy.
-        weights = PackedWeights.pack(modules, next(self._serials), "cpu", self.dtype, pin=self._pin_host)
+        weights = PackedWeights.pack(slot, next(self._serials), "cpu", self.dtype, pin=self._pin_host, extras=extras)
         with self._lock:
             self._failed.pop(name, None)
         if not self._insert_host(name, weights, evicted) and required:

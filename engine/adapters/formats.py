@@ -1,16 +1,14 @@
-"""LoRA file formats for the Wan2.1 transformer: reading the files people have, writing what tools read.
+"""LoRA files for the Wan2.1 transformer: reading the files people have, in every published layout.
 
-The same weights travel under three key layouts:
-
-    diffusers / peft      transformer.blocks.0.attn1.to_q.lora_A.weight         lora_B; alpha in metadata
-    original Wan, ComfyUI diffusion_model.blocks.0.self_attn.q.lora_down.weight  lora_up; <module>.alpha
-    kohya / musubi-tuner  lora_unet_blocks_0_self_attn_q.lora_down.weight        lora_up; <module>.alpha
-
-``normalise`` turns any of them into the one form framecast stores (diffusers keys, float32,
-alpha folded into lora_B so every module runs at scale 1). Every key must land on a linear
-layer of this transformer with matching shapes, or the whole file is refused: an adapter
-is never half-applied. Only safetensors are read (``read_safetensors``): a pickle is never
-unpickled.
+``normalise`` reads a file's tensors onto this transformer (``keys``: ComfyUI / original Wan,
+diffusion-pipe, LightX2V, musubi-tuner, VideoX-Fun, DiffSynth-Studio, peft, diffusers) and into
+the one form framecast stores (``canonical``: diffusers keys, float32, alpha folded into lora_B):
+LoRA pairs on any linear, and whole changes (``.diff``, ``.diff_b``, ``.diff_m``, ``lora_B.bias``)
+of any parameter. An entry that lands on this model is applied exactly; one framecast cannot
+apply (LoHa, LoKr, DoRA, a text encoder's, a name this model lacks) refuses the file naming it
+(InvalidInput), unless the import asks to drop such entries, and then it lists what it dropped.
+Shapes of another architecture refuse the whole file (IncompatibleAdapter): an adapter is never
+half-applied. Only safetensors are read (``read_safetensors``): a pickle is never unpickled.
 """
 
 from __future__ import annotations
@@ -19,107 +17,36 @@ import json
 import math
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
+from framecast.engine.adapters.canonical import (  # noqa: F401 (re-exported: the canonical form's names)
+    IMAGE_MODULES,
+    KEY_PREFIX,
+    TARGET_PATTERN,
+    TRAINING_PATTERN,
+    Deltas,
+    Pairs,
+    TargetShapes,
+    _shown,
+    check_fits,
+    join_adapter,
+    module_sort_key,
+    split_adapter,
+    split_canonical,
+    target_pattern,
+    target_shapes,
+    to_comfyui,
+    to_diffusers,
+)
+from framecast.engine.adapters.keys import BLOCK_MODULES, Entry, ModelLayout, parse_key  # noqa: F401
 from framecast.engine.errors import IncompatibleAdapter, InvalidInput
 
-KEY_PREFIX = "transformer."
 MAX_RANK = 1024
 MAX_HEADER_BYTES = 100 << 20  # safetensors' own bound on the JSON header
-
-# The linear layers of a Wan transformer block an adapter may target: diffusers name -> original Wan
-# name. attn1 is self-attention, attn2 cross-attention to the text (and, in I2V, the CLIP image
-# tokens through add_k_proj / add_v_proj).
-BLOCK_MODULES = {
-    "attn1.to_q": "self_attn.q",
-    "attn1.to_k": "self_attn.k",
-    "attn1.to_v": "self_attn.v",
-    "attn1.to_out.0": "self_attn.o",
-    "attn2.to_q": "cross_attn.q",
-    "attn2.to_k": "cross_attn.k",
-    "attn2.to_v": "cross_attn.v",
-    "attn2.to_out.0": "cross_attn.o",
-    "attn2.add_k_proj": "cross_attn.k_img",
-    "attn2.add_v_proj": "cross_attn.v_img",
-    "ffn.net.0.proj": "ffn.0",
-    "ffn.net.2": "ffn.2",
-}
-_FROM_WAN = {wan: diffusers for diffusers, wan in BLOCK_MODULES.items()}
-_FROM_MUSUBI = {wan.replace(".", "_"): diffusers for diffusers, wan in BLOCK_MODULES.items()}
-# The image cross-attention projections: a trained adapter leaves them alone (imports may carry them).
-IMAGE_MODULES = ("attn2.add_k_proj", "attn2.add_v_proj")
-
-
-def target_pattern(modules) -> str:
-    """The peft ``target_modules`` regex that matches these block modules in any block."""
-    return r"blocks\.\d+\.(" + "|".join(re.escape(name) for name in modules) + ")"
-
-
-TARGET_PATTERN = target_pattern(BLOCK_MODULES)  # every module above: the inference slot's
-TRAINING_PATTERN = target_pattern(m for m in BLOCK_MODULES if m not in IMAGE_MODULES)  # what training attaches
-
-_PARTS = {"lora_A": "A", "lora_down": "A", "lora_B": "B", "lora_up": "B"}
-_DOTTED_KEY = re.compile(
-    r"^(?P<prefix>transformer\.|base_model\.model\.|diffusion_model\.)?blocks\.(?P<block>\d+)\.(?P<module>[\w.]+?)"
-    r"\.(?:(?P<part>lora_A|lora_B|lora_down|lora_up)\.weight|(?P<alpha>alpha))$"
-)
-_MUSUBI_KEY = re.compile(
-    r"^lora_unet_blocks_(?P<block>\d+)_(?P<module>\w+?)\.(?:(?P<part>lora_down|lora_up)\.weight|(?P<alpha>alpha))$"
-)
-
-TargetShapes = dict[str, tuple[int, int]]  # "blocks.N.<module>" -> (in_features, out_features)
-
-
-def target_shapes(transformer) -> TargetShapes:
-    """Every linear an adapter may target in ``transformer``, with its (in, out) features.
-
-    Read once, before any adapter is attached; quantised and peft-wrapped linears report the
-    base layer's features. A T2V model has no add_k_proj/add_v_proj and lists none."""
-    shapes: TargetShapes = {}
-    for index, block in enumerate(transformer.blocks):
-        for name in BLOCK_MODULES:
-            try:
-                module = block.get_submodule(name)
-            except AttributeError:
-                continue
-            module = getattr(module, "base_layer", module)
-            shapes[f"blocks.{index}.{name}"] = (int(module.in_features), int(module.out_features))
-    return shapes
-
-
-def module_sort_key(module: str) -> tuple[int, int]:
-    """Block order, then the order of BLOCK_MODULES within a block."""
-    _, block, name = module.split(".", 2)
-    return int(block), list(BLOCK_MODULES).index(name) if name in BLOCK_MODULES else len(BLOCK_MODULES)
-
-
-@dataclass(frozen=True)
-class ParsedKey:
-    module: str  # "blocks.N.<diffusers module>"
-    part: str  # "A", "B" or "alpha"
-    layout: str  # "diffusers", "comfyui" or "musubi"
-
-
-def parse_key(key: str) -> ParsedKey | None:
-    """Where a tensor of a LoRA file goes, in any of the three layouts; None when nowhere."""
-    match = _MUSUBI_KEY.match(key)
-    if match:
-        name, layout = _FROM_MUSUBI.get(match["module"]), "musubi"
-    else:
-        match = _DOTTED_KEY.match(key)
-        if not match:
-            return None
-        if match["module"] in BLOCK_MODULES:
-            name = match["module"]
-            layout = "comfyui" if match["prefix"] == "diffusion_model." else "diffusers"
-        else:
-            name, layout = _FROM_WAN.get(match["module"]), "comfyui"
-    if name is None:
-        return None
-    part = "alpha" if match["alpha"] else _PARTS[match["part"]]
-    return ParsedKey(f"blocks.{int(match['block'])}.{name}", part, layout)
+DROP_HINT = ("import with drop_unsupported (framecast import --drop-unsupported) to import the rest without them, "
+             "or remove them from the file")  # fmt: skip
 
 
 # --- reading ------------------------------------------------------------------------------------
@@ -154,29 +81,33 @@ def read_safetensors(data: bytes, field: str = "data") -> tuple[dict[str, torch.
 
 @dataclass
 class NormalisedLora:
-    """An adapter in framecast's canonical form."""
+    """An adapter in framecast's canonical form, and what the file held that it does not keep."""
 
-    state_dict: dict[str, torch.Tensor]  # transformer.blocks.N.<module>.lora_A/B.weight, float32, alpha folded
-    ranks: dict[str, int]  # module -> rank
-    layout: str  # the layout most keys came in: diffusers | comfyui | musubi
+    pairs: Pairs  # module -> (lora_A [r, in], lora_B [out, r]) float32, alpha folded into lora_B
+    deltas: Deltas  # parameter -> its change, float32
+    layout: str  # the layout most keys came in: diffusers | peft | comfyui | musubi | videox-fun | diffsynth
+    dropped: list[str] = field(default_factory=list)  # "<key>: <why>" of each entry dropped on request
+
+    @property
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return join_adapter(self.pairs, self.deltas)
+
+    @property
+    def ranks(self) -> dict[str, int]:
+        return {module: int(lora_a.shape[0]) for module, (lora_a, _) in self.pairs.items()}
 
     @property
     def rank(self) -> int:
-        return max(self.ranks.values())
+        return max(self.ranks.values(), default=0)
 
     @property
     def target_modules(self) -> list[str]:
-        return sorted(self.ranks, key=module_sort_key)
+        return sorted(self.pairs, key=module_sort_key)
 
     @property
     def rank_pattern(self) -> dict[str, int]:
         """Ranks of the modules whose rank is not ``rank`` (empty for a uniform adapter)."""
         return {module: r for module, r in self.ranks.items() if r != self.rank}
-
-
-def _shown(items: list[str], limit: int = 12) -> str:
-    more = f", ... ({len(items) - limit} more)" if len(items) > limit else ""
-    return ", ".join(items[:limit]) + more
 
 
 def _peft_settings(metadata: dict[str, str]) -> dict:
@@ -232,123 +163,120 @@ def _pattern_value(patterns: dict[str, float], module: str, default: float) -> f
     return default
 
 
-def normalise(tensors: dict[str, torch.Tensor], metadata: dict[str, str], shapes: TargetShapes) -> NormalisedLora:
-    """Map a LoRA file onto this transformer's modules and fold its alphas.
+def _float(tensor: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    out = tensor.to(torch.float32)
+    return (out * scale if scale != 1.0 else out).contiguous()
 
-    Raises IncompatibleAdapter listing the keys that match no target (another architecture,
-    or a LoRA of something else), the modules whose shapes do not fit, and pairs missing a half.
+
+def normalise(
+    tensors: dict[str, torch.Tensor], metadata: dict[str, str], model: ModelLayout | TargetShapes,
+    drop_unsupported: bool = False,
+) -> NormalisedLora:  # fmt: skip
+    """Map a LoRA file onto this transformer's modules and parameters and fold its alphas.
+
+    Raises InvalidInput naming the entries framecast cannot apply (unless ``drop_unsupported``:
+    then they are left out and listed in ``dropped``), IncompatibleAdapter for a file nothing of
+    which lands on this model, shapes of another architecture, pairs missing a half and the same
+    weight named twice.
     """
-    pairs: dict[str, dict[str, torch.Tensor]] = {}
+    model = model if isinstance(model, ModelLayout) else ModelLayout.from_shapes(model)
+    entries, unsupported = [], []
+    for key in tensors:
+        parsed = parse_key(key, model)
+        (entries if isinstance(parsed, Entry) else unsupported).append(parsed)
+    if not entries:
+        if not tensors:
+            raise IncompatibleAdapter("the file holds no LoRA weights")
+        raise IncompatibleAdapter(f"none of the file's {len(tensors)} keys lands on this model (a LoRA of another "
+                                  f"model?): {_shown([f'{u.key} ({u.why})' for u in unsupported], 6)}")  # fmt: skip
+
+    parts: dict[str, dict[str, torch.Tensor]] = {}
+    changes: dict[str, torch.Tensor] = {}
     layouts: Counter[str] = Counter()
-    unmatched, duplicated = [], []
-    for key, tensor in tensors.items():
-        parsed = parse_key(key)
-        if parsed is None or parsed.module not in shapes:
-            unmatched.append(key)
-            continue
-        parts = pairs.setdefault(parsed.module, {})
-        if parsed.part in parts:
-            duplicated.append(key)
-        parts[parsed.part] = tensor
-        layouts[parsed.layout] += 1
-    if unmatched:
-        raise IncompatibleAdapter(
-            f"{len(unmatched)} of {len(tensors)} keys match no LoRA target of this model "
-            f"({len(shapes)} linears in blocks 0-{len(shapes) and max(int(m.split('.')[1]) for m in shapes)}): "
-            f"{_shown(sorted(unmatched))}"
-        )
+    duplicated = []
+    for entry in entries:
+        held = changes if entry.kind == "diff" else parts.setdefault(entry.target, {})
+        slot = entry.target if entry.kind == "diff" else entry.kind
+        if slot in held:
+            duplicated.append(entry.key)
+        held[slot] = tensors[entry.key]
+        layouts[entry.layout] += 1
+    for module, held in parts.items():
+        if "bias" in held and f"{module}.bias" in changes:
+            duplicated.append(f"{module}.bias (lora_B.bias and diff_b)")
     if duplicated:
         raise IncompatibleAdapter(f"keys name the same weight twice (mixed layouts?): {_shown(sorted(duplicated))}")
-    if not pairs:
-        raise IncompatibleAdapter("the file holds no LoRA weights")
 
-    settings = _peft_settings(metadata) if layouts["diffusers"] else {}
+    settings = _peft_settings(metadata) if layouts["diffusers"] or layouts["peft"] else {}
     alpha_patterns = _alpha_patterns(settings.get("alpha_pattern"))
     default_alpha = _number(settings["lora_alpha"], "lora_adapter_metadata.lora_alpha") if "lora_alpha" in settings else None
     if settings.get("use_dora"):
         raise IncompatibleAdapter("DoRA adapters are not supported (lora_adapter_metadata has use_dora)")
     rslora = bool(settings.get("use_rslora"))
 
-    state_dict, ranks, problems = {}, {}, []
-    for module in sorted(pairs, key=module_sort_key):
-        parts = pairs[module]
-        lora_a, lora_b = parts.get("A"), parts.get("B")
+    pairs, deltas, problems = {}, {}, []
+    for module in sorted(parts, key=module_sort_key):
+        held = parts[module]
+        lora_a, lora_b = held.get("A"), held.get("B")
+        if lora_a is None and lora_b is None:  # a bias change alone (an alpha alone changes nothing)
+            if "bias" in held:
+                changes[f"{module}.bias"] = held["bias"]
+            continue
         if lora_a is None or lora_b is None:
             problems.append(f"{module}: lora_{'A' if lora_a is None else 'B'} (down/up) missing")
             continue
-        in_features, out_features = shapes[module]
-        rank = lora_a.shape[0] if lora_a.ndim == 2 else -1
-        if lora_a.ndim != 2 or lora_b.ndim != 2 or lora_a.shape[1] != in_features or lora_b.shape != (out_features, rank):
-            problems.append(
-                f"{module}: lora_A {list(lora_a.shape)} / lora_B {list(lora_b.shape)}, "
-                f"this model needs [r, {in_features}] / [{out_features}, r]"
-            )
+        conv = module in model.convs
+        rank = lora_a.shape[0] if lora_a.ndim >= 2 else -1
+        if conv:
+            out_features, in_size = model.convs[module][0], math.prod(model.convs[module][1:])
+            fits = lora_a[0].numel() == in_size and lora_b.shape[0] == out_features and lora_b[0].numel() == rank
+        else:
+            in_features, out_features = model.linears[module]
+            fits = lora_a.ndim == 2 and lora_b.ndim == 2 and lora_a.shape[1] == in_features and lora_b.shape == (out_features, rank)
+        if not fits:
+            needs = f"[r, {in_features}] / [{out_features}, r]" if not conv else f"factors of a {list(model.convs[module])} weight"
+            problems.append(f"{module}: lora_A {list(lora_a.shape)} / lora_B {list(lora_b.shape)}, this model needs {needs}")
             continue
         if not (lora_a.is_floating_point() and lora_b.is_floating_point()) or not 1 <= rank <= MAX_RANK:
             problems.append(f"{module}: needs floating-point weights of rank 1-{MAX_RANK} (got {lora_a.dtype}, rank {rank})")
             continue
-        if "alpha" in parts:
-            if parts["alpha"].numel() != 1:
-                problems.append(f"{module}: alpha must be one number, got shape {list(parts['alpha'].shape)}")
+        if "alpha" in held:
+            if held["alpha"].numel() != 1:
+                problems.append(f"{module}: alpha must be one number, got shape {list(held['alpha'].shape)}")
                 continue
-            alpha = float(parts["alpha"].reshape(()).float())
+            alpha = float(held["alpha"].reshape(()).float())
         else:
             alpha = _pattern_value(alpha_patterns, module, rank if default_alpha is None else default_alpha)
         scale = alpha / (math.sqrt(rank) if rslora else rank)
-        weight_a = lora_a.to(torch.float32).contiguous()
-        weight_b = lora_b.to(torch.float32)
-        weight_b = (weight_b * scale if scale != 1.0 else weight_b).contiguous()
+        if "bias" in held:  # peft's lora_B bias runs at the LoRA's scale
+            changes[f"{module}.bias"] = _float(held["bias"], scale)
+        if conv:  # a convolution's LoRA as the change of its weight (patch_embedding: small)
+            weight = (_float(lora_b).reshape(out_features, rank) @ _float(lora_a).reshape(rank, -1)) * scale
+            if f"{module}.weight" in changes:
+                problems.append(f"{module}.weight: changed both by a LoRA and by a diff")
+            changes[f"{module}.weight"] = weight.reshape(model.convs[module])
+            continue
+        weight_a, weight_b = _float(lora_a), _float(lora_b, scale)
         if not (torch.isfinite(weight_a).all() and torch.isfinite(weight_b).all()):
             problems.append(f"{module}: weights are not finite")
             continue
-        state_dict[f"{KEY_PREFIX}{module}.lora_A.weight"] = weight_a
-        state_dict[f"{KEY_PREFIX}{module}.lora_B.weight"] = weight_b
-        ranks[module] = rank
+        pairs[module] = (weight_a, weight_b)
+    for param in sorted(changes, key=module_sort_key):
+        delta, shape = changes[param], tuple(model.parameters[param])
+        if tuple(delta.shape) != shape and [d for d in delta.shape if d != 1] == [d for d in shape if d != 1]:
+            delta = delta.reshape(shape)  # a modulation saved [6, dim] for [1, 6, dim]
+        if tuple(delta.shape) != shape:
+            problems.append(f"{param}: change {list(delta.shape)}, this model's is {list(shape)}")
+        elif not delta.is_floating_point() or not torch.isfinite(delta).all():
+            problems.append(f"{param}: the change must be finite floating-point numbers")
+        else:
+            deltas[param] = _float(delta)
     if problems:
         raise IncompatibleAdapter(f"the adapter does not fit this model's architecture: {_shown(problems, 8)}")
-    return NormalisedLora(state_dict, ranks, layouts.most_common(1)[0][0])
-
-
-# --- the canonical form -------------------------------------------------------------------------
-
-
-def split_canonical(state_dict: dict[str, torch.Tensor]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Canonical keys -> {module: (lora_A [r, in], lora_B [out, r])}, in module order.
-    Raises IncompatibleAdapter for a key outside the canonical form or a missing half."""
-    halves: dict[str, dict[str, torch.Tensor]] = {}
-    strays = []
-    for key, tensor in state_dict.items():
-        module, _, part = key.removeprefix(KEY_PREFIX).rpartition(".lora_")
-        if not key.startswith(KEY_PREFIX) or part not in ("A.weight", "B.weight"):
-            strays.append(key)
-            continue
-        halves.setdefault(module, {})[part[0]] = tensor
-    missing = [module for module, parts in halves.items() if len(parts) != 2]
-    if strays or missing:
-        raise IncompatibleAdapter(f"not a canonical framecast adapter: {_shown(sorted(strays + missing))}")
-    return {module: (halves[module]["A"], halves[module]["B"]) for module in sorted(halves, key=module_sort_key)}
-
-
-def check_fits(modules: dict[str, tuple[torch.Tensor, torch.Tensor]], shapes: TargetShapes) -> None:
-    """Raise IncompatibleAdapter unless every module exists in ``shapes`` with matching features."""
-    bad = []
-    for module, (lora_a, lora_b) in modules.items():
-        if module not in shapes:
-            bad.append(f"{module} (no such layer)")
-        elif (lora_a.shape[1], lora_b.shape[0]) != shapes[module] or lora_a.shape[0] != lora_b.shape[1]:
-            bad.append(f"{module} {list(lora_a.shape)}/{list(lora_b.shape)} vs (in, out) {shapes[module]}")
-    if bad:
-        raise IncompatibleAdapter(f"the adapter does not fit this model's architecture: {_shown(bad, 8)}")
-
-
-def to_comfyui(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Canonical -> original-Wan names under ``diffusion_model.``, lora_down/lora_up and a per-module
-    alpha equal to the rank (the scale is already folded into lora_up)."""
-    out = {}
-    for module, (lora_a, lora_b) in split_canonical(state_dict).items():
-        _, block, name = module.split(".", 2)
-        base = f"diffusion_model.blocks.{block}.{BLOCK_MODULES[name]}"
-        out[f"{base}.lora_down.weight"] = lora_a.contiguous()
-        out[f"{base}.lora_up.weight"] = lora_b.contiguous()
-        out[f"{base}.alpha"] = torch.tensor(float(lora_a.shape[0]), dtype=torch.float32)
-    return out
+    if unsupported and not drop_unsupported:  # after the shapes: a file of another model is refused as that
+        raise InvalidInput("data", f"{len(unsupported)} of {len(tensors)} keys",
+                           f"holds entries framecast cannot apply: {_shown([f'{u.key} {u.why}' for u in unsupported], 6)}; "
+                           + DROP_HINT)  # fmt: skip
+    if not pairs and not deltas:
+        raise IncompatibleAdapter("the file holds nothing this model can apply once its unsupported entries are dropped")
+    return NormalisedLora(pairs, deltas, layouts.most_common(1)[0][0], [f"{u.key}: {u.why}" for u in unsupported])

@@ -129,25 +129,33 @@ class AdapterManager:
         while a running job uses or trains it, AdapterNotFound when there is nothing to delete."""
         self.slots.delete(check_adapter_name(name, "name"), self.store)
 
-    def import_file(self, name: str, data: bytes, filename: str = "") -> AdapterRecord:
-        """Store a LoRA safetensors file as adapter ``name`` (``adapters.import_adapter``)."""
-        return import_adapter(self.store, self.slots, self.base_model, name, data, filename)
+    def import_file(self, name: str, data: bytes, filename: str = "", drop_unsupported: bool = False,
+                    sampling: dict | None = None) -> AdapterRecord:  # fmt: skip
+        """Store a LoRA safetensors file as adapter ``name`` (``imports.import_adapter``): entries
+        framecast cannot apply refuse it, or are left out and listed with ``drop_unsupported``;
+        ``sampling`` is how to sample with it as an accelerator (``--preset turbo``)."""
+        return import_adapter(self.store, self.slots, self.base_model, name, data, filename, drop_unsupported, sampling)
+
+    def accelerator_sampling(self, name: str) -> dict:
+        """How to sample with ``name`` as an accelerator, as stored with it (empty when it says nothing)."""
+        return dict(self.usable(name).sampling)
 
     def export(self, name: str, layout: str = "diffusers") -> bytes:
         return self.store.export(check_adapter_name(name, "name"), layout)
 
     @contextlib.contextmanager
-    def using(self, name: str):
-        """Hold ``name`` for a job: never evicted, unloaded or deleted while the block runs."""
-        with self.slots.using(name):
+    def using(self, *names: str):
+        """Hold these adapters for a job: never evicted, unloaded or deleted while the block runs."""
+        with self.slots.using(*names):
             yield
 
     # --- the job thread -----------------------------------------------------------------------
 
-    def activate(self, name: str, strength: float = 1.0) -> None:
-        """Put ``name`` in the transformer's slot at ``strength`` ("" = no adapter: the base model)."""
-        if name:
-            self.slots.activate(name, self.store, strength)
+    def activate(self, name: str, strength: float = 1.0, accelerator: str = "", accelerator_strength: float = 1.0) -> None:
+        """Put ``name`` in the transformer's slot at ``strength`` ("" = no adapter), over ``accelerator``
+        at ``accelerator_strength`` ("" = none); neither: the base model."""
+        if name or accelerator:
+            self.slots.activate(name, self.store, strength, accelerator, accelerator_strength)
         else:
             self.slots.deactivate()
 

@@ -1,12 +1,19 @@
-"""Adapters on the model: one hot-swappable LoRA slot on the transformer, over the caches.
+"""Adapters on the model: hot-swappable LoRA slots on the transformer, over the caches.
 
-The transformer carries exactly one peft adapter for inference, the *slot* (``SLOT_ADAPTER``),
-which targets every linear an adapter may touch at a fixed maximum rank. Activating an
+The transformer carries one peft adapter for a clip's adapter, the *slot* (``SLOT_ADAPTER``),
+which targets every block linear an adapter may touch at a fixed maximum rank. Activating an
 adapter copies its weights into the slot in place, zero-padding its rank to the slot's: the
 base model is never reloaded, no module is added or removed, and a compiled transformer sees
 the same parameters with new values, so a swap causes no recompilation. Every stored adapter
 has its alpha folded into lora_B, so the slot runs at scale 1 for all of them. Training
 attaches a separate peft adapter at the requested rank and hands the result to the caches.
+
+An *accelerator* (a step-distill LoRA, or any adapter) sits under the clip's adapter in a second
+slot (``ACCELERATOR_ADAPTER``), at its own rank and strength; both run together. Swapping the
+clip's adapter leaves it as it is, so a swap under a loaded accelerator costs what it costs
+without one. What an adapter changes outside the block linears (bias, norm and modulation
+changes, LoRA on the embedders or the head) is written into the base parameters themselves
+(``patches``), and undone exactly. Training sees neither: its adapter runs alone on the base.
 
 peft makes an adapter's name a key of every LoRA layer's ModuleDicts, that is a module
 attribute, so a public name such as ``training`` or ``to`` cannot be a peft name: the training
@@ -40,16 +47,9 @@ from framecast.engine.adapters.cache import (
     PackedWeights,
     copy_all,
 )
-from framecast.engine.adapters.formats import (
-    KEY_PREFIX,
-    TARGET_PATTERN,
-    TRAINING_PATTERN,
-    TargetShapes,
-    normalise,
-    read_safetensors,
-    split_canonical,
-    target_shapes,
-)
+from framecast.engine.adapters.canonical import KEY_PREFIX, TARGET_PATTERN, TRAINING_PATTERN, TargetShapes, split_canonical
+from framecast.engine.adapters.keys import ModelLayout
+from framecast.engine.adapters.patches import ParameterPatches
 from framecast.engine.adapters.store import (
     RECORD_FILE,
     WEIGHTS_FILE,
@@ -59,9 +59,9 @@ from framecast.engine.adapters.store import (
     serialize_adapter,
 )
 from framecast.engine.compat import add_peft_adapter, reapply_group_offloading, reset_peft_loaded_flag
-from framecast.engine.errors import AdapterExists, IncompatibleAdapter, InvalidInput
 
 __all__ = [
+    "ACCELERATOR_ADAPTER",
     "KEY_PREFIX",
     "RECORD_FILE",
     "SLOT_ADAPTER",
@@ -82,6 +82,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SLOT_ADAPTER = "_slot"  # peft name of the inference slot; user names cannot start with "_"
+ACCELERATOR_ADAPTER = "_accel"  # peft name of the accelerator's slot, under the clip's
 TRAINING_PREFIX = "fc_"  # peft name of a training adapter: this + its public name
 
 
@@ -94,6 +95,11 @@ def peft_name(name: str) -> str:
 class _Slot:
     rank: int
     params: dict[str, tuple[torch.nn.Parameter, torch.nn.Parameter]]  # module -> (lora_A [R, in], lora_B [out, R])
+    held: tuple[int, float] | None = None  # (serial, strength) of the weights it holds; None: unknown
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.numel() * a.element_size() + b.numel() * b.element_size() for a, b in self.params.values())
 
 
 def _adapter_dtype(transformer, shapes: TargetShapes) -> torch.dtype:
@@ -120,22 +126,31 @@ class AdapterSlots(AdapterCache):
     ):
         if max_rank < 1:
             raise ValueError(f"max_rank must be >= 1 (got {max_rank})")
-        shapes = target_shapes(transformer)
+        model = ModelLayout.of(transformer)
         device = torch.device(device) if device is not None else next(transformer.parameters()).device
-        super().__init__(capacity, host_bytes, device, _adapter_dtype(transformer, shapes), shapes)
+        super().__init__(capacity, host_bytes, device, _adapter_dtype(transformer, model.slot), model)
         self.transformer = transformer
         self.max_rank = max_rank  # the slot's rank; grows (once, recompiling) for a larger adapter
         self._slot: _Slot | None = None
         self._slot_strength = 1.0  # the strength the slot's lora_B heads were scaled by
+        self._accel: _Slot | None = None  # the accelerator's slot, made by the first accelerator
+        self.accelerator: tuple[str, float] | None = None  # (name, strength) in effect under the clip's adapter
+        self.patches = ParameterPatches(transformer)
 
     def memory(self) -> dict[str, int]:
-        """Bytes each tier holds; the device tier counts the slot."""
-        slot = self._slot
-        slot_bytes = sum(a.numel() * a.element_size() + b.numel() * b.element_size() for a, b in slot.params.values()) if slot else 0
+        """Bytes each tier holds; the device tier counts the slots."""
+        slot_bytes = sum(slot.nbytes for slot in (self._slot, self._accel) if slot is not None)
         tiers = super().memory()
         return {**tiers, "device_bytes": tiers["device_bytes"] + slot_bytes, "slot_bytes": slot_bytes}
 
-    # --- the slot on the transformer (the job thread only) -----------------------------------
+    def forget(self, name: str) -> None:
+        with self._lock:
+            serials = {w.serial for tier in (self._device, self._host) for w in [tier.get(name)] if w is not None}
+            if self._accel is not None and self._accel.held and self._accel.held[0] in serials:
+                self._accel.held = None
+        super().forget(name)
+
+    # --- the slots on the transformer (the job thread only) -----------------------------------
 
     def _lora_layers(self):
         from peft.tuners.lora import LoraLayer
@@ -147,48 +162,64 @@ class AdapterSlots(AdapterCache):
         transformer, so that the first activation changes no module."""
         self._ensure_slot(rank or self.max_rank)
 
-    def _ensure_slot(self, rank: int) -> _Slot:
+    def _build_slot(self, peft: str, rank: int, old: _Slot | None) -> _Slot:
+        """The slot ``peft`` at ``rank`` (replacing ``old``): zeros, frozen, on every block linear."""
         from peft import LoraConfig
 
-        if self._slot is not None and self._slot.rank >= rank:
-            return self._slot
-        slot_rank = max(rank, self.max_rank)
-        if self._slot is not None:
+        if old is not None:
             log.warning("adapter rank %d > slot rank %d: rebuilding the slot (a compiled transformer recompiles once)",
-                        rank, self._slot.rank)
-            self._delete_peft_adapter(SLOT_ADAPTER)
+                        rank, old.rank)
+            self._delete_peft_adapter(peft)
             with self._lock:  # plans hold views of the old slot: let it be freed
                 for weights in [*self._device.values(), *self._host.values()]:
                     weights.plan = None
-        config = LoraConfig(r=slot_rank, lora_alpha=slot_rank, lora_dropout=0.0, target_modules=TARGET_PATTERN)
-        self._add_peft_adapter(config, SLOT_ADAPTER, seed=None)
+        config = LoraConfig(r=rank, lora_alpha=rank, lora_dropout=0.0, target_modules=TARGET_PATTERN)
+        self._add_peft_adapter(config, peft, seed=None)
         params = {}
         for name, module in self.transformer.named_modules():
-            if SLOT_ADAPTER in getattr(module, "lora_A", {}):
-                params[name.removeprefix("_orig_mod.")] = (module.lora_A[SLOT_ADAPTER].weight, module.lora_B[SLOT_ADAPTER].weight)
+            if peft in getattr(module, "lora_A", {}):
+                params[name.removeprefix("_orig_mod.")] = (module.lora_A[peft].weight, module.lora_B[peft].weight)
         with torch.no_grad():
             torch._foreach_zero_([p for pair in params.values() for p in pair])
         for pair in params.values():
             for param in pair:
                 param.requires_grad_(False)
-        self.max_rank = slot_rank
         self.dtype = next(iter(params.values()))[0].dtype
-        self._slot, self._in_slot = _Slot(slot_rank, params), None
+        return _Slot(rank, params)
+
+    def _ensure_slot(self, rank: int) -> _Slot:
+        if self._slot is not None and self._slot.rank >= rank:
+            return self._slot
+        slot_rank = max(rank, self.max_rank)
+        self._slot = self._build_slot(SLOT_ADAPTER, slot_rank, self._slot)
+        self.max_rank, self._in_slot = slot_rank, None
         return self._slot
 
-    def _copy_into_slot(self, weights: PackedWeights, strength: float = 1.0) -> None:
-        """Write ``weights`` over the slot in place: rank r into the first r rows of lora_A and
-        columns of lora_B, zeros after them and in every module the adapter does not target.
-        ``strength`` scales every lora_B head (the adapter's delta), so it costs no recompilation.
+    def _ensure_accelerator_slot(self, rank: int) -> _Slot:
+        """The accelerator's slot, at the accelerator's own rank (it is not padded to the clip slot's)."""
+        if self._accel is None or self._accel.rank < rank:
+            self._accel = self._build_slot(ACCELERATOR_ADAPTER, max(rank, 1), self._accel)
+        return self._accel
+
+    def _copy_into_slot(self, weights: PackedWeights, strength: float = 1.0, accelerator: bool = False) -> None:
+        """Write ``weights`` over a slot in place (the clip's, or the accelerator's): rank r into the
+        first r rows of lora_A and columns of lora_B, zeros after them and in every module the
+        adapter does not target. ``strength`` scales every lora_B head (the adapter's delta), so it
+        costs no recompilation.
 
         Launches are what a swap costs (a 14B adapter is ~800 tensors), so the work is arranged
         for torch's fused multi-tensor kernels, which take only dense tensors: one fused zeroing
         of every lora_A tail and whole lora_B, one fused copy of the lora_A heads (and of the
         lora_B heads at full rank); only a lora_B head narrower than the slot is strided and
         copied one tensor at a time."""
-        slot = self._ensure_slot(weights.rank)
-        if self._in_slot == weights.serial and self._slot_strength == strength:
-            return
+        if accelerator:
+            slot = self._ensure_accelerator_slot(weights.rank)
+            if slot.held == (weights.serial, strength):
+                return
+        else:
+            slot = self._ensure_slot(weights.rank)
+            if self._in_slot == weights.serial and self._slot_strength == strength:
+                return
         # The views, built once per adapter and slot storage: offloading moves the slot's parameters
         # (module.to and group-offload hooks rebind .data), and views of the old storage would miss.
         storage = tuple(t.data_ptr() for pair in slot.params.values() for t in pair)
@@ -217,35 +248,61 @@ class AdapterSlots(AdapterCache):
             copy_all(*strided)
             if strength != 1.0 and heads_b:
                 torch._foreach_mul_(heads_b, strength)
-        self._in_slot, self._slot_strength = weights.serial, strength
+        if accelerator:
+            slot.held = (weights.serial, strength)
+        else:
+            self._in_slot, self._slot_strength = weights.serial, strength
 
-    def _select(self, adapter: str) -> None:
-        """Make ``adapter`` the one active peft adapter, with LoRA enabled; no-op when it already is
-        (a compiled transformer guards on these flags)."""
+    def _select(self, adapters: list[str]) -> None:
+        """Make ``adapters`` the active peft adapters, with LoRA enabled (none: disabled); no-op when
+        they already are (a compiled transformer guards on these flags)."""
         layer = next(self._lora_layers(), None)
-        if layer is None or list(layer.active_adapters) != [adapter]:
-            self.transformer.set_adapter(adapter)
+        if not adapters:
+            if layer is not None and not layer.disable_adapters:
+                self.transformer.disable_lora()
+            return
+        if layer is None or list(layer.active_adapters) != adapters:
+            self.transformer.set_adapter(adapters if len(adapters) > 1 else adapters[0])
         if layer is None or layer.disable_adapters:
             self.transformer.enable_lora()
 
-    def activate(self, name: str, store: AdapterStore, strength: float = 1.0) -> AdapterRecord:
-        """Make ``name`` the one adapter in effect, its delta scaled by ``strength``, loading it on
-        demand (disk -> host -> device -> slot)."""
-        record = store.record(name)
+    def activate(self, name: str, store: AdapterStore, strength: float = 1.0, accelerator: str = "",
+                 accelerator_strength: float = 1.0) -> AdapterRecord | None:  # fmt: skip
+        """Put ``name`` in effect ("" none), its delta scaled by ``strength``, over ``accelerator``
+        ("" none) at ``accelerator_strength``, loading each on demand (disk -> host -> device ->
+        slot). An accelerator already in its slot stays there: swapping the clip's adapter copies
+        the clip's alone. Returns ``name``'s record (None without one)."""
+        record = store.record(name) if name else None
+        if accelerator:
+            store.record(accelerator)
         with self._load_lock:
-            weights = self._device_weights(name, store, [])
-        self._copy_into_slot(weights, strength)
-        self._select(SLOT_ADAPTER)
+            weights = self._device_weights(name, store, []) if name else None
+            under = self._device_weights(accelerator, store, []) if accelerator else None
+        active, layers = [], []
+        if weights is not None:
+            self._copy_into_slot(weights, strength)
+            active.append(SLOT_ADAPTER)
+            layers.append((name, weights.serial, weights.extras, strength))
+        if under is not None:
+            if under.modules:
+                self._copy_into_slot(under, accelerator_strength, accelerator=True)
+                active.append(ACCELERATOR_ADAPTER)
+            layers.append((accelerator, under.serial, under.extras, accelerator_strength))
+        self.patches.apply(layers)
+        self._select(active)
         self._freeze_slot()  # peft's set_adapter marks them trainable
+        self.accelerator = (accelerator, accelerator_strength) if accelerator else None
         with self._lock:
-            self._touch(name, store)
+            for used in (name, accelerator):
+                if used:
+                    self._touch(used, store)
         return record
 
     def deactivate(self) -> None:
-        """Run the bare base model (the slot stays, unused)."""
-        layer = next(self._lora_layers(), None)
-        if layer is not None and not layer.disable_adapters:
-            self.transformer.disable_lora()
+        """Run the bare base model (the slots stay, unused; the base parameters get their own values back)."""
+        self._select([])
+        self.patches.clear()
+        self.accelerator = None
 
     # --- training (the job thread only) ---------------------------------------------------------
 
@@ -255,6 +312,8 @@ class AdapterSlots(AdapterCache):
         from peft import LoraConfig
 
         self.detach(name)
+        self.patches.clear()  # training sees the base model's own parameters, and no accelerator
+        self.accelerator = None
         internal = peft_name(name)
         config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=TRAINING_PATTERN)
         try:
@@ -344,78 +403,22 @@ class AdapterSlots(AdapterCache):
             self.transformer.delete_adapters(name)
         if name == SLOT_ADAPTER:
             self._slot, self._in_slot = None, None
+        elif name == ACCELERATOR_ADAPTER:
+            self._accel = None
         else:  # peft makes the adapter left active trainable: the slot, after a training adapter goes
             self._freeze_slot()
 
     def _freeze_slot(self) -> None:
         """The slot's weights are written in place, never trained."""
-        for slot_a, slot_b in (self._slot.params.values() if self._slot is not None else ()):
-            slot_a.requires_grad_(False)
-            slot_b.requires_grad_(False)
+        for slot in (self._slot, self._accel):
+            for slot_a, slot_b in (slot.params.values() if slot is not None else ()):
+                slot_a.requires_grad_(False)
+                slot_b.requires_grad_(False)
 
 
-# --- import ---------------------------------------------------------------------------------------
+def import_adapter(store: AdapterStore, slots: AdapterSlots, base_model: str, name: str, data: bytes, filename: str = "",
+                   drop_unsupported: bool = False, sampling: dict | None = None) -> AdapterRecord:  # fmt: skip
+    """``imports.import_adapter`` onto this transformer's layout (the caches forget the name first)."""
+    from framecast.engine.adapters.imports import import_adapter as store_import
 
-
-def _object(value, field: str) -> dict:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise InvalidInput(field, value, "must be a JSON object")
-    return value
-
-
-def _loss(value) -> float:
-    """A recorded final loss: a number, or NaN when the file has none."""
-    if value is None:
-        return float("nan")
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise InvalidInput("framecast.adapter.final_loss", value, "must be a number") from None
-
-
-def import_adapter(
-    store: AdapterStore, slots: AdapterSlots, base_model: str, name: str, data: bytes, filename: str = ""
-) -> AdapterRecord:
-    """Store a LoRA file (diffusers/peft, original Wan/ComfyUI or kohya/musubi safetensors) as
-    adapter ``name`` in the canonical form. Never touches the transformer: safe from any thread.
-
-    Raises InvalidInput (bad name; not a safetensors file), AdapterExists, IncompatibleAdapter
-    (keys that match no target, shapes of another architecture, a framecast file made for
-    another base model).
-    """
-    import json
-
-    check_adapter_name(name, "name")
-    if store.exists(name):
-        raise AdapterExists(name)
-    tensors, metadata = read_safetensors(data)
-    lora = normalise(tensors, metadata, slots.shapes)
-    origin = {}
-    if "framecast.adapter" in metadata:
-        try:
-            origin = json.loads(metadata["framecast.adapter"])
-        except ValueError:
-            origin = {}
-        if not isinstance(origin, dict):
-            raise InvalidInput("framecast.adapter", metadata["framecast.adapter"], "must be a JSON object (a framecast "
-                               "export's record of the adapter)")  # fmt: skip
-    theirs = str(origin.get("base_model", ""))
-    if "@" in theirs and theirs.rsplit("@", 1)[1] != base_model.rsplit("@", 1)[1]:
-        raise IncompatibleAdapter(f"the file was made for base model {theirs}, the server runs {base_model}")
-    record = AdapterRecord(
-        name=name,
-        base_model=base_model,
-        rank=lora.rank,
-        alpha=float(lora.rank),
-        target_modules=lora.target_modules,
-        training=dict(_object(origin.get("training"), "framecast.adapter.training"), imported_from=filename,
-                      imported_layout=lora.layout),  # fmt: skip
-        source_media_id=str(origin.get("source_media_id", "")),
-        final_loss=_loss(origin.get("final_loss")),
-        rank_pattern=lora.rank_pattern,
-        origin=f"imported from {lora.layout}",
-    )
-    slots.forget(name)
-    return store.save(lora.state_dict, record, replace=False)
+    return store_import(store, slots.model, base_model, name, data, filename, drop_unsupported, sampling, slots.forget)

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from framecast.common.media import atomic_write, fsync_dir, remove_interrupted_writes
-from framecast.engine.adapters.formats import KEY_PREFIX, split_canonical, to_comfyui
+from framecast.engine.adapters.canonical import join_adapter, split_adapter, to_comfyui, to_diffusers
 from framecast.engine.errors import AdapterExists, AdapterFailed, AdapterNotFound, IncompatibleAdapter, InvalidInput
 
 WEIGHTS_FILE = "adapter.safetensors"
@@ -59,6 +59,11 @@ class AdapterRecord:
     size_bytes: int = 0
     rank_pattern: dict[str, int] = field(default_factory=dict)  # modules whose rank is not ``rank``
     origin: str = "trained"  # "trained" or "imported from <layout>"
+    deltas: list[str] = field(default_factory=list)  # parameters it changes whole (an import's diff, diff_b, diff_m)
+    dropped: list[str] = field(default_factory=list)  # "<key>: <why>" of each entry its import left out, on request
+    # How to sample with it as an accelerator (``--preset turbo``): PropagateJob settings such as
+    # steps, guidance_scale and shift, as its publisher gives them; empty for a clip's adapter.
+    sampling: dict = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -72,6 +77,8 @@ class AdapterRecord:
         """The peft LoraConfig arguments, keyed by component as diffusers reads them
         ("transformer.r", ...) from a file's ``lora_adapter_metadata``."""
         config = {"r": self.rank, "lora_alpha": self.alpha, "target_modules": self.target_modules, "lora_dropout": 0.0}
+        if any(param.endswith(".bias") and param.rsplit(".", 1)[0] in self.target_modules for param in self.deltas):
+            config["lora_bias"] = True  # bias changes travel as lora_B.bias
         if self.rank_pattern:
             # Each module at its own rank, at scale 1 (alpha = rank): the scale is folded in.
             config["rank_pattern"] = dict(self.rank_pattern)
@@ -99,32 +106,39 @@ def file_metadata(record: AdapterRecord, layout: str) -> dict[str, str]:
 
 def serialize_adapter(state_dict: dict[str, torch.Tensor], record: AdapterRecord, layout: str = "diffusers") -> bytes:
     """Weights + metadata as one safetensors file: ``diffusers`` (what stock diffusers'
-    load_lora_weights reads, and what framecast stores) or ``comfyui`` (original Wan names)."""
+    load_lora_weights reads; FailedPrecondition for changes it has no form for) or ``comfyui``
+    (original Wan names, changes as diff keys)."""
     from safetensors.torch import save
 
     if layout not in EXPORT_LAYOUTS:
         raise InvalidInput("format", layout, f"must be one of {', '.join(EXPORT_LAYOUTS)}")
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
-    if layout == "comfyui":
-        tensors = to_comfyui(tensors)
+    tensors = to_comfyui(tensors) if layout == "comfyui" else to_diffusers(tensors)
     return save(tensors, metadata=file_metadata(record, layout))
+
+
+def stored_file(state_dict: dict[str, torch.Tensor], record: AdapterRecord) -> bytes:
+    """The file the store keeps: the canonical keys as they are (a LoRA-only adapter's is its diffusers export)."""
+    from safetensors.torch import save
+
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
+    return save(tensors, metadata=file_metadata(record, "canonical" if record.deltas else "diffusers"))
 
 
 def canonicalise(state_dict: dict[str, torch.Tensor], record: AdapterRecord) -> dict[str, torch.Tensor]:
     """Fold a uniform alpha into lora_B (B * alpha / rank) and fill the record's rank fields
-    from the weights, so that the stored adapter runs at scale 1 everywhere."""
-    modules = split_canonical(state_dict)
-    scale = record.alpha / record.rank if not record.rank_pattern else 1.0
-    out = {}
-    for module, (lora_a, lora_b) in modules.items():
-        out[f"{KEY_PREFIX}{module}.lora_A.weight"] = lora_a
-        out[f"{KEY_PREFIX}{module}.lora_B.weight"] = lora_b * scale if scale != 1.0 else lora_b
+    from the weights, so that the stored adapter runs at scale 1 everywhere. Whole changes
+    (``.diff``) are kept as they are."""
+    modules, deltas = split_adapter(state_dict)
+    scale = record.alpha / record.rank if record.rank and not record.rank_pattern else 1.0
+    modules = {module: (lora_a, lora_b * scale if scale != 1.0 else lora_b) for module, (lora_a, lora_b) in modules.items()}
     ranks = {module: int(lora_a.shape[0]) for module, (lora_a, _) in modules.items()}
-    record.rank = max(ranks.values())
+    record.rank = max(ranks.values(), default=0)
     record.alpha = float(record.rank)
     record.rank_pattern = {module: r for module, r in ranks.items() if r != record.rank}
     record.target_modules = list(modules)
-    return out
+    record.deltas = sorted(deltas)
+    return join_adapter(modules, deltas)
 
 
 class AdapterStore:
@@ -156,7 +170,7 @@ class AdapterStore:
         With ``replace`` off, an existing adapter of that name raises AdapterExists."""
         directory = self._dir(record.name)
         state_dict = canonicalise(state_dict, record)
-        blob = serialize_adapter(state_dict, record)
+        blob = stored_file(state_dict, record)
         record.size_bytes = len(blob)
         with self._lock:
             if not replace and (directory / RECORD_FILE).is_file():

@@ -338,7 +338,7 @@ def test_import_stores_canonical_or_nothing(transformer, store):
         import_adapter(store, slots, "other@ffffffffffff", "other-base", comfy)
     from safetensors.torch import save
 
-    with pytest.raises(IncompatibleAdapter, match="match no LoRA target"):
+    with pytest.raises(IncompatibleAdapter, match="lands on this model"):
         import_adapter(store, slots, BASE, "flux", save({"transformer.single_transformer_blocks.0.x.lora_A.weight": torch.ones(1)}))
     assert [r.name for r in store.list()] == ["from-comfy"]
 

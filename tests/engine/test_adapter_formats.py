@@ -1,5 +1,6 @@
 """LoRA file layouts: diffusers/peft, original Wan/ComfyUI and kohya/musubi normalise to one canonical
-form with alpha folded; stock diffusers' own converters agree; bad files are refused whole."""
+form with alpha folded; stock diffusers' own converters agree; bad files are refused whole.
+(tests/engine/test_adapter_imports.py applies every published layout to the model.)"""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from safetensors.torch import save
 
 from framecast.engine.adapters.formats import (
     BLOCK_MODULES,
+    ModelLayout,
     normalise,
     parse_key,
     read_safetensors,
@@ -20,6 +22,13 @@ from framecast.engine.adapters.formats import (
     to_comfyui,
 )
 from framecast.engine.errors import IncompatibleAdapter, InvalidInput
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model_dir):
+    from diffusers import WanTransformer3DModel
+
+    return ModelLayout.of(WanTransformer3DModel.from_pretrained(tiny_model_dir / "transformer"))
 
 
 @pytest.fixture(scope="module")
@@ -58,36 +67,48 @@ def musubi(state_dict, alpha: float) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize(
     "key, expected",
     [
-        ("transformer.blocks.3.attn1.to_q.lora_A.weight", ("blocks.3.attn1.to_q", "A", "diffusers")),
+        ("transformer.blocks.1.attn1.to_q.lora_A.weight", ("blocks.1.attn1.to_q", "A", "diffusers")),
         ("blocks.0.ffn.net.2.lora_B.weight", ("blocks.0.ffn.net.2", "B", "diffusers")),
-        ("base_model.model.blocks.1.attn2.to_out.0.lora_A.weight", ("blocks.1.attn2.to_out.0", "A", "diffusers")),
-        ("diffusion_model.blocks.12.self_attn.o.lora_up.weight", ("blocks.12.attn1.to_out.0", "B", "comfyui")),
+        ("base_model.model.blocks.1.attn2.to_out.0.lora_A.weight", ("blocks.1.attn2.to_out.0", "A", "peft")),
+        ("diffusion_model.blocks.1.self_attn.o.lora_up.weight", ("blocks.1.attn1.to_out.0", "B", "comfyui")),
         ("diffusion_model.blocks.0.cross_attn.k_img.lora_down.weight", ("blocks.0.attn2.add_k_proj", "A", "comfyui")),
         ("diffusion_model.blocks.0.ffn.0.alpha", ("blocks.0.ffn.net.0.proj", "alpha", "comfyui")),
-        ("blocks.2.cross_attn.v.lora_A.weight", ("blocks.2.attn2.to_v", "A", "comfyui")),
-        ("lora_unet_blocks_7_self_attn_q.lora_down.weight", ("blocks.7.attn1.to_q", "A", "musubi")),
-        ("lora_unet_blocks_7_cross_attn_v_img.alpha", ("blocks.7.attn2.add_v_proj", "alpha", "musubi")),
-        ("lora_unet_blocks_0_ffn_2.lora_up.weight", ("blocks.0.ffn.net.2", "B", "musubi")),
+        ("blocks.1.cross_attn.v.lora_A.default.weight", ("blocks.1.attn2.to_v", "A", "diffsynth")),
+        ("lora_unet_blocks_1_self_attn_q.lora_down.weight", ("blocks.1.attn1.to_q", "A", "musubi")),
+        ("lora_unet_blocks_1_cross_attn_v_img.alpha", ("blocks.1.attn2.add_v_proj", "alpha", "musubi")),
+        ("lora_unet__blocks_0_ffn_2.lora_up.weight", ("blocks.0.ffn.net.2", "B", "videox-fun")),
+        ("diffusion_model.head.head.lora_down.weight", ("proj_out", "A", "comfyui")),
+        ("diffusion_model.blocks.0.self_attn.norm_q.diff", ("blocks.0.attn1.norm_q.weight", "diff", "comfyui")),
+        ("diffusion_model.blocks.1.norm3.diff_b", ("blocks.1.norm2.bias", "diff", "comfyui")),  # Wan's norm3 is diffusers' norm2
+        ("diffusion_model.blocks.0.diff_m", ("blocks.0.scale_shift_table", "diff", "comfyui")),
+        ("diffusion_model.head.diff_m", ("scale_shift_table", "diff", "comfyui")),
+        ("transformer.blocks.0.attn2.to_k.lora_B.bias", ("blocks.0.attn2.to_k", "bias", "diffusers")),
     ],
 )
-def test_parse_key_in_every_layout(key, expected):
-    parsed = parse_key(key)
-    assert (parsed.module, parsed.part, parsed.layout) == expected
+def test_parse_key_in_every_layout(model, key, expected):
+    parsed = parse_key(key, model)
+    assert (parsed.target, parsed.kind, parsed.layout) == expected
 
 
 @pytest.mark.parametrize(
-    "key",
+    "key, why",
     [
-        "transformer.single_transformer_blocks.0.attn.to_q.lora_A.weight",  # Flux
-        "diffusion_model.blocks.0.self_attn.norm_q.diff",  # a full-weight diff, not LoRA
-        "diffusion_model.head.head.lora_down.weight",  # outside the blocks
-        "lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight",  # SD UNet
-        "diffusion_model.blocks.0.self_attn.k_img.lora_down.weight",  # k_img only exists in cross-attention
-        "blocks.0.attn1.to_q.lora_magnitude_vector",  # DoRA
+        ("transformer.single_transformer_blocks.0.attn.to_q.lora_A.weight", "names nothing"),  # Flux
+        ("lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight", "names nothing"),  # SD UNet
+        ("diffusion_model.blocks.0.self_attn.k_img.lora_down.weight", "names nothing"),  # k_img is cross-attention's
+        ("diffusion_model.blocks.5.self_attn.q.lora_down.weight", "names nothing"),  # the tiny model has 2 blocks
+        ("diffusion_model.blocks.0.norm2.diff", "names nothing"),  # Wan's norm2 has no weight
+        ("diffusion_model.blocks.0.self_attn.norm_q.lora_down.weight", "not a linear"),
+        ("blocks.0.attn1.to_q.lora_magnitude_vector", "DoRA"),
+        ("diffusion_model.blocks.0.self_attn.q.hada_w1_a", "LoHa"),
+        ("diffusion_model.blocks.0.self_attn.q.lokr_w1", "LoKr"),
+        ("lora_te_text_model_encoder_layers_0_mlp_fc1.lora_down.weight", "text or image encoder"),
+        ("diffusion_model.blocks.0.self_attn.q.set_weight", "replacement"),
     ],
 )
-def test_keys_of_other_models_parse_to_nothing(key):
-    assert parse_key(key) is None
+def test_keys_framecast_cannot_apply_say_why(model, key, why):
+    parsed = parse_key(key, model)
+    assert not hasattr(parsed, "target") and why in parsed.why, parsed
 
 
 def test_tiny_model_targets_every_block_linear(shapes):
@@ -167,23 +188,32 @@ def test_diffusers_metadata_alpha_and_rank_pattern(shapes):
     torch.testing.assert_close(lora.state_dict[v], weights[v] * 2.0)  # alpha 4 / rank 2
 
 
-def test_unmatched_keys_refuse_the_whole_file_and_are_listed(shapes):
+def test_entries_framecast_cannot_apply_refuse_the_file_naming_them_or_are_dropped_on_request(model, shapes):
     weights = random_lora(shapes, rank=2)
     weights["transformer.single_transformer_blocks.0.attn.to_q.lora_A.weight"] = torch.zeros(2, 3)
-    weights["diffusion_model.head.head.lora_down.weight"] = torch.zeros(2, 3)
-    with pytest.raises(IncompatibleAdapter) as caught:
-        normalise(weights, {}, shapes)
+    weights["diffusion_model.blocks.0.self_attn.q.hada_w1_a"] = torch.zeros(2, 3)
+    with pytest.raises(InvalidInput) as caught:
+        normalise(weights, {}, model)
     message = str(caught.value)
-    assert "2 of 50 keys match no LoRA target" in message
-    assert "single_transformer_blocks.0.attn.to_q" in message and "head.head" in message
+    assert message.startswith("data holds entries framecast cannot apply") and "(got '2 of 50 keys')" in message
+    assert "single_transformer_blocks.0.attn.to_q" in message and "LoHa" in message and "drop_unsupported" in message
+    lora = normalise(weights, {}, model, drop_unsupported=True)
+    assert len(lora.pairs) == 24 and len(lora.dropped) == 2 and "hada_w1_a: a LoHa factor" in " ".join(lora.dropped)
 
 
-def test_blocks_beyond_the_model_are_unmatched(shapes):
+def test_a_file_of_another_model_is_incompatible_whatever_is_asked(model):
+    flux = {"transformer.single_transformer_blocks.0.attn.to_q.lora_A.weight": torch.zeros(2, 3)}
+    for drop in (False, True):
+        with pytest.raises(IncompatibleAdapter, match="none of the file's 1 keys lands on this model"):
+            normalise(flux, {}, model, drop_unsupported=drop)
+
+
+def test_blocks_beyond_the_model_name_nothing(model, shapes):
     weights = random_lora(shapes, rank=2, modules=["blocks.0.attn1.to_q"])
     weights["transformer.blocks.39.attn1.to_q.lora_A.weight"] = torch.zeros(2, 24)
     weights["transformer.blocks.39.attn1.to_q.lora_B.weight"] = torch.zeros(24, 2)
-    with pytest.raises(IncompatibleAdapter, match="blocks.39.attn1.to_q"):
-        normalise(weights, {}, shapes)
+    with pytest.raises(InvalidInput, match="blocks.39.attn1.to_q"):
+        normalise(weights, {}, model)
 
 
 def test_another_architecture_is_refused_with_its_shapes(shapes):
