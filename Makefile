@@ -1,10 +1,12 @@
 # framecast: the two commands a newcomer needs.
 #   make demo   install, then train and propagate an edit on the built-in model through the real server
-#   make test   install, then run the whole test suite
+#   make test   install (and Debian's chromium for the studio's browser tests), then run the whole test suite
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The studio's browser tests drive the system's Chromium (Debian's package): Playwright downloads no browser.
+CHROMIUM := /usr/bin/chromium
 
 .PHONY: install demo test proto clean
 
@@ -21,7 +23,11 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/framecast demo --out demo-out
 
-test: $(STAMP)
+$(CHROMIUM):
+	if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium
+
+test: $(STAMP) $(CHROMIUM)
 	TRITON_INTERPRET=1 $(BIN)/pytest
 
 proto: $(STAMP)

@@ -1,9 +1,10 @@
 """The ``framecast`` command line: run a server, edit videos, train adapters, propagate edits,
-follow jobs, run the demo.
+follow jobs, run the demo, serve the studio's page.
 
 One module a command group, each registering its own subcommands: ``jobs`` (train, propagate),
 ``edit`` (edit, plan), ``queue`` (jobs list, watch, cancel), ``adapters`` (adapters, import,
-export), ``media``, ``info``, ``demo``; ``args`` holds what they share, ``inputs`` the uploads
+export), ``media``, ``info``, ``demo``, ``studio`` (the studio's page: ``framecast.client.studio``,
+loaded when it runs); ``args`` holds what they share, ``inputs`` the uploads
 of local files and folders of frames, ``masks`` the edit region's options (``--mask``, or ``--box``,
 ``--points`` or ``--mask-frame0`` tracked on the server). ``serve`` is the server's
 (``framecast.server.cli``), ``cluster`` the Ray Serve cluster's (``framecast.server.cluster.cli``),
@@ -25,7 +26,7 @@ import logging
 import os
 import sys
 
-from framecast.client.cli import adapters, demo, edit, info, jobs, media, queue
+from framecast.client.cli import adapters, demo, edit, info, jobs, media, queue, studio
 from framecast.client.cli.adapters import cmd_adapters, cmd_export, cmd_import
 from framecast.client.cli.args import DEFAULT_SERVER, CliError, existing_file, output_path
 from framecast.client.cli.demo import cmd_demo
@@ -69,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     media.add_parsers(commands)
     info.add_parser(commands)
     demo.add_parser(commands)
+    studio.add_parser(commands)
     toy_cli.add_parsers(commands)
     return parser
 
