@@ -2,8 +2,9 @@
 ``framecast serve`` on the built-in model. A clip with sound is uploaded and shown; a box is drawn on
 frame 0 with the mouse and tracked, its overlay shown before any training; an edited first frame is
 uploaded, the edit planned and run with live progress to its end; the result plays beside the source,
-shows its verdict and figures, downloads, and comes back after a reload; the adapter exports. A bad
-upload shows the server's own message next to the clip's field. Each step leaves a screenshot.
+shows its verdict and figures, downloads, and comes back after a reload; the adapter exports and is
+deleted. Points are clicked on frame 0 and a run is cancelled from the page. A bad upload shows the
+server's own message next to the clip's field. Each step leaves a screenshot.
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ def test_an_edit_from_the_clip_to_the_exported_adapter(page, studio, clip, shots
     assert all(abs(a - b) <= 1.5 for a, b in zip(drawn, box)), (drawn, box)
     shots(page, "03-box")
     page.click("#track-btn")
-    page.wait_for_selector("#region-text:has-text('tracked by csrt through 16 working frames')")
+    page.wait_for_selector("#region-text:has-text('through 16 working frames')")  # tracked by the server's tracker
     page.wait_for_function("document.getElementById('overlay').complete && document.getElementById('overlay').naturalWidth > 0")
     assert page.is_visible("#overlay")
     assert all(abs(a - b) <= 3 for a, b in zip(overlay_box(page, studio), box))
@@ -146,8 +147,11 @@ def test_an_edit_from_the_clip_to_the_exported_adapter(page, studio, clip, shots
         header = json.loads(data[8 : 8 + struct.unpack("<Q", data[:8])[0]])
         assert download.value.suggested_filename == name and any("lora" in key for key in header)
     shots(page, "08-adapters")
+    page.once("dialog", lambda dialog: dialog.accept())  # "Delete adapter ...?"
+    row.locator("button", has_text="Delete").click()
+    row.wait_for(state="detached")
 
-    # A reload shows the page as it was: the jobs re-attached, the result back.
+    # A reload shows the page as it was: the jobs re-attached, the result back (its adapter deleted meanwhile).
     page.reload()
     page.wait_for_selector("#result:not([hidden])")
     assert page.inner_text("#verdict").startswith("edit ") and page.is_visible("#overlay")
@@ -167,3 +171,39 @@ def test_a_bad_upload_shows_the_servers_message(page, framecast_server, tmp_path
     assert error.inner_text() == f"{refused.value.code.name}: {refused.value.message}"
     assert refused.value.code.name == "INVALID_ARGUMENT" and page.is_hidden("#viewer")
     shots(page, "09-bad-upload")
+
+
+@pytest.mark.timeout(150)
+def test_points_clicked_and_a_run_cancelled(page, clip, shots):
+    footage, edited, box = clip
+    page.set_input_files("#source-file", str(footage.path))
+    page.wait_for_selector("#clip-info:has-text('with sound')")
+    page.check("input[name='mode'][value='points']")
+    page.locator("#draw").scroll_into_view_if_needed()
+    canvas = page.locator("#draw").bounding_box()
+    scale = canvas["width"] / SIDE
+    x, y, w, h = box
+    page.mouse.click(canvas["x"] + (x + w / 2) * scale, canvas["y"] + (y + h / 2) * scale)  # on the region
+    page.keyboard.down("Shift")
+    page.mouse.click(canvas["x"] + 10 * scale, canvas["y"] + 10 * scale)  # off it
+    page.keyboard.up("Shift")
+    points = page.evaluate("JSON.parse(localStorage.getItem('framecast-studio')).region.points")
+    assert [p[2] for p in points] == [False, True] and abs(points[0][0] - (x + w / 2)) <= 1.5
+    assert page.inner_text("#region-text") == "2 points (1 off the region)"
+
+    page.set_input_files("#edited-file", str(edited))
+    page.wait_for_selector("#edited-preview:not([hidden])")
+    page.fill("#prompt", footage.prompt)
+    page.select_option("#preset", "quality")  # 1,600 steps: long enough to cancel
+    page.click("#run-btn")
+    page.wait_for_selector(".phase[data-phase='training']", timeout=90_000)
+    page.click("#cancel-btn")
+    error = page.locator(".error[data-for='run']")
+    page.wait_for_function("document.querySelector(\".error[data-for='run']\").textContent.includes('CANCELLED')")
+    assert "FAILED_PRECONDITION" in error.inner_text() or "CANCELLED" in error.inner_text()
+    page.wait_for_selector("#cancel-btn[disabled]")
+    shots(page, "10-cancelled")
+
+    # The jobs list says what became of them.
+    page.click("#jobs-refresh")
+    page.wait_for_selector("#jobs td:has-text('cancelled')")
