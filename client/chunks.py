@@ -37,12 +37,15 @@ def media_chunks(
 
 
 def adapter_chunks(
-    name: str, source: str | os.PathLike | bytes, filename: str | None = None, chunk_bytes: int = MiB
-) -> Iterator[pb.ImportAdapterChunk]:
-    """The ``ImportAdapterChunk`` stream of an adapter import: the header (name, filename) on the
-    first chunk only. Raises FileNotFoundError / ValueError at call time, as ``media_chunks``."""
+    name: str, source: str | os.PathLike | bytes, filename: str | None = None, chunk_bytes: int = MiB,
+    drop_unsupported: bool = False, sampling: pb.Sampling | None = None,
+) -> Iterator[pb.ImportAdapterChunk]:  # fmt: skip
+    """The ``ImportAdapterChunk`` stream of an adapter import: the header (name, filename, what to do
+    with entries framecast cannot apply, an accelerator's sampling) on the first chunk only. Raises
+    FileNotFoundError / ValueError at call time, as ``media_chunks``."""
     media = media_chunks(source, filename, chunk_bytes)  # validates now
-    header = pb.ImportAdapterHeader(name=name, filename=filename or ("" if isinstance(source, (bytes, bytearray, memoryview)) else Path(source).name))
+    header = pb.ImportAdapterHeader(name=name, filename=filename or ("" if isinstance(source, (bytes, bytearray, memoryview)) else Path(source).name),
+                                    drop_unsupported=drop_unsupported, sampling=sampling)  # fmt: skip
 
     def chunks() -> Iterator[pb.ImportAdapterChunk]:
         for index, chunk in enumerate(media):

@@ -37,6 +37,7 @@ from framecast.client.requests import (  # noqa: F401 (part of this module's API
     mask_mode_value,
     job_request,
     plan_request,
+    sampling_message,
     track_request,
     uint_value,
 )
@@ -443,14 +444,20 @@ class FramecastClient:
         filename: str | None = None,
         chunk_bytes: int = MiB,
         timeout: float | None = None,
+        drop_unsupported: bool = False,
+        sampling: dict | None = None,
     ) -> pb.AdapterInfo:
-        """Add adapter ``name`` from a LoRA safetensors file for the server's base model, in
-        diffusers/peft, original-Wan/ComfyUI or kohya/musubi layout. Returns its info.
+        """Add adapter ``name`` from a LoRA safetensors file for the server's base model, in any
+        published Wan layout (ComfyUI / original Wan and LightX2V, diffusion-pipe, musubi-tuner,
+        VideoX-Fun, DiffSynth-Studio, peft, diffusers). Returns its info, whose ``dropped`` lists
+        the entries left out with ``drop_unsupported``. ``sampling``: how to sample with it as an
+        accelerator ({"steps": 4, "guidance_scale": 1, "shift": 5}: what ``preset="turbo"`` takes).
 
-        Raises FileNotFoundError for a missing path; FramecastError (INVALID_ARGUMENT for a bad
-        name, a file that is not safetensors or one over the upload limit; FAILED_PRECONDITION,
-        listing them, for keys or shapes that do not fit the model; ALREADY_EXISTS)."""
-        chunks = adapter_chunks(name, path_or_bytes, filename, chunk_bytes)
+        Raises FileNotFoundError for a missing path; ValueError / TypeError for bad ``sampling``;
+        FramecastError (INVALID_ARGUMENT for a bad name, a file that is not safetensors or one over
+        the upload limit, entries framecast cannot apply unless ``drop_unsupported``, sampling out of
+        range; FAILED_PRECONDITION for shapes of another model; ALREADY_EXISTS)."""
+        chunks = adapter_chunks(name, path_or_bytes, filename, chunk_bytes, drop_unsupported, sampling_message(sampling))
         return self._unary(self._stub.ImportAdapter, chunks, timeout)
 
     def delete_adapter(self, name: str, timeout: float | None = None) -> bool:

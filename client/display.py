@@ -69,6 +69,13 @@ def format_adapter(info) -> str:
     ]
     if info.error:
         rows.insert(2, ("error", info.error))
+    if info.changed_parameters:
+        rows.append(("changes", f"{info.changed_parameters} base parameters (bias, norm, modulation, outside the blocks)"))
+    sampling = [f"{field.name}={value:g}" for field, value in info.sampling.ListFields()]
+    if sampling:
+        rows.append(("sampling", ", ".join(sampling) + " (as an accelerator: --preset turbo)"))
+    for number, dropped in enumerate(info.dropped):
+        rows.append(("dropped" if number == 0 else "", dropped))
     if info.training_json:
         rows.append(("training", info.training_json))
     return "\n".join(f"{key:<11} {value}" for key, value in rows)

@@ -358,6 +358,9 @@ def propagate_request(
     fit: str | int | None = None,
     container: str | int | None = None,
     fidelity_threshold: float | None = None,
+    accelerator: str | None = None,
+    accelerator_strength: float | None = None,
+    shift: float | None = None,
 ) -> pb.PropagateRequest:
     """The ``PropagateRequest`` of ``FramecastClient.propagate`` and ``plan_propagate``.
 
@@ -375,7 +378,10 @@ def propagate_request(
     ``cache_interval``). ``window_frames`` and ``overlap_frames`` as in ``train_request``. The
     shot (``start_s``, ``end_s``, ``fps``, ``source_fps``, ``fit``) as
     ``shot_options``. ``fidelity_threshold``: the share of the pixels the edit changes that a frame
-    must carry for the edit to count as held (0 to 1; None: the model's). Raises ValueError for no edit region or two, a bad choice, or a count, pixel
+    must carry for the edit to count as held (0 to 1; None: the model's). ``accelerator``: an adapter
+    held under ``adapter`` (a step-distill LoRA), at ``accelerator_strength`` (0 to 2); None the
+    server's (``ServerInfo.accelerator``), "" none; with ``preset="turbo"`` its steps, guidance and
+    ``shift`` (the sampler's timestep shift) are the ones stored with it. Raises ValueError for no edit region or two, a bad choice, or a count, pixel
     width, coordinate, seed, quality or time below 0 or beyond its field; TypeError for a value of
     the wrong type, or no edited first frame or prompt.
     """
@@ -416,7 +422,34 @@ def propagate_request(
         request.quality = uint_value(quality, "quality", high=MAX_QUALITY)
     if fidelity_threshold is not None:
         request.fidelity_threshold = share_value(fidelity_threshold, "fidelity_threshold")
+    if accelerator is not None:
+        if not isinstance(accelerator, str):
+            raise TypeError(f"accelerator must be a str but is {type(accelerator).__name__}")
+        request.accelerator = accelerator
+    if accelerator_strength is not None:
+        request.accelerator_strength = float(accelerator_strength)
+    if shift is not None:
+        request.shift = float(shift)
     return request
+
+
+SAMPLING_FIELDS = ("steps", "guidance_scale", "shift", "accelerator_strength")
+
+
+def sampling_message(sampling: dict | None) -> pb.Sampling | None:
+    """An accelerator's sampling settings (steps, guidance_scale, shift, accelerator_strength) as the
+    wire's ``Sampling``; the server checks their ranges. ValueError for another name, TypeError for a
+    value that is not a number."""
+    if not sampling:
+        return None
+    message = pb.Sampling()
+    for name, value in sampling.items():
+        if name not in SAMPLING_FIELDS:
+            raise ValueError(f"sampling takes {', '.join(SAMPLING_FIELDS)}, not {name!r}")
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError(f"sampling {name} must be a number but is {type(value).__name__}")
+        setattr(message, name, uint_value(value, "sampling.steps") if name == "steps" else float(value))
+    return message
 
 
 def share_value(value, field: str) -> float:

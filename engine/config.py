@@ -82,6 +82,7 @@ class EngineConfig:
     adapter_slots: int = 8  # adapters kept in device memory at once (LRU; pinned ones never evicted)
     adapter_host_cache_gb: float = 4.0  # host memory for adapters off the device (LRU)
     adapter_max_rank: int = 64  # rank of the hot-swap slot every adapter is zero-padded to
+    accelerator: str = ""  # the adapter held under every propagation's that names none (a step-distill LoRA); "": none
     window_frames: int = 81  # clips longer than this are generated/trained in windows; 0: never
     quantize: Quantize = Quantize.NONE
     attention: Attention = Attention.AUTO

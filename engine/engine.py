@@ -432,9 +432,14 @@ class Engine:
         if job.adapter and adapter_pending:
             with problems.check():
                 check_adapter_name(job.adapter)
+        if job.accelerator:
+            with problems.check():
+                check_adapter_name(job.accelerator, "accelerator")
         problems.raise_if_any()
         if job.adapter and not adapter_pending:
             self.adapters.usable(job.adapter)
+        if job.accelerator:
+            self.adapters.usable(job.accelerator)
         return PreparedPropagate(job, clip, prompt, negative if job.guidance_scale > 1.0 else None, plan)
 
     def propagate(
@@ -452,13 +457,14 @@ class Engine:
         follows the reading of a clip of stored footage."""
         prepared = request if isinstance(request, PreparedPropagate) else self.prepare_propagate(request)
         job = prepared.job
-        with self.adapters.using(job.adapter):
+        accelerator = job.accelerator or ""
+        with self.adapters.using(job.adapter, accelerator):
             data = prepared.clip.read(job.mask_mode, job.dilate_px, on_read)
             if on_clip is not None:
                 on_clip(data)
             if job.adapter:
                 self.adapters.usable(job.adapter)  # a training it waited for has stored it by now
-            self.adapters.activate(job.adapter, job.adapter_strength)
+            self.adapters.activate(job.adapter, job.adapter_strength, accelerator, job.accelerator_strength)
             try:
                 result = Propagation(self.pipe, self.encoders, prepared, data, should_cancel).run(on_step, on_frames)
             finally:

@@ -51,8 +51,11 @@ DEFAULT_PRESETS: Mapping[str, Mapping[str, Mapping[str, Any]]] = {
     },
 }
 _PROPAGATE_FIELDS = {f.name for f in dataclasses.fields(PropagateJob)} - {
-    "adapter", "source", "mask", "edited_first_frame", "prompt", "negative_prompt", "clip",
+    "adapter", "source", "mask", "edited_first_frame", "prompt", "negative_prompt", "clip", "accelerator",
 }  # fmt: skip
+# The preset of a propagation over an accelerator: its own sampling settings (stored with it), over the
+# model's "turbo" preset where the model has one.
+TURBO = "turbo"
 _FIELDS = {"train": {f.name for f in dataclasses.fields(TrainSettings)} - {"betas"}, "propagate": _PROPAGATE_FIELDS}
 _ENUMS = {"step_cache": StepCache, "mask_mode": MaskMode, "blend_ramp": BlendRamp}
 
@@ -107,15 +110,18 @@ class ModelSettings:
             path=path,
         )  # fmt: skip
 
-    def fill(self, kind: str, preset: str, given: Mapping[str, Any]) -> dict[str, Any]:
+    def fill(self, kind: str, preset: str, given: Mapping[str, Any], preset_values: Mapping[str, Any] | None = None
+             ) -> dict[str, Any]:  # fmt: skip
         """The settings of a ``kind`` ("train" or "propagate") job: ``given`` (what the request set),
-        then ``preset``'s values ("" for none), then this model's. InvalidInput naming ``preset``
-        for one this model does not have."""
-        if preset and preset not in self.presets:
-            raise InvalidInput("preset", preset, f"is not a preset of this model: use one of {', '.join(self.presets)}")
-        chosen = self.presets[preset][kind] if preset else {}
+        then ``preset_values`` (what stands for ``preset`` beyond the model's: an accelerator's
+        sampling settings for ``turbo``), then ``preset``'s values ("" for none), then this
+        model's. InvalidInput naming ``preset`` for one this model does not have."""
+        if preset and preset not in self.presets and preset_values is None:
+            names = ", ".join([*self.presets, TURBO] if TURBO not in self.presets else self.presets)
+            raise InvalidInput("preset", preset, f"is not a preset of this model: use one of {names} (turbo with an accelerator)")
+        chosen = self.presets[preset][kind] if preset in self.presets else {}
         model = self.train if kind == "train" else self.propagate
-        return {**model, **chosen, **given}
+        return {**model, **chosen, **(preset_values or {}), **given}
 
     def to_json(self) -> dict:
         """What GetServerInfo and ``framecast info`` show (enums by their values)."""

@@ -90,7 +90,7 @@ class AdapterRpcs:
             parts.append(chunk.data)
         if header is None:
             raise InvalidInput("data", "no chunks", "is empty: send the header, then the file")
-        record = adapters.import_file(name, b"".join(parts), header.filename)
+        record = adapters.import_file(name, b"".join(parts), header.filename, **convert.import_options(header))
         return convert.adapter_info(adapters.view(record.name))
 
     def ExportAdapter(self, request, context) -> Iterator[pb.FileChunk]:

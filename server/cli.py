@@ -84,6 +84,8 @@ def add_options(parser: argparse.ArgumentParser) -> None:
            type=float, metavar="GB")  # fmt: skip
     option("--adapter-max-rank", "adapter_max_rank", "rank of the hot-swap LoRA slot adapters are zero-padded to; a "
            "larger adapter grows it once, with a recompile", type=int, metavar="R")  # fmt: skip
+    option("--accelerator", "accelerator", "a stored adapter held under every propagation's that names none (a "
+           "step-distill LoRA, imported first: framecast import); a request's accelerator overrides it", metavar="NAME")  # fmt: skip
     option("--max-source-pixels", "max_source_pixels", "largest source frame accepted, width x height (8K UHD); the "
            "model works on its own grid whatever the source's size", type=int, metavar="N")  # fmt: skip
     option("--max-duration", "max_duration_s", "longest source video accepted, in seconds", type=float, metavar="S")

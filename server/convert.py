@@ -203,10 +203,12 @@ def propagate_spec(request: pb.PropagateRequest, problems: Problems) -> Propagat
             guidance_steps=request.guidance_steps or None,
             cache_threshold=_present(request, "cache_threshold"),
             cache_interval=_present(request, "cache_interval"),
+            accelerator_strength=_present(request, "accelerator_strength"),
+            shift=_present(request, "shift"),
             **choices,
         ),
         output=output_options(request, problems), preset=request.preset,
-        fidelity_threshold=_present(request, "fidelity_threshold"),
+        fidelity_threshold=_present(request, "fidelity_threshold"), accelerator=_present(request, "accelerator"),
     )  # fmt: skip
 
 
@@ -296,8 +298,20 @@ def adapter_info(view: AdapterView) -> pb.AdapterInfo:
             base_model=record.base_model, rank=record.rank, alpha=record.alpha, target_modules=record.target_modules,
             size_bytes=record.size_bytes, created_at=record.created_at, source_media_id=record.source_media_id,
             final_loss=record.final_loss, training_json=json.dumps(record.training, sort_keys=True), origin=record.origin,
+            dropped=record.dropped, changed_parameters=len(record.deltas) + sum(
+                not m.startswith("blocks.") for m in record.target_modules),
+            sampling=pb.Sampling(**record.sampling),
         )  # fmt: skip
     return pb.AdapterInfo(**fields)
+
+
+def import_options(header: pb.ImportAdapterHeader) -> dict:
+    """What an ImportAdapter header asks of the import besides the name: ``drop_unsupported`` and the
+    accelerator's ``sampling`` (the fields set; None when none is)."""
+    sampling = {name: _present(header.sampling, name) for name in ("steps", "guidance_scale", "shift", "accelerator_strength")}
+    # float32 on the wire: 0.7 arrives as 0.699999988
+    sampling = {name: value if name == "steps" else float(f"{value:.6g}") for name, value in sampling.items() if value is not None}
+    return {"drop_unsupported": header.drop_unsupported, "sampling": sampling or None}
 
 
 def stored_adapter_info(record: AdapterRecord, state: AdapterState = AdapterState.READY) -> pb.AdapterInfo:
@@ -340,7 +354,7 @@ def server_info(config: ServerConfig, queue_length: int, engine: EngineInfo | No
         max_duration_s=config.max_duration_s, max_source_pixels=config.max_source_pixels,
         interpolation=field_default(OutputOptions, "interpolation").value,
         max_streams=config.max_streams, open_streams=open_streams, unary_workers=config.max_workers,
-        max_message_bytes=MAX_MESSAGE_BYTES,
+        max_message_bytes=MAX_MESSAGE_BYTES, accelerator=config.engine.accelerator,
     )  # fmt: skip
     info.trackers.extend(kind.value for kind in (engine_trackers or ()))
     if engine is not None:

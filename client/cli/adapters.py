@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from framecast.client.cli.args import CliError, client_options, command_with_actions, connect, existing_file, output_path
 from framecast.client.display import format_adapter, format_adapter_table, format_bytes, format_change
+from framecast.client.requests import SAMPLING_FIELDS
 
 
 def cmd_adapters(args) -> int:
@@ -27,11 +28,27 @@ def cmd_adapters(args) -> int:
     return 0
 
 
+def sampling_spec(text: str) -> dict:
+    """``--sampling steps=4,guidance_scale=1,shift=5``: an accelerator's sampling settings."""
+    import argparse
+
+    settings = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, _, value = item.partition("=")
+        if name not in SAMPLING_FIELDS or not value:
+            raise argparse.ArgumentTypeError(f"{item!r}: give NAME=VALUE, NAME one of {', '.join(SAMPLING_FIELDS)}")
+        try:
+            settings[name] = int(value) if name == "steps" else float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{item!r}: {value!r} is not a number") from None
+    return settings
+
+
 def cmd_import(args) -> int:
     path = existing_file(args.file, "FILE")
     name = args.name or path.name.split(".")[0]
     with connect(args) as client:
-        info = client.import_adapter(name, path)
+        info = client.import_adapter(name, path, drop_unsupported=args.drop_unsupported, sampling=args.sampling)
     print(format_adapter(info))
     return 0
 
@@ -71,12 +88,20 @@ def add_parsers(commands) -> None:
 
     client = client_options()
     imports = commands.add_parser(
-        "import", parents=[client], help="add an adapter from a LoRA .safetensors (diffusers, ComfyUI or musubi keys)"
-    )
+        "import", parents=[client], help="add an adapter from a Wan LoRA .safetensors (ComfyUI / LightX2V, diffusion-pipe, "
+        "musubi-tuner, VideoX-Fun, DiffSynth-Studio, peft or diffusers keys)",
+    )  # fmt: skip
     imports.add_argument("file", metavar="FILE")
     imports.add_argument(
         "--name", default=None, metavar="NAME", help="name of the new adapter (default: the file name up to its first dot)"
     )
+    imports.add_argument("--drop-unsupported", action="store_true",
+                         help="leave out the entries framecast cannot apply (LoHa, LoKr, DoRA, a text encoder's, a layer "
+                         "the model lacks) instead of refusing the file; the adapter lists what was left out")  # fmt: skip
+    imports.add_argument("--sampling", type=sampling_spec, default=None, metavar="NAME=VALUE,...",
+                         help="how to sample with it as an accelerator (--accelerator NAME --preset turbo), as its "
+                         "publisher gives it: steps, guidance_scale, shift, accelerator_strength; LightX2V's "
+                         "Wan2.1-I2V-14B-480P distill LoRA: steps=4,guidance_scale=1,shift=5")  # fmt: skip
     imports.set_defaults(run=cmd_import)
 
     export = commands.add_parser("export", parents=[client], help="download an adapter as a safetensors file")

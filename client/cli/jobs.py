@@ -83,7 +83,8 @@ def propagate_kwargs(args) -> dict:
         interpolation=args.interpolation, guidance_steps=args.guidance_steps, step_cache=args.step_cache,
         cache_threshold=args.cache_threshold, cache_interval=args.cache_interval, preset=args.preset,
         window_frames=args.window_frames, overlap_frames=args.overlap_frames, container=output_container(args),
-        fidelity_threshold=args.fidelity_threshold, **shot_kwargs(args),
+        fidelity_threshold=args.fidelity_threshold, accelerator="" if args.no_accelerator else args.accelerator,
+        accelerator_strength=args.accelerator_strength, shift=args.shift, **shot_kwargs(args),
     )  # fmt: skip
 
 
@@ -264,7 +265,8 @@ def add_common_options(parser: argparse.ArgumentParser, detach: bool = True) -> 
                         help="a preset of the server's model (framecast info lists them; every model has quality and "
                         "fast): its settings where the options leave them unset, before the model's own. quality: "
                         "the model's settings; fast: the speed levers that held its quality on the toy world "
-                        "(docs/benchmarks.md#time-to-an-edited-clip)")  # fmt: skip
+                        "(docs/benchmarks.md#time-to-an-edited-clip); turbo (a propagation with --accelerator): the "
+                        "accelerator's own steps, guidance and shift")  # fmt: skip
     parser.add_argument("--window-frames", type=non_negative_int, default=None, metavar="N",
                         help="cut the clip into windows of N frames (4N+1; default: the server's)")
     parser.add_argument("--overlap-frames", type=positive_int, default=None, metavar="N",
@@ -346,6 +348,18 @@ def add_propagate_options(parser: argparse.ArgumentParser, composite_by_default:
     parser.add_argument("--adapter-strength", type=non_negative_float, default=None, metavar="S",
                         help="scale the adapter's effect, 0 (the base model) to 2 (default: the model's settings, else "
                         f"{_propagate('adapter_strength')})")  # fmt: skip
+    accelerator = parser.add_mutually_exclusive_group()
+    accelerator.add_argument("--accelerator", default=None, metavar="NAME",
+                             help="a stored adapter held under the clip's (a step-distill LoRA, imported with framecast "
+                             "import --sampling ...); with --preset turbo, its steps, guidance and shift (default: the "
+                             "server's, framecast info)")  # fmt: skip
+    accelerator.add_argument("--no-accelerator", action="store_true", help="none, whatever the server's default")
+    parser.add_argument("--accelerator-strength", type=non_negative_float, default=None, metavar="S",
+                        help="scale the accelerator's effect, 0 to 2 (default: its own, else 1)")
+    parser.add_argument("--shift", type=positive_float, default=None, metavar="S",
+                        help="the sampler's timestep shift: a flow-matching Euler sampler over evenly spaced timesteps, "
+                        "as step-distilled models sample (default: the model's scheduler; --preset turbo: the "
+                        "accelerator's)")  # fmt: skip
     parser.add_argument("--fidelity-threshold", type=share_float, default=None, metavar="SHARE",
                         help="the share of the pixels the edit changes a frame must carry for the edit to count as "
                         "held (0 to 1; default: the model's settings, else 0.5)")  # fmt: skip

@@ -111,6 +111,14 @@ def check_propagate_settings(job: PropagateJob, limits: EngineConfig, problems: 
         problems.add(InvalidInput("cache_interval", job.cache_interval, "must be between 1 and 10"))
     if not 0 <= job.adapter_strength <= 2:
         problems.add(InvalidInput("adapter_strength", job.adapter_strength, "must be between 0 and 2"))
+    if not 0 <= job.accelerator_strength <= 2:
+        problems.add(InvalidInput("accelerator_strength", job.accelerator_strength, "must be between 0 and 2"))
+    if job.shift is not None and not 0.01 <= job.shift <= 100:  # NaN too
+        problems.add(InvalidInput("shift", job.shift, "must be between 0.01 and 100 (Wan's 480P sampler uses 3, "
+                                  "LightX2V's 4-step one 5)"))  # fmt: skip
+    if job.accelerator and job.accelerator == job.adapter:
+        problems.add(InvalidInput("accelerator", job.accelerator, "is the clip's adapter too: an accelerator sits under "
+                                  "another adapter (or alone, with adapter empty)"))  # fmt: skip
     if longer_side is not None and not 0 <= job.feather_px <= longer_side:
         problems.add(InvalidInput("feather_px", job.feather_px,
                                   f"must be between 0 and {longer_side} (the frame's longer side)"))  # fmt: skip

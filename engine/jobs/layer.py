@@ -27,6 +27,7 @@ import numpy as np
 from framecast.common.media import encode_video, mask_to_frames
 from framecast.common.requests import AutoSteps, MaskMode, PropagateJob, TrainJob, TrainSettings
 from framecast.engine.adapters.manager import AdapterView
+from framecast.engine.adapters.store import check_adapter_name
 from framecast.engine.engine import Engine
 from framecast.engine.errors import AdapterNotFound, AlreadyExists, FailedPrecondition, FramecastError, InvalidInput
 from framecast.engine.errors import InvalidRequest, Problems
@@ -40,6 +41,7 @@ from framecast.engine.jobs.specs import MediaAccess, PropagateSpec, RegionSpec, 
 from framecast.engine.masks.trackers import TrackerKind
 from framecast.engine.method.sampling import Sampler
 from framecast.engine.method.training import Progress
+from framecast.engine.model_settings import TURBO
 from framecast.engine.quality.delivered import DeliveredMeasures, QualityWarning, measure_delivered
 
 PROGRESS_EVENTS_A_PHASE = 20  # a phase of many small steps (frames) reports about this many times
@@ -156,12 +158,13 @@ class Jobs:
         """Check and plan a propagation (as ``prepare_train``). ``adapter_pending``: a job that runs
         first trains its adapter (checked when this one runs)."""
         engine, problems = self.engine, problems or Problems()
+        accelerator = engine.config.accelerator if spec.accelerator is None else spec.accelerator
         filled: dict[str, Any] = {}
         with problems.check():
-            filled = engine.settings.fill("propagate", spec.preset, spec.settings)
+            filled = engine.settings.fill("propagate", spec.preset, spec.settings, self._turbo(spec.preset, accelerator))
         shot = self._shot(spec, problems, "edited_first_frame_id", found if found is not None else {})
         job = PropagateJob(adapter=spec.adapter, source=None, mask=None, edited_first_frame=None, prompt=spec.prompt,
-                           clip=self._clip(shot), **filled)  # fmt: skip
+                           clip=self._clip(shot), accelerator=accelerator, **filled)  # fmt: skip
         output = OutputOptions()
         with problems.check():
             output = OutputOptions(**spec.output)
@@ -171,6 +174,22 @@ class Jobs:
             problems.add(InvalidInput("fidelity_threshold", threshold, "must be a share between 0 and 1 (0 judges nothing)"))
         prepared = engine.prepare_propagate(job, adapter_pending=adapter_pending, problems=problems)
         return PreparedPropagateJob(spec, prepared, output, threshold, self._estimate("propagate", prepared), adapter_pending)
+
+    def _turbo(self, preset: str, accelerator: str) -> dict[str, Any] | None:
+        """What stands for the ``turbo`` preset: the accelerator's sampling settings, stored with it
+        (None for any other preset). InvalidInput without an accelerator, or when neither it nor
+        the model says how to sample with it."""
+        if preset != TURBO:
+            return None
+        if not accelerator:
+            raise InvalidInput("preset", preset, "needs an accelerator (a step-distill adapter): name one in the request's "
+                               "accelerator (--accelerator NAME) or serve --accelerator NAME")  # fmt: skip
+        sampling = self.engine.adapters.accelerator_sampling(check_adapter_name(accelerator, "accelerator"))
+        if not sampling and TURBO not in self.engine.settings.presets:
+            raise InvalidInput("preset", preset, f"takes its steps, guidance and shift from the accelerator, and "
+                               f"{accelerator!r} stores none: import it with them (framecast import --sampling "
+                               "steps=4,guidance_scale=1,shift=5) or set the request's steps, guidance_scale and shift")  # fmt: skip
+        return sampling
 
     def plan(self, spec: TrainSpec | PropagateSpec, adapter_pending: bool = False,
              problems: Problems | None = None) -> PlanReport:  # fmt: skip

@@ -64,8 +64,9 @@ class PropagateSpec:
     shot: ShotOptions = ShotOptions()
     settings: Mapping[str, Any] = field(default_factory=dict)  # the PropagateJob fields the request set
     output: Mapping[str, Any] = field(default_factory=dict)  # the OutputOptions fields it set
-    preset: str = ""
+    preset: str = ""  # "turbo": the accelerator's own sampling settings
     fidelity_threshold: float | None = None  # None: the model's
+    accelerator: str | None = None  # an adapter held under ``adapter``: "" none, None the server's default
 
 
 @dataclass(frozen=True)

@@ -122,12 +122,28 @@ class Sampler:
     step_cache: StepCache = StepCache.NONE
     cache_threshold: float = 0.05
     cache_interval: int = 3
+    shift: float | None = None  # None: the pipeline's scheduler; set: shifted Euler (``scheduler``)
 
     @classmethod
     def of(cls, job) -> Sampler:
         """A PropagateJob's sampler."""
         return cls(job.steps, job.guidance_scale, job.guidance_steps, StepCache(job.step_cache), job.cache_threshold,
-                   job.cache_interval)  # fmt: skip
+                   job.cache_interval, getattr(job, "shift", None))  # fmt: skip
+
+    def scheduler(self, scheduler, device):
+        """The scheduler this run steps, its timesteps set: the pipeline's own; or, with ``shift``,
+        flow-matching Euler at that shift over evenly spaced sigmas 1, 1 - 1/steps, ... (timesteps
+        1000, 750, 500, 250 at 4 steps, shifted), the sampler LightX2V's step-distilled Wan models
+        are published with (its WanStepDistillScheduler's denoising_step_list and sample_shift)."""
+        if self.shift is None:
+            scheduler.set_timesteps(self.steps, device=device)
+            return scheduler
+        from diffusers import FlowMatchEulerDiscreteScheduler
+
+        euler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=scheduler.config.get("num_train_timesteps", 1000),
+                                                shift=self.shift)  # fmt: skip
+        euler.set_timesteps(sigmas=[1.0 - index / self.steps for index in range(self.steps)], device=device)
+        return euler
 
     def guided(self, index: int) -> bool:
         return self.guidance_scale > 1.0 and (self.guidance_steps == 0 or index < self.guidance_steps)
@@ -187,11 +203,11 @@ def denoise(
     should_cancel: Callable[[], bool] | None = None,
 ) -> torch.Tensor:
     """Run the flow-matching sampler. Returns final latents [1, 16, F_lat, h, w] float32."""
-    transformer, scheduler = pipe.transformer, pipe.scheduler
+    transformer = pipe.transformer
     device = cond.condition_latents.device
     latents = initial_noise(cond.condition_latents.shape, seed, device)
     condition = cond.transformer_condition
-    scheduler.set_timesteps(sampler.steps, device=device)
+    scheduler = sampler.scheduler(pipe.scheduler, device)
     with step_cache(transformer, sampler):
         for index, t in enumerate(scheduler.timesteps):
             if should_cancel is not None and should_cancel():

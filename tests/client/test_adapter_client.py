@@ -109,13 +109,29 @@ def test_cli_runs_adapter_commands(monkeypatch, capsys, tmp_path):
     assert cli.main(["adapters", "pin", "a"]) == 0
     assert capsys.readouterr().out.strip() == "a: pinned (ready -> loaded); evicted old"
 
-    monkeypatch.setattr(FramecastClient, "import_adapter", lambda self, name, path, timeout=None: pb.AdapterInfo(
-        name=name, state=pb.ADAPTER_STATE_READY, rank=16, origin="imported from comfyui"))
+    asked = {}
+
+    def imported(self, name, path, timeout=None, drop_unsupported=False, sampling=None):
+        asked.update(drop_unsupported=drop_unsupported, sampling=sampling)
+        return pb.AdapterInfo(name=name, state=pb.ADAPTER_STATE_READY, rank=16, origin="imported from comfyui",
+                              dropped=["a.hada_w1_a: a LoHa factor"], changed_parameters=3,
+                              sampling=pb.Sampling(**(sampling or {})))  # fmt: skip
+
+    monkeypatch.setattr(FramecastClient, "import_adapter", imported)
     lora = tmp_path / "my_style.v2.safetensors"
     lora.write_bytes(b"x")
     assert cli.main(["import", str(lora)]) == 0
     out = capsys.readouterr().out
     assert "my_style" in out and "imported from comfyui" in out and "ready" in out
+    assert asked == {"drop_unsupported": False, "sampling": None}
+    assert cli.main(["import", str(lora), "--drop-unsupported", "--sampling", "steps=4,guidance_scale=1,shift=5"]) == 0
+    out = capsys.readouterr().out
+    assert asked == {"drop_unsupported": True, "sampling": {"steps": 4, "guidance_scale": 1.0, "shift": 5.0}}
+    assert "dropped     a.hada_w1_a: a LoHa factor" in out and "steps=4, guidance_scale=1, shift=5" in out
+    assert "3 base parameters" in out
+    with pytest.raises(SystemExit) as refused:
+        cli.main(["import", str(lora), "--sampling", "steps=four"])
+    assert refused.value.code == 2 and "'steps=four': 'four' is not a number" in capsys.readouterr().err
 
     written = {}
 

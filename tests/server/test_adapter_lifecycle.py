@@ -215,10 +215,10 @@ def test_import_refusals_store_nothing(stub, shapes):
 
     flux = save({"transformer.single_transformer_blocks.0.attn.to_q.lora_A.weight": torch.zeros(2, 3),
                  "transformer.single_transformer_blocks.0.attn.to_q.lora_B.weight": torch.zeros(3, 2)})  # fmt: skip
-    refuse(grpc.StatusCode.FAILED_PRECONDITION, "no-flux", flux, "match no LoRA target", "single_transformer_blocks.0.attn.to_q")
+    refuse(grpc.StatusCode.FAILED_PRECONDITION, "no-flux", flux, "lands on this model", "single_transformer_blocks.0.attn.to_q")
     half = lora_file(shapes, modules=["blocks.0.attn1.to_q"]) 
     mixed = dict(_read(half)[0], **{"diffusion_model.head.head.lora_down.weight": torch.zeros(2, 3)})
-    refuse(grpc.StatusCode.FAILED_PRECONDITION, "no-mixed", save(mixed), "1 of 3 keys", "head.head")
+    refuse(grpc.StatusCode.FAILED_PRECONDITION, "no-mixed", save(mixed), "proj_out: lora_B (down/up) missing")  # the head's
     wide = {m: (5120, 5120) for m in shapes}
     refuse(grpc.StatusCode.FAILED_PRECONDITION, "no-14b", lora_file(wide, modules=["blocks.0.attn1.to_q"]), "architecture", "5120")
     pickled = io.BytesIO()

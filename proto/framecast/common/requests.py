@@ -151,3 +151,9 @@ class PropagateJob:
     blend_ramp: BlendRamp = BlendRamp.LINEAR
     adapter_strength: float = 1.0  # the adapter's delta scaled by this (0 = the base model); ignored without one
     clip: object | None = None  # instead of the arrays: a framecast.engine.jobs.clip.Clip
+    # An adapter held under ``adapter`` (a step-distill LoRA): "" none; None the server's default (serve --accelerator).
+    accelerator: str | None = None
+    accelerator_strength: float = 1.0  # the accelerator's delta scaled by this, 0 to 2; ignored without one
+    # The sampler's timestep shift: None the scheduler's own; set, a flow-matching Euler sampler with this
+    # shift over evenly spaced timesteps (1000, 750, 500, 250 at 4 steps), as step-distilled models sample.
+    shift: float | None = None

@@ -359,7 +359,7 @@ class TrainRequest(_message.Message):
     def __init__(self, adapter: _Optional[str] = ..., source_id: _Optional[str] = ..., mask_id: _Optional[str] = ..., references: _Optional[_Iterable[_Union[ReferenceFrame, _Mapping]]] = ..., prompt: _Optional[str] = ..., rank: _Optional[int] = ..., steps: _Optional[int] = ..., appearance_steps: _Optional[int] = ..., learning_rate: _Optional[float] = ..., mask_mode: _Optional[_Union[MaskMode, str]] = ..., dilate_px: _Optional[int] = ..., loss_weights: _Optional[_Union[LossWeights, _Mapping]] = ..., seed: _Optional[int] = ..., gradient_checkpointing_off: _Optional[bool] = ..., window_frames: _Optional[int] = ..., overlap_frames: _Optional[int] = ..., colour_variants: _Optional[int] = ..., shot: _Optional[_Union[ShotOptions, _Mapping]] = ..., mask_prompt: _Optional[_Union[MaskPrompt, _Mapping]] = ..., steps_in_all: _Optional[bool] = ..., preset: _Optional[str] = ..., auto_steps: _Optional[bool] = ..., edited_first_frame_id: _Optional[str] = ..., preview_prompt: _Optional[str] = ..., fidelity_threshold: _Optional[float] = ...) -> None: ...
 
 class PropagateRequest(_message.Message):
-    __slots__ = ("adapter", "source_id", "mask_id", "edited_first_frame_id", "prompt", "negative_prompt", "steps", "guidance_scale", "seed", "composite", "feather_px", "mask_mode", "dilate_px", "output_encoding", "window_frames", "overlap_frames", "blend_ramp", "adapter_strength", "shot", "quality", "interpolation", "mask_prompt", "guidance_steps", "step_cache", "cache_threshold", "cache_interval", "container", "preset", "fidelity_threshold")
+    __slots__ = ("adapter", "source_id", "mask_id", "edited_first_frame_id", "prompt", "negative_prompt", "steps", "guidance_scale", "seed", "composite", "feather_px", "mask_mode", "dilate_px", "output_encoding", "window_frames", "overlap_frames", "blend_ramp", "adapter_strength", "shot", "quality", "interpolation", "mask_prompt", "guidance_steps", "step_cache", "cache_threshold", "cache_interval", "container", "preset", "fidelity_threshold", "accelerator", "accelerator_strength", "shift")
     ADAPTER_FIELD_NUMBER: _ClassVar[int]
     SOURCE_ID_FIELD_NUMBER: _ClassVar[int]
     MASK_ID_FIELD_NUMBER: _ClassVar[int]
@@ -389,6 +389,9 @@ class PropagateRequest(_message.Message):
     CONTAINER_FIELD_NUMBER: _ClassVar[int]
     PRESET_FIELD_NUMBER: _ClassVar[int]
     FIDELITY_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    ACCELERATOR_FIELD_NUMBER: _ClassVar[int]
+    ACCELERATOR_STRENGTH_FIELD_NUMBER: _ClassVar[int]
+    SHIFT_FIELD_NUMBER: _ClassVar[int]
     adapter: str
     source_id: str
     mask_id: str
@@ -418,7 +421,10 @@ class PropagateRequest(_message.Message):
     container: OutputContainer
     preset: str
     fidelity_threshold: float
-    def __init__(self, adapter: _Optional[str] = ..., source_id: _Optional[str] = ..., mask_id: _Optional[str] = ..., edited_first_frame_id: _Optional[str] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., seed: _Optional[int] = ..., composite: _Optional[bool] = ..., feather_px: _Optional[int] = ..., mask_mode: _Optional[_Union[MaskMode, str]] = ..., dilate_px: _Optional[int] = ..., output_encoding: _Optional[_Union[OutputEncoding, str]] = ..., window_frames: _Optional[int] = ..., overlap_frames: _Optional[int] = ..., blend_ramp: _Optional[_Union[BlendRamp, str]] = ..., adapter_strength: _Optional[float] = ..., shot: _Optional[_Union[ShotOptions, _Mapping]] = ..., quality: _Optional[int] = ..., interpolation: _Optional[_Union[Interpolation, str]] = ..., mask_prompt: _Optional[_Union[MaskPrompt, _Mapping]] = ..., guidance_steps: _Optional[int] = ..., step_cache: _Optional[_Union[StepCache, str]] = ..., cache_threshold: _Optional[float] = ..., cache_interval: _Optional[int] = ..., container: _Optional[_Union[OutputContainer, str]] = ..., preset: _Optional[str] = ..., fidelity_threshold: _Optional[float] = ...) -> None: ...
+    accelerator: str
+    accelerator_strength: float
+    shift: float
+    def __init__(self, adapter: _Optional[str] = ..., source_id: _Optional[str] = ..., mask_id: _Optional[str] = ..., edited_first_frame_id: _Optional[str] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., seed: _Optional[int] = ..., composite: _Optional[bool] = ..., feather_px: _Optional[int] = ..., mask_mode: _Optional[_Union[MaskMode, str]] = ..., dilate_px: _Optional[int] = ..., output_encoding: _Optional[_Union[OutputEncoding, str]] = ..., window_frames: _Optional[int] = ..., overlap_frames: _Optional[int] = ..., blend_ramp: _Optional[_Union[BlendRamp, str]] = ..., adapter_strength: _Optional[float] = ..., shot: _Optional[_Union[ShotOptions, _Mapping]] = ..., quality: _Optional[int] = ..., interpolation: _Optional[_Union[Interpolation, str]] = ..., mask_prompt: _Optional[_Union[MaskPrompt, _Mapping]] = ..., guidance_steps: _Optional[int] = ..., step_cache: _Optional[_Union[StepCache, str]] = ..., cache_threshold: _Optional[float] = ..., cache_interval: _Optional[int] = ..., container: _Optional[_Union[OutputContainer, str]] = ..., preset: _Optional[str] = ..., fidelity_threshold: _Optional[float] = ..., accelerator: _Optional[str] = ..., accelerator_strength: _Optional[float] = ..., shift: _Optional[float] = ...) -> None: ...
 
 class JobRef(_message.Message):
     __slots__ = ("job_id",)
@@ -663,7 +669,7 @@ class AdapterRef(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class AdapterInfo(_message.Message):
-    __slots__ = ("name", "base_model", "rank", "alpha", "target_modules", "size_bytes", "created_at", "source_media_id", "final_loss", "training_json", "loaded", "state", "pinned", "last_used_at", "device_bytes", "host_bytes", "error", "origin", "in_use")
+    __slots__ = ("name", "base_model", "rank", "alpha", "target_modules", "size_bytes", "created_at", "source_media_id", "final_loss", "training_json", "loaded", "state", "pinned", "last_used_at", "device_bytes", "host_bytes", "error", "origin", "in_use", "dropped", "changed_parameters", "sampling")
     NAME_FIELD_NUMBER: _ClassVar[int]
     BASE_MODEL_FIELD_NUMBER: _ClassVar[int]
     RANK_FIELD_NUMBER: _ClassVar[int]
@@ -683,6 +689,9 @@ class AdapterInfo(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     ORIGIN_FIELD_NUMBER: _ClassVar[int]
     IN_USE_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    SAMPLING_FIELD_NUMBER: _ClassVar[int]
     name: str
     base_model: str
     rank: int
@@ -702,7 +711,22 @@ class AdapterInfo(_message.Message):
     error: str
     origin: str
     in_use: bool
-    def __init__(self, name: _Optional[str] = ..., base_model: _Optional[str] = ..., rank: _Optional[int] = ..., alpha: _Optional[float] = ..., target_modules: _Optional[_Iterable[str]] = ..., size_bytes: _Optional[int] = ..., created_at: _Optional[float] = ..., source_media_id: _Optional[str] = ..., final_loss: _Optional[float] = ..., training_json: _Optional[str] = ..., loaded: _Optional[bool] = ..., state: _Optional[_Union[AdapterState, str]] = ..., pinned: _Optional[bool] = ..., last_used_at: _Optional[float] = ..., device_bytes: _Optional[int] = ..., host_bytes: _Optional[int] = ..., error: _Optional[str] = ..., origin: _Optional[str] = ..., in_use: _Optional[bool] = ...) -> None: ...
+    dropped: _containers.RepeatedScalarFieldContainer[str]
+    changed_parameters: int
+    sampling: Sampling
+    def __init__(self, name: _Optional[str] = ..., base_model: _Optional[str] = ..., rank: _Optional[int] = ..., alpha: _Optional[float] = ..., target_modules: _Optional[_Iterable[str]] = ..., size_bytes: _Optional[int] = ..., created_at: _Optional[float] = ..., source_media_id: _Optional[str] = ..., final_loss: _Optional[float] = ..., training_json: _Optional[str] = ..., loaded: _Optional[bool] = ..., state: _Optional[_Union[AdapterState, str]] = ..., pinned: _Optional[bool] = ..., last_used_at: _Optional[float] = ..., device_bytes: _Optional[int] = ..., host_bytes: _Optional[int] = ..., error: _Optional[str] = ..., origin: _Optional[str] = ..., in_use: _Optional[bool] = ..., dropped: _Optional[_Iterable[str]] = ..., changed_parameters: _Optional[int] = ..., sampling: _Optional[_Union[Sampling, _Mapping]] = ...) -> None: ...
+
+class Sampling(_message.Message):
+    __slots__ = ("steps", "guidance_scale", "shift", "accelerator_strength")
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    GUIDANCE_SCALE_FIELD_NUMBER: _ClassVar[int]
+    SHIFT_FIELD_NUMBER: _ClassVar[int]
+    ACCELERATOR_STRENGTH_FIELD_NUMBER: _ClassVar[int]
+    steps: int
+    guidance_scale: float
+    shift: float
+    accelerator_strength: float
+    def __init__(self, steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., shift: _Optional[float] = ..., accelerator_strength: _Optional[float] = ...) -> None: ...
 
 class ListAdaptersRequest(_message.Message):
     __slots__ = ()
@@ -757,12 +781,16 @@ class AdapterChange(_message.Message):
     def __init__(self, action: _Optional[_Union[AdapterAction, str]] = ..., previous_state: _Optional[_Union[AdapterState, str]] = ..., adapter: _Optional[_Union[AdapterInfo, _Mapping]] = ..., evicted: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ImportAdapterHeader(_message.Message):
-    __slots__ = ("name", "filename")
+    __slots__ = ("name", "filename", "drop_unsupported", "sampling")
     NAME_FIELD_NUMBER: _ClassVar[int]
     FILENAME_FIELD_NUMBER: _ClassVar[int]
+    DROP_UNSUPPORTED_FIELD_NUMBER: _ClassVar[int]
+    SAMPLING_FIELD_NUMBER: _ClassVar[int]
     name: str
     filename: str
-    def __init__(self, name: _Optional[str] = ..., filename: _Optional[str] = ...) -> None: ...
+    drop_unsupported: bool
+    sampling: Sampling
+    def __init__(self, name: _Optional[str] = ..., filename: _Optional[str] = ..., drop_unsupported: _Optional[bool] = ..., sampling: _Optional[_Union[Sampling, _Mapping]] = ...) -> None: ...
 
 class ImportAdapterChunk(_message.Message):
     __slots__ = ("header", "data")
@@ -867,7 +895,7 @@ class PlanResponse(_message.Message):
     def __init__(self, ok: _Optional[bool] = ..., problems: _Optional[_Iterable[_Union[Problem, _Mapping]]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., fps: _Optional[float] = ..., num_frames: _Optional[int] = ..., padded_frames: _Optional[int] = ..., windows: _Optional[_Iterable[_Union[Window, _Mapping]]] = ..., estimated_device_bytes: _Optional[int] = ..., estimated_seconds: _Optional[float] = ..., source: _Optional[_Union[MediaRef, _Mapping]] = ..., output_frames: _Optional[int] = ..., output_duration_s: _Optional[float] = ..., steps: _Optional[int] = ..., notices: _Optional[_Iterable[_Union[Notice, _Mapping]]] = ..., steps_min: _Optional[int] = ..., estimated_seconds_min: _Optional[float] = ...) -> None: ...
 
 class ServerInfo(_message.Message):
-    __slots__ = ("version", "model", "model_dir", "dtype", "device", "quantization", "attention_backend", "memory_bytes", "max_frames", "max_pixels", "max_upload_bytes", "max_queue", "queue_length", "ready", "adapters_loaded", "window_frames", "offload", "max_vram_bytes", "vae_tiling", "gradient_checkpointing", "optimizer", "load_error", "adapters_cached", "adapters_pinned", "adapter_device_slots", "adapter_host_cache_bytes", "adapter_slot_rank", "native_width", "native_height", "max_side", "max_window_frames", "size_factor", "max_duration_s", "max_source_pixels", "interpolation", "trackers", "max_streams", "open_streams", "unary_workers", "max_message_bytes", "model_settings_json")
+    __slots__ = ("version", "model", "model_dir", "dtype", "device", "quantization", "attention_backend", "memory_bytes", "max_frames", "max_pixels", "max_upload_bytes", "max_queue", "queue_length", "ready", "adapters_loaded", "window_frames", "offload", "max_vram_bytes", "vae_tiling", "gradient_checkpointing", "optimizer", "load_error", "adapters_cached", "adapters_pinned", "adapter_device_slots", "adapter_host_cache_bytes", "adapter_slot_rank", "native_width", "native_height", "max_side", "max_window_frames", "size_factor", "max_duration_s", "max_source_pixels", "interpolation", "trackers", "max_streams", "open_streams", "unary_workers", "max_message_bytes", "model_settings_json", "accelerator")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MODEL_DIR_FIELD_NUMBER: _ClassVar[int]
@@ -909,6 +937,7 @@ class ServerInfo(_message.Message):
     UNARY_WORKERS_FIELD_NUMBER: _ClassVar[int]
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MODEL_SETTINGS_JSON_FIELD_NUMBER: _ClassVar[int]
+    ACCELERATOR_FIELD_NUMBER: _ClassVar[int]
     version: str
     model: str
     model_dir: str
@@ -950,4 +979,5 @@ class ServerInfo(_message.Message):
     unary_workers: int
     max_message_bytes: int
     model_settings_json: str
-    def __init__(self, version: _Optional[str] = ..., model: _Optional[str] = ..., model_dir: _Optional[str] = ..., dtype: _Optional[str] = ..., device: _Optional[str] = ..., quantization: _Optional[str] = ..., attention_backend: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., max_frames: _Optional[int] = ..., max_pixels: _Optional[int] = ..., max_upload_bytes: _Optional[int] = ..., max_queue: _Optional[int] = ..., queue_length: _Optional[int] = ..., ready: _Optional[bool] = ..., adapters_loaded: _Optional[_Iterable[str]] = ..., window_frames: _Optional[int] = ..., offload: _Optional[str] = ..., max_vram_bytes: _Optional[int] = ..., vae_tiling: _Optional[bool] = ..., gradient_checkpointing: _Optional[bool] = ..., optimizer: _Optional[str] = ..., load_error: _Optional[str] = ..., adapters_cached: _Optional[_Iterable[str]] = ..., adapters_pinned: _Optional[_Iterable[str]] = ..., adapter_device_slots: _Optional[int] = ..., adapter_host_cache_bytes: _Optional[int] = ..., adapter_slot_rank: _Optional[int] = ..., native_width: _Optional[int] = ..., native_height: _Optional[int] = ..., max_side: _Optional[int] = ..., max_window_frames: _Optional[int] = ..., size_factor: _Optional[int] = ..., max_duration_s: _Optional[float] = ..., max_source_pixels: _Optional[int] = ..., interpolation: _Optional[str] = ..., trackers: _Optional[_Iterable[str]] = ..., max_streams: _Optional[int] = ..., open_streams: _Optional[int] = ..., unary_workers: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., model_settings_json: _Optional[str] = ...) -> None: ...
+    accelerator: str
+    def __init__(self, version: _Optional[str] = ..., model: _Optional[str] = ..., model_dir: _Optional[str] = ..., dtype: _Optional[str] = ..., device: _Optional[str] = ..., quantization: _Optional[str] = ..., attention_backend: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., max_frames: _Optional[int] = ..., max_pixels: _Optional[int] = ..., max_upload_bytes: _Optional[int] = ..., max_queue: _Optional[int] = ..., queue_length: _Optional[int] = ..., ready: _Optional[bool] = ..., adapters_loaded: _Optional[_Iterable[str]] = ..., window_frames: _Optional[int] = ..., offload: _Optional[str] = ..., max_vram_bytes: _Optional[int] = ..., vae_tiling: _Optional[bool] = ..., gradient_checkpointing: _Optional[bool] = ..., optimizer: _Optional[str] = ..., load_error: _Optional[str] = ..., adapters_cached: _Optional[_Iterable[str]] = ..., adapters_pinned: _Optional[_Iterable[str]] = ..., adapter_device_slots: _Optional[int] = ..., adapter_host_cache_bytes: _Optional[int] = ..., adapter_slot_rank: _Optional[int] = ..., native_width: _Optional[int] = ..., native_height: _Optional[int] = ..., max_side: _Optional[int] = ..., max_window_frames: _Optional[int] = ..., size_factor: _Optional[int] = ..., max_duration_s: _Optional[float] = ..., max_source_pixels: _Optional[int] = ..., interpolation: _Optional[str] = ..., trackers: _Optional[_Iterable[str]] = ..., max_streams: _Optional[int] = ..., open_streams: _Optional[int] = ..., unary_workers: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., model_settings_json: _Optional[str] = ..., accelerator: _Optional[str] = ...) -> None: ...

@@ -261,12 +261,16 @@ class FramecastServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ImportAdapter(self, request_iterator, context):
-        """Add an adapter from a LoRA safetensors file for this base model: diffusers/peft keys,
-        original Wan / ComfyUI keys (diffusion_model.blocks.N.self_attn.q.lora_down) or kohya /
-        musubi keys (lora_unet_blocks_N_...). The first chunk carries the header. INVALID_ARGUMENT
-        for a bad name, a file that is not safetensors (pickles are never read) or one over the
-        upload limit; FAILED_PRECONDITION, listing them, for keys that match no layer of this model
-        or shapes of another architecture (nothing is half-applied); ALREADY_EXISTS for a taken name.
+        """Add an adapter from a LoRA safetensors file for this base model, in any published Wan layout:
+        ComfyUI / original Wan (diffusion_model.blocks.N.self_attn.q.lora_down, LightX2V's distill
+        LoRAs, diffusion-pipe), musubi-tuner (lora_unet_blocks_N_...), VideoX-Fun (lora_unet__...),
+        DiffSynth-Studio (blocks.N....lora_A.default), peft (base_model.model.) and diffusers
+        (transformer.); with alphas, bias / norm / modulation changes (diff, diff_b, diff_m) and layers
+        outside the blocks. The first chunk carries the header. INVALID_ARGUMENT for a bad name, a file
+        that is not safetensors (pickles are never read) or one over the upload limit, and, naming
+        them, for entries framecast cannot apply (unless header.drop_unsupported); FAILED_PRECONDITION
+        for a file nothing of which lands on this model or shapes of another architecture (nothing is
+        half-applied); ALREADY_EXISTS for a taken name.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
