@@ -47,8 +47,9 @@ def wait_for_result(events: Iterable[pb.JobEvent], on_event: OnEvent | None = No
             last_info = event.accepted
         if kind == "error":
             raise FramecastError.from_job_error(event.error.code, event.error.message)
-        if kind in ("adapter", "result"):
-            return event
+        if kind in ("adapter", "result") or (kind == "tracked" and last_info is not None
+                                             and last_info.kind == pb.JOB_KIND_TRACK):  # fmt: skip
+            return event  # a Track's tracked region ends it; a training's or propagation's does not
     if last_info is not None and last_info.state in FINISHED:
         return _final_event(last_info)
     raise FramecastError(grpc.StatusCode.UNKNOWN, f"the event stream of job {last_job!r} ended before the job finished")
@@ -60,6 +61,8 @@ def _final_event(info: pb.JobInfo) -> pb.JobEvent:
         raise FramecastError.from_job_error(info.error.code or "CANCELLED", info.error.message or "job cancelled")
     if info.HasField("adapter_result"):
         return pb.JobEvent(job_id=info.job_id, adapter=info.adapter_result)
+    if info.HasField("track_result"):
+        return pb.JobEvent(job_id=info.job_id, tracked=info.track_result)
     return pb.JobEvent(job_id=info.job_id, result=info.propagate_result)
 
 
@@ -86,9 +89,15 @@ def collect_propagation(
     return frames, _final(events, collect, "result").result
 
 
+def run_track(events: Iterable[pb.JobEvent], on_event: OnEvent | None = None) -> pb.TrackedMask:
+    """Consume a ``track`` stream (or a watch of a Track job); return its tracked region. Raises as
+    ``wait_for_result``."""
+    return _final(events, on_event, "tracked").tracked
+
+
 def _final(events: Iterable[pb.JobEvent], on_event: OnEvent | None, expected: str) -> pb.JobEvent:
     final = wait_for_result(events, on_event)
     if (kind := final.WhichOneof("event")) != expected:
-        wanted = "an adapter" if expected == "adapter" else "a result"
+        wanted = {"adapter": "an adapter", "tracked": "a tracked region"}.get(expected, "a result")
         raise FramecastError(grpc.StatusCode.UNKNOWN, f"job {final.job_id!r} ended with a {kind}, not {wanted}")
     return final

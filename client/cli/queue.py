@@ -18,7 +18,7 @@ from framecast.client.cli.masks import tracked_mask_path
 from framecast.client.client import JOB_STATES, FramecastClient
 from framecast.client.display import format_adapter, format_job_table, job_kind, job_state
 from framecast.client.errors import FramecastError
-from framecast.client.jobs import accepted, collect_propagation, run_train
+from framecast.client.jobs import accepted, collect_propagation, run_track, run_train
 from framecast.client.progress import JobProgress, cancel_job, follow_job
 from framecast.v1 import framecast_pb2 as pb
 
@@ -55,13 +55,18 @@ def _watch(client: FramecastClient, job_id: str, output, frames_dir, tracked_mas
     events = client.watch_job(job_id)
     info = accepted(events).accepted
     kind = job_kind(info.kind)
-    label = "train" if info.kind == pb.JOB_KIND_TRAIN else "propagate"
+    label = {pb.JOB_KIND_TRAIN: "train", pb.JOB_KIND_TRACK: "track"}.get(info.kind, "propagate")
     print(f"{kind} job {job_id} ({info.adapter or 'base model'}): {job_state(info.state)}", file=sys.stderr)
     progress = JobProgress(label, frames_dir=frames_dir)  # the record shows where the job stands
     # A job that ended before a restart has no events left: the stream ends with its record.
     remaining = _and_record(events, info)
     if info.kind == pb.JOB_KIND_TRAIN:
         print(format_adapter(follow_job(client, run_train, remaining, progress, owned=False)))
+    elif info.kind == pb.JOB_KIND_TRACK:
+        tracked = follow_job(client, run_track, remaining, progress, owned=False)
+        lost = f"; lost in working frames {', '.join(map(str, tracked.lost_frames))}" if tracked.lost_frames else ""
+        print(f"tracked mask        {tracked.mask.id} ({tracked.tracker}{lost})")
+        progress.tracked = tracked
     else:
         _, result = follow_job(client, collect_propagation, remaining, progress, owned=False)
         print_result(client, result, output, frames_dir, args)

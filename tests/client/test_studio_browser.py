@@ -61,7 +61,7 @@ def overlay_box(page, studio) -> tuple[int, int, int, int]:
     return tuple(round(v * scale) for v in (cols.min(), rows.min(), cols.max() - cols.min() + 1, rows.max() - rows.min() + 1))
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(200)
 def test_an_edit_from_the_clip_to_the_exported_adapter(page, studio, clip, shots):
     footage, edited, box = clip
     shots(page, "01-page")

@@ -34,3 +34,21 @@ def test_track_refuses_no_region_or_two_before_calling(client, fake_stub, server
     with pytest.raises(TypeError):
         client.track("sha256:ab", box=(0, 0, 1, 1), steps=3)
     assert stub.calls == []
+
+
+def test_a_track_stream_ends_at_its_tracked_region_and_a_training_s_does_not():
+    from framecast.client.errors import FramecastError
+    from framecast.client.jobs import run_track, wait_for_result
+
+    tracked = pb.TrackedMask(mask=pb.MediaRef(id="sha256:m"), lost_frames=[3], tracker="csrt")
+    track = [pb.JobEvent(job_id="t", accepted=pb.JobInfo(job_id="t", kind=pb.JOB_KIND_TRACK)),
+             pb.JobEvent(job_id="t", tracked=tracked)]  # fmt: skip
+    assert run_track(track) == tracked
+    record = pb.JobInfo(job_id="t", kind=pb.JOB_KIND_TRACK, state=pb.JOB_STATE_SUCCEEDED, track_result=tracked)
+    assert run_track([pb.JobEvent(job_id="t", accepted=record)]) == tracked  # ended before a restart: its record
+
+    train = [pb.JobEvent(job_id="j", accepted=pb.JobInfo(job_id="j", kind=pb.JOB_KIND_TRAIN)),
+             pb.JobEvent(job_id="j", tracked=tracked), pb.JobEvent(job_id="j", adapter=pb.AdapterInfo(name="a"))]  # fmt: skip
+    assert wait_for_result(train).adapter.name == "a"
+    with pytest.raises(FramecastError, match="not a tracked region"):
+        run_track(train)
