@@ -28,19 +28,26 @@
 #   CLIP_CAPS="8 12 16 24"     the emulated cards' sizes in GiB (caps)
 #   CLIP_STEPS, CLIP_RUNS, CLIP_TRAIN_STEPS, CLIP_DEADLINE_S, ADAPTER_ITERS   shorter runs when time is short
 #   KERNEL_ARGS="--no-compile"  extra bench_kernels.py options (--only loss|blend, --no-compile)
+#   PYTHON=python3    the interpreter
 # Missing wheels (diffusers, bitsandbytes, ftfy) are installed from .whl/ when it exists.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+python=${PYTHON:-python3}
 site=/tmp/framecast-site
 if [ -d .whl ] && [ ! -e "$site/.installed" ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" .whl/*.whl
+  "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" .whl/*.whl
   touch "$site/.installed"
 fi
 [ -d "$site" ] && export PYTHONPATH=$site${PYTHONPATH:+:$PYTHONPATH}
 stage=$(mktemp -d)
+trap 'rm -rf "$stage"' EXIT
 mkdir -p "$stage/framecast"
 cp proto/framecast/__init__.py "$stage/framecast/"
-ln -s "$PWD/proto/framecast/v1" "$stage/framecast/v1"
+for part in proto/framecast/*/; do  # v1 (the wire) and common (what client and server share)
+  part=${part%/}
+  [ "${part##*/}" = __pycache__ ] && continue
+  ln -s "$PWD/$part" "$stage/framecast/${part##*/}"
+done
 for part in engine server kernels client; do ln -s "$PWD/$part" "$stage/framecast/$part"; done
 export PYTHONPATH=$stage${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 results=${RESULTS_DIR:-bench/results}
@@ -48,18 +55,18 @@ mkdir -p "$results"
 what=${*:-kernels clip adapters}
 for bench in $what; do
   case $bench in
-    tests) TRITON_INTERPRET=0 python3 -m pytest -q -p no:cacheprovider -k cuda \
+    tests) TRITON_INTERPRET=0 "$python" -m pytest -q -p no:cacheprovider -k cuda \
              tests/kernels/test_kernels_cuda.py tests/engine/toy/test_train.py ;;
-    kernels) python3 bench/bench_kernels.py --device cuda ${KERNEL_ARGS:-} --results "$results/kernels.jsonl" ;;
-    clip) python3 bench/bench_clip.py --arch wan2.1-i2v-14b --device cuda --steps "${CLIP_STEPS:-4}" \
+    kernels) "$python" bench/bench_kernels.py --device cuda ${KERNEL_ARGS:-} --results "$results/kernels.jsonl" ;;
+    clip) "$python" bench/bench_clip.py --arch wan2.1-i2v-14b --device cuda --steps "${CLIP_STEPS:-4}" \
             --runs "${CLIP_RUNS:-2}" --train-steps "${CLIP_TRAIN_STEPS:-3}" --results "$results/clip.jsonl" \
             --config ${CLIP_CONFIGS:-nf4/model/13 nf4/none/0 none/none/13 none/model/0 nf4/group/13} ;;
-    caps) python3 bench/bench_clip.py --arch wan2.1-i2v-14b --device cuda --caps ${CLIP_CAPS:-8 12 16 24} \
+    caps) "$python" bench/bench_clip.py --arch wan2.1-i2v-14b --device cuda --caps ${CLIP_CAPS:-8 12 16 24} \
             --steps "${CLIP_STEPS:-4}" --train-steps "${CLIP_TRAIN_STEPS:-3}" --deadline-s "${CLIP_DEADLINE_S:-450}" \
             --results "$results/clip.jsonl" ;;
-    adapters) python3 bench/bench_adapters.py --arch wan2.1-i2v-14b --device cuda --iters "${ADAPTER_ITERS:-20}" \
+    adapters) "$python" bench/bench_adapters.py --arch wan2.1-i2v-14b --device cuda --iters "${ADAPTER_ITERS:-20}" \
                 --results "$results/adapters.jsonl" ;;
-    toy) python3 - "${TOY_OUT:-/tmp/toy-wan-i2v}" <<'EOF'
+    toy) "$python" - "${TOY_OUT:-/tmp/toy-wan-i2v}" <<'EOF'
 import json, logging, os, sys
 from framecast.engine.toy.architectures import preset
 from framecast.engine.toy.train import ToyTrainSettings, train_toy_model
@@ -69,9 +76,9 @@ settings = ToyTrainSettings(**{"device": "cuda", **json.loads(os.environ.get("TO
 print(train_toy_model(sys.argv[1], settings, preset("toy", **spec), init_from=os.environ.get("TOY_INIT_FROM") or None))
 EOF
       ;;
-    job) python3 bench/bench_job.py --arch wan2.1-i2v-14b --device cuda --unit-steps "${JOB_UNIT_STEPS:-3}" \
+    job) "$python" bench/bench_job.py --arch wan2.1-i2v-14b --device cuda --unit-steps "${JOB_UNIT_STEPS:-3}" \
            --results "$results/job.jsonl" ;;
-    quality) python3 bench/quality.py ${QUALITY_MODEL:+--model "$QUALITY_MODEL"} --results "$results/quality.jsonl" ;;
+    quality) "$python" bench/quality.py ${QUALITY_MODEL:+--model "$QUALITY_MODEL"} --results "$results/quality.jsonl" ;;
     *) echo "unknown benchmark: $bench" >&2; exit 2 ;;
   esac
 done
