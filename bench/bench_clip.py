@@ -16,12 +16,15 @@ Rows also carry the ``--max-vram`` planner's estimates for the same clip
 
 ``--caps 8 12 16 24`` emulates smaller cards on a large one: for each cap (GiB) the settings
 ``serve --quantize auto --offload auto --max-vram CAP`` picks (the engine's own choice, asked of
-the architecture on the meta device, so quantisation runs on the GPU before any offloading),
-then the allocator capped with ``torch.cuda.set_per_process_memory_fraction`` and one propagation
-(``--steps``) and ``--train-steps`` training steps, in the windows the planner cuts; each row has
-peak allocated and reserved, seconds per denoising step and per training step against the
-uncapped bf16 run, the process's peak resident host memory (sampled) and the planner's device
-and host estimates. ``--deadline-s`` skips caps that would not finish in time:
+the architecture on the meta device, so quantisation runs on the GPU before any offloading), with
+``--vae-tiling`` where the planner refuses the clip without it, then the allocator capped with
+``torch.cuda.set_per_process_memory_fraction`` and one propagation (``--steps``) and
+``--train-steps`` training steps after a first (steps in all: each on the next window), in the
+windows the planner cuts; each row has peak allocated and reserved, seconds per denoising step
+(the median between synchronised steps of a window) and per training step against the uncapped
+bf16 run, the process's peak resident host memory (sampled) and the planner's device and host
+estimates for the longest window. ``--deadline-s`` skips caps that would not finish in time
+(``bench_proof.py`` runs the same caps in its one prepared run):
 
     python bench/bench_clip.py --arch wan2.1-i2v-14b --device cuda --caps 8 12 16 24 --steps 4 --train-steps 3
 """
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import dataclasses
 import gc
 import resource
 import statistics
@@ -51,8 +55,10 @@ from common import append_rows, device_name, print_table  # noqa: E402
 from framecast.common.requests import PropagateJob, TrainJob, TrainSettings  # noqa: E402
 from framecast.engine.config import EngineConfig  # noqa: E402
 from framecast.engine.engine import Engine  # noqa: E402
+from framecast.engine.errors import OutOfMemory  # noqa: E402
 from framecast.engine.memory.lowvram import quantize_pipeline  # noqa: E402
 from framecast.engine.memory.sizes import module_bytes  # noqa: E402
+from framecast.engine.model import model_limits  # noqa: E402
 from framecast.engine.toy.architectures import build_pipeline, make_tiny_model, preset  # noqa: E402
 from framecast.engine.toy.world import SceneConfig, make_scene  # noqa: E402
 
@@ -151,7 +157,7 @@ def run_config(args, pipe_factory, quantize: str, offload: str, window: int, bas
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     _reset_peak(device)
     engine = Engine(
-        EngineConfig(model_dir=str(args.tiny_dir), device=args.device, dtype=str(dtype).removeprefix("torch."),
+        EngineConfig(model_dir=str(engine_model_dir(args)), device=args.device, dtype=str(dtype).removeprefix("torch."),
                      quantize=quantize, offload=offload, window_frames=window, max_frames=args.frames,
                      max_pixels=args.width * args.height),
         data_dir, pipe=pipe_factory(),
@@ -241,7 +247,13 @@ def host_rss_peak():
         out["gib"] = max(out["gib"], rss())
 
 
-def _release_host_memory() -> None:
+def host_rss_peak_now() -> float:
+    with host_rss_peak() as rss:
+        pass
+    return rss["gib"]
+
+
+def release_host_memory() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -254,102 +266,258 @@ def _release_host_memory() -> None:
         pass
 
 
+def engine_model_dir(args) -> Path:
+    """The directory the engine is configured with: the tiny model's own; for the 14B (built, not
+    loaded) an empty one, so the method's defaults and presets apply (no framecast.json) and the
+    native size is Wan2.1's 480P."""
+    if args.arch == "tiny":
+        return args.tiny_dir
+    empty = Path(tempfile.gettempdir()) / "framecast-bench-14b"
+    empty.mkdir(exist_ok=True)
+    return empty
+
+
+def engine_config(args, quantize: str, offload: str, cap_gb: float, dtype: torch.dtype,
+                  vae_tiling: bool = False) -> EngineConfig:  # fmt: skip
+    return EngineConfig(model_dir=str(engine_model_dir(args)), device=args.device, dtype=str(dtype).removeprefix("torch."),
+                        quantize=quantize, offload=offload, max_vram_gb=cap_gb, max_frames=args.frames,
+                        max_pixels=args.width * args.height, vae_tiling=vae_tiling)  # fmt: skip
+
+
+_meta_pipes: dict[tuple, object] = {}
+
+
+def planner(args, quantize: str, offload: str, cap_gb: float, dtype: torch.dtype, vae_tiling: bool = False):
+    """An engine that plans without weights: ``Engine``'s own ``memory_plan``, ``plan_windows`` and
+    ``_choose_memory_settings`` on the architecture built on the meta device (the tiny model: on
+    the CPU), under ``serve --quantize Q --offload O --max-vram cap_gb [--vae-tiling]``."""
+    device = torch.device("meta") if args.arch != "tiny" else torch.device("cpu")
+    key = (args.arch, args.layers, str(dtype))
+    if key not in _meta_pipes:
+        _meta_pipes[key] = bench_pipeline(args.arch, args.tiny_dir, device, dtype, args.layers)
+    pipe = _meta_pipes[key]
+    probe = SimpleNamespace(config=engine_config(args, quantize, offload, cap_gb, dtype, vae_tiling), dtype=dtype,
+                            _memory_model=None, pipe=pipe, limits=model_limits(pipe, engine_model_dir(args)))  # fmt: skip
+    for name in ("memory_plan", "plan_windows", "_choose_memory_settings"):
+        setattr(probe, name, MethodType(getattr(Engine, name), probe))
+    probe.quantize, probe.offload = probe.config.quantize, probe.config.offload
+    return probe
+
+
 def chosen_settings(args, cap_gb: float, dtype: torch.dtype) -> tuple[str, str]:
     """What ``serve --quantize auto --offload auto --max-vram cap_gb`` picks: the engine's own choice
     (``Engine._choose_memory_settings`` over ``Engine.memory_plan``), asked of the architecture on
-    the meta device (the tiny model: on the CPU), before anything is built on the GPU."""
-    device = torch.device("meta") if args.arch != "tiny" else torch.device("cpu")
-    probe = SimpleNamespace(config=engine_config(args, "auto", "auto", cap_gb, dtype), dtype=dtype, _memory_model=None,
-                            pipe=bench_pipeline(args.arch, args.tiny_dir, device, dtype, args.layers))  # fmt: skip
-    probe.memory_plan = MethodType(Engine.memory_plan, probe)
-    quantize, offload = Engine._choose_memory_settings(probe)
+    the meta device, before anything is built on the GPU."""
+    quantize, offload = planner(args, "auto", "auto", cap_gb, dtype)._choose_memory_settings()
     return quantize.value, offload.value
 
 
-def engine_config(args, quantize: str, offload: str, cap_gb: float, dtype: torch.dtype) -> EngineConfig:
-    return EngineConfig(model_dir=str(args.tiny_dir), device=args.device, dtype=str(dtype).removeprefix("torch."),
-                        quantize=quantize, offload=offload, max_vram_gb=cap_gb, max_frames=args.frames,
-                        max_pixels=args.width * args.height)  # fmt: skip
+def needs_vae_tiling(args, cap_gb: float, quantize: str, offload: str, dtype: torch.dtype) -> bool:
+    """Whether ``--max-vram cap_gb`` with these settings refuses to generate the clip unless the VAE
+    decodes in tiles (``serve --vae-tiling``, which a user of such a card must add): planned, not run."""
+    try:
+        planner(args, quantize, offload, cap_gb, dtype).plan_windows(args.frames, args.height, args.width, 0, None, False)
+    except OutOfMemory:
+        return True
+    return False
+
+
+def _step_marks(device: torch.device):
+    """(marks, callback): the callback notes (its first argument, the time), synchronised with the
+    device first, so each mark is when a step's kernels ended."""
+    marks: list[tuple[object, float]] = []
+
+    def mark(first=None, *_):
+        _sync(device)
+        marks.append((first, time.perf_counter()))
+
+    return marks, mark
+
+
+def plan_as_run(engine: Engine, frames: int, height: int, width: int, training: bool, rank: int = 16):
+    """The memory model's figure for the engine as it stands. ``Engine.memory_plan`` plans as a server
+    does, with the rank-64 adapter slot from the start (``estimated_*``); a run before any adapter has
+    made the slot has none, so this is the same workload with no slot while the engine has none
+    (``estimated_*_as_run``; the H200 rows were compared so)."""
+    plan = engine.memory_plan(engine.quantize, engine.offload, frames, height, width, training, rank)
+    slots = getattr(getattr(engine, "adapters", None), "slots", None)  # a planner() has none
+    if slots is not None and slots.memory()["slot_bytes"]:
+        return plan
+    model, asked = engine._memory_model, []
+    model.predict = lambda work: asked.append(work) or type(model).predict(model, work)  # the engine's own workload
+    try:
+        engine.memory_plan(engine.quantize, engine.offload, frames, height, width, training, rank)
+    finally:
+        del model.predict
+    return model.predict(dataclasses.replace(asked[0], slot_rank=0))
+
+
+def _as_run(row: dict, engine: Engine, args, window: int, training: bool, prefix: str, rank: int = 16) -> None:
+    plan = plan_as_run(engine, window, args.height, args.width, training, rank)
+    row[f"estimated_{prefix}alloc_as_run_gib"] = plan.allocated_bytes / 2**30
+    row[f"estimated_{prefix}peak_as_run_gib"] = plan.peak_bytes / 2**30
+    row[f"{prefix}slot_gib"] = engine.adapters.slots.memory()["slot_bytes"] / 2**30
+
+
+def measure_propagation(engine: Engine, args, scene, steps: int, job: PropagateJob | None = None) -> dict:
+    """One propagation of ``scene`` (``steps`` guided steps, or ``job``) in the windows the planner cuts:
+    its phases, the median denoising step (synchronised marks between steps of a window; a window's
+    first step is left out, it follows the encodes), peak device and host memory, and the memory
+    model's figures for its longest window."""
+    device = engine.device
+    job = job or PropagateJob("", scene.source, scene.edit_mask, scene.edited_first_frame, "a sprite moving",
+                              steps=steps, guidance_scale=5.0)  # fmt: skip
+    prepared = engine.prepare_propagate(job)  # the windows the planner cuts (under a budget: to fit it)
+    window = max(prepared.plan.lengths)
+    plan = engine.memory_plan(engine.quantize, engine.offload, window, args.height, args.width, training=False)
+    row = {"windows": prepared.plan.count, "window_frames": window, "estimated_peak_gib": plan.peak_bytes / 2**30,
+           "estimated_alloc_gib": plan.allocated_bytes / 2**30, "estimated_phase": plan.phase,
+           "estimated_host_gib": plan.host_bytes / 2**30}  # fmt: skip
+    _reset_peak(device)
+    marks, on_step = _step_marks(device)
+    with host_rss_peak() as rss:
+        started = time.perf_counter()
+        result = engine.propagate(prepared, on_step)
+        row["propagate_s"] = time.perf_counter() - started
+    row["peak_alloc_gib"], row["peak_reserved_gib"] = _peaks(device)
+    _as_run(row, engine, args, window, False, "")
+    per_window = job.steps
+    steps_s = [b - a for (s, a), (t, b) in zip(marks, marks[1:]) if (t - 1) // per_window == (s - 1) // per_window]
+    timings = result.timings
+    mean_step = timings["denoise_s"] / (per_window * prepared.plan.count)  # one step a window: the first steps' mean
+    row.update(host_rss_peak_gib=rss["gib"], encode_s=timings["encode_s"], denoise_s=timings["denoise_s"],
+               decode_s=timings["decode_s"], total_s=result.elapsed_s,
+               denoise_step_s=statistics.median(steps_s) if steps_s else mean_step)  # fmt: skip
+    row["_result"] = result  # for a caller that wants the frames; dropped before the row is written
+    return row
+
+
+def measure_training(engine: Engine, args, scene, steps: int, name: str, settings: TrainSettings | None = None,
+                     keep: bool = False) -> dict:  # fmt: skip
+    """A training of ``steps`` steps after a first one (or ``settings``; by default TrainSettings' rank 16
+    with gradient checkpointing, ``steps + 1`` steps in all, each on the next window the planner cuts):
+    seconds to the first step (the clip's encodes and that step), the median step after it, peak
+    device and host memory, and the memory model's figures for its longest window. Keys ``train_*``.
+    The adapter is deleted after, unless ``keep``."""
+    device = engine.device
+    settings = settings or TrainSettings(steps=steps + 1, steps_in_all=True)
+    prepared = engine.prepare_train(TrainJob(name, scene.source, scene.edit_mask, "a sprite", settings))
+    window = max(prepared.plan.lengths)
+    plan = engine.memory_plan(engine.quantize, engine.offload, window, args.height, args.width, True, settings.rank)
+    row = {"train_windows": prepared.plan.count, "train_window_frames": window, "train_steps": prepared.steps,
+           "estimated_train_peak_gib": plan.peak_bytes / 2**30, "estimated_train_alloc_gib": plan.allocated_bytes / 2**30,
+           "estimated_train_phase": plan.phase, "estimated_train_host_gib": plan.host_bytes / 2**30}  # fmt: skip
+    _reset_peak(device)
+    marks, on_progress = _step_marks(device)
+    with host_rss_peak() as rss:
+        begin = time.perf_counter()
+        engine.train(prepared, on_progress)
+        row["train_s"] = time.perf_counter() - begin
+    row["train_peak_alloc_gib"], row["train_peak_reserved_gib"] = _peaks(device)
+    _as_run(row, engine, args, window, True, "train_", settings.rank)
+    times = [t for _, t in marks]
+    row.update(train_host_rss_peak_gib=rss["gib"], train_first_step_s=times[0] - begin if times else None,
+               train_step_s=float(np.median(np.diff(times))) if len(times) > 1 else None,
+               train_after_steps_s=begin + row["train_s"] - times[-1] if times else None)  # storing the adapter  # fmt: skip
+    if not keep:
+        engine.adapters.delete(name)
+    return row
+
+
+def build_engine(args, quantize: str, offload: str, cap_gb: float, data_dir: Path,
+                 vae_tiling: bool = False) -> tuple[Engine, dict]:  # fmt: skip
+    """The architecture built on the device (random weights), quantised there (in seconds; offloaded,
+    the engine would quantise on the CPU), then the engine over it: (engine, {"setup_s", "quantize_s"})."""
+    device = torch.device(args.device)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    started = time.perf_counter()
+    pipe = bench_pipeline(args.arch, args.tiny_dir, device, dtype, args.layers)
+    figures = {"build_s": time.perf_counter() - started}
+    if quantize != "none" and device.type == "cuda":
+        begin = time.perf_counter()
+        quantize_pipeline(pipe, quantize, dtype, device)
+        _sync(device)
+        figures["quantize_s"] = time.perf_counter() - begin
+    engine = Engine(engine_config(args, quantize, offload, cap_gb, dtype, vae_tiling), data_dir, pipe=pipe)
+    figures["setup_s"] = time.perf_counter() - started
+    return engine, figures
+
+
+def failure(exc: BaseException) -> str:
+    """An exception as a row's error: the planner's refusal (framecast's OutOfMemory: nothing ran) and
+    the allocator's (torch's OutOfMemoryError) read differently."""
+    traceback.print_exc()
+    return f"{type(exc).__name__}: {exc}"[:300]
+
+
+def device_allocated_gib(device: torch.device) -> float | None:
+    """What torch holds on the device now (a run starts near 0: what an earlier run left counts against a cap)."""
+    return torch.cuda.memory_allocated(device) / 2**30 if device.type == "cuda" else None
 
 
 def run_capped(args, cap_gb: float | None, scene, data_dir, uncapped: dict | None) -> dict:
-    """One emulated card (``cap_gb`` GiB; None: the uncapped bf16 all-on-device run)."""
+    """One emulated card (``cap_gb`` GiB; None: the uncapped bf16 all-on-device run): the settings
+    ``--max-vram`` picks (and ``--vae-tiling`` where the planner refuses the clip without it), a
+    propagation of ``args.steps`` steps and ``args.train_steps`` training steps after a first, with the
+    allocator capped at ``cap_gb``. Errors are rows: a refusal by the planner, an out-of-memory."""
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     row = {"arch": arch_label(args), "frames": args.frames, "size": f"{args.width}x{args.height}", "steps": args.steps,
            "cap_gib": cap_gb}  # fmt: skip
+    started, engine = time.perf_counter(), None
     quantize, offload = chosen_settings(args, cap_gb, dtype) if cap_gb else ("none", "none")
-    row.update(config=f"cap {cap_gb:g} GiB: {quantize}/{offload}" if cap_gb else "uncapped: none/none",
-               quantize=quantize, offload=offload)  # fmt: skip
-    row["host_rss_base_gib"] = host_rss_peak_now()  # the interpreter, torch and CUDA's own: outside the planner's figure
-    started, engine, pipe = time.perf_counter(), None, None
+    tiling = bool(cap_gb) and needs_vae_tiling(args, cap_gb, quantize, offload, dtype)
+    row.update(config=(f"cap {cap_gb:g} GiB: {quantize}/{offload}" + (" +vae-tiling" if tiling else "")) if cap_gb
+               else "uncapped: none/none", quantize=quantize, offload=offload, vae_tiling=tiling,
+               planning_s=time.perf_counter() - started, device_alloc_before_gib=device_allocated_gib(device),
+               host_rss_base_gib=host_rss_peak_now())  # the interpreter's, torch's, CUDA's: not the planner's  # fmt: skip
     try:
-        pipe = bench_pipeline(args.arch, args.tiny_dir, device, dtype, args.layers)
-        if quantize != "none" and device.type == "cuda":  # on the GPU, in seconds (offloaded, the engine would on the CPU)
-            quantize_pipeline(pipe, quantize, dtype, device)
-        engine = Engine(engine_config(args, quantize, offload, cap_gb or 0.0, dtype), data_dir, pipe=pipe)
-        pipe = None
-        row["setup_s"] = time.perf_counter() - started
-        _release_host_memory()
+        engine, figures = build_engine(args, quantize, offload, cap_gb or 0.0, data_dir, tiling)
+        row.update(figures)
+        release_host_memory()
+        row["host_rss_setup_gib"] = host_rss_peak_now()
         if cap_gb and device.type == "cuda":
             total = torch.cuda.get_device_properties(device).total_memory
             torch.cuda.set_per_process_memory_fraction(min(1.0, cap_gb * 2**30 / total), device)
-        job = PropagateJob("", scene.source, scene.edit_mask, scene.edited_first_frame, "a sprite moving",
-                           steps=args.steps, guidance_scale=5.0)  # fmt: skip
-        prepared = engine.prepare_propagate(job)  # the windows the planner cuts under the cap
-        window = max(prepared.plan.lengths)
-        plan = engine.memory_plan(engine.quantize, engine.offload, window, args.height, args.width, training=False)
-        train_plan = engine.memory_plan(engine.quantize, engine.offload, window, args.height, args.width, training=True)
-        row.update(windows=prepared.plan.count, window_frames=window, estimated_peak_gib=plan.peak_bytes / 2**30,
-                   estimated_alloc_gib=plan.allocated_bytes / 2**30, estimated_phase=plan.phase,
-                   estimated_host_gib=plan.host_bytes / 2**30, estimated_train_peak_gib=train_plan.peak_bytes / 2**30,
-                   estimated_train_alloc_gib=train_plan.allocated_bytes / 2**30,
-                   estimated_train_phase=train_plan.phase, estimated_train_host_gib=train_plan.host_bytes / 2**30)  # fmt: skip
-        _reset_peak(device)
-        with host_rss_peak() as rss:
-            result = engine.propagate(prepared)
-        row["peak_alloc_gib"], row["peak_reserved_gib"] = _peaks(device)
-        row.update(host_rss_peak_gib=rss["gib"], encode_s=result.timings["encode_s"], decode_s=result.timings["decode_s"],
-                   denoise_step_s=result.timings["denoise_s"] / (args.steps * prepared.plan.count))  # fmt: skip
+        try:
+            row.update(measure_propagation(engine, args, scene, args.steps))
+            row.pop("_result")
+        except Exception as exc:  # an out-of-memory under the cap is a result: the planner said it would fit
+            row["error"] = failure(exc)
         if args.train_steps:
-            _reset_peak(device)
-            times = []
-            settings = TrainSettings(steps=args.train_steps + 1, rank=16, gradient_checkpointing=True)
-            begin = time.perf_counter()
-            with host_rss_peak() as rss:
-                engine.train(TrainJob(f"cap-{cap_gb or 0:g}".replace(".", "-"), scene.source, scene.edit_mask, "a sprite", settings),
-                             lambda progress: times.append(time.perf_counter()))  # fmt: skip
-            row["train_peak_alloc_gib"], row["train_peak_reserved_gib"] = _peaks(device)
-            row["train_host_rss_peak_gib"] = rss["gib"]
-            row["train_step_s"] = float(np.median(np.diff([begin] + times)[1:]))  # the first step warms up
-    except Exception as exc:  # an out-of-memory under the cap is a result: the planner said it would fit
-        traceback.print_exc()
-        row["error"] = f"{type(exc).__name__}: {exc}"[:300]
+            try:
+                row.update(measure_training(engine, args, scene, args.train_steps, f"cap-{cap_gb or 0:g}".replace(".", "-")))
+            except Exception as exc:
+                row["train_error"] = failure(exc)
+    except Exception as exc:  # building or quantising
+        row["error"] = failure(exc)
     finally:
         if cap_gb and device.type == "cuda":
             torch.cuda.set_per_process_memory_fraction(1.0, device)
-        engine = pipe = None
+        engine = None
         _reset_peak(device)
-        _release_host_memory()
+        release_host_memory()
     if uncapped is not None:
-        for key, ratio in (("denoise_step_s", "denoise_step_vs_uncapped"), ("train_step_s", "train_step_vs_uncapped")):
-            if key in row and uncapped.get(key):
-                row[ratio] = row[key] / uncapped[key]
+        compare_with(row, uncapped)
     row["wall_s"] = time.perf_counter() - started
     return row
 
 
-def host_rss_peak_now() -> float:
-    with host_rss_peak() as rss:
-        pass
-    return rss["gib"]
+def compare_with(row: dict, uncapped: dict) -> None:
+    """Seconds per denoising and training step against the uncapped bf16 run's."""
+    for key, ratio in (("denoise_step_s", "denoise_step_vs_uncapped"), ("train_step_s", "train_step_vs_uncapped")):
+        if row.get(key) and uncapped.get(key):
+            row[ratio] = row[key] / uncapped[key]
+
+
+CAPS_COLUMNS = ["config", "windows", "window_frames", "peak_alloc_gib", "peak_reserved_gib", "estimated_peak_gib",
+                "denoise_step_s", "denoise_step_vs_uncapped", "train_window_frames", "train_peak_reserved_gib",
+                "estimated_train_peak_gib", "train_step_s", "train_step_vs_uncapped", "host_rss_peak_gib",
+                "estimated_host_gib", "error", "train_error"]  # fmt: skip
 
 
 def run_caps(args, scene) -> list[dict]:
     """The uncapped run, then each cap in turn, as long as the deadline leaves time for one more."""
-    columns = ["config", "windows", "window_frames", "peak_alloc_gib", "peak_reserved_gib", "estimated_peak_gib",
-               "denoise_step_s", "denoise_step_vs_uncapped", "train_peak_reserved_gib", "estimated_train_peak_gib",
-               "train_step_s", "train_step_vs_uncapped", "host_rss_peak_gib", "estimated_host_gib", "error"]  # fmt: skip
     started, rows, uncapped, longest = time.perf_counter(), [], None, 0.0
     for cap in [None] + args.caps:
         elapsed = time.perf_counter() - started
@@ -362,7 +530,7 @@ def run_caps(args, scene) -> list[dict]:
             if cap is None:
                 uncapped = row
         rows.append(row)
-        print_table([row], columns, header=len(rows) == 1)
+        print_table([row], CAPS_COLUMNS, header=len(rows) == 1)
         append_rows(args.results, [row], device=torch.device(args.device))
     return rows
 
